@@ -1,0 +1,7 @@
+"""``python -m interp``: the same as the ``interp`` console script."""
+
+import sys
+
+from interp.cli import main
+
+sys.exit(main())

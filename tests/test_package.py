@@ -1,0 +1,63 @@
+"""The distribution: fast, side-effect-free imports and the console entry points."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def _run(code: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def test_import_is_light():
+    """`import interp, hooks, analyses` pulls in neither TransformerLens nor transformers."""
+    out = _run(
+        "import sys, interp, hooks, analyses; "
+        "print(sorted(m for m in ('transformer_lens', 'transformers', 'datasets', 'matplotlib') "
+        "if m in sys.modules))"
+    )
+    assert out == "[]"
+
+
+def test_import_time_under_one_second():
+    """Median of three cold imports, measured inside the interpreter (no interpreter start-up)."""
+    times = [
+        float(_run("import time; t = time.perf_counter(); import interp, hooks, analyses; "
+                   "print(time.perf_counter() - t)"))
+        for _ in range(3)
+    ]
+    assert sorted(times)[1] < 1.0, times
+
+
+def test_lazy_names_resolve_and_unknown_name_errors():
+    import interp
+
+    assert callable(interp.load_model)
+    assert interp.organisms.names() == ["induction", "minilm", "modadd"]
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        interp.nonexistent  # noqa: B018
+
+
+@pytest.mark.parametrize("entry", [["interp"], [sys.executable, "-m", "interp"]])
+def test_cli_help(entry):
+    res = subprocess.run(entry + ["--help"], capture_output=True, text=True)
+    assert res.returncode == 0
+    assert "organisms" in res.stdout and "demo" in res.stdout
+
+
+def test_cli_organisms_list():
+    res = subprocess.run(["interp", "organisms", "list"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    names = [line.split()[0] for line in res.stdout.splitlines()]
+    assert names == ["induction", "minilm", "modadd"]
+
+
+def test_cli_unknown_organism_suggests_close_name():
+    res = subprocess.run(
+        ["interp", "organisms", "train", "inductoin", "--out", "unused"], capture_output=True, text=True
+    )
+    assert res.returncode == 2
+    assert "Unknown organism 'inductoin'" in res.stderr and "'induction'" in res.stderr
