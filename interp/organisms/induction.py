@@ -1,0 +1,263 @@
+"""Induction organism: a 2-layer attention-only transformer that learned induction heads.
+
+Task. Each sequence is a BOS token (a dedicated id, :data:`BOS`) followed by :data:`SEQ_LEN` tokens:
+a pattern of ``period`` distinct random tokens (``period`` drawn per sequence, uniformly in
+:data:`PERIODS`) repeated to fill the sequence. Position ``t ≥ 1 + period`` repeats the token at
+``t − period``; only those positions are scored (``target_mask[t] = 1``), so the loss is exactly the
+part a model can only get right by looking back. Because the period varies from sequence to sequence,
+a positional copy ("attend to the token k positions back") cannot solve it: the model has to find the
+previous occurrence of the current token and copy the token that followed it, i.e. implement the
+two-head induction circuit of Elhage et al. 2021 / Olsson et al. 2022 (a previous-token head in
+layer 0 whose output is K-composed into an induction head in layer 1). See REFERENCE.md §3.
+
+Head scores (computed from ``blocks.{l}.attn.hook_pattern`` on test sequences, attention A[q, k]):
+
+    prev-token score(l, h) = mean_{q ≥ 2} A_lh[q, q − 1]
+    induction score(l, h)  = mean_{q ≥ period + 1} A_lh[q, q − period + 1]
+
+(query ``q`` holds a token that already occurred at ``q − period``; the induction head attends to the
+token after that occurrence, ``q − period + 1``.) A uniform causal pattern gives scores of about
+``1 / (q + 1)``, i.e. ≈ 0.1 here.
+
+The shipped weights (``weights/induction.safetensors``) and the training checkpoints spanning the
+formation of the induction heads (``weights/induction_checkpoints/step_*.safetensors``) were produced by
+:func:`train` with ``seed=0``.
+
+Example::
+
+    >>> from interp.organisms import induction
+    >>> model, task = induction.load()                          # doctest: +SKIP
+    >>> task.evaluate(model)["accuracy"] > 0.9                   # doctest: +SKIP
+    True
+    >>> induction.induction_scores(model, task)[1].max() > 0.5   # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from jaxtyping import Float
+
+from interp.organisms._weights import WEIGHTS_DIR, load_bridge, save_bridge
+from interp.tasks import Task
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformer_lens.model_bridge import TransformerBridge
+
+__all__ = [
+    "DESCRIPTION",
+    "CONFIG",
+    "make_task",
+    "train",
+    "load",
+    "checkpoints",
+    "previous_token_scores",
+    "induction_scores",
+]
+
+logger = logging.getLogger(__name__)
+
+N_TOKENS = 64  #: ordinary tokens are ids 0 .. N_TOKENS - 1
+BOS = N_TOKENS  #: dedicated beginning-of-sequence id
+SEQ_LEN = 32  #: tokens after BOS
+PERIODS = (4, 14)  #: inclusive range the per-sequence period is drawn from
+N_TRAIN, N_TEST = 8192, 1024
+
+CONFIG: dict = {
+    "d_model": 32,
+    "d_head": 16,
+    "n_heads": 2,
+    "n_layers": 2,
+    "n_ctx": SEQ_LEN + 1,
+    "d_vocab": N_TOKENS + 1,
+    "attn_only": True,
+    "normalization_type": "LN",
+    "positional_embedding_type": "standard",
+    "model_name": "interp-induction",
+}
+
+# Training recipe (seed 0 produced the shipped weights).
+STEPS = 300
+BATCH_SIZE = 64
+LR = 3e-3
+WEIGHT_DECAY = 0.01
+#: steps at which training checkpoints are saved (chosen to bracket the induction-head phase change)
+CHECKPOINT_STEPS = (0, 100, 125, 150, 175, 300)
+
+WEIGHTS_FILE = "induction.safetensors"
+CHECKPOINT_DIR = "induction_checkpoints"
+
+#: (layer, head) of the previous-token head and the induction heads in the shipped weights, by
+#: :func:`previous_token_scores` / :func:`induction_scores` (0.36 and 0.38 / 0.40; other heads ≤ 0.12)
+PREV_TOKEN_HEAD = (0, 1)
+INDUCTION_HEADS = ((1, 0), (1, 1))
+
+DESCRIPTION = (
+    "2-layer, 2-head, d_model 32 attention-only transformer (LayerNorm) trained on a BOS token plus "
+    f"{SEQ_LEN} tokens: a pattern of `period` distinct random tokens (period uniform in "
+    f"{PERIODS[0]}-{PERIODS[1]} per sequence) repeated; only repeated tokens are scored. It solves the "
+    "task with an induction circuit: previous-token head L0H1 (prev-token score 0.36; L0H0 0.12) and "
+    "two induction heads L1H0 and L1H1 (induction scores 0.38 and 0.40; layer-0 heads 0.04), by "
+    "`previous_token_scores` / `induction_scores`. Test loss 0.028 nats, accuracy 0.996 on scored "
+    "tokens. Training checkpoints spanning the heads' formation (steps 0-300, phase change at "
+    "steps ~125-175) ship too."
+)
+
+
+# ---------------------------------------------------------------------------------------------- data
+def _generate(n: int, rng: np.random.Generator) -> dict[str, list]:
+    lo, hi = PERIODS
+    periods = rng.integers(lo, hi + 1, size=n)
+    ids = np.empty((n, SEQ_LEN + 1), dtype=np.int64)
+    mask = np.zeros((n, SEQ_LEN + 1), dtype=np.int64)
+    ids[:, 0] = BOS
+    for i, period in enumerate(periods):
+        pattern = rng.choice(N_TOKENS, size=period, replace=False)
+        ids[i, 1:] = np.resize(pattern, SEQ_LEN)
+        mask[i, 1 + period :] = 1
+    return {"input_ids": ids.tolist(), "target_mask": mask.tolist(), "period": periods.tolist()}
+
+
+def make_task(seed: int = 0, n_train: int = N_TRAIN, n_test: int = N_TEST) -> Task:
+    """The repeated-random-tokens task: ``input_ids``, ``target_mask`` and ``period`` columns.
+
+    Deterministic in ``seed`` (train and test use independent streams of one numpy generator).
+    """
+    import datasets
+
+    if n_train < 1 or n_test < 1:
+        raise ValueError(f"n_train={n_train!r}, n_test={n_test!r}: both must be positive integers.")
+    train_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    dd = datasets.DatasetDict(
+        train=datasets.Dataset.from_dict(_generate(n_train, train_rng)),
+        test=datasets.Dataset.from_dict(_generate(n_test, test_rng)),
+    )
+    return Task(
+        "induction",
+        dd,
+        description="Predict repeated tokens of a random pattern with a random period per sequence.",
+    )
+
+
+# ------------------------------------------------------------------------------------------- scores
+def _patterns(
+    model: torch.nn.Module, task: Task, split: str, rows: int
+) -> tuple[Float[torch.Tensor, "layer batch head q k"], torch.Tensor, torch.Tensor]:
+    data = task.tensors(split, rows=rows, columns=("input_ids", "period"))
+    ids = data["input_ids"].long()
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        _, cache = model.run_with_cache(ids.to(device), names_filter=lambda name: name in names)
+    pattern = torch.stack([cache[name].float().cpu() for name in names])
+    return pattern, ids, data["period"].long()
+
+
+def previous_token_scores(
+    model: torch.nn.Module, task: Task, split: str = "test", rows: int = 256
+) -> Float[torch.Tensor, "layer head"]:
+    """Mean attention from each query ``q ≥ 2`` to ``q − 1``, per (layer, head)."""
+    pattern, _, _ = _patterns(model, task, split, rows)
+    q = torch.arange(2, pattern.shape[-1])
+    return pattern[..., q, q - 1].mean(dim=(1, 3))
+
+
+def induction_scores(
+    model: torch.nn.Module, task: Task, split: str = "test", rows: int = 256
+) -> Float[torch.Tensor, "layer head"]:
+    """Mean attention from each repeated-token query ``q`` to ``q − period + 1``, per (layer, head).
+
+    Needs a ``period`` column (as in :func:`make_task`). Queries are the positions whose token occurred
+    before, ``q ≥ period + 1`` (position 0 is BOS).
+    """
+    pattern, ids, periods = _patterns(model, task, split, rows)
+    n_pos = ids.shape[1]
+    q = torch.arange(n_pos)
+    valid = q[None, :] >= periods[:, None] + 1  # [batch, q]
+    key = (q[None, :] - periods[:, None] + 1).clamp(min=0)  # [batch, q]
+    idx = key[None, :, None, :, None].expand(pattern.shape[0], -1, pattern.shape[2], -1, 1)
+    att = pattern.gather(-1, idx)[..., 0]  # [layer, batch, head, q]
+    w = valid[None, :, None, :].float()
+    return (att * w).sum(dim=(1, 3)) / w.sum(dim=(1, 3))
+
+
+# ------------------------------------------------------------------------------------------ training
+def train(
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+    progress: bool = True,
+) -> TransformerBridge:
+    """Train the induction organism from scratch (deterministic on one machine for a given ``seed``).
+
+    AdamW (lr :data:`LR`, weight decay :data:`WEIGHT_DECAY`), batches of :data:`BATCH_SIZE` drawn with
+    a seeded generator from :func:`make_task` ``(seed)``'s train split, :data:`STEPS` steps. With
+    ``out_dir`` the final weights go to ``out_dir/induction.safetensors`` and the checkpoints at
+    :data:`CHECKPOINT_STEPS` to ``out_dir/induction_checkpoints/step_NNNNN.safetensors`` (nothing is
+    written when ``out_dir`` is ``None``). Returns the trained model in eval mode.
+    """
+    from tqdm.auto import tqdm
+
+    from interp.organisms._weights import build_native
+
+    steps = STEPS if steps is None else steps
+    if steps < 0:
+        raise ValueError(f"steps={steps!r}: must be a non-negative integer (None: {STEPS}).")
+    task = make_task(seed)
+    data = task.tensors("train", columns=("input_ids", "target_mask"))
+    torch.manual_seed(seed)
+    model = build_native(CONFIG)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    gen = torch.Generator().manual_seed(seed)
+    out = Path(out_dir) if out_dir is not None else None
+
+    def save_checkpoint(step: int) -> None:
+        if out is not None and step in CHECKPOINT_STEPS:
+            path = out / CHECKPOINT_DIR / f"step_{step:05d}.safetensors"
+            save_bridge(model, CONFIG, path, step=step, seed=seed, organism="induction")
+
+    n = len(data["input_ids"])
+    bar = tqdm(range(steps), desc="induction", disable=not progress)
+    save_checkpoint(0)
+    for step in bar:
+        idx = torch.randint(n, (BATCH_SIZE,), generator=gen)
+        loss = task.loss(model, {k: v[idx] for k, v in data.items()})
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        save_checkpoint(step + 1)
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    metrics = task.evaluate(model)
+    logger.info("induction: trained %d steps, test loss %.4f, accuracy %.4f", steps, *metrics.values())
+    if out is not None:
+        path = save_bridge(model, CONFIG, out / WEIGHTS_FILE, step=steps, seed=seed, organism="induction")
+        logger.info("induction: wrote %s", path)
+    return model
+
+
+# ------------------------------------------------------------------------------------------- loading
+def load(seed: int = 0) -> tuple[TransformerBridge, Task]:
+    """The shipped trained model (eval mode) and its task (``make_task(seed)``)."""
+    return load_bridge(WEIGHTS_DIR / WEIGHTS_FILE), make_task(seed)
+
+
+def checkpoints() -> list[tuple[int, TransformerBridge]]:
+    """The shipped training checkpoints as ``[(step, model), ...]`` sorted by step (eval mode)."""
+    from interp.organisms._weights import read_metadata
+
+    files = sorted((WEIGHTS_DIR / CHECKPOINT_DIR).glob("step_*.safetensors"))
+    if not files:
+        raise FileNotFoundError(
+            f"No checkpoints under {WEIGHTS_DIR / CHECKPOINT_DIR}; regenerate them with "
+            "`interp organisms train induction`."
+        )
+    out = [(int(read_metadata(f)["step"]), load_bridge(f)) for f in files]
+    return sorted(out, key=lambda pair: pair[0])
