@@ -1,0 +1,260 @@
+"""``Hook(point, fn)`` and ``apply(model, hooks)``: temporary, exactly-removed forward hooks.
+
+A :class:`Hook` pairs a point (see :mod:`hooks._points`) with a function ``fn(activation)`` that
+returns ``None`` (read only) or a tensor of the same shape that replaces the activation. ``apply``
+is a context manager that resolves every hook first (a bad name registers nothing), registers them
+under a context level of its own, and on exit removes exactly the handles it added, whether the
+block ends normally, raises, or is interrupted (``KeyboardInterrupt``). Hooks registered outside,
+by the user or by an enclosing ``apply``/``model.hooks()``, are left alone. Nested ``apply``s
+compose: at one point, hooks run in registration order (outer before inner, list order within).
+
+Why not ``model.hooks()``: TransformerLens numbers its contexts by depth, so two sibling contexts
+share a level and level-based cleanup can remove hooks that another context added (upstream issue
+#1636). Levels here are unique negative integers that TransformerLens never hands out, and removal is
+by handle, never by level.
+
+**Guard against ignored edits.** Some bridges fire a hook on a tensor their wrapped Hugging Face
+module has already consumed (``hook_attn_scores`` on native bridges, ``hook_pattern`` and
+``hook_attn_scores`` on BERT); TransformerLens then only warns. Here an edit at such a point raises
+:class:`EditIgnoredError` from inside the forward, so no number is ever computed from an edit that
+did not happen. Edits must be returned: an in-place change of the activation is not seen by the
+guard.
+
+Example::
+
+    >>> import torch, hooks
+    >>> from transformer_lens.model_bridge import TransformerBridge
+    >>> from transformer_lens.config import TransformerBridgeConfig
+    >>> model = TransformerBridge.boot_native(TransformerBridgeConfig(
+    ...     d_model=16, d_head=4, n_layers=2, n_ctx=8, n_heads=4, d_vocab=10, seed=0)).eval()
+    >>> tokens = torch.tensor([[1, 2, 3, 4]])
+    >>> clean = model(tokens)
+    >>> with hooks.apply(model, [hooks.Hook(hooks.mlp_out(1), lambda x: torch.zeros_like(x))]):
+    ...     ablated = model(tokens)
+    >>> bool((ablated != clean).any()), torch.equal(model(tokens), clean)   # removed on exit
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Union
+
+import torch
+from torch import Tensor
+
+from hooks._points import Resolved, resolve
+
+__all__ = ["Hook", "apply", "EditIgnoredError", "HookFn"]
+
+HookFn = Callable[[Tensor], Union[Tensor, None]]
+"""``fn(activation) -> None | Tensor``: ``None`` reads, a tensor of the same shape replaces."""
+
+
+class EditIgnoredError(RuntimeError):
+    """A hook returned a modified activation at a point where the bridge discards edits."""
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A point and a function of the activation there.
+
+    Args:
+        point: a point name (``hooks.resid_pre(0)``, ``"blocks.0.attn.hook_z"``, ...).
+        fn: ``fn(activation) -> None | Tensor``. Returning ``None`` leaves the activation unchanged;
+            returning a tensor of the same shape replaces it. For a per-head point
+            (``hooks.head_out(l, h)``) the activation is that head's output ``[batch, pos, d_model]``
+            (all heads: ``[batch, pos, head, d_model]``).
+    """
+
+    point: str
+    fn: HookFn
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.point, str) or not self.point:
+            raise ValueError(
+                f"Hook.point must be a non-empty str such as 'blocks.0.hook_resid_pre', got "
+                f"{self.point!r}"
+            )
+        if not callable(self.fn):
+            raise ValueError(f"Hook.fn must be callable fn(activation) -> Tensor | None, got {self.fn!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# levels and removal
+
+_LEVELS = itertools.count(1)
+
+
+def new_level() -> int:
+    """A context level no TransformerLens context uses (they count up from 1)."""
+    return -next(_LEVELS)
+
+
+def add(hook_point: Any, fn: Callable[..., Any], level: int) -> tuple[Any, Any]:
+    """Register a TL-style ``fn(tensor, *, hook)`` forward hook; returns ``(hook_point, handle)``."""
+    return hook_point, hook_point.add_hook(fn, dir="fwd", level=level)
+
+
+def remove(added: list[tuple[Any, Any]]) -> None:
+    """Remove exactly these handles, newest first; never touches other hooks."""
+    errors: list[BaseException] = []
+    while added:
+        hook_point, handle = added.pop()
+        try:
+            handle.hook.remove()
+            hook_point.fwd_hooks[:] = [h for h in hook_point.fwd_hooks if h is not handle]
+        except BaseException as e:  # noqa: BLE001 - keep removing the rest, re-raise after
+            errors.append(e)
+    if errors:
+        raise errors[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# the guard
+
+_POST_HOC = "_fire_post_hoc_hook"
+
+
+def edit_discarded() -> bool:
+    """Whether the running hook was fired on a tensor the bridge has already consumed."""
+    frame = sys._getframe(1)
+    for _ in range(16):
+        if frame is None:
+            return False
+        if frame.f_code.co_name == _POST_HOC:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _check_edit(point: str, name: str, x: Tensor, out: Any) -> Tensor | None:
+    if out is None or out is x:
+        return out
+    if not isinstance(out, Tensor):
+        raise TypeError(f"a hook at {point!r} returned {type(out).__name__}; return a Tensor or None")
+    if out.shape != x.shape:
+        raise ValueError(
+            f"a hook at {point!r} returned shape {tuple(out.shape)} for an activation of shape "
+            f"{tuple(x.shape)}; return a tensor of the same shape"
+        )
+    if edit_discarded():
+        raise EditIgnoredError(
+            f"a hook at {point!r} (bridge hook {name!r}) returned a modified activation, but this "
+            "bridge fires that hook after its wrapped module has consumed the value, so the edit "
+            "would be silently discarded. Edit a point that feeds the computation instead (e.g. "
+            "attn.hook_q/hook_k for scores, attn.hook_z or hooks.head_out(l, h) for head outputs)."
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# expansion of one Hook into TL hook functions
+
+
+def _expand(res: Resolved, fn: HookFn) -> list[tuple[Any, Callable[..., Any]]]:
+    if not res.per_head:
+        point, name = res.point, res.name
+
+        def wrapper(x: Tensor, *, hook: Any = None) -> Tensor | None:
+            return _check_edit(point, name, x, fn(x))
+
+        return [(res.hook_point, wrapper)]
+    return _expand_head(res, fn)
+
+
+def head_outputs(z: Tensor, attn: Any, head: int | None) -> Tensor:
+    """``z[:, :, h] @ W_O[h]``: one head ``[..., d_model]`` or all heads ``[..., head, d_model]``."""
+    w_o = attn.W_O.to(device=z.device, dtype=z.dtype)
+    if head is None:
+        return torch.einsum("...hd,hdm->...hm", z, w_o)
+    return z[..., head, :] @ w_o[head]
+
+
+def _expand_head(res: Resolved, fn: HookFn) -> list[tuple[Any, Callable[..., Any]]]:
+    state: dict[str, Tensor] = {}
+    point = res.point
+
+    def record_z(z: Tensor, *, hook: Any = None) -> None:
+        state["z"] = z
+        return None
+
+    def edit_out(out: Tensor, *, hook: Any = None) -> Tensor | None:
+        z = state.pop("z", None)
+        if z is None:
+            raise RuntimeError(
+                f"per-head point {point!r}: attn.hook_z did not fire before attn.o.hook_out"
+            )
+        y = head_outputs(z, res.attn, res.heads)
+        new = fn(y)
+        new = _check_edit(point, res.name, y, new)
+        if new is None or new is y:
+            return None
+        delta = new - y
+        if res.heads is None:
+            delta = delta.sum(-2)
+        return out + delta
+
+    return [(res.hook_point, record_z), (res.out_hook_point, edit_out)]
+
+
+# ---------------------------------------------------------------------------------------------
+# apply
+
+
+def flatten(hooks: Iterable[Hook | Iterable[Hook]]) -> list[Hook]:
+    """Hooks and (one level of) sequences of hooks, as returned by interventions, as one list."""
+    if isinstance(hooks, Hook):
+        return [hooks]
+    out: list[Hook] = []
+    for h in hooks:
+        if isinstance(h, Hook):
+            out.append(h)
+        elif isinstance(h, Iterable) and not isinstance(h, (str, bytes)):
+            for inner in h:
+                if not isinstance(inner, Hook):
+                    raise TypeError(f"expected a Hook, got {type(inner).__name__}: {inner!r}")
+                out.append(inner)
+        else:
+            raise TypeError(f"expected a Hook or a sequence of Hooks, got {type(h).__name__}: {h!r}")
+    return out
+
+
+class apply:  # noqa: N801 - a verb, used as `with hooks.apply(model, [...]):`
+    """Context manager: register ``hooks`` on ``model``; remove exactly those on exit.
+
+    Args:
+        model: a TransformerLens ``TransformerBridge``.
+        hooks: ``Hook``s, or sequences of them (as returned by e.g. :func:`hooks.splice`).
+
+    All points are resolved before anything is registered, so an unknown name
+    (:class:`hooks.PointError`) leaves the model untouched. The context yields the model.
+    """
+
+    def __init__(self, model: Any, hooks: Iterable[Hook | Iterable[Hook]]) -> None:
+        self.model = model
+        self.hooks = tuple(flatten(hooks))
+        self.level: int | None = None
+        self._added: list[tuple[Any, Any]] = []
+        self._entered = False
+
+    def __enter__(self) -> Any:
+        if self._entered:
+            raise RuntimeError("this hooks.apply(...) context was already entered; create a new one")
+        self._entered = True
+        plan = [_expand(resolve(self.model, h.point), h.fn) for h in self.hooks]
+        self.level = new_level()
+        try:
+            for pieces in plan:
+                for hook_point, fn in pieces:
+                    self._added.append(add(hook_point, fn, self.level))
+        except BaseException:
+            remove(self._added)
+            raise
+        return self.model
+
+    def __exit__(self, *exc: object) -> None:
+        remove(self._added)
