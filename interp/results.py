@@ -1,0 +1,254 @@
+"""Results of a sweep: a long table, its summaries, survival of effects, plots and persistence.
+
+The table has one row per (draw, analysis, metric)::
+
+    degradation  level  level_index  chain  draw  baseline  loss  delta_loss  analysis  metric  kind  value
+
+Baseline rows (the trained weights) have ``baseline=True`` and ``level_index = chain = draw = -1``.
+``loss`` is the draw's loss on the sweep's fixed evaluation batch and ``delta_loss`` its increase over
+the baseline (ΔL, nats/token): the common x-axis for every degradation. ``kind`` is ``effect``,
+``collateral`` or ``other``.
+
+Statistics. Draws within a chain are correlated, so uncertainty is computed across *chains*: each
+chain's draws are averaged first, then the mean over chains gets a standard error s/√C and a 95%
+Student-t interval (C − 1 degrees of freedom). With a single chain the interval is over draws, and
+flagged as such (``ci_over``).
+
+Survival. For an effect metric with baseline value b and a threshold fraction f, a level *holds* when
+the lower 95% bound of the metric is ≥ f·b and is *lost* when the upper bound is < f·b (for an effect
+whose baseline is negative the inequalities flip). ``survival()`` reports, along increasing ΔL, the
+last level that holds and the first that is lost; in between the data cannot tell. The *clean window*
+is the set of levels where the effect holds while every collateral metric of the same analysis is at
+most ``collateral_fraction`` of its own baseline.
+
+Example::
+
+    >>> res = Results.load("runs/demo")                       # doctest: +SKIP
+    >>> res.summary().head()                                   # doctest: +SKIP
+    >>> res.survival(fraction=0.5)                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Results", "t_quantile_975"]
+
+# Student-t 0.975 quantiles for 1..30 degrees of freedom (beyond: the normal 1.96).
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+         2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+         2.052, 2.048, 2.045, 2.042]
+
+KEYS = ["degradation", "level_index", "analysis", "metric"]
+
+
+def t_quantile_975(df: int) -> float:
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (NaN for df < 1)."""
+    if df < 1:
+        return float("nan")
+    return _T975[df - 1] if df <= len(_T975) else 1.96
+
+
+class Results:
+    """A sweep's long table (``table``), per-draw records (``draws``) and metadata (``meta``)."""
+
+    def __init__(self, table: pd.DataFrame, draws: pd.DataFrame, meta: dict[str, Any]):
+        self.table = table
+        self.draws = draws
+        self.meta = meta
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_records(cls, records: Iterable[dict[str, Any]], meta: dict[str, Any]) -> Results:
+        """Build from the per-draw records a sweep stores (``{"key", "rows", "draw"}``)."""
+        from interp.sweeps import COLUMNS
+
+        rows, draws = [], []
+        for rec in sorted(records, key=lambda r: tuple(r["key"])):
+            rows.extend(rec["rows"])
+            if tuple(rec["key"]) != (-1, -1, -1):
+                li, chain, draw = rec["key"]
+                draws.append({"level_index": li, "chain": chain, "draw": draw,
+                              **{k: v for k, v in rec["draw"].items() if k not in ("chain", "draw")}})
+        table = pd.DataFrame(rows, columns=COLUMNS)
+        table["level"] = table["level"].astype(object)
+        return cls(table, pd.DataFrame(draws), meta)
+
+    @classmethod
+    def concat(cls, results: Iterable[Results]) -> Results:
+        """One ``Results`` from several sweeps (e.g. several degradations on the same model)."""
+        results = list(results)
+        draws = [r.draws.assign(degradation=r.table["degradation"].iloc[0]) for r in results]
+        return cls(
+            pd.concat([r.table for r in results], ignore_index=True),
+            pd.concat(draws, ignore_index=True),
+            {"parts": [r.meta for r in results]},
+        )
+
+    # ------------------------------------------------------------------ statistics
+    def summary(self) -> pd.DataFrame:
+        """Per degradation × level × analysis × metric: mean, s.e., 95% CI, ΔL and counts."""
+        t = self.table
+        out = []
+        base = t[t["baseline"]]
+        for (deg, analysis, metric), g in base.groupby(["degradation", "analysis", "metric"]):
+            out.append({"degradation": deg, "level_index": -1, "level": "baseline", "analysis": analysis,
+                        "metric": metric, "kind": g["kind"].iloc[0], "delta_loss": 0.0,
+                        **_mean_ci(g), "sem": 0.0, "ci_over": "-"})
+            out[-1].update(ci_low=out[-1]["mean"], ci_high=out[-1]["mean"], n_chains=0)
+        for keys, g in t[~t["baseline"]].groupby(KEYS):
+            out.append({**dict(zip(KEYS, keys)), "level": g["level"].iloc[0], "kind": g["kind"].iloc[0],
+                        "delta_loss": g["delta_loss"].mean(), **_mean_ci(g)})
+        cols = ["degradation", "level_index", "level", "analysis", "metric", "kind", "delta_loss",
+                "mean", "sem", "ci_low", "ci_high", "n_chains", "n_draws", "ci_over", "n_nonfinite"]
+        return pd.DataFrame(out, columns=cols).sort_values(
+            ["degradation", "analysis", "metric", "level_index"], ignore_index=True
+        )
+
+    def survival(self, fraction: float = 0.5, collateral_fraction: float = 0.5) -> pd.DataFrame:
+        """For each effect metric: where it is last held and first lost along ΔL, and the clean window.
+
+        Args:
+            fraction: an effect holds while its 95% lower bound is ≥ ``fraction`` × its baseline.
+            collateral_fraction: the clean window needs every collateral metric of the analysis at
+                most this fraction of its baseline (mean over draws).
+        """
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction={fraction!r}: must be in (0, 1].")
+        if collateral_fraction < 0:
+            raise ValueError(f"collateral_fraction={collateral_fraction!r}: must be ≥ 0.")
+        s = self.summary()
+        out = []
+        effects = s[(s["kind"] == "effect") & (s["level_index"] == -1)]
+        for _, b in effects.iterrows():
+            sel = (s["degradation"] == b["degradation"]) & (s["analysis"] == b["analysis"])
+            levels = s[sel & (s["metric"] == b["metric"]) & (s["level_index"] >= 0)]
+            levels = levels.sort_values("delta_loss")
+            base, thr = b["mean"], fraction * b["mean"]
+            sign = 1.0 if base >= 0 else -1.0
+            holds = sign * levels["ci_low" if sign > 0 else "ci_high"] >= sign * thr
+            lost = sign * levels["ci_high" if sign > 0 else "ci_low"] < sign * thr
+            held_rows, lost_rows = levels[holds], levels[lost]
+            first_lost = lost_rows.iloc[0] if len(lost_rows) else None
+            last_held = held_rows[held_rows["delta_loss"] < first_lost["delta_loss"]] if first_lost is not None else held_rows
+            last_held = last_held.iloc[-1] if len(last_held) else None
+            clean = self._clean_levels(s[sel], levels[holds], collateral_fraction)
+            out.append({
+                "degradation": b["degradation"], "analysis": b["analysis"], "metric": b["metric"],
+                "baseline": base, "threshold": thr,
+                "last_held_level": None if last_held is None else last_held["level"],
+                "last_held_delta_loss": np.nan if last_held is None else last_held["delta_loss"],
+                "lost_level": None if first_lost is None else first_lost["level"],
+                "lost_delta_loss": np.nan if first_lost is None else first_lost["delta_loss"],
+                "clean_window_delta_loss": (
+                    (float(min(clean)), float(max(clean))) if clean else None
+                ),
+            })
+        return pd.DataFrame(out)
+
+    @staticmethod
+    def _clean_levels(s: pd.DataFrame, held: pd.DataFrame, collateral_fraction: float) -> list[float]:
+        coll = s[s["kind"] == "collateral"]
+        if coll.empty:
+            return []
+        base = coll[coll["level_index"] == -1].set_index("metric")["mean"]
+        clean = []
+        for _, row in held.iterrows():
+            at = coll[coll["level_index"] == row["level_index"]]
+            if len(at) and all(
+                abs(r["mean"]) <= collateral_fraction * abs(base[r["metric"]]) for _, r in at.iterrows()
+            ):
+                clean.append(row["delta_loss"])
+        return clean
+
+    # ------------------------------------------------------------------ plots
+    def plot(self, metrics: Iterable[str] | None = None, ax_width: float = 4.0):
+        """Each metric against measured loss increase ΔL: mean over chains with its 95% band.
+
+        Needs matplotlib (``pip install 'interp[plot]'``). Returns the figure.
+        """
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as err:
+            raise ImportError("Results.plot needs matplotlib: pip install 'interp[plot]'.") from err
+        s = self.summary()
+        pairs = s[["analysis", "metric"]].drop_duplicates().itertuples(index=False)
+        pairs = [p for p in pairs if metrics is None or p.metric in set(metrics)]
+        if not pairs:
+            raise ValueError(f"No metric to plot; available: {sorted(s['metric'].unique())}.")
+        ncol = min(3, len(pairs))
+        nrow = math.ceil(len(pairs) / ncol)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(ax_width * ncol, 3.2 * nrow), squeeze=False)
+        for ax, (analysis, metric) in zip(axes.flat, pairs):
+            sub = s[(s["analysis"] == analysis) & (s["metric"] == metric)]
+            for deg, g in sub.groupby("degradation"):
+                g = g.sort_values("delta_loss")
+                line = ax.plot(g["delta_loss"], g["mean"], marker="o", ms=3, label=deg)[0]
+                ax.fill_between(g["delta_loss"], g["ci_low"], g["ci_high"], alpha=0.2, color=line.get_color())
+            ax.set_title(f"{analysis}: {metric}", fontsize=9)
+            ax.set_xlabel("loss increase ΔL (nats/token)")
+        for ax in list(axes.flat)[len(pairs):]:
+            ax.set_visible(False)
+        axes.flat[0].legend(fontsize=8)
+        fig.tight_layout()
+        return fig
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write ``table.parquet``, ``draws.parquet`` and ``meta.json`` into directory ``path``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        table = self.table.assign(level=self.table["level"].map(json.dumps))
+        table.to_parquet(path / "table.parquet", index=False)
+        self.draws.to_parquet(path / "draws.parquet", index=False)
+        (path / "meta.json").write_text(json.dumps(self.meta, indent=1, default=repr))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Results:
+        """Read results written by :meth:`save`, or rebuild them from a sweep's ``out`` directory."""
+        path = Path(path)
+        if (path / "table.parquet").exists():
+            table = pd.read_parquet(path / "table.parquet")
+            table["level"] = table["level"].map(json.loads).astype(object)
+            return cls(table, pd.read_parquet(path / "draws.parquet"),
+                       json.loads((path / "meta.json").read_text()))
+        if (path / "rows.jsonl").exists():
+            from interp.sweeps import _Store
+
+            config = json.loads((path / "config.json").read_text())
+            store = _Store(None, config)
+            store._read(path / "rows.jsonl")
+            return cls.from_records(store.lines.values(), {"config": config})
+        raise FileNotFoundError(f"{path} holds neither saved results (table.parquet) nor a sweep (rows.jsonl).")
+
+    # ------------------------------------------------------------------ display
+    def __repr__(self) -> str:
+        t = self.table
+        return (f"Results({len(t)} rows: degradations {sorted(t['degradation'].unique())}, "
+                f"{t['level_index'].nunique() - 1} levels, analyses {sorted(t['analysis'].unique())})")
+
+    def _repr_html_(self) -> str:
+        return f"<p>{self!r}</p>" + self.summary().to_html(index=False, float_format="{:.4g}".format)
+
+
+def _mean_ci(g: pd.DataFrame) -> dict[str, Any]:
+    """Mean and 95% CI across chains (chain means first); over draws when there is one chain."""
+    # numpy means: a NaN value makes its chain's mean NaN (never skipped as pandas would)
+    per_chain = g.groupby("chain")["value"].agg(lambda v: float(np.mean(v.to_numpy(dtype=float))))
+    values, over = (per_chain, "chains") if len(per_chain) > 1 else (g["value"], "draws")
+    values = values.to_numpy(dtype=float)
+    n = len(values)
+    mean = float(values.mean())
+    sem = float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    half = t_quantile_975(n - 1) * sem
+    return {"mean": mean, "sem": sem, "ci_low": mean - half, "ci_high": mean + half,
+            "n_chains": int(len(per_chain)), "n_draws": int(len(g)), "ci_over": over,
+            "n_nonfinite": int((~np.isfinite(g["value"].to_numpy(dtype=float))).sum())}

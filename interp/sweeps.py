@@ -1,0 +1,265 @@
+"""Sweeps: run analyses at the trained weights and at every draw of a degradation.
+
+``run_sweep`` sets every analysis up on the clean weights w0, records the baseline, then for each
+level and each draw the degradation yields (with the degraded weights live in the model) runs every
+analysis and records its metrics, with the draw's loss on a fixed evaluation batch, so every row can
+be placed on the common axis "measured loss increase" ΔL = L(w) − L(w0) (nats/token), comparable
+across degradations where their native levels (nβ, σ, a checkpoint step) are not.
+
+Persistence: with ``out=DIR`` the sweep writes ``config.json`` and appends one JSON line per draw to
+``rows.jsonl`` (flushed and fsynced), so a crash or Ctrl-C loses at most the draw in flight. Calling
+``run_sweep`` again with the same ``out`` and the same configuration resumes: completed draws are not
+re-analysed (the degradation still replays its chains, which are deterministic given its seed); a
+different configuration in an existing ``out`` is an error, never a merge.
+
+After the sweep the model's parameters are compared with a digest taken before it; a degradation that
+left them changed is an error.
+
+Example::
+
+    >>> import interp
+    >>> model, task = interp.organisms.load("induction")                 # doctest: +SKIP
+    >>> res = interp.run_sweep(model, task, [MyAnalysis()],
+    ...                        interp.WeightNoise(relative_sigma=True), levels=[0.05, 0.1])  # doctest: +SKIP
+    >>> res.summary()                                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from interp.analysis import Analysis, metric_kind
+from interp.results import Results
+
+__all__ = ["run_sweep", "weights_digest"]
+
+log = logging.getLogger(__name__)
+
+BASELINE_KEY = (-1, -1, -1)
+COLUMNS = [
+    "degradation", "level", "level_index", "chain", "draw", "baseline",
+    "loss", "delta_loss", "analysis", "metric", "kind", "value",
+]
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer's bytes, in state-dict order (bit-identity check)."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict(keep_vars=False).items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _describe(obj: Any) -> Any:
+    """A JSON-able, address-free description of a configured object: its dataclass fields (or those
+    of its ``config`` attribute), else its type and ``name``."""
+    source = obj if dataclasses.is_dataclass(obj) else getattr(obj, "config", None)
+    desc: dict[str, Any] = {"type": type(obj).__name__}
+    if dataclasses.is_dataclass(source) and not isinstance(source, type):
+        desc.update({f.name: _jsonable(getattr(source, f.name)) for f in dataclasses.fields(source) if f.repr})
+    elif hasattr(obj, "name"):
+        desc["name"] = _jsonable(obj.name)
+    return desc
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    return repr(v)
+
+
+def _draw_record(draw: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(draw):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(draw).items()}
+    return {k: _jsonable(v) for k, v in vars(draw).items() if not k.startswith("_")}
+
+
+def _seed_for(seed: int, key: tuple[int, int, int]) -> int:
+    """A per-draw seed for the analyses' own randomness, the same on a resumed run."""
+    digest = hashlib.sha256(json.dumps([seed, *key]).encode()).digest()
+    return int.from_bytes(digest[:8], "little") % (2**63)
+
+
+class _Store:
+    """Append-only per-draw storage in ``out`` (or memory only when ``out`` is None)."""
+
+    def __init__(self, out: str | os.PathLike | None, config: dict[str, Any]):
+        self.lines: dict[tuple[int, int, int], dict[str, Any]] = {}
+        self.path = None if out is None else Path(out)
+        if self.path is None:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        cfg_file, rows_file = self.path / "config.json", self.path / "rows.jsonl"
+        if cfg_file.exists():
+            old = json.loads(cfg_file.read_text())
+            if old != config:
+                diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+                raise ValueError(
+                    f"{self.path} holds a sweep with a different configuration (differs in {diff}). "
+                    "Use a new output directory, or delete this one to start over."
+                )
+            self._read(rows_file)
+        else:
+            tmp = cfg_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(config, indent=1, sort_keys=True))
+            tmp.replace(cfg_file)
+        self.file = open(rows_file, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+
+    def _read(self, rows_file: Path) -> None:
+        if not rows_file.exists():
+            return
+        raw = rows_file.read_bytes()
+        good = 0
+        for line in raw.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break  # torn final write from a crash: dropped and truncated below
+            rec = json.loads(line)
+            self.lines[tuple(rec["key"])] = rec
+            good += len(line)
+        if good < len(raw):
+            log.warning("Dropping a partially written record at the end of %s.", rows_file)
+            with open(rows_file, "r+b") as f:
+                f.truncate(good)
+
+    def done(self, key: tuple[int, int, int]) -> bool:
+        return key in self.lines
+
+    def add(self, key: tuple[int, int, int], rows: list[dict], draw: dict[str, Any]) -> None:
+        rec = {"key": list(key), "rows": rows, "draw": draw}
+        self.lines[key] = rec
+        if self.path is not None:
+            self.file.write(json.dumps(rec) + "\n")
+            self.file.flush()
+            os.fsync(self.file.fileno())
+
+    def close(self) -> None:
+        if self.path is not None:
+            self.file.close()
+
+
+def _check_analyses(analyses: Sequence[Analysis]) -> None:
+    names = [getattr(a, "name", None) for a in analyses]
+    for a, name in zip(analyses, names):
+        if not isinstance(a, Analysis):
+            raise ValueError(
+                f"{a!r} is not an Analysis: it needs `name`, `effects`, `collaterals`, "
+                "`setup(model, task)` and `__call__(model, task) -> dict[str, float]`."
+            )
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"Analysis names must be unique; repeated: {dupes}. Give each a distinct name.")
+
+
+def run_sweep(
+    model: torch.nn.Module,
+    task: Any,
+    analyses: Sequence[Analysis],
+    degradation: Any,
+    levels: Sequence[Any],
+    *,
+    out: str | os.PathLike | None = None,
+    seed: int = 0,
+    eval_rows: int = 256,
+    progress: bool = True,
+) -> Results:
+    """Run ``analyses`` at w0 and at every draw of ``degradation`` at each of ``levels``.
+
+    Args:
+        model: the model; its weights are changed only inside the degradation's draws.
+        task: the ``Task`` analyses and losses use.
+        analyses: objects following the :class:`~interp.analysis.Analysis` protocol, unique names.
+        degradation: an object with ``draws(model, task, level)`` yielding draws with ``chain`` and
+            ``draw`` fields (``TemperedPosterior``, ``WeightNoise``, ``ActivationNoise``, ``Checkpoints``).
+        levels: the degradation's levels (nβ or target loss increases, σ, checkpoint steps).
+        out: directory to persist rows to as they are produced, and to resume from.
+        seed: seeds the analyses' own randomness, per draw (resumed runs reproduce it).
+        eval_rows: test rows of the fixed batch on which every draw's loss is measured.
+        progress: show progress bars (``tqdm.auto``, notebook-friendly).
+
+    Returns:
+        :class:`~interp.results.Results` with the long table of every (draw, analysis, metric).
+    """
+    from tqdm.auto import tqdm
+
+    analyses = list(analyses)
+    _check_analyses(analyses)
+    levels = list(levels)
+    if not levels:
+        raise ValueError("levels is empty: give at least one degradation level.")
+    digest = weights_digest(model)
+    deg_name = getattr(degradation, "name", type(degradation).__name__)
+    config = {
+        "task": getattr(task, "name", repr(task)),
+        "analyses": [_describe(a) for a in analyses],
+        "degradation": _describe(degradation),
+        "levels": _jsonable(levels),
+        "seed": seed,
+        "eval_rows": eval_rows,
+        "weights": digest,
+    }
+    store = _Store(out, config)
+    has_loss = getattr(task, "has_loss", True)
+    eval_batch = task.tensors("test", rows=eval_rows) if has_loss else None
+
+    def measure_loss() -> float:
+        if eval_batch is None:
+            return float("nan")
+        with torch.no_grad():
+            return float(task.loss(model, eval_batch))
+
+    def analyse(key: tuple[int, int, int], level: Any, loss: float, base_loss: float) -> list[dict]:
+        rows = []
+        for a in analyses:
+            with torch.random.fork_rng(devices=[]):  # the caller's RNG state is left untouched
+                torch.manual_seed(_seed_for(seed, key))
+                metrics = a(model, task)
+            for metric, value in metrics.items():
+                rows.append({
+                    "degradation": deg_name, "level": _jsonable(level), "level_index": key[0],
+                    "chain": key[1], "draw": key[2], "baseline": key == BASELINE_KEY,
+                    "loss": loss, "delta_loss": loss - base_loss, "analysis": a.name,
+                    "metric": metric, "kind": metric_kind(a, metric), "value": float(value),
+                })
+        return rows
+
+    try:
+        for a in analyses:
+            a.setup(model, task)
+        base_loss = measure_loss()
+        if not store.done(BASELINE_KEY):
+            store.add(BASELINE_KEY, analyse(BASELINE_KEY, None, base_loss, base_loss), {})
+        for li, level in enumerate(tqdm(levels, desc=f"{deg_name} levels", disable=not progress)):
+            draws = degradation.draws(model, task, level)
+            for draw in tqdm(draws, desc=f"level {level}", leave=False, disable=not progress):
+                key = (li, int(draw.chain), int(draw.draw))
+                if store.done(key):
+                    continue
+                loss = measure_loss()
+                store.add(key, analyse(key, level, loss, base_loss), _draw_record(draw))
+    finally:
+        store.close()
+        if weights_digest(model) != digest:
+            msg = (
+                "The model's weights differ from before the sweep: the degradation did not restore "
+                f"them ({type(degradation).__name__}). Results up to here are in {out or 'memory'}."
+            )
+            if sys.exc_info()[0] is None:
+                raise RuntimeError(msg)
+            log.error(msg)  # do not mask the exception in flight
+    meta = {"config": config, "degradation_info": _jsonable(getattr(degradation, "info", None))}
+    return Results.from_records(store.lines.values(), meta)

@@ -1,0 +1,234 @@
+"""run_sweep and Results: schema, persistence and resume, restoration guard, statistics."""
+
+import dataclasses
+import json
+
+import datasets
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from interp.results import Results, t_quantile_975
+from interp.sweeps import COLUMNS, run_sweep, weights_digest
+from interp.tasks import Task
+
+
+class TinyLM(torch.nn.Module):
+    def __init__(self, vocab=7, d=8, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.emb = torch.nn.Parameter(torch.randn(vocab, d, generator=g))
+        self.out = torch.nn.Parameter(torch.randn(d, vocab, generator=g))
+
+    def forward(self, ids):
+        return self.emb[ids] @ self.out
+
+
+def tiny_task(n=32, length=6, vocab=7):
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (n, length), generator=g).tolist()
+    ds = datasets.Dataset.from_dict({"input_ids": ids, "target_mask": [[0] + [1] * (length - 1)] * n})
+    return Task("tiny", datasets.DatasetDict(train=ds, test=ds))
+
+
+@dataclasses.dataclass(frozen=True)
+class Draw:
+    level: float
+    chain: int
+    draw: int
+    loss: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaledNoise:
+    """Test degradation: w0 + level·N(0, 1) per (chain, draw), restored in `finally`."""
+
+    chains: int = 2
+    n_draws: int = 3
+    seed: int = 0
+    restore: bool = True
+
+    def draws(self, model, task, level):
+        saved = {k: v.detach().clone() for k, v in model.named_parameters()}
+        n_draws = self.n_draws
+        try:
+            for c in range(self.chains):
+                for d in range(n_draws):
+                    g = torch.Generator().manual_seed(hash((self.seed, level, c, d)) % 2**31)
+                    with torch.no_grad():
+                        for k, p in model.named_parameters():
+                            p.copy_(saved[k] + level * torch.randn(p.shape, generator=g))
+                    yield Draw(level, c, d, 0.0)
+        finally:
+            if self.restore:
+                with torch.no_grad():
+                    for k, p in model.named_parameters():
+                        p.copy_(saved[k])
+
+
+class LossAndNorm:
+    """Effect: accuracy; collateral: the loss; other: the embedding norm. Optionally fails."""
+
+    name = "toy"
+    effects = ("accuracy",)
+    collaterals = ("loss",)
+
+    def __init__(self, fail_after=None, nan_at=None):
+        self.calls, self.fail_after, self.nan_at = 0, fail_after, nan_at
+
+    def setup(self, model, task):
+        self.batch = task.tensors("test")
+
+    def __call__(self, model, task):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise RuntimeError("boom")
+        ev = task.evaluate(model)
+        noise = torch.rand(()).item()  # the sweep seeds this per draw
+        value = float("nan") if self.calls == self.nan_at else ev["accuracy"]
+        return {"accuracy": value, "loss": ev["loss"], "norm": model.emb.norm().item() + 0 * noise,
+                "noise": noise}
+
+
+def test_schema_baseline_and_restoration():
+    model, task = TinyLM(), tiny_task()
+    before = weights_digest(model)
+    res = run_sweep(model, task, [LossAndNorm()], ScaledNoise(), [0.1, 0.5], progress=False)
+    assert weights_digest(model) == before
+    t = res.table
+    assert list(t.columns) == COLUMNS
+    base = t[t["baseline"]]
+    assert set(base["metric"]) == {"accuracy", "loss", "norm", "noise"}
+    assert (base[["level_index", "chain", "draw"]] == -1).all().all()
+    assert (base["delta_loss"] == 0).all()
+    assert len(t) == 4 * (1 + 2 * 2 * 3)
+    kinds = t.drop_duplicates("metric").set_index("metric")["kind"].to_dict()
+    assert kinds == {"accuracy": "effect", "loss": "collateral", "norm": "other", "noise": "other"}
+    # the sweep's loss column is the eval-batch loss: larger noise, larger loss increase
+    s = res.summary()
+    acc = s[s["metric"] == "accuracy"].set_index("level_index")
+    assert acc.loc[1, "delta_loss"] > acc.loc[0, "delta_loss"] > 0
+    assert (acc.loc[[0, 1], "n_chains"] == 2).all() and (acc.loc[[0, 1], "ci_over"] == "chains").all()
+    assert len(res.draws) == 12 and {"level_index", "chain", "draw", "loss"} <= set(res.draws.columns)
+
+
+def test_interrupted_sweep_resumes_to_the_same_table(tmp_path):
+    task = tiny_task()
+    full = run_sweep(TinyLM(), task, [LossAndNorm()], ScaledNoise(), [0.1, 0.5], progress=False)
+    model = TinyLM()
+    with pytest.raises(RuntimeError, match="boom"):
+        run_sweep(model, task, [LossAndNorm(fail_after=5)], ScaledNoise(), [0.1, 0.5],
+                  out=tmp_path, progress=False)
+    lines = (tmp_path / "rows.jsonl").read_text().splitlines()
+    assert len(lines) == 5  # baseline + 4 draws persisted before the failure
+    again = LossAndNorm()
+    resumed = run_sweep(model, task, [again], ScaledNoise(), [0.1, 0.5], out=tmp_path, progress=False)
+    assert again.calls == 13 - 5 + 0  # only the missing draws are analysed
+    pd.testing.assert_frame_equal(resumed.table, full.table)
+    pd.testing.assert_frame_equal(Results.load(tmp_path).table, full.table)
+
+
+def test_torn_last_record_is_dropped_and_redone(tmp_path):
+    task = tiny_task()
+    first = run_sweep(TinyLM(), task, [LossAndNorm()], ScaledNoise(), [0.1], out=tmp_path, progress=False)
+    rows = tmp_path / "rows.jsonl"
+    text = rows.read_text()
+    rows.write_text(text[: len(text) - 40])  # a crash mid-write of the last draw
+    again = LossAndNorm()
+    res = run_sweep(TinyLM(), task, [again], ScaledNoise(), [0.1], out=tmp_path, progress=False)
+    assert again.calls == 1
+    pd.testing.assert_frame_equal(res.table, first.table)
+
+
+def test_mismatched_config_in_out_is_an_error(tmp_path):
+    task = tiny_task()
+    run_sweep(TinyLM(), task, [LossAndNorm()], ScaledNoise(), [0.1], out=tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"different configuration \(differs in \['levels'\]\)"):
+        run_sweep(TinyLM(), task, [LossAndNorm()], ScaledNoise(), [0.2], out=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="weights"):
+        run_sweep(TinyLM(seed=1), task, [LossAndNorm()], ScaledNoise(), [0.1], out=tmp_path,
+                  progress=False)
+
+
+def test_degradation_that_leaves_weights_changed_is_caught():
+    with pytest.raises(RuntimeError, match="did not restore"):
+        run_sweep(TinyLM(), tiny_task(), [LossAndNorm()], ScaledNoise(restore=False), [0.1],
+                  progress=False)
+
+
+def test_bad_analyses_are_rejected():
+    with pytest.raises(ValueError, match="unique"):
+        run_sweep(TinyLM(), tiny_task(), [LossAndNorm(), LossAndNorm()], ScaledNoise(), [0.1])
+    with pytest.raises(ValueError, match="not an Analysis"):
+        run_sweep(TinyLM(), tiny_task(), [object()], ScaledNoise(), [0.1])
+    with pytest.raises(ValueError, match="levels is empty"):
+        run_sweep(TinyLM(), tiny_task(), [LossAndNorm()], ScaledNoise(), [])
+
+
+def test_nan_value_is_visible_not_averaged():
+    res = run_sweep(TinyLM(), tiny_task(), [LossAndNorm(nan_at=3)], ScaledNoise(), [0.1], progress=False)
+    acc = res.summary().query("metric == 'accuracy' and level_index == 0").iloc[0]
+    assert np.isnan(acc["mean"]) and acc["n_nonfinite"] == 1
+
+
+def test_analysis_randomness_is_seeded_per_draw_and_leaves_global_rng():
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = run_sweep(TinyLM(), tiny_task(), [LossAndNorm()], ScaledNoise(), [0.1], progress=False, seed=7)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = run_sweep(TinyLM(), tiny_task(), [LossAndNorm()], ScaledNoise(), [0.1], progress=False, seed=7)
+    noise = lambda r: r.table.query("metric == 'noise'")["value"].to_numpy()  # noqa: E731
+    assert np.array_equal(noise(a), noise(b)) and len(set(noise(a))) == len(noise(a))
+
+
+def _synthetic(effect_by_level, collateral_by_level, chains=4):
+    rows = []
+    def add(li, level, c, metric, kind, value, dl):
+        rows.append({"degradation": "d", "level": level, "level_index": li, "chain": c, "draw": 0,
+                     "baseline": li == -1, "loss": 1 + dl, "delta_loss": dl, "analysis": "a",
+                     "metric": metric, "kind": kind, "value": value})
+    add(-1, None, -1, "eff", "effect", 1.0, 0.0)
+    add(-1, None, -1, "col", "collateral", 1.0, 0.0)
+    for li, (eff, col) in enumerate(zip(effect_by_level, collateral_by_level)):
+        for c in range(chains):
+            jitter = 0.01 * (c - (chains - 1) / 2)
+            add(li, float(li), c, "eff", "effect", eff + jitter, 0.1 * (li + 1))
+            add(li, float(li), c, "col", "collateral", col + jitter, 0.1 * (li + 1))
+    return Results(pd.DataFrame(rows), pd.DataFrame(), {})
+
+
+def test_survival_and_clean_window():
+    res = _synthetic([0.95, 0.8, 0.6, 0.3, 0.1], [0.9, 0.4, 0.2, 0.1, 0.05])
+    row = res.survival(fraction=0.5, collateral_fraction=0.5).iloc[0]
+    assert row["last_held_level"] == 2.0 and row["lost_level"] == 3.0
+    assert row["last_held_delta_loss"] == pytest.approx(0.3)
+    assert row["lost_delta_loss"] == pytest.approx(0.4)
+    assert row["clean_window_delta_loss"] == pytest.approx((0.2, 0.3))
+    never = _synthetic([0.9, 0.9], [1.0, 1.0]).survival().iloc[0]
+    assert never["lost_level"] is None and never["clean_window_delta_loss"] is None
+    with pytest.raises(ValueError, match="fraction=0"):
+        res.survival(fraction=0)
+
+
+def test_confidence_interval_is_student_t_over_chains():
+    res = _synthetic([0.5], [0.5], chains=4)
+    s = res.summary().query("metric == 'eff' and level_index == 0").iloc[0]
+    values = 0.5 + 0.01 * (np.arange(4) - 1.5)
+    sem = values.std(ddof=1) / 2
+    assert s["sem"] == pytest.approx(sem)
+    assert s["ci_high"] - s["mean"] == pytest.approx(t_quantile_975(3) * sem)
+    assert t_quantile_975(3) == pytest.approx(3.182) and t_quantile_975(1000) == 1.96
+
+
+def test_save_load_roundtrip_and_plot(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    res = run_sweep(TinyLM(), tiny_task(), [LossAndNorm()], ScaledNoise(), [0.1, 0.3], progress=False)
+    back = Results.load(res.save(tmp_path / "saved"))
+    pd.testing.assert_frame_equal(back.table, res.table)
+    assert json.loads((tmp_path / "saved" / "meta.json").read_text())["config"]["levels"] == [0.1, 0.3]
+    fig = res.plot()
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 4
+    assert "<table" in res._repr_html_()
