@@ -28,6 +28,9 @@ _LAZY = {
     "Task": "interp.tasks",
     "load_model": "interp.models",
     "organisms": "interp.organisms",
+    "Analysis": "interp.analysis",
+    "run_sweep": "interp.sweeps",
+    "Results": "interp.results",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
@@ -35,6 +38,9 @@ __all__ = sorted(_LAZY) + ["__version__"]
 if TYPE_CHECKING:  # pragma: no cover
     from interp import organisms
     from interp.models import load_model
+    from interp.analysis import Analysis
+    from interp.results import Results
+    from interp.sweeps import run_sweep
     from interp.tasks import Task
 
 
