@@ -89,6 +89,20 @@ def _draw_record(draw: Any) -> dict[str, Any]:
     return {k: _jsonable(v) for k, v in vars(draw).items() if not k.startswith("_")}
 
 
+def _versions() -> dict[str, str]:
+    """Versions of Python and the packages that determine the numbers."""
+    import importlib.metadata
+    import platform
+
+    out = {"python": platform.python_version()}
+    for pkg in ("interp", "torch", "transformer-lens", "transformers", "numpy"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
 def _seed_for(seed: int, key: tuple[int, int, int]) -> int:
     """A per-draw seed for the analyses' own randomness, the same on a resumed run."""
     digest = hashlib.sha256(json.dumps([seed, *key]).encode()).digest()
@@ -261,5 +275,9 @@ def run_sweep(
             if sys.exc_info()[0] is None:
                 raise RuntimeError(msg)
             log.error(msg)  # do not mask the exception in flight
-    meta = {"config": config, "degradation_info": _jsonable(getattr(degradation, "info", None))}
+    meta = {
+        "config": config,
+        "versions": _versions(),
+        "degradation_info": _jsonable(getattr(degradation, "info", None)),
+    }
     return Results.from_records(store.lines.values(), meta)
