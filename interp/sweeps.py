@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -83,6 +84,31 @@ def _jsonable(v: Any) -> Any:
     return repr(v)
 
 
+def _level_info(draws: Any) -> dict[str, Any]:
+    """What a degradation's draw iterator reports about its level once exhausted: the sampler's
+    calibration and per-chain diagnostics (failed chains with their reasons), else nothing."""
+    info = {}
+    for attr in ("calibration", "chains"):
+        value = getattr(draws, attr, None)
+        if value is not None:
+            info[attr] = _asdict(value)
+    return info
+
+
+def _asdict(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _asdict(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_asdict(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _asdict(v) for k, v in value.items()}
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # JSON has no NaN/inf; keep them visible as text
+    return _jsonable(value)
+
+
 def _draw_record(draw: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(draw):
         return {k: _jsonable(v) for k, v in dataclasses.asdict(draw).items()}
@@ -114,6 +140,7 @@ class _Store:
 
     def __init__(self, out: str | os.PathLike | None, config: dict[str, Any]):
         self.lines: dict[tuple[int, int, int], dict[str, Any]] = {}
+        self.level_info: dict[int, dict[str, Any]] = {}
         self.path = None if out is None else Path(out)
         if self.path is None:
             return
@@ -128,6 +155,9 @@ class _Store:
                     "Use a new output directory, or delete this one to start over."
                 )
             self._read(rows_file)
+            info_file = self.path / "levels.json"
+            if info_file.exists():
+                self.level_info = {int(k): v for k, v in json.loads(info_file.read_text()).items()}
         else:
             tmp = cfg_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(config, indent=1, sort_keys=True))
@@ -160,6 +190,21 @@ class _Store:
             self.file.write(json.dumps(rec) + "\n")
             self.file.flush()
             os.fsync(self.file.fileno())
+
+    def finish_level(self, level_index: int, info: dict[str, Any]) -> None:
+        """Mark a level complete (a resumed run skips it) with what the degradation reported."""
+        n = sum(1 for key in self.lines if key[0] == level_index)
+        self.level_info[level_index] = {"n_draws": n, **info}
+        if self.path is not None:
+            tmp = self.path / "levels.json.tmp"
+            tmp.write_text(json.dumps(self.level_info, indent=1))
+            tmp.replace(self.path / "levels.json")
+
+    def level_complete(self, level_index: int) -> bool:
+        """Whether a level was finished and every one of its draws' records survived."""
+        info = self.level_info.get(level_index)
+        n = sum(1 for key in self.lines if key[0] == level_index)
+        return info is not None and info["n_draws"] == n
 
     def close(self) -> None:
         if self.path is not None:
@@ -258,6 +303,8 @@ def run_sweep(
         if not store.done(BASELINE_KEY):
             store.add(BASELINE_KEY, analyse(BASELINE_KEY, None, base_loss, base_loss), {})
         for li, level in enumerate(tqdm(levels, desc=f"{deg_name} levels", disable=not progress)):
+            if store.level_complete(li):
+                continue  # finished in an earlier run
             draws = degradation.draws(model, task, level)
             for draw in tqdm(draws, desc=f"level {level}", leave=False, disable=not progress):
                 key = (li, int(draw.chain), int(draw.draw))
@@ -265,6 +312,7 @@ def run_sweep(
                     continue
                 loss = measure_loss()
                 store.add(key, analyse(key, level, loss, base_loss), _draw_record(draw))
+            store.finish_level(li, _level_info(draws))
     finally:
         store.close()
         if weights_digest(model) != digest:
@@ -275,9 +323,5 @@ def run_sweep(
             if sys.exc_info()[0] is None:
                 raise RuntimeError(msg)
             log.error(msg)  # do not mask the exception in flight
-    meta = {
-        "config": config,
-        "versions": _versions(),
-        "degradation_info": _jsonable(getattr(degradation, "info", None)),
-    }
+    meta = {"config": config, "versions": _versions(), "levels": store.level_info}
     return Results.from_records(store.lines.values(), meta)
