@@ -603,3 +603,16 @@ def test_splice(model):
         with hooks.apply(model, [hooks.splice(hooks.mlp_out(0), hooks.mlp_in(1), lin)]):
             model(toks)
     assert _n_hooks(model) == 0
+
+
+@pytest.mark.parametrize(
+    "module", ["hooks", "hooks._points", "hooks._hook", "hooks._capture", "hooks._interventions"]
+)
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(module)
+    assert mod.__doc__ and "Example" in mod.__doc__
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
