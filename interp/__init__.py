@@ -31,6 +31,15 @@ _LAZY = {
     "Analysis": "interp.analysis",
     "run_sweep": "interp.sweeps",
     "Results": "interp.results",
+    "degradations": "interp.degradations",
+    "TemperedPosterior": "interp.degradations",
+    "WeightNoise": "interp.degradations",
+    "ActivationNoise": "interp.degradations",
+    "Checkpoints": "interp.degradations",
+    "Draw": "interp.degradations",
+    "estimate_llc": "interp.degradations",
+    "NBeta": "interp.degradations",
+    "LossIncrease": "interp.degradations",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -1,0 +1,284 @@
+"""Shared pieces of the degradations: the ``Draw`` record, the ``Degradation`` protocol, level types,
+bit-identical weight snapshots, parameter selection (de-duplicated by storage) and loss targets."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, Union, runtime_checkable
+
+import torch
+
+logger = logging.getLogger("interp.degradations")
+
+__all__ = [
+    "Draw",
+    "Degradation",
+    "LossIncrease",
+    "NBeta",
+    "Level",
+    "Target",
+    "WeightSnapshot",
+    "select_parameters",
+    "clean_name",
+]
+
+#: A loss target: a :class:`~interp.tasks.Task` or a plain ``loss(model) -> scalar tensor``.
+Target = Union["Task", Callable[[torch.nn.Module], torch.Tensor]]  # noqa: F821
+
+
+# ------------------------------------------------------------------------------------------- levels
+@dataclass(frozen=True)
+class NBeta:
+    """A level given as the inverse temperature ``B = nβ`` on the per-token mean loss."""
+
+    value: float
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.value, (int, float)) and math.isfinite(self.value) and self.value > 0):
+            raise ValueError(
+                f"NBeta(value={self.value!r}): the inverse temperature must be a finite number > 0 "
+                "(e.g. NBeta(1000.0)); for a loss budget use LossIncrease(nats) instead."
+            )
+
+
+@dataclass(frozen=True)
+class LossIncrease:
+    """A level given as a **target loss increase** Δ (nats/token) over the trained weights.
+
+    The sampler calibrates ``B`` so that the mean loss of its draws, on a fixed evaluation batch, sits
+    Δ above the loss at ``w0`` (REFERENCE §2: E[L] − L(w0) ≈ λ/B, so B ≈ λ̂/Δ, refined by bisection on
+    log B).
+    """
+
+    nats: float
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.nats, (int, float)) and math.isfinite(self.nats) and self.nats > 0):
+            raise ValueError(
+                f"LossIncrease(nats={self.nats!r}): the target loss increase must be a finite number "
+                "> 0 in nats/token, e.g. LossIncrease(0.1)."
+            )
+
+
+#: What ``draws(..., level=...)`` accepts: ``None`` (the configured value), a number (nβ for the
+#: sampler, σ for weight noise, ...), or one of the level types above.
+Level = Union[None, float, int, NBeta, LossIncrease, Any]
+
+
+# --------------------------------------------------------------------------------------------- draw
+@dataclass(frozen=True)
+class Draw:
+    """One degraded model, live in the model while the consumer holds it.
+
+    Attributes:
+        level: the level as requested (a number, :class:`NBeta`, :class:`LossIncrease`, a checkpoint
+            step, ...).
+        chain: chain index (0 for degradations without chains).
+        draw: draw index within the chain.
+        loss: loss of the degraded model (the sampler: on its fixed evaluation batch when it has one,
+            else the minibatch loss at this step; baselines: on the target's evaluation batch).
+        nbeta: inverse temperature B = nβ of the chain (sampler only).
+        lr: step size ε of the chain (sampler only).
+        step: SGLD step at which the draw was taken (sampler only).
+    """
+
+    level: Any
+    chain: int
+    draw: int
+    loss: float
+    nbeta: float | None = None
+    lr: float | None = None
+    step: int | None = None
+
+
+@runtime_checkable
+class Degradation(Protocol):
+    """Puts degraded weights into the live model, one :class:`Draw` at a time, and always restores
+    the original weights (bit-identically) when the iterator finishes, breaks or raises."""
+
+    def draws(self, model: torch.nn.Module, target: Any, level: Level = None) -> Iterator[Draw]: ...
+
+
+# ----------------------------------------------------------------------------------------- snapshot
+class WeightSnapshot:
+    """Exact copy of every parameter and buffer of a module (plus grads, ``requires_grad`` flags and
+    train/eval mode), restored with ``copy_`` so the weights come back bit-identical."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.params = [(p, p.detach().clone()) for p in model.parameters()]
+        self.buffers = [(b, b.detach().clone()) for b in model.buffers()]
+        self.grads = [(p, p.grad) for p in model.parameters()]
+        self.requires_grad = [(p, p.requires_grad) for p in model.parameters()]
+        self.modes = [(m, m.training) for m in model.modules()]
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for t, saved in self.params + self.buffers:
+                if t.data_ptr() != 0:
+                    t.copy_(saved)
+        for p, g in self.grads:
+            p.grad = g
+        for p, flag in self.requires_grad:
+            p.requires_grad_(flag)
+        for m, mode in self.modes:
+            m.training = mode
+
+    def saved(self, p: torch.Tensor) -> torch.Tensor:
+        for q, s in self.params:
+            if q is p:
+                return s
+        raise KeyError("parameter not in snapshot")
+
+
+# ---------------------------------------------------------------------------------------- selection
+def clean_name(name: str) -> str:
+    """A parameter name without TransformerBridge's ``._original_component`` wrapper segments."""
+    return name.replace("._original_component", "").replace("_original_component.", "")
+
+
+Restrict = Union[None, str, Sequence[str], Callable[[str], bool], Mapping[str, Any]]
+
+
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    cands = (name, clean_name(name))
+    return any(fnmatch.fnmatchcase(c, pat) or c == pat or c.startswith(pat + ".") for c in cands for pat in patterns)
+
+
+def _span(p: torch.Tensor) -> tuple[int, int, int]:
+    """(storage id, first element, one past the last element) of a tensor in its storage."""
+    start = p.storage_offset()
+    extent = 1 + sum((s - 1) * st for s, st in zip(p.shape, p.stride())) if p.numel() else 0
+    return p.untyped_storage().data_ptr(), start, start + extent
+
+
+def select_parameters(
+    model: torch.nn.Module, restrict: Restrict = None
+) -> list[tuple[str, torch.nn.Parameter, torch.Tensor | None]]:
+    """The parameters a degradation perturbs: ``[(name, parameter, mask or None)]``.
+
+    De-duplicated by storage: a parameter whose memory lies inside another selected parameter's
+    memory (GPT-2-style bridges list the q/k/v views *and* the fused matrix) is dropped, keeping the
+    larger one, so noise is applied once. ``restrict`` selects a subset: glob patterns or prefixes
+    matched against the raw and the cleaned names (``"layers.1.*"``, ``"*mlp*"``), a predicate on the
+    name, or a mapping ``pattern -> mask`` (a 0/1 tensor of the parameter's shape, e.g. one head's
+    rows, or ``None`` for the whole parameter).
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad or restrict is not None]
+    masks: dict[str, torch.Tensor | None] = {}
+    if restrict is not None:
+        if isinstance(restrict, str):
+            keep = [(n, p) for n, p in named if _matches(n, [restrict])]
+        elif isinstance(restrict, Mapping):
+            keep = []
+            for n, p in named:
+                hit = [pat for pat in restrict if _matches(n, [pat])]
+                if hit:
+                    mask = restrict[hit[0]]
+                    if mask is not None:
+                        mask = torch.as_tensor(mask, device=p.device)
+                        if mask.shape != p.shape:
+                            raise ValueError(
+                                f"restrict mask for {n!r} has shape {tuple(mask.shape)}; it must have "
+                                f"the parameter's shape {tuple(p.shape)} (1 = perturb, 0 = keep)."
+                            )
+                        mask = mask.to(p.dtype)
+                    masks[n] = mask
+                    keep.append((n, p))
+        elif callable(restrict):
+            keep = [(n, p) for n, p in named if restrict(n)]
+        elif isinstance(restrict, Sequence):
+            keep = [(n, p) for n, p in named if _matches(n, list(restrict))]
+        else:
+            raise ValueError(
+                f"restrict={restrict!r}: expected None, a glob pattern, a list of patterns, a "
+                "predicate name -> bool or a mapping pattern -> mask."
+            )
+        if not keep:
+            some = ", ".join(clean_name(n) for n, _ in named[:6])
+            raise ValueError(
+                f"restrict={restrict!r} matches no parameter of {type(model).__name__}; names look "
+                f"like: {some}, ... (patterns are fnmatch globs or name prefixes)."
+            )
+        named = keep
+    if not named:
+        raise ValueError(f"{type(model).__name__} has no trainable parameters to perturb.")
+    # de-duplicate by storage: keep the largest, drop anything overlapping an already kept tensor
+    order = sorted(range(len(named)), key=lambda i: -named[i][1].numel())
+    kept: list[int] = []
+    spans: list[tuple[int, int, int]] = []
+    for i in order:
+        sid, lo, hi = _span(named[i][1])
+        if any(s == sid and lo < h and l < hi for s, l, h in spans):
+            logger.debug("parameter %s shares storage with a selected one: skipped", named[i][0])
+            continue
+        spans.append((sid, lo, hi))
+        kept.append(i)
+    return [(named[i][0], named[i][1], masks.get(named[i][0])) for i in sorted(kept)]
+
+
+# ------------------------------------------------------------------------------------------ targets
+def is_task(target: Any) -> bool:
+    return hasattr(target, "loss") and hasattr(target, "tensors") and hasattr(target, "dataset")
+
+
+class Objective:
+    """A loss target made uniform: minibatch stream, differentiable loss, fixed evaluation batch."""
+
+    def __init__(self, target: Any, batch_size: int, eval_size: int, split: str = "train") -> None:
+        self.target = target
+        self.batch_size = batch_size
+        if is_task(target):
+            if not getattr(target, "has_loss", True):
+                raise ValueError(
+                    f"Task {target.name!r} has no next-token loss (has_loss=False): a degradation "
+                    "that samples or calibrates on the loss needs a task with a loss."
+                )
+            cols = [c for c in ("input_ids", "target_mask", "attention_mask") if c in target.dataset[split].column_names]
+            self.data = target.tensors(split, columns=tuple(cols))
+            self.n = len(self.data["input_ids"])
+            self.fixed = (
+                {k: v[: min(eval_size, self.n)] for k, v in self.data.items()} if eval_size > 0 else None
+            )
+            self.kind = "task"
+        elif callable(target):
+            self.data, self.n, self.kind = None, 0, "callable"
+            self.fixed = {} if eval_size > 0 else None  # the callable itself is the evaluation
+        else:
+            raise ValueError(
+                f"target={type(target).__name__}: expected an interp Task or a callable "
+                "loss(model) -> scalar tensor."
+            )
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        if self.kind == "task":
+            return self.target.loss(model, batch)
+        out = self.target(model)
+        if not isinstance(out, torch.Tensor) or out.numel() != 1:
+            raise ValueError(
+                f"target loss returned {type(out).__name__} "
+                f"{tuple(out.shape) if isinstance(out, torch.Tensor) else ''}: it must return a scalar tensor."
+            )
+        return out.reshape(())
+
+    def stream(self, seed: int) -> Iterator[dict[str, torch.Tensor] | None]:
+        """Endless minibatches (reshuffled each epoch, deterministic in ``seed``); ``None`` forever
+        for a callable target."""
+        if self.kind != "task":
+            while True:
+                yield None
+        gen = torch.Generator().manual_seed(seed)
+        bs = min(self.batch_size, self.n)
+        while True:
+            order = torch.randperm(self.n, generator=gen)
+            for start in range(0, self.n - bs + 1, bs):
+                idx = order[start : start + bs]
+                yield {k: v[idx] for k, v in self.data.items()}
+
+    @torch.no_grad()
+    def eval_loss(self, model: torch.nn.Module) -> float:
+        return float(self.loss(model, self.fixed if self.kind == "task" else None))
