@@ -63,6 +63,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from transformer_lens.hook_points import HookPoint
 
 __all__ = [
+    "is_post_ln",
     "PointError",
     "Resolved",
     "resolve",
@@ -209,6 +210,12 @@ class _ModelInfo:
 
 
 _INFO: weakref.WeakKeyDictionary[Any, _ModelInfo] = weakref.WeakKeyDictionary()
+
+
+def is_post_ln(model: Any) -> bool:
+    """Whether ``model`` is a post-LN transformer (BERT, MiniLM): its ``resid_pre/post`` are LayerNorm
+    outputs, and the attention component contains a LayerNorm after the residual add."""
+    return _detect_post_ln(model)
 
 
 def _detect_post_ln(model: Any) -> bool:

@@ -60,7 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from interp.demo import run_demo
 
-            run_demo(args.out, progress=not args.quiet)
+            summary = run_demo(args.out, progress=not args.quiet)
+            clean = summary["clean"]
+            sys.stdout.write(
+                f"induction organism: test loss {clean['loss']:.4f} nats/token, "
+                f"accuracy {clean['accuracy']:.4f}\n\nsurvival of effects (ΔL in nats/token):\n"
+                f"{summary['survival'].to_string(index=False)}\n\nreport: {summary['report']}\n"
+            )
             return 0
     except (ValueError, FileNotFoundError, ImportError) as err:
         sys.stderr.write(f"interp: error: {err}\n")

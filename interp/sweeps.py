@@ -110,9 +110,11 @@ def _asdict(value: Any) -> Any:
 
 
 def _draw_record(draw: Any) -> dict[str, Any]:
-    if dataclasses.is_dataclass(draw):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(draw).items()}
-    return {k: _jsonable(v) for k, v in vars(draw).items() if not k.startswith("_")}
+    """A draw's own fields (B, ε, step, its loss, ...) minus the level, which the table holds."""
+    fields = dataclasses.asdict(draw) if dataclasses.is_dataclass(draw) else {
+        k: v for k, v in vars(draw).items() if not k.startswith("_")
+    }
+    return {k: _jsonable(v) for k, v in fields.items() if k != "level"}
 
 
 def _versions() -> dict[str, str]:
