@@ -68,8 +68,9 @@ def _check_pos(cls: str, name: str, value: Any, *, integer: bool = False, zero_o
 class CalibrationConfig:
     """How a :class:`~interp.degradations.LossIncrease` level is turned into an inverse temperature.
 
-    Pilot chains (``pilot_chains`` × (``pilot_burnin`` + ``pilot_draws``·``pilot_thin``) steps) measure
-    the mean loss increase on the fixed evaluation batch; ``B`` moves by the λ̂-based guess
+    Pilot chains (``pilot_chains`` × (``pilot_burnin`` + ``pilot_draws``·``pilot_thin``) steps; ``None``:
+    the sampler's own burnin/draws/thin, so pilots measure exactly what the final chains will, even
+    when the loss is still relaxing) measure the mean loss increase on the fixed evaluation batch; ``B`` moves by the λ̂-based guess
     ``B·ΔL/Δ`` (since ΔL ≈ λ/B) until the target is bracketed, then by interpolation / bisection on
     log B. It stops when |ΔL/Δ − 1| ≤ ``tolerance`` or after ``max_rounds``. A diverging pilot halves ε.
     """
@@ -77,17 +78,20 @@ class CalibrationConfig:
     tolerance: float = 0.1
     max_rounds: int = 8
     pilot_chains: int = 1
-    pilot_burnin: int = 100
-    pilot_draws: int = 40
-    pilot_thin: int = 5
+    pilot_burnin: int | None = None
+    pilot_draws: int | None = None
+    pilot_thin: int | None = None
 
     def __post_init__(self) -> None:
         c = "CalibrationConfig"
         _check_pos(c, "tolerance", self.tolerance, fix="Use e.g. tolerance=0.1 (10%).")
-        for n in ("max_rounds", "pilot_chains", "pilot_draws", "pilot_thin"):
+        for n in ("max_rounds", "pilot_chains"):
             _check_pos(c, n, getattr(self, n), integer=True, fix=f"Use a positive integer for {n}.")
-        _check_pos(c, "pilot_burnin", self.pilot_burnin, integer=True, zero_ok=True,
-                   fix="Use a non-negative integer.")
+        for n in ("pilot_draws", "pilot_thin"):
+            _check_pos(c, n, getattr(self, n), integer=True, none_ok=True,
+                       fix=f"Use a positive integer for {n}, or None (the sampler's own value).")
+        _check_pos(c, "pilot_burnin", self.pilot_burnin, integer=True, zero_ok=True, none_ok=True,
+                   fix="Use a non-negative integer, or None (the sampler's burnin).")
 
 
 @dataclass(frozen=True)
@@ -377,7 +381,8 @@ class _Engine:
     # ------------------------------------------------------------------------------ the chains
     def run(self, nbeta: float, lr: float, chains: int, burnin: int, draws: int, thin: int,
             level: Any, records: list[ChainDiagnostics], yield_draws: bool = True,
-            progress: bool = False) -> Iterator[Draw]:
+            progress: bool = False, chain_offset: int = 0) -> Iterator[Draw]:
+        self._chain_offset = chain_offset
         init_loss, init_eval = self.init_losses()
         steps = burnin + (draws - 1) * thin + 1
         bar = None
@@ -465,7 +470,7 @@ class _Engine:
         return out
 
     def _gen(self, chain: int) -> torch.Generator:
-        return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + chain)
+        return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + chain + getattr(self, "_chain_offset", 0))
 
     def _run_one(self, rec: ChainDiagnostics, steps: int, burnin: int, thin: int, level: Any,
                  yield_draws: bool, bar: Any) -> Iterator[Draw]:
@@ -713,8 +718,11 @@ def _calibrate(eng: _Engine, target: float) -> CalibrationRecord:
         lr = eng.auto_lr(B) if cfg.lr is None else min(cfg.lr, 2 * cfg.lr_safety / (B * eng.curvature() + cfg.localization))
         lr *= lr_scale
         recs: list[ChainDiagnostics] = []
-        for _d in eng.run(B, lr, cal.pilot_chains, cal.pilot_burnin, cal.pilot_draws, cal.pilot_thin,
-                          None, recs, yield_draws=False):
+        burnin = cfg.burnin if cal.pilot_burnin is None else cal.pilot_burnin
+        draws = cfg.n_draws if cal.pilot_draws is None else cal.pilot_draws
+        thin = cfg.thin if cal.pilot_thin is None else cal.pilot_thin
+        for _d in eng.run(B, lr, cal.pilot_chains, burnin, draws, thin, None, recs,
+                          yield_draws=False, chain_offset=10_000):
             pass
         bad = [r for r in recs if r.failed]
         if bad:

@@ -1,0 +1,167 @@
+"""Oracle tests of the SGLD sampler (REFERENCE §2): fixed seeds, tolerances from the maths.
+
+Each statistical check compares an estimate with its exact value within 4 standard errors, the
+standard error taken from the spread of independent chains (chain means are independent draws), plus
+any exactly known discretisation bias folded into the expected value.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics as st
+
+import pytest
+import torch
+
+from interp.degradations import LossIncrease, TemperedPosterior, estimate_llc
+from interp.degradations.oracles import (
+    DeepLinearNetwork,
+    MonomialPotential,
+    aoyagi_llc,
+    quadratic_llc,
+    rrr_llc,
+)
+
+torch.set_num_threads(1)
+SIGMAS = 4.0
+
+
+def _chain_stats(run, burnin, nbeta):
+    """Per-chain mean and variance of B·L after burn-in (L0 = 0 for these potentials)."""
+    vals = [[nbeta * x for x in c.losses[burnin:]] for c in run.chains]
+    return [st.mean(v) for v in vals], [st.variance(v) for v in vals]
+
+
+def test_aoyagi_formula_reference_values():
+    assert aoyagi_llc([5, 3, 5], 0) == 6.5
+    assert aoyagi_llc([6, 4, 4, 6], 2) == 12.0
+    # two layers: Aoyagi 2024 must agree with reduced-rank regression (Aoyagi & Watanabe 2005)
+    for n in range(1, 6):
+        for h in range(1, 6):
+            for m in range(1, 6):
+                for r in range(0, min(n, h, m) + 1):
+                    assert aoyagi_llc([n, h, m], r) == pytest.approx(rrr_llc(n, h, m, r))
+
+
+@pytest.mark.slow
+def test_monomial_potential_gamma_mean_and_variance():
+    """K = ½(w1² + w2⁴), γ = 0: B·K ~ Gamma(λ, 1), λ = 1/2 + 1/4, mean = variance = λ. The quadratic
+    coordinate's exact step-size bias (½/(1 − εB/4), mean; variance 2·mean²) is added."""
+    B, eps, burn = 100.0, 2e-3, 500
+    m = MonomialPotential([2, 4])
+    run = TemperedPosterior(nbeta=B, localization=0.0, lr=eps, chains=16, draws=2500, burnin=burn,
+                            eval_size=0, progress=False).sample(m, m.loss)
+    assert not run.failed
+    means, variances = _chain_stats(run, burn, B)
+    quad = quadratic_llc(B, 1.0, 0.0, eps)
+    exp_mean = quad + 0.25
+    exp_var = 2 * quad**2 + 0.25  # Var of (quad·χ²₁) + Var Gamma(1/4)
+    se_m = st.stdev(means) / math.sqrt(len(means))
+    se_v = st.stdev(variances) / math.sqrt(len(variances))
+    assert abs(st.mean(means) - exp_mean) < SIGMAS * se_m, (st.mean(means), exp_mean, se_m)
+    assert abs(st.mean(variances) - exp_var) < SIGMAS * se_v, (st.mean(variances), exp_var, se_v)
+    assert se_m < 0.05 * exp_mean  # the check has teeth
+
+
+@pytest.mark.parametrize("eps,gamma", [(1e-3, 0.0), (2e-2, 0.0), (1e-3, 50.0)])
+def test_quadratic_exact_step_size_bias(eps, gamma):
+    """K = ½w², B = 144.76: λ̂ = ½·(B/a)/(1 − εa/4), a = B + γ (0.5188 and 1.8104 for γ = 0)."""
+    B = 144.76
+    q = MonomialPotential([2])
+    est = estimate_llc(q, q.loss, nbeta=B, localization=gamma, lr=eps, chains=16, draws=2000,
+                       burnin=300, eval_size=0, progress=False)
+    exact = quadratic_llc(B, 1.0, gamma, eps)
+    assert not est.failed
+    assert abs(est.mean - exact) < SIGMAS * est.stderr, (est.mean, exact, est.stderr)
+    assert est.stderr < 0.06 * exact
+
+
+@pytest.mark.parametrize("factor", [1.0, 1.1])
+def test_divergence_detected_at_eps_a_ge_4(factor):
+    B = 144.76
+    q = MonomialPotential([2])
+    eps = factor * 4.0 / B
+    run = TemperedPosterior(nbeta=B, localization=0.0, lr=eps, chains=4, draws=3000, burnin=0,
+                            eval_size=0, progress=False).sample(q, q.loss)
+    assert len(run.failed) == 4
+    assert all("explosion" in c.reason or "non-finite" in c.reason for c in run.failed)
+    with pytest.raises(RuntimeError, match="Every chain failed"):
+        estimate_llc(q, q.loss, nbeta=B, localization=0.0, lr=eps, chains=2, draws=3000, burnin=0,
+                     eval_size=0, progress=False)
+    assert float(q.w.detach()) == 0.0  # restored
+
+
+def test_nan_chain_reported_not_averaged():
+    m = MonomialPotential([2])
+    calls = {"n": 0}
+
+    def loss(model):
+        calls["n"] += 1
+        out = model.loss(model)
+        return out * float("nan") if calls["n"] == 2000 else out
+
+    est = estimate_llc(m, loss, nbeta=100.0, localization=0.0, lr=1e-3, chains=3, draws=1500,
+                       burnin=100, eval_size=0, vectorize=False, progress=False)
+    assert len(est.failed) == 1 and "non-finite" in est.failed[0][1]
+    assert len(est.per_chain) == 2 and all(math.isfinite(x) for x in est.per_chain)
+
+
+def test_loss_scale_invariance():
+    """(c·L, B/c) gives the same chain; c a power of two keeps it exact in floating point."""
+    c = 4.0
+    a = MonomialPotential([2, 4])
+    b = MonomialPotential([2, 4], scale=c)
+    kw = dict(localization=0.0, lr=1e-3, chains=2, draws=200, burnin=0, eval_size=0, progress=False)
+    ra = TemperedPosterior(nbeta=64.0, **kw).sample(a, a.loss)
+    rb = TemperedPosterior(nbeta=64.0 / c, **kw).sample(b, b.loss)
+    for ca, cb in zip(ra.chains, rb.chains):
+        assert [c * x for x in ca.losses] == cb.losses
+
+
+def test_regular_model_d_over_2():
+    """A regular quadratic in d = 6 with curvatures spread over 10×: λ = d/2 (plus the exact
+    per-direction step-size bias)."""
+    h = torch.tensor([1.0, 2.0, 3.0, 5.0, 7.0, 10.0], dtype=torch.float64)
+    rot = torch.linalg.qr(torch.randn(6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64))[0]
+    H = rot @ torch.diag(h) @ rot.T
+
+    class Quad(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(6, dtype=torch.float64))
+
+    model = Quad()
+    B, eps = 50.0, 4e-4
+    est = estimate_llc(model, lambda m: 0.5 * m.w @ H @ m.w, nbeta=B, localization=0.0, lr=eps,
+                       chains=16, draws=2000, burnin=300, eval_size=0, progress=False)
+    exact = sum(quadratic_llc(B, float(x), 0.0, eps) for x in h)
+    assert abs(exact - 3.0) < 0.1  # d/2 up to the known step-size bias
+    assert abs(est.mean - exact) < SIGMAS * est.stderr, (est.mean, exact, est.stderr)
+
+
+def test_vectorised_equals_sequential():
+    d = DeepLinearNetwork([3, 2, 3], 1)
+    kw = dict(nbeta=1000.0, localization=10.0, lr=1e-5, chains=3, draws=20, burnin=5, eval_size=0,
+              progress=False)
+    a = TemperedPosterior(vectorize=True, **kw).sample(d, d.loss)
+    b = TemperedPosterior(vectorize=False, **kw).sample(d, d.loss)
+    for ca, cb in zip(a.chains, b.chains):
+        assert ca.losses == pytest.approx(cb.losses, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.slow
+def test_calibration_hits_loss_increase_targets():
+    """Asked for 0.02, 0.1, 0.3 nats/token on the induction organism, the mean loss increase of the
+    final chains (fixed evaluation batch) lands within 25% of each target."""
+    from interp import organisms
+
+    model, task = organisms.load("induction")
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    sampler = TemperedPosterior(chains=2, draws=30, burnin=100, thin=5, progress=False)
+    for target in (0.02, 0.1, 0.3):
+        run = sampler.sample(model, task, LossIncrease(target))
+        assert run.calibration is not None and run.calibration.rounds
+        assert not run.failed
+        measured = st.mean(c.loss_increase for c in run.chains)
+        assert abs(measured / target - 1) < 0.25, (target, measured, run.calibration)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in saved.items())
