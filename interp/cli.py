@@ -5,6 +5,8 @@ Commands::
     interp organisms list               the shipped model organisms
     interp organisms train NAME --out DIR   re-run an organism's deterministic training recipe
     interp demo [--out DIR]             the main job on the bundled induction organism
+    interp sweep CONFIG.toml            a sweep described in a TOML file (interp.sweepconfig)
+    interp report DIR                   rebuild report.html from saved results
 
 The CLI is the only place in ``interp`` that may import ``analyses`` (DESIGN.md).
 
@@ -46,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the main job on the bundled induction organism")
     demo.add_argument("--out", default="interp-demo", help="output directory (default: ./interp-demo)")
+
+    sweep = sub.add_parser(
+        "sweep", help="run the sweep a TOML file describes (resumable)",
+        description="Run a sweep described in a TOML file; see interp.sweepconfig for the format.",
+    )
+    sweep.add_argument("config", help="path to the sweep's TOML file")
+
+    report = sub.add_parser("report", help="rebuild report.html from saved results")
+    report.add_argument("directory", help="a results directory (from `interp sweep` or `interp demo`)")
     return parser
 
 
@@ -67,6 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"accuracy {clean['accuracy']:.4f}\n\nsurvival of effects (ΔL in nats/token):\n"
                 f"{summary['survival'].to_string(index=False)}\n\nreport: {summary['report']}\n"
             )
+            return 0
+        if args.command == "sweep":
+            from interp.sweepconfig import run_sweep_file
+
+            sys.stdout.write(f"report: {run_sweep_file(args.config, progress=not args.quiet)}\n")
+            return 0
+        if args.command == "report":
+            from interp.sweepconfig import rebuild_report
+
+            sys.stdout.write(f"report: {rebuild_report(args.directory)}\n")
             return 0
     except (ValueError, FileNotFoundError, ImportError) as err:
         sys.stderr.write(f"interp: error: {err}\n")

@@ -62,13 +62,21 @@ def weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+# fields that change how a run looks, not what it computes: not part of a sweep's identity
+_PRESENTATION = frozenset({"progress"})
+
+
 def _describe(obj: Any) -> Any:
     """A JSON-able, address-free description of a configured object: its dataclass fields (or those
     of its ``config`` attribute), else its type and ``name``."""
     source = obj if dataclasses.is_dataclass(obj) else getattr(obj, "config", None)
     desc: dict[str, Any] = {"type": type(obj).__name__}
     if dataclasses.is_dataclass(source) and not isinstance(source, type):
-        desc.update({f.name: _jsonable(getattr(source, f.name)) for f in dataclasses.fields(source) if f.repr})
+        desc.update({
+            f.name: _jsonable(getattr(source, f.name))
+            for f in dataclasses.fields(source)
+            if f.repr and f.name not in _PRESENTATION
+        })
     elif hasattr(obj, "name"):
         desc["name"] = _jsonable(obj.name)
     return desc
