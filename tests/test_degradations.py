@@ -117,6 +117,49 @@ def test_restore_after_exception_in_loss():
     assert _identical(m, saved)
 
 
+@pytest.mark.parametrize("how", ["full", "break", "consumer_raises", "loss_raises", "sample"])
+def test_vectorised_chains_restore_bit_identical(how):
+    """The batched multi-chain path (``vectorize=True``, stacked weights, ``functional_call``) puts
+    each chain's draw live in the model and restores w0 exactly, however the iteration ends."""
+    from interp.degradations.oracles import DeepLinearNetwork
+
+    net = DeepLinearNetwork([3, 2, 3], 1)
+    saved = _state(net)
+    calls = {"n": 0}
+
+    def loss(model):
+        calls["n"] += 1
+        if how == "loss_raises" and calls["n"] > 8:
+            raise ValueError("loss blew up")
+        return model.loss(model)
+
+    sampler = TemperedPosterior(nbeta=1000.0, localization=10.0, lr=1e-4, chains=3, draws=4, burnin=2,
+                                thin=2, eval_size=1, vectorize=True, progress=False)
+    if how == "sample":
+        run = sampler.sample(net, loss)
+        assert len(run.chains) == 3 and all(len(c.eval_losses) == 4 for c in run.chains)
+    elif how in ("consumer_raises", "loss_raises"):
+        with pytest.raises((RuntimeError, ValueError)):
+            with sampler.draws(net, loss) as run:
+                for d in run:
+                    if how == "consumer_raises" and d.chain == 1:
+                        raise RuntimeError("boom")
+    else:
+        run = sampler.draws(net, loss)
+        seen = []
+        for d in run:
+            seen.append((d.draw, d.chain))
+            # the draw's weights are live: its loss is the model's current loss
+            assert float(net.loss().detach()) == pytest.approx(d.loss, rel=1e-12)
+            if how == "break" and len(seen) == 5:
+                break
+        run.close()
+        if how == "full":
+            assert seen == [(i, c) for i in range(4) for c in range(3)]
+    assert _identical(net, saved)
+    assert net.weights[0].grad is None and all(p.requires_grad for p in net.parameters())
+
+
 def test_validation_messages():
     with pytest.raises(ValueError, match="nbeta"):
         TemperedPosterior(nbeta=-1.0)

@@ -283,7 +283,7 @@ class TemperedPosterior:
 
     def sample(self, model: torch.nn.Module, target: Any, level: Any = None) -> SamplingRun:
         """Run all chains to the end without a consumer; returns the finished :class:`SamplingRun`."""
-        run = self.draws(model, target, level)
+        run = SamplingRun(self, model, target, level, yield_draws=False)
         for _ in run:
             pass
         return run
@@ -292,6 +292,12 @@ class TemperedPosterior:
 # ----------------------------------------------------------------------------------------- engine
 def _flat_norm(ts: list[torch.Tensor]) -> float:
     return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(ts)))) if ts else 0.0
+
+
+def _chain_norms(ts: list[torch.Tensor]) -> list[float]:
+    """Per-chain Euclidean norm over all tensors ``ts[i]: [C, ...]`` (chain along dim 0)."""
+    sq = sum(x.reshape(x.shape[0], -1).square().sum(1) for x in ts)
+    return sq.sqrt().tolist()
 
 
 class _Engine:
@@ -411,7 +417,14 @@ class _Engine:
             self.snapshot.restore()
 
     def _vmap_grad(self, chains: int):
-        from torch.func import functional_call, grad_and_value, vmap
+        """``(ws, batch) -> (grads, losses)`` for ``chains`` stacked weight sets ``ws[name]: [C, ...]``.
+
+        The forward is vmapped over the chains (``functional_call`` with one entry per parameter slot
+        and ``tie_weights=False``, REFERENCE §1); the backward is plain autograd on the sum of the
+        per-chain losses, whose gradient with respect to chain c's weights is chain c's own gradient
+        (the chains do not interact). That is ≈2× cheaper than ``vmap(grad(...))`` on small modules.
+        """
+        from torch.func import functional_call, vmap
 
         holder = _LossModule(self.model, self.obj)
 
@@ -419,7 +432,17 @@ class _Engine:
             return functional_call(holder, {"model." + n: w for n, w in ws.items()}, (batch,),
                                    tie_weights=False, strict=False)
 
-        return vmap(grad_and_value(f), in_dims=(0, None))
+        vf = vmap(f, in_dims=(0, None))
+
+        def grad_and_loss(ws: dict[str, torch.Tensor], batch: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+            leaves = {n: w.detach().requires_grad_(True) for n, w in ws.items()}
+            with torch.enable_grad():
+                L = vf(leaves, batch)
+                gs = torch.autograd.grad(L.sum(), list(leaves.values()), allow_unused=True)
+            return ({n: torch.zeros_like(w) if g is None else g for (n, w), g in zip(leaves.items(), gs)},
+                    L.detach())
+
+        return grad_and_loss
 
     def _vmap_agrees(self) -> bool:
         """Check once that the vectorised gradient at w0 equals the plain autograd one (a module that
@@ -466,6 +489,16 @@ class _Engine:
         out, i = [], 0
         for p in self.params:
             out.append(flat[i:i + p.numel()].view(p.shape).to(device=p.device, dtype=p.dtype))
+            i += p.numel()
+        return out
+
+    def _noise_stacked(self, gens: list[torch.Generator]) -> list[torch.Tensor]:
+        """The same numbers as ``[_noise(g) for g in gens]``, stacked per parameter: ``[C, *shape]``."""
+        total = sum(p.numel() for p in self.params)
+        flat = torch.stack([torch.randn(total, generator=g, dtype=torch.float32) for g in gens])
+        out, i = [], 0
+        for p in self.params:
+            out.append(flat[:, i:i + p.numel()].reshape(len(gens), *p.shape).to(device=p.device, dtype=p.dtype))
             i += p.numel()
         return out
 
@@ -539,11 +572,12 @@ class _Engine:
         obj, model, names = self.obj, self.model, self.names
         gv = self._vmap_grad(C)
         W = [w.unsqueeze(0).repeat(C, *([1] * w.dim())) for w in self.w0]
-        W0 = [w.unsqueeze(0) for w in self.w0]
+        W0 = [w.unsqueeze(0).expand_as(x) for w, x in zip(self.w0, W)]
         masks = [None if m is None else m.unsqueeze(0) for m in self.masks]
         gens = [self._gen(r.chain) for r in recs]
         stream = obj.stream(self.cfg.seed)
-        alive = torch.ones(C, dtype=torch.bool)
+        alive = [True] * C
+        keep: torch.Tensor | None = None  # per-chain 0/1 update mask once a chain has failed
         n_draw = 0
         for t in range(steps):
             g, L = gv(dict(zip(names, W)), next(stream))
@@ -555,50 +589,54 @@ class _Engine:
                 r.losses.append(Ls[c])
                 if reason is not None:
                     r.failed, r.reason, alive[c] = True, reason, False
+                    keep = torch.tensor(alive, dtype=W[0].dtype)
                     logger.warning("chain %d failed (B=%.4g, ε=%.3g): %s", r.chain, B, eps, reason)
-            if not alive.any():
+            if not any(alive):
                 return
             grads = [g[n] for n in names]
             with torch.no_grad():
-                diff = [w - w0 for w, w0 in zip(W, W0)]
+                diff = torch._foreach_sub(W, W0)
                 drift = torch._foreach_mul(grads, B)
                 if gamma:
                     torch._foreach_add_(drift, diff, alpha=gamma)
-                per = [self._noise(gen) for gen in gens]
-                noise = [torch.stack([per[c][i] for c in range(C)]) for i in range(len(W))]
+                noise = self._noise_stacked(gens)
                 if self.has_masks:
                     drift = [d * m if m is not None else d for d, m in zip(drift, masks)]
                     noise = [x * m if m is not None else x for x, m in zip(noise, masks)]
                 is_draw = t >= burnin and (t - burnin) % thin == 0
                 if is_draw:
+                    gm = grads if not self.has_masks else [x if m is None else x * m for x, m in zip(grads, masks)]
+                    dist, gnorm, nnorm = (_chain_norms(x) for x in (diff, gm, noise))
                     for c, r in enumerate(recs):
                         if alive[c]:
-                            r.distances.append(_flat_norm([d[c] for d in diff]))
-                            gm = [x[c] if m is None else x[c] * m[0] for x, m in zip(grads, masks)]
-                            r.grad_noise.append(0.5 * eps * B * _flat_norm(gm) /
-                                                max(sq * _flat_norm([x[c] for x in noise]), 1e-30))
+                            r.distances.append(dist[c])
+                            r.grad_noise.append(0.5 * eps * B * gnorm[c] / max(sq * nnorm[c], 1e-30))
             if is_draw:
-                for c, r in enumerate(recs):
-                    if not alive[c]:
-                        continue
-                    with torch.no_grad():
-                        for p, w in zip(self.params, W):
-                            p.copy_(w[c])
-                    if obj.fixed is not None:
-                        r.eval_losses.append(obj.eval_loss(model))
-                    if yield_draws:
-                        yield Draw(level=level, chain=r.chain, draw=n_draw,
-                                   loss=r.eval_losses[-1] if r.eval_losses else Ls[c], nbeta=B, lr=eps, step=t)
-                self.snapshot.restore()
+                if yield_draws or obj.fixed is not None:
+                    for c, r in enumerate(recs):
+                        if not alive[c]:
+                            continue
+                        with torch.no_grad():
+                            for p, w in zip(self.params, W):
+                                p.copy_(w[c])
+                        if obj.fixed is not None:
+                            r.eval_losses.append(obj.eval_loss(model))
+                        if yield_draws:
+                            yield Draw(level=level, chain=r.chain, draw=n_draw,
+                                       loss=r.eval_losses[-1] if r.eval_losses else Ls[c], nbeta=B, lr=eps, step=t)
+                    self.snapshot.restore()
                 n_draw += 1
             if t == steps - 1:
                 break
             with torch.no_grad():
-                keep = alive.to(W[0].dtype)
-                for w, d, x in zip(W, drift, noise):
-                    shape = (C,) + (1,) * (w.dim() - 1)
-                    w.add_(d * keep.view(shape), alpha=-eps / 2)
-                    w.add_(x * keep.view(shape), alpha=sq)
+                if keep is None:
+                    torch._foreach_add_(W, drift, alpha=-eps / 2)
+                    torch._foreach_add_(W, noise, alpha=sq)
+                else:
+                    for w, d, x in zip(W, drift, noise):
+                        shape = (C,) + (1,) * (w.dim() - 1)
+                        w.add_(d * keep.view(shape), alpha=-eps / 2)
+                        w.add_(x * keep.view(shape), alpha=sq)
             if bar is not None:
                 bar.update(C)
 
@@ -626,8 +664,10 @@ class SamplingRun(Iterator[Draw]):
     ``with`` block, an exception) restores the original weights.
     """
 
-    def __init__(self, cfg: TemperedPosterior, model: torch.nn.Module, target: Any, level: Any) -> None:
+    def __init__(self, cfg: TemperedPosterior, model: torch.nn.Module, target: Any, level: Any,
+                 yield_draws: bool = True) -> None:
         self.cfg, self.level = cfg, level
+        self._yield_draws = yield_draws
         self.chains: list[ChainDiagnostics] = []
         self.calibration: CalibrationRecord | None = None
         self.nbeta: float | None = None
@@ -663,7 +703,7 @@ class SamplingRun(Iterator[Draw]):
             self.nbeta, self.lr = nbeta, lr
             self.init_loss = eng.init_losses()[0]
             yield from eng.run(nbeta, lr, cfg.chains, cfg.burnin, cfg.n_draws, cfg.thin, level,
-                               self.chains, yield_draws=True, progress=cfg.progress)
+                               self.chains, yield_draws=self._yield_draws, progress=cfg.progress)
             failed = [c for c in self.chains if c.failed]
             if failed:
                 logger.warning("%d of %d chains failed: %s", len(failed), len(self.chains),
