@@ -19,8 +19,8 @@ Example::
     >>> from analyses.scrubbing import Agree, Graph, GraphHypothesis, scrub_graph
     >>> g = torch.Generator().manual_seed(0)
     >>> data = {"a": torch.randint(2, (512,), generator=g), "b": torch.randint(2, (512,), generator=g)}
-    >>> graph = Graph({"out": (lambda a, b: torch.stack([-4.0 * a, 4.0 * a - 4.0], -1) + 0 * b, ("a", "b"))},
-    ...               output="out")
+    >>> logits = lambda a, b: torch.stack([-4.0 * a, 4.0 * a - 4.0], -1) + 0 * b[:, None]
+    >>> graph = Graph({"out": (logits, ("a", "b"))}, output="out")
     >>> m = scrub_graph(graph, GraphHypothesis({"a": Agree.column("a")}), data, data["a"], seeds=2)
     >>> round(m["recovered"], 3)
     1.0
