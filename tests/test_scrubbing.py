@@ -280,3 +280,21 @@ def test_small_task_too_few_rows(organism):
     task = Task("tiny", datasets.DatasetDict(train=ds, test=ds))
     with pytest.raises(ValueError, match="has only 4 rows"):
         CausalScrubbing(Hypothesis([]), rows=8).setup(model, task)
+
+
+def test_run_sweep_with_causal_scrubbing(organism):
+    """The analysis runs inside a sweep (cheap WeightNoise levels; the TemperedPosterior survival curve
+    is recorded by benchmarks/bench_scrubbing.py --sweep) and the weights come back unchanged."""
+    model, task = organism
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    hyps = hypotheses()
+    analyses = [CausalScrubbing(hyps[k], rows=64, seeds=1, bootstrap=100, name=k)
+                for k in ("correct", "wrong_heads")]
+    res = interp.run_sweep(model, task, analyses, interp.WeightNoise(relative=True, draws_per_level=2),
+                           levels=[0.3], progress=False)
+    s = res.summary()
+    rec = s[s["metric"] == "recovered"].set_index(["analysis", "level_index"])["mean"]
+    for level in (-1, 0):
+        assert rec["correct", level] > rec["wrong_heads", level] + 0.3
+    assert set(res.table["kind"]) >= {"effect", "collateral", "other"}
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
