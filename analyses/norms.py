@@ -430,7 +430,9 @@ def folded_copy(model: Any) -> Any:
 
         twin = TransformerBridge.boot_native(copy.deepcopy(model.cfg))
         twin.load_state_dict(model.state_dict(), strict=True)
-        twin = twin.to(device).eval()
+        if next(iter(twin.parameters())).device != device:
+            twin = twin.to(device)
+        twin = twin.eval()
     else:
         twin = copy.deepcopy(model).eval()
         _check_isolated(model, twin)
