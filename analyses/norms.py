@@ -674,11 +674,13 @@ def plot_norms_by_layer(
         break
     if logy:
         ax.set_yscale("log")
+    ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("stream point l (resid_pre of block l; last = final resid_post)")
     ax.set_ylabel(f"{stat} ‖x_l‖")
     ax.set_title(f"{analysis}: {stat} residual norm by layer", fontsize=9)
     fig.colorbar(mpl.cm.ScalarMappable(norm=cnorm, cmap=cmap), ax=ax, label="loss increase ΔL (nats/token)")
     ax.legend(fontsize=8)
+    fig.tight_layout()
     return fig
 
 
@@ -716,4 +718,5 @@ def plot_growth(
     ax.set_ylabel("growth factor per layer")
     ax.set_title(f"{analysis}: residual-norm growth factor", fontsize=9)
     ax.legend(fontsize=8)
+    fig.tight_layout()
     return fig
