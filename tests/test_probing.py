@@ -139,6 +139,7 @@ def test_induction_occurred_before_beyond_position(tmp_path):
     assert list(table["site"]) == ["L0", "L1", "L2"] and table["ci_low"].le(table["accuracy"]).all()
 
 
+@pytest.mark.slow
 def test_frozen_and_refit_probe_sweep(modadd):
     from interp.degradations import TemperedPosterior
 
@@ -190,6 +191,7 @@ def minilm():
     return model, task, train, report
 
 
+@pytest.mark.slow
 def test_minilm_subject_number_beats_its_control(minilm):
     _, _, _, rep = minilm
     t = rep.table()
@@ -202,6 +204,7 @@ def test_minilm_subject_number_beats_its_control(minilm):
     assert rep.n_types == 48 and rep.warnings
 
 
+@pytest.mark.slow
 def test_minilm_causal_check(minilm):
     model, task, train, _ = minilm
     layer = 4
