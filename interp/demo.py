@@ -36,9 +36,14 @@ log = logging.getLogger(__name__)
 
 #: target loss increases (nats/token) for the tempered posterior, and relative σ for weight noise
 DEMO_LEVELS = {
-    "tempered_posterior": (0.03, 0.1, 0.3),
-    "weight_noise": (0.03, 0.1, 0.2, 0.3),
+    "tempered_posterior": (0.03, 0.3, 1.0),
+    "weight_noise": (0.05, 0.2, 0.5),
 }
+#: the metrics beyond effects and collaterals that the demo report plots
+DEMO_PLOTS = ["loss_clean", "kl_claimed", "mean_L0", "mean_L1", "mean_L2", "growth",
+              "prev_token_L0H1", "induction_L1H0", "induction_L1H1"]
+#: ``quick=True``: one level each, fewer chains and draws (a smoke run for tests)
+QUICK_LEVELS = {"tempered_posterior": (0.3,), "weight_noise": (0.2,)}
 
 
 class HeadScores:
@@ -82,19 +87,23 @@ def _attention_views(model: Any, task: Any, degradation: Any, level: Any) -> lis
     for draw in degradation.draws(model, task, level):
         views.append(attention_view(
             tokens, patterns(),
-            f"Tempered-posterior draw at {level} (chain {draw.chain}, draw {draw.draw}, "
-            f"loss {draw.loss:.3f}): heads L0H0, L0H1, L1H0, L1H1",
+            f"Tempered-posterior draw at nβ = {draw.nbeta:.0f} (loss "
+            f"{draw.loss:.3f} nats/token): heads L0H0, L0H1, L1H0, L1H1",
         ))
         break  # leaving the iterator restores the trained weights
     return views
 
 
-def run_demo(out: str | Path = "interp-demo", progress: bool = True) -> dict[str, Any]:
-    """Run the demo sweep into ``out``; returns a short summary (also logged) with the report path."""
+def run_demo(out: str | Path = "interp-demo", progress: bool = True, quick: bool = False) -> dict[str, Any]:
+    """Run the demo sweep into ``out``; returns a short summary (also logged) with the report path.
+
+    ``quick=True`` runs one level per degradation with fewer chains and draws: the same code path in
+    well under a minute, for smoke tests; its numbers are too few for conclusions.
+    """
     from analyses.ablation import HeadAblation
     from analyses.norms import ResidualNorms
     from interp import organisms
-    from interp.degradations import LossIncrease, TemperedPosterior, WeightNoise
+    from interp.degradations import CalibrationConfig, LossIncrease, NBeta, TemperedPosterior, WeightNoise
     from interp.organisms import induction
     from interp.report import load_views, save_view, write_report
     from interp.results import Results
@@ -107,25 +116,34 @@ def run_demo(out: str | Path = "interp-demo", progress: bool = True) -> dict[str
     analyses = [
         HeadAblation(heads=induction.INDUCTION_HEADS, name="induction_heads"),
         HeadAblation(heads=[induction.PREV_TOKEN_HEAD], name="prev_token_head"),
-        ResidualNorms(),
+        ResidualNorms(quantiles=(), weights=False),
         HeadScores(),
     ]
-    sampler = TemperedPosterior(localization=100.0, chains=2, draws=4, burnin=200, thin=25, seed=0,
-                                progress=False)
-    tp_levels = [LossIncrease(x) for x in DEMO_LEVELS["tempered_posterior"]]
-    noise = WeightNoise(relative=True, draws_per_level=4, seed=0)
+    levels = QUICK_LEVELS if quick else DEMO_LEVELS
+    schedule = dict(localization=100.0, burnin=30 if quick else 200, thin=5 if quick else 25, seed=0,
+                    progress=False)
+    sampler = TemperedPosterior(
+        chains=2 if quick else 3, draws=2 if quick else 3, **schedule,
+        calibration=CalibrationConfig(tolerance=0.25, max_rounds=4) if quick else None,
+    )
+    tp_levels = [LossIncrease(x) for x in levels["tempered_posterior"]]
+    noise = WeightNoise(relative=True, draws_per_level=2 if quick else 4, seed=0)
     parts = [
         run_sweep(model, task, analyses, sampler, tp_levels, out=out / "tempered_posterior", progress=progress),
-        run_sweep(model, task, analyses, noise, DEMO_LEVELS["weight_noise"], out=out / "weight_noise",
+        run_sweep(model, task, analyses, noise, levels["weight_noise"], out=out / "weight_noise",
                   progress=progress),
     ]
     results = Results.concat(parts)
     results.save(out / "results")
     if not (out / "views").exists():
-        for i, view in enumerate(_attention_views(model, task, sampler, tp_levels[-1])):
+        # one draw at the hottest level's calibrated B (no second calibration)
+        nbeta = parts[0].meta["levels"][len(tp_levels) - 1]["calibration"]["nbeta"]
+        one_draw = TemperedPosterior(chains=1, draws=1, **schedule)
+        for i, view in enumerate(_attention_views(model, task, one_draw, NBeta(nbeta))):
             save_view(out, f"attention_{i}", view)
     report = write_report(results, out / "report.html", views=load_views(out),
-                          title="interp demo: the induction circuit under natural degradation")
+                          title="interp demo: the induction circuit under natural degradation",
+                          plot_metrics=DEMO_PLOTS)
     survival = results.survival()
     summary = {"clean": clean, "survival": survival, "report": str(report)}
     log.info("survival of effects:\n%s", survival.to_string(index=False))

@@ -17,6 +17,7 @@ import base64
 import html
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,11 @@ def attention_view(tokens: list[str], pattern: Any, title: str) -> str:
     from circuitsvis.attention import attention_patterns
 
     view = attention_patterns(tokens=tokens, attention=pattern)
-    # local_src embeds the JavaScript bundle; the CDN variant would need the network.
-    return f"<h3>{html.escape(title)}</h3>\n{view.local_src}"
+    # local_src embeds the JavaScript bundle (the CDN variant would need the network). Its mount point
+    # is written `<div .../>`, which HTML parses as an *open* div: the next view would nest inside it
+    # and be wiped when this one renders. Close it explicitly.
+    src = re.sub(r'(<div id="circuits-vis-[^"]+"[^>]*?)\s*/>', r"\1></div>", view.local_src, count=1)
+    return f"<h3>{html.escape(title)}</h3>\n{src}"
 
 
 def save_view(directory: str | Path, name: str, fragment: str) -> Path:
@@ -69,7 +73,13 @@ def _table(df: Any) -> str:
     return df.to_html(index=False, float_format="{:.4g}".format, na_rep="–", border=0)
 
 
-def write_report(results: Any, path: str | Path, views: list[str] | None = None, title: str | None = None) -> Path:
+def write_report(
+    results: Any,
+    path: str | Path,
+    views: list[str] | None = None,
+    title: str | None = None,
+    plot_metrics: list[str] | None = None,
+) -> Path:
     """Write ``results`` as a self-contained HTML report to ``path``; returns the path.
 
     Args:
@@ -77,6 +87,8 @@ def write_report(results: Any, path: str | Path, views: list[str] | None = None,
         path: the HTML file to write.
         views: extra HTML fragments (e.g. :func:`attention_view`) appended in a section of their own.
         title: page title (default: the task and degradations).
+        plot_metrics: the metrics without an effect/collateral role to plot (default: all of them);
+            effects and collaterals are always plotted, and every metric is in the summary table.
     """
     import matplotlib
 
@@ -96,7 +108,18 @@ def write_report(results: Any, path: str | Path, views: list[str] | None = None,
         "Bands are 95% Student-t intervals over chains. An effect that persists over a range of ΔL is "
         "evidence for a real mechanism; one that dissolves at once is suspect.</p>"
     )
-    parts.append(f"<h2>Metrics against loss increase</h2><img alt='metrics' src='{_figure_png(results.plot())}'>")
+    claims = results.table["kind"].isin(["effect", "collateral"])
+    if claims.any():
+        parts.append("<h2>Effects and collateral against loss increase</h2>"
+                     f"<img alt='effects' src='{_figure_png(results.plot(kinds=['effect', 'collateral']))}'>")
+    others = list(dict.fromkeys(results.table.loc[~claims, "metric"]))
+    if others:
+        shown = others if plot_metrics is None else [m for m in others if m in set(plot_metrics)]
+        note = "" if len(shown) == len(others) else (
+            f"<p class='note'>{len(shown)} of {len(others)} other metrics shown; all are in the summary.</p>")
+        if shown:
+            parts.append("<h2>Other metrics against loss increase</h2>" + note +
+                         f"<img alt='metrics' src='{_figure_png(results.plot(metrics=shown, kinds=['other']))}'>")
     survival = results.survival()
     parts.append("<h2>Survival of effects</h2>")
     parts.append(

@@ -169,8 +169,18 @@ class Results:
         return clean
 
     # ------------------------------------------------------------------ plots
-    def plot(self, metrics: Iterable[str] | None = None, ax_width: float = 4.0):
+    def plot(
+        self,
+        metrics: Iterable[str] | None = None,
+        kinds: Iterable[str] | None = None,
+        ax_width: float = 4.0,
+    ):
         """Each metric against measured loss increase ΔL: mean over chains with its 95% band.
+
+        Args:
+            metrics: metric names to plot (default: all).
+            kinds: only metrics of these kinds (``"effect"``, ``"collateral"``, ``"other"``).
+            ax_width: width of one panel in inches.
 
         Needs matplotlib (``pip install 'interp[plot]'``). Returns the figure.
         """
@@ -179,6 +189,8 @@ class Results:
         except ImportError as err:
             raise ImportError("Results.plot needs matplotlib: pip install 'interp[plot]'.") from err
         s = self.summary()
+        if kinds is not None:
+            s = s[s["kind"].isin(set(kinds))]
         pairs = s[["analysis", "metric"]].drop_duplicates().itertuples(index=False)
         pairs = [p for p in pairs if metrics is None or p.metric in set(metrics)]
         if not pairs:

@@ -1,0 +1,92 @@
+"""Open an interp HTML report in headless Chromium and check that it renders without errors.
+
+Usage: python scripts/check_report.py REPORT.html [--screenshot OUT.png]
+
+A copy of the report gets a first script that records uncaught errors, unhandled promise rejections
+and console.error calls into the page; Chromium (Debian package `chromium`) runs it headless with no
+network and dumps the DOM after the scripts ran. The check fails (exit 1) when any error was recorded,
+when a plot image is missing, or when a circuitsvis view stayed empty. Exit 2: Chromium not found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+_CAPTURE = """<script>
+window.__errors = [];
+function __record(msg) { window.__errors.push(String(msg)); var el = document.getElementById('__errors');
+  if (el) { el.textContent = JSON.stringify(window.__errors); } }
+window.addEventListener('error', function (e) { __record('error: ' + e.message); });
+window.addEventListener('unhandledrejection', function (e) { __record('rejection: ' + e.reason); });
+var __origError = console.error; console.error = function () {
+  __record('console.error: ' + Array.prototype.join.call(arguments, ' ')); __origError.apply(console, arguments); };
+document.addEventListener('DOMContentLoaded', function () {
+  var el = document.createElement('pre'); el.id = '__errors'; el.textContent = JSON.stringify(window.__errors);
+  document.body.appendChild(el); });
+</script>"""
+
+_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+          "--virtual-time-budget=8000"]
+
+
+def find_chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def check_report(report: Path, screenshot: Path | None = None) -> list[str]:
+    """Problems found in ``report`` (empty when it rendered cleanly)."""
+    chromium = find_chromium()
+    if chromium is None:
+        raise FileNotFoundError("Chromium not found: apt-get install chromium")
+    html = report.read_text(encoding="utf-8")
+    instrumented = html.replace("<head>", "<head>" + _CAPTURE, 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        page = Path(tmp) / "report.html"
+        page.write_text(instrumented, encoding="utf-8")
+        base = [chromium, *_FLAGS, f"--user-data-dir={tmp}/profile"]
+        dom = subprocess.run(base + ["--dump-dom", page.as_uri()], capture_output=True, text=True,
+                             timeout=120).stdout
+        if screenshot is not None:
+            subprocess.run(base + ["--window-size=1300,3000", f"--screenshot={screenshot}", page.as_uri()],
+                           capture_output=True, timeout=120)
+    problems = []
+    errors = re.search(r'<pre id="__errors">(.*?)</pre>', dom, re.S)
+    if errors is None:
+        problems.append("the page did not finish loading (no error record in the DOM)")
+    elif errors.group(1).strip() != "[]":
+        problems.append(f"script errors: {errors.group(1).strip()}")
+    if html.count("data:image/png;base64,") and "<img" not in dom:
+        problems.append("plot images missing from the rendered page")
+    for view in re.findall(r'<div id="(circuits-vis-[^"]+)"', html):
+        rendered = re.search(rf'<div id="{view}"[^>]*>(.*?)</div>', dom, re.S)
+        if rendered is None or not rendered.group(1).strip():
+            problems.append(f"circuitsvis view {view} did not render")
+    return problems
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("report", type=Path)
+    parser.add_argument("--screenshot", type=Path, default=None)
+    args = parser.parse_args()
+    try:
+        problems = check_report(args.report, args.screenshot)
+    except FileNotFoundError as err:
+        sys.stderr.write(f"{err}\n")
+        return 2
+    for p in problems:
+        sys.stderr.write(f"FAIL: {p}\n")
+    if not problems:
+        sys.stdout.write(f"OK: {args.report} rendered without errors\n")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
