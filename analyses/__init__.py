@@ -1,11 +1,51 @@
 """analyses: interpretability analyses that run on trained and on degraded weights.
 
-Every analysis follows one protocol (DESIGN.md): ``setup(model, task)`` runs once on the clean
-weights (fit a probe, compute ablation means, train a sparse MLP) and ``__call__(model, task)``
-returns ``dict[str, float]`` at the baseline and at every draw of a degradation, reporting where it
-makes sense both its *effect* and its *collateral*. Analyses intervene only through ``hooks``.
+Every analysis follows one protocol (``interp.analysis.Analysis``, DESIGN.md): ``setup(model, task)``
+runs once on the clean weights (fit a probe, compute ablation means, train a sparse MLP) and
+``__call__(model, task)`` returns ``dict[str, float]`` at the baseline and at every draw of a
+degradation, reporting where it makes sense both its *effect* and its *collateral*. Analyses
+intervene only through ``hooks``.
 
-Importing ``analyses`` is cheap; each analysis module loads its heavy dependencies on first use.
+- ``CausalScrubbing`` (``analyses.scrubbing``): test a circuit hypothesis by resampling ablations.
+- ``HeadAblation`` (``analyses.ablation``): loss carried by a set of heads, KL where nothing is claimed.
+- ``ResidualNorms`` (``analyses.norms``): residual-stream norms per layer, writes, growth factor.
+- ``probe``, ``FrozenProbe``, ``RefitProbe`` (``analyses.probing``): linear probes per layer with
+  controls and causal checks; frozen (fitted on w0) and refitted on every draw.
+
+Importing ``analyses`` is cheap; each analysis loads on first use of its name.
+
+Example::
+
+    >>> import analyses
+    >>> analyses.HeadAblation(heads=[(1, 0)]).effects
+    ('loss_carried',)
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "CausalScrubbing": "analyses.scrubbing",
+    "FrozenProbe": "analyses.probing",
+    "HeadAblation": "analyses.ablation",
+    "RefitProbe": "analyses.probing",
+    "ResidualNorms": "analyses.norms",
+    "probe": "analyses.probing",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'analyses' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

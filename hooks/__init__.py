@@ -26,37 +26,51 @@ Example::
     True
 """
 
-from hooks._capture import Selection, capture
-from hooks._hook import EditIgnoredError, Hook, HookFn, apply
-from hooks._interventions import (
-    mean_ablate,
-    orthonormal_basis,
-    patch,
-    project_out,
-    resample_ablate,
-    splice,
-    steer,
-    zero_ablate,
-)
-from hooks._points import (
-    PointError,
-    Resolved,
-    attn_out,
-    attn_pattern,
-    attn_z,
-    embed,
-    head_out,
-    is_post_ln,
-    logits,
-    mlp_in,
-    mlp_out,
-    mlp_post,
-    resid_mid,
-    resid_post,
-    resid_pre,
-    resolve,
-    valid_points,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> private module defining it; loaded on first access so that `import hooks` does not
+# import torch (about 1.3 s) until a hook is actually used.
+_LAZY = {
+    **dict.fromkeys(["Selection", "capture"], "hooks._capture"),
+    **dict.fromkeys(["EditIgnoredError", "Hook", "HookFn", "apply"], "hooks._hook"),
+    **dict.fromkeys(
+        ["mean_ablate", "orthonormal_basis", "patch", "project_out", "resample_ablate", "splice",
+         "steer", "zero_ablate"],
+        "hooks._interventions",
+    ),
+    **dict.fromkeys(
+        ["PointError", "Resolved", "attn_out", "attn_pattern", "attn_z", "embed", "head_out",
+         "is_post_ln", "logits", "mlp_in", "mlp_out", "mlp_post", "resid_mid", "resid_post",
+         "resid_pre", "resolve", "valid_points"],
+        "hooks._points",
+    ),
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hooks._capture import Selection, capture
+    from hooks._hook import EditIgnoredError, Hook, HookFn, apply
+    from hooks._interventions import (
+        mean_ablate, orthonormal_basis, patch, project_out, resample_ablate, splice, steer, zero_ablate,
+    )
+    from hooks._points import (
+        PointError, Resolved, attn_out, attn_pattern, attn_z, embed, head_out, is_post_ln, logits,
+        mlp_in, mlp_out, mlp_post, resid_mid, resid_post, resid_pre, resolve, valid_points,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hooks' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
 
 __all__ = [
     "Hook",

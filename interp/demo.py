@@ -3,9 +3,10 @@
 On the bundled induction organism, with no downloads:
 
 1. evaluate the trained model and score its heads (previous-token and induction scores);
-2. set up the analyses on the clean weights: ablation of the two induction heads, ablation of the
-   previous-token head (each with its effect, the loss it carries, and its collateral, the KL it causes
-   on positions the claim says nothing about), residual-stream norms and the head scores;
+2. set up the analyses on the clean weights: causal scrubbing of the correct induction hypothesis and
+   of one built from the wrong heads (effect: loss and KL recovered; collateral: KL on positions the
+   hypothesis says nothing about), ablation of the previous-token head (effect: the loss it carries;
+   collateral: the same KL), residual-stream norms and the head scores;
 3. sweep them over the tempered posterior (SGLD) calibrated to a small grid of target loss
    increases, and over Gaussian weight noise as a baseline;
 4. write ``report.html``: each metric against the measured loss increase, the survival table, the
@@ -40,7 +41,7 @@ DEMO_LEVELS = {
     "weight_noise": (0.05, 0.2, 0.5),
 }
 #: the metrics beyond effects and collaterals that the demo report plots
-DEMO_PLOTS = ["loss_clean", "kl_claimed", "mean_L0", "mean_L1", "mean_L2", "growth",
+DEMO_PLOTS = ["loss_clean", "loss_scrubbed", "mean_L0", "mean_L1", "mean_L2", "growth",
               "prev_token_L0H1", "induction_L1H0", "induction_L1H1"]
 #: ``quick=True``: one level each, fewer chains and draws (a smoke run for tests)
 QUICK_LEVELS = {"tempered_posterior": (0.3,), "weight_noise": (0.2,)}
@@ -102,6 +103,8 @@ def run_demo(out: str | Path = "interp-demo", progress: bool = True, quick: bool
     """
     from analyses.ablation import HeadAblation
     from analyses.norms import ResidualNorms
+    from analyses.scrubbing import CausalScrubbing
+    from analyses.scrubbing.induction import hypotheses as induction_hypotheses
     from interp import organisms
     from interp.degradations import CalibrationConfig, LossIncrease, NBeta, TemperedPosterior, WeightNoise
     from interp.organisms import induction
@@ -113,8 +116,10 @@ def run_demo(out: str | Path = "interp-demo", progress: bool = True, quick: bool
     model, task = organisms.load("induction")
     clean = task.evaluate(model)
     log.info("induction organism: test loss %.4f nats/token, accuracy %.4f", clean["loss"], clean["accuracy"])
+    hypotheses = induction_hypotheses()
     analyses = [
-        HeadAblation(heads=induction.INDUCTION_HEADS, name="induction_heads"),
+        CausalScrubbing(hypotheses["correct"], name="scrub_correct", rows=128, seeds=2),
+        CausalScrubbing(hypotheses["wrong_heads"], name="scrub_wrong_heads", rows=128, seeds=2),
         HeadAblation(heads=[induction.PREV_TOKEN_HEAD], name="prev_token_head"),
         ResidualNorms(quantiles=(), weights=False),
         HeadScores(),

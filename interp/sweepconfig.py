@@ -42,9 +42,14 @@ __all__ = ["load_sweep_config", "run_sweep_file", "rebuild_report", "ANALYSES", 
 
 #: analysis type name -> "module:Class"
 ANALYSES = {
+    "CausalScrubbing": "analyses.scrubbing:CausalScrubbing",
+    "FrozenProbe": "analyses.probing:FrozenProbe",
     "HeadAblation": "analyses.ablation:HeadAblation",
+    "RefitProbe": "analyses.probing:RefitProbe",
     "ResidualNorms": "analyses.norms:ResidualNorms",
 }
+#: ready-made causal-scrubbing hypotheses, named "SET.NAME" in sweep files (e.g. "induction.correct")
+HYPOTHESES = {"induction": "analyses.scrubbing.induction:hypotheses"}
 #: degradation type name -> "module:Class"
 DEGRADATIONS = {
     name: f"interp.degradations:{name}"
@@ -73,10 +78,28 @@ def _class(registry: dict[str, str], name: Any, what: str) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
+def _hypothesis(name: Any, where: str) -> Any:
+    """A ready-made hypothesis from its "SET.NAME" (``HYPOTHESES``)."""
+    family, _, member = str(name).partition(".")
+    if family not in HYPOTHESES:
+        raise ValueError(f"{where}: hypothesis={name!r}: give SET.NAME with SET one of {sorted(HYPOTHESES)}.")
+    module, fn = HYPOTHESES[family].split(":")
+    available = getattr(importlib.import_module(module), fn)()
+    if member not in available:
+        raise ValueError(f"{where}: hypothesis={name!r}: {family} has {sorted(available)}.")
+    return available[member]
+
+
 def _build(cls: type, params: dict[str, Any], where: str) -> Any:
-    allowed = {p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")}
-    _unknown(where, set(params), allowed)
-    return cls(**params)
+    signature = inspect.signature(cls).parameters
+    if "hypothesis" in params and "hypothesis" in signature:
+        params["hypothesis"] = _hypothesis(params["hypothesis"], where)
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
+        _unknown(where, set(params), {p for p in signature if p not in ("self", "args")})
+    try:
+        return cls(**params)
+    except TypeError as err:  # an unknown keyword passed on to a config class
+        raise ValueError(f"{where}: {err}") from err
 
 
 def load_sweep_config(path: str | Path) -> dict[str, Any]:

@@ -33,7 +33,8 @@ def test_demo_writes_results_and_report(demo):
     assert summary["clean"]["accuracy"] > 0.95
     res = Results.load(out / "results")
     assert set(res.table["degradation"]) == {"TemperedPosterior", "WeightNoise"}
-    assert set(res.table["analysis"]) == {"induction_heads", "prev_token_head", "norms", "head_scores"}
+    assert set(res.table["analysis"]) == {
+        "scrub_correct", "scrub_wrong_heads", "prev_token_head", "norms", "head_scores"}
     # the calibrated level: measured loss increase near the 0.3 nats/token asked for
     tp = res.table[(res.table["degradation"] == "TemperedPosterior") & ~res.table["baseline"]]
     assert 0.1 < tp["delta_loss"].mean() < 0.6
@@ -43,7 +44,16 @@ def test_demo_writes_results_and_report(demo):
                     "Calibration", "Attention"):
         assert section in html
     assert html.count('<div id="circuits-vis-') == 2  # clean weights and a degraded draw
-    assert list(summary["survival"]["metric"]) == ["loss_carried"] * 4
+    survival = summary["survival"]
+    assert set(zip(survival["analysis"], survival["metric"])) == {
+        ("scrub_correct", "recovered"), ("scrub_correct", "kl_recovered"),
+        ("scrub_wrong_heads", "recovered"), ("scrub_wrong_heads", "kl_recovered"),
+        ("prev_token_head", "loss_carried")}
+    assert len(survival) == 10  # for each of the two degradations
+    # at the trained weights the correct hypothesis explains the behaviour, the wrong heads do not
+    base = survival.set_index(["degradation", "analysis", "metric"])["baseline"]
+    assert base["TemperedPosterior", "scrub_correct", "recovered"] > 0.9
+    assert base["TemperedPosterior", "scrub_wrong_heads", "recovered"] < 0.4
 
 
 @pytest.mark.slow

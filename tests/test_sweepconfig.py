@@ -52,11 +52,24 @@ def test_valid_file_builds_the_parts(tmp_path):
         (("rows = 64", "rowz = 64"), r"\[\[analyses\]\] #1.*'rowz'"),
         (('organism = "induction"', 'organism = "inductio"'), "Unknown organism 'inductio'"),
         (("[levels]", "[level]"), "Unknown key"),
+        (('type = "HeadAblation"\nname = "induction_heads"\nheads = [[1, 0], [1, 1]]',
+          'type = "CausalScrubbing"\nhypothesis = "induction.nope"'), "induction has"),
     ],
 )
 def test_bad_files_name_the_problem(tmp_path, edit, message):
     with pytest.raises(ValueError, match=message):
         load_sweep_config(write(tmp_path, VALID.replace(*edit)))
+
+
+def test_ready_made_hypotheses_and_probe_configs_by_name(tmp_path):
+    text = VALID.replace('type = "HeadAblation"\nname = "induction_heads"\nheads = [[1, 0], [1, 1]]\nrows = 64',
+                         'type = "CausalScrubbing"\nhypothesis = "induction.correct"\nrows = 64\n'
+                         '[[analyses]]\ntype = "FrozenProbe"\nlabel = "period"')
+    scrub, probe = load_sweep_config(write(tmp_path, text))["analyses"]
+    assert scrub.effects == ("recovered", "kl_recovered") and probe.config.label == "period"
+    bad = text.replace('label = "period"', 'labl = "period"')
+    with pytest.raises(ValueError, match="labl"):
+        load_sweep_config(write(tmp_path, bad, "bad.toml"))
 
 
 def test_invalid_toml_and_missing_file(tmp_path):
