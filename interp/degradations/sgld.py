@@ -505,6 +505,19 @@ class _Engine:
             return f"loss increase {inc:.4g} > max_loss_increase={self.cfg.max_loss_increase} at step {rec.steps}"
         return None
 
+    def _drift_and_noise(self, grads: list[torch.Tensor], diff: list[torch.Tensor], noise: list[torch.Tensor],
+                         B: float, gamma: float, masks: list[torch.Tensor | None]
+                         ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The SGLD drift B·∇L + γ(w − w0) and the noise, both zeroed outside the sampled masks
+        (shared by the sequential and the batched chains)."""
+        drift = torch._foreach_mul(grads, B)
+        if gamma:
+            torch._foreach_add_(drift, diff, alpha=gamma)
+        if self.has_masks:
+            drift = [d * m if m is not None else d for d, m in zip(drift, masks)]
+            noise = [x * m if m is not None else x for x, m in zip(noise, masks)]
+        return drift, noise
+
     def _noise(self, gen: torch.Generator) -> list[torch.Tensor]:
         total = sum(p.numel() for p in self.params)
         flat = torch.randn(total, generator=gen, dtype=torch.float32)
@@ -548,13 +561,7 @@ class _Engine:
             grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
             with torch.no_grad():
                 diff = torch._foreach_sub(params, w0)
-                drift = torch._foreach_mul(grads, B)
-                if gamma:
-                    torch._foreach_add_(drift, diff, alpha=gamma)
-                noise = self._noise(gen)
-                if self.has_masks:
-                    drift = [d * m if m is not None else d for d, m in zip(drift, masks)]
-                    noise = [x * m if m is not None else x for x, m in zip(noise, masks)]
+                drift, noise = self._drift_and_noise(grads, diff, self._noise(gen), B, gamma, masks)
                 is_draw = t >= burnin and (t - burnin) % thin == 0
                 if is_draw:
                     rec.distances.append(_flat_norm(diff))
@@ -618,13 +625,7 @@ class _Engine:
             grads = [g[n] for n in names]
             with torch.no_grad():
                 diff = torch._foreach_sub(W, W0)
-                drift = torch._foreach_mul(grads, B)
-                if gamma:
-                    torch._foreach_add_(drift, diff, alpha=gamma)
-                noise = self._noise_stacked(gens)
-                if self.has_masks:
-                    drift = [d * m if m is not None else d for d, m in zip(drift, masks)]
-                    noise = [x * m if m is not None else x for x, m in zip(noise, masks)]
+                drift, noise = self._drift_and_noise(grads, diff, self._noise_stacked(gens), B, gamma, masks)
                 is_draw = t >= burnin and (t - burnin) % thin == 0
                 if is_draw:
                     gm = grads if not self.has_masks else [x if m is None else x * m for x, m in zip(grads, masks)]
