@@ -927,7 +927,8 @@ def causal_check(
 
     Args:
         point: where to intervene (e.g. ``layer_point(model, 3)``).
-        x, y: activations at ``point`` and labels to fit the eraser and the direction on.
+        x: activations at ``point`` to fit the eraser and the direction on.
+        y: their labels.
         behaviour: ``f(hooks) -> float``, the behaviour with the given hooks active (e.g. the
             sentence readout's accuracy, or the next-token loss).
         steer_behaviour: the behaviour measured while steering (default ``behaviour``), e.g. the

@@ -178,7 +178,8 @@ def resample_ablate(
             running batch (each row gets a donor row different from itself; needs batch ≥ 2).
         per: ``"example"``: one donor per example for the whole activation; ``"position"``: an
             independent donor per (example, position); ``"head"``: per (example, head).
-        pos, heads: the region to resample; elsewhere the activation is kept.
+        pos: positions of the region to resample; elsewhere the activation is kept.
+        heads: heads of the region to resample.
         seed: seeds the donor draws; every forward draws afresh from the same generator.
     """
     _check_point(point)

@@ -64,7 +64,8 @@ def summarize(
     Args:
         clean: summed clean loss per example ``[n]``.
         counts: scored targets per example ``[n]`` (1 for one prediction per example).
-        scrubbed, kl: summed scrubbed loss and KL(clean ‖ scrubbed) per seed and example.
+        scrubbed: summed scrubbed loss per seed and example.
+        kl: summed KL(clean ‖ scrubbed) per seed and example.
         baselines: ``name -> (loss sums, KL sums)`` per seed and example; the first is the primary
             baseline (``recovered``, ``kl_recovered``, ``gap``).
     """

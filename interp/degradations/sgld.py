@@ -202,8 +202,10 @@ class TemperedPosterior:
             top Hessian eigenvalue at ``w0`` (power iteration), so the chain is stable (εa < 4 is
             needed; ε·a ≈ 0.2 keeps the step-size bias ≈ 5%). A number is used as given (with a
             :class:`LossIncrease` level it is an upper bound).
-        chains, draws, burnin, thin: number of chains; draws per chain; steps discarded first;
-            steps between draws. A chain runs ``burnin + (draws − 1)·thin + 1`` steps.
+        chains: number of chains.
+        draws: draws per chain. A chain runs ``burnin + (draws − 1)·thin + 1`` steps.
+        burnin: steps discarded first.
+        thin: steps between draws.
         seed: seeds the noise (chain ``c`` uses ``seed·1000003 + c``) and the minibatch order (shared
             by all chains).
         batch_size: minibatch rows per step for a :class:`~interp.tasks.Task` target.
