@@ -3,7 +3,9 @@
 Same model (the induction organism), batch size, chain count (4), step count, nβ, ε and γ, one
 thread, side by side in one run. devinterp deep-copies the model per chain, which breaks on
 TransformerBridges (the copy shares hooks), so it gets an equivalent plain torch module with the same
-weights (checked: identical logits). interp runs on the bridge itself.
+weights (checked: identical logits). interp runs on the bridge itself, both with its default stacked
+chains (``StackedForward``: all chains in one hand-batched forward) and chain by chain through the
+bridge (``vectorize=False``).
 
     python benchmarks/bench_sampler.py [--steps 200] [--repeats 3]
 
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import time
 import warnings
 
@@ -110,14 +111,18 @@ def main() -> None:
             )
         return C * S / (time.perf_counter() - t)
 
-    sampler = TemperedPosterior(nbeta=nbeta, lr=lr, localization=gamma, chains=C, draws=S, burnin=0,
-                                thin=1, batch_size=bs, eval_size=0, init_batches=1, progress=False)
+    def make(vectorize: bool | None) -> TemperedPosterior:
+        return TemperedPosterior(nbeta=nbeta, lr=lr, localization=gamma, chains=C, draws=S, burnin=0,
+                                 thin=1, batch_size=bs, eval_size=0, init_batches=1, progress=False,
+                                 vectorize=vectorize)
 
-    def run_interp() -> float:
+    def run_interp(sampler: TemperedPosterior) -> float:
         t = time.perf_counter()
         run = sampler.sample(model, task)
         assert not run.failed
         return C * S / (time.perf_counter() - t)
+
+    stacked, sequential = make(None), make(False)  # None: the stacked path on this native bridge
 
     import tqdm.auto  # devinterp prints a bar per chain: silence it for timing
 
@@ -128,18 +133,21 @@ def main() -> None:
         orig(self, *a, **k)
 
     tqdm.auto.tqdm.__init__ = quiet
-    run_devinterp(), run_interp()  # warm-up
+    run_devinterp(), run_interp(stacked), run_interp(sequential)  # warm-up
     rows = []
-    for _ in range(args.repeats):  # interleaved so both see the same machine load
-        rows.append((run_devinterp(), run_interp()))
-    dv = sorted(r[0] for r in rows)[len(rows) // 2]
-    ip = sorted(r[1] for r in rows)[len(rows) // 2]
-    print(f"devinterp {devinterp.__version__ if hasattr(devinterp, '__version__') else '2.0.1'} "
-          f"sample_single_chain x{C} (plain module): {dv:.1f} chain-steps/s")
-    print(f"interp TemperedPosterior, {C} chains (bridge):          {ip:.1f} chain-steps/s")
-    print(f"ratio interp/devinterp: {ip / dv:.2f}x   (median of {args.repeats}; batch {bs}x{ids.shape[1]}, "
-          f"{S} steps/chain, threads=1; runs: {[(round(a, 1), round(b, 1)) for a, b in rows]})")
-    _ = math
+    for _ in range(args.repeats):  # interleaved so all see the same machine load
+        rows.append((run_devinterp(), run_interp(stacked), run_interp(sequential)))
+
+    def median(xs: list[float]) -> float:
+        return sorted(xs)[len(xs) // 2]
+
+    print(f"devinterp 2.0.1 sample_single_chain x{C} (plain module): {median([r[0] for r in rows]):.1f} chain-steps/s")
+    print(f"interp TemperedPosterior, {C} chains stacked (bridge):    {median([r[1] for r in rows]):.1f} chain-steps/s")
+    print(f"interp TemperedPosterior, {C} chains sequential (bridge): {median([r[2] for r in rows]):.1f} chain-steps/s")
+    print(f"ratio stacked/devinterp: {median([r[1] / r[0] for r in rows]):.2f}x, sequential/devinterp: "
+          f"{median([r[2] / r[0] for r in rows]):.2f}x   (median over {args.repeats} interleaved repeats; "
+          f"batch {bs}x{ids.shape[1]}, {S} steps/chain, threads=1; runs: "
+          f"{[tuple(round(x, 1) for x in r) for r in rows]})")
 
 
 if __name__ == "__main__":

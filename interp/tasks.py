@@ -134,11 +134,24 @@ class Task:
         """Cross-entropy of each scored target token; 0 at unscored positions (see ``target_mask``)."""
         logits = self._logits(model, batch)
         ids, mask = self._ids_and_mask(batch, logits.device)
-        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-        nll = -logp.gather(-1, ids[:, 1:, None])[..., 0]
+        nll = self._scored_nll(logits, ids, mask)
         out = torch.zeros(ids.shape, dtype=nll.dtype, device=nll.device)
-        out[:, 1:] = nll * mask[:, 1:]
+        out[:, 1:] = nll
         return out
+
+    def loss_from_logits(
+        self, logits: Float[torch.Tensor, "*chain batch pos vocab"], batch: dict[str, torch.Tensor]
+    ) -> Float[torch.Tensor, "*chain"]:
+        """:meth:`loss` from precomputed logits, with any leading axes (e.g. one per SGLD chain)."""
+        ids, mask = self._ids_and_mask(batch, logits.device)
+        return self._scored_nll(logits, ids, mask).sum((-2, -1)) / mask.sum().clamp(min=1)
+
+    @staticmethod
+    def _scored_nll(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Next-token NLL at positions 1.. times the target mask; ``logits`` may have leading axes."""
+        logp = torch.log_softmax(logits[..., :-1, :].float(), dim=-1)
+        nll = -logp.gather(-1, ids[:, 1:, None].expand(*logp.shape[:-1], 1))[..., 0]
+        return nll * mask[:, 1:]
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Float[torch.Tensor, ""]:
         """Per-token mean cross-entropy over the batch's scored targets (differentiable)."""
@@ -182,10 +195,32 @@ class Task:
             )
         return batch["input_ids"].to(device).long(), batch["target_mask"].to(device)
 
-    @staticmethod
-    def _logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _logits(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         device = model_device(model)
-        logits = model(batch["input_ids"].to(device))
+        ids = batch["input_ids"]
+        if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
+            raise ValueError(
+                f"Task {self.name!r}: batch['input_ids'] must be a [batch, pos] tensor of token ids, got "
+                f"{tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__}."
+            )
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise ValueError(
+                f"Task {self.name!r}: batch['input_ids'] has dtype {ids.dtype}; token ids must be "
+                "integers (convert with ids.long())."
+            )
+        if "target_mask" in batch and tuple(batch["target_mask"].shape) != tuple(ids.shape):
+            raise ValueError(
+                f"Task {self.name!r}: batch['target_mask'] has shape {tuple(batch['target_mask'].shape)}, "
+                f"input_ids {tuple(ids.shape)}; the mask marks scored tokens and needs the same shape."
+            )
+        d_vocab = getattr(getattr(model, "cfg", None), "d_vocab", None)
+        if isinstance(d_vocab, int) and d_vocab > 0 and ids.numel() and (ids.min() < 0 or ids.max() >= d_vocab):
+            bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
+            raise ValueError(
+                f"Task {self.name!r}: token id {bad} is outside the model's vocabulary [0, {d_vocab}); "
+                "is this the task of another model?"
+            )
+        logits = model(ids.to(device))
         if not isinstance(logits, torch.Tensor):  # HF-style output objects
             logits = logits.logits
         return logits

@@ -21,9 +21,11 @@ B = 10³, γ = 10 (κ = 0.32) is 8–17% low.
 Several chains of a plain module run as one batched call (``vectorize``): the forward is
 ``torch.func.vmap`` over ``functional_call`` with stacked weights, the backward plain autograd on the
 sum of the per-chain losses (chains do not interact, so each chain gets its own gradient); ≈ 12k
-chain-steps/s for 16 chains of a 64-parameter network on one thread. Bridges run chains one after
-another (vmapping the bridge, or its unwrapped native modules, was measured no faster on the
-induction organism: BENCHMARKS.md, "Sampler").
+chain-steps/s for 16 chains of a 64-parameter network on one thread. Native bridges (the organisms)
+run all chains through one hand-batched forward (:mod:`interp.degradations.stacked`; vmapping the
+bridge was measured no faster than running chains one after another); ≈ 3× devinterp's chain-steps/s
+on the induction organism with 4 chains (BENCHMARKS.md, "Sampler"). Other models run chains one
+after another.
 
 Example::
 
@@ -55,6 +57,7 @@ from interp.degradations._core import (
     WeightSnapshot,
     select_parameters,
 )
+from interp.degradations.stacked import StackedForward, unsupported_reason
 
 logger = logging.getLogger("interp.degradations")
 
@@ -219,9 +222,11 @@ class TemperedPosterior:
             sampled parameters; at equilibrium B·(L − L0) ≈ λ ≤ d/2), or when loss or weights are
             not finite.
         max_loss_increase: optional absolute guard: fail when L − L(w0) exceeds it (nats/token).
-        vectorize: run all chains in one batched ``torch.func.vmap`` call. ``None``: automatic (plain
-            modules without overlapping parameters, ≥ 2 chains, small models); bridges run
-            sequentially. The result is the same up to float rounding.
+        vectorize: run all chains in one batched call. ``None``: automatic: native bridges with a
+            task target go through :class:`~interp.degradations.stacked.StackedForward` (one
+            hand-batched forward for all chains), small plain modules without overlapping
+            parameters through ``torch.func.vmap``; other models run chains one after another. The
+            result is the same up to float rounding (checked on the model at w0 before use).
         calibration: :class:`CalibrationConfig` for :class:`LossIncrease` levels.
         progress: show a ``tqdm`` progress bar.
     """
@@ -398,11 +403,24 @@ class _Engine:
             )
         return self.cfg.lr_safety / a
 
+    def stacked(self) -> StackedForward | None:
+        """The hand-batched forward for native bridges with a task target (``None`` if not usable)."""
+        if not hasattr(self, "_stacked"):
+            reason = unsupported_reason(self.model)
+            if reason is None and (self.obj.kind != "task" or "attention_mask" in self.obj.data):
+                reason = "the target is not a plain next-token task"
+            self._stacked = StackedForward(self.model, self.params) if reason is None else None
+            if reason is not None:
+                logger.debug("stacked chains unavailable: %s", reason)
+        return self._stacked
+
     def use_vmap(self, chains: int) -> bool:
         if self.cfg.vectorize is not None:
             return bool(self.cfg.vectorize) and chains > 1
-        if chains < 2 or hasattr(self.model, "original_model") or hasattr(self.model, "hook_dict"):
+        if chains < 2:
             return False
+        if hasattr(self.model, "original_model") or hasattr(self.model, "hook_dict"):
+            return self.stacked() is not None
         all_params = list(self.model.parameters())
         if len({p.untyped_storage().data_ptr() for p in all_params}) < len(all_params):
             return False
@@ -448,6 +466,9 @@ class _Engine:
         per-chain losses, whose gradient with respect to chain c's weights is chain c's own gradient
         (the chains do not interact). That is ≈2× cheaper than ``vmap(grad(...))`` on small modules.
         """
+        stacked = self.stacked()
+        if stacked is not None:
+            return self._stacked_grad(stacked)
         from torch.func import functional_call, vmap
 
         holder = _LossModule(self.model, self.obj)
@@ -464,6 +485,20 @@ class _Engine:
                 L = vf(leaves, batch)
                 gs = torch.autograd.grad(L.sum(), list(leaves.values()), allow_unused=True)
             return ({n: torch.zeros_like(w) if g is None else g for (n, w), g in zip(leaves.items(), gs)},
+                    L.detach())
+
+        return grad_and_loss
+
+    def _stacked_grad(self, stacked: StackedForward):
+        """Like :meth:`_vmap_grad`, through :class:`StackedForward` (one forward for all chains)."""
+        names, task = self.names, self.obj.target
+
+        def grad_and_loss(ws: dict[str, torch.Tensor], batch: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+            leaves = [ws[n].detach().requires_grad_(True) for n in names]
+            with torch.enable_grad():
+                L = task.loss_from_logits(stacked(leaves, batch["input_ids"].to(leaves[0].device)), batch)
+                gs = torch.autograd.grad(L.sum(), leaves, allow_unused=True)
+            return ({n: torch.zeros_like(w) if g is None else g for n, w, g in zip(names, leaves, gs)},
                     L.detach())
 
         return grad_and_loss
@@ -680,6 +715,20 @@ class _LossModule(torch.nn.Module):
 
 
 # -------------------------------------------------------------------------------------------- run
+class _RunState:
+    """What a :class:`SamplingRun`'s generator records (read through the run's attributes)."""
+
+    __slots__ = ("cfg", "_yield_draws", "chains", "calibration", "nbeta", "lr", "init_loss")
+
+    def __init__(self, cfg: TemperedPosterior, yield_draws: bool) -> None:
+        self.cfg, self._yield_draws = cfg, yield_draws
+        self.chains: list[ChainDiagnostics] = []
+        self.calibration: CalibrationRecord | None = None
+        self.nbeta: float | None = None
+        self.lr: float | None = None
+        self.init_loss: float | None = None
+
+
 class SamplingRun(Iterator[Draw]):
     """The iterator returned by :meth:`TemperedPosterior.draws`.
 
@@ -692,15 +741,19 @@ class SamplingRun(Iterator[Draw]):
     def __init__(self, cfg: TemperedPosterior, model: torch.nn.Module, target: Any, level: Any,
                  yield_draws: bool = True) -> None:
         self.cfg, self.level = cfg, level
-        self._yield_draws = yield_draws
-        self.chains: list[ChainDiagnostics] = []
-        self.calibration: CalibrationRecord | None = None
-        self.nbeta: float | None = None
-        self.lr: float | None = None
-        self.init_loss: float | None = None
-        self._gen = self._generate(model, target, level)
+        # The generator fills in a separate state object, never ``self``: a generator frame holding
+        # ``self`` is a reference cycle, so an abandoned run (an exception in the consumer's loop)
+        # would keep the sampled weights in the model until the cyclic garbage collector ran.
+        self._state = _RunState(cfg, yield_draws)
+        self._gen = SamplingRun._generate(self._state, model, target, level)
 
-    def _generate(self, model: torch.nn.Module, target: Any, level: Any) -> Iterator[Draw]:
+    def __getattr__(self, name: str) -> Any:
+        state = self.__dict__.get("_state")
+        if state is not None and name in _RunState.__slots__:
+            return getattr(state, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _generate(self: Any, model: torch.nn.Module, target: Any, level: Any) -> Iterator[Draw]:
         cfg = self.cfg
         eng = _Engine(cfg, model, target)
         try:
