@@ -94,3 +94,12 @@ def test_unsupported_models_fall_back_with_a_reason():
                                 progress=False).sample(model, task)
         assert len(run.chains) == 2 and not run.failed
     assert unsupported_reason(model) is None
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    import interp.degradations.stacked as mod
+
+    result = doctest.testmod(mod)
+    assert result.attempted > 0 and result.failed == 0
