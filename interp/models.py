@@ -5,6 +5,9 @@
 the raw Hugging Face weights (no LayerNorm folding or re-centring: sampling must run in raw parameter
 space) and comes back in eval mode.
 
+Devices: ``device=None`` means CUDA when available, else CPU (:func:`default_device`); ``dtype``
+takes a ``torch.dtype`` or its name (``"float32"``, ``"bfloat16"``, ...; :func:`resolve_dtype`).
+
 Offline by construction: a local directory is loaded with the hub switched off, and a hub name is
 tried online only when the hub answers within a couple of seconds; otherwise the local cache is used,
 and a model missing from it raises an error that says so instead of hanging on network retries.
@@ -29,11 +32,64 @@ from urllib.parse import urlparse
 
 import torch
 
-__all__ = ["load_model", "hub_reachable"]
+__all__ = ["load_model", "hub_reachable", "default_device", "resolve_device", "resolve_dtype", "place"]
 
 log = logging.getLogger(__name__)
 
 _OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+_DTYPES = {
+    "float32": torch.float32, "float": torch.float32, "fp32": torch.float32,
+    "float64": torch.float64, "double": torch.float64, "fp64": torch.float64,
+    "float16": torch.float16, "half": torch.float16, "fp16": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+}
+
+
+def default_device() -> torch.device:
+    """``cuda`` when a CUDA device is available, else ``cpu``."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a ``torch.device`` (``None``: :func:`default_device`); a ValueError names bad ones."""
+    if device is None:
+        return default_device()
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"device={device!r} is not a torch device: use 'cpu', 'cuda', 'cuda:1', ... or None "
+            "(CUDA when available)."
+        ) from err
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """``dtype`` as a floating ``torch.dtype`` (``None``: float32); accepts names like ``"bfloat16"``."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return dtype
+    if isinstance(dtype, str) and dtype.removeprefix("torch.") in _DTYPES:
+        return _DTYPES[dtype.removeprefix("torch.")]
+    raise ValueError(
+        f"dtype={dtype!r}: give a floating torch dtype or one of its names "
+        f"({', '.join(sorted(_DTYPES))}), or None (float32)."
+    )
+
+
+def place(model: torch.nn.Module, device: str | torch.device | None = None,
+          dtype: str | torch.dtype | None = None) -> torch.nn.Module:
+    """Move ``model`` to ``device`` (``None``: CUDA when available) and cast it to ``dtype``
+    (``None``: leave the dtype as it is), in place; returns it."""
+    target = resolve_device(device)
+    want = None if dtype is None else resolve_dtype(dtype)
+    tensors = [*model.parameters(), *model.buffers()]
+    if all(t.device.type == target.type and (target.index is None or t.device.index == target.index)
+           and (want is None or not t.is_floating_point() or t.dtype == want) for t in tensors):
+        return model  # already there: no copy
+    return model.to(device=target) if want is None else model.to(device=target, dtype=want)
 
 
 def hub_reachable(timeout: float = 2.0) -> bool:
@@ -79,15 +135,15 @@ def load_model(
     name_or_path: str | os.PathLike,
     *,
     device: str | torch.device | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: str | torch.dtype | None = None,
     offline: bool | None = None,
 ):
     """Boot a Hugging Face model (hub name or local directory) as a ``TransformerBridge`` in eval mode.
 
     Args:
         name_or_path: a hub model id or a local directory containing ``config.json`` and weights.
-        device: where to put the model (default: CPU).
-        dtype: parameter dtype (default float32).
+        device: where to put the model (``None``: CUDA when available, else CPU).
+        dtype: parameter dtype, a ``torch.dtype`` or its name (``None``: float32).
         offline: ``True`` never contacts the hub; ``False`` always may; ``None`` (default) decides:
             offline for local directories and when the hub does not answer within 2 s.
 
@@ -97,6 +153,7 @@ def load_model(
     """
     from transformer_lens.model_bridge import TransformerBridge
 
+    device, dtype = resolve_device(device), resolve_dtype(dtype)
     target = str(name_or_path)
     path = Path(target).expanduser()
     is_local = path.exists()
@@ -115,7 +172,7 @@ def load_model(
     context = _offline() if offline else contextlib.nullcontext()
     with context:
         try:
-            model = TransformerBridge.boot_transformers(target, device=device or "cpu", dtype=dtype)
+            model = TransformerBridge.boot_transformers(target, device=str(device), dtype=dtype)
         except OSError as err:
             if offline and not is_local:
                 raise FileNotFoundError(

@@ -15,6 +15,12 @@ different configuration in an existing ``out`` is an error, never a merge.
 After the sweep the model's parameters are compared with a digest taken before it; a degradation that
 left them changed is an error.
 
+Executors (``executor=``): ``"local"`` (default) runs everything in this process, as above;
+``"ray"`` or a :class:`~interp.executors.RayExecutor` runs one job per (level, chain) on a Ray
+cluster, each job loading the model from a :class:`~interp.executors.ModelRecipe`. Both use the same
+per-draw seeds, the same store and the same resume rules, so an ``out`` directory started with one
+executor can be finished with the other and the table is identical (``interp.executors``).
+
 Example::
 
     >>> import interp
@@ -47,6 +53,8 @@ __all__ = ["run_sweep", "weights_digest"]
 log = logging.getLogger(__name__)
 
 BASELINE_KEY = (-1, -1, -1)
+#: the key whose per-draw seed seeds the analyses' ``setup`` (the same for every executor)
+SETUP_KEY = (-2, -2, -2)
 COLUMNS = [
     "degradation", "level", "level_index", "chain", "draw", "baseline",
     "loss", "delta_loss", "analysis", "metric", "kind", "value",
@@ -216,6 +224,28 @@ class _Store:
         n = sum(1 for key in self.lines if key[0] == level_index)
         return info is not None and info["n_draws"] == n
 
+    # ---- per-job bookkeeping of executors that run (level, chain) jobs (``interp.executors``)
+    def jobs(self) -> dict[str, Any]:
+        """Completed (level, chain) jobs, ``"LEVEL/CHAIN"`` -> what the job reported."""
+        if not hasattr(self, "_jobs"):
+            f = None if self.path is None else self.path / "jobs.json"
+            self._jobs = json.loads(f.read_text()) if f is not None and f.exists() else {}
+        return self._jobs
+
+    def finish_job(self, name: str, info: dict[str, Any]) -> None:
+        self.jobs()[name] = info
+        self._write_json("jobs.json", self._jobs)
+
+    def record_failures(self, failures: list[dict[str, Any]]) -> None:
+        """What failed in the last run (``failures.json``; empty when nothing failed)."""
+        self._write_json("failures.json", failures)
+
+    def _write_json(self, name: str, value: Any) -> None:
+        if self.path is not None:
+            tmp = self.path / f"{name}.tmp"
+            tmp.write_text(json.dumps(value, indent=1))
+            tmp.replace(self.path / name)
+
     def close(self) -> None:
         if self.path is not None:
             self.file.close()
@@ -234,8 +264,77 @@ def _check_analyses(analyses: Sequence[Analysis]) -> None:
         raise ValueError(f"Analysis names must be unique; repeated: {dupes}. Give each a distinct name.")
 
 
+def _fork_rng():
+    """``torch.random.fork_rng`` over the CPU and every initialised CUDA device."""
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    return torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else [])
+
+
+def _setup_analyses(analyses: Sequence[Analysis], model: torch.nn.Module, task: Any, seed: int) -> None:
+    """Every analysis's ``setup`` on the clean weights, its randomness seeded from ``seed`` (so every
+    executor, in any process, sets up the same state); the caller's RNG state is left untouched."""
+    for a in analyses:
+        with _fork_rng():
+            torch.manual_seed(_seed_for(seed, SETUP_KEY))
+            a.setup(model, task)
+
+
+def _eval_batch(task: Any, eval_rows: int) -> dict[str, torch.Tensor] | None:
+    return task.tensors("test", rows=eval_rows) if getattr(task, "has_loss", True) else None
+
+
+def _measure_loss(model: torch.nn.Module, task: Any, eval_batch: dict[str, torch.Tensor] | None) -> float:
+    """The loss on the sweep's fixed evaluation batch (NaN for a task without a loss)."""
+    if eval_batch is None:
+        return float("nan")
+    with torch.no_grad():
+        return float(task.loss(model, eval_batch))
+
+
+def _analyse(analyses: Sequence[Analysis], model: torch.nn.Module, task: Any, key: tuple[int, int, int],
+             level: Any, loss: float, base_loss: float, seed: int, deg_name: str) -> list[dict]:
+    """The table rows of one draw (or the baseline): every analysis, seeded per draw."""
+    rows = []
+    for a in analyses:
+        with _fork_rng():  # the caller's RNG state is left untouched
+            torch.manual_seed(_seed_for(seed, key))
+            metrics = a(model, task)
+        for metric, value in metrics.items():
+            rows.append({
+                "degradation": deg_name, "level": _jsonable(level), "level_index": key[0],
+                "chain": key[1], "draw": key[2], "baseline": key == BASELINE_KEY,
+                "loss": loss, "delta_loss": loss - base_loss, "analysis": a.name,
+                "metric": metric, "kind": metric_kind(a, metric), "value": float(value),
+            })
+    return rows
+
+
+def _sweep_config(task: Any, analyses: Sequence[Analysis], degradation: Any, levels: Sequence[Any],
+                  seed: int, eval_rows: int, digest: str) -> dict[str, Any]:
+    """What identifies a sweep (its ``config.json``): the executor is not part of it."""
+    return {
+        "task": getattr(task, "name", repr(task)),
+        "analyses": [_describe(a) for a in analyses],
+        "degradation": _describe(degradation),
+        "levels": _jsonable(levels),
+        "seed": seed,
+        "eval_rows": eval_rows,
+        "weights": digest,
+    }
+
+
+def _degradation_name(degradation: Any) -> str:
+    return getattr(degradation, "name", type(degradation).__name__)
+
+
+def _results(store: _Store, config: dict[str, Any]) -> Results:
+    meta = {"config": config, "versions": _versions(),
+            "levels": dict(sorted(store.level_info.items()))}
+    return Results.from_records(store.lines.values(), meta)
+
+
 def run_sweep(
-    model: torch.nn.Module,
+    model: Any,
     task: Any,
     analyses: Sequence[Analysis],
     degradation: Any,
@@ -245,11 +344,14 @@ def run_sweep(
     seed: int = 0,
     eval_rows: int = 256,
     progress: bool = True,
+    executor: Any = "local",
 ) -> Results:
     """Run ``analyses`` at w0 and at every draw of ``degradation`` at each of ``levels``.
 
     Args:
-        model: the model; its weights are changed only inside the degradation's draws.
+        model: the model (its weights are changed only inside the degradation's draws), or a
+            :class:`~interp.executors.ModelRecipe` that loads it (needed by the Ray executor, which
+            never ships a live model).
         task: the ``Task`` analyses and losses use.
         analyses: objects following the :class:`~interp.analysis.Analysis` protocol, unique names.
         degradation: an object with ``draws(model, task, level)`` yielding draws with ``chain`` and
@@ -259,59 +361,53 @@ def run_sweep(
         seed: seeds the analyses' own randomness, per draw (resumed runs reproduce it).
         eval_rows: test rows of the fixed batch on which every draw's loss is measured.
         progress: show progress bars (``tqdm.auto``, notebook-friendly).
+        executor: ``"local"`` (default: this process), ``"ray"`` (a Ray cluster: the one this
+            process is connected to, else a new local one) or a configured
+            :class:`~interp.executors.RayExecutor` (address, resources per job, retries).
 
     Returns:
         :class:`~interp.results.Results` with the long table of every (draw, analysis, metric).
-    """
-    from tqdm.auto import tqdm
 
+    Raises:
+        interp.executors.SweepJobsFailed: (Ray) some (level, chain) jobs failed after their
+            retries; the others are saved, the failures are listed (and in ``out/failures.json``),
+            and running the same sweep again retries only what is missing.
+    """
+    from interp.executors import LocalExecutor, ModelRecipe, resolve_executor
+
+    executor = resolve_executor(executor)
     analyses = list(analyses)
     _check_analyses(analyses)
     levels = list(levels)
     if not levels:
         raise ValueError("levels is empty: give at least one degradation level.")
+    if not isinstance(executor, LocalExecutor):
+        return executor.run(model, task, analyses, degradation, levels, out=out, seed=seed,
+                            eval_rows=eval_rows, progress=progress)
+    if isinstance(model, ModelRecipe):
+        model = model.load()
+    return _run_local(model, task, analyses, degradation, levels, out=out, seed=seed,
+                      eval_rows=eval_rows, progress=progress)
+
+
+def _run_local(model: torch.nn.Module, task: Any, analyses: list[Analysis], degradation: Any,
+               levels: list[Any], *, out: str | os.PathLike | None, seed: int, eval_rows: int,
+               progress: bool) -> Results:
+    """The in-process sweep (``executor="local"``)."""
+    from tqdm.auto import tqdm
+
     digest = weights_digest(model)
-    deg_name = getattr(degradation, "name", type(degradation).__name__)
-    config = {
-        "task": getattr(task, "name", repr(task)),
-        "analyses": [_describe(a) for a in analyses],
-        "degradation": _describe(degradation),
-        "levels": _jsonable(levels),
-        "seed": seed,
-        "eval_rows": eval_rows,
-        "weights": digest,
-    }
+    deg_name = _degradation_name(degradation)
+    config = _sweep_config(task, analyses, degradation, levels, seed, eval_rows, digest)
     store = _Store(out, config)
-    has_loss = getattr(task, "has_loss", True)
-    eval_batch = task.tensors("test", rows=eval_rows) if has_loss else None
-
-    def measure_loss() -> float:
-        if eval_batch is None:
-            return float("nan")
-        with torch.no_grad():
-            return float(task.loss(model, eval_batch))
-
-    def analyse(key: tuple[int, int, int], level: Any, loss: float, base_loss: float) -> list[dict]:
-        rows = []
-        for a in analyses:
-            with torch.random.fork_rng(devices=[]):  # the caller's RNG state is left untouched
-                torch.manual_seed(_seed_for(seed, key))
-                metrics = a(model, task)
-            for metric, value in metrics.items():
-                rows.append({
-                    "degradation": deg_name, "level": _jsonable(level), "level_index": key[0],
-                    "chain": key[1], "draw": key[2], "baseline": key == BASELINE_KEY,
-                    "loss": loss, "delta_loss": loss - base_loss, "analysis": a.name,
-                    "metric": metric, "kind": metric_kind(a, metric), "value": float(value),
-                })
-        return rows
+    eval_batch = _eval_batch(task, eval_rows)
 
     try:
-        for a in analyses:
-            a.setup(model, task)
-        base_loss = measure_loss()
+        _setup_analyses(analyses, model, task, seed)
+        base_loss = _measure_loss(model, task, eval_batch)
         if not store.done(BASELINE_KEY):
-            store.add(BASELINE_KEY, analyse(BASELINE_KEY, None, base_loss, base_loss), {})
+            rows = _analyse(analyses, model, task, BASELINE_KEY, None, base_loss, base_loss, seed, deg_name)
+            store.add(BASELINE_KEY, rows, {})
         for li, level in enumerate(tqdm(levels, desc=f"{deg_name} levels", disable=not progress)):
             if store.level_complete(li):
                 continue  # finished in an earlier run
@@ -320,8 +416,9 @@ def run_sweep(
                 key = (li, int(draw.chain), int(draw.draw))
                 if store.done(key):
                     continue
-                loss = measure_loss()
-                store.add(key, analyse(key, level, loss, base_loss), _draw_record(draw))
+                loss = _measure_loss(model, task, eval_batch)
+                rows = _analyse(analyses, model, task, key, level, loss, base_loss, seed, deg_name)
+                store.add(key, rows, _draw_record(draw))
             store.finish_level(li, _level_info(draws))
     finally:
         store.close()
@@ -333,5 +430,4 @@ def run_sweep(
             if sys.exc_info()[0] is None:
                 raise RuntimeError(msg)
             log.error(msg)  # do not mask the exception in flight
-    meta = {"config": config, "versions": _versions(), "levels": store.level_info}
-    return Results.from_records(store.lines.values(), meta)
+    return _results(store, config)

@@ -51,9 +51,20 @@ def describe(name: str) -> str:
     return module(name).DESCRIPTION
 
 
-def load(name: str, **kwargs: Any):
-    """Load organism ``name``: returns ``(model, task)``, the model a ``TransformerBridge`` in eval mode."""
-    return module(name).load(**kwargs)
+def load(name: str, *, device: Any = None, dtype: Any = None, **kwargs: Any):
+    """Load organism ``name``: returns ``(model, task)``, the model a ``TransformerBridge`` in eval mode.
+
+    ``device``: where the model goes (``None``: CUDA when available, else CPU); ``dtype``: a
+    floating ``torch.dtype`` or its name (``None``: as shipped, float32). Other keyword arguments go
+    to the organism's own ``load`` (e.g. ``seed`` of the task).
+    """
+    from interp.models import place, resolve_device, resolve_dtype
+
+    device = resolve_device(device)
+    if dtype is not None:
+        resolve_dtype(dtype)  # a bad name fails before anything loads
+    model, task = module(name).load(**kwargs)
+    return place(model, device, dtype), task
 
 
 def checkpoints(name: str) -> list[tuple[int, Any]]:
