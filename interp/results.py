@@ -14,25 +14,33 @@ chain's draws are averaged first, then the mean over chains gets a standard erro
 Student-t interval (C − 1 degrees of freedom). With a single chain the interval is over draws, and
 flagged as such (``ci_over``).
 
-Survival. For an effect metric with baseline value b and a threshold fraction f, a level *holds* when
-the lower 95% bound of the metric is ≥ f·b and is *lost* when the upper bound is < f·b (for an effect
-whose baseline is negative the inequalities flip). ``survival()`` reports, along increasing ΔL, the
-last level that holds and the first that is lost; in between the data cannot tell. The *clean window*
-is the set of levels where the effect holds while every collateral metric of the same analysis is at
-most ``collateral_fraction`` of its own baseline.
+Survival. Each effect metric is compared with a threshold θ, either *relative* to its own baseline
+value b (``fraction`` f: θ = f·b; for an effect whose baseline is negative the inequalities flip) or
+*absolute* (``threshold``: θ given in the metric's own units, larger is stronger). A level *holds*
+when the lower 95% bound of the metric is ≥ θ and is *lost* when the upper bound is < θ.
+``survival()`` reports, along increasing ΔL, the last level that holds and the first that is lost; in
+between the data cannot tell. The *clean window* is the set of levels where the effect holds while
+every collateral metric of the same analysis is at most ``collateral_fraction`` of its own baseline.
+
+Use the relative criterion to ask "how long does this effect keep half of what it had?", and the
+absolute one to compare effects that start at different values: a hypothesis that recovers 24% of the
+loss at the trained weights "keeps half" of it as easily as one that recovers 98%, but only the
+second ever recovers ≥ 90% (``survival(threshold=0.9)``; its ``held_at_baseline`` says whether the
+trained weights themselves meet the criterion).
 
 Example::
 
     >>> res = Results.load("runs/demo")                       # doctest: +SKIP
     >>> res.summary().head()                                   # doctest: +SKIP
     >>> res.survival(fraction=0.5)                             # doctest: +SKIP
+    >>> res.survival(threshold={"recovered": 0.9})             # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -112,27 +120,66 @@ class Results:
             ["degradation", "analysis", "metric", "level_index"], ignore_index=True
         )
 
-    def survival(self, fraction: float = 0.5, collateral_fraction: float = 0.5) -> pd.DataFrame:
+    def survival(
+        self,
+        fraction: float | None = None,
+        collateral_fraction: float = 0.5,
+        *,
+        threshold: float | Mapping[str, float] | None = None,
+    ) -> pd.DataFrame:
         """For each effect metric: where it is last held and first lost along ΔL, and the clean window.
 
+        Give at most one of ``fraction`` and ``threshold``; with neither, ``fraction=0.5``.
+
         Args:
-            fraction: an effect holds while its 95% lower bound is ≥ ``fraction`` × its baseline.
+            fraction: relative criterion: an effect holds while its 95% lower bound is ≥ ``fraction``
+                × its baseline (the value at the trained weights), in (0, 1].
             collateral_fraction: the clean window needs every collateral metric of the analysis at
                 most this fraction of its baseline (mean over draws).
+            threshold: absolute criterion θ in the metric's units: an effect holds while its 95% lower
+                bound is ≥ θ and is lost once its upper bound is < θ (e.g. ``0.9`` for "recovers at
+                least 90% of the loss"). A number applies to every effect metric; a mapping
+                ``metric -> θ`` reports only the effects it names.
+
+        Returns:
+            One row per (degradation, analysis, effect metric): ``baseline``, ``criterion``
+            (``"fraction"`` or ``"threshold"``), ``threshold`` (θ), ``held_at_baseline`` (whether the
+            trained weights meet it; always true for a relative criterion), the last held and first
+            lost ``level``/``delta_loss`` (``None``/NaN when there is none) and
+            ``clean_window_delta_loss``.
         """
-        if not 0 < fraction <= 1:
-            raise ValueError(f"fraction={fraction!r}: must be in (0, 1].")
+        if fraction is not None and threshold is not None:
+            raise ValueError(
+                f"survival(fraction={fraction!r}, threshold={threshold!r}): give one criterion, "
+                "fraction (relative to each effect's baseline) or threshold (absolute), not both."
+            )
+        if threshold is None:
+            fraction = 0.5 if fraction is None else fraction
+            if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+                raise ValueError(f"fraction={fraction!r}: must be in (0, 1] (e.g. 0.5: half the baseline).")
+        thresholds = self._thresholds(threshold)
         if collateral_fraction < 0:
             raise ValueError(f"collateral_fraction={collateral_fraction!r}: must be ≥ 0.")
         s = self.summary()
         out = []
         effects = s[(s["kind"] == "effect") & (s["level_index"] == -1)]
+        if isinstance(threshold, Mapping):
+            unknown = set(thresholds) - set(effects["metric"])
+            if unknown:
+                raise ValueError(
+                    f"threshold: {sorted(unknown)} are not effect metrics of these results; "
+                    f"effect metrics: {sorted(set(effects['metric']))}."
+                )
+            effects = effects[effects["metric"].isin(set(thresholds))]
         for _, b in effects.iterrows():
             sel = (s["degradation"] == b["degradation"]) & (s["analysis"] == b["analysis"])
             levels = s[sel & (s["metric"] == b["metric"]) & (s["level_index"] >= 0)]
             levels = levels.sort_values("delta_loss")
-            base, thr = b["mean"], fraction * b["mean"]
-            sign = 1.0 if base >= 0 else -1.0
+            base = b["mean"]
+            if thresholds is None:
+                thr, sign = fraction * base, (1.0 if base >= 0 else -1.0)
+            else:
+                thr, sign = thresholds[b["metric"]] if b["metric"] in thresholds else thresholds[None], 1.0
             holds = sign * levels["ci_low" if sign > 0 else "ci_high"] >= sign * thr
             lost = sign * levels["ci_high" if sign > 0 else "ci_low"] < sign * thr
             held_rows, lost_rows = levels[holds], levels[lost]
@@ -142,7 +189,8 @@ class Results:
             clean = self._clean_levels(s[sel], levels[holds], collateral_fraction)
             out.append({
                 "degradation": b["degradation"], "analysis": b["analysis"], "metric": b["metric"],
-                "baseline": base, "threshold": thr,
+                "baseline": base, "criterion": "fraction" if thresholds is None else "threshold",
+                "threshold": thr, "held_at_baseline": bool(sign * base >= sign * thr),
                 "last_held_level": None if last_held is None else last_held["level"],
                 "last_held_delta_loss": np.nan if last_held is None else last_held["delta_loss"],
                 "lost_level": None if first_lost is None else first_lost["level"],
@@ -151,7 +199,28 @@ class Results:
                     (float(min(clean)), float(max(clean))) if clean else None
                 ),
             })
-        return pd.DataFrame(out)
+        columns = ["degradation", "analysis", "metric", "baseline", "criterion", "threshold",
+                   "held_at_baseline", "last_held_level", "last_held_delta_loss", "lost_level",
+                   "lost_delta_loss", "clean_window_delta_loss"]
+        return pd.DataFrame(out, columns=columns)
+
+    @staticmethod
+    def _thresholds(threshold: Any) -> dict[str | None, float] | None:
+        """``threshold`` as ``{metric: θ}`` (``None`` key: every metric), validated; ``None`` if unset."""
+        if threshold is None:
+            return None
+
+        def check(name: str, v: Any) -> float:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name}={v!r}: must be a finite number in the metric's units "
+                                 "(e.g. threshold=0.9 for 90% of the loss recovered).")
+            return float(v)
+
+        if isinstance(threshold, Mapping):
+            if not threshold:
+                raise ValueError("threshold={}: name at least one effect metric, e.g. {'recovered': 0.9}.")
+            return {str(k): check(f"threshold[{k!r}]", v) for k, v in threshold.items()}
+        return {None: check("threshold", threshold)}
 
     @staticmethod
     def _clean_levels(s: pd.DataFrame, held: pd.DataFrame, collateral_fraction: float) -> list[float]:

@@ -21,6 +21,12 @@ resampled. The wrong hypotheses keep the structure and break one claim:
 ``wrong_heads``     K from layer-0 head(s) that are *not* the previous-token head
 =================== ==========================================================================
 
+:func:`compiled_hypotheses` gives the same set for the hand-compiled induction model
+(:mod:`interp.organisms.compiled`, one induction head L1H0, previous-token head L0H0, decoy L0H1), plus
+``wrong_position`` (K from the previous-token head, claimed to carry the token two back). There the
+circuit is known by construction: the true hypothesis recovers 100% (KL 0) and every false one
+0.15–0.24 (``tests/test_scrubbing_compiled.py``).
+
 Example::
 
     >>> from analyses.scrubbing.induction import hypotheses
@@ -34,7 +40,7 @@ from collections.abc import Sequence
 
 from analyses.scrubbing._hypothesis import Agree, Embed, Head, Hypothesis
 
-__all__ = ["hypotheses", "build"]
+__all__ = ["hypotheses", "build", "compiled_hypotheses"]
 
 _TOK = Agree.token_at(0)
 _PREV = Agree.token_at(-1)
@@ -74,3 +80,16 @@ def hypotheses(
         "v_from_layer0": build("v_from_layer0", ih, "embed", "layer0", "layer0", prev),
         "wrong_heads": build("wrong_heads", ih, "embed", "layer0", "embed", list(other_heads)),
     }
+
+
+def compiled_hypotheses() -> dict[str, Hypothesis]:
+    """The true and five false hypotheses for :mod:`interp.organisms.compiled` (its
+    ``INDUCTION_HEAD`` (1, 0), ``PREV_TOKEN_HEAD`` (0, 0) and decoy (0, 1)): ``correct``,
+    ``qk_swapped``, ``k_from_embed``, ``v_from_layer0``, ``wrong_heads`` (K from the decoy) and
+    ``wrong_position`` (K from the previous-token head with "same token two back")."""
+    out = hypotheses(induction_heads=((1, 0),), prev_token_heads=((0, 0),), other_heads=((0, 1),))
+    out["wrong_position"] = Hypothesis(
+        [Head(1, 0, q=[Embed(_TOK)], k=[Head(0, 0, Agree.token_at(-2))], v=[Embed(_TOK)])],
+        name="wrong_position",
+    )
+    return out
