@@ -10,7 +10,13 @@ outputs, the final logits). Printed side by side in one run, median of ``--repea
 
     ratio = wall(scrub one hypothesis) / wall(one full forward of every needed sequence)
 
-Run: ``python benchmarks/bench_scrubbing.py [--repeats 5] [--sweep]`` (one thread).
+Ground truth (``--compiled``): every hypothesis of ``compiled_hypotheses()`` scored on the hand-compiled
+induction model (:mod:`interp.organisms.compiled`) with the default ``CausalScrubbing`` settings.
+
+Survival (``--sweep``): ``Results.survival`` with the absolute criterion ``threshold={"recovered": 0.9}``
+(lower 95% bound over chains ≥ 0.9) and, for contrast, the relative ``fraction=0.5``.
+
+Run: ``python benchmarks/bench_scrubbing.py [--repeats 5] [--sweep] [--compiled]`` (one thread).
 """
 
 from __future__ import annotations
@@ -86,7 +92,30 @@ def sweep() -> None:
     s = s[s["metric"].isin(["recovered", "kl_recovered", "loss_clean", "gap", "flag_ratio_unreliable"])]
     cols = ["analysis", "metric", "level_index", "delta_loss", "mean", "ci_low", "ci_high"]
     print(s[cols].sort_values(["analysis", "metric", "level_index"]).to_string(index=False))
-    print(res.survival(fraction=0.5).to_string(index=False))
+    cols = ["analysis", "metric", "baseline", "threshold", "held_at_baseline", "last_held_delta_loss",
+            "lost_delta_loss"]
+    for crit in ({"threshold": {"recovered": 0.9, "kl_recovered": 0.9}}, {"fraction": 0.5}):
+        print(f"survival({crit}):")
+        print(res.survival(**crit)[cols].to_string(index=False))
+
+
+def ground_truth() -> None:
+    from analyses.scrubbing import CausalScrubbing
+    from analyses.scrubbing.induction import compiled_hypotheses
+    from interp.organisms import compiled
+
+    model, task = compiled.load()
+    print(f"compiled model: {task.evaluate(model)}")
+    print("| hypothesis | recovered (95% CI) | vs resample_all | kl_recovered | KL nats/token | s |")
+    print("|---|---|---|---|---|---|")
+    for name, hyp in compiled_hypotheses().items():
+        t = time.perf_counter()
+        a = CausalScrubbing(hyp)
+        a.setup(model, task)
+        m = a(model, task)
+        print(f"| {name} | {m['recovered']:.4f} ({m['recovered_ci_low']:.3f}–{m['recovered_ci_high']:.3f}) | "
+              f"{m['recovered_resample_all']:.3f} | {m['kl_recovered']:.4f} | {m['kl']:.3g} | "
+              f"{time.perf_counter() - t:.1f} |")
 
 
 if __name__ == "__main__":
@@ -95,8 +124,11 @@ if __name__ == "__main__":
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--sweep", action="store_true", help="also run the TemperedPosterior survival sweep")
     p.add_argument("--no-cost", action="store_true", help="skip the cost table")
+    p.add_argument("--compiled", action="store_true", help="score the hypotheses of the compiled model")
     args = p.parse_args()
     if not args.no_cost:
         cost(args.repeats)
+    if args.compiled:
+        ground_truth()
     if args.sweep:
         sweep()

@@ -13,7 +13,9 @@ reported together with KL(clean ‖ scrubbed), which cannot cancel, cancellation
 reference draws and seeds, and a flag when the ratio is meaningless (REFERENCE §3;
 :func:`summarize`). :class:`CausalScrubbing` is an ``Analysis`` for ``interp.run_sweep``;
 :func:`scrub_graph` runs the same algorithm on a small non-transformer graph of functions;
-:mod:`analyses.scrubbing.induction` has ready-made hypotheses for the induction organism.
+:mod:`analyses.scrubbing.induction` has ready-made hypotheses for the induction organism and for
+its hand-compiled twin :mod:`interp.organisms.compiled`, whose circuit is known by construction
+(the true hypothesis recovers 100%, the false ones 0.15–0.24).
 
 Hand-written: no maintained implementation exists for TransformerLens 4 (REFERENCE §3).
 

@@ -6,6 +6,13 @@ cancel); the collateral ``kl_unclaimed`` is the mean KL(clean ‖ scrubbed) at t
 the task's claim: the unscored targets of the same sequences (for the induction organism, tokens seen
 for the first time: a distribution on which the hypothesis claims nothing, so resampling what it calls
 unimportant should leave them alone).
+
+Both effects are fractions in absolute units (1: all of the gap to the baseline recovered, 0: none),
+comparable across hypotheses and weights, so survival over a sweep is best read with the absolute
+criterion ``Results.survival(threshold={"recovered": 0.9})``: a hypothesis that recovers 24% at the
+trained weights never "holds", however slowly it decays. The ratio is only meaningful while clean and
+baseline losses stay apart: read ``flag_ratio_unreliable`` (and the absolute ``loss_*`` and ``kl``)
+at hot levels.
 """
 
 from __future__ import annotations
