@@ -655,7 +655,7 @@ class _Engine:
                 r.losses.append(Ls[c])
                 if reason is not None:
                     r.failed, r.reason, alive[c] = True, reason, False
-                    keep = torch.tensor(alive, dtype=W[0].dtype)
+                    keep = torch.tensor(alive, dtype=W[0].dtype, device=W[0].device)
                     logger.warning("chain %d failed (B=%.4g, ε=%.3g): %s", r.chain, B, eps, reason)
             if not any(alive):
                 return
