@@ -50,17 +50,23 @@ class HeadAblationConfig:
     rows: int = 256
 
     def __post_init__(self) -> None:
-        heads = tuple(tuple(h) for h in self.heads)
-        if not heads or any(len(h) != 2 or min(h) < 0 for h in heads):
+        def index(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+        def pair(h: Any) -> bool:
+            return isinstance(h, (tuple, list)) and len(h) == 2 and all(index(v) for v in h)
+
+        if isinstance(self.heads, (str, bytes)) or not isinstance(self.heads, (tuple, list)) or not self.heads \
+                or not all(pair(h) for h in self.heads):
             raise ValueError(
                 f"heads={self.heads!r}: give a non-empty sequence of (layer, head) pairs of "
                 "non-negative integers, e.g. ((1, 0), (1, 1))."
             )
-        object.__setattr__(self, "heads", heads)
+        object.__setattr__(self, "heads", tuple(tuple(h) for h in self.heads))
         if self.method not in _METHODS:
             raise ValueError(f"method={self.method!r}: must be one of {_METHODS}.")
-        if self.rows < 2:
-            raise ValueError(f"rows={self.rows!r}: need at least 2 evaluation rows.")
+        if isinstance(self.rows, bool) or not isinstance(self.rows, int) or self.rows < 2:
+            raise ValueError(f"rows={self.rows!r}: must be an integer >= 2 (evaluation rows).")
 
 
 class HeadAblation:

@@ -142,6 +142,9 @@ class ResidualNormsConfig:
                 raise ValueError(f"{name}={value!r}: must be a positive integer.")
         if isinstance(self.skip_positions, bool) or not isinstance(self.skip_positions, int) or self.skip_positions < 0:
             raise ValueError(f"skip_positions={self.skip_positions!r}: must be an integer ≥ 0 (0 keeps BOS).")
+        if not isinstance(self.quantiles, (tuple, list)) or not all(
+                isinstance(q, (int, float)) and not isinstance(q, bool) for q in self.quantiles):
+            raise ValueError(f"quantiles={self.quantiles!r}: give numbers in (0, 1), e.g. (0.05, 0.95).")
         object.__setattr__(self, "quantiles", tuple(float(q) for q in self.quantiles))
         bad = [q for q in self.quantiles if not 0.0 < q < 1.0]
         if bad:
@@ -153,6 +156,9 @@ class ResidualNormsConfig:
                 f"positions={self.positions!r}: each must be an int ≥ skip_positions={self.skip_positions} "
                 "(excluded positions have no tokens); lower skip_positions to see position 0."
             )
+        for name in ("writes", "weights"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r}: must be True or False.")
         if self.coordinates not in _COORDINATES:
             raise ValueError(f"coordinates={self.coordinates!r}: must be one of {_COORDINATES}.")
         if self.fit_layers is not None:

@@ -84,6 +84,28 @@ def select(x: Tensor, batch: slice | Tensor, pos: slice | Tensor, pos_axis: int)
     return x
 
 
+def check_tokens(model: Any, inputs: Any) -> None:
+    """Token ids must be an integer tensor with every id in ``[0, d_vocab)``: a float or bool tensor,
+    or an id outside the vocabulary, otherwise fails deep inside the forward with an unrelated
+    message (a shape mismatch, ``index out of range in self``)."""
+    if not isinstance(inputs, Tensor):
+        return
+    if inputs.is_floating_point() or inputs.is_complex() or inputs.dtype == torch.bool:
+        raise ValueError(
+            f"inputs has dtype {inputs.dtype}: token ids must be an integer tensor [batch, pos] "
+            "(convert with ids.long())."
+        )
+    d_vocab = getattr(getattr(model, "cfg", None), "d_vocab", None)
+    if isinstance(d_vocab, int) and d_vocab > 0 and inputs.numel():
+        lo, hi = int(inputs.min()), int(inputs.max())
+        if lo < 0 or hi >= d_vocab:
+            bad = lo if lo < 0 else hi
+            raise ValueError(
+                f"inputs holds token id {bad}, outside the model's vocabulary [0, {d_vocab}); "
+                "were the ids made with another tokenizer or organism?"
+            )
+
+
 def capture(
     model: Any,
     inputs: Int[Tensor, "batch pos"] | str | list[str],
@@ -124,6 +146,7 @@ def capture(
     if not points:
         raise ValueError("capture needs at least one point")
     resolved = [resolve(model, p) for p in points]
+    check_tokens(model, inputs)
     b_idx = _as_index(batch, "batch")
     p_idx = _as_index(pos, "pos")
 

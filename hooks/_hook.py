@@ -141,6 +141,11 @@ def _check_edit(point: str, name: str, x: Tensor, out: Any) -> Tensor | None:
             f"a hook at {point!r} returned shape {tuple(out.shape)} for an activation of shape "
             f"{tuple(x.shape)}; return a tensor of the same shape"
         )
+    if out.dtype != x.dtype:
+        raise ValueError(
+            f"a hook at {point!r} returned dtype {out.dtype} for an activation of dtype {x.dtype}; "
+            f"return a tensor of the same dtype (e.g. out.to(x.dtype))"
+        )
     if edit_discarded():
         raise EditIgnoredError(
             f"a hook at {point!r} (bridge hook {name!r}) returned a modified activation, but this "

@@ -21,6 +21,30 @@ logger = logging.getLogger("interp.degradations")
 __all__ = ["WeightNoise", "ActivationNoise", "Checkpoints"]
 
 
+def _check_number(cls: str, name: str, value: Any, *, integer: bool = False, minimum: float = 0) -> None:
+    """``value`` must be a finite (integer) number >= ``minimum``; bools are not numbers here."""
+    kind = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) or value < minimum:
+        what = "an integer" if integer else "a finite number"
+        raise ValueError(f"{cls}({name}={value!r}): {name} must be {what} >= {minimum:g}.")
+
+
+def _check_flag(cls: str, name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{cls}({name}={value!r}): {name} must be True or False.")
+
+
+def _sigma(cls: str, level: Any, default: float) -> float:
+    """The σ a level stands for: ``None`` (the configured one) or a finite number >= 0."""
+    if level is None:
+        return float(default)
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not math.isfinite(level) or level < 0:
+        raise ValueError(
+            f"{cls} level={level!r}: a level is σ, a finite number >= 0 (or None for sigma={default})."
+        )
+    return float(level)
+
+
 def _eval_loss(obj: Objective | None, model: torch.nn.Module) -> float:
     return obj.eval_loss(model) if obj is not None and obj.fixed is not None else math.nan
 
@@ -47,17 +71,15 @@ class WeightNoise:
     eval_size: int = 256
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.sigma, (int, float)) and math.isfinite(self.sigma) and self.sigma >= 0):
-            raise ValueError(f"WeightNoise(sigma={self.sigma!r}): sigma must be a finite number >= 0, e.g. 0.01.")
-        if not (isinstance(self.draws_per_level, int) and self.draws_per_level > 0):
-            raise ValueError(f"WeightNoise(draws_per_level={self.draws_per_level!r}): must be a positive integer.")
-        if not (isinstance(self.eval_size, int) and self.eval_size >= 0):
-            raise ValueError(f"WeightNoise(eval_size={self.eval_size!r}): must be an integer >= 0.")
+        c = "WeightNoise"
+        _check_number(c, "sigma", self.sigma)
+        _check_flag(c, "relative", self.relative)
+        _check_number(c, "draws_per_level", self.draws_per_level, integer=True, minimum=1)
+        _check_number(c, "seed", self.seed, integer=True)
+        _check_number(c, "eval_size", self.eval_size, integer=True)
 
     def draws(self, model: torch.nn.Module, target: Any = None, level: Any = None) -> Iterator[Draw]:
-        sigma = self.sigma if level is None else float(level)
-        if not (math.isfinite(sigma) and sigma >= 0):
-            raise ValueError(f"WeightNoise level={level!r}: σ must be a finite number >= 0.")
+        sigma = _sigma("WeightNoise", level, self.sigma)
         obj = _objective(target, self.eval_size)
         sel = select_parameters(model, self.restrict)
         snap = WeightSnapshot(model)
@@ -98,25 +120,30 @@ class ActivationNoise:
     eval_size: int = 256
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.sigma, (int, float)) and math.isfinite(self.sigma) and self.sigma >= 0):
-            raise ValueError(f"ActivationNoise(sigma={self.sigma!r}): sigma must be a finite number >= 0.")
-        if self.points is not None and (isinstance(self.points, str) or not len(self.points)):
+        c = "ActivationNoise"
+        _check_number(c, "sigma", self.sigma)
+        if self.points is not None and (
+            isinstance(self.points, str) or not isinstance(self.points, Sequence) or not len(self.points)
+            or not all(isinstance(p, str) and p for p in self.points)
+        ):
             raise ValueError(
                 f"ActivationNoise(points={self.points!r}): give a non-empty list of hook names, e.g. "
                 "['blocks.0.hook_resid_post'] (a single name still goes in a list)."
             )
-        if not (isinstance(self.draws_per_level, int) and self.draws_per_level > 0):
-            raise ValueError(f"ActivationNoise(draws_per_level={self.draws_per_level!r}): must be a positive integer.")
+        _check_flag(c, "relative", self.relative)
+        _check_number(c, "draws_per_level", self.draws_per_level, integer=True, minimum=1)
+        _check_number(c, "seed", self.seed, integer=True)
+        _check_number(c, "eval_size", self.eval_size, integer=True)
 
     def draws(self, model: torch.nn.Module, target: Any = None, level: Any = None) -> Iterator[Draw]:
         import hooks
 
-        sigma = self.sigma if level is None else float(level)
-        if not (math.isfinite(sigma) and sigma >= 0):
-            raise ValueError(f"ActivationNoise level={level!r}: σ must be a finite number >= 0.")
+        sigma = _sigma("ActivationNoise", level, self.sigma)
         obj = _objective(target, self.eval_size)
         pts = (list(self.points) if self.points is not None
                else [hooks.resid_post(layer) for layer in range(model.cfg.n_layers)])
+        for p in pts:
+            hooks.resolve(model, p)  # an unknown point fails here, before any draw, naming close ones
         gen = torch.Generator()
         relative = self.relative
 
@@ -146,6 +173,15 @@ class Checkpoints:
     source: Any = ()
     eval_size: int = 256
 
+    def __post_init__(self) -> None:
+        src = self.source
+        if not isinstance(src, (str, Sequence)) or isinstance(src, bytes):
+            raise ValueError(
+                f"Checkpoints(source={src!r}): give an organism name, or a list of (step, model or "
+                "state_dict) pairs or of .safetensors/.pt paths."
+            )
+        _check_number("Checkpoints", "eval_size", self.eval_size, integer=True)
+
     def _items(self) -> list[tuple[Any, Any]]:
         src = self.source
         if isinstance(src, str):
@@ -171,11 +207,25 @@ class Checkpoints:
         if isinstance(obj, torch.nn.Module):
             return obj.state_dict()
         if isinstance(obj, Path):
-            if obj.suffix == ".safetensors":
-                from safetensors.torch import load_file
+            if not obj.is_file():
+                raise FileNotFoundError(f"Checkpoint file {obj} not found.")
+            try:
+                if obj.suffix == ".safetensors":
+                    from safetensors.torch import load_file
 
-                return load_file(str(obj))
-            return torch.load(obj, map_location="cpu", weights_only=True)
+                    return load_file(str(obj))
+                # weights only: a pickle never gets to run code
+                state = torch.load(obj, map_location="cpu", weights_only=True)
+            except Exception as err:  # noqa: BLE001 - every reader error means the same to the user
+                kind = "safetensors" if obj.suffix == ".safetensors" else "weights-only torch"
+                raise ValueError(
+                    f"Checkpoint file {obj} cannot be read as a {kind} state dict ({type(err).__name__}): "
+                    "it is corrupt, truncated or not a plain state dict of tensors. Only safetensors files "
+                    "and weights-only torch state dicts are read; no pickled code is ever run."
+                ) from err
+            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+                raise ValueError(f"Checkpoint file {obj} holds {type(state).__name__}, not a state dict of tensors.")
+            return state
         if isinstance(obj, dict):
             return obj
         raise ValueError(f"Cannot read a checkpoint from {type(obj).__name__}.")
@@ -190,7 +240,7 @@ class Checkpoints:
         snap = WeightSnapshot(model)
         own = model.state_dict()
         try:
-            for step, ck in items:
+            for i, (step, ck) in enumerate(items):
                 state = self._state(ck)
                 missing = [k for k in own if k not in state and own[k].is_floating_point()]
                 if missing:
@@ -204,7 +254,8 @@ class Checkpoints:
                             if state[k].shape != t.shape:
                                 raise ValueError(f"checkpoint {step!r}: {k} has shape {tuple(state[k].shape)}, model {tuple(t.shape)}.")
                             t.copy_(state[k])
-                yield Draw(level=step, chain=0, draw=0, loss=_eval_loss(obj, model))
+                # draw i: with level=None every checkpoint is a distinct draw of the one level
+                yield Draw(level=step, chain=0, draw=i, loss=_eval_loss(obj, model))
                 snap.restore()
         finally:
             snap.restore()

@@ -56,11 +56,28 @@ def load_bridge(path: str | Path):
             f"Weights file {path} not found. Reinstall interp, or regenerate it with "
             "`interp organisms train NAME`."
         )
-    meta = read_metadata(path)
+    try:
+        meta = read_metadata(path)
+        state = load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - a corrupt header, a truncated body, bad JSON metadata
+        raise ValueError(
+            f"{path} cannot be read as a safetensors weights file ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:120]}): it is corrupt or truncated. Reinstall interp, or "
+            "regenerate it with `interp organisms train NAME`."
+        ) from err
     if "config" not in meta:
         raise ValueError(f"{path} has no 'config' metadata: not an interp organism weights file.")
-    model = build_native(meta["config"])
-    state = load_file(str(path))
+    try:
+        model = build_native(meta["config"])
+    except (TypeError, ValueError, AssertionError) as err:
+        raise ValueError(
+            f"{path}: its 'config' metadata {meta['config']!r} is not a valid model config ({err})."
+        ) from err
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} (config wants {tuple(own[k].shape)})"
+             for k, v in state.items() if k in own and v.shape != own[k].shape]
+    if wrong:
+        raise ValueError(f"{path} does not match its config: tensor shapes differ: {wrong[:3]}.")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(

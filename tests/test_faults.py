@@ -1,0 +1,258 @@
+"""Fault tests: a sweep killed with SIGKILL resumes to the same table; a diverging chain is recorded
+as failed and kept out visibly; the model's weights (and hooks, flags, modes) come back bit-identical
+from every failure path, wherever the failure happens (hypothesis picks the step)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import hooks
+from interp.degradations import ActivationNoise, Checkpoints, TemperedPosterior, WeightNoise
+from interp.results import Results
+from interp.sweeps import run_sweep
+from reliability_tiny import (
+    TINY_CONFIG,
+    LossProbe,
+    TinyLM,
+    fault_sweep,
+    hook_count,
+    model_flags,
+    state_bytes,
+    tiny_bridge,
+    tiny_task,
+)
+
+HERE = Path(__file__).resolve().parent
+FAST = settings(max_examples=20, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+# ------------------------------------------------------------------------------------------ SIGKILL
+@pytest.mark.parametrize("kind", ["TemperedPosterior", "WeightNoise"])
+def test_sigkill_mid_sweep_resumes_to_the_uninterrupted_table(tmp_path, kind):
+    from interp.organisms._weights import save_bridge
+
+    weights = save_bridge(tiny_bridge(), TINY_CONFIG, tmp_path / "tiny.safetensors")
+    reference = fault_sweep(str(weights), None, kind, sleep=0.0)
+    n_records = 1 + len(reference.draws)  # baseline + one record per draw
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}
+    child = subprocess.Popen([sys.executable, str(HERE / "reliability_tiny.py"), str(weights), str(out), kind, "0.15"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    rows = out / "rows.jsonl"
+    deadline = time.monotonic() + 120
+    try:
+        while True:  # wait until some, not all, draws are persisted
+            n = len(rows.read_bytes().splitlines()) if rows.exists() else 0
+            if n >= 4:
+                break
+            if child.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the sweep child exited (rc={child.returncode}) or stalled before writing rows: "
+                            f"{child.stderr.read().decode()[-2000:]}")
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(30) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.stderr.close()
+    persisted = len(rows.read_bytes().splitlines())
+    assert 4 <= persisted < n_records, "the kill has to land mid-sweep"
+
+    resumed = fault_sweep(str(weights), str(out), kind, sleep=0.0)
+    pd.testing.assert_frame_equal(resumed.table, reference.table)
+    pd.testing.assert_frame_equal(Results.load(out).table, reference.table)
+    assert len(rows.read_text().splitlines()) == n_records  # nothing duplicated, nothing lost
+
+
+# ------------------------------------------------------------------------------- diverging chains
+def test_diverging_chain_is_recorded_failed_with_its_reason_and_excluded(tmp_path):
+    model, task = tiny_bridge(), tiny_task()
+    before = state_bytes(model)
+    # chain 1's noise is the same as chain 0's at a different seed; max_loss_increase makes any chain
+    # whose loss rises by more than 1e-6 fail: at B = 1e5, ε = 1e-3 both chains blow past it at once
+    sampler = TemperedPosterior(localization=1.0, lr=1e-3, chains=2, draws=3, burnin=1, batch_size=8,
+                                eval_size=8, init_batches=1, max_loss_increase=0.5, progress=False)
+    res = run_sweep(model, task, [LossProbe()], sampler, [10.0, 1e5], out=tmp_path, eval_rows=8, progress=False)
+    assert state_bytes(model) == before
+    levels = res.meta["levels"]
+    good, bad = levels[0]["chains"], levels[1]["chains"]
+    assert not any(c["failed"] for c in good)
+    assert all(c["failed"] for c in bad) and all(c["reason"] for c in bad)
+    assert all("loss" in c["reason"] and "step" in c["reason"] for c in bad)
+    # a failed chain contributes no draws: the diverged level has no rows, only its failure record
+    table = res.table
+    assert set(table.loc[~table["baseline"], "level_index"]) == {0}
+    assert len(res.draws) == 2 * 3
+    # the record survives on disk (levels.json) for a later look, with the reason
+    on_disk = json.loads((tmp_path / "levels.json").read_text())
+    assert on_disk["1"]["chains"][0]["failed"] and on_disk["1"]["chains"][0]["reason"] == bad[0]["reason"]
+
+
+def test_chain_failing_midway_keeps_its_reason_and_only_its_finite_draws():
+    model, task = tiny_bridge(), tiny_task()
+    before = state_bytes(model)
+    calls = {"n": 0}
+
+    class NaNAfter:
+        """The task, whose loss is NaN at its 8th and 9th evaluations (one chain, mid-run)."""
+
+        def __init__(self, task):
+            self.task, self.name, self.has_loss, self.dataset = task, task.name, True, task.dataset
+
+        def tensors(self, *a, **k):
+            return self.task.tensors(*a, **k)
+
+        def loss(self, model, batch):
+            calls["n"] += 1
+            out = self.task.loss(model, batch)
+            return out * math.nan if 8 <= calls["n"] <= 9 else out
+
+    run = TemperedPosterior(nbeta=100.0, localization=100.0, lr=1e-4, chains=2, draws=4, burnin=0,
+                            batch_size=8, eval_size=0, init_batches=1, progress=False).draws(model, NaNAfter(task))
+    draws = list(run)
+    assert state_bytes(model) == before
+    failed = run.failed
+    assert len(failed) == 1 and "non-finite loss (nan) at step" in failed[0].reason
+    assert all(math.isfinite(d.loss) for d in draws)
+    per_chain = {c: sum(d.chain == c for d in draws) for c in (0, 1)}
+    assert per_chain[1 - failed[0].chain] == 4 and per_chain[failed[0].chain] < 4  # stopped at the NaN
+
+
+# ------------------------------------------------------------------- randomised failure restoration
+class Injected(Exception):
+    """The failure the tests inject (also tried as KeyboardInterrupt)."""
+
+
+class FailingTask:
+    """A Task whose loss raises at its ``fail_at``-th call (counting every forward the target runs)."""
+
+    def __init__(self, task, fail_at, exc):
+        self.task, self.fail_at, self.exc, self.calls = task, fail_at, exc, 0
+        self.name, self.has_loss, self.dataset = task.name, True, task.dataset
+
+    def tensors(self, *a, **k):
+        return self.task.tensors(*a, **k)
+
+    def loss(self, model, batch):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise self.exc(f"loss failure at call {self.calls}")
+        return self.task.loss(model, batch)
+
+
+@contextlib.contextmanager
+def failing_hook(model, fail_at, exc):
+    """An outer hook that raises at its ``fail_at``-th forward (a user's hook going wrong mid-run)."""
+    seen = {"n": 0}
+
+    def fn(x):
+        seen["n"] += 1
+        if seen["n"] == fail_at:
+            raise exc(f"hook failure at forward {seen['n']}")
+        return None
+
+    with hooks.apply(model, [hooks.Hook(hooks.resid_post(0), fn)]):
+        yield
+
+
+def _consume(draws, fail_at, exc):
+    for i, _ in enumerate(draws, 1):
+        if i == fail_at:
+            raise exc(f"consumer failure at draw {i}")
+
+
+def _degradations(model):
+    """name -> (degradation, level) on the tiny bridge; checkpoints are noisy copies of it."""
+    g = torch.Generator().manual_seed(1)
+    states = [(s, {k: v + 0.1 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+                   for k, v in model.state_dict().items()}) for s in (10, 20, 30)]
+    return {
+        "TemperedPosterior": (TemperedPosterior(nbeta=100.0, localization=100.0, lr=1e-4, chains=2, draws=3,
+                                                burnin=1, batch_size=8, eval_size=8, init_batches=2,
+                                                progress=False), None),
+        "WeightNoise": (WeightNoise(sigma=0.1, draws_per_level=4, eval_size=8), None),
+        "ActivationNoise": (ActivationNoise(sigma=0.5, draws_per_level=4, eval_size=8), None),
+        "Checkpoints": (Checkpoints(source=states, eval_size=8), None),
+    }
+
+
+def _assert_untouched(model, before, flags, n_hooks):
+    assert state_bytes(model) == before, "weights changed after a failure"
+    assert model_flags(model) == flags, "requires_grad / grads / train-eval modes changed after a failure"
+    assert hook_count(model) == n_hooks, "a hook was left on the model after a failure"
+
+
+@functools.lru_cache(maxsize=1)
+def shared_bridge():
+    """One tiny bridge for the randomised tests (each example checks it comes back unchanged)."""
+    model, task = tiny_bridge(), tiny_task()
+    model(task.tensors("test", rows=2)["input_ids"])  # TransformerLens adds its own LayerNorm pre-hooks once
+    return model, task
+
+
+@FAST
+@given(kind=st.sampled_from(["TemperedPosterior", "WeightNoise", "ActivationNoise", "Checkpoints"]),
+       where=st.sampled_from(["loss", "hook", "consumer"]),
+       fail_at=st.integers(1, 12),
+       exc=st.sampled_from([Injected, KeyboardInterrupt]))
+def test_weights_bit_identical_after_failure_anywhere(kind, where, fail_at, exc):
+    model, task = shared_bridge()
+    before, flags, n_hooks = state_bytes(model), model_flags(model), hook_count(model)
+    degradation, level = _degradations(model)[kind]
+    target = FailingTask(task, fail_at, exc) if where == "loss" else task
+    ctx = failing_hook(model, fail_at, exc) if where == "hook" else contextlib.nullcontext()
+    try:
+        with ctx:
+            _consume(degradation.draws(model, target, level), fail_at if where == "consumer" else -1, exc)
+    except (Injected, KeyboardInterrupt):
+        pass  # may also finish first when fail_at lies past the last call
+    _assert_untouched(model, before, flags, n_hooks)
+
+
+@FAST
+@given(where=st.sampled_from(["loss", "consumer"]), fail_at=st.integers(1, 14),
+       exc=st.sampled_from([Injected, KeyboardInterrupt]))
+def test_vectorised_chains_restore_after_failure_anywhere(where, fail_at, exc):
+    model, task = TinyLM(), tiny_task()
+    before, flags, n_hooks = state_bytes(model), model_flags(model), hook_count(model)
+    sampler = TemperedPosterior(nbeta=100.0, localization=10.0, lr=1e-3, chains=3, draws=3, burnin=1,
+                                batch_size=8, eval_size=8, init_batches=2, vectorize=True, progress=False)
+    target = FailingTask(task, fail_at, exc) if where == "loss" else task
+    try:
+        _consume(sampler.draws(model, target), fail_at if where == "consumer" else -1, exc)
+    except (Injected, KeyboardInterrupt):
+        pass
+    _assert_untouched(model, before, flags, n_hooks)
+
+
+@FAST
+@given(kind=st.sampled_from(["TemperedPosterior", "WeightNoise", "ActivationNoise", "Checkpoints"]),
+       fail_at=st.integers(1, 13), exc=st.sampled_from([Injected, KeyboardInterrupt]))
+def test_run_sweep_restores_after_an_analysis_fails_anywhere(kind, fail_at, exc):
+    model, task = shared_bridge()
+    before, flags, n_hooks = state_bytes(model), model_flags(model), hook_count(model)
+    degradation, _ = _degradations(model)[kind]
+    levels = {"TemperedPosterior": [100.0, 300.0], "WeightNoise": [0.1, 0.2], "ActivationNoise": [0.5, 1.0],
+              "Checkpoints": [10, 30]}[kind]
+    calls = {"TemperedPosterior": 13, "WeightNoise": 9, "ActivationNoise": 9, "Checkpoints": 3}[kind]
+    probe = LossProbe(fail_at=1 + (fail_at - 1) % calls, exc=exc)  # baseline call, then one per draw
+    with pytest.raises(exc):
+        run_sweep(model, task, [probe], degradation, levels, eval_rows=8, progress=False)
+    _assert_untouched(model, before, flags, n_hooks)
