@@ -30,8 +30,12 @@ def organism():
     return compiled.load(n_train=8)
 
 
-def score(model, task, hyp):
-    a = CausalScrubbing(hyp, rows=64, seeds=2, bootstrap=200)
+def score(model, task, hyp, resample_all=False):
+    """Against the treeified baseline (and Chan et al.'s resample-everything one if asked)."""
+    baselines = {"treeified": hyp.unconditional()}
+    if resample_all:
+        baselines["resample_all"] = Hypothesis([], name="resample_all")
+    a = CausalScrubbing(hyp, baselines=baselines, rows=64, seeds=2, bootstrap=200)
     a.setup(model, task)
     return a(model, task)
 
@@ -39,7 +43,8 @@ def score(model, task, hyp):
 @pytest.fixture(scope="module")
 def results(organism):
     model, task = organism
-    return {name: score(model, task, h) for name, h in compiled_hypotheses().items()}
+    return {name: score(model, task, h, resample_all=name == "correct")
+            for name, h in compiled_hypotheses().items()}
 
 
 def test_compiled_model_computes_the_task_exactly(organism):
