@@ -1,0 +1,203 @@
+"""``SparseMLP``: the transcoder analysis for sweeps over degraded weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from analyses.transcoders._metrics import TranscoderMetrics, evaluate_transcoders, match_features
+from analyses.transcoders._model import Transcoder, TranscoderConfig
+from analyses.transcoders._train import train_transcoder
+
+__all__ = ["SparseMLP", "SparseMLPConfig", "MATCH_THRESHOLDS"]
+
+log = logging.getLogger(__name__)
+
+#: decoder-cosine thresholds of feature matching (metric suffixes ``_07`` and ``_09``)
+MATCH_THRESHOLDS = (0.7, 0.9)
+#: the baseline's data order is ``order_seed + BASELINE_ORDER_OFFSET`` (the draws' refits use ``order_seed``)
+BASELINE_ORDER_OFFSET = 1
+
+
+def _suffix(t: float) -> str:
+    return f"{round(t * 10):02d}"
+
+
+@dataclass(frozen=True)
+class SparseMLPConfig:
+    """What :class:`SparseMLP` trains and measures.
+
+    Args:
+        layer: the block whose MLP is replaced.
+        transcoder: shape and training of the clean transcoder (trained once on w0).
+        refit_steps: optimizer steps of each draw's warm-started refit (cheap on purpose: the refit
+            starts from the clean transcoder).
+        refit_lr: the refits' learning rate; ``None``: half of ``transcoder.lr``.
+        eval_rows: test rows for every metric (``None``: the whole split).
+        pretrained: digest of a transcoder given to :class:`SparseMLP` instead of training one (set
+            by the constructor; part of a sweep's identity).
+    """
+
+    layer: int = 0
+    transcoder: TranscoderConfig = field(default_factory=TranscoderConfig)
+    refit_steps: int = 100
+    refit_lr: float | None = None
+    eval_rows: int | None = 512
+    pretrained: str | None = None
+
+    def __post_init__(self) -> None:
+        def bad(name: str, allowed: str, fix: str) -> ValueError:
+            return ValueError(f"SparseMLPConfig.{name}={getattr(self, name)!r}: {allowed}. {fix}")
+
+        if not isinstance(self.layer, int) or isinstance(self.layer, bool) or self.layer < 0:
+            raise bad("layer", "must be an int ≥ 0", "Use the index of a block with an MLP, e.g. layer=0.")
+        if not isinstance(self.transcoder, TranscoderConfig):
+            raise bad("transcoder", "must be a TranscoderConfig", "Pass TranscoderConfig(...) or its fields as keywords.")
+        if not isinstance(self.refit_steps, int) or isinstance(self.refit_steps, bool) or self.refit_steps < 1:
+            raise bad("refit_steps", "must be a positive int", "Use e.g. refit_steps=100.")
+        if self.refit_lr is not None and not (isinstance(self.refit_lr, (int, float)) and self.refit_lr > 0
+                                              and math.isfinite(self.refit_lr)):
+            raise bad("refit_lr", "must be a finite number > 0 or None", "Use None (half the training lr).")
+        if self.eval_rows is not None and (not isinstance(self.eval_rows, int) or self.eval_rows < 1):
+            raise bad("eval_rows", "must be a positive int or None", "Use e.g. eval_rows=512 or None (all).")
+
+    def refit_config(self, order_seed: int) -> TranscoderConfig:
+        """The refits' training config: the clean one with ``refit_steps``, ``refit_lr``, no warm-up,
+        the given data order, quiet."""
+        t = self.transcoder
+        return dataclasses.replace(
+            t, steps=self.refit_steps, lr=self.refit_lr if self.refit_lr is not None else t.lr / 2,
+            warmup=0.0, data_seed=order_seed, progress=False)
+
+
+def _digest(tc: Transcoder) -> str:
+    h = hashlib.sha256()
+    for k, v in tc.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class SparseMLP:
+    """A sparse replacement of one MLP, trained on w0 and followed across degraded weights.
+
+    ``setup`` trains the clean transcoder T₀ on w0 (or takes ``pretrained``), records its metrics
+    (:attr:`clean`), and measures the *same-init, different-data-order baseline*: a refit of T₀ on
+    the clean weights with the data order ``order_seed + 1`` instead of ``order_seed``; the share of
+    T₀'s live decoder rows it matches at cosine 0.7 / 0.9 is what a refit changes by data order
+    alone (REFERENCE §4: compare survival against it, never against 0).
+
+    At every call (w0 and each draw), on ``eval_rows`` test rows, against *this* model's own MLP:
+
+    - ``cross_*``: T₀ applied unchanged ("cross-application"): ``cross_fvu``, ``cross_kl``,
+      ``cross_loss_recovered``, ``cross_delta_loss`` (spliced − clean loss of this model; negative
+      means T₀ *repairs* the damage, a warning sign, not a success), ``cross_l0``;
+    - ``refit_*``: T₀ refitted for ``refit_steps`` steps on this model's MLP, with the init (T₀) and
+      the data order (``order_seed``) the same for every draw: ``refit_fvu``, ``refit_kl``,
+      ``refit_loss_recovered``, ``refit_delta_loss``, ``refit_l0``, ``refit_dead_fraction``;
+    - ``survival_07`` / ``survival_09``: share of T₀'s live latents whose decoder row is matched by
+      a refit decoder row at cosine ≥ 0.7 / 0.9; ``baseline_match_07`` / ``_09``: the constant
+      baseline above;
+    - ``loss_clean``, ``loss_zero`` (MLP zero-ablated), ``mlp_linear_fvu`` (the MLP's own best affine fit).
+
+    Effects: ``refit_loss_recovered`` (a sparse description of this MLP exists) and ``survival_07``
+    (it uses the clean features); collateral: ``refit_kl`` (what splicing it disturbs).
+
+    Example::
+
+        >>> import interp
+        >>> from analyses.transcoders import SparseMLP
+        >>> model, task = interp.organisms.load("modadd")                       # doctest: +SKIP
+        >>> a = SparseMLP(layer=0, n_latents=512, k=32, steps=400)               # doctest: +SKIP
+        >>> a.setup(model, task); a(model, task)["refit_loss_recovered"] > 0.9  # doctest: +SKIP
+        True
+    """
+
+    effects: tuple[str, ...] = ("refit_loss_recovered", "survival_07")
+    collaterals: tuple[str, ...] = ("refit_kl",)
+
+    def __init__(self, layer: int = 0, *, transcoder: TranscoderConfig | None = None, refit_steps: int = 100,
+                 refit_lr: float | None = None, eval_rows: int | None = 512, pretrained: Transcoder | None = None,
+                 name: str = "sparse_mlp", **transcoder_kwargs: Any) -> None:
+        if transcoder is not None and transcoder_kwargs:
+            raise ValueError(f"SparseMLP: give either transcoder=TranscoderConfig(...) or its fields as keywords "
+                             f"({sorted(transcoder_kwargs)}), not both.")
+        if transcoder is None:
+            transcoder = TranscoderConfig(**{"progress": False, **transcoder_kwargs})
+        if pretrained is not None:
+            if pretrained.layer not in (None, layer):
+                raise ValueError(f"SparseMLP: pretrained transcoder is for layer {pretrained.layer}, not {layer}.")
+            transcoder = pretrained.config
+        self.config = SparseMLPConfig(layer=layer, transcoder=transcoder, refit_steps=refit_steps,
+                                      refit_lr=refit_lr, eval_rows=eval_rows,
+                                      pretrained=None if pretrained is None else _digest(pretrained))
+        self.name = name
+        self._pretrained = pretrained
+        self.transcoder: Transcoder | None = None
+        self.clean: TranscoderMetrics | None = None
+        self.baseline_match: dict[float, float] = {}
+        self.live: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ protocol
+    def setup(self, model: Any, task: Any) -> None:
+        c = self.config
+        if self._pretrained is not None:
+            self.transcoder = self._pretrained
+        else:
+            self.transcoder = train_transcoder(model, task, c.layer, c.transcoder)
+        metrics = evaluate_transcoders(model, task, {"clean": self.transcoder}, rows=c.eval_rows)
+        self.clean = metrics["clean"]
+        self.live = self._live(model, task, self.transcoder)
+        order = self.transcoder.config.order_seed
+        other = train_transcoder(model, task, c.layer, c.refit_config(order + BASELINE_ORDER_OFFSET),
+                                 init=self.transcoder)
+        self.baseline_match = self._match(other)
+        log.info("SparseMLP %s: clean FVU %.4f, loss recovered %.4f; same-init different-order match "
+                 "%s", self.name, self.clean.fvu, self.clean.loss_recovered, self.baseline_match)
+
+    def __call__(self, model: Any, task: Any) -> dict[str, float]:
+        if self.transcoder is None:
+            raise RuntimeError(f"SparseMLP {self.name!r}: call setup(model, task) on the clean weights first.")
+        c = self.config
+        refit = train_transcoder(model, task, c.layer, c.refit_config(self.transcoder.config.order_seed),
+                                 init=self.transcoder)
+        m = evaluate_transcoders(model, task, {"cross": self.transcoder, "refit": refit}, rows=c.eval_rows)
+        out: dict[str, float] = {}
+        for kind in ("cross", "refit"):
+            r = m[kind]
+            out[f"{kind}_fvu"] = r.fvu
+            out[f"{kind}_kl"] = r.kl_spliced
+            out[f"{kind}_loss_recovered"] = r.loss_recovered
+            out[f"{kind}_delta_loss"] = r.loss_spliced - r.loss_clean
+            out[f"{kind}_l0"] = r.l0
+        out["refit_dead_fraction"] = m["refit"].dead_fraction
+        for t, v in self._match(refit).items():
+            out[f"survival_{_suffix(t)}"] = v
+        for t, v in self.baseline_match.items():
+            out[f"baseline_match_{_suffix(t)}"] = v
+        out["loss_clean"] = m["refit"].loss_clean
+        out["loss_zero"] = m["refit"].loss_zero
+        out["mlp_linear_fvu"] = m["refit"].linear_fvu
+        return out
+
+    # ------------------------------------------------------------------ helpers
+    def _live(self, model: Any, task: Any, tc: Transcoder) -> torch.Tensor:
+        from analyses.transcoders._train import mlp_activations
+
+        x, _ = mlp_activations(model, task.tensors("test", rows=self.config.eval_rows), self.config.layer,
+                               tc.config.positions)
+        with torch.no_grad():
+            return (tc.encode(x) > 0).any(0)
+
+    def _match(self, other: Transcoder) -> dict[float, float]:
+        assert self.transcoder is not None and self.live is not None
+        return match_features(self.transcoder.W_dec[self.live], other.W_dec, MATCH_THRESHOLDS)
+
+    def __repr__(self) -> str:
+        return f"SparseMLP(name={self.name!r}, {self.config!r})"

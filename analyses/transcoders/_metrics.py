@@ -1,0 +1,283 @@
+"""Splicing a transcoder into the model, and how faithful it is there."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+import hooks
+from analyses.transcoders._model import Transcoder
+from analyses.transcoders._train import mlp_activations
+
+__all__ = [
+    "splice",
+    "TranscoderMetrics",
+    "evaluate_transcoder",
+    "evaluate_transcoders",
+    "linear_fvu",
+    "neuron_copy",
+    "match_features",
+    "mlp_in_weight",
+]
+
+
+def splice(transcoder: Transcoder, layer: int | None = None, *, error_node: bool = False) -> tuple[hooks.Hook, hooks.Hook]:
+    """Hooks that replace block ``layer``'s MLP output by the transcoder's ŷ = T(mlp_in) in one forward.
+
+    ``error_node=True``: ŷ + (y − ŷ).detach(), the model's value is unchanged and gradients flow
+    through the transcoder (the "error node" of attribution graphs). ``layer`` defaults to the
+    transcoder's own. Use with :func:`hooks.apply`.
+    """
+    layer = transcoder.layer if layer is None else layer
+    if layer is None:
+        raise ValueError("splice: the transcoder records no layer; pass layer=.")
+    return hooks.splice(hooks.mlp_out(layer), hooks.mlp_in(layer), transcoder, error_node=error_node)
+
+
+@dataclass(frozen=True)
+class TranscoderMetrics:
+    """Faithfulness and sparsity of a transcoder on held-out tokens (see :func:`evaluate_transcoder`).
+
+    Reconstruction (on the tokens the transcoder was trained on, ``config.positions``): ``fvu`` =
+    Σ‖y − ŷ‖² / Σ‖y − ȳ‖², ``l0`` (mean active latents per token), ``dead_fraction`` (latents that
+    never fire on the evaluation tokens), ``dense_fraction`` (latents firing on more than
+    ``dense_threshold`` of them), ``linear_fvu`` (FVU of the best affine map x ↦ y fitted on the train
+    split: how non-linear the MLP is; a transcoder should beat it).
+
+    Splicing (the task's scored targets, nats/token): ``loss_clean``, ``loss_spliced`` (MLP output
+    replaced at every position), ``loss_zero`` (MLP output zeroed), ``loss_mean`` (MLP output replaced
+    by its per-position mean on the train split), ``kl_spliced`` / ``kl_zero`` / ``kl_mean`` = mean KL(p_clean ‖
+    p_replaced) at the scored positions, and ``loss_recovered`` = (L_zero − L_spliced) / (L_zero − L_clean)
+    (``loss_recovered_mean``: the same against mean ablation). 1 is perfect, 0 no better than ablation.
+
+    ``neuron_copy_max_cos``: mean over live latents of the largest |cosine| between the latent's
+    encoder row and the MLP's input weight vectors (``neuron_copy_fraction``: share above 0.9); near 1
+    means the transcoder copied neurons rather than found new features.
+    """
+
+    fvu: float
+    l0: float
+    dead_fraction: float
+    dense_fraction: float
+    linear_fvu: float
+    loss_clean: float
+    loss_spliced: float
+    loss_zero: float
+    loss_mean: float
+    kl_spliced: float
+    kl_zero: float
+    kl_mean: float
+    loss_recovered: float
+    loss_recovered_mean: float
+    neuron_copy_max_cos: float
+    neuron_copy_fraction: float
+    tokens: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {f.name: float(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _rows(task: Any, split: str, rows: int | None) -> dict[str, Tensor]:
+    data = task.tensors(split, rows=rows)
+    if "target_mask" not in data:
+        raise ValueError(f"Task {task.name!r} has no target_mask: splicing metrics need a next-token loss.")
+    return data
+
+
+def _logp_scored(model: Any, task: Any, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """log-probabilities at the positions whose next token is scored, and the scored targets' ids."""
+    logits = task._logits(model, batch).float()
+    ids, mask = task._ids_and_mask(batch, logits.device)
+    m = mask[:, 1:].bool()
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)[m]
+    return logp, ids[:, 1:][m]
+
+
+@torch.no_grad()
+def evaluate_transcoders(
+    model: Any,
+    task: Any,
+    transcoders: Mapping[str, Transcoder],
+    *,
+    split: str = "test",
+    rows: int | None = None,
+    batch_size: int = 256,
+    dense_threshold: float = 0.1,
+    train_rows: int | None = 2048,
+) -> dict[str, TranscoderMetrics]:
+    """:func:`evaluate_transcoder` for several transcoders of the same layer, sharing the clean,
+    zero- and mean-ablated forwards and the linear fit."""
+    if not transcoders:
+        raise ValueError("evaluate_transcoders: give at least one transcoder.")
+    first = next(iter(transcoders.values()))
+    layer = first.layer
+    positions = first.config.positions
+    for name, tc in transcoders.items():
+        if tc.layer != layer:
+            raise ValueError(f"evaluate_transcoders: {name!r} is for layer {tc.layer}, not {layer}.")
+    if not 0 < dense_threshold < 1:
+        raise ValueError(f"dense_threshold={dense_threshold!r}: a firing fraction in (0, 1), e.g. 0.1.")
+    data = _rows(task, split, rows)
+    train = task.tensors("train", rows=train_rows)
+    out_point = hooks.mlp_out(layer)
+    mean_out = hooks.capture(model, train["input_ids"].long(), [out_point])[out_point].float().mean(0)
+    lin = _fit_linear(model, train, layer, positions)
+
+    names = list(transcoders)
+    acc: dict[str, dict[str, Any]] = {n: {"err": 0.0, "l0": 0.0, "fires": 0, "loss": 0.0, "kl": 0.0} for n in names}
+    base = {"loss_clean": 0.0, "loss_zero": 0.0, "loss_mean": 0.0, "kl_zero": 0.0, "kl_mean": 0.0,
+            "var": 0.0, "lin_err": 0.0, "ysum": 0.0, "yy": 0.0, "tokens": 0, "scored": 0}
+    ys, xs = [], []
+    for start in range(0, len(data["input_ids"]), batch_size):
+        batch = {k: v[start : start + batch_size] for k, v in data.items()}
+        x, y = mlp_activations(model, batch, layer, positions)
+        xs.append(x)
+        ys.append(y)
+        lp_clean, tgt = _logp_scored(model, task, batch)
+        n_sc = len(tgt)
+        base["scored"] += n_sc
+        base["loss_clean"] += -lp_clean.gather(-1, tgt[:, None]).sum().item()
+
+        def run(hook_list: Sequence[Any]) -> tuple[float, float]:
+            with hooks.apply(model, hook_list):
+                lp, _ = _logp_scored(model, task, batch)
+            loss = -lp.gather(-1, tgt[:, None]).sum().item()
+            kl = (lp_clean.exp() * (lp_clean - lp)).sum().item()
+            return loss, kl
+
+        lz, kz = run([hooks.zero_ablate(out_point)])
+        lm, km = run([hooks.mean_ablate(out_point, mean_out)])
+        base["loss_zero"] += lz
+        base["kl_zero"] += kz
+        base["loss_mean"] += lm
+        base["kl_mean"] += km
+        for n in names:
+            tc = transcoders[n]
+            y_hat = tc(x)
+            a = acc[n]
+            a["err"] += (y - y_hat).pow(2).sum().item()
+            active = tc.encode(x) > 0
+            a["l0"] += active.sum().item()
+            a["fires"] = a["fires"] + active.sum(0)
+            ls, ks = run(splice(tc, layer))
+            a["loss"] += ls
+            a["kl"] += ks
+    x, y = torch.cat(xs), torch.cat(ys)
+    var = (y - y.mean(0)).pow(2).sum().item()
+    lin_err = (y - lin(x)).pow(2).sum().item()
+    n_tok, n_sc = len(y), max(base["scored"], 1)
+    l_clean, l_zero, l_mean = base["loss_clean"] / n_sc, base["loss_zero"] / n_sc, base["loss_mean"] / n_sc
+    w_in = mlp_in_weight(model, layer)
+    out: dict[str, TranscoderMetrics] = {}
+    for n in names:
+        a, tc = acc[n], transcoders[n]
+        freq = a["fires"].float() / max(n_tok, 1)
+        live = freq > 0
+        copy_cos, copy_frac = neuron_copy(tc, w_in, live)
+        l_sp = a["loss"] / n_sc
+        out[n] = TranscoderMetrics(
+            fvu=a["err"] / max(var, 1e-30), l0=a["l0"] / max(n_tok, 1),
+            dead_fraction=float((~live).float().mean()), dense_fraction=float((freq > dense_threshold).float().mean()),
+            linear_fvu=lin_err / max(var, 1e-30),
+            loss_clean=l_clean, loss_spliced=l_sp, loss_zero=l_zero, loss_mean=l_mean,
+            kl_spliced=a["kl"] / n_sc, kl_zero=base["kl_zero"] / n_sc, kl_mean=base["kl_mean"] / n_sc,
+            loss_recovered=_recovered(l_zero, l_sp, l_clean), loss_recovered_mean=_recovered(l_mean, l_sp, l_clean),
+            neuron_copy_max_cos=copy_cos, neuron_copy_fraction=copy_frac, tokens=n_tok,
+        )
+    return out
+
+
+def _recovered(ablated: float, spliced: float, clean: float) -> float:
+    gap = ablated - clean
+    if abs(gap) < 1e-12:
+        return float("nan")  # ablation costs nothing: loss recovered is undefined, not 0 or 1
+    return (ablated - spliced) / gap
+
+
+def evaluate_transcoder(
+    model: Any,
+    task: Any,
+    transcoder: Transcoder,
+    *,
+    split: str = "test",
+    rows: int | None = None,
+    batch_size: int = 256,
+    dense_threshold: float = 0.1,
+    train_rows: int | None = 2048,
+) -> TranscoderMetrics:
+    """Reconstruction, sparsity and splicing metrics of ``transcoder`` in ``model`` (see
+    :class:`TranscoderMetrics`), on ``rows`` rows of ``split`` (``None``: all). The mean-ablation
+    means and the linear baseline are fitted on up to ``train_rows`` rows of the train split.
+    A metric that is undefined (loss recovered when ablating the MLP costs nothing) is NaN."""
+    return evaluate_transcoders(model, task, {"t": transcoder}, split=split, rows=rows, batch_size=batch_size,
+                                dense_threshold=dense_threshold, train_rows=train_rows)["t"]
+
+
+def _fit_linear(model: Any, train: dict[str, Tensor], layer: int, positions: Any) -> Any:
+    """Least-squares affine map mlp_in → mlp_out on the train rows (float64 normal equations with a
+    tiny ridge for conditioning)."""
+    x, y = mlp_activations(model, train, layer, positions)
+    xa = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.double)], 1)
+    gram = xa.T @ xa
+    gram += 1e-8 * gram.diagonal().mean() * torch.eye(len(gram), dtype=torch.double)
+    beta = torch.linalg.solve(gram, xa.T @ y.double())
+
+    def predict(x: Tensor) -> Tensor:
+        return (torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.double)], 1) @ beta).to(x.dtype)
+
+    return predict
+
+
+@torch.no_grad()
+def linear_fvu(model: Any, task: Any, layer: int, *, positions: Any = "all", split: str = "test",
+               rows: int | None = None, train_rows: int | None = 2048) -> float:
+    """FVU of the best affine replacement of block ``layer``'s MLP (fitted on the train split,
+    measured on ``split``): the floor any non-linear replacement should beat."""
+    lin = _fit_linear(model, task.tensors("train", rows=train_rows), layer, positions)
+    x, y = mlp_activations(model, task.tensors(split, rows=rows), layer, positions)
+    return float((y - lin(x)).pow(2).sum() / (y - y.mean(0)).pow(2).sum().clamp(min=1e-30))
+
+
+def mlp_in_weight(model: Any, layer: int) -> Float[Tensor, "d_mlp d_in"]:
+    """The MLP's input weight vectors, one row per neuron (``W_in`` transposed)."""
+    mlp = model.blocks[layer].mlp
+    w = getattr(mlp, "W_in", None)
+    if w is None:
+        raise ValueError(f"block {layer}'s MLP exposes no W_in (gated or unusual MLP); neuron_copy needs it.")
+    w = w.detach().float()
+    d_model = model.cfg.d_model
+    return w.T if w.shape[0] == d_model else w
+
+
+def neuron_copy(transcoder: Transcoder, w_in: Float[Tensor, "d_mlp d_in"],
+                live: Tensor | None = None, threshold: float = 0.9) -> tuple[float, float]:
+    """(mean over live latents of max_j |cos(W_enc[i], W_in[j])|, fraction of them above ``threshold``)."""
+    enc = transcoder.W_enc.detach().float()
+    if live is not None:
+        enc = enc[live.to(enc.device)]
+    if len(enc) == 0:
+        return float("nan"), float("nan")
+    cos = torch.nn.functional.normalize(enc, dim=1) @ torch.nn.functional.normalize(w_in.to(enc.device), dim=1).T
+    best = cos.abs().max(1).values
+    return float(best.mean()), float((best > threshold).float().mean())
+
+
+def match_features(
+    reference: Float[Tensor, "n d"], other: Float[Tensor, "m d"], thresholds: Sequence[float] = (0.7, 0.9)
+) -> dict[float, float]:
+    """Fraction of ``reference`` rows whose best cosine with a row of ``other`` reaches each threshold.
+
+    For decoder dictionaries: ``match_features(clean.W_dec[live], refit.W_dec)``.
+    """
+    if len(reference) == 0:
+        return {t: float("nan") for t in thresholds}
+    a = torch.nn.functional.normalize(reference.detach().float(), dim=1)
+    b = torch.nn.functional.normalize(other.detach().float().to(a.device), dim=1)
+    best = (a @ b.T).max(1).values
+    return {t: float((best >= t).float().mean()) for t in thresholds}
