@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -154,7 +155,7 @@ def inspect_features(
         active = col[fires[:, i]]
         entry = {"latent": i, "frequency": float(freq[i]),
                  "mean_act": float(active.mean()) if len(active) else float("nan"),
-                 "max_act": float(col.max()), "top_token": max(set(tokens), key=tokens.count) if tokens else ""}
+                 "max_act": float(col.max()), "top_token": Counter(tokens).most_common(1)[0][0] if tokens else ""}
         if w_u is not None:
             entry["dec_norm_logit"] = float((transcoder.W_dec[i].float() @ w_u).norm())
         tab_rows.append(entry)

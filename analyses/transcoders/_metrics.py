@@ -27,17 +27,42 @@ __all__ = [
 ]
 
 
-def splice(transcoder: Transcoder, layer: int | None = None, *, error_node: bool = False) -> tuple[hooks.Hook, hooks.Hook]:
+def splice(transcoder: Transcoder, layer: int | None = None, *, error_node: bool = False,
+           positions: Any = None) -> tuple[hooks.Hook, hooks.Hook]:
     """Hooks that replace block ``layer``'s MLP output by the transcoder's ŷ = T(mlp_in) in one forward.
 
     ``error_node=True``: ŷ + (y − ŷ).detach(), the model's value is unchanged and gradients flow
     through the transcoder (the "error node" of attribution graphs). ``layer`` defaults to the
-    transcoder's own. Use with :func:`hooks.apply`.
+    transcoder's own; ``positions`` (``"all"`` or a tuple) to the positions it was trained on
+    (elsewhere the MLP's own output is kept). Use with :func:`hooks.apply`.
     """
     layer = transcoder.layer if layer is None else layer
     if layer is None:
         raise ValueError("splice: the transcoder records no layer; pass layer=.")
-    return hooks.splice(hooks.mlp_out(layer), hooks.mlp_in(layer), transcoder, error_node=error_node)
+    positions = transcoder.config.positions if positions is None else positions
+    if positions == "all":
+        return hooks.splice(hooks.mlp_out(layer), hooks.mlp_in(layer), transcoder, error_node=error_node)
+    if not (isinstance(positions, tuple) and positions):
+        raise ValueError(f"splice: positions={positions!r}; give 'all' or a non-empty tuple of positions.")
+    state: dict[str, Tensor] = {}
+
+    def read(s: Tensor) -> None:
+        state["s"] = s
+        return None
+
+    def replace(x: Tensor) -> Tensor:
+        s = state.pop("s", None)
+        if s is None:
+            raise RuntimeError(f"splice: mlp_in({layer}) did not fire before mlp_out({layer}) in this forward")
+        pos = list(positions)
+        y = transcoder(s[:, pos]).to(x.dtype)
+        if error_node:
+            y = y + (x[:, pos] - y).detach()
+        out = x.clone()
+        out[:, pos] = y
+        return out
+
+    return hooks.Hook(hooks.mlp_in(layer), read), hooks.Hook(hooks.mlp_out(layer), replace)
 
 
 @dataclass(frozen=True)
