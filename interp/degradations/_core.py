@@ -202,7 +202,7 @@ def select_parameters(
             some = ", ".join(clean_name(n) for n, _ in named[:6])
             raise ValueError(
                 f"restrict={restrict!r} matches no parameter of {type(model).__name__}; names look "
-                f"like: {some}, ... (patterns are fnmatch globs or name prefixes)."
+                f"like: {some}, ... Give fnmatch globs or name prefixes of these names (e.g. 'layers.0.*')."
             )
         named = keep
     if not named:
