@@ -358,3 +358,57 @@ def test_unknown_sweep_file_key(tmp_path):
     with pytest.raises(ValueError, match=r"Unknown key\(s\) in .*\[degradation\]: 'sigmaa' \(did you mean "
                                          r"'sigma'\?\)\. Allowed: \["):
         load_sweep_config(path)
+
+
+# ------------------------------------------------------------------------------------- security
+ROOT = Path(__file__).resolve().parents[1]
+#: (module or object name, function) calls that run code from data
+UNSAFE = {("pickle", "load"), ("pickle", "loads"), ("cloudpickle", "load"), ("cloudpickle", "loads"),
+          ("dill", "load"), ("dill", "loads"), ("marshal", "load"), ("marshal", "loads"), ("joblib", "load"),
+          ("yaml", "load"), ("yaml", "unsafe_load"), ("yaml", "full_load"), ("pd", "read_pickle"),
+          ("pandas", "read_pickle"), ("jit", "load"), ("shelve", "open")}
+BUILTINS = {"eval", "exec", "compile", "__import__"}
+
+
+def _unsafe_calls(path: Path) -> list[str]:
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.Call):
+            continue
+        f, where = node.func, f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name}:{node.lineno}"
+        kw = {k.arg: k.value for k in node.keywords}
+        if isinstance(f, ast.Name) and f.id in BUILTINS:
+            found.append(f"{where}: {f.id}(...)")
+        elif isinstance(f, ast.Attribute):
+            owner = f.value.id if isinstance(f.value, ast.Name) else getattr(f.value, "attr", "")
+            if (owner, f.attr) in UNSAFE:
+                found.append(f"{where}: {owner}.{f.attr}(...)")
+            elif owner == "torch" and f.attr == "load":
+                wo = kw.get("weights_only")
+                if not (isinstance(wo, ast.Constant) and wo.value is True):
+                    found.append(f"{where}: torch.load without weights_only=True")
+            elif f.attr == "load" and owner in ("np", "numpy"):
+                ap = kw.get("allow_pickle")
+                if ap is not None and not (isinstance(ap, ast.Constant) and ap.value is False):
+                    found.append(f"{where}: numpy.load with allow_pickle")
+        tr = kw.get("trust_remote_code")
+        if tr is not None and not (isinstance(tr, ast.Constant) and tr.value is False):
+            found.append(f"{where}: trust_remote_code")
+    return found
+
+
+def test_code_in_weights_or_config_files(tmp_path):
+    files = [p for d in ("interp", "hooks", "analyses", "benchmarks") for p in sorted((ROOT / d).rglob("*.py"))]
+    assert len(files) > 20
+    found = [hit for p in files for hit in _unsafe_calls(p)]
+    assert not found, "weights/configs must load through safetensors, torch.load(weights_only=True), " \
+                      f"tomllib or json, never code-running readers: {found}"
+    # the sweep-file parser reads TOML with tomllib; results and sweep stores are JSON
+    assert "tomllib.loads" in (ROOT / "interp" / "sweepconfig.py").read_text()
+    # and the checker itself catches what it is for
+    probe = tmp_path / "unsafe.py"
+    probe.write_text("import torch, pickle\ntorch.load('x')\npickle.loads(b'')\neval('1')\n"
+                     "torch.load('y', weights_only=True)\nmodel.eval()\n")
+    assert len(_unsafe_calls(probe)) == 3
