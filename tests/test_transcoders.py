@@ -321,3 +321,26 @@ def test_sparse_mlp_sweep_over_tempered_posterior_levels(modadd, clean):
     assert hot["refit_fvu"] <= hot["cross_fvu"] + 1e-6  # refitting on the draw's own MLP helps
     s = res.summary()
     assert {"survival_07", "refit_loss_recovered", "cross_loss_recovered"} <= set(s.metric)
+
+
+def test_sparse_mlp_from_a_sweep_file(tmp_path, monkeypatch):
+    """The registry entry proposed for interp/sweepconfig.py builds SparseMLP from TOML keywords."""
+    from interp import sweepconfig
+
+    monkeypatch.setitem(sweepconfig.ANALYSES, "SparseMLP", "analyses.transcoders:SparseMLP")
+    f = tmp_path / "sweep.toml"
+    f.write_text('[model]\norganism = "modadd"\n[degradation]\ntype = "WeightNoise"\n[levels]\nvalues = [0.01]\n'
+                 '[[analyses]]\ntype = "SparseMLP"\nlayer = 0\nn_latents = 256\nk = 16\nsteps = 300\n'
+                 'positions = [2]\nrefit_steps = 20\n')
+    cfg = sweepconfig.load_sweep_config(f)
+    (a,) = cfg["analyses"]
+    assert isinstance(a, SparseMLP) and a.config.refit_steps == 20
+    assert a.config.transcoder.n_latents == 256 and a.config.transcoder.positions == (2,)
+    assert not a.config.transcoder.progress
+    f.write_text(f.read_text() + "widht = 3\n")
+    with pytest.raises(ValueError, match="widht"):
+        sweepconfig.load_sweep_config(f)
+    with pytest.raises(ValueError, match=r"SparseMLPConfig\.refit_steps="):
+        SparseMLP(refit_steps=0)
+    with pytest.raises(ValueError, match=r"SparseMLPConfig\.refit_from='scratch'"):
+        SparseMLP(refit_from="scratch")

@@ -40,6 +40,11 @@ class SparseMLPConfig:
             starts from the clean transcoder).
         refit_lr: the refits' learning rate; ``None``: half of ``transcoder.lr``.
         eval_rows: test rows for every metric (``None``: the whole split).
+        refit_from: ``"clean"``: each refit is warm-started from the clean transcoder T₀ (cheap; but
+            its decoder starts at T₀'s, so short refits match T₀ almost by construction);
+            ``"init"``: each refit trains from T₀'s initialisation (same init seed, ``refit_steps``
+            steps at the training lr and warm-up), the protocol behind REFERENCE §4's 9% / 77%
+            matching figures; costly (a full training per draw).
         pretrained: digest of a transcoder given to :class:`SparseMLP` instead of training one (set
             by the constructor; part of a sweep's identity).
     """
@@ -49,6 +54,7 @@ class SparseMLPConfig:
     refit_steps: int = 100
     refit_lr: float | None = None
     eval_rows: int | None = 512
+    refit_from: str = "clean"
     pretrained: str | None = None
 
     def __post_init__(self) -> None:
@@ -66,11 +72,17 @@ class SparseMLPConfig:
             raise bad("refit_lr", "must be a finite number > 0 or None", "Use None (half the training lr).")
         if self.eval_rows is not None and (not isinstance(self.eval_rows, int) or self.eval_rows < 1):
             raise bad("eval_rows", "must be a positive int or None", "Use e.g. eval_rows=512 or None (all).")
+        if self.refit_from not in ("clean", "init"):
+            raise bad("refit_from", "must be 'clean' (warm start from T₀) or 'init' (T₀'s initialisation)",
+                      "Use refit_from='clean' unless you can afford a full training per draw.")
 
     def refit_config(self, order_seed: int) -> TranscoderConfig:
-        """The refits' training config: the clean one with ``refit_steps``, ``refit_lr``, no warm-up,
-        the given data order, quiet."""
+        """The refits' training config: the clean one with ``refit_steps``, the given data order, quiet;
+        warm starts (``refit_from="clean"``) use ``refit_lr`` (default half the lr) and no warm-up."""
         t = self.transcoder
+        if self.refit_from == "init":
+            return dataclasses.replace(t, steps=self.refit_steps, lr=t.lr if self.refit_lr is None else self.refit_lr, data_seed=order_seed,
+                                       progress=False)
         return dataclasses.replace(
             t, steps=self.refit_steps, lr=self.refit_lr if self.refit_lr is not None else t.lr / 2,
             warmup=0.0, data_seed=order_seed, progress=False)
@@ -98,8 +110,9 @@ class SparseMLP:
     - ``cross_*``: T₀ applied unchanged ("cross-application"): ``cross_fvu``, ``cross_kl``,
       ``cross_loss_recovered``, ``cross_delta_loss`` (spliced − clean loss of this model; negative
       means T₀ *repairs* the damage, a warning sign, not a success), ``cross_l0``;
-    - ``refit_*``: T₀ refitted for ``refit_steps`` steps on this model's MLP, with the init (T₀) and
-      the data order (``order_seed``) the same for every draw: ``refit_fvu``, ``refit_kl``,
+    - ``refit_*``: T₀ refitted for ``refit_steps`` steps on this model's MLP (warm-started from T₀,
+      or from T₀'s initialisation with ``refit_from="init"``), with the init and the data order
+      (``order_seed``) the same for every draw: ``refit_fvu``, ``refit_kl``,
       ``refit_loss_recovered``, ``refit_delta_loss``, ``refit_l0``, ``refit_dead_fraction``;
     - ``survival_07`` / ``survival_09``: share of T₀'s live latents whose decoder row is matched by
       a refit decoder row at cosine ≥ 0.7 / 0.9; ``baseline_match_07`` / ``_09``: the constant
@@ -123,7 +136,8 @@ class SparseMLP:
     collaterals: tuple[str, ...] = ("refit_kl",)
 
     def __init__(self, layer: int = 0, *, transcoder: TranscoderConfig | None = None, refit_steps: int = 100,
-                 refit_lr: float | None = None, eval_rows: int | None = 512, pretrained: Transcoder | None = None,
+                 refit_lr: float | None = None, eval_rows: int | None = 512, refit_from: str = "clean",
+                 pretrained: Transcoder | None = None,
                  name: str = "sparse_mlp", **transcoder_kwargs: Any) -> None:
         if transcoder is not None and transcoder_kwargs:
             raise ValueError(f"SparseMLP: give either transcoder=TranscoderConfig(...) or its fields as keywords "
@@ -135,7 +149,7 @@ class SparseMLP:
                 raise ValueError(f"SparseMLP: pretrained transcoder is for layer {pretrained.layer}, not {layer}.")
             transcoder = pretrained.config
         self.config = SparseMLPConfig(layer=layer, transcoder=transcoder, refit_steps=refit_steps,
-                                      refit_lr=refit_lr, eval_rows=eval_rows,
+                                      refit_lr=refit_lr, eval_rows=eval_rows, refit_from=refit_from,
                                       pretrained=None if pretrained is None else _digest(pretrained))
         self.name = name
         self._pretrained = pretrained
@@ -156,7 +170,7 @@ class SparseMLP:
         self.live = self._live(model, task, self.transcoder)
         order = self.transcoder.config.order_seed
         other = train_transcoder(model, task, c.layer, c.refit_config(order + BASELINE_ORDER_OFFSET),
-                                 init=self.transcoder)
+                                 init=self._refit_init())
         self.baseline_match = self._match(other)
         log.info("SparseMLP %s: clean FVU %.4f, loss recovered %.4f; same-init different-order match "
                  "%s", self.name, self.clean.fvu, self.clean.loss_recovered, self.baseline_match)
@@ -166,7 +180,7 @@ class SparseMLP:
             raise RuntimeError(f"SparseMLP {self.name!r}: call setup(model, task) on the clean weights first.")
         c = self.config
         refit = train_transcoder(model, task, c.layer, c.refit_config(self.transcoder.config.order_seed),
-                                 init=self.transcoder)
+                                 init=self._refit_init())
         m = evaluate_transcoders(model, task, {"cross": self.transcoder, "refit": refit}, rows=c.eval_rows)
         out: dict[str, float] = {}
         for kind in ("cross", "refit"):
@@ -187,6 +201,9 @@ class SparseMLP:
         return out
 
     # ------------------------------------------------------------------ helpers
+    def _refit_init(self) -> Transcoder | None:
+        return self.transcoder if self.config.refit_from == "clean" else None
+
     def _live(self, model: Any, task: Any, tc: Transcoder) -> torch.Tensor:
         from analyses.transcoders._train import mlp_activations
 
