@@ -34,9 +34,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_pages_are_built(site: Path):
-    for page in ("index.html", "concepts/index.html", "notebooks/index.html", "bad-input/index.html"):
+    for page in ("index.html", "concepts.html", "notebooks.html", "bad-input.html"):
         assert (site / page).is_file(), page
-    concepts = (site / "concepts/index.html").read_text()
+    concepts = (site / "concepts.html").read_text()
     for heading in ("The tempered posterior", "Choosing levels", "Reading a survival curve"):
         assert heading in concepts
 
@@ -56,7 +56,7 @@ def test_pages_are_built(site: Path):
     ],
 )
 def test_api_reference_documents_the_public_names(site: Path, page: str, anchors: list[str]):
-    text = (site / page / "index.html").read_text()
+    text = (site / f"{page}.html").read_text()
     ids = set(re.findall(r'id="([^"]+)"', text))
     missing = [a for a in anchors if a not in ids]
     assert not missing, f"{page}: no entry for {missing}"
