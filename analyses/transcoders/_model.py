@@ -58,7 +58,8 @@ class TranscoderConfig:
         batch_size: tokens per step.
         lr: Adam learning rate ε (linear warm-up over ``warmup`` of the steps, linear decay to 0 over
             the last ``decay`` fraction).
-        warmup, decay: fractions of ``steps`` (see ``lr``).
+        warmup: fraction of ``steps`` for the warm-up (see ``lr``).
+        decay: fraction of ``steps`` for the decay (see ``lr``).
         buffer_tokens: size of the shuffling buffer of activations.
         rows_per_forward: task rows per model forward when refilling the buffer.
         positions: ``"all"`` or a tuple of sequence positions to train and evaluate on.
