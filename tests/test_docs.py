@@ -52,6 +52,7 @@ def test_pages_are_built(site: Path):
         ("api/scrubbing", ["analyses.scrubbing.CausalScrubbing", "analyses.scrubbing.induction.hypotheses"]),
         ("api/probing", ["analyses.probing.probe", "analyses.probing.causal_check"]),
         ("api/norms", ["analyses.norms.ResidualNorms"]),
+        ("api/transcoders", ["analyses.transcoders.SparseMLP", "analyses.transcoders.train_transcoder"]),
         ("api/ablation", ["analyses.ablation.HeadAblation"]),
     ],
 )
