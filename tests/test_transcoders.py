@@ -344,3 +344,17 @@ def test_sparse_mlp_from_a_sweep_file(tmp_path, monkeypatch):
         SparseMLP(refit_steps=0)
     with pytest.raises(ValueError, match=r"SparseMLPConfig\.refit_from='scratch'"):
         SparseMLP(refit_from="scratch")
+
+
+def test_refit_from_init_reproduces_the_clean_transcoder_at_w0(modadd):
+    """Same init seed, same data order, same steps on the same MLP: the refit is T₀, bit for bit, so
+    survival is exactly 1 and refit metrics equal cross-application ones."""
+    model, task = modadd
+    t0 = train_transcoder(model, task, 0, TranscoderConfig(n_latents=64, k=8, steps=15, batch_size=256,
+                                                           buffer_tokens=1024, progress=False))
+    a = SparseMLP(pretrained=t0, refit_from="init", refit_steps=15, eval_rows=128)
+    a.setup(model, task)
+    out = a(model, task)
+    assert out["survival_07"] == out["survival_09"] == 1.0
+    assert out["refit_fvu"] == out["cross_fvu"] and out["refit_kl"] == out["cross_kl"]
+    assert 0 < out["baseline_match_09"] <= 1.0
