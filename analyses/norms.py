@@ -315,8 +315,9 @@ def _check_decomposition(acts: dict[str, Tensor], layout: _Layout, mask: Tensor)
         worst = float((err / scale).max()) if err.numel() else 0.0
         if worst > 1e-3:
             raise ValueError(
-                f"{what} does not hold on this architecture (relative error {worst:.2e}): the write norms "
-                "cannot attribute the stream's growth here. Use writes=False."
+                f"{what} does not hold on this architecture (relative error {worst:.2e}), or hooks that "
+                "edit the residual stream between the writes are active (e.g. ActivationNoise at "
+                "resid_post): the write norms cannot attribute the stream's growth here. Use writes=False."
             )
 
     for layer in range(layout.n_layers):

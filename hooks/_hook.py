@@ -107,10 +107,24 @@ def remove(added: list[tuple[Any, Any]]) -> None:
         try:
             handle.hook.remove()
             hook_point.fwd_hooks[:] = [h for h in hook_point.fwd_hooks if h is not handle]
+            _clear_conversion_state(hook_point)
         except BaseException as e:  # noqa: BLE001 - keep removing the rest, re-raise after
             errors.append(e)
     if errors:
         raise errors[0]
+
+
+def _clear_conversion_state(hook_point: Any) -> None:
+    """Drop what a hook point's shape conversion remembered about the tensors it converted.
+
+    TransformerLens 4.3's attention conversion stores one entry per hooked tensor (keyed by ``id``)
+    and never clears it, so every forward with a hook at such a point grows memory. The entries are
+    only needed between converting a tensor and reverting it inside one hook call; once no hook is
+    left on the point nothing reads them.
+    """
+    clear = getattr(getattr(hook_point, "hook_conversion", None), "clear_state", None)
+    if callable(clear) and not hook_point.fwd_hooks:
+        clear()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -256,3 +256,37 @@ def test_run_sweep_restores_after_an_analysis_fails_anywhere(kind, fail_at, exc)
     with pytest.raises(exc):
         run_sweep(model, task, [probe], degradation, levels, eval_rows=8, progress=False)
     _assert_untouched(model, before, flags, n_hooks)
+
+
+# ----------------------------------------------------------------------------------------- load
+def _conversion_entries(model) -> int:
+    """Entries TransformerLens' hook shape conversions hold (grow per hooked forward unless cleared)."""
+    return sum(len(getattr(getattr(hp, "hook_conversion", None), "_conversion_state", {}) or {})
+               for hp in model.hook_dict.values())
+
+
+def test_no_hook_handle_or_cache_growth_over_many_draws():
+    import gc
+
+    from analyses.ablation import HeadAblation
+    from analyses.norms import ResidualNorms
+
+    model, task = tiny_bridge(), tiny_task()
+
+    def sweep(n_draws):
+        analyses = [HeadAblation(((0, 0), (0, 1)), method="resample", rows=4), ResidualNorms(rows=4, batch_size=4, writes=False),
+                    LossProbe()]
+        run_sweep(model, task, analyses, ActivationNoise(points=[hooks.attn_out(0), hooks.resid_post(0)], draws_per_level=n_draws, eval_size=4), [0.1, 0.2],
+                  eval_rows=4, progress=False)
+        gc.collect()
+        return len(gc.get_objects())
+
+    sweep(2)  # warm-up: lazily built caches (resolved points, TransformerLens pre-hooks) exist from here on
+    n_hooks, before = hook_count(model), len(gc.get_objects())
+    after_few = sweep(3)
+    assert hook_count(model) == n_hooks and _conversion_entries(model) == 0
+    after_many = sweep(15)
+    assert hook_count(model) == n_hooks and _conversion_entries(model) == 0
+    # 30 draws leave no more live objects behind than 6 do (a leak of one object per forward would be
+    # hundreds); the slack covers interpreter noise, not per-draw growth
+    assert after_many - after_few < 25, (before, after_few, after_many)
