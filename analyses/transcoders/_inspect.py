@@ -15,6 +15,7 @@ from torch import Tensor
 
 import hooks
 from analyses.transcoders._model import Transcoder
+from interp.tasks import model_device
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -115,6 +116,7 @@ def inspect_features(
     from analyses.transcoders._train import token_mask
 
     decode = _decoder(model, decode)
+    device = model_device(model)
     layer = transcoder.layer
     data = task.tensors(split, rows=rows)
     ids_all = data["input_ids"].long()
@@ -122,8 +124,8 @@ def inspect_features(
     acts, where = [], []
     for start in range(0, len(ids_all), batch_size):
         batch = {k: v[start : start + batch_size] for k, v in data.items()}
-        kw = {"attention_mask": batch["attention_mask"]} if "attention_mask" in batch else {}
-        x = hooks.capture(model, batch["input_ids"].long(), [point], **kw)[point]
+        kw = {"attention_mask": batch["attention_mask"].to(device)} if "attention_mask" in batch else {}
+        x = hooks.capture(model, batch["input_ids"].long().to(device), [point], **kw)[point]
         mask = token_mask(batch, transcoder.config.positions).to(x.device)
         acts.append(transcoder.encode(x[mask].float()).cpu())
         r, p = mask.nonzero(as_tuple=True)
@@ -209,7 +211,7 @@ def modadd_fourier(model: Any, transcoder: Transcoder, p: int | None = None) -> 
     a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
     ids = torch.stack([a.flatten(), b.flatten(), torch.full((p * p,), p), (a + b).flatten() % p], 1)
     point = hooks.mlp_in(layer)
-    x = hooks.capture(model, ids, [point], pos=2)[point][:, 0].float()
+    x = hooks.capture(model, ids.to(model_device(model)), [point], pos=2)[point][:, 0].float()
     pre = transcoder.pre_activations(x)
     z = transcoder.encode(x)
     basis = modadd.fourier_basis(p).to(x.device)

@@ -151,7 +151,10 @@ def evaluate_transcoders(
     data = _rows(task, split, rows)
     train = task.tensors("train", rows=train_rows)
     out_point = hooks.mlp_out(layer)
-    mean_out = hooks.capture(model, train["input_ids"].long(), [out_point])[out_point].float().mean(0)
+    from interp.tasks import model_device
+
+    ids_train = train["input_ids"].long().to(model_device(model))
+    mean_out = hooks.capture(model, ids_train, [out_point])[out_point].float().mean(0)
     lin = _fit_linear(model, train, layer, positions)
 
     names = list(transcoders)

@@ -46,9 +46,12 @@ def mlp_activations(
 
     Input is ``blocks.{l}.mlp.hook_in`` (after LayerNorm, γ/β applied), output ``blocks.{l}.hook_mlp_out``.
     """
+    from interp.tasks import model_device
+
+    device = model_device(model)
     points = [hooks.mlp_in(layer), hooks.mlp_out(layer)]
-    kwargs = {"attention_mask": data["attention_mask"]} if "attention_mask" in data else {}
-    acts = hooks.capture(model, data["input_ids"].long(), points, **kwargs)
+    kwargs = {"attention_mask": data["attention_mask"].to(device)} if "attention_mask" in data else {}
+    acts = hooks.capture(model, data["input_ids"].long().to(device), points, **kwargs)
     mask = token_mask(data, positions).to(acts[points[0]].device)
     return acts[points[0]][mask].float(), acts[points[1]][mask].float()
 
@@ -135,8 +138,8 @@ def _loss(tc: Transcoder, x: Tensor, y: Tensor, var_y: Tensor, sigma_y: Tensor,
         if tc.sparse_decode:
             y_hat = tc.decode_sparse(idx, acts) + tc.b_dec
         else:
-            y_hat = torch.zeros(len(x), tc.n_latents, dtype=x.dtype).scatter(-1, idx, acts) @ tc.W_dec + tc.b_dec
-        fired = torch.zeros(tc.n_latents, dtype=torch.bool)
+            y_hat = torch.zeros(len(x), tc.n_latents, dtype=x.dtype, device=x.device).scatter(-1, idx, acts) @ tc.W_dec + tc.b_dec
+        fired = torch.zeros(tc.n_latents, dtype=torch.bool, device=x.device)
         fired[idx[acts > 0]] = True
         penalty = x.new_zeros(())
     if tc.W_skip is not None:
