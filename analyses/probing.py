@@ -64,6 +64,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 import hooks
+from interp._checks import bad_value, check_number
 
 __all__ = [
     "ProbeConfig",
@@ -249,19 +250,23 @@ class ProbeConfig:
         for p in self.positions:
             if not isinstance(p, (str, int)) or isinstance(p, bool):
                 raise ValueError(f"positions entry {p!r}: must be a column name or an int position.")
+        c = "ProbeConfig"
         if self.layers is not None:
+            if isinstance(self.layers, (str, bytes)) or not isinstance(self.layers, Sequence) or not self.layers:
+                raise bad_value(c, "layers", self.layers, "a non-empty sequence of layer indices or None (all)")
+            for x in self.layers:
+                check_number(c, "layers", x, integer=True, zero_ok=True, fix=f"Give layer indices, e.g. layers=(0, 3); got {self.layers!r}.")
             object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
-            if not self.layers or min(self.layers) < 0:
-                raise ValueError(f"layers={self.layers!r}: give non-negative layer indices or None (all).")
+        if isinstance(self.lams, (str, bytes)) or not isinstance(self.lams, Sequence) or not self.lams:
+            raise bad_value(c, "lams", self.lams, f"a non-empty sequence of ridge penalties > 0, e.g. {DEFAULT_LAMS}")
+        for x in self.lams:
+            check_number(c, "lams", x, fix=f"Give positive ridge penalties, e.g. {DEFAULT_LAMS}; got {self.lams!r}.")
         object.__setattr__(self, "lams", tuple(float(x) for x in self.lams))
-        if not self.lams or min(self.lams) <= 0:
-            raise ValueError(f"lams={self.lams!r}: give positive ridge penalties, e.g. {DEFAULT_LAMS}.")
-        if self.folds < 2:
-            raise ValueError(f"folds={self.folds!r}: cross-validation needs at least 2 folds.")
-        if self.rows is not None and self.rows < 4:
-            raise ValueError(f"rows={self.rows!r}: need at least 4 rows per split, or None for all.")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size!r}: must be a positive integer.")
+        check_number(c, "folds", self.folds, integer=True, minimum=2, fix="Cross-validation needs at least 2 folds.")
+        check_number(c, "rows", self.rows, integer=True, minimum=4, none_ok=True,
+                     fix="At least 4 rows per split, or None for all.")
+        check_number(c, "batch_size", self.batch_size, integer=True)
+        check_number(c, "seed", self.seed, integer=True, zero_ok=True)
 
 
 # ============================================================================================ data

@@ -26,6 +26,7 @@ import torch
 from analyses.scrubbing._engine import Groups, Scrubber
 from analyses.scrubbing._hypothesis import Hypothesis
 from analyses.scrubbing._metrics import summarize
+from interp._checks import bad_value, check_number
 
 __all__ = ["CausalScrubbing", "ScrubbingConfig"]
 
@@ -63,20 +64,16 @@ class ScrubbingConfig:
     chunk: int = 4096
 
     def __post_init__(self) -> None:
+        c = "ScrubbingConfig"
         for name, lo in (("rows", 2), ("seeds", 1), ("min_class", 1), ("bootstrap", 10), ("chunk", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"ScrubbingConfig.{name}={v!r}: must be an int ≥ {lo}.")
-        if self.pool_rows is not None and (not isinstance(self.pool_rows, int) or self.pool_rows < 2):
-            raise ValueError(f"ScrubbingConfig.pool_rows={self.pool_rows!r}: an int ≥ 2 or None (all).")
+            check_number(c, name, getattr(self, name), integer=True, minimum=lo)
+        check_number(c, "pool_rows", self.pool_rows, integer=True, minimum=2, none_ok=True,
+                     fix="None resamples from the whole split.")
+        check_number(c, "seed", self.seed, integer=True, zero_ok=True)
         if self.on_small_class not in ("flag", "raise"):
-            raise ValueError(
-                f"ScrubbingConfig.on_small_class={self.on_small_class!r}: must be 'flag' or 'raise'."
-            )
+            raise bad_value(c, "on_small_class", self.on_small_class, "'flag' or 'raise'")
         for name in ("min_gap", "cancel_tol"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or v < 0:
-                raise ValueError(f"ScrubbingConfig.{name}={v!r}: must be a number ≥ 0.")
+            check_number(c, name, getattr(self, name), zero_ok=True)
 
 
 class CausalScrubbing:

@@ -57,6 +57,7 @@ from interp.degradations._core import (
     WeightSnapshot,
     select_parameters,
 )
+from interp._checks import bad_value, check_number
 from interp.degradations.stacked import StackedForward, unsupported_reason
 
 logger = logging.getLogger("interp.degradations")
@@ -71,22 +72,6 @@ __all__ = [
     "LLCEstimate",
     "estimate_llc",
 ]
-
-
-def _bad(cls: str, name: str, value: Any, allowed: str, fix: str) -> ValueError:
-    return ValueError(f"{cls}({name}={value!r}): {name} must be {allowed}. {fix}")
-
-
-def _check_pos(cls: str, name: str, value: Any, *, integer: bool = False, zero_ok: bool = False,
-               none_ok: bool = False, fix: str = "") -> None:
-    if value is None and none_ok:
-        return
-    ok_type = isinstance(value, int) and not isinstance(value, bool) if integer else (
-        isinstance(value, (int, float)) and not isinstance(value, bool))
-    if not ok_type or not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
-        kind = "an integer" if integer else "a finite number"
-        allowed = f"{kind} {'>= 0' if zero_ok else '> 0'}" + (" or None" if none_ok else "")
-        raise _bad(cls, name, value, allowed, fix)
 
 
 @dataclass(frozen=True)
@@ -109,13 +94,13 @@ class CalibrationConfig:
 
     def __post_init__(self) -> None:
         c = "CalibrationConfig"
-        _check_pos(c, "tolerance", self.tolerance, fix="Use e.g. tolerance=0.1 (10%).")
+        check_number(c, "tolerance", self.tolerance, fix="Use e.g. tolerance=0.1 (10%).")
         for n in ("max_rounds", "pilot_chains"):
-            _check_pos(c, n, getattr(self, n), integer=True, fix=f"Use a positive integer for {n}.")
+            check_number(c, n, getattr(self, n), integer=True, fix=f"Use a positive integer for {n}.")
         for n in ("pilot_draws", "pilot_thin"):
-            _check_pos(c, n, getattr(self, n), integer=True, none_ok=True,
+            check_number(c, n, getattr(self, n), integer=True, none_ok=True,
                        fix=f"Use a positive integer for {n}, or None (the sampler's own value).")
-        _check_pos(c, "pilot_burnin", self.pilot_burnin, integer=True, zero_ok=True, none_ok=True,
+        check_number(c, "pilot_burnin", self.pilot_burnin, integer=True, zero_ok=True, none_ok=True,
                    fix="Use a non-negative integer, or None (the sampler's burnin).")
 
 
@@ -267,29 +252,29 @@ class TemperedPosterior:
 
     def __post_init__(self) -> None:
         c = "TemperedPosterior"
-        _check_pos(c, "nbeta", self.nbeta, none_ok=True, fix="Give B = nβ > 0, e.g. nbeta=1000.0, or "
+        check_number(c, "nbeta", self.nbeta, none_ok=True, fix="Give B = nβ > 0, e.g. nbeta=1000.0, or "
                    "pass a level to draws().")
-        _check_pos(c, "localization", self.localization, zero_ok=True,
+        check_number(c, "localization", self.localization, zero_ok=True,
                    fix="Use γ >= 0 (0 = no localization; 100 is a common choice).")
-        _check_pos(c, "lr", self.lr, none_ok=True, fix="Use a step size > 0, e.g. lr=1e-4, or None "
+        check_number(c, "lr", self.lr, none_ok=True, fix="Use a step size > 0, e.g. lr=1e-4, or None "
                    "to choose it from the curvature.")
         for n, attr in (("chains", "chains"), ("draws", "n_draws"), ("thin", "thin"),
                         ("batch_size", "batch_size"), ("init_batches", "init_batches")):
-            _check_pos(c, n, getattr(self, attr), integer=True, fix=f"Use a positive integer for {n}.")
+            check_number(c, n, getattr(self, attr), integer=True, fix=f"Use a positive integer for {n}.")
         for n in ("burnin", "seed", "eval_size"):
-            _check_pos(c, n, getattr(self, n), integer=True, zero_ok=True,
+            check_number(c, n, getattr(self, n), integer=True, zero_ok=True,
                        fix=f"Use a non-negative integer for {n}.")
-        _check_pos(c, "lr_safety", self.lr_safety, fix="Use a value in (0, 2), e.g. 0.2.")
+        check_number(c, "lr_safety", self.lr_safety, fix="Use a value in (0, 2), e.g. 0.2.")
         if self.lr_safety >= 2:
-            raise _bad(c, "lr_safety", self.lr_safety, "< 2 (the chain diverges at ε·a >= 4)",
+            raise bad_value(c, "lr_safety", self.lr_safety, "< 2 (the chain diverges at ε·a >= 4)",
                        "Use e.g. lr_safety=0.2.")
-        _check_pos(c, "divergence", self.divergence, fix="Use e.g. divergence=100.0.")
-        _check_pos(c, "max_loss_increase", self.max_loss_increase, none_ok=True,
+        check_number(c, "divergence", self.divergence, fix="Use e.g. divergence=100.0.")
+        check_number(c, "max_loss_increase", self.max_loss_increase, none_ok=True,
                    fix="Use a loss increase in nats/token, or None.")
         if self.vectorize not in (None, True, False):
-            raise _bad(c, "vectorize", self.vectorize, "True, False or None (automatic)", "")
+            raise bad_value(c, "vectorize", self.vectorize, "True, False or None (automatic)", "")
         if not isinstance(self.calibration, CalibrationConfig):
-            raise _bad(c, "calibration", self.calibration, "a CalibrationConfig", "Use "
+            raise bad_value(c, "calibration", self.calibration, "a CalibrationConfig", "Use "
                        "calibration=CalibrationConfig(tolerance=0.1, ...).")
 
     # ------------------------------------------------------------------------------------- public
