@@ -97,25 +97,61 @@ class Results:
         return cls(
             pd.concat([r.table for r in results], ignore_index=True),
             pd.concat(draws, ignore_index=True),
-            {"parts": [r.meta for r in results]},
+            {"parts": [{**r.meta, "degradation_name": r.table["degradation"].iloc[0]} for r in results]},
         )
 
     # ------------------------------------------------------------------ statistics
+    def failed_chains(self) -> pd.DataFrame:
+        """The chains a degradation reported as failed (diverged), with the reason it gave.
+
+        Their draws stay in ``table`` as they were recorded (a chain can fail after some of its draws
+        were analysed) but :meth:`summary`, :meth:`survival` and :meth:`plot` leave them out and
+        count them in ``n_failed_chains``.
+
+        Returns:
+            One row per failed chain: ``degradation``, ``level_index``, ``chain``, ``reason``.
+        """
+        rows = []
+        for part in self.meta.get("parts", [self.meta]):
+            deg = part.get("degradation_name")
+            if deg is None:  # a single sweep's results: one degradation
+                names = self.table["degradation"].unique()
+                deg = names[0] if len(names) == 1 else None
+            for li, info in (part.get("levels") or {}).items():
+                for c in info.get("chains") or []:
+                    if isinstance(c, dict) and c.get("failed"):
+                        rows.append({"degradation": deg, "level_index": int(li), "chain": int(c["chain"]),
+                                     "reason": c.get("reason")})
+        return pd.DataFrame(rows, columns=["degradation", "level_index", "chain", "reason"])
+
     def summary(self) -> pd.DataFrame:
-        """Per degradation × level × analysis × metric: mean, s.e., 95% CI, ΔL and counts."""
+        """Per degradation × level × analysis × metric: mean, s.e., 95% CI, ΔL and counts.
+
+        Draws of failed chains (:meth:`failed_chains`) are left out of every statistic and counted in
+        ``n_failed_chains``; a level whose chains all failed keeps its rows, with NaN statistics.
+        """
         t = self.table
         out = []
         base = t[t["baseline"]]
         for (deg, analysis, metric), g in base.groupby(["degradation", "analysis", "metric"]):
             out.append({"degradation": deg, "level_index": -1, "level": "baseline", "analysis": analysis,
                         "metric": metric, "kind": g["kind"].iloc[0], "delta_loss": 0.0,
-                        **_mean_ci(g), "sem": 0.0, "ci_over": "-"})
+                        **_mean_ci(g), "sem": 0.0, "ci_over": "-", "n_failed_chains": 0})
             out[-1].update(ci_low=out[-1]["mean"], ci_high=out[-1]["mean"], n_chains=0)
-        for keys, g in t[~t["baseline"]].groupby(KEYS):
-            out.append({**dict(zip(KEYS, keys)), "level": g["level"].iloc[0], "kind": g["kind"].iloc[0],
-                        "delta_loss": g["delta_loss"].mean(), **_mean_ci(g)})
+        failed = self.failed_chains()
+        failed = set(zip(failed["degradation"], failed["level_index"], failed["chain"]))
+        draws = t[~t["baseline"]]
+        ok = ~pd.Series([k in failed for k in zip(draws["degradation"], draws["level_index"], draws["chain"])],
+                        index=draws.index, dtype=bool)
+        for keys, g in draws.groupby(KEYS):
+            key = dict(zip(KEYS, keys))
+            n_failed = sum((key["degradation"], key["level_index"]) == f[:2] for f in failed)
+            kept = g[ok[g.index]]
+            out.append({**key, "level": g["level"].iloc[0], "kind": g["kind"].iloc[0],
+                        "delta_loss": kept["delta_loss"].mean(), **_mean_ci(kept), "n_failed_chains": n_failed})
         cols = ["degradation", "level_index", "level", "analysis", "metric", "kind", "delta_loss",
-                "mean", "sem", "ci_low", "ci_high", "n_chains", "n_draws", "ci_over", "n_nonfinite"]
+                "mean", "sem", "ci_low", "ci_high", "n_chains", "n_draws", "ci_over", "n_nonfinite",
+                "n_failed_chains"]
         return pd.DataFrame(out, columns=cols).sort_values(
             ["degradation", "analysis", "metric", "level_index"], ignore_index=True
         )
@@ -321,7 +357,12 @@ class Results:
 
 
 def _mean_ci(g: pd.DataFrame) -> dict[str, Any]:
-    """Mean and 95% CI across chains (chain means first); over draws when there is one chain."""
+    """Mean and 95% CI across chains (chain means first); over draws when there is one chain (NaN
+    statistics for no rows at all)."""
+    if g.empty:
+        nan = float("nan")
+        return {"mean": nan, "sem": nan, "ci_low": nan, "ci_high": nan, "n_chains": 0, "n_draws": 0,
+                "ci_over": "-", "n_nonfinite": 0}
     # numpy means: a NaN value makes its chain's mean NaN (never skipped as pandas would)
     per_chain = g.groupby("chain")["value"].agg(lambda v: float(np.mean(v.to_numpy(dtype=float))))
     values, over = (per_chain, "chains") if len(per_chain) > 1 else (g["value"], "draws")

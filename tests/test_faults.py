@@ -185,13 +185,21 @@ def test_chain_diverging_mid_sweep_is_recorded_with_its_reason():
     assert sorted(res.draws.groupby("chain").size().to_dict().items()) == [(0, 2), (1, 4)]
 
 
-@pytest.mark.xfail(strict=True, reason="interp/sweeps.py + interp/results.py: rows of a chain that later failed "
-                   "are still averaged by Results.summary(); it should drop them and report the failed chain")
-def test_chain_diverging_mid_sweep_is_excluded_visibly_from_the_summary():
+def test_chain_diverging_mid_sweep_is_excluded_visibly_from_the_summary(tmp_path):
     res = _midway_sweep()
+    failed = res.failed_chains()
+    assert failed[["level_index", "chain"]].values.tolist() == [[0, 0]]
+    assert failed["reason"].iloc[0].startswith("non-finite loss (nan) at step")
+    assert len(res.table.query("chain == 0")) > 0  # its draws stay in the table as recorded
     s = res.summary().query("metric == 'loss' and level_index == 0").iloc[0]
     ok = res.table.query("metric == 'loss' and chain == 1")["value"]
-    assert s["n_chains"] == 1 and s["mean"] == pytest.approx(ok.mean())
+    assert s["n_chains"] == 1 and s["n_failed_chains"] == 1 and s["n_draws"] == len(ok)
+    assert s["mean"] == pytest.approx(ok.mean())
+    # the same after a save/load round trip and inside concatenated results
+    again = Results.load(res.save(tmp_path / "saved"))
+    both = Results.concat([again, res])
+    for r in (again, both):
+        assert r.summary().query("metric == 'loss' and level_index == 0")["n_failed_chains"].tolist() == [1]
 
 
 # ------------------------------------------------------------------- randomised failure restoration
