@@ -5,7 +5,9 @@ Each configuration runs in a fresh process (peak RSS is per process): a warm-up 
 lazily built caches exist), then the measured sweep of ``levels × chains × draws`` SGLD draws on a
 1-layer bridge with three analyses that each add and remove hooks at every draw (head ablation,
 residual norms, a loss probe), persisted with ``out=``. Reported per number of draws: peak RSS and
-its growth over the RSS before the sweep, tracemalloc peak of Python allocations during the sweep,
+its growth over the RSS before the sweep, the traced Python memory's growth per draw *while the draws
+run* (read by a metric-less analysis at every draw), tracemalloc peak of Python allocations during
+the sweep (which includes building the final table),
 hooks on the model and Python objects alive after it, and the size of the results themselves (the
 rows a sweep must keep: the only thing allowed to grow, linearly and small).
 
@@ -49,10 +51,29 @@ def child(levels: int, chains: int, draws: int) -> dict:
 
     model, task = tiny_bridge(), tiny_task()
 
+    class Tracer:
+        """An analysis with no metrics: the traced Python memory each time it runs (every draw)."""
+
+        name, effects, collaterals = "tracer", (), ()
+
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+
+        def setup(self, model: object, task: object) -> None:
+            pass
+
+        def __call__(self, model: object, task: object) -> dict[str, float]:
+            if tracemalloc.is_tracing():
+                self.seen.append(tracemalloc.get_traced_memory()[0])
+            return {}
+
+    tracer = Tracer()
+
     def sweep(n_draws: int, out: str) -> object:
         sampler = TemperedPosterior(localization=100.0, lr=1e-4, chains=chains, draws=n_draws, burnin=0,
                                     batch_size=8, eval_size=8, init_batches=1, progress=False)
-        analyses = [HeadAblation(((0, 0), (0, 1)), rows=8), ResidualNorms(rows=8, batch_size=8), LossProbe()]
+        analyses = [HeadAblation(((0, 0), (0, 1)), rows=8), ResidualNorms(rows=8, batch_size=8), LossProbe(),
+                    tracer]
         return run_sweep(model, task, analyses, sampler, [100.0 * (i + 1) for i in range(levels)], out=out,
                          eval_rows=8, progress=False)
 
@@ -62,8 +83,11 @@ def child(levels: int, chains: int, draws: int) -> dict:
         hooks_before, objects_before, rss_before = hook_count(model), len(gc.get_objects()), rss_mib()
         tracemalloc.start()
         t0 = time.perf_counter()
+        tracer.seen.clear()
         res = sweep(draws, f"{tmp}/run")
         seconds = time.perf_counter() - t0
+        # traced memory while the draws run: after the baseline and first draw vs at the last draw
+        in_sweep = (tracer.seen[-1] - tracer.seen[1]) / max(len(tracer.seen) - 2, 1)
         _, traced_peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         rows_bytes = (Path(tmp) / "run" / "rows.jsonl").stat().st_size
@@ -78,6 +102,7 @@ def child(levels: int, chains: int, draws: int) -> dict:
             "rss_after_mib": rss_mib(), "traced_peak_mib": traced_peak / 2**20, "results_mib": rows_bytes / 2**20,
             "hooks_before": hooks_before, "hooks_after": hook_count(model), "point_caches": len(_INFO),
             "objects_growth": len(gc.get_objects()) - objects_before, "seconds": seconds,
+            "in_sweep_bytes_per_draw": in_sweep,
         }
 
 
@@ -98,12 +123,14 @@ def main() -> None:
                              env={**os.environ, "OMP_NUM_THREADS": "1"})
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     head = ("| draws (levels × chains × per chain) | peak RSS MiB | growth over pre-sweep RSS MiB | "
-            "tracemalloc peak MiB | results on disk MiB | hooks before → after | objects alive after | s |")
+            "traced growth per draw while drawing, bytes | tracemalloc peak MiB (with the final table) | "
+            "results on disk MiB | hooks before → after | objects alive after | s |")
     print(head)
-    print("|" + "---|" * 8)
+    print("|" + "---|" * 9)
     for r in rows:
         print(f"| {r['n_draws']} ({r['levels']} × {r['chains']} × {r['draws_per_chain']}) | {r['peak_rss_mib']:.1f} | "
-              f"{r['peak_rss_mib'] - r['rss_before_mib']:.1f} | {r['traced_peak_mib']:.2f} | {r['results_mib']:.2f} | "
+              f"{r['peak_rss_mib'] - r['rss_before_mib']:.1f} | {r['in_sweep_bytes_per_draw']:.0f} | "
+              f"{r['traced_peak_mib']:.2f} | {r['results_mib']:.2f} | "
               f"{r['hooks_before']} → {r['hooks_after']} | {r['objects_growth']:+d} | {r['seconds']:.0f} |")
     first, last = rows[0], rows[-1]
     ratio = last["n_draws"] / first["n_draws"]

@@ -294,7 +294,7 @@ class RayExecutor:
                     prep = (remote(_prepare_job).remote(recipe, task_ref, deg_ref, level, digest, threads)
                             if todo[0] is not None else None)
                     for c in todo:
-                        done = [k for k in store.lines if k[0] == li and (c is None or k[1] == c)]
+                        done = [k for k in store.keys if k[0] == li and (c is None or k[1] == c)]
                         ref = remote(_job).remote(recipe, task_ref, ready_ref, deg_ref, li, level, c, prep,
                                                   done, seed, eval_rows, base_loss, deg_name, digest, threads)
                         pending[ref] = (li, c, level)

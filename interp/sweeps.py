@@ -39,7 +39,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -153,17 +153,41 @@ def _seed_for(seed: int, key: tuple[int, int, int]) -> int:
     return int.from_bytes(digest[:8], "little") % (2**63)
 
 
+def read_records(rows_file: Path, *, repair: bool = False) -> Iterator[dict[str, Any]]:
+    """The records of a sweep's ``rows.jsonl``, one at a time; a later record of the same key
+    replaces nothing (keys are written once). A torn final line (a crash mid-write) is skipped, and
+    with ``repair`` truncated away so that appending can go on."""
+    if not rows_file.exists():
+        return
+    good = 0
+    with open(rows_file, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                log.warning("Dropping a partially written record at the end of %s.", rows_file)
+                if repair:
+                    with open(rows_file, "r+b") as w:
+                        w.truncate(good)
+                return
+            good += len(line)
+            yield json.loads(line)
+
+
 class _Store:
-    """Append-only per-draw storage in ``out`` (or memory only when ``out`` is None)."""
+    """Append-only per-draw storage in ``out``, or in memory when ``out`` is None.
+
+    With ``out`` only the completed keys stay in memory (a sweep's memory does not grow with its
+    draws); :meth:`records` reads the records back from ``rows.jsonl`` when the sweep is done.
+    """
 
     def __init__(self, out: str | os.PathLike | None, config: dict[str, Any]):
-        self.lines: dict[tuple[int, int, int], dict[str, Any]] = {}
+        self.keys: dict[tuple[int, int, int], None] = {}  # completed draws, in the order stored
+        self.memory: list[dict[str, Any]] = []  # the records themselves, only when out is None
         self.level_info: dict[int, dict[str, Any]] = {}
         self.path = None if out is None else Path(out)
         if self.path is None:
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        cfg_file, rows_file = self.path / "config.json", self.path / "rows.jsonl"
+        cfg_file, self.rows_file = self.path / "config.json", self.path / "rows.jsonl"
         if cfg_file.exists():
             old = json.loads(cfg_file.read_text())
             if old != config:
@@ -172,7 +196,8 @@ class _Store:
                     f"{self.path} holds a sweep with a different configuration (differs in {diff}). "
                     "Use a new output directory, or delete this one to start over."
                 )
-            self._read(rows_file)
+            for rec in read_records(self.rows_file, repair=True):
+                self.keys[tuple(rec["key"])] = None
             info_file = self.path / "levels.json"
             if info_file.exists():
                 self.level_info = {int(k): v for k, v in json.loads(info_file.read_text()).items()}
@@ -180,38 +205,28 @@ class _Store:
             tmp = cfg_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(config, indent=1, sort_keys=True))
             tmp.replace(cfg_file)
-        self.file = open(rows_file, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self.file = open(self.rows_file, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
 
-    def _read(self, rows_file: Path) -> None:
-        if not rows_file.exists():
-            return
-        raw = rows_file.read_bytes()
-        good = 0
-        for line in raw.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # torn final write from a crash: dropped and truncated below
-            rec = json.loads(line)
-            self.lines[tuple(rec["key"])] = rec
-            good += len(line)
-        if good < len(raw):
-            log.warning("Dropping a partially written record at the end of %s.", rows_file)
-            with open(rows_file, "r+b") as f:
-                f.truncate(good)
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every stored record (``{"key", "rows", "draw"}``), in the order stored."""
+        return iter(self.memory) if self.path is None else read_records(self.rows_file)
 
     def done(self, key: tuple[int, int, int]) -> bool:
-        return key in self.lines
+        return key in self.keys
 
     def add(self, key: tuple[int, int, int], rows: list[dict], draw: dict[str, Any]) -> None:
         rec = {"key": list(key), "rows": rows, "draw": draw}
-        self.lines[key] = rec
-        if self.path is not None:
-            self.file.write(json.dumps(rec) + "\n")
-            self.file.flush()
-            os.fsync(self.file.fileno())
+        self.keys[key] = None
+        if self.path is None:
+            self.memory.append(rec)
+            return
+        self.file.write(json.dumps(rec) + "\n")
+        self.file.flush()
+        os.fsync(self.file.fileno())
 
     def finish_level(self, level_index: int, info: dict[str, Any]) -> None:
         """Mark a level complete (a resumed run skips it) with what the degradation reported."""
-        n = sum(1 for key in self.lines if key[0] == level_index)
+        n = sum(1 for key in self.keys if key[0] == level_index)
         self.level_info[level_index] = {"n_draws": n, **info}
         if self.path is not None:
             tmp = self.path / "levels.json.tmp"
@@ -221,7 +236,7 @@ class _Store:
     def level_complete(self, level_index: int) -> bool:
         """Whether a level was finished and every one of its draws' records survived."""
         info = self.level_info.get(level_index)
-        n = sum(1 for key in self.lines if key[0] == level_index)
+        n = sum(1 for key in self.keys if key[0] == level_index)
         return info is not None and info["n_draws"] == n
 
     # ---- per-job bookkeeping of executors that run (level, chain) jobs (``interp.executors``)
@@ -330,7 +345,7 @@ def _degradation_name(degradation: Any) -> str:
 def _results(store: _Store, config: dict[str, Any]) -> Results:
     meta = {"config": config, "versions": _versions(),
             "levels": dict(sorted(store.level_info.items()))}
-    return Results.from_records(store.lines.values(), meta)
+    return Results.from_records(store.records(), meta)
 
 
 def run_sweep(
