@@ -291,6 +291,18 @@ class NormProfile:
         """Mean norm at L0..Ln."""
         return torch.tensor([self.mean(f"L{i}") for i in range(self.n_layers + 1)], dtype=torch.float64)
 
+    def _repr_html_(self) -> str:
+        """Notebook display: mean, median and the 10%/90% quantiles of the stream norm per layer."""
+        import html
+
+        rows = []
+        for i in range(self.n_layers + 1):
+            q10, q50, q90 = self.quantile(f"L{i}", [0.1, 0.5, 0.9]).tolist()
+            rows.append(f"<tr><td>L{i}</td><td>{self.mean(f'L{i}'):.4g}</td><td>{q50:.4g}</td>"
+                        f"<td>{q10:.4g}</td><td>{q90:.4g}</td></tr>")
+        return (f"<p>NormProfile: {self.n_tokens} tokens. {html.escape(self.notes)}</p><table><tr><th>layer</th>"
+                "<th>mean</th><th>median</th><th>q10</th><th>q90</th></tr>" + "".join(rows) + "</table>")
+
 
 def _token_mask(
     attention_mask: Int[Tensor, "row pos"] | None, shape: torch.Size, skip: int

@@ -103,6 +103,7 @@ def test_norms_equal_a_hand_computed_forward():
         assert float(prof.quantile(f"L{l}", 0.5)) == pytest.approx(np.median(expected.numpy()), rel=1e-5)
         assert torch.allclose(prof.per_position(f"L{l}")[1:].float(), x.norm(dim=-1)[:, 1:].mean(0), rtol=1e-5)
         assert math.isnan(prof.per_position(f"L{l}")[0])  # BOS excluded
+        assert f"<td>L{l}</td><td>{prof.mean(f'L{l}'):.4g}</td>" in prof._repr_html_()  # notebook view
     for l in range(2):
         assert prof.mean(f"attn_write_L{l}") == pytest.approx(attn_w[l].norm(dim=-1)[keep].mean().item(), rel=1e-5)
         assert prof.mean(f"mlp_write_L{l}") == pytest.approx(mlp_w[l].norm(dim=-1)[keep].mean().item(), rel=1e-5)

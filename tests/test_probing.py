@@ -298,6 +298,10 @@ def test_minilm_subject_number_beats_its_control(minilm):
     assert (t["position_only"] < 0.6).all() and rep.majority == pytest.approx(0.5)
     # 48 noun forms vs d_model 384: the warning is there
     assert rep.n_types == 48 and rep.warnings
+    # in a notebook: the per-site table and the warning
+    page = rep._repr_html_()
+    assert page.count("<tr") == len(rep.sites) + 1 and "selectivity" in page
+    assert "not much more than d_model=384" in page
 
 
 @pytest.mark.slow
@@ -316,6 +320,11 @@ def test_minilm_causal_check(minilm):
     assert res.clean > 0.95 and res.rank == 1
     assert res.erased < min(res.erased_random) - 0.05  # erasure hurts more than random rank-1
     assert res.steered[0] > max(res.steered_random[0]) + 0.3  # steering flips singulars, random not
+    t = res.table()  # the notebook view: each intervention against the mean of its random controls
+    assert t["intervention"].tolist() == ["none", "erase rank 1", "steer α=1"]
+    assert t["behaviour"].tolist() == [res.clean, res.erased, res.steered[0]]
+    assert t["random"].iloc[2] == pytest.approx(sum(res.steered_random[0]) / 2)
+    assert "erase rank 1" in res._repr_html_()
     # negative: the template (sentence ending) is readable, but erasing it does not touch number
     tmpl = (data["template"][:, None].expand_as(keep)[keep] >= 3).long()
     neg = causal_check(point, x, tmpl, readout.accuracy, alphas=(), n_random=1)

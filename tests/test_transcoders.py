@@ -238,6 +238,7 @@ def test_modadd_spliced_loss_recovered_at_l0_32(modadd, clean):
     assert m.kl_spliced < 0.1 * m.kl_zero
     assert m.dead_fraction < 0.5 and m.neuron_copy_fraction < 0.1  # not a copy of the MLP's neurons
     assert m.loss_zero > 1.0 and m.loss_clean < 0.01
+    assert f"<td>loss_recovered</td><td>{m.loss_recovered:.4g}</td>" in m._repr_html_()  # notebook view
 
 
 def test_modadd_latents_align_with_the_fourier_structure(modadd, clean):

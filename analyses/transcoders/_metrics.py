@@ -107,6 +107,11 @@ class TranscoderMetrics:
     def as_dict(self) -> dict[str, float]:
         return {f.name: float(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
+    def _repr_html_(self) -> str:
+        """Notebook display: one metric a row."""
+        rows = "".join(f"<tr><td>{k}</td><td>{v:.4g}</td></tr>" for k, v in self.as_dict().items())
+        return f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>"
+
 
 def _rows(task: Any, split: str, rows: int | None) -> dict[str, Tensor]:
     data = task.tensors(split, rows=rows)
