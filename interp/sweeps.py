@@ -7,7 +7,9 @@ be placed on the common axis "measured loss increase" ΔL = L(w) − L(w0) (nats
 across degradations where their native levels (nβ, σ, a checkpoint step) are not.
 
 Persistence: with ``out=DIR`` the sweep writes ``config.json`` and appends one JSON line per draw to
-``rows.jsonl`` (flushed and fsynced), so a crash or Ctrl-C loses at most the draw in flight. Calling
+``rows.jsonl`` (flushed and fsynced), so a crash or Ctrl-C loses at most the draw in flight; only the
+completed draws' keys stay in memory, so a long sweep's memory does not grow with its draws (the
+table is read back from the file at the end; BENCHMARKS.md, "Reliability"). Calling
 ``run_sweep`` again with the same ``out`` and the same configuration resumes: completed draws are not
 re-analysed (the degradation still replays its chains, which are deterministic given its seed); a
 different configuration in an existing ``out`` is an error, never a merge.
