@@ -255,12 +255,14 @@ class ProbeConfig:
             if isinstance(self.layers, (str, bytes)) or not isinstance(self.layers, Sequence) or not self.layers:
                 raise bad_value(c, "layers", self.layers, "a non-empty sequence of layer indices or None (all)")
             for x in self.layers:
-                check_number(c, "layers", x, integer=True, zero_ok=True, fix=f"Give layer indices, e.g. layers=(0, 3); got {self.layers!r}.")
+                check_number(c, "layers", x, integer=True, zero_ok=True,
+                             fix=f"Give layer indices, e.g. layers=(0, 3); got {self.layers!r}.")
             object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
         if isinstance(self.lams, (str, bytes)) or not isinstance(self.lams, Sequence) or not self.lams:
             raise bad_value(c, "lams", self.lams, f"a non-empty sequence of ridge penalties > 0, e.g. {DEFAULT_LAMS}")
         for x in self.lams:
-            check_number(c, "lams", x, fix=f"Give positive ridge penalties, e.g. {DEFAULT_LAMS}; got {self.lams!r}.")
+            check_number(c, "lams", x,
+                         fix=f"Give positive ridge penalties, e.g. {DEFAULT_LAMS}; got {self.lams!r}.")
         object.__setattr__(self, "lams", tuple(float(x) for x in self.lams))
         check_number(c, "folds", self.folds, integer=True, minimum=2, fix="Cross-validation needs at least 2 folds.")
         check_number(c, "rows", self.rows, integer=True, minimum=4, none_ok=True,

@@ -148,17 +148,18 @@ class Results:
                         "metric": metric, "kind": g["kind"].iloc[0], "delta_loss": 0.0,
                         **_mean_ci(g), "sem": 0.0, "ci_over": "-", "n_failed_chains": 0})
             out[-1].update(ci_low=out[-1]["mean"], ci_high=out[-1]["mean"], n_chains=0)
-        failed = self.failed_chains()
-        failed = set(zip(failed["degradation"], failed["level_index"], failed["chain"]))
+        chain_key = ["degradation", "level_index", "chain"]
+        failed = self.failed_chains().drop_duplicates(chain_key)
+        n_failed = failed.groupby(["degradation", "level_index"]).size()
         draws = t[~t["baseline"]]
-        ok = ~pd.Series([k in failed for k in zip(draws["degradation"], draws["level_index"], draws["chain"])],
-                        index=draws.index, dtype=bool)
+        ok = pd.Series(~pd.MultiIndex.from_frame(draws[chain_key]).isin(pd.MultiIndex.from_frame(failed[chain_key])),
+                       index=draws.index)
         for keys, g in draws.groupby(KEYS):
             key = dict(zip(KEYS, keys))
-            n_failed = sum((key["degradation"], key["level_index"]) == f[:2] for f in failed)
             kept = g[ok[g.index]]
             out.append({**key, "level": g["level"].iloc[0], "kind": g["kind"].iloc[0],
-                        "delta_loss": kept["delta_loss"].mean(), **_mean_ci(kept), "n_failed_chains": n_failed})
+                        "delta_loss": kept["delta_loss"].mean(), **_mean_ci(kept),
+                        "n_failed_chains": int(n_failed.get((key["degradation"], key["level_index"]), 0))})
         cols = ["degradation", "level_index", "level", "analysis", "metric", "kind", "delta_loss",
                 "mean", "sem", "ci_low", "ci_high", "n_chains", "n_draws", "ci_over", "n_nonfinite",
                 "n_failed_chains"]

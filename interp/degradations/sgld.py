@@ -99,9 +99,9 @@ class CalibrationConfig:
             check_number(c, n, getattr(self, n), integer=True, fix=f"Use a positive integer for {n}.")
         for n in ("pilot_draws", "pilot_thin"):
             check_number(c, n, getattr(self, n), integer=True, none_ok=True,
-                       fix=f"Use a positive integer for {n}, or None (the sampler's own value).")
+                         fix=f"Use a positive integer for {n}, or None (the sampler's own value).")
         check_number(c, "pilot_burnin", self.pilot_burnin, integer=True, zero_ok=True, none_ok=True,
-                   fix="Use a non-negative integer, or None (the sampler's burnin).")
+                     fix="Use a non-negative integer, or None (the sampler's burnin).")
 
 
 @dataclass(frozen=True)
@@ -253,29 +253,29 @@ class TemperedPosterior:
     def __post_init__(self) -> None:
         c = "TemperedPosterior"
         check_number(c, "nbeta", self.nbeta, none_ok=True, fix="Give B = nβ > 0, e.g. nbeta=1000.0, or "
-                   "pass a level to draws().")
+                     "pass a level to draws().")
         check_number(c, "localization", self.localization, zero_ok=True,
-                   fix="Use γ >= 0 (0 = no localization; 100 is a common choice).")
+                     fix="Use γ >= 0 (0 = no localization; 100 is a common choice).")
         check_number(c, "lr", self.lr, none_ok=True, fix="Use a step size > 0, e.g. lr=1e-4, or None "
-                   "to choose it from the curvature.")
+                     "to choose it from the curvature.")
         for n, attr in (("chains", "chains"), ("draws", "n_draws"), ("thin", "thin"),
                         ("batch_size", "batch_size"), ("init_batches", "init_batches")):
             check_number(c, n, getattr(self, attr), integer=True, fix=f"Use a positive integer for {n}.")
         for n in ("burnin", "seed", "eval_size"):
             check_number(c, n, getattr(self, n), integer=True, zero_ok=True,
-                       fix=f"Use a non-negative integer for {n}.")
+                         fix=f"Use a non-negative integer for {n}.")
         check_number(c, "lr_safety", self.lr_safety, fix="Use a value in (0, 2), e.g. 0.2.")
         if self.lr_safety >= 2:
             raise bad_value(c, "lr_safety", self.lr_safety, "< 2 (the chain diverges at ε·a >= 4)",
-                       "Use e.g. lr_safety=0.2.")
+                            "Use e.g. lr_safety=0.2.")
         check_number(c, "divergence", self.divergence, fix="Use e.g. divergence=100.0.")
         check_number(c, "max_loss_increase", self.max_loss_increase, none_ok=True,
-                   fix="Use a loss increase in nats/token, or None.")
+                     fix="Use a loss increase in nats/token, or None.")
         if self.vectorize not in (None, True, False):
             raise bad_value(c, "vectorize", self.vectorize, "True, False or None (automatic)", "")
         if not isinstance(self.calibration, CalibrationConfig):
             raise bad_value(c, "calibration", self.calibration, "a CalibrationConfig", "Use "
-                       "calibration=CalibrationConfig(tolerance=0.1, ...).")
+                            "calibration=CalibrationConfig(tolerance=0.1, ...).")
 
     # ------------------------------------------------------------------------------------- public
     @classmethod
