@@ -96,7 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(
                 f"induction organism: test loss {clean['loss']:.4f} nats/token, "
                 f"accuracy {clean['accuracy']:.4f}\n\nsurvival of effects (ΔL in nats/token):\n"
-                f"{summary['survival'].to_string(index=False)}\n\nreport: {summary['report']}\n"
+                f"{summary['survival'].to_string(index=False)}\n\nsurvival of the scrubbing effects "
+                f"against an absolute threshold (a hypothesis that explains little never holds):\n"
+                f"{summary['survival_absolute'].to_string(index=False)}\n\nreport: {summary['report']}\n"
             )
             return 0
         if args.command == "sweep":

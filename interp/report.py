@@ -79,6 +79,7 @@ def write_report(
     views: list[str] | None = None,
     title: str | None = None,
     plot_metrics: list[str] | None = None,
+    thresholds: dict[str, float] | None = None,
 ) -> Path:
     """Write ``results`` as a self-contained HTML report to ``path``; returns the path.
 
@@ -89,6 +90,8 @@ def write_report(
         title: page title (default: the task and degradations).
         plot_metrics: the metrics without an effect/collateral role to plot (default: all of them);
             effects and collaterals are always plotted, and every metric is in the summary table.
+        thresholds: ``effect metric -> θ``: also a survival table with the absolute criterion
+            (``Results.survival(threshold=thresholds)``), for effects that start at different values.
     """
     import matplotlib
 
@@ -128,6 +131,13 @@ def write_report(
         "where it holds while the analysis's collateral metrics are at most half their baseline.</p>"
     )
     parts.append(_table(survival) if len(survival) else "<p>No effect metrics.</p>")
+    if thresholds:
+        absolute = results.survival(threshold=thresholds)
+        named = ", ".join(f"{m} ≥ {v:g}" for m, v in thresholds.items())
+        parts.append(
+            "<h3>Against absolute thresholds</h3><p class='note'>The same, with a fixed threshold for "
+            f"every analysis ({html.escape(named)}): an effect that starts below it never holds, however "
+            "slowly it decays (<em>held_at_baseline</em>).</p>" + _table(absolute))
     parts.append("<h2>Summary</h2>" + _table(results.summary()))
     if len(results.draws):
         parts.append("<h2>Draws</h2>" + _table(results.draws))

@@ -54,6 +54,13 @@ def test_demo_writes_results_and_report(demo):
     base = survival.set_index(["degradation", "analysis", "metric"])["baseline"]
     assert base["TemperedPosterior", "scrub_correct", "recovered"] > 0.9
     assert base["TemperedPosterior", "scrub_wrong_heads", "recovered"] < 0.4
+    # against the absolute 90%: the correct hypothesis holds at the trained weights, the wrong one never
+    absolute = summary["survival_absolute"].set_index(["degradation", "analysis", "metric"])
+    assert len(absolute) == 8 and (absolute["threshold"] == 0.9).all()
+    assert absolute.loc[("TemperedPosterior", "scrub_correct", "recovered"), "held_at_baseline"]
+    wrong = absolute.xs("scrub_wrong_heads", level="analysis")
+    assert not wrong["held_at_baseline"].any() and wrong["last_held_level"].isna().all()
+    assert "Against absolute thresholds" in html
 
 
 @pytest.mark.slow
