@@ -482,34 +482,12 @@ def _prepare_job(recipe: ModelRecipe, task: Any, degradation: Any, level: Any, d
                  threads: int) -> dict[str, Any]:
     """A sampler level's B and ε (calibrated for a loss-increase level), shared by its chains: the
     same steps as ``TemperedPosterior.draws`` before its chains."""
-    from interp.degradations import LossIncrease, NBeta
-    from interp.degradations.sgld import _calibrate, _Engine
+    from interp.degradations.sgld import _Engine, resolve_level
 
     model = _worker_model(recipe, digest, threads)
     eng = _Engine(degradation, model, task)
-    calibration = None
     try:
-        if isinstance(level, LossIncrease):
-            calibration = _calibrate(eng, level.nats)
-            nbeta, lr = calibration.nbeta, calibration.lr
-        else:
-            if level is None:
-                if degradation.nbeta is None:
-                    raise ValueError(
-                        "TemperedPosterior(nbeta=None) and no level given: pass level=NBeta(B), a number "
-                        "B or LossIncrease(nats), or set nbeta=... on the sampler."
-                    )
-                nbeta = float(degradation.nbeta)
-            elif isinstance(level, NBeta):
-                nbeta = float(level.value)
-            elif isinstance(level, (int, float)) and not isinstance(level, bool):
-                nbeta = float(NBeta(float(level)).value)
-            else:
-                raise ValueError(
-                    f"level={level!r}: TemperedPosterior takes None, a number or NBeta (inverse "
-                    "temperature B) or LossIncrease(nats)."
-                )
-            lr = degradation.lr if degradation.lr is not None else eng.auto_lr(nbeta)
+        nbeta, lr, calibration = resolve_level(eng, level)
     finally:
         eng.snapshot.restore()
     _check_restored(model, digest, "calibration")

@@ -742,27 +742,7 @@ class SamplingRun(Iterator[Draw]):
         cfg = self.cfg
         eng = _Engine(cfg, model, target)
         try:
-            if isinstance(level, LossIncrease):
-                self.calibration = _calibrate(eng, level.nats)
-                nbeta, lr = self.calibration.nbeta, self.calibration.lr
-            else:
-                if level is None:
-                    if cfg.nbeta is None:
-                        raise ValueError(
-                            "TemperedPosterior(nbeta=None) and no level given: pass level=NBeta(B), "
-                            "a number B or LossIncrease(nats), or set nbeta=... on the sampler."
-                        )
-                    nbeta = float(cfg.nbeta)
-                elif isinstance(level, NBeta):
-                    nbeta = float(level.value)
-                elif isinstance(level, (int, float)) and not isinstance(level, bool):
-                    nbeta = float(NBeta(float(level)).value)
-                else:
-                    raise ValueError(
-                        f"level={level!r}: TemperedPosterior takes None, a number or NBeta (inverse "
-                        "temperature B) or LossIncrease(nats)."
-                    )
-                lr = cfg.lr if cfg.lr is not None else eng.auto_lr(nbeta)
+            nbeta, lr, self.calibration = resolve_level(eng, level)
             self.nbeta, self.lr = nbeta, lr
             self.init_loss = eng.init_losses()[0]
             yield from eng.run(nbeta, lr, cfg.chains, cfg.burnin, cfg.n_draws, cfg.thin, level,
@@ -806,6 +786,33 @@ class SamplingRun(Iterator[Draw]):
 
 
 # -------------------------------------------------------------------------------------- calibrate
+def resolve_level(eng: _Engine, level: Any) -> tuple[float, float, CalibrationRecord | None]:
+    """A level's inverse temperature B and step size ε, with the calibration that chose them for a
+    :class:`LossIncrease` level (``None`` otherwise): what every run of a level's chains starts with,
+    in this process or in a Ray job (``interp.executors``)."""
+    cfg = eng.cfg
+    if isinstance(level, LossIncrease):
+        calibration = _calibrate(eng, level.nats)
+        return calibration.nbeta, calibration.lr, calibration
+    if level is None:
+        if cfg.nbeta is None:
+            raise ValueError(
+                "TemperedPosterior(nbeta=None) and no level given: pass level=NBeta(B), "
+                "a number B or LossIncrease(nats), or set nbeta=... on the sampler."
+            )
+        nbeta = float(cfg.nbeta)
+    elif isinstance(level, NBeta):
+        nbeta = float(level.value)
+    elif isinstance(level, (int, float)) and not isinstance(level, bool):
+        nbeta = float(NBeta(float(level)).value)
+    else:
+        raise ValueError(
+            f"level={level!r}: TemperedPosterior takes None, a number or NBeta (inverse "
+            "temperature B) or LossIncrease(nats)."
+        )
+    return nbeta, cfg.lr if cfg.lr is not None else eng.auto_lr(nbeta), None
+
+
 def _calibrate(eng: _Engine, target: float) -> CalibrationRecord:
     cfg, cal = eng.cfg, eng.cfg.calibration
     if eng.obj.fixed is None:
