@@ -156,8 +156,8 @@ def _seed_for(seed: int, key: tuple[int, int, int]) -> int:
 
 
 def read_records(rows_file: Path, *, repair: bool = False) -> Iterator[dict[str, Any]]:
-    """The records of a sweep's ``rows.jsonl``, one at a time; a later record of the same key
-    replaces nothing (keys are written once). A torn final line (a crash mid-write) is skipped, and
+    """The records of a sweep's ``rows.jsonl``, one at a time, in the order written (each key once:
+    the store never re-adds a completed key). A torn final line (a crash mid-write) is skipped, and
     with ``repair`` truncated away so that appending can go on."""
     if not rows_file.exists():
         return
