@@ -107,7 +107,9 @@ class Results:
         return cls(
             pd.concat([r.table for r in results], ignore_index=True),
             pd.concat(draws, ignore_index=True),
-            {"parts": [{**r.meta, "degradation_name": r.table["degradation"].iloc[0]} for r in results]},
+            # flat: the parts of results that are themselves concatenated, each with its degradation
+            {"parts": [part for r in results for part in r.meta.get(
+                "parts", [{**r.meta, "degradation_name": r.table["degradation"].iloc[0]}])]},
         )
 
     # ------------------------------------------------------------------ statistics
@@ -152,8 +154,8 @@ class Results:
         failed = self.failed_chains().drop_duplicates(chain_key)
         n_failed = failed.groupby(["degradation", "level_index"]).size()
         draws = t[~t["baseline"]]
-        ok = pd.Series(~pd.MultiIndex.from_frame(draws[chain_key]).isin(pd.MultiIndex.from_frame(failed[chain_key])),
-                       index=draws.index)
+        in_failed = pd.MultiIndex.from_frame(draws[chain_key]).isin(pd.MultiIndex.from_frame(failed[chain_key]))
+        ok = pd.Series(~in_failed, index=draws.index)
         for keys, g in draws.groupby(KEYS):
             key = dict(zip(KEYS, keys))
             kept = g[ok[g.index]]

@@ -198,7 +198,9 @@ def test_chain_diverging_mid_sweep_is_excluded_visibly_from_the_summary(tmp_path
     # the same after a save/load round trip and inside concatenated results
     again = Results.load(res.save(tmp_path / "saved"))
     both = Results.concat([again, res])
-    for r in (again, both):
+    nested = Results.concat([Results.concat([again])])  # parts of parts are kept, flat
+    assert len(nested.meta["parts"]) == 1 and "levels" in nested.meta["parts"][0]
+    for r in (again, both, nested):
         assert r.summary().query("metric == 'loss' and level_index == 0")["n_failed_chains"].tolist() == [1]
 
 
