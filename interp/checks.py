@@ -1,0 +1,163 @@
+"""Validation of config values and arguments, in one message format for every frozen config and analysis.
+
+An impossible value raises a ``ValueError`` before any work starts, worded as
+``Owner(field=value): field must be <what is allowed>. <the fix>``; a renamed argument is still
+accepted for one release with a ``DeprecationWarning`` that names the new one.
+
+Example::
+
+    >>> check_number("ProbeConfig", "folds", 5, integer=True, minimum=2)
+    >>> check_number("ProbeConfig", "folds", 2.5, integer=True, minimum=2, fix="Use e.g. folds=5.")
+    Traceback (most recent call last):
+    ...
+    ValueError: ProbeConfig(folds=2.5): folds must be an integer >= 2. Use e.g. folds=5.
+    >>> check_choice("HeadAblation", "method", "man", ("mean", "zero"))
+    Traceback (most recent call last):
+    ...
+    ValueError: HeadAblation(method='man'): method must be one of ('mean', 'zero'). Did you mean 'mean'?
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+import numbers
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+__all__ = [
+    "bad_value", "check_number", "check_flag", "check_choice", "check_fraction", "check_ints",
+    "renamed_arguments", "take_renamed",
+]
+
+T = TypeVar("T")
+
+
+def bad_value(owner: str, name: str, value: Any, allowed: str, fix: str = "") -> ValueError:
+    """The error for ``owner(name=value)``: what ``name`` must be (``allowed``) and how to fix it.
+
+    ``allowed`` completes "name must be ..."; ``fix`` is a sentence (e.g. ``"Use e.g. lr=1e-3."``).
+    """
+    allowed = allowed.rstrip(".")
+    fix = fix.strip()
+    return ValueError(f"{owner}({name}={value!r}): {name} must be {allowed}.{' ' + fix if fix else ''}")
+
+
+def _is_real(value: Any, integer: bool) -> bool:
+    kind = numbers.Integral if integer else numbers.Real
+    return isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_number(owner: str, name: str, value: Any, *, integer: bool = False, zero_ok: bool = False,
+                 minimum: float | None = None, maximum: float | None = None, none_ok: bool = False,
+                 fix: str = "") -> None:
+    """Raise :func:`bad_value` unless ``value`` is a finite real number (an integer, numpy's included,
+    if ``integer``; never a bool) that is > 0, or ≥ 0 with ``zero_ok``, or ≥ ``minimum`` when that is
+    given, and ≤ ``maximum`` when that is given; ``None`` passes with ``none_ok``."""
+    if value is None and none_ok:
+        return
+    ok = _is_real(value, integer)
+    if minimum is not None:
+        ok = ok and value >= minimum
+        bound = f">= {minimum:g}"
+    else:
+        ok = ok and (value > 0 or (zero_ok and value == 0))
+        bound = ">= 0" if zero_ok else "> 0"
+    if maximum is not None:
+        ok = ok and value <= maximum
+        bound += f" and <= {maximum:g}"
+    if not ok:
+        kind = "an integer" if integer else "a finite number"
+        raise bad_value(owner, name, value, f"{kind} {bound}" + (" or None" if none_ok else ""), fix)
+
+
+def check_fraction(owner: str, name: str, value: Any, *, closed: bool = True, fix: str = "") -> None:
+    """``value`` must be a number in [0, 1] (``closed``) or in (0, 1)."""
+    ok = _is_real(value, False) and (0 <= value <= 1 if closed else 0 < value < 1)
+    if not ok:
+        raise bad_value(owner, name, value, "a fraction in " + ("[0, 1]" if closed else "(0, 1)"), fix)
+
+
+def check_flag(owner: str, name: str, value: Any, fix: str = "") -> None:
+    """``value`` must be ``True`` or ``False`` (not 0/1, not a string)."""
+    if not isinstance(value, bool):
+        raise bad_value(owner, name, value, "True or False", fix)
+
+
+def check_choice(owner: str, name: str, value: Any, choices: Iterable[Any], fix: str = "") -> None:
+    """``value`` must be one of ``choices``; a near-miss string gets a "Did you mean" fix."""
+    choices = tuple(choices)
+    try:
+        ok = value in choices
+    except TypeError:  # unhashable compared against a tuple never raises, but be safe
+        ok = False
+    if ok:
+        return
+    if not fix and isinstance(value, str):
+        close = difflib.get_close_matches(value, [c for c in choices if isinstance(c, str)], n=1)
+        fix = f"Did you mean {close[0]!r}?" if close else ""
+    raise bad_value(owner, name, value, f"one of {choices!r}", fix)
+
+
+def check_ints(owner: str, name: str, value: Any, *, minimum: int | None = 0, empty_ok: bool = False,
+               fix: str = "") -> tuple[int, ...]:
+    """``value`` must be a sequence (not a string) of integers ≥ ``minimum`` (any sign when ``None``),
+    non-empty unless ``empty_ok``; returns it as a tuple of ints."""
+    seq = isinstance(value, (tuple, list)) and (empty_ok or len(value) > 0)
+    ok = seq and all(_is_real(v, True) and (minimum is None or v >= minimum) for v in value)
+    if not ok:
+        what = "integers" if minimum is None else f"integers >= {minimum}"
+        raise bad_value(owner, name, value, f"{'a' if empty_ok else 'a non-empty'} sequence of {what}", fix)
+    return tuple(int(v) for v in value)
+
+
+def take_renamed(owner: str, kwargs: dict[str, Any], renames: Mapping[str, str]) -> dict[str, Any]:
+    """Move deprecated keyword names in ``kwargs`` to their new names (``renames``: old -> new), with a
+    ``DeprecationWarning`` for each; giving both names is an error. Returns ``kwargs`` (modified)."""
+    for old, new in renames.items():
+        if old not in kwargs:
+            continue
+        value = kwargs.pop(old)
+        if new in kwargs:
+            raise bad_value(owner, old, value, f"left out when {new}= is given ({old} is the old name of {new})",
+                            f"Pass only {new}={kwargs[new]!r}.")
+        warnings.warn(f"{owner}({old}=...) is renamed {new}=; the old name is accepted for one release.",
+                      DeprecationWarning, stacklevel=3)
+        kwargs[new] = value
+    return kwargs
+
+
+def renamed_arguments(**renames: str) -> Callable[[T], T]:
+    """Decorator: a function, or a class (its ``__init__``, a frozen dataclass's included), keeps
+    accepting the old keyword names (``old="new"``) with a ``DeprecationWarning``.
+
+    Example::
+
+        >>> @renamed_arguments(rows="eval_rows")
+        ... def f(eval_rows=1):
+        ...     return eval_rows
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     f(rows=3)
+        3
+    """
+
+    def wrap(fn: Callable[..., Any], owner: str) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            if renames.keys() & kwargs.keys():
+                take_renamed(owner, kwargs, renames)
+            return fn(*args, **kwargs)
+
+        return inner
+
+    def decorate(obj: T) -> T:
+        if isinstance(obj, type):
+            obj.__init__ = wrap(obj.__init__, obj.__name__)  # type: ignore[misc]
+            return obj
+        return wrap(obj, getattr(obj, "__name__", "function"))  # type: ignore[return-value]
+
+    return decorate
