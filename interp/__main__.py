@@ -2,6 +2,6 @@
 
 import sys
 
-from interp.cli import main
+from interp.app.cli import main
 
 sys.exit(main())

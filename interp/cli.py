@@ -1,180 +1,30 @@
-"""The ``interp`` command line (also ``python -m interp``).
+"""Deprecated import path: use ``interp.app.cli`` (the application layer, the ``interp`` command line).
 
-Commands::
-
-    interp organisms list               the shipped model organisms
-    interp organisms train NAME --out DIR   re-run an organism's deterministic training recipe
-    interp demo [--out DIR]             the main job on the bundled induction organism
-    interp sweep CONFIG.toml            a sweep described in a TOML file (interp.sweepconfig)
-    interp sweep CONFIG.toml --executor ray --address ray://HOST:10001
-                                        the same sweep, one Ray task per (level, chain) job
-    interp report DIR                   rebuild report.html from saved results
-
-The CLI is the only place in ``interp`` that may import ``analyses`` (DESIGN.md).
+``interp.cli`` keeps working for one release: its names load ``interp.app.cli`` on first access, with a
+DeprecationWarning. The core package never imports the app layer, so importing this shim is cheap
+and pulls in nothing of ``analyses``.
 
 Example::
 
-    >>> from interp.cli import main
-    >>> main(["organisms", "list"])                                 # doctest: +SKIP
-    0
+    >>> from interp.app.cli import main                # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
-import sys
-from collections.abc import Sequence
+import importlib
+import warnings
+from typing import Any
 
-__all__ = ["main", "build_parser"]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="interp",
-        description=(
-            "Mechanistic interpretability on trained and naturally degraded weights "
-            "(tempered-posterior SGLD samples, weight/activation noise, checkpoints)."
-        ),
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    org = sub.add_parser("organisms", help="list or retrain the shipped model organisms")
-    org_sub = org.add_subparsers(dest="organisms_command", required=True, metavar="ACTION")
-    org_sub.add_parser("list", help="list the organisms with a one-line description")
-    train = org_sub.add_parser("train", help="reproduce a shipped organism with its training recipe")
-    train.add_argument("name", help="organism name (see `interp organisms list`)")
-    train.add_argument("--out", required=True, help="directory to write the safetensors weights to")
-    train.add_argument("--seed", type=int, default=0, help="training seed (shipped weights: 0)")
-
-    demo = sub.add_parser("demo", help="run the main job on the bundled induction organism")
-    demo.add_argument("--out", default="interp-demo", help="output directory (default: ./interp-demo)")
-
-    sweep = sub.add_parser(
-        "sweep", help="run the sweep a TOML file describes (resumable)",
-        description="Run a sweep described in a TOML file; see interp.sweepconfig for the format.",
-    )
-    sweep.add_argument("config", help="path to the sweep's TOML file")
-    sweep.add_argument("--executor", choices=("local", "ray"), default="local",
-                       help="where the (level, chain) jobs run: this process (default) or a Ray cluster")
-    sweep.add_argument("--address", default=None,
-                       help="Ray cluster: 'auto' (the one this node is in), 'ray://HOST:10001' (Ray "
-                            "Client) or 'HOST:6379'; default: RAY_ADDRESS, else a new local cluster")
-    sweep.add_argument("--num-cpus", type=int, default=None,
-                       help="CPUs of a new local Ray cluster (without --address; default: all)")
-    sweep.add_argument("--cpus-per-job", type=float, default=1.0, help="CPUs Ray reserves per job (default 1)")
-    sweep.add_argument("--gpus-per-job", type=float, default=0.0,
-                       help="GPUs Ray reserves per job (default 0; > 0 puts the jobs' models on CUDA)")
-    sweep.add_argument("--max-retries", type=int, default=3,
-                       help="Ray retries of a job whose worker died (default 3)")
-    sweep.add_argument("--retry-exceptions", action="store_true",
-                       help="also retry jobs that raised (transient errors such as CUDA out of memory)")
-    sweep.add_argument("--device", default=None,
-                       help="model device: cpu, cuda, cuda:1, ... (default: CUDA when available; Ray: "
-                            "CUDA when --gpus-per-job > 0)")
-    sweep.add_argument("--dtype", default=None, help="model dtype: float32, bfloat16, ... (default: as shipped)")
-
-    report = sub.add_parser("report", help="rebuild report.html from saved results")
-    report.add_argument("directory", help="a results directory (from `interp sweep` or `interp demo`)")
-    return parser
+_NEW = "interp.app.cli"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        if args.command == "organisms":
-            return _organisms(args)
-        if args.command == "demo":
-            from interp.demo import run_demo
-
-            summary = run_demo(args.out, progress=not args.quiet)
-            clean = summary["clean"]
-            sys.stdout.write(
-                f"induction organism: test loss {clean['loss']:.4f} nats/token, "
-                f"accuracy {clean['accuracy']:.4f}\n\nsurvival of effects (ΔL in nats/token):\n"
-                f"{summary['survival'].to_string(index=False)}\n\nsurvival of the scrubbing effects "
-                f"against an absolute threshold (a hypothesis that explains little never holds):\n"
-                f"{summary['survival_absolute'].to_string(index=False)}\n\nreport: {summary['report']}\n"
-            )
-            return 0
-        if args.command == "sweep":
-            return _sweep(args)
-        if args.command == "report":
-            from interp.sweepconfig import rebuild_report
-
-            sys.stdout.write(f"report: {rebuild_report(args.directory)}\n")
-            return 0
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        sys.stderr.write(f"interp: error: {err}\n")
-        return 2
-    raise AssertionError(f"unhandled command {args.command!r}")  # argparse guarantees a command
+def __getattr__(name: str) -> Any:
+    if name.startswith("__"):
+        raise AttributeError(name)
+    warnings.warn(f"interp.cli is deprecated; import {name} from {_NEW} instead.", DeprecationWarning,
+                  stacklevel=2)
+    return getattr(importlib.import_module(_NEW), name)
 
 
-def _executor(args: argparse.Namespace) -> object:
-    from interp.executors import LocalExecutor, RayExecutor
-
-    if args.executor == "local":
-        ray_only = [f"--{k.replace('_', '-')}" for k, default in (
-            ("address", None), ("num_cpus", None), ("cpus_per_job", 1.0), ("gpus_per_job", 0.0),
-            ("max_retries", 3), ("retry_exceptions", False)) if getattr(args, k) != default]
-        if ray_only:
-            raise ValueError(f"{', '.join(ray_only)} only apply with --executor ray.")
-        return LocalExecutor()
-    return RayExecutor(address=args.address, num_cpus=args.num_cpus, cpus_per_job=args.cpus_per_job,
-                       gpus_per_job=args.gpus_per_job, max_retries=args.max_retries,
-                       retry_exceptions=args.retry_exceptions)
-
-
-def _sweep(args: argparse.Namespace) -> int:
-    """``interp sweep``: the sweep file's parts, run on the chosen executor, results and report saved."""
-    import tomllib
-    from pathlib import Path
-
-    from interp.executors import LocalExecutor, ModelRecipe, SweepJobsFailed
-    from interp.models import place
-    from interp.sweepconfig import load_sweep_config, rebuild_report
-    from interp.sweeps import run_sweep
-
-    executor = _executor(args)
-    path = Path(args.config)
-    cfg = load_sweep_config(path)
-    if isinstance(executor, LocalExecutor):
-        model = place(cfg["model"], args.device, args.dtype)
-    else:  # the jobs load the model themselves, from the file's [model] table
-        spec = tomllib.loads(path.read_text())["model"]
-        weights = spec.get("weights")
-        model = ModelRecipe(organism=spec["organism"], device=args.device, dtype=args.dtype,
-                            weights=None if weights is None else str((path.parent / weights).resolve()))
-    try:
-        results = run_sweep(model, cfg["task"], cfg["analyses"], cfg["degradation"], cfg["levels"],
-                            out=cfg["out"] / "sweep", seed=cfg["seed"], progress=not args.quiet,
-                            executor=executor)
-    except SweepJobsFailed as err:
-        sys.stderr.write(f"interp: error: {err}\n")
-        return 1
-    results.save(cfg["out"] / "results")
-    sys.stdout.write(f"report: {rebuild_report(cfg['out'])}\n")
-    return 0
-
-
-def _organisms(args: argparse.Namespace) -> int:
-    from interp import organisms
-
-    if args.organisms_command == "list":
-        for name in organisms.names():
-            sys.stdout.write(f"{name:<10} {organisms.describe(name)}\n")
-        return 0
-    mod = organisms.module(args.name)
-    if not hasattr(mod, "train"):
-        raise ValueError(f"Organism {args.name!r} is pretrained elsewhere and has no training recipe.")
-    mod.train(out_dir=args.out, seed=args.seed, progress=not args.quiet)
-    sys.stdout.write(f"wrote {args.name} weights to {args.out}\n")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+def __dir__() -> list[str]:
+    return list(getattr(importlib.import_module(_NEW), "__all__", []))

@@ -340,7 +340,7 @@ def test_results_directory_from_another_config(tmp_path, tiny):
 
 
 def test_unknown_sweep_file_key(tmp_path):
-    from interp.sweepconfig import load_sweep_config
+    from interp.app.sweepfile import load_sweep_config
 
     path = tmp_path / "sweep.toml"
     path.write_text(textwrap.dedent("""
@@ -406,7 +406,7 @@ def test_code_in_weights_or_config_files(tmp_path):
     assert not found, "weights/configs must load through safetensors, torch.load(weights_only=True), " \
                       f"tomllib or json, never code-running readers: {found}"
     # the sweep-file parser reads TOML with tomllib; results and sweep stores are JSON
-    assert "tomllib.loads" in (ROOT / "interp" / "sweepconfig.py").read_text()
+    assert "tomllib.loads" in (ROOT / "interp" / "app" / "sweepfile.py").read_text()
     # and the checker itself catches what it is for
     probe = tmp_path / "unsafe.py"
     probe.write_text("import torch, pickle\ntorch.load('x')\npickle.loads(b'')\neval('1')\n"

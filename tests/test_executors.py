@@ -180,7 +180,7 @@ rows = 16
 @pytest.mark.slow
 def test_cli_sweep_with_address_matches_local(cluster, tmp_path):
     """`interp sweep FILE --executor ray --address HOST:PORT` gives the local CLI run's table."""
-    from interp.cli import main
+    from interp.app.cli import main
 
     for name in ("local", "ray"):
         (tmp_path / f"{name}.toml").write_text(textwrap.dedent(SWEEP_FILE.format(out=name)))
@@ -266,7 +266,7 @@ def test_resolve_executor():
 
 
 def test_cli_ray_options_need_the_ray_executor(tmp_path, capsys):
-    from interp.cli import main
+    from interp.app.cli import main
 
     path = tmp_path / "s.toml"
     path.write_text(textwrap.dedent(SWEEP_FILE.format(out="x")))

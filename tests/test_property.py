@@ -614,7 +614,7 @@ def small_organisms():
 @FEW
 @given(doc=sweep_docs())
 def test_valid_sweep_file_runs(tmp_path_factory, small_organisms, doc):
-    from interp.sweepconfig import load_sweep_config
+    from interp.app.sweepfile import load_sweep_config
     from interp.sweeps import run_sweep
 
     path = tmp_path_factory.mktemp("sweep") / "sweep.toml"
@@ -682,7 +682,7 @@ def broken_sweep_docs(draw):
 @SETTINGS
 @given(case=broken_sweep_docs())
 def test_broken_sweep_file_raises_one_clear_error(tmp_path_factory, small_organisms, case):
-    from interp.sweepconfig import load_sweep_config
+    from interp.app.sweepfile import load_sweep_config
 
     doc, expected = case
     path = tmp_path_factory.mktemp("sweep") / "sweep.toml"
@@ -694,7 +694,7 @@ def test_broken_sweep_file_raises_one_clear_error(tmp_path_factory, small_organi
 
 def test_sweep_file_is_data_not_code(tmp_path, small_organisms):
     """Strings that look like code stay strings: nothing in a sweep file is evaluated."""
-    from interp.sweepconfig import load_sweep_config
+    from interp.app.sweepfile import load_sweep_config
 
     flag = tmp_path / "pwned"
     payload = f"__import__('pathlib').Path({str(flag)!r}).write_text('x')"

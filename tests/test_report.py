@@ -21,7 +21,7 @@ def _check_report():
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from interp.demo import run_demo
+    from interp.app.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo")
     return out, run_demo(out, progress=False, quick=True)

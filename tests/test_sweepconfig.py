@@ -5,7 +5,7 @@ import textwrap
 import pytest
 
 from interp.results import Results
-from interp.sweepconfig import load_sweep_config, rebuild_report, run_sweep_file
+from interp.app.sweepfile import load_sweep_config, rebuild_report, run_sweep_file
 
 VALID = """
 out = "run"

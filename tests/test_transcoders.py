@@ -325,8 +325,8 @@ def test_sparse_mlp_sweep_over_tempered_posterior_levels(modadd, clean):
 
 
 def test_sparse_mlp_from_a_sweep_file(tmp_path, monkeypatch):
-    """The registry entry proposed for interp/sweepconfig.py builds SparseMLP from TOML keywords."""
-    from interp import sweepconfig
+    """The registry entry proposed for interp/app/sweepfile.py builds SparseMLP from TOML keywords."""
+    from interp.app import sweepfile as sweepconfig
 
     monkeypatch.setitem(sweepconfig.ANALYSES, "SparseMLP", "analyses.transcoders:SparseMLP")
     f = tmp_path / "sweep.toml"

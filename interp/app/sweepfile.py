@@ -1,0 +1,187 @@
+"""Sweeps described in TOML files (``interp sweep CONFIG.toml``), and rebuilding reports from results.
+
+A sweep file names the model, the degradation and its levels, the analyses and where results go.
+Unknown keys anywhere are errors that list what is allowed; nothing in the file is evaluated as code.
+
+Example (``sweep.toml``)::
+
+    out = "runs/induction-tp"          # results, resumable
+    seed = 0
+
+    [model]
+    organism = "induction"             # a shipped organism (its task comes with it)
+    # weights = "retrained/induction.safetensors"   # optional: other weights of the same organism
+
+    [degradation]
+    type = "TemperedPosterior"         # or WeightNoise, ActivationNoise, Checkpoints
+    localization = 100.0
+    chains = 2
+    draws = 4
+
+    [levels]
+    loss_increase = [0.03, 0.1, 0.3]   # or: nbeta = [...], or: values = [...] (σ, steps, ...)
+
+    [[analyses]]
+    type = "HeadAblation"
+    name = "induction_heads"
+    heads = [[1, 0], [1, 1]]
+
+This module belongs to the app layer (``interp.app``), so it may name classes of ``analyses``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import tomllib
+from pathlib import Path
+from typing import Any
+
+__all__ = ["load_sweep_config", "run_sweep_file", "rebuild_report", "ANALYSES", "DEGRADATIONS"]
+
+#: analysis type name -> "module:Class"
+ANALYSES = {
+    "CausalScrubbing": "analyses.scrubbing:CausalScrubbing",
+    "FrozenProbe": "analyses.probing:FrozenProbe",
+    "HeadAblation": "analyses.ablation:HeadAblation",
+    "RefitProbe": "analyses.probing:RefitProbe",
+    "ResidualNorms": "analyses.norms:ResidualNorms",
+}
+#: ready-made causal-scrubbing hypotheses, named "SET.NAME" in sweep files (e.g. "induction.correct")
+HYPOTHESES = {"induction": "analyses.scrubbing.induction:hypotheses"}
+#: degradation type name -> "module:Class"
+DEGRADATIONS = {
+    name: f"interp.degradations:{name}"
+    for name in ("TemperedPosterior", "WeightNoise", "ActivationNoise", "Checkpoints")
+}
+
+_TOP = {"out", "seed", "model", "degradation", "levels", "analyses"}
+_MODEL = {"organism", "weights"}
+_LEVELS = {"loss_increase", "nbeta", "values"}
+
+
+def _unknown(where: str, keys: set[str], allowed: set[str]) -> None:
+    extra = sorted(set(keys) - allowed)
+    if extra:
+        hints = {k: difflib.get_close_matches(k, sorted(allowed), n=1) for k in extra}
+        hint = "; ".join(f"{k!r} (did you mean {v[0]!r}?)" if v else repr(k) for k, v in hints.items())
+        raise ValueError(f"Unknown key(s) in {where}: {hint}. Allowed: {sorted(allowed)}.")
+
+
+def _class(registry: dict[str, str], name: Any, what: str) -> type:
+    if name not in registry:
+        close = difflib.get_close_matches(str(name), sorted(registry), n=2)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"Unknown {what} type {name!r}; available: {sorted(registry)}.{hint}")
+    module, cls = registry[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def _hypothesis(name: Any, where: str) -> Any:
+    """A ready-made hypothesis from its "SET.NAME" (``HYPOTHESES``)."""
+    family, _, member = str(name).partition(".")
+    if family not in HYPOTHESES:
+        raise ValueError(f"{where}: hypothesis={name!r}: give SET.NAME with SET one of {sorted(HYPOTHESES)}.")
+    module, fn = HYPOTHESES[family].split(":")
+    available = getattr(importlib.import_module(module), fn)()
+    if member not in available:
+        raise ValueError(f"{where}: hypothesis={name!r}: {family} has {sorted(available)}.")
+    return available[member]
+
+
+def _build(cls: type, params: dict[str, Any], where: str) -> Any:
+    signature = inspect.signature(cls).parameters
+    if "hypothesis" in params and "hypothesis" in signature:
+        params["hypothesis"] = _hypothesis(params["hypothesis"], where)
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
+        _unknown(where, set(params), {p for p in signature if p not in ("self", "args")})
+    try:
+        return cls(**params)
+    except TypeError as err:  # an unknown keyword passed on to a config class
+        raise ValueError(f"{where}: {err}") from err
+
+
+def load_sweep_config(path: str | Path) -> dict[str, Any]:
+    """Parse and validate a sweep file; returns its parts built (model, task, degradation, ...)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"Sweep file {path} not found.") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path} is not valid TOML: {err}") from err
+    _unknown(str(path), set(raw), _TOP)
+    for key in ("model", "degradation", "levels", "analyses"):
+        if key not in raw:
+            raise ValueError(f"{path}: missing [{key}] (see `interp sweep --help` for the format).")
+
+    model_cfg = dict(raw["model"])
+    _unknown(f"{path} [model]", set(model_cfg), _MODEL)
+    if "organism" not in model_cfg:
+        raise ValueError(f"{path} [model]: give organism = NAME (see `interp organisms list`).")
+    from interp import organisms
+
+    model, task = organisms.load(model_cfg["organism"])
+    if "weights" in model_cfg:
+        from interp.organisms._weights import load_bridge
+
+        model = load_bridge((path.parent / model_cfg["weights"]).resolve())
+
+    deg_cfg = dict(raw["degradation"])
+    deg_cls = _class(DEGRADATIONS, deg_cfg.pop("type", None), "degradation")
+    degradation = _build(deg_cls, deg_cfg, f"{path} [degradation]")
+
+    levels_cfg = dict(raw["levels"])
+    _unknown(f"{path} [levels]", set(levels_cfg), _LEVELS)
+    if len(levels_cfg) != 1:
+        raise ValueError(f"{path} [levels]: give exactly one of {sorted(_LEVELS)}.")
+    (kind, values), = levels_cfg.items()
+    if not isinstance(values, list) or not values:
+        raise ValueError(f"{path} [levels] {kind}: give a non-empty list, e.g. {kind} = [0.1, 0.3].")
+    from interp.degradations import LossIncrease, NBeta
+
+    wrap = {"loss_increase": LossIncrease, "nbeta": NBeta, "values": lambda v: v}[kind]
+    levels = [wrap(v) for v in values]
+
+    analyses = []
+    for i, a_cfg in enumerate(raw["analyses"]):
+        a_cfg = dict(a_cfg)
+        a_cls = _class(ANALYSES, a_cfg.pop("type", None), "analysis")
+        analyses.append(_build(a_cls, a_cfg, f"{path} [[analyses]] #{i + 1}"))
+    out = raw.get("out", str(path.with_suffix("")))
+    return {"model": model, "task": task, "degradation": degradation, "levels": levels,
+            "analyses": analyses, "out": Path(path.parent / out), "seed": int(raw.get("seed", 0))}
+
+
+def run_sweep_file(path: str | Path, progress: bool = True) -> Path:
+    """Run the sweep a TOML file describes; saves results and ``report.html`` in its ``out``."""
+    from interp.sweeps import run_sweep
+
+    cfg = load_sweep_config(path)
+    results = run_sweep(cfg["model"], cfg["task"], cfg["analyses"], cfg["degradation"], cfg["levels"],
+                        out=cfg["out"] / "sweep", seed=cfg["seed"], progress=progress)
+    results.save(cfg["out"] / "results")
+    return rebuild_report(cfg["out"])
+
+
+def rebuild_report(directory: str | Path) -> Path:
+    """(Re)write ``DIR/report.html`` from the results saved in ``DIR``.
+
+    ``DIR`` may hold saved results (``results/`` or ``table.parquet``), one sweep's ``rows.jsonl``, or
+    several sweep directories (one per degradation), which are combined.
+    """
+    from interp.report import load_views, write_report
+    from interp.results import Results
+
+    directory = Path(directory)
+    if (directory / "results" / "table.parquet").exists():
+        results = Results.load(directory / "results")
+    elif (directory / "table.parquet").exists() or (directory / "rows.jsonl").exists():
+        results = Results.load(directory)
+    else:
+        sweeps = sorted(p.parent for p in directory.glob("*/rows.jsonl"))
+        if not sweeps:
+            raise FileNotFoundError(f"{directory} holds no results (no results/, table.parquet or rows.jsonl).")
+        results = Results.concat([Results.load(p) for p in sweeps])
+    return write_report(results, directory / "report.html", views=load_views(directory))
