@@ -287,3 +287,73 @@ def test_checkpoints(organism):
     with pytest.raises(ValueError, match="no checkpoint"):
         list(Checkpoints(source=cks).draws(model, task, level=-5))
     assert _identical(model, saved)
+
+
+# ------------------------------------------------------------------- public steps: plan / run_chain
+def _weights(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("level", [None, NBeta(1500.0)])
+def test_run_chain_equals_chain_of_sequential_sampler(organism, level):
+    """plan() + run_chain(c) gives bit for bit the draws, live weights and diagnostics of chain c of
+    the sequential sampler (what a Ray job per chain relies on), and restores the weights."""
+    model, task = organism
+    saved = _state(model)
+    sampler = _sampler(chains=3, draws=2, burnin=1, thin=2, vectorize=False, seed=3)
+    seq = {}
+    run = sampler.draws(model, task, level)
+    for d in run:
+        seq[(d.chain, d.draw)] = (d, _weights(model))
+    plan = sampler.plan(model, task, level)
+    assert _identical(model, saved)
+    assert (plan.nbeta, plan.lr, plan.calibration) == (run.nbeta, run.lr, None)
+    for c in (2, 0):
+        one = sampler.run_chain(model, task, level, plan, c)
+        got = [(d, _weights(model)) for d in one]
+        assert _identical(model, saved)
+        assert [d for d, _ in got] == [seq[(c, i)][0] for i in range(2)]
+        assert all(all(torch.equal(a, b) for a, b in zip(w, seq[(c, i)][1])) for i, (_, w) in enumerate(got))
+        (diag,) = one.chains
+        assert diag == run.chains[c] and diag.chain == c
+        assert one.nbeta == run.nbeta and one.lr == run.lr
+
+
+def test_run_chain_restores_on_close_and_exception(organism):
+    model, task = organism
+    saved = _state(model)
+    sampler = _sampler(chains=2, vectorize=False)
+    plan = sampler.plan(model, task)
+    run = sampler.run_chain(model, task, None, plan, 1)
+    next(run)
+    run.close()
+    assert _identical(model, saved)
+    with pytest.raises(KeyboardInterrupt):
+        with sampler.run_chain(model, task, None, plan, 0) as run:
+            for _ in run:
+                raise KeyboardInterrupt
+    assert _identical(model, saved)
+    with pytest.raises(ValueError, match="chain"):
+        sampler.run_chain(model, task, None, plan, 2)
+    with pytest.raises(ValueError, match="plan"):
+        sampler.run_chain(model, task, None, (1.0, 1e-3, None), 0)
+
+
+def test_run_chain_of_a_plain_module_and_vectorizes():
+    from interp.degradations.oracles import DeepLinearNetwork
+
+    net = DeepLinearNetwork([3, 2, 3], 1)
+    saved = _state(net)
+    kw = dict(nbeta=1000.0, localization=10.0, lr=1e-4, chains=3, draws=3, burnin=2, eval_size=1,
+              progress=False)
+    assert TemperedPosterior(**kw).vectorizes(net, net.loss)
+    assert not TemperedPosterior(vectorize=False, **kw).vectorizes(net, net.loss)
+    assert not TemperedPosterior(**{**kw, "chains": 1}).vectorizes(net, net.loss)
+    seq = TemperedPosterior(vectorize=False, **kw)
+    ref = seq.sample(net, net.loss)
+    plan = seq.plan(net, net.loss, None)
+    for c in range(3):
+        one = seq.run_chain(net, net.loss, None, plan, c)
+        draws = list(one)
+        assert one.chains[0] == ref.chains[c] and [d.chain for d in draws] == [c] * 3
+    assert _identical(net, saved)

@@ -69,6 +69,7 @@ __all__ = [
     "CalibrationRound",
     "ChainDiagnostics",
     "SamplingRun",
+    "LevelPlan",
     "LLCEstimate",
     "estimate_llc",
 ]
@@ -124,6 +125,27 @@ class CalibrationRecord:
     lr: float
     rounds: tuple[CalibrationRound, ...]
     converged: bool
+
+
+@dataclass(frozen=True)
+class LevelPlan:
+    """What every chain of one level starts with: inverse temperature ``nbeta`` B, step size ``lr``
+    ε, and the ``calibration`` that chose them for a :class:`LossIncrease` level (``None`` otherwise).
+
+    Made by :meth:`TemperedPosterior.plan`; :meth:`TemperedPosterior.run_chain` runs one chain of the
+    level from it (in this process or another one, e.g. a Ray job).
+    """
+
+    nbeta: float
+    lr: float
+    calibration: CalibrationRecord | None = None
+
+    def __post_init__(self) -> None:
+        check_number("LevelPlan", "nbeta", self.nbeta, fix="Make plans with TemperedPosterior.plan(...).")
+        check_number("LevelPlan", "lr", self.lr, fix="Make plans with TemperedPosterior.plan(...).")
+        if self.calibration is not None and not isinstance(self.calibration, CalibrationRecord):
+            raise bad_value("LevelPlan", "calibration", self.calibration, "a CalibrationRecord or None",
+                            "Make plans with TemperedPosterior.plan(...).")
 
 
 @dataclass
@@ -302,6 +324,42 @@ class TemperedPosterior:
             pass
         return run
 
+    # ------------------------------------------------------- the steps of draws(), one at a time
+    def plan(self, model: torch.nn.Module, target: Any, level: Any = None) -> LevelPlan:
+        """A level's inverse temperature B and step size ε (calibrated for a :class:`LossIncrease`
+        level): what :meth:`draws` computes before its chains. The weights are restored after."""
+        eng = _Engine(self, model, target)
+        try:
+            return LevelPlan(*resolve_level(eng, level))
+        finally:
+            eng.snapshot.restore()
+
+    def run_chain(self, model: torch.nn.Module, target: Any, level: Any, plan: LevelPlan,
+                  chain: int) -> SamplingRun:
+        """Chain ``chain`` of a level alone, from its :meth:`plan`: exactly the draws (and the
+        :class:`ChainDiagnostics`, in the run's ``chains``) that chain ``chain`` of the sequential
+        sampler (``vectorize=False``) yields; noise stream ``seed·1000003 + chain``, the minibatch
+        order shared by all chains. A :class:`SamplingRun`: iterate it; the weights are restored
+        when it finishes, is closed, or raises."""
+        if not isinstance(plan, LevelPlan):
+            raise bad_value("TemperedPosterior.run_chain", "plan", plan, "a LevelPlan",
+                            "Make it with sampler.plan(model, target, level).")
+        if isinstance(chain, bool) or not isinstance(chain, int) or not 0 <= chain < self.chains:
+            raise bad_value("TemperedPosterior.run_chain", "chain", chain,
+                            f"an integer in [0, chains={self.chains})", "Pass one of the sampler's chains.")
+        return SamplingRun(self, model, target, level, plan=plan, chain_ids=(chain,))
+
+    def vectorizes(self, model: torch.nn.Module, target: Any) -> bool:
+        """Whether :meth:`draws` runs this model's chains as one batched call (then chain ``c``
+        equals :meth:`run_chain` only up to float rounding). The weights are restored after."""
+        if self.chains < 2:
+            return False
+        eng = _Engine(self, model, target)
+        try:
+            return bool(eng.use_vmap(self.chains) and eng._vmap_agrees())
+        finally:
+            eng.snapshot.restore()
+
 
 # ----------------------------------------------------------------------------------------- engine
 def _flat_norm(ts: list[torch.Tensor]) -> float:
@@ -414,8 +472,12 @@ class _Engine:
     # ------------------------------------------------------------------------------ the chains
     def run(self, nbeta: float, lr: float, chains: int, burnin: int, draws: int, thin: int,
             level: Any, records: list[ChainDiagnostics], yield_draws: bool = True,
-            progress: bool = False, chain_offset: int = 0) -> Iterator[Draw]:
-        self._chain_offset = chain_offset
+            progress: bool = False, chain_offset: int = 0,
+            chain_ids: tuple[int, ...] | None = None) -> Iterator[Draw]:
+        """Run chains ``chain_ids`` (default ``chain_offset + 0 .. chains − 1``); chain ``c`` draws
+        its noise from ``seed·1000003 + c``."""
+        ids = tuple(chain_ids) if chain_ids is not None else tuple(chain_offset + c for c in range(chains))
+        chains = len(ids)
         init_loss, init_eval = self.init_losses()
         steps = burnin + (draws - 1) * thin + 1
         bar = None
@@ -427,11 +489,11 @@ class _Engine:
             common = dict(nbeta=nbeta, lr=lr, localization=self.cfg.localization, burnin=burnin,
                           init_loss=init_loss, init_eval_loss=init_eval, n_params=self.d)
             if self.use_vmap(chains) and self._vmap_agrees():
-                recs = [ChainDiagnostics(chain=c, **common) for c in range(chains)]
+                recs = [ChainDiagnostics(chain=c, **common) for c in ids]
                 records.extend(recs)
                 yield from self._run_vmap(recs, steps, burnin, thin, level, yield_draws, bar)
             else:
-                for c in range(chains):
+                for c in ids:
                     rec = ChainDiagnostics(chain=c, **common)
                     records.append(rec)
                     try:
@@ -560,7 +622,7 @@ class _Engine:
         return out
 
     def _gen(self, chain: int) -> torch.Generator:
-        return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + chain + getattr(self, "_chain_offset", 0))
+        return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + chain)
 
     def _run_one(self, rec: ChainDiagnostics, steps: int, burnin: int, thin: int, level: Any,
                  yield_draws: bool, bar: Any) -> Iterator[Draw]:
@@ -724,13 +786,14 @@ class SamplingRun(Iterator[Draw]):
     """
 
     def __init__(self, cfg: TemperedPosterior, model: torch.nn.Module, target: Any, level: Any,
-                 yield_draws: bool = True) -> None:
+                 yield_draws: bool = True, plan: LevelPlan | None = None,
+                 chain_ids: tuple[int, ...] | None = None) -> None:
         self.cfg, self.level = cfg, level
         # The generator fills in a separate state object, never ``self``: a generator frame holding
         # ``self`` is a reference cycle, so an abandoned run (an exception in the consumer's loop)
         # would keep the sampled weights in the model until the cyclic garbage collector ran.
         self._state = _RunState(cfg, yield_draws)
-        self._gen = SamplingRun._generate(self._state, model, target, level)
+        self._gen = SamplingRun._generate(self._state, model, target, level, plan, chain_ids)
 
     def __getattr__(self, name: str) -> Any:
         state = self.__dict__.get("_state")
@@ -738,15 +801,20 @@ class SamplingRun(Iterator[Draw]):
             return getattr(state, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def _generate(self: Any, model: torch.nn.Module, target: Any, level: Any) -> Iterator[Draw]:
+    def _generate(self: Any, model: torch.nn.Module, target: Any, level: Any, plan: LevelPlan | None,
+                  chain_ids: tuple[int, ...] | None) -> Iterator[Draw]:
         cfg = self.cfg
         eng = _Engine(cfg, model, target)
         try:
-            nbeta, lr, self.calibration = resolve_level(eng, level)
+            if plan is None:
+                plan = LevelPlan(*resolve_level(eng, level))
+            nbeta, lr, self.calibration = plan.nbeta, plan.lr, plan.calibration
             self.nbeta, self.lr = nbeta, lr
             self.init_loss = eng.init_losses()[0]
-            yield from eng.run(nbeta, lr, cfg.chains, cfg.burnin, cfg.n_draws, cfg.thin, level,
-                               self.chains, yield_draws=self._yield_draws, progress=cfg.progress)
+            ids = tuple(range(cfg.chains)) if chain_ids is None else chain_ids
+            yield from eng.run(nbeta, lr, len(ids), cfg.burnin, cfg.n_draws, cfg.thin, level,
+                               self.chains, yield_draws=self._yield_draws,
+                               progress=cfg.progress and chain_ids is None, chain_ids=ids)
             failed = [c for c in self.chains if c.failed]
             if failed:
                 logger.warning("%d of %d chains failed: %s", len(failed), len(self.chains),
@@ -831,8 +899,8 @@ def _calibrate(eng: _Engine, target: float) -> CalibrationRecord:
         burnin = cfg.burnin if cal.pilot_burnin is None else cal.pilot_burnin
         draws = cfg.n_draws if cal.pilot_draws is None else cal.pilot_draws
         thin = cfg.thin if cal.pilot_thin is None else cal.pilot_thin
-        for _d in eng.run(B, lr, cal.pilot_chains, burnin, draws, thin, None, recs,
-                          yield_draws=False, chain_offset=10_000):
+        for _d in eng.run(B, lr, cal.pilot_chains, burnin, draws, thin, None, recs, yield_draws=False,
+                          chain_ids=tuple(10_000 + c for c in range(cal.pilot_chains))):
             pass
         bad = [r for r in recs if r.failed]
         if bad:
