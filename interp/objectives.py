@@ -1,0 +1,430 @@
+"""Posterior objectives and the behavioural divergence from the trained weights w0.
+
+What a degradation samples on is its *objective*, separate from the task the analyses read. Besides
+a task's own next-token loss (:class:`CorpusLoss` wraps any text :class:`~interp.tasks.Task`), this
+module has the **behavioural loss** of Bushnaq et al. 2024 ("Using degeneracy in the loss landscape
+for mechanistic interpretability"),
+
+    L_B(w) = E_x D(f_w(x), f_w0(x)),
+
+with D one of
+
+- ``"kl"``: KL(p_w0 ‖ p_w) of the next-token distributions, averaged over the scored tokens
+  (positions ``t − 1`` predicting a token ``t`` with ``target_mask[t] = 1``; without a target mask
+  ``attention_mask``, else every position). Units "KL nats/token".
+- ``"mse"``: for a model without an LM head (e.g. MiniLM), the squared change of the final hidden
+  state (``resid_post`` of the last block; ``attention_mask`` positions), averaged over positions
+  and divided by the mean squared norm at w0, s = mean_t ‖h_w0(x)_t‖²: units "normalised MSE" (a
+  value of 0.01 is a change of 10% of the hidden state's RMS norm). ``normalise=False`` leaves out
+  s ("squared error").
+
+Both are 0 with zero gradient at w0, so a tempered posterior around w0 is localised by the
+objective itself. For a deep linear network fitted exactly, the squared-error behavioural loss is
+the population loss (up to the input covariance), so Aoyagi's learning coefficient applies.
+
+:class:`DivergenceMeter` measures the same divergence on one fixed evaluation batch at any weights:
+the degradation axis that exists for every model, with or without a loss.
+
+Objectives follow the :class:`Objective` protocol: ``name``, ``units``, ``prepare(model)`` (once at
+w0), ``tensors()`` (the rows minibatches are drawn from) and ``loss(model, batch)``.
+
+Example::
+
+    >>> import torch
+    >>> from interp.objectives import DivergenceMeter
+    >>> model = torch.nn.Sequential(torch.nn.Embedding(5, 5))      # logits = embedding rows
+    >>> batch = {"input_ids": torch.tensor([[0, 1, 2, 3]])}
+    >>> meter = DivergenceMeter(model, batch, kind="kl")
+    >>> meter(model), meter.units
+    (0.0, 'KL nats/token')
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from interp.tasks import Task
+
+__all__ = ["Objective", "DivergenceMeter", "Behavioural", "CorpusLoss", "as_objective",
+           "DIVERGENCE_UNITS", "ROW_COLUMN"]
+
+DIVERGENCE_UNITS = {"kl": "KL nats/token", "mse": "normalised MSE"}
+ROW_COLUMN = "row"
+"""The column of :meth:`Behavioural.tensors` holding each row's index into the stored references."""
+
+_KINDS = ("auto", "kl", "mse")
+Forward = Callable[[torch.nn.Module, Mapping[str, torch.Tensor]], torch.Tensor]
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """What a tempered posterior samples on (any object with these members)."""
+
+    name: str
+    units: str
+
+    def prepare(self, model: torch.nn.Module) -> None:
+        """Called once at w0 before any sampling (e.g. to capture reference outputs)."""
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The rows minibatches are drawn from (equal first dimension)."""
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Differentiable scalar loss on ``batch``, a row subset of :meth:`tensors`."""
+
+
+# ----------------------------------------------------------------------------------- forwards
+def _device(model: torch.nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _is_bridge(model: Any) -> bool:
+    return hasattr(model, "hook_dict") and hasattr(getattr(model, "cfg", None), "n_layers")
+
+
+def _check_ids(model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    if "input_ids" not in batch:
+        raise ValueError(
+            f"batch has columns {sorted(batch)}, no 'input_ids': give token ids [batch, pos], or pass "
+            "forward=fn(model, batch) for a model that takes other inputs."
+        )
+    ids = batch["input_ids"]
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.is_floating_point():
+        raise ValueError(
+            f"batch['input_ids'] must be a [batch, pos] integer tensor, got "
+            f"{tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__}"
+            f"{' ' + str(ids.dtype) if isinstance(ids, torch.Tensor) else ''}."
+        )
+    d_vocab = getattr(getattr(model, "cfg", None), "d_vocab", None)
+    if isinstance(d_vocab, int) and d_vocab > 0 and ids.numel() and (ids.min() < 0 or ids.max() >= d_vocab):
+        bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
+        raise ValueError(
+            f"batch['input_ids'] holds token id {bad}, outside the model's vocabulary [0, {d_vocab}): "
+            "were the ids made with another tokenizer?"
+        )
+    return ids
+
+
+def _forward_kwargs(model: Any, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if _is_bridge(model) and "attention_mask" in batch:
+        return {"attention_mask": batch["attention_mask"].to(_device(model))}
+    return {}
+
+
+def _logits(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The model's next-token logits ``[batch, pos, vocab]`` on ``batch['input_ids']``."""
+    ids = _check_ids(model, batch)
+    out = model(ids.to(_device(model)).long(), **_forward_kwargs(model, batch))
+    return out if isinstance(out, torch.Tensor) else out.logits
+
+
+def _final_hidden(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``resid_post`` of the last block ``[batch, pos, d_model]`` (differentiable)."""
+    if not _is_bridge(model):
+        raise ValueError(
+            f"kind='mse' reads the final hidden state of a TransformerBridge; {type(model).__name__} "
+            "is not one: pass forward=fn(model, batch) returning the outputs to compare."
+        )
+    import hooks
+
+    ids = _check_ids(model, batch)
+    point = hooks.resid_post(model.cfg.n_layers - 1)
+    acts = hooks.capture(model, ids.to(_device(model)).long(), [point], detach=False,
+                         **_forward_kwargs(model, batch))
+    return acts[point]
+
+
+def _kl_mask(batch: Mapping[str, torch.Tensor], shape: torch.Size) -> torch.Tensor:
+    """[batch, pos-1] bool: logits at t-1 are scored when token t is (target mask, else attention)."""
+    for col in ("target_mask", "attention_mask"):
+        if col in batch:
+            m = batch[col]
+            if tuple(m.shape) != tuple(shape):
+                raise ValueError(f"batch[{col!r}] has shape {tuple(m.shape)}, input_ids {tuple(shape)}.")
+            return m[:, 1:].bool()
+    return torch.ones(shape[0], shape[1] - 1, dtype=torch.bool)
+
+
+def _mse_mask(batch: Mapping[str, torch.Tensor], out: torch.Tensor) -> torch.Tensor:
+    """Bool mask over the output's leading ``[batch, pos]`` (or ``[batch]``) axes."""
+    lead = out.shape[:-1] if out.dim() > 1 else out.shape
+    if "attention_mask" in batch and out.dim() == 3 and tuple(batch["attention_mask"].shape) == tuple(lead):
+        return batch["attention_mask"].bool()
+    return torch.ones(lead, dtype=torch.bool)
+
+
+def _resolve_kind(kind: str, batch: Mapping[str, torch.Tensor] | None, has_loss: bool | None) -> str:
+    if kind not in _KINDS:
+        raise ValueError(f"kind={kind!r}: use 'kl' (LM head), 'mse' (final hidden state) or 'auto'.")
+    if kind != "auto":
+        return kind
+    if has_loss is not None:
+        return "kl" if has_loss else "mse"
+    return "kl" if batch is not None and "target_mask" in batch else "mse"
+
+
+# ------------------------------------------------------------------------------- references
+class _Outputs:
+    """What D compares, for one kind: reference values at w0 over scored positions, and the
+    divergence of new outputs from them."""
+
+    def __init__(self, kind: str, forward: Forward | None) -> None:
+        self.kind = kind
+        self.forward = forward
+
+    def outputs(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scored outputs ``[n_scored, features]``, mask) at the model's current weights."""
+        if self.kind == "kl":
+            logits = self.forward(model, batch) if self.forward is not None else _logits(model, batch)
+            mask = _kl_mask(batch, logits.shape[:2]).to(logits.device)
+            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            return logp[mask], mask
+        out = self.forward(model, batch) if self.forward is not None else _final_hidden(model, batch)
+        out = out.float()
+        if out.dim() == 1:
+            out = out[:, None]
+        mask = _mse_mask(batch, out).to(out.device)
+        return out[mask], mask
+
+    def divergence(self, new: torch.Tensor, ref: torch.Tensor, scale: float) -> torch.Tensor:
+        """Mean over scored positions of D(new, ref) (``ref`` at w0)."""
+        if new.shape[0] == 0:
+            raise ValueError("the batch has no scored positions (all masks zero); nothing to compare.")
+        if self.kind == "kl":
+            # Σ_v p0 (log p0 − log p): exactly 0 where the log-probs are identical
+            return (ref.exp() * (ref - new)).sum(-1).mean()
+        return ((new - ref) ** 2).sum(-1).mean() / scale
+
+
+class DivergenceMeter:
+    """The behavioural divergence from w0 on one fixed batch, measured at the model's current weights.
+
+    Built at w0: captures the reference outputs on ``batch``; ``meter(model)`` is then the mean
+    divergence D(f_w, f_w0) over the batch's scored positions (exactly 0.0 at w0).
+
+    Args:
+        model: the model at its trained weights w0.
+        batch: ``{"input_ids": [batch, pos], ...}``; ``target_mask`` / ``attention_mask`` select the
+            scored positions (see the module docstring).
+        kind: ``"kl"`` (LM head: KL(p_w0 ‖ p_w) per scored token), ``"mse"`` (final hidden state:
+            normalised mean squared change) or ``"auto"``: ``"kl"`` when ``has_loss`` is true, or when
+            ``has_loss`` is ``None`` and the batch has a ``target_mask``; else ``"mse"``.
+            :meth:`for_task` decides by ``task.has_loss``.
+        has_loss: whether the task the batch comes from has a next-token loss (``None``: unknown).
+        forward: optional ``fn(model, batch) -> outputs`` replacing the default forward (logits for
+            ``"kl"``, final hidden state for ``"mse"``).
+    """
+
+    def __init__(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor], kind: str = "auto",
+                 *, has_loss: bool | None = None, forward: Forward | None = None) -> None:
+        if not isinstance(batch, Mapping) or not batch:
+            raise ValueError(f"batch={type(batch).__name__}: give a non-empty dict of tensors.")
+        self.kind = _resolve_kind(kind, batch, has_loss)
+        self.units = DIVERGENCE_UNITS[self.kind]
+        self.batch = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        self._impl = _Outputs(self.kind, forward)
+        with torch.no_grad():
+            ref, _ = self._impl.outputs(model, self.batch)
+        if ref.shape[0] == 0:
+            raise ValueError("DivergenceMeter: the batch has no scored positions (all masks zero).")
+        self._ref = ref.detach()
+        self._scale = 1.0
+        if self.kind == "mse":
+            self._scale = float((self._ref ** 2).sum(-1).mean())
+            if not math.isfinite(self._scale) or self._scale <= 0:
+                raise ValueError(
+                    f"DivergenceMeter: the final hidden state has mean squared norm {self._scale} at w0; "
+                    "cannot normalise the MSE by it."
+                )
+
+    @classmethod
+    def for_task(cls, model: torch.nn.Module, task: Task, rows: int = 64, split: str = "test",
+                 kind: str = "auto", **kwargs: Any) -> DivergenceMeter:
+        """A meter on the first ``rows`` rows of ``task``'s ``split``; ``"auto"`` picks ``"kl"`` when
+        ``task.has_loss`` else ``"mse"``."""
+        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
+            raise ValueError(f"rows={rows!r}: must be a positive integer (evaluation rows).")
+        cols = tuple(c for c in ("input_ids", "target_mask", "attention_mask")
+                     if c in task.dataset[split].column_names)
+        batch = task.tensors(split, rows=rows, columns=cols)
+        return cls(model, batch, kind, has_loss=bool(getattr(task, "has_loss", True)), **kwargs)
+
+    @torch.no_grad()
+    def __call__(self, model: torch.nn.Module) -> float:
+        new, _ = self._impl.outputs(model, self.batch)
+        return float(self._impl.divergence(new, self._ref.to(new.device), self._scale))
+
+    def __repr__(self) -> str:
+        return f"DivergenceMeter(kind={self.kind!r}, rows={len(next(iter(self.batch.values())))}, units={self.units!r})"
+
+
+# -------------------------------------------------------------------------------- objectives
+class Behavioural:
+    """The behavioural loss L_B(w) = E_x D(f_w(x), f_w0(x)) (Bushnaq et al. 2024) as an objective.
+
+    Args:
+        data: a :class:`~interp.tasks.Task` (its ``split`` rows, the columns ``input_ids``,
+            ``target_mask``, ``attention_mask`` where present) or a dict of tensors with equal first
+            dimension (e.g. ``{"x": inputs}`` with ``forward=``).
+        kind: ``"kl"``, ``"mse"`` or ``"auto"`` (a Task: ``"kl"`` iff ``task.has_loss``; a dict:
+            ``"kl"`` iff it has ``target_mask``).
+        normalise: ``"mse"`` only: divide by the mean squared norm of the outputs at w0
+            (units "normalised MSE"); ``False``: plain mean squared error ("squared error").
+        forward: optional ``fn(model, batch) -> outputs`` (logits for ``"kl"``, anything ``[..., d]``
+            for ``"mse"``), for models that are not TransformerBridges.
+        split, rows: which rows of a Task (``rows``: an int = the first ``rows``; ``None``: all).
+        batch_size: rows per forward when :meth:`prepare` captures the references.
+        max_reference_bytes: refuse to store references larger than this (default 2 GiB).
+
+    Memory: :meth:`prepare` stores the w0 outputs at every scored position, as float32: for
+    ``"kl"`` that is n_scored × d_vocab × 4 bytes (e.g. 256 rows × 128 tokens × 50257 ≈ 6.6 GB for
+    GPT-2, too much; 64 rows × 32 tokens ≈ 0.4 GB). Above ``max_reference_bytes`` it raises; use fewer
+    rows or tokens, or, for a large vocabulary, compute the reference on the fly from a frozen copy
+    of w0 (``torch.func.functional_call(model, w0_params, ...)`` inside ``loss``), which costs one
+    extra forward per step instead of memory.
+
+    ``tensors()`` carries a ``"row"`` column (:data:`ROW_COLUMN`), so ``loss(model, batch)`` finds the
+    reference rows of any row subset.
+    """
+
+    def __init__(self, data: Task | Mapping[str, torch.Tensor], kind: str = "auto", *, normalise: bool = True,
+                 forward: Forward | None = None, split: str = "train", rows: int | None = None,
+                 batch_size: int = 32, max_reference_bytes: int = 2 << 30, name: str | None = None) -> None:
+        if isinstance(data, Mapping):
+            tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
+            if not tensors:
+                raise ValueError("data: a dict with no tensors; give e.g. {'input_ids': ids} or a Task.")
+            has_loss, data_name = None, "data"
+        elif hasattr(data, "dataset") and hasattr(data, "tensors"):
+            cols = tuple(c for c in ("input_ids", "target_mask", "attention_mask")
+                         if c in data.dataset[split].column_names)
+            tensors = data.tensors(split, rows=rows, columns=cols)
+            has_loss, data_name = bool(getattr(data, "has_loss", True)), data.name
+        else:
+            raise ValueError(f"data={type(data).__name__}: give an interp Task or a dict of tensors.")
+        n = {len(v) for v in tensors.values()}
+        if len(n) != 1 or 0 in n:
+            raise ValueError(f"data: columns need one non-zero first dimension, got lengths {sorted(n)}.")
+        if isinstance(data, Mapping) and rows is not None:
+            tensors = {k: v[:rows] for k, v in tensors.items()}
+        if ROW_COLUMN in tensors:
+            raise ValueError(f"data already has a {ROW_COLUMN!r} column; rename it.")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}: must be a positive integer.")
+        self.kind = _resolve_kind(kind, tensors, has_loss)
+        self.normalise = bool(normalise)
+        self.units = ("KL nats/token" if self.kind == "kl"
+                      else "normalised MSE" if self.normalise else "squared error")
+        self.name = name or f"behavioural-{self.kind}[{data_name}]"
+        self.batch_size = batch_size
+        self.max_reference_bytes = max_reference_bytes
+        self._data = tensors
+        self._n = next(iter(n))
+        self._impl = _Outputs(self.kind, forward)
+        self._ref: torch.Tensor | None = None
+        self._index: torch.Tensor | None = None
+        self._scale = 1.0
+
+    def __len__(self) -> int:
+        return self._n
+
+    @torch.no_grad()
+    def prepare(self, model: torch.nn.Module) -> None:
+        """Capture f_w0 on every row (call at w0, before sampling)."""
+        refs, masks = [], []
+        total = 0
+        for start in range(0, self._n, self.batch_size):
+            batch = {k: v[start : start + self.batch_size] for k, v in self._data.items()}
+            out, mask = self._impl.outputs(model, batch)
+            total += out.numel() * 4
+            if total > self.max_reference_bytes:
+                raise ValueError(
+                    f"Behavioural({self.name!r}): the w0 references need more than "
+                    f"max_reference_bytes={self.max_reference_bytes} bytes ({out.shape[-1]} values per "
+                    "scored position); use fewer rows or shorter texts, or raise max_reference_bytes."
+                )
+            refs.append(out.detach().float())
+            masks.append(mask.cpu())
+        ref = torch.cat(refs)
+        if ref.shape[0] == 0:
+            raise ValueError(f"Behavioural({self.name!r}): no scored positions in the data.")
+        mask = torch.cat(masks)
+        index = torch.full(mask.shape, -1, dtype=torch.long)
+        index[mask] = torch.arange(int(mask.sum()))
+        self._ref, self._index = ref, index
+        if self.kind == "mse" and self.normalise:
+            self._scale = float((ref ** 2).sum(-1).mean())
+            if not math.isfinite(self._scale) or self._scale <= 0:
+                raise ValueError(f"Behavioural({self.name!r}): outputs at w0 have mean squared norm "
+                                 f"{self._scale}; use normalise=False.")
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The rows, plus a ``"row"`` index column."""
+        return {**self._data, ROW_COLUMN: torch.arange(self._n)}
+
+    def loss(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Mean D(f_w, f_w0) over the batch's scored positions (differentiable; 0 at w0)."""
+        if self._ref is None:
+            raise RuntimeError(f"Behavioural({self.name!r}): call prepare(model) at w0 before loss().")
+        if ROW_COLUMN not in batch:
+            raise ValueError(f"batch lacks the {ROW_COLUMN!r} column: draw batches from tensors().")
+        new, mask = self._impl.outputs(model, batch)
+        rows = batch[ROW_COLUMN].cpu().long()
+        sel = self._index[rows][mask.cpu()]
+        return self._impl.divergence(new, self._ref[sel].to(new.device), self._scale)
+
+    def __repr__(self) -> str:
+        return f"Behavioural({self.name!r}, rows={self._n}, units={self.units!r})"
+
+
+class CorpusLoss:
+    """A text :class:`~interp.tasks.Task`'s next-token loss as an objective (units "nats/token").
+
+    ``tensors()`` are the ``split`` rows' ``input_ids`` / ``target_mask`` / ``attention_mask``.
+    """
+
+    units = "nats/token"
+
+    def __init__(self, task: Task, split: str = "train", name: str | None = None) -> None:
+        if not getattr(task, "has_loss", False):
+            raise ValueError(
+                f"CorpusLoss: task {getattr(task, 'name', task)!r} has no next-token loss "
+                "(has_loss=False); use Behavioural(task, kind='mse') instead."
+            )
+        self.task = task
+        self.split = split
+        self.name = name or task.name
+
+    def prepare(self, model: torch.nn.Module) -> None:
+        """Nothing to capture."""
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        cols = tuple(c for c in ("input_ids", "target_mask", "attention_mask")
+                     if c in self.task.dataset[self.split].column_names)
+        return self.task.tensors(self.split, columns=cols)
+
+    def loss(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.task.loss(model, dict(batch))
+
+    def __repr__(self) -> str:
+        return f"CorpusLoss({self.name!r})"
+
+
+def as_objective(target: Any) -> Any:
+    """A Task as :class:`CorpusLoss`; an :class:`Objective` as it is; anything else: a ValueError
+    (a callable ``loss(model)`` has no rows, so it stays a callable for the sampler)."""
+    if isinstance(target, Objective):
+        return target
+    if hasattr(target, "dataset") and hasattr(target, "loss"):
+        return CorpusLoss(target)
+    raise ValueError(
+        f"objective={type(target).__name__}: give a Task, an Objective (name, units, prepare, tensors, "
+        "loss) such as Behavioural(...), or a callable loss(model) -> scalar tensor."
+    )
