@@ -11,8 +11,21 @@ the baseline (ΔL, nats/token): the common x-axis for every degradation. ``kind`
 
 Statistics. Draws within a chain are correlated, so uncertainty is computed across *chains*: each
 chain's draws are averaged first, then the mean over chains gets a standard error s/√C and a 95%
-Student-t interval (C − 1 degrees of freedom). With a single chain the interval is over draws, and
-flagged as such (``ci_over``).
+interval. With a single chain the interval is over draws, and flagged as such (``ci_over``). The
+interval (``ci_method``) is Student-t (C − 1 degrees of freedom) for unbounded metrics (losses, KL,
+norms), and a percentile bootstrap of the mean (2,000 resamples, fixed seed; Efron & Tibshirani
+1993) for *bounded* metrics (:func:`is_bounded`: accuracies, recovered fractions), so their
+intervals stay inside the values the metric can take (a t interval over 2 chains of an accuracy
+can reach 1.36). With few chains the bootstrap interval is narrower than nominal (over 2 chains it
+is the range of the two chain means): read it with ``n_chains``.
+
+Levels. Beside the level as recorded, ``summary()`` gives it as numbers: ``target_delta_loss``
+(a :class:`~interp.degradations.LossIncrease` target), ``nbeta`` (the inverse temperature the chains
+ran at), ``sigma`` (noise levels) and ``step`` (checkpoints), read from the level records, and a
+``status``: ``"failed"`` with its ``reason`` when every chain of the level failed, when its
+calibration did not converge, or when its measured ΔL missed the calibration's target by more than
+the recorded tolerance. A failed level keeps its rows (NaN statistics when no draw is left) but is
+never counted as holding or lost.
 
 Survival. Each effect metric is compared with a threshold θ, either *relative* to its own baseline
 value b (``fraction`` f: θ = f·b; for an effect whose baseline is negative the inequalities flip) or
@@ -48,7 +61,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["Results", "t_quantile_975"]
+__all__ = ["Results", "t_quantile_975", "is_bounded", "bootstrap_interval", "BOUNDED_METRICS"]
 
 # Student-t 0.975 quantiles for 1..30 degrees of freedom (beyond: the normal 1.96).
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
@@ -140,7 +153,9 @@ class Results:
         """Per degradation × level × analysis × metric: mean, s.e., 95% CI, ΔL and counts.
 
         Draws of failed chains (:meth:`failed_chains`) are left out of every statistic and counted in
-        ``n_failed_chains``; a level whose chains all failed keeps its rows, with NaN statistics.
+        ``n_failed_chains``; a level whose chains all failed keeps its rows, with NaN statistics and
+        ``status = "failed"`` with the reason. The level is given as recorded (``level``) and as
+        numbers (``target_delta_loss``, ``nbeta``, ``sigma``, ``step``; NaN where they do not apply).
         """
         t = self.table
         out = []
@@ -148,26 +163,102 @@ class Results:
         for (deg, analysis, metric), g in base.groupby(["degradation", "analysis", "metric"]):
             out.append({"degradation": deg, "level_index": -1, "level": "baseline", "analysis": analysis,
                         "metric": metric, "kind": g["kind"].iloc[0], "delta_loss": 0.0,
-                        **_mean_ci(g), "sem": 0.0, "ci_over": "-", "n_failed_chains": 0})
-            out[-1].update(ci_low=out[-1]["mean"], ci_high=out[-1]["mean"], n_chains=0)
+                        **_mean_ci(g, is_bounded(metric)), "sem": 0.0, "ci_over": "-",
+                        "n_failed_chains": 0, "status": "ok", "reason": None})
+            out[-1].update(ci_low=out[-1]["mean"], ci_high=out[-1]["mean"], n_chains=0, ci_method="-")
         chain_key = ["degradation", "level_index", "chain"]
         failed = self.failed_chains().drop_duplicates(chain_key)
-        n_failed = failed.groupby(["degradation", "level_index"]).size()
         draws = t[~t["baseline"]]
         in_failed = pd.MultiIndex.from_frame(draws[chain_key]).isin(pd.MultiIndex.from_frame(failed[chain_key]))
         ok = pd.Series(~in_failed, index=draws.index)
+        levels = self.levels()
+        info = levels.set_index(["degradation", "level_index"])
         for keys, g in draws.groupby(KEYS):
             key = dict(zip(KEYS, keys))
             kept = g[ok[g.index]]
             out.append({**key, "level": g["level"].iloc[0], "kind": g["kind"].iloc[0],
-                        "delta_loss": kept["delta_loss"].mean(), **_mean_ci(kept),
-                        "n_failed_chains": int(n_failed.get((key["degradation"], key["level_index"]), 0))})
-        cols = ["degradation", "level_index", "level", "analysis", "metric", "kind", "delta_loss",
-                "mean", "sem", "ci_low", "ci_high", "n_chains", "n_draws", "ci_over", "n_nonfinite",
-                "n_failed_chains"]
-        return pd.DataFrame(out, columns=cols).sort_values(
+                        "delta_loss": kept["delta_loss"].mean(), **_mean_ci(kept, is_bounded(key["metric"]))})
+        # levels without a single row (every chain failed before its first draw): keep them, NaN
+        seen = {(r["degradation"], r["level_index"]) for r in out}
+        metrics = base[["degradation", "analysis", "metric", "kind"]].drop_duplicates()
+        for _, lv in levels.iterrows():
+            if (lv["degradation"], lv["level_index"]) in seen:
+                continue
+            for _, m in metrics[metrics["degradation"] == lv["degradation"]].iterrows():
+                out.append({"degradation": lv["degradation"], "level_index": lv["level_index"],
+                            "level": lv["level"], "analysis": m["analysis"], "metric": m["metric"],
+                            "kind": m["kind"], "delta_loss": float("nan"),
+                            **_mean_ci(draws.iloc[:0], is_bounded(m["metric"]))})
+        frame = pd.DataFrame(out)
+        defaults = {"status": "ok", "reason": None, "n_failed_chains": 0}
+        for col in [*_LEVEL_COLUMNS, "n_failed_chains"]:
+            frame[col] = [
+                info.loc[(d, li), col] if li >= 0 and (d, li) in info.index else defaults.get(col, np.nan)
+                for d, li in zip(frame["degradation"], frame["level_index"])
+            ] if len(frame) else []
+        cols = ["degradation", "level_index", "level", "target_delta_loss", "nbeta", "sigma", "step",
+                "analysis", "metric", "kind", "delta_loss", "mean", "sem", "ci_low", "ci_high",
+                "ci_method", "n_chains", "n_draws", "ci_over", "n_nonfinite", "n_failed_chains",
+                "status", "reason"]
+        return frame.reindex(columns=cols).sort_values(
             ["degradation", "analysis", "metric", "level_index"], ignore_index=True
         )
+
+    def levels(self) -> pd.DataFrame:
+        """One row per (degradation, level): the level as recorded and as numbers, and its status.
+
+        Columns: ``degradation``, ``level_index``, ``level``, ``target_delta_loss`` (the target of a
+        :class:`~interp.degradations.LossIncrease` level), ``nbeta`` (mean inverse temperature of its
+        draws, else the calibrated or requested one), ``sigma`` (a noise level), ``step`` (a
+        checkpoint), ``measured_delta_loss`` (mean ΔL of the draws of chains that did not fail),
+        ``n_failed_chains``, ``status`` (``"ok"`` or ``"failed"``) and ``reason``.
+        """
+        t = self.table
+        rows: dict[tuple[str, int], dict[str, Any]] = {}
+        failed = self.failed_chains()
+        draws = t[~t["baseline"]]
+        for part in self._parts():
+            deg, config = part["degradation"], part["config"]
+            deg_type = (config.get("degradation") or {}).get("type", deg) if isinstance(
+                config.get("degradation"), dict) else deg
+            recorded = config.get("levels") or []
+            infos = {int(k): v for k, v in (part.get("levels") or {}).items()}
+            in_table = draws[draws["degradation"] == deg] if deg is not None else draws
+            indices = sorted(set(infos) | set(in_table["level_index"].unique().tolist())
+                             | set(range(len(recorded))))
+            for li in indices:
+                li = int(li)
+                g = in_table[in_table["level_index"] == li]
+                level = g["level"].iloc[0] if len(g) else (recorded[li] if li < len(recorded) else None)
+                rows[(deg, li)] = _level_numbers(deg_type, level, infos.get(li) or {},
+                                                 self._draw_nbeta(deg, li), failed, deg, li, g)
+        frame = pd.DataFrame(
+            [{"degradation": d, "level_index": li, **r} for (d, li), r in rows.items()],
+            columns=["degradation", "level_index", "level", *_LEVEL_COLUMNS[:-2], "measured_delta_loss",
+                     "n_failed_chains", "status", "reason"])
+        return frame.sort_values(["degradation", "level_index"], ignore_index=True)
+
+    def _parts(self) -> list[dict[str, Any]]:
+        """Each sweep in these results: ``degradation`` (name), ``config``, ``levels`` (level info)."""
+        parts = []
+        for part in self.meta.get("parts", [self.meta]):
+            deg = part.get("degradation_name")
+            if deg is None:
+                names = self.table["degradation"].unique()
+                deg = names[0] if len(names) == 1 else None
+            parts.append({"degradation": deg, "config": part.get("config") or {},
+                          "levels": part.get("levels") or {}})
+        return parts
+
+    def _draw_nbeta(self, deg: Any, li: int) -> float:
+        d = self.draws
+        if not len(d) or "nbeta" not in d.columns:
+            return float("nan")
+        sel = d["level_index"] == li
+        if "degradation" in d.columns and deg is not None:
+            sel &= d["degradation"] == deg
+        values = pd.to_numeric(d.loc[sel, "nbeta"], errors="coerce")
+        return float(values.mean()) if values.notna().any() else float("nan")
 
     def survival(
         self,
@@ -194,8 +285,9 @@ class Results:
             One row per (degradation, analysis, effect metric): ``baseline``, ``criterion``
             (``"fraction"`` or ``"threshold"``), ``threshold`` (θ), ``held_at_baseline`` (whether the
             trained weights meet it; always true for a relative criterion), the last held and first
-            lost ``level``/``delta_loss`` (``None``/NaN when there is none) and
-            ``clean_window_delta_loss``.
+            lost ``level``/``delta_loss`` (``None``/NaN when there is none),
+            ``clean_window_delta_loss``, ``undecided_levels`` (the interval straddles θ) and
+            ``failed_levels`` (``"level: reason"``; never counted as held or lost).
         """
         if fraction is not None and threshold is not None:
             raise ValueError(
@@ -223,7 +315,8 @@ class Results:
         for _, b in effects.iterrows():
             sel = (s["degradation"] == b["degradation"]) & (s["analysis"] == b["analysis"])
             levels = s[sel & (s["metric"] == b["metric"]) & (s["level_index"] >= 0)]
-            levels = levels.sort_values("delta_loss")
+            bad = levels[levels["status"] == "failed"]
+            levels = levels[levels["status"] != "failed"].sort_values("delta_loss")
             base = b["mean"]
             if thresholds is None:
                 thr, sign = fraction * base, (1.0 if base >= 0 else -1.0)
@@ -247,10 +340,12 @@ class Results:
                 "clean_window_delta_loss": (
                     (float(min(clean)), float(max(clean))) if clean else None
                 ),
+                "undecided_levels": [r["level"] for _, r in levels[~holds & ~lost].iterrows()],
+                "failed_levels": [f"{r['level']}: {r['reason']}" for _, r in bad.iterrows()],
             })
         columns = ["degradation", "analysis", "metric", "baseline", "criterion", "threshold",
                    "held_at_baseline", "last_held_level", "last_held_delta_loss", "lost_level",
-                   "lost_delta_loss", "clean_window_delta_loss"]
+                   "lost_delta_loss", "clean_window_delta_loss", "undecided_levels", "failed_levels"]
         return pd.DataFrame(out, columns=columns)
 
     @staticmethod
@@ -354,7 +449,10 @@ class Results:
             from interp.sweeps import read_records
 
             config = json.loads((path / "config.json").read_text())
-            return cls.from_records(read_records(path / "rows.jsonl"), {"config": config})
+            meta: dict[str, Any] = {"config": config}
+            if (path / "levels.json").exists():  # calibration and chain diagnostics, failures
+                meta["levels"] = json.loads((path / "levels.json").read_text())
+            return cls.from_records(read_records(path / "rows.jsonl"), meta)
         raise FileNotFoundError(f"{path} holds neither saved results (table.parquet) nor a sweep (rows.jsonl).")
 
     # ------------------------------------------------------------------ display
@@ -367,13 +465,103 @@ class Results:
         return f"<p>{self!r}</p>" + self.summary().to_html(index=False, float_format="{:.4g}".format)
 
 
-def _mean_ci(g: pd.DataFrame) -> dict[str, Any]:
+#: metric names whose values are fractions of a fixed range (:func:`is_bounded`)
+BOUNDED_METRICS = ("accuracy", "recovered", "fraction", "rate", "probability")
+#: the per-level columns ``summary()`` adds beside the level (``levels()`` gives them per level)
+_LEVEL_COLUMNS = ["target_delta_loss", "nbeta", "sigma", "step", "status", "reason"]
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+
+
+def is_bounded(metric: str) -> bool:
+    """Whether a metric is a bounded fraction (its name is, or ends with, one of
+    :data:`BOUNDED_METRICS` after ``_``: ``accuracy``, ``probe_accuracy``, ``kl_recovered``), so its
+    interval is a percentile bootstrap that stays within the values observed."""
+    name = str(metric).lower()
+    return any(name == b or name.endswith("_" + b) for b in BOUNDED_METRICS)
+
+
+def _parse_level(level: Any) -> tuple[str | None, float]:
+    """``(kind, number)`` of a recorded level: ``("LossIncrease", 0.3)`` from the object, its dict or
+    its repr, ``("NBeta", 1e3)``, ``(None, 0.05)`` for a plain number, ``(None, nan)`` otherwise."""
+    import re
+
+    if isinstance(level, bool) or level is None:
+        return None, float("nan")
+    if isinstance(level, (int, float)):
+        return None, float(level)
+    for kind, attr in (("LossIncrease", "nats"), ("NBeta", "value")):
+        if type(level).__name__ == kind:
+            return kind, float(getattr(level, attr))
+        if isinstance(level, Mapping) and attr in level:
+            return (level.get("type") or kind), float(level[attr])
+    if isinstance(level, str):
+        m = re.fullmatch(rf"\s*(\w+)\(\s*\w+\s*=\s*({_NUMBER})\s*\)\s*", level)
+        if m:
+            return m.group(1), float(m.group(2))
+        if re.fullmatch(rf"\s*{_NUMBER}\s*", level):
+            return None, float(level)
+    return None, float("nan")
+
+
+def _level_numbers(deg_type: str, level: Any, info: Mapping[str, Any], draw_nbeta: float,
+                   failed: pd.DataFrame, deg: Any, li: int, rows: pd.DataFrame) -> dict[str, Any]:
+    """A level's numbers and status from its record (``levels.json`` entry), its draws and rows."""
+    nan = float("nan")
+    kind, number = _parse_level(level)
+    cal = info.get("calibration") if isinstance(info.get("calibration"), Mapping) else {}
+    deg_type = str(deg_type or "")
+    target = float(cal["target"]) if "target" in cal else (number if kind == "LossIncrease" else nan)
+    nbeta = draw_nbeta
+    if not math.isfinite(nbeta):
+        nbeta = float(cal["nbeta"]) if "nbeta" in cal else (
+            number if kind == "NBeta" or (kind is None and "Posterior" in deg_type) else nan)
+    sigma = number if kind is None and "Noise" in deg_type else nan
+    step = number if kind is None and "Checkpoint" in deg_type else nan
+    mine = failed[(failed["level_index"] == li) & ((failed["degradation"] == deg) | failed["degradation"].isna())]
+    failed_chains = set(mine["chain"].tolist())
+    kept = rows[~rows["chain"].isin(failed_chains)] if len(rows) else rows
+    measured = float(kept["delta_loss"].mean()) if len(kept) else nan
+    chains = [c for c in (info.get("chains") or []) if isinstance(c, Mapping)]
+    reasons = []
+    if info.get("failed") or info.get("reason"):
+        reasons.append(str(info.get("reason") or "the level failed"))
+    if chains and len(failed_chains) >= len(chains):
+        reasons.append(f"every chain failed ({'; '.join(sorted({str(r) for r in mine['reason']}))})")
+    if cal:
+        if cal.get("failed") or cal.get("reason"):
+            reasons.append(f"calibration failed: {cal.get('reason') or cal.get('failed')}")
+        elif cal.get("converged") is False:
+            rounds = [r for r in cal.get("rounds") or [] if isinstance(r, Mapping)]
+            reasons.append(f"calibration to ΔL {target:g} did not converge in {len(rounds)} rounds")
+        tol = cal.get("tolerance")
+        if isinstance(tol, (int, float)) and math.isfinite(measured) and target > 0 \
+                and abs(measured / target - 1) > tol:
+            reasons.append(f"measured ΔL {measured:.3g} is off its target {target:g} by more than {tol:g}")
+    return {"level": level, "target_delta_loss": target, "nbeta": nbeta, "sigma": sigma, "step": step,
+            "measured_delta_loss": measured, "n_failed_chains": len(failed_chains),
+            "status": "failed" if reasons else "ok", "reason": "; ".join(reasons) or None}
+
+
+def bootstrap_interval(values: np.ndarray, *, resamples: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean of ``values`` (fixed ``seed``: the same numbers on
+    every call); it lies within [min(values), max(values)], so bounded metrics stay in range."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2 or not np.isfinite(values).all():
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+    a = (1 - level) / 2
+    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
+def _mean_ci(g: pd.DataFrame, bounded: bool = False) -> dict[str, Any]:
     """Mean and 95% CI across chains (chain means first); over draws when there is one chain (NaN
-    statistics for no rows at all)."""
+    statistics for no rows at all). Student-t, or a percentile bootstrap for a bounded metric."""
     if g.empty:
         nan = float("nan")
-        return {"mean": nan, "sem": nan, "ci_low": nan, "ci_high": nan, "n_chains": 0, "n_draws": 0,
-                "ci_over": "-", "n_nonfinite": 0}
+        return {"mean": nan, "sem": nan, "ci_low": nan, "ci_high": nan, "ci_method": "-", "n_chains": 0,
+                "n_draws": 0, "ci_over": "-", "n_nonfinite": 0}
     # numpy means: a NaN value makes its chain's mean NaN (never skipped as pandas would)
     per_chain = g.groupby("chain")["value"].agg(lambda v: float(np.mean(v.to_numpy(dtype=float))))
     values, over = (per_chain, "chains") if len(per_chain) > 1 else (g["value"], "draws")
@@ -381,7 +569,12 @@ def _mean_ci(g: pd.DataFrame) -> dict[str, Any]:
     n = len(values)
     mean = float(values.mean())
     sem = float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-    half = t_quantile_975(n - 1) * sem
-    return {"mean": mean, "sem": sem, "ci_low": mean - half, "ci_high": mean + half,
+    if bounded:
+        low, high = bootstrap_interval(values)
+        method = "bootstrap"
+    else:
+        half = t_quantile_975(n - 1) * sem
+        low, high, method = mean - half, mean + half, "t"
+    return {"mean": mean, "sem": sem, "ci_low": low, "ci_high": high, "ci_method": method,
             "n_chains": int(len(per_chain)), "n_draws": int(len(g)), "ci_over": over,
             "n_nonfinite": int((~np.isfinite(g["value"].to_numpy(dtype=float))).sum())}

@@ -11,7 +11,8 @@ from interp.results import Results
 
 def synthetic(curves, chains=4):
     """Results with one analysis per ``curves[name] = (baseline, [value per level])``; chain c adds
-    0.01·(c − 1.5), so every level's 95% interval is mean ± 3.182·0.0065 = mean ± 0.021."""
+    0.01·(c − 1.5). ``recovered`` is bounded, so its 95% interval is the percentile bootstrap of the
+    4 chain means: mean ± 0.010 (the t interval would be mean ± 3.182·0.0065 = mean ± 0.021)."""
     rows = []
 
     def add(analysis, li, level, c, value, dl):
@@ -27,7 +28,7 @@ def synthetic(curves, chains=4):
     return Results(pd.DataFrame(rows), pd.DataFrame(), {})
 
 
-CURVES = {"correct": (0.98, [0.97, 0.95, 0.91, 0.80, 0.60]), "wrong": (0.24, [0.24, 0.23, 0.22, 0.20, 0.15])}
+CURVES = {"correct": (0.98, [0.97, 0.95, 0.905, 0.80, 0.60]), "wrong": (0.24, [0.24, 0.23, 0.22, 0.20, 0.15])}
 
 
 def test_absolute_threshold_separates_what_the_relative_one_cannot():
@@ -39,7 +40,7 @@ def test_absolute_threshold_separates_what_the_relative_one_cannot():
     assert rel.loc["wrong", "threshold"] == pytest.approx(0.12) and rel["held_at_baseline"].all()
     assert set(rel["criterion"]) == {"fraction"}
     ab = res.survival(threshold=0.9).set_index("analysis")
-    # absolute: 0.91 ± 0.021 straddles 0.9 (undecided), 0.80 + 0.021 < 0.9 is lost
+    # absolute: 0.905 ± 0.010 straddles 0.9 (undecided), 0.80 + 0.010 < 0.9 is lost
     assert ab.loc["correct", "last_held_level"] == 1.0 and ab.loc["correct", "lost_level"] == 3.0
     assert ab.loc["correct", "last_held_delta_loss"] == pytest.approx(0.2)
     assert ab.loc["correct", "held_at_baseline"]
@@ -103,3 +104,96 @@ def test_correct_hypothesis_survives_a_tempered_posterior_longer_than_the_wrong_
     # the ratio means something at every draw: baseline and clean losses stay ≥ min_gap apart
     flags = res.table.query("metric == 'flag_ratio_unreliable'")["value"]
     assert len(flags) == 2 * (1 + 2 * 4) and (flags == 0).all()
+
+
+# ------------------------------------------------------------------ readable statistics (issue 20)
+def _two_chain_accuracy():
+    rows = [{"degradation": "d", "level": None, "level_index": -1, "chain": -1, "draw": -1, "baseline": True,
+             "loss": 1.0, "delta_loss": 0.0, "analysis": "probe", "metric": "accuracy", "kind": "effect",
+             "value": 0.99}]
+    for c, v in enumerate((0.9, 1.0)):
+        rows.append({**rows[0], "level": 0.1, "level_index": 0, "chain": c, "draw": 0, "baseline": False,
+                     "loss": 1.1, "delta_loss": 0.1, "value": v})
+        rows.append({**rows[-1], "metric": "loss", "kind": "other", "value": 1.0 + v, "analysis": "probe"})
+    return Results(pd.DataFrame(rows), pd.DataFrame(), {})
+
+
+def test_interval_of_a_bounded_metric_stays_in_range():
+    """Two chains at accuracy 0.9 and 1.0: a Student-t interval is 0.95 ± 12.706·0.05 = [0.31, 1.59];
+    the percentile bootstrap of the chain means stays within [0.9, 1.0]. Unbounded metrics keep t."""
+    s = _two_chain_accuracy().summary().query("level_index == 0").set_index("metric")
+    acc = s.loc["accuracy"]
+    assert acc["ci_method"] == "bootstrap" and acc["ci_over"] == "chains"
+    assert acc["mean"] == pytest.approx(0.95) and 0.9 <= acc["ci_low"] < 0.95 < acc["ci_high"] <= 1.0
+    loss = s.loc["loss"]
+    assert loss["ci_method"] == "t" and loss["ci_high"] - loss["mean"] == pytest.approx(12.706 * 0.05, rel=1e-3)
+
+
+def test_bounded_metric_names_and_bootstrap_is_deterministic():
+    from interp.results import bootstrap_interval, is_bounded
+
+    assert is_bounded("accuracy") and is_bounded("kl_recovered") and is_bounded("recovered")
+    assert not is_bounded("loss") and not is_bounded("kl_unclaimed") and not is_bounded("loss_carried")
+    v = np.array([0.2, 0.5, 0.9, 0.7])
+    assert bootstrap_interval(v) == bootstrap_interval(v)  # fixed seed
+    lo, hi = bootstrap_interval(v)
+    assert v.min() <= lo < v.mean() < hi <= v.max()
+    assert all(np.isnan(bootstrap_interval(np.array([0.5]))))
+
+
+def test_levels_are_given_as_numbers_beside_their_label():
+    """LossIncrease levels (recorded as their repr) get target ΔL and the calibrated nβ; a noise level
+    its σ; every level a status."""
+    res = synthetic({"a": (1.0, [0.9, 0.8])})
+    res.table["degradation"] = "TemperedPosterior"
+    res.table["level"] = res.table["level"].astype(object)
+    res.table.loc[res.table["level_index"] == 0, "level"] = "LossIncrease(nats=0.1)"
+    res.table.loc[res.table["level_index"] == 1, "level"] = "LossIncrease(nats=0.3)"
+    res.meta = {"config": {"degradation": {"type": "TemperedPosterior"}},
+                "levels": {"0": {"calibration": {"target": 0.1, "nbeta": 800.0, "converged": True, "rounds": []}},
+                           "1": {"calibration": {"target": 0.3, "nbeta": 250.0, "converged": False,
+                                                 "rounds": [{}, {}, {}, {}]}}}}
+    s = res.summary().query("level_index >= 0").set_index("level_index")
+    assert s.loc[0, "target_delta_loss"] == 0.1 and s.loc[0, "nbeta"] == 800.0 and s.loc[0, "status"] == "ok"
+    assert s.loc[1, "target_delta_loss"] == 0.3 and s.loc[1, "nbeta"] == 250.0
+    # calibration that did not converge is a failed level, with its reason, never held or lost
+    assert s.loc[1, "status"] == "failed" and "did not converge in 4 rounds" in s.loc[1, "reason"]
+    assert np.isnan(s.loc[0, "sigma"]) and np.isnan(s.loc[0, "step"])
+    surv = res.survival(threshold=0.85).iloc[0]
+    assert surv["lost_level"] is None and surv["failed_levels"] == [
+        "LossIncrease(nats=0.3): calibration to ΔL 0.3 did not converge in 4 rounds"]
+    noise = synthetic({"a": (1.0, [0.9])})
+    noise.table["degradation"] = "WeightNoise"
+    noise.meta = {"config": {"degradation": {"type": "WeightNoise"}, "levels": [0.0]}}
+    row = noise.summary().query("level_index == 0").iloc[0]
+    assert row["sigma"] == 0.0 and np.isnan(row["nbeta"]) and np.isnan(row["target_delta_loss"])
+
+
+def test_measured_loss_increase_off_its_target_marks_the_level_failed():
+    res = synthetic({"a": (1.0, [0.9])})  # level 0 has ΔL 0.1
+    res.meta = {"levels": {"0": {"calibration": {"target": 0.5, "nbeta": 10.0, "converged": True,
+                                                 "tolerance": 0.25, "rounds": []}}}}
+    row = res.summary().query("level_index == 0").iloc[0]
+    assert row["status"] == "failed" and "measured ΔL 0.1 is off its target 0.5" in row["reason"]
+
+
+def test_a_level_whose_chains_all_failed_keeps_its_rows_with_nan_statistics(tmp_path):
+    """issue 18 item 6: the diverged level (every chain failed before its first draw, so no table rows)
+    stays in summary() with NaN statistics and the failure reason; also after Results.load(out)."""
+    from interp.degradations import TemperedPosterior
+    from interp.sweeps import run_sweep
+    from reliability_tiny import LossProbe, tiny_bridge, tiny_task
+
+    model, task = tiny_bridge(), tiny_task()
+    sampler = TemperedPosterior(localization=1.0, lr=1e-3, chains=2, draws=3, burnin=1, batch_size=8,
+                                eval_size=8, init_batches=1, max_loss_increase=0.5, progress=False)
+    res = run_sweep(model, task, [LossProbe()], sampler, [10.0, 1e5], out=tmp_path, eval_rows=8, progress=False)
+    for r in (res, Results.load(tmp_path)):
+        s = r.summary()
+        lost = s[s["level_index"] == 1]
+        assert len(lost) == len(s[s["level_index"] == 0]) > 0
+        assert lost["mean"].isna().all() and lost["ci_low"].isna().all() and (lost["n_draws"] == 0).all()
+        assert (lost["n_failed_chains"] == 2).all() and (lost["status"] == "failed").all()
+        assert lost["reason"].str.contains("every chain failed").all()
+        assert (lost["nbeta"] == 1e5).all()
+        assert (s.loc[s["level_index"] == 0, "status"] == "ok").all()
