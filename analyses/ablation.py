@@ -20,11 +20,17 @@ interpretation, treeified paths) is ``analyses.scrubbing``'s job.
 Example::
 
     >>> import interp
-    >>> from analyses.ablation import HeadAblation
+    >>> from analyses.ablation import HeadAblation, ablate_heads
     >>> model, task = interp.organisms.load("induction")                     # doctest: +SKIP
+    >>> ablate_heads(model, task, heads=((1, 0), (1, 1)))["loss_carried"] > 1.0   # doctest: +SKIP
+    True
     >>> a = HeadAblation(heads=((1, 0), (1, 1))); a.setup(model, task)        # doctest: +SKIP
     >>> a(model, task)["loss_carried"] > 1.0                                  # doctest: +SKIP
     True
+
+One-shot function and sweep analysis come in pairs across ``analyses``: :func:`ablate_heads` /
+:class:`HeadAblation` here, ``probe`` / ``FrozenProbe``, ``norm_profile`` / ``ResidualNorms``,
+``evaluate_transcoder`` / ``SparseMLP``.
 """
 
 from __future__ import annotations
@@ -35,21 +41,27 @@ from typing import Any, Literal
 import torch
 
 import hooks
+from analyses._base import Params
+from interp.checks import bad_value, check_choice, check_number, renamed_arguments
 
-__all__ = ["HeadAblation", "HeadAblationConfig"]
+__all__ = ["HeadAblation", "HeadAblationConfig", "ablate_heads"]
 
 _METHODS = ("mean", "zero", "resample")
 
 
+@renamed_arguments(rows="eval_rows")
 @dataclass(frozen=True)
 class HeadAblationConfig:
-    """Which heads, how to ablate them, and on how many test rows."""
+    """Which heads, how to ablate them, and on how many test rows (``eval_rows``; ``rows`` is its
+    deprecated name)."""
 
     heads: tuple[tuple[int, int], ...]
     method: Literal["mean", "zero", "resample"] = "mean"
-    rows: int = 256
+    eval_rows: int = 256
 
     def __post_init__(self) -> None:
+        c = "HeadAblation"
+
         def index(v: Any) -> bool:
             return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
@@ -58,33 +70,44 @@ class HeadAblationConfig:
 
         if isinstance(self.heads, (str, bytes)) or not isinstance(self.heads, (tuple, list)) or not self.heads \
                 or not all(pair(h) for h in self.heads):
-            raise ValueError(
-                f"heads={self.heads!r}: give a non-empty sequence of (layer, head) pairs of "
-                "non-negative integers, e.g. ((1, 0), (1, 1))."
-            )
+            raise bad_value(c, "heads", self.heads, "a non-empty sequence of (layer, head) pairs of non-negative "
+                            "integers", "Use e.g. heads=((1, 0), (1, 1)).")
         object.__setattr__(self, "heads", tuple(tuple(h) for h in self.heads))
-        if self.method not in _METHODS:
-            raise ValueError(f"method={self.method!r}: must be one of {_METHODS}.")
-        if isinstance(self.rows, bool) or not isinstance(self.rows, int) or self.rows < 2:
-            raise ValueError(f"rows={self.rows!r}: must be an integer >= 2 (evaluation rows).")
+        check_choice(c, "method", self.method, _METHODS)
+        check_number(c, "eval_rows", self.eval_rows, integer=True, minimum=2,
+                     fix="Evaluation rows: at least 2 (resampling needs another row).")
 
 
-class HeadAblation:
-    """Loss carried by a set of heads (effect) and KL on unclaimed positions (collateral)."""
+@renamed_arguments(rows="eval_rows")
+class HeadAblation(Params):
+    """Loss carried by a set of heads (effect) and KL on unclaimed positions (collateral).
+
+    Args:
+        heads: ``(layer, head)`` pairs ablated together.
+        method: ``"mean"``, ``"zero"`` or ``"resample"`` (see the module docstring).
+        eval_rows: test rows of the fixed evaluation batch (was ``rows``).
+        name: the analysis name in sweep results.
+
+    Fitted by :meth:`setup`: ``batch_`` (the evaluation batch).
+    """
 
     effects = ("loss_carried",)
     collaterals = ("kl_unclaimed",)
 
-    def __init__(self, heads, method: str = "mean", rows: int = 256, name: str = "head_ablation"):
-        self.config = HeadAblationConfig(heads=heads, method=method, rows=rows)
-        self.name = name
+    def __init__(self, heads: Any, method: str = "mean", eval_rows: int = 256, name: str = "head_ablation"):
+        self.heads, self.method, self.eval_rows, self.name = heads, method, eval_rows, name
+        self.config = HeadAblationConfig(heads=heads, method=method, eval_rows=eval_rows)
 
     def setup(self, model: Any, task: Any) -> None:
-        self.batch = task.tensors("test", rows=self.config.rows, columns=("input_ids", "target_mask"))
+        self.batch_ = task.tensors("test", rows=self.config.eval_rows, columns=("input_ids", "target_mask"))
         n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
         bad = [h for h in self.config.heads if h[0] >= n_layers or h[1] >= n_heads]
         if bad:
             raise ValueError(f"heads {bad} do not exist in a model with {n_layers} layers × {n_heads} heads.")
+
+    @property
+    def batch(self) -> dict[str, torch.Tensor]:  # the name before the trailing-underscore convention
+        return self.batch_
 
     def _hooks(self, model: Any, ids: torch.Tensor) -> list[hooks.Hook]:
         points = [hooks.head_out(layer, head) for layer, head in self.config.heads]
@@ -97,9 +120,11 @@ class HeadAblation:
 
     @torch.no_grad()
     def __call__(self, model: Any, task: Any) -> dict[str, float]:
+        if not hasattr(self, "batch_"):
+            raise RuntimeError(f"{self.name}: call setup(model, task) on the clean weights first.")
         device = next(model.parameters()).device
-        ids = self.batch["input_ids"].long().to(device)
-        scored = self.batch["target_mask"].to(device)[:, 1:].bool()  # logits at t-1 predict token t
+        ids = self.batch_["input_ids"].long().to(device)
+        scored = self.batch_["target_mask"].to(device)[:, 1:].bool()  # logits at t-1 predict token t
         clean = torch.log_softmax(model(ids)[:, :-1].float(), -1)
         with hooks.apply(model, self._hooks(model, ids)):
             ablated = torch.log_softmax(model(ids)[:, :-1].float(), -1)
@@ -116,3 +141,11 @@ class HeadAblation:
         }
         out["loss_carried"] = out["loss_ablated"] - out["loss_clean"]
         return out
+
+
+def ablate_heads(model: Any, task: Any, heads: Any, method: str = "mean", eval_rows: int = 256) -> dict[str, float]:
+    """One-shot :class:`HeadAblation` at the model's current weights: ``loss_carried``,
+    ``kl_unclaimed``, ``kl_claimed``, ``loss_clean``, ``loss_ablated``."""
+    analysis = HeadAblation(heads, method=method, eval_rows=eval_rows)
+    analysis.setup(model, task)
+    return analysis(model, task)

@@ -64,7 +64,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 import hooks
-from interp._checks import bad_value, check_number
+from interp.checks import bad_value, check_number
 
 __all__ = [
     "ProbeConfig",

@@ -152,6 +152,7 @@ def renamed_arguments(**renames: str) -> Callable[[T], T]:
                 take_renamed(owner, kwargs, renames)
             return fn(*args, **kwargs)
 
+        inner.__renamed_arguments__ = dict(renames)  # type: ignore[attr-defined]  # read by sweep files
         return inner
 
     def decorate(obj: T) -> T:

@@ -70,7 +70,7 @@ def _random_pair(n_latents=64, d=16, skip=False, decode="sparse", activation="to
     (dict(aux_k=-1), "aux_k"), (dict(steps=0), "steps"),
 ])
 def test_config_errors_name_the_field(kw, field):
-    with pytest.raises(ValueError, match=rf"TranscoderConfig\.{field}="):
+    with pytest.raises(ValueError, match=rf"TranscoderConfig\({field}="):
         TranscoderConfig(**kw)
 
 
@@ -341,9 +341,9 @@ def test_sparse_mlp_from_a_sweep_file(tmp_path, monkeypatch):
     f.write_text(f.read_text() + "widht = 3\n")
     with pytest.raises(ValueError, match="widht"):
         sweepconfig.load_sweep_config(f)
-    with pytest.raises(ValueError, match=r"SparseMLPConfig\.refit_steps="):
+    with pytest.raises(ValueError, match=r"SparseMLP\(refit_steps="):
         SparseMLP(refit_steps=0)
-    with pytest.raises(ValueError, match=r"SparseMLPConfig\.refit_from='scratch'"):
+    with pytest.raises(ValueError, match=r"SparseMLP\(refit_from='scratch'"):
         SparseMLP(refit_from="scratch")
 
 

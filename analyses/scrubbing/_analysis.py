@@ -26,7 +26,7 @@ import torch
 from analyses.scrubbing._engine import Groups, Scrubber
 from analyses.scrubbing._hypothesis import Hypothesis
 from analyses.scrubbing._metrics import summarize
-from interp._checks import bad_value, check_number
+from interp.checks import bad_value, check_number
 
 __all__ = ["CausalScrubbing", "ScrubbingConfig"]
 

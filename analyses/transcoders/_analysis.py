@@ -14,6 +14,7 @@ import torch
 from analyses.transcoders._metrics import TranscoderMetrics, evaluate_transcoders, match_features
 from analyses.transcoders._model import Transcoder, TranscoderConfig
 from analyses.transcoders._train import train_transcoder
+from interp.checks import bad_value
 
 __all__ = ["SparseMLP", "SparseMLPConfig", "MATCH_THRESHOLDS"]
 
@@ -59,7 +60,7 @@ class SparseMLPConfig:
 
     def __post_init__(self) -> None:
         def bad(name: str, allowed: str, fix: str) -> ValueError:
-            return ValueError(f"SparseMLPConfig.{name}={getattr(self, name)!r}: {allowed}. {fix}")
+            return bad_value("SparseMLP", name, getattr(self, name), allowed.removeprefix("must be "), fix)
 
         if not isinstance(self.layer, int) or isinstance(self.layer, bool) or self.layer < 0:
             raise bad("layer", "must be an int ≥ 0", "Use the index of a block with an MLP, e.g. layer=0.")

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.checks import bad_value
+
 __all__ = ["TranscoderConfig", "Transcoder", "load_transcoder", "SPARSE_DECODE_MIN_LATENTS"]
 
 FORMAT_VERSION = 1
@@ -30,7 +32,8 @@ _DECODES = ("auto", "sparse", "dense")
 
 
 def _bad(name: str, value: Any, allowed: str, fix: str) -> ValueError:
-    return ValueError(f"TranscoderConfig.{name}={value!r}: {allowed}. {fix}")
+    """:func:`interp.checks.bad_value` for a TranscoderConfig field (``allowed`` reads "must be ...")."""
+    return bad_value("TranscoderConfig", name, value, allowed.removeprefix("must be "), fix)
 
 
 def _int(v: Any) -> bool:
@@ -125,7 +128,7 @@ class TranscoderConfig:
             if not (isinstance(v, (int, float)) and 0 <= v <= 1):
                 raise _bad(name, v, "must be a fraction in [0, 1]", f"Use e.g. {name}=0.1.")
         if self.warmup + self.decay > 1:
-            raise _bad("decay", self.decay, f"warmup + decay must be ≤ 1 (warmup={self.warmup})",
+            raise _bad("decay", self.decay, f"≤ 1 − warmup = {1 - self.warmup:g} (warmup + decay ≤ 1)",
                        "Shorten one of them.")
         if isinstance(self.positions, list):
             object.__setattr__(self, "positions", tuple(self.positions))

@@ -1,0 +1,213 @@
+"""``ResidualNorms``: the sweep analysis of residual-stream norms, its config and its metrics.
+
+One-shot counterpart: :func:`analyses.norms.norm_profile` (per-token values at the current weights).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from analyses._base import Params
+from analyses.norms._profile import (_COORDINATES, NormProfile, _layout, _notes, _weight_norms, folded_copy,
+                                     log_linear_fit, norm_profile)
+from interp.checks import bad_value, check_choice, check_flag, check_number, renamed_arguments
+
+__all__ = ["ResidualNorms", "ResidualNormsConfig"]
+
+log = logging.getLogger("analyses.norms")
+
+_SPLITS = ("train", "test")
+
+
+@renamed_arguments(rows="eval_rows")
+@dataclass(frozen=True)
+class ResidualNormsConfig:
+    """What :class:`ResidualNorms` measures and on which tokens.
+
+    Attributes:
+        eval_rows: evaluation rows of ``split`` (was ``rows``).
+        batch_size: rows per forward (memory is one batch's activations at the measured points).
+        skip_positions: leading real tokens of each row excluded (1: BOS / [CLS]).
+        quantiles: reported as ``q{100·q:g}_L{l}`` (e.g. ``q5_L0``), in (0, 1).
+        positions: report ``mean_L{l}_pos{t}`` at these positions (each ≥ ``skip_positions``).
+        writes: also measure the attention/MLP write norms and their squared-norm increments.
+        weights: also report ``wov_L{l}``, ``wout_L{l}``, ``param_norm``.
+        coordinates: ``"raw"`` (model weights as they are) or ``"folded"`` (LayerNorm folded and
+            writing weights centred, on a copy: the HookedTransformer view of published numbers).
+        fit_layers: ``(first, last)`` stream points of the growth fit, inclusive; ``None``: all
+            (from L1 on post-LN models).
+        split: ``"test"`` or ``"train"``.
+    """
+
+    eval_rows: int = 256
+    batch_size: int = 64
+    skip_positions: int = 1
+    quantiles: tuple[float, ...] = (0.05, 0.25, 0.75, 0.95)
+    positions: tuple[int, ...] = ()
+    writes: bool = True
+    weights: bool = True
+    coordinates: Literal["raw", "folded"] = "raw"
+    fit_layers: tuple[int, int] | None = None
+    split: str = "test"
+
+    def __post_init__(self) -> None:
+        c = "ResidualNorms"
+        check_number(c, "eval_rows", self.eval_rows, integer=True, minimum=1, fix="Use e.g. eval_rows=256.")
+        check_number(c, "batch_size", self.batch_size, integer=True, minimum=1,
+                     fix="Rows per forward, e.g. batch_size=64.")
+        check_number(c, "skip_positions", self.skip_positions, integer=True, zero_ok=True, fix="0 keeps BOS.")
+        if not isinstance(self.quantiles, (tuple, list)) or not all(
+                isinstance(q, (int, float)) and not isinstance(q, bool) and 0.0 < q < 1.0 for q in self.quantiles):
+            raise bad_value(c, "quantiles", self.quantiles, "a sequence of numbers in (0, 1)",
+                            "Use e.g. quantiles=(0.05, 0.95); the median is always reported.")
+        object.__setattr__(self, "quantiles", tuple(float(q) for q in self.quantiles))
+        if isinstance(self.positions, (str, bytes)) or not isinstance(self.positions, (tuple, list)) or any(
+                isinstance(t, bool) or not isinstance(t, int) or t < self.skip_positions for t in self.positions):
+            raise bad_value(c, "positions", self.positions,
+                            f"a sequence of ints >= skip_positions={self.skip_positions} (excluded positions "
+                            "have no tokens)", "Lower skip_positions to see position 0.")
+        object.__setattr__(self, "positions", tuple(self.positions))
+        check_flag(c, "writes", self.writes)
+        check_flag(c, "weights", self.weights)
+        check_choice(c, "coordinates", self.coordinates, _COORDINATES)
+        if self.fit_layers is not None:
+            fl = tuple(self.fit_layers) if isinstance(self.fit_layers, (tuple, list)) else ()
+            if len(fl) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in fl) or not 0 <= fl[0] < fl[1]:
+                raise bad_value(c, "fit_layers", self.fit_layers,
+                                "(first, last) stream points with 0 <= first < last, or None for all",
+                                "Use e.g. fit_layers=(1, 6).")
+            object.__setattr__(self, "fit_layers", fl)
+        check_choice(c, "split", self.split, _SPLITS)
+
+
+@renamed_arguments(rows="eval_rows")
+class ResidualNorms(Params):
+    """Per-layer residual-stream norms, write norms, growth factor (no effect/collateral claim).
+
+    Metrics (see the module docstring): ``mean_L{l}``, ``median_L{l}``, ``q{p}_L{l}``, ``msq_L{l}``,
+    ``ratio_L{l}``, ``mean_L{l}_pos{t}``; ``attn_write_L{l}``, ``mlp_write_L{l}``, ``attn_dsq_L{l}``,
+    ``mlp_dsq_L{l}``; post-LN: ``ln_mean_L{l}``, ``ln_median_L{l}``, ``mid_mean_L{l}``; ``wov_L{l}``,
+    ``wout_L{l}``, ``param_norm``; ``growth``, ``growth_r2``, ``fit_from``, ``fit_to``; and the
+    statements ``skip_positions``, ``post_ln``, ``folded``, ``n_tokens``.
+
+    Arguments: the fields of :class:`ResidualNormsConfig` (``eval_rows``, was ``rows``), and ``name``.
+    Fitted by :meth:`setup`: ``data_`` (the evaluation rows), ``fit_range_`` (the growth fit's stream
+    points), ``notes_`` (what the numbers mean on this model). One-shot counterpart:
+    :func:`norm_profile`.
+    """
+
+    effects: tuple[str, ...] = ()
+    collaterals: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        eval_rows: int = 256,
+        batch_size: int = 64,
+        skip_positions: int = 1,
+        quantiles: tuple[float, ...] = (0.05, 0.25, 0.75, 0.95),
+        positions: tuple[int, ...] = (),
+        writes: bool = True,
+        weights: bool = True,
+        coordinates: Literal["raw", "folded"] = "raw",
+        fit_layers: tuple[int, int] | None = None,
+        split: str = "test",
+        name: str = "norms",
+    ):
+        self.eval_rows, self.batch_size, self.skip_positions = eval_rows, batch_size, skip_positions
+        self.quantiles, self.positions, self.writes, self.weights = quantiles, positions, writes, weights
+        self.coordinates, self.fit_layers, self.split = coordinates, fit_layers, split
+        self.config = ResidualNormsConfig(
+            eval_rows=eval_rows, batch_size=batch_size, skip_positions=skip_positions, quantiles=quantiles,
+            positions=positions, writes=writes, weights=weights, coordinates=coordinates,
+            fit_layers=fit_layers, split=split,
+        )
+        self.name = name
+        self.notes_ = ""
+
+    @property
+    def notes(self) -> str:
+        """What the numbers mean on the model given to :meth:`setup` (coordinates, tokens, post-LN)."""
+        return self.notes_
+
+    def setup(self, model: Any, task: Any) -> None:
+        cfg = self.config
+        self.data_ = task.tensors(cfg.split, rows=cfg.eval_rows)
+        if "input_ids" not in self.data_:
+            raise ValueError(f"task {getattr(task, 'name', task)!r} has no numeric input_ids column.")
+        if cfg.coordinates == "folded":
+            folded_copy(model)  # refuses post-LN models now rather than at the first draw
+        layout = _layout(model)
+        n = layout.n_layers
+        width = self.data_["input_ids"].shape[1]
+        too_far = [t for t in cfg.positions if t >= width]
+        if too_far:
+            raise ValueError(f"positions={cfg.positions!r}: {too_far} beyond the rows' length {width}.")
+        first, last = cfg.fit_layers if cfg.fit_layers is not None else (1 if layout.post_ln else 0, n)
+        if last > n:
+            raise ValueError(f"fit_layers={cfg.fit_layers!r}: the model has stream points L0..L{n}.")
+        self.fit_range_ = (first, last)
+        self.notes_ = _notes(layout, cfg.skip_positions, cfg.coordinates == "folded")
+        if layout.post_ln:
+            log.warning("%s: %s", self.name, self.notes_)
+        else:
+            log.info("%s: %s", self.name, self.notes_)
+
+    @torch.no_grad()
+    def __call__(self, model: Any, task: Any) -> dict[str, float]:
+        if not hasattr(self, "data_"):
+            raise RuntimeError(f"{self.name}: call setup(model, task) on the clean weights first.")
+        cfg = self.config
+        prof = norm_profile(
+            model, self.data_["input_ids"], self.data_.get("attention_mask"), batch_size=cfg.batch_size,
+            skip_positions=cfg.skip_positions, writes=cfg.writes, coordinates=cfg.coordinates,
+        )
+        if prof.n_tokens == 0:
+            raise ValueError(f"{self.name}: no token left after excluding {cfg.skip_positions} leading position(s) and padding.")
+        return self.metrics(prof, model)
+
+    def metrics(self, prof: NormProfile, model: Any | None = None) -> dict[str, float]:
+        """Flatten a :class:`NormProfile` into this analysis's metrics (``model``: weight norms)."""
+        cfg = self.config
+        n = prof.n_layers
+        qs = [0.5, *cfg.quantiles]
+        out: dict[str, float] = {}
+        means = prof.stream_means()
+        for i in range(n + 1):
+            key = f"L{i}"
+            q = prof.quantile(key, qs).tolist()
+            out[f"mean_L{i}"] = float(means[i])
+            out[f"median_L{i}"] = q[0]
+            for p, v in zip(cfg.quantiles, q[1:]):
+                out[f"q{100 * p:g}_L{i}"] = v
+            out[f"msq_L{i}"] = float(prof.tokens(key).double().pow(2).mean())
+            if i:
+                out[f"ratio_L{i}"] = float(means[i] / means[i - 1])
+            if cfg.positions:
+                per_pos = prof.per_position(key)
+                for t in cfg.positions:
+                    out[f"mean_L{i}_pos{t}"] = float(per_pos[t])
+            if prof.post_ln:
+                out[f"ln_mean_L{i}"] = prof.mean(f"ln_L{i}")
+                out[f"ln_median_L{i}"] = float(prof.quantile(f"ln_L{i}", 0.5))
+        for key in prof.values:
+            if key.startswith(("attn_", "mlp_", "mid_")):
+                stem, layer = key.rsplit("_L", 1)
+                out[f"{stem}_mean_L{layer}" if stem == "mid" else f"{stem}_L{layer}"] = prof.mean(key)
+        first, last = getattr(self, "fit_range_", (1 if prof.post_ln else 0, n))
+        slope, r2 = log_linear_fit(means[first : last + 1])
+        out["growth"] = math.exp(slope)
+        out["growth_r2"] = r2
+        out["fit_from"], out["fit_to"] = float(first), float(last)
+        if cfg.weights and model is not None:
+            target = folded_copy(model) if cfg.coordinates == "folded" else model
+            out.update(_weight_norms(target, _layout(target)))
+        out["skip_positions"] = float(prof.skip_positions)
+        out["post_ln"] = float(prof.post_ln)
+        out["folded"] = float(prof.folded)
+        out["n_tokens"] = float(prof.n_tokens)
+        return out
