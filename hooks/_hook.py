@@ -1,7 +1,10 @@
 """``Hook(point, fn)`` and ``apply(model, hooks)``: temporary, exactly-removed forward hooks.
 
 A :class:`Hook` pairs a point (see :mod:`hooks._points`) with a function ``fn(activation)`` that
-returns ``None`` (read only) or a tensor of the same shape that replaces the activation. ``apply``
+returns ``None`` (read only) or a tensor of the same shape that replaces the activation; a
+TransformerLens-style ``fn(activation, hook)`` works too (decided once, from its signature, when the
+``Hook`` is made; ``hook`` is the TransformerLens ``HookPoint`` that fired, as in ``run_with_hooks``),
+and so does TransformerLens's habit of editing the activation in place and returning ``None``. ``apply``
 is a context manager that resolves every hook first (a bad name registers nothing), registers them
 under a context level of its own, and on exit removes exactly the handles it added, whether the
 block ends normally, raises, or is interrupted (``KeyboardInterrupt``). Hooks registered outside,
@@ -17,8 +20,9 @@ by handle, never by level.
 module has already consumed (``hook_attn_scores`` on native bridges, ``hook_pattern`` and
 ``hook_attn_scores`` on BERT); TransformerLens then only warns. Here an edit at such a point raises
 :class:`EditIgnoredError` from inside the forward, so no number is ever computed from an edit that
-did not happen. Edits must be returned: an in-place change of the activation is not seen by the
-guard.
+did not happen. An in-place change of the activation followed by ``return None`` is seen through
+the tensor's version counter and guarded the same way (outside ``torch.inference_mode``, where
+tensors keep no version counter; return the edit there).
 
 Example::
 
@@ -37,10 +41,11 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Union
 
 import torch
@@ -50,8 +55,39 @@ from hooks._points import Resolved, resolve
 
 __all__ = ["Hook", "apply", "EditIgnoredError", "HookFn"]
 
-HookFn = Callable[[Tensor], Union[Tensor, None]]
-"""``fn(activation) -> None | Tensor``: ``None`` reads, a tensor of the same shape replaces."""
+HookFn = Union[Callable[[Tensor], Union[Tensor, None]], Callable[[Tensor, Any], Union[Tensor, None]]]
+"""``fn(activation) -> None | Tensor`` or ``fn(activation, hook) -> None | Tensor`` (TransformerLens
+style): ``None`` reads (or keeps an in-place edit), a tensor of the same shape replaces."""
+
+_ACT, _HOOK = object(), object()
+
+
+def hook_style(fn: Callable[..., Any]) -> str:
+    """How ``fn`` is called: ``"activation"`` (``fn(x)``), ``"keyword"`` (``fn(x, hook=hp)``, as
+    TransformerLens calls hooks) or ``"positional"`` (``fn(x, hp)``). A function that can take the
+    hook gets it. Raises ``ValueError`` for a function that takes neither form."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature: the documented one-argument form
+        return "activation"
+
+    def binds(*args: Any, **kwargs: Any) -> bool:
+        try:
+            sig.bind(*args, **kwargs)
+        except TypeError:
+            return False
+        return True
+
+    if binds(_ACT, hook=_HOOK):
+        return "keyword"
+    if binds(_ACT):
+        return "activation"
+    if binds(_ACT, _HOOK):
+        return "positional"
+    raise ValueError(
+        f"Hook.fn={fn!r} has signature {sig}: it must take fn(activation) or, TransformerLens style, "
+        "fn(activation, hook); give it one of these forms (other parameters need defaults)."
+    )
 
 
 class EditIgnoredError(RuntimeError):
@@ -64,7 +100,9 @@ class Hook:
 
     Args:
         point: a point name (``hooks.resid_pre(0)``, ``"blocks.0.attn.hook_z"``, ...).
-        fn: ``fn(activation) -> None | Tensor``. Returning ``None`` leaves the activation unchanged;
+        fn: ``fn(activation) -> None | Tensor``, or TransformerLens's ``fn(activation, hook)``
+            (``hook``: the ``HookPoint`` that fired; for a per-head point, ``attn.o.hook_out``).
+            Returning ``None`` leaves the activation as it is (with any in-place edit);
             returning a tensor of the same shape replaces it. For a per-head point
             (``hooks.head_out(l, h)``) the activation is that head's output ``[batch, pos, d_model]``
             (all heads: ``[batch, pos, head, d_model]``).
@@ -72,6 +110,7 @@ class Hook:
 
     point: str
     fn: HookFn
+    style: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.point, str) or not self.point:
@@ -81,6 +120,15 @@ class Hook:
             )
         if not callable(self.fn):
             raise ValueError(f"Hook.fn must be callable fn(activation) -> Tensor | None, got {self.fn!r}")
+        object.__setattr__(self, "style", hook_style(self.fn))
+
+    def call(self, x: Tensor, hook_point: Any) -> Tensor | None:
+        """``fn`` on the activation ``x``, given the firing ``hook_point`` if it takes one."""
+        if self.style == "keyword":
+            return self.fn(x, hook=hook_point)
+        if self.style == "positional":
+            return self.fn(x, hook_point)
+        return self.fn(x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,15 +222,31 @@ def _check_edit(point: str, name: str, x: Tensor, out: Any) -> Tensor | None:
 # expansion of one Hook into TL hook functions
 
 
-def _expand(res: Resolved, fn: HookFn) -> list[tuple[Any, Callable[..., Any]]]:
+def _version(x: Tensor) -> int | None:
+    """The tensor's in-place version counter (``None`` for inference tensors, which keep none)."""
+    try:
+        return x._version
+    except RuntimeError:
+        return None
+
+
+def _edited_in_place(x: Tensor, before: int | None, out: Any) -> bool:
+    return out is None and before is not None and _version(x) != before
+
+
+def _expand(res: Resolved, hook: Hook) -> list[tuple[Any, Callable[..., Any]]]:
     if not res.per_head:
-        point, name = res.point, res.name
+        point, name, hook_point, call = res.point, res.name, res.hook_point, hook.call
 
         def wrapper(x: Tensor, *, hook: Any = None) -> Tensor | None:
-            return _check_edit(point, name, x, fn(x))
+            before = _version(x)
+            out = call(x, hook_point)
+            if _edited_in_place(x, before, out) and edit_discarded():
+                _check_edit(point, name, x, x.clone())  # raises EditIgnoredError
+            return _check_edit(point, name, x, out)
 
-        return [(res.hook_point, wrapper)]
-    return _expand_head(res, fn)
+        return [(hook_point, wrapper)]
+    return _expand_head(res, hook)
 
 
 def head_outputs(z: Tensor, attn: Any, head: int | None) -> Tensor:
@@ -193,7 +257,7 @@ def head_outputs(z: Tensor, attn: Any, head: int | None) -> Tensor:
     return z[..., head, :] @ w_o[head]
 
 
-def _expand_head(res: Resolved, fn: HookFn) -> list[tuple[Any, Callable[..., Any]]]:
+def _expand_head(res: Resolved, hook_: Hook) -> list[tuple[Any, Callable[..., Any]]]:
     state: dict[str, Tensor] = {}
     point = res.point
 
@@ -208,7 +272,11 @@ def _expand_head(res: Resolved, fn: HookFn) -> list[tuple[Any, Callable[..., Any
                 f"per-head point {point!r}: attn.hook_z did not fire before attn.o.hook_out"
             )
         y = head_outputs(z, res.attn, res.heads)
-        new = fn(y)
+        before = _version(y)
+        new = hook_.call(y, res.out_hook_point)
+        if _edited_in_place(y, before, new):  # y is computed here: an in-place edit must be applied
+            new = y.clone()
+            y = head_outputs(z, res.attn, res.heads)
         new = _check_edit(point, res.name, y, new)
         if new is None or new is y:
             return None
@@ -264,7 +332,7 @@ class apply:  # noqa: N801 - a verb, used as `with hooks.apply(model, [...]):`
         if self._entered:
             raise RuntimeError("this hooks.apply(...) context was already entered; create a new one")
         self._entered = True
-        plan = [_expand(resolve(self.model, h.point), h.fn) for h in self.hooks]
+        plan = [_expand(resolve(self.model, h.point), h) for h in self.hooks]
         self.level = new_level()
         try:
             for pieces in plan:

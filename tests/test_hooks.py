@@ -137,6 +137,55 @@ def test_hook_is_frozen_and_validated():
         Hook("blocks.0.hook_resid_pre", 3)  # type: ignore[arg-type]
 
 
+def test_hook_signature_decided_once():
+    def tl_style(activation, hook):
+        return None
+
+    def tl_keyword(activation, *, hook):
+        return None
+
+    assert Hook("blocks.0.hook_resid_pre", lambda x: None).style == "activation"
+    assert Hook("blocks.0.hook_resid_pre", tl_style).style == "keyword"
+    assert Hook("blocks.0.hook_resid_pre", tl_keyword).style == "keyword"
+    assert Hook("blocks.0.hook_resid_pre", lambda x, h: None).style == "positional"
+    assert Hook("blocks.0.hook_resid_pre", lambda x, hook=None: None).style == "keyword"
+    assert Hook("blocks.0.hook_resid_pre", torch.relu).style in ("activation", "keyword")
+    for bad in (lambda: None, lambda x, y, z: None, lambda *, hook: None):
+        with pytest.raises(ValueError, match=r"fn\(activation\) or, TransformerLens style, fn\(activation, hook\)"):
+            Hook("blocks.0.hook_resid_pre", bad)
+
+
+@pytest.mark.parametrize("point", ["mlp_out", "head_out"])
+def test_transformer_lens_style_functions(model, point):
+    """fn(activation, hook) returning a tensor, and editing in place and returning None (as TL users
+    write them) give the same output as the one-argument form; ``hook`` is the firing HookPoint."""
+    p = hooks.mlp_out(1) if point == "mlp_out" else hooks.head_out(1, 2)
+    toks = _tokens()
+    expected = _run(model, toks, [Hook(p, lambda x: torch.zeros_like(x))])
+    names = []
+
+    def returns(activation, hook):
+        names.append(hook.name)
+        return torch.zeros_like(activation)
+
+    def in_place(activation, hook):
+        activation[:] = 0.0
+
+    assert torch.equal(_run(model, toks, [Hook(p, returns)]), expected)
+    assert names and all(isinstance(n, str) and n.startswith("blocks.1.") for n in names)
+    assert torch.equal(_run(model, toks, [Hook(p, in_place)]), expected)
+    assert not torch.equal(_run(model, toks), expected)  # and nothing stays behind
+
+
+def test_in_place_edit_at_discarded_point_raises(native):
+    def in_place(activation, hook):
+        activation += 1.0
+
+    with pytest.raises(hooks.EditIgnoredError, match="discarded"):
+        _run(native, _tokens(), [Hook("blocks.0.attn.hook_attn_scores", in_place)])
+    assert _n_hooks(native) == 0
+
+
 def test_helpers_names():
     assert hooks.resid_pre(0) == "blocks.0.hook_resid_pre"
     assert hooks.resid_mid(1) == "blocks.1.hook_resid_mid"
