@@ -85,6 +85,8 @@ class Task:
                 )
             if len(self.dataset[split]) == 0:
                 raise ValueError(f"Task {self.name!r}: split {split!r} is empty.")
+            if self.has_loss:
+                _check_target_mask(self.name, split, self.dataset[split])
 
     # ------------------------------------------------------------------ data
     def tensors(
@@ -228,6 +230,29 @@ class Task:
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k}={len(v)}" for k, v in self.dataset.items())
         return f"Task({self.name!r}, {sizes}, columns={self.dataset['train'].column_names})"
+
+
+def _check_target_mask(name: str, split: str, ds: datasets.Dataset) -> None:
+    """``target_mask`` holds only 0/1 and marks at least one target after position 0 (position 0 has
+    no prediction): otherwise every loss would be 0 or negative, silently."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = ds.data.column("target_mask")
+    values = pc.list_flatten(column) if hasattr(column.type, "value_type") else column
+    bad = pc.sum(pc.invert(pc.is_in(pc.cast(values, "double"), value_set=pa.array([0.0, 1.0])))).as_py()
+    if bad:
+        odd = sorted({v for v in values.to_pylist() if v not in (0, 1)})[:5]
+        raise ValueError(
+            f"Task {name!r}: split {split!r} has target_mask values {odd}; target_mask must hold only 0 "
+            "(not scored) and 1 (a scored next-token target). Convert it, e.g. (mask > 0).astype(int)."
+        )
+    after_first = pc.list_flatten(pc.list_slice(column, 1)) if hasattr(column.type, "value_type") else values
+    if not pc.sum(pc.cast(after_first, "double")).as_py():
+        raise ValueError(
+            f"Task {name!r}: split {split!r} has no scored target (target_mask has no 1 after position 0, "
+            "which nothing predicts): every loss would be 0. Set target_mask = 1 on the tokens to predict."
+        )
 
 
 def _is_numeric(feature: object) -> bool:
