@@ -141,6 +141,10 @@ def _final_hidden(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> 
     return acts[point]
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def _kl_mask(batch: Mapping[str, torch.Tensor], shape: torch.Size) -> torch.Tensor:
     """[batch, pos-1] bool: logits at t-1 are scored when token t is (target mask, else attention)."""
     for col in ("target_mask", "attention_mask"):
@@ -184,14 +188,14 @@ class _Outputs:
         if self.kind == "kl":
             logits = self.forward(model, batch) if self.forward is not None else _logits(model, batch)
             mask = _kl_mask(batch, logits.shape[:2]).to(logits.device)
-            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-            return logp[mask], mask
+            logp = torch.log_softmax(_at_least_float32(logits[:, :-1]), dim=-1)
+            return logp[mask.nonzero(as_tuple=True)], mask   # integer indices: works under vmap
         out = self.forward(model, batch) if self.forward is not None else _final_hidden(model, batch)
-        out = out.float()
+        out = _at_least_float32(out)
         if out.dim() == 1:
             out = out[:, None]
         mask = _mse_mask(batch, out).to(out.device)
-        return out[mask], mask
+        return out[mask.nonzero(as_tuple=True)], mask
 
     def divergence(self, new: torch.Tensor, ref: torch.Tensor, scale: float) -> torch.Tensor:
         """Mean over scored positions of D(new, ref) (``ref`` at w0)."""
@@ -283,7 +287,8 @@ class Behavioural:
         batch_size: rows per forward when :meth:`prepare` captures the references.
         max_reference_bytes: refuse to store references larger than this (default 2 GiB).
 
-    Memory: :meth:`prepare` stores the w0 outputs at every scored position, as float32: for
+    Memory: :meth:`prepare` stores the w0 outputs at every scored position, as float32 (float64
+    outputs stay float64): for
     ``"kl"`` that is n_scored × d_vocab × 4 bytes (e.g. 256 rows × 128 tokens × 50257 ≈ 6.6 GB for
     GPT-2, too much; 64 rows × 32 tokens ≈ 0.4 GB). Above ``max_reference_bytes`` it raises; use fewer
     rows or tokens, or, for a large vocabulary, compute the reference on the fly from a frozen copy
@@ -343,14 +348,14 @@ class Behavioural:
         for start in range(0, self._n, self.batch_size):
             batch = {k: v[start : start + self.batch_size] for k, v in self._data.items()}
             out, mask = self._impl.outputs(model, batch)
-            total += out.numel() * 4
+            total += out.numel() * out.element_size()
             if total > self.max_reference_bytes:
                 raise ValueError(
                     f"Behavioural({self.name!r}): the w0 references need more than "
                     f"max_reference_bytes={self.max_reference_bytes} bytes ({out.shape[-1]} values per "
                     "scored position); use fewer rows or shorter texts, or raise max_reference_bytes."
                 )
-            refs.append(out.detach().float())
+            refs.append(out.detach())
             masks.append(mask.cpu())
         ref = torch.cat(refs)
         if ref.shape[0] == 0:
@@ -377,7 +382,7 @@ class Behavioural:
             raise ValueError(f"batch lacks the {ROW_COLUMN!r} column: draw batches from tensors().")
         new, mask = self._impl.outputs(model, batch)
         rows = batch[ROW_COLUMN].cpu().long()
-        sel = self._index[rows][mask.cpu()]
+        sel = self._index[rows][mask.cpu().nonzero(as_tuple=True)]
         return self._impl.divergence(new, self._ref[sel].to(new.device), self._scale)
 
     def __repr__(self) -> str:
