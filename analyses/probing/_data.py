@@ -1,0 +1,158 @@
+"""Capture of probe data: the residual stream at every (layer, position) site, with labels, groups and types.
+
+Layer ``l < n_layers`` is ``resid_pre(l)`` (layer 0 = the embedding), layer ``n_layers`` the final
+``resid_post``; activations are captured batch by batch (``ProbeConfig.batch_size`` rows per forward).
+
+Example::
+
+    >>> from analyses.probing import ProbeConfig, probe_data
+    >>> train = probe_data(model, task, ProbeConfig(label="label", positions=(-1,)), "train")  # doctest: +SKIP
+    >>> train.x.shape                                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+import hooks
+from analyses.probing._config import ProbeConfig
+from analyses.probing._labels import LabelSpec
+
+__all__ = ["layer_point", "ProbeData", "probe_data"]
+
+
+def layer_point(model: Any, layer: int) -> str:
+    """The residual-stream point of probe layer ``layer``: ``resid_pre(l)``, or the final ``resid_post``."""
+    n = model.cfg.n_layers
+    if not 0 <= layer <= n:
+        raise ValueError(f"layer={layer!r}: probe layers run from 0 (embedding) to {n} (final resid_post).")
+    return hooks.resid_pre(layer) if layer < n else hooks.resid_post(n - 1)
+
+
+@dataclass
+class ProbeData:
+    """Activations of the probed examples at every site, with labels, groups, types and positions.
+
+    ``x[s, i]`` is example ``i`` at site ``s`` (sites: layers × position specs, layer-major).
+    """
+
+    x: Float[Tensor, "site n d"]
+    y: Int[Tensor, "n"]
+    groups: Int[Tensor, "n"]
+    types: Int[Tensor, "site n"]
+    positions: Int[Tensor, "site n"]
+    sites: list[str]
+    layers: list[int]
+    n_classes: int
+
+
+def _ids(values: list) -> Tensor:
+    """Map arbitrary hashable values (strings, ints) to consecutive integer ids."""
+    vocab: dict = {}
+    return torch.tensor([vocab.setdefault(v, len(vocab)) for v in values], dtype=torch.long)
+
+
+def _resolve_label(spec: LabelSpec, data: dict[str, Tensor], split: str) -> Tensor:
+    if isinstance(spec, str):
+        if spec not in data:
+            raise ValueError(f"label column {spec!r} is not a numeric column of split {split!r}; has {sorted(data)}.")
+        return data[spec].long()
+    return torch.as_tensor(spec(data)).long()
+
+
+def probe_data(model: Any, task: Any, config: ProbeConfig, split: str = "test") -> ProbeData:
+    """Capture the residual stream at every site of ``config`` on one split (one pass per batch)."""
+    ds = task.dataset[split]
+    n_rows = len(ds) if config.rows is None else min(config.rows, len(ds))
+    data = task.tensors(split, rows=n_rows)
+    ids = data["input_ids"].long()
+    n_layers = model.cfg.n_layers
+    layers = list(config.layers) if config.layers is not None else list(range(n_layers + 1))
+    points = [layer_point(model, layer) for layer in layers]
+    label = _resolve_label(config.label, data, split)
+    rows_range = torch.arange(n_rows)
+
+    if label.dim() == 2:  # per-token labels
+        if config.positions:
+            raise ValueError(
+                f"positions={config.positions!r}: a per-token label chooses its own positions (−1 = not "
+                "probed); leave positions empty."
+            )
+        row_idx, pos_idx = (label >= 0).nonzero(as_tuple=True)
+        specs = ["tok"]
+        pos_per_spec = pos_idx[None]
+        y = label[row_idx, pos_idx]
+    else:
+        if not config.positions:
+            raise ValueError("positions=(): a per-row label needs positions to read, e.g. ('sep_pos',) or (-1,).")
+        specs, cols = [], []
+        for p in config.positions:
+            if isinstance(p, str):
+                if p not in data:
+                    raise ValueError(f"position column {p!r} not in split {split!r}; has {sorted(data)}.")
+                cols.append(data[p].long())
+            else:
+                cols.append(torch.full((n_rows,), p % ids.shape[1], dtype=torch.long))
+            specs.append(str(p))
+        row_idx = rows_range
+        pos_per_spec = torch.stack(cols)  # [spec, rows]
+        y = label
+    n_spec = len(specs)
+    # all (spec, example) pairs flattened, gathered per batch of rows
+    all_rows = row_idx.repeat(n_spec)
+    all_pos = pos_per_spec.reshape(-1)
+    d = model.cfg.d_model
+    x = torch.empty(len(layers), len(all_rows), d)
+    mask = data.get("attention_mask")
+    from tqdm.auto import tqdm
+
+    starts = range(0, n_rows, config.batch_size)
+    device = next(model.parameters()).device
+    for start in tqdm(starts, desc=f"capture {split}", disable=not config.progress):
+        stop = min(start + config.batch_size, n_rows)
+        sel = ((all_rows >= start) & (all_rows < stop)).nonzero(as_tuple=True)[0]
+        if len(sel) == 0:
+            continue
+        kw = {} if mask is None else {"attention_mask": mask[start:stop].to(device)}
+        acts = hooks.capture(model, ids[start:stop].to(device), points, device="cpu", **kw)
+        r, p = all_rows[sel] - start, all_pos[sel]
+        for i, pt in enumerate(points):
+            x[i, sel] = acts[pt][r, p].float()
+    x = x.view(len(layers), n_spec, -1, d).reshape(len(layers) * n_spec, -1, d)
+    sites = [f"L{layer}" if specs == ["tok"] else f"L{layer}@{s}" for layer in layers for s in specs]
+
+    if config.group is None:  # rows are the groups: tokens of one sequence stay in one fold
+        groups = row_idx.clone()
+    else:
+        groups = _ids(list(ds.select(range(n_rows))[config.group]))[row_idx]
+    if config.control_type is None:
+        types = torch.zeros(n_spec, len(row_idx), dtype=torch.long)
+    elif config.control_type == "token":
+        types = ids[all_rows, all_pos].view(n_spec, -1)
+    elif isinstance(config.control_type, str):
+        if config.control_type in data:
+            t = data[config.control_type].long()
+        else:
+            t = _ids(list(ds.select(range(n_rows))[config.control_type]))
+        types = t[row_idx][None].expand(n_spec, -1)
+    else:
+        t = torch.as_tensor(config.control_type(data)).long()
+        t = t[row_idx, pos_idx] if t.dim() == 2 and label.dim() == 2 else t[row_idx]
+        types = t[None].expand(n_spec, -1)
+    n_classes = int(y.max().item()) + 1 if len(y) else 0
+    rep = len(layers)
+    return ProbeData(
+        x=x,
+        y=y,
+        groups=groups,
+        types=types.repeat(rep, 1),
+        positions=pos_per_spec.repeat(rep, 1) if label.dim() == 1 else pos_idx[None].repeat(rep, 1),
+        sites=sites,
+        layers=[layer for layer in layers for _ in specs],
+        n_classes=n_classes,
+    )
