@@ -438,6 +438,13 @@ class Hypothesis:
                 raise ValueError(f"{n.label()}: head {n.head} ≥ n_heads={cfg.n_heads} of the model.")
             if isinstance(n, MLP) and getattr(cfg, "attn_only", False):
                 raise ValueError(f"{n.label()}: the model is attention-only (no MLPs).")
+            if isinstance(n, MLP) and getattr(cfg, "parallel_attn_mlp", False):
+                raise ValueError(
+                    f"{n.label()}: the model runs attention and MLP in parallel (parallel_attn_mlp, e.g. "
+                    "GPT-NeoX/Pythia, GPT-J): its MLP reads resid_pre, not the resid_mid that MLP nodes "
+                    "are scrubbed at, so MLP nodes are not supported on it. Leave MLPs out of the "
+                    "hypothesis (their writes are then unclaimed) or use a sequential-block model."
+                )
             if n.positions is not None and max(n.positions) >= cfg.n_ctx:
                 raise ValueError(f"{n.label()}: positions {n.positions} beyond n_ctx={cfg.n_ctx}.")
             if n.subspace is not None and n.subspace.shape[0] != cfg.d_model:

@@ -156,19 +156,58 @@ def _span(p: torch.Tensor) -> tuple[int, int, int]:
     return p.untyped_storage().data_ptr(), start, start + extent
 
 
+def _elements(p: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """Which elements of storage positions ``[lo, hi)`` the tensor ``p`` covers (a bool mask)."""
+    idx = torch.arange(hi - lo).as_strided(p.shape, p.stride(), p.storage_offset() - lo)
+    mask = torch.zeros(hi - lo, dtype=torch.bool)
+    mask[idx.reshape(-1)] = True
+    return mask
+
+
+def _shares_elements(p: torch.Tensor, span: tuple[int, int, int], q: torch.Tensor,
+                     other: tuple[int, int, int]) -> bool:
+    """Whether two tensors share at least one storage element (not just an overlapping extent:
+    the q/k/v column blocks of a fused matrix interleave without sharing any element)."""
+    if span[0] != other[0] or not (span[1] < other[2] and other[1] < span[2]):
+        return False
+    if (p.shape, p.stride(), p.storage_offset()) == (q.shape, q.stride(), q.storage_offset()):
+        return True
+    lo, hi = min(span[1], other[1]), max(span[2], other[2])
+    return bool((_elements(p, lo, hi) & _elements(q, lo, hi)).any())
+
+
+def _unread_fused(model: torch.nn.Module) -> set[int]:
+    """ids of parameters a TransformerBridge holds but its forward never reads: the fused QKV matrix
+    of a joint-QKV attention (GPT-2's ``c_attn``, GPT-NeoX's ``query_key_value``), which the bridge
+    splits at boot into the ``q``/``k``/``v`` projections it actually runs (views of the fused
+    matrix on GPT-2, independent copies on GPT-NeoX). Perturbing it would move nothing (and its
+    gradient is always None), so the sampler must move the split projections instead."""
+    out: set[int] = set()
+    for m in model.modules():
+        fused = getattr(m, "qkv", None) if callable(getattr(m, "split_qkv_matrix", None)) else None
+        if isinstance(fused, torch.nn.Module) and all(
+                isinstance(getattr(m, s, None), torch.nn.Module) for s in ("q", "k", "v")):
+            out.update(id(p) for p in fused.parameters())
+    return out
+
+
 def select_parameters(
     model: torch.nn.Module, restrict: Restrict = None
 ) -> list[tuple[str, torch.nn.Parameter, torch.Tensor | None]]:
     """The parameters a degradation perturbs: ``[(name, parameter, mask or None)]``.
 
-    De-duplicated by storage: a parameter whose memory lies inside another selected parameter's
-    memory (GPT-2-style bridges list the q/k/v views *and* the fused matrix) is dropped, keeping the
-    larger one, so noise is applied once. ``restrict`` selects a subset: glob patterns or prefixes
+    De-duplicated by storage: a parameter that shares memory with another selected parameter is
+    dropped, keeping the larger one, so noise is applied once (tied weights listed twice). A
+    bridge's fused QKV matrix, which its forward never reads (GPT-2-style bridges list it next to
+    the q/k/v views they run; GPT-NeoX bridges next to independent q/k/v copies), is left out, so
+    each weight the forward uses is selected exactly once and receives its gradient. ``restrict`` selects a subset: glob patterns or prefixes
     matched against the raw and the cleaned names (``"layers.1.*"``, ``"*mlp*"``), a predicate on the
     name, or a mapping ``pattern -> mask`` (a 0/1 tensor of the parameter's shape, e.g. one head's
     rows, or ``None`` for the whole parameter).
     """
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad or restrict is not None]
+    unread = _unread_fused(model)
+    named = [(n, p) for n, p in model.named_parameters()
+             if (p.requires_grad or restrict is not None) and id(p) not in unread]
     masks: dict[str, torch.Tensor | None] = {}
     if restrict is not None:
         if isinstance(restrict, str):
@@ -212,11 +251,11 @@ def select_parameters(
     kept: list[int] = []
     spans: list[tuple[int, int, int]] = []
     for i in order:
-        sid, lo, hi = _span(named[i][1])
-        if any(s == sid and lo < h and l < hi for s, l, h in spans):
+        p, span = named[i][1], _span(named[i][1])
+        if any(_shares_elements(p, span, named[j][1], other) for j, other in zip(kept, spans)):
             logger.debug("parameter %s shares storage with a selected one: skipped", named[i][0])
             continue
-        spans.append((sid, lo, hi))
+        spans.append(span)
         kept.append(i)
     return [(named[i][0], named[i][1], masks.get(named[i][0])) for i in sorted(kept)]
 
