@@ -360,6 +360,208 @@ def test_unknown_sweep_file_key(tmp_path):
         load_sweep_config(path)
 
 
+# ------------------------------------------------------------------------ app layer: CLI, sweep files
+SWEEP_FILE = """
+out = "run"
+seed = 0
+[model]
+organism = "induction"
+[degradation]
+type = "WeightNoise"
+[levels]
+values = [0.1]
+[[analyses]]
+type = "HeadAblation"
+heads = [[1, 0]]
+"""
+
+
+def _sweep_file(tmp_path, *edits, text=SWEEP_FILE):
+    """The sweep file ``text`` with ``edits`` (old, new, old, new, ...) applied in order."""
+    for old, new in zip(edits[::2], edits[1::2]):
+        assert old in text
+        text = text.replace(old, new, 1)
+    path = tmp_path / "sweep.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def _cli(capsys, *argv):
+    """``interp ARGV`` in this process: (exit status, stderr); an expected failure is one line."""
+    from interp.app.cli import main
+
+    rc = main(["-q", *map(str, argv)])
+    err = capsys.readouterr().err.strip()
+    return rc, err
+
+
+def _one_line(err):
+    assert err.startswith("interp: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Loading an organism fails the test: the input must be rejected before any work starts."""
+    from interp import organisms
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("work started before the input was checked")
+
+    monkeypatch.setattr(organisms, "load", refuse)
+
+
+def test_target_mask_without_targets():
+    def task(mask):
+        split = datasets.Dataset.from_dict({"input_ids": [[1, 2, 3]] * 2, "target_mask": [mask] * 2})
+        return Task("m", datasets.DatasetDict(train=split, test=split))
+
+    with pytest.raises(ValueError, match=r"Task 'm': split 'train' has no scored target \(target_mask has no "
+                                         r"1 after position 0.*every loss would be 0"):
+        task([1, 0, 0])
+    for mask, odd in (([0, 2, 1], r"\[2\]"), ([0, -1, 1], r"\[-1\]"), ([0.0, 0.5, 1.0], r"\[0\.5\]")):
+        with pytest.raises(ValueError, match=rf"has target_mask values {odd}; target_mask must hold only 0"):
+            task(mask)
+    task([0, 1.0, 1.0])  # 0/1 as floats is fine
+
+
+@pytest.mark.parametrize("edits_message", [
+    ('organism = "induction"', "organism = 5",
+     r"\[model\]: organism = 5: organism must be the name of a shipped organism in quotes, one of \["),
+    ('out = "run"', "out = 5", r"out = 5: out must be a directory path in quotes"),
+    ('[[analyses]]', "[analyses]", r"analyses = \{.*\}: analyses must be an array of tables, one \[\[analyses\]\]"),
+    ('[degradation]\ntype = "WeightNoise"\n', "", 'seed = 0\n', 'seed = 0\ndegradation = "WeightNoise"\n',
+     r"degradation = 'WeightNoise': degradation must be a table, written \[degradation\]"),
+    ('type = "WeightNoise"', "type = 3", r"\[degradation\]: type = 3: type must be a name in quotes, one of"),
+    ('type = "HeadAblation"', "", r"\[\[analyses\]\] #1: type = None: type must be a name in quotes"),
+])
+def test_sweep_file_wrong_types(tmp_path, no_loading, edits_message):
+    """Was: AttributeError/TypeError tracebacks (`'int' object has no attribute ...`)."""
+    from interp.app.sweepfile import load_sweep_config
+
+    *edits, message = edits_message
+    with pytest.raises(ValueError, match=message):
+        load_sweep_config(_sweep_file(tmp_path, *edits))
+
+
+def test_sweep_file_without_analyses(tmp_path, no_loading):
+    """Was: `KeyError: 'degradation'` after loading the model."""
+    from interp.app.sweepfile import load_sweep_config
+
+    text = SWEEP_FILE.split("[[analyses]]")[0].replace('seed = 0', 'seed = 0\nanalyses = []')
+    with pytest.raises(ValueError, match=r"analyses = \[\]: analyses must be at least one analysis\. Add an "
+                                         r"\[\[analyses\]\] table"):
+        load_sweep_config(_sweep_file(tmp_path, text=text))
+
+
+@pytest.mark.parametrize("seed", ["1.7", "true", "-1", '"0"'])
+def test_sweep_file_seed_not_integer(tmp_path, no_loading, seed):
+    """Was silent: `seed = 1.7` and `seed = true` became seed 1."""
+    from interp.app.sweepfile import load_sweep_config
+
+    with pytest.raises(ValueError, match=r"seed = .*: seed must be a whole number >= 0\. Use e\.g\. seed = 0\."):
+        load_sweep_config(_sweep_file(tmp_path, "seed = 0", f"seed = {seed}"))
+
+
+def test_sweep_file_unreadable(tmp_path, capsys, no_loading):
+    """A directory or a non-UTF-8 file as the sweep file: one line, exit 2 (was IsADirectoryError's
+    traceback, and a UnicodeDecodeError message without the file)."""
+    rc, err = _cli(capsys, "sweep", tmp_path)
+    assert rc == 2 and "is a directory; give the path of a TOML file" in _one_line(err)
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(SWEEP_FILE.replace("run", "r\xe9sultats").encode("latin-1"))
+    rc, err = _cli(capsys, "sweep", bad)
+    assert rc == 2 and "latin1.toml is not UTF-8 text (byte 0xe9 at offset" in _one_line(err)
+    rc, err = _cli(capsys, "sweep", tmp_path / "missing.toml")
+    assert rc == 2 and "missing.toml not found" in _one_line(err)
+
+
+def test_device_not_available(tmp_path, capsys, monkeypatch, no_loading):
+    """`--device cuda` without CUDA: one line before the model loads (was an AssertionError traceback
+    from torch, "Torch not compiled with CUDA enabled")."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    path = _sweep_file(tmp_path)
+    rc, err = _cli(capsys, "sweep", path, "--device", "cuda")
+    assert rc == 2 and "--device cuda: CUDA is not available here" in _one_line(err)
+    assert "use --device cpu" in err
+    rc, err = _cli(capsys, "sweep", path, "--device", "gpu")
+    assert rc == 2 and "device='gpu' is not a torch device" in _one_line(err)
+    rc, err = _cli(capsys, "sweep", path, "--dtype", "float33")
+    assert rc == 2 and "dtype='float33'" in _one_line(err)
+
+
+def test_report_directory_without_results(tmp_path, capsys):
+    """`interp report` on a missing, empty, foreign or half-written directory: one line naming what is
+    missing (was a FileNotFoundError without a hint, or a traceback from reading the table)."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("hi")
+    (tmp_path / "half" / "results").mkdir(parents=True)
+    (tmp_path / "orphan").mkdir()
+    (tmp_path / "orphan" / "rows.jsonl").write_text('{"key": 1}\n')
+    cases = {"missing": "does not exist", "empty": "is empty: there are no results to report yet",
+             "foreign": "holds no interp results (it has notes.txt",
+             "half": "results has no table.parquet: the results were not saved completely",
+             "orphan": "rows.jsonl has no config.json beside it",
+             "foreign/notes.txt": "is a file, not a results directory"}
+    for name, message in cases.items():
+        rc, err = _cli(capsys, "report", tmp_path / name)
+        assert rc == 2 and message in _one_line(err), (name, err)
+
+
+def test_out_path_is_a_file(tmp_path, capsys, monkeypatch, no_loading):
+    """`organisms train --out FILE` was checked only after training; `demo --out FILE` and a sweep
+    file's `out` naming a file likewise fail first now."""
+    from interp.organisms import modadd
+
+    monkeypatch.setattr(modadd, "train", lambda **kw: pytest.fail("trained before checking --out"))
+    file = tmp_path / "weights.safetensors"
+    file.write_text("x")
+    rc, err = _cli(capsys, "organisms", "train", "modadd", "--out", file)
+    assert rc == 2 and f"--out {file}: {file} is a file, not a directory" in _one_line(err)
+    rc, err = _cli(capsys, "organisms", "train", "modadd", "--out", file / "sub")
+    assert rc == 2 and "is a file, not a directory" in _one_line(err)
+    monkeypatch.setattr("interp.app.demo.run_demo", lambda *a, **k: pytest.fail("demo ran"))
+    rc, err = _cli(capsys, "demo", "--out", file)
+    assert rc == 2 and "is a file, not a directory" in _one_line(err)
+
+
+def test_cli_unexpected_failure_kinds(tmp_path, capsys, monkeypatch):
+    """The CLI caught only ValueError, FileNotFoundError and ImportError. Now: Ctrl-C exits 130 with how
+    to resume; an OSError names its file; a RuntimeError our code raised on purpose is one line; a bug
+    (an error from inside a library, a KeyError) keeps its traceback."""
+    import interp.app.sweepfile as sweepfile
+
+    def raising(err):
+        def rebuild(directory):
+            raise err
+        return rebuild
+
+    monkeypatch.setattr(sweepfile, "rebuild_report", raising(KeyboardInterrupt()))
+    rc, err = _cli(capsys, "report", tmp_path)
+    assert rc == 130 and "interrupted; rerun the same command to resume" in _one_line(err)
+
+    full = OSError(28, "No space left on device", str(tmp_path / "rows.jsonl"))
+    monkeypatch.setattr(sweepfile, "rebuild_report", raising(full))
+    rc, err = _cli(capsys, "report", tmp_path)
+    assert rc == 1 and f"{tmp_path / 'rows.jsonl'}: No space left on device. Nothing written before this " \
+                       "was lost" in _one_line(err)
+
+    ours = {"__name__": "interp.degradations.fake"}
+    exec("def rebuild(directory):\n    raise RuntimeError('Calibration failed: every pilot diverged')", ours)
+    monkeypatch.setattr(sweepfile, "rebuild_report", ours["rebuild"])
+    rc, err = _cli(capsys, "report", tmp_path)
+    assert rc == 1 and err == "interp: error: Calibration failed: every pilot diverged"
+
+    def library_bug(directory):
+        torch.zeros(2) @ torch.zeros(3)
+
+    for bug, kind in ((library_bug, RuntimeError), (raising(KeyError("rows")), KeyError)):
+        monkeypatch.setattr(sweepfile, "rebuild_report", bug)
+        with pytest.raises(kind):
+            _cli(capsys, "report", tmp_path)
+
+
 # ------------------------------------------------------------------------------------- security
 ROOT = Path(__file__).resolve().parents[1]
 #: (module or object name, function) calls that run code from data

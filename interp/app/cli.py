@@ -81,37 +81,122 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``interp`` command; returns the exit status.
+
+    Expected failures (bad input, a missing or unwritable file, a failed job, Ctrl-C) print one line
+    on stderr and return non-zero: 2 for input to fix, 1 for a failure while running, 130 when
+    interrupted (rerunning resumes). A bug still shows its traceback.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        if args.command == "organisms":
-            return _organisms(args)
-        if args.command == "demo":
-            from interp.app.demo import run_demo
-
-            summary = run_demo(args.out, progress=not args.quiet)
-            clean = summary["clean"]
-            sys.stdout.write(
-                f"induction organism: test loss {clean['loss']:.4f} nats/token, "
-                f"accuracy {clean['accuracy']:.4f}\n\nsurvival of effects (ΔL in nats/token):\n"
-                f"{summary['survival'].to_string(index=False)}\n\nsurvival of the scrubbing effects "
-                f"against an absolute threshold (a hypothesis that explains little never holds):\n"
-                f"{summary['survival_absolute'].to_string(index=False)}\n\nreport: {summary['report']}\n"
-            )
-            return 0
-        if args.command == "sweep":
-            return _sweep(args)
-        if args.command == "report":
-            from interp.app.sweepfile import rebuild_report
-
-            sys.stdout.write(f"report: {rebuild_report(args.directory)}\n")
-            return 0
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        sys.stderr.write(f"interp: error: {err}\n")
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        sys.stderr.write("interp: interrupted; rerun the same command to resume (finished draws are kept).\n")
+        return 130
+    except (ValueError, ImportError) as err:
+        sys.stderr.write(f"interp: error: {_one_line(err)}\n")
         return 2
+    except OSError as err:
+        sys.stderr.write(f"interp: error: {_os_error(err)}\n")
+        return 2 if isinstance(err, (FileNotFoundError, NotADirectoryError, IsADirectoryError)) else 1
+    except RuntimeError as err:
+        if not _raised_on_purpose(err):
+            raise  # a bug: keep the traceback
+        sys.stderr.write(f"interp: error: {_one_line(err)}\n")
+        return 1
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _os_error(err: OSError) -> str:
+    """An OSError as one line naming the file, and that the results written before it are kept."""
+    if err.filename is None:
+        return _one_line(err)
+    reason = err.strerror or type(err).__name__
+    kept = "" if isinstance(err, FileNotFoundError) else \
+        " Nothing written before this was lost; fix it and rerun the same command to resume."
+    return f"{err.filename}: {reason}.{kept}"
+
+
+def _raised_on_purpose(err: BaseException) -> bool:
+    """Whether a RuntimeError was raised by our own code (a failed calibration, failed jobs) rather
+    than inside torch or another library (a bug, whose traceback is kept)."""
+    if type(err).__module__.split(".")[0] in _OURS:
+        return True
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    module = tb.tb_frame.f_globals.get("__name__", "")
+    return module.split(".")[0] in _OURS
+
+
+_OURS = ("interp", "hooks", "analyses")
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "organisms":
+        return _organisms(args)
+    if args.command == "demo":
+        from interp.app.demo import run_demo
+
+        _check_out_dir(args.out, "--out")
+        summary = run_demo(args.out, progress=not args.quiet)
+        clean = summary["clean"]
+        sys.stdout.write(
+            f"induction organism: test loss {clean['loss']:.4f} nats/token, "
+            f"accuracy {clean['accuracy']:.4f}\n\nsurvival of effects (ΔL in nats/token):\n"
+            f"{summary['survival'].to_string(index=False)}\n\nsurvival of the scrubbing effects "
+            f"against an absolute threshold (a hypothesis that explains little never holds):\n"
+            f"{summary['survival_absolute'].to_string(index=False)}\n\nreport: {summary['report']}\n"
+        )
+        return 0
+    if args.command == "sweep":
+        return _sweep(args)
+    if args.command == "report":
+        from interp.app.sweepfile import rebuild_report
+
+        sys.stdout.write(f"report: {rebuild_report(args.directory)}\n")
+        return 0
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse guarantees a command
+
+
+def _check_out_dir(out: str, option: str) -> None:
+    """Fail before any work when ``out`` cannot be a directory (it is a file, or under one)."""
+    from pathlib import Path
+
+    path = Path(out)
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"{option} {out}: {p} is a file, not a directory; give a directory path "
+                             "(it is created if missing).")
+
+
+def _check_device(device: str | None) -> None:
+    """Fail before loading anything when ``--device`` names hardware this machine lacks."""
+    if device is None:
+        return
+    import torch
+
+    from interp.models import resolve_device
+
+    target = resolve_device(device)
+    if target.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {device}: CUDA is not available here (torch.cuda.is_available() is "
+                             "False); use --device cpu, or leave --device out to use CUDA only when present.")
+        if target.index is not None and target.index >= count:
+            raise ValueError(f"--device {device}: this machine has {count} CUDA device(s), "
+                             f"cuda:0 to cuda:{count - 1}.")
+    elif target.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available here; use --device cpu.")
 
 
 def _executor(args: argparse.Namespace) -> object:
@@ -140,8 +225,14 @@ def _sweep(args: argparse.Namespace) -> int:
     from interp.sweeps import run_sweep
 
     executor = _executor(args)
+    _check_device(args.device)
+    if args.dtype is not None:
+        from interp.models import resolve_dtype
+
+        resolve_dtype(args.dtype)
     path = Path(args.config)
     cfg = load_sweep_config(path)
+    _check_out_dir(str(cfg["out"]), f"{path}: out =")
     if isinstance(executor, LocalExecutor):
         model = place(cfg["model"], args.device, args.dtype)
     else:  # the jobs load the model themselves, from the file's [model] table
@@ -171,6 +262,7 @@ def _organisms(args: argparse.Namespace) -> int:
     mod = organisms.module(args.name)
     if not hasattr(mod, "train"):
         raise ValueError(f"Organism {args.name!r} is pretrained elsewhere and has no training recipe.")
+    _check_out_dir(args.out, "--out")  # before training, not after
     mod.train(out_dir=args.out, seed=args.seed, progress=not args.quiet)
     sys.stdout.write(f"wrote {args.name} weights to {args.out}\n")
     return 0

@@ -95,32 +95,96 @@ def _build(cls: type, params: dict[str, Any], where: str) -> Any:
     if "hypothesis" in params and "hypothesis" in signature:
         params["hypothesis"] = _hypothesis(params["hypothesis"], where)
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
-        _unknown(where, set(params), {p for p in signature if p not in ("self", "args")})
+        # old keyword names still accepted (with a DeprecationWarning) by interp.checks.renamed_arguments
+        renamed = getattr(cls.__init__, "__renamed_arguments__", {})
+        _unknown(where, set(params), {p for p in signature if p not in ("self", "args")} | set(renamed))
     try:
         return cls(**params)
     except TypeError as err:  # an unknown keyword passed on to a config class
         raise ValueError(f"{where}: {err}") from err
 
 
-def load_sweep_config(path: str | Path) -> dict[str, Any]:
-    """Parse and validate a sweep file; returns its parts built (model, task, degradation, ...)."""
-    path = Path(path)
+def _bad(where: str, key: str, value: Any, allowed: str, fix: str = "") -> ValueError:
+    """The sweep file's error for ``key = value`` in ``where``: what is allowed and the fix."""
+    return ValueError(f"{where}: {key} = {value!r}: {key} must be {allowed}.{' ' + fix if fix else ''}")
+
+
+def _table(raw: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
+    value = raw[key]
+    if not isinstance(value, dict):
+        raise _bad(str(path), key, value, f"a table, written [{key}] on a line of its own with its keys below",
+                   "See `interp sweep --help` for the format.")
+    return dict(value)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The file's TOML, with one clear error for a missing path, a directory, non-UTF-8 or bad TOML."""
+    if path.is_dir():
+        raise ValueError(f"Sweep file {path} is a directory; give the path of a TOML file (e.g. {path}/sweep.toml).")
     try:
-        raw = tomllib.loads(path.read_text())
+        data = path.read_bytes()
     except FileNotFoundError as err:
         raise FileNotFoundError(f"Sweep file {path} not found.") from err
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"Sweep file {path} is not UTF-8 text (byte {data[err.start]:#04x} at offset "
+                         f"{err.start}); save it as UTF-8.") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{path} is not valid TOML: {err}") from err
+
+
+def load_sweep_config(path: str | Path) -> dict[str, Any]:
+    """Parse and validate a sweep file; returns its parts built (model, task, degradation, ...).
+
+    Every key is checked (its type and value) before anything is loaded or built, so a bad file fails
+    in a moment with one error naming the key, its value and what is allowed.
+    """
+    path = Path(path)
+    raw = _read_toml(path)
     _unknown(str(path), set(raw), _TOP)
     for key in ("model", "degradation", "levels", "analyses"):
         if key not in raw:
             raise ValueError(f"{path}: missing [{key}] (see `interp sweep --help` for the format).")
-
-    model_cfg = dict(raw["model"])
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise _bad(str(path), "seed", seed, "a whole number >= 0", "Use e.g. seed = 0.")
+    out = raw.get("out", str(path.with_suffix("")))
+    if not isinstance(out, str) or not out.strip():
+        raise _bad(str(path), "out", out, "a directory path in quotes", 'Use e.g. out = "runs/my-sweep".')
+    model_cfg = _table(raw, "model", path)
+    deg_cfg = _table(raw, "degradation", path)
+    levels_cfg = _table(raw, "levels", path)
+    specs = raw["analyses"]
+    if not isinstance(specs, list) or not all(isinstance(a, dict) for a in specs):
+        raise _bad(str(path), "analyses", specs, "an array of tables, one [[analyses]] (double brackets) per "
+                   "analysis, each with its type = ...")
+    if not specs:
+        raise _bad(str(path), "analyses", specs, "at least one analysis",
+                   'Add an [[analyses]] table, e.g. type = "ResidualNorms".')
     _unknown(f"{path} [model]", set(model_cfg), _MODEL)
     if "organism" not in model_cfg:
         raise ValueError(f"{path} [model]: give organism = NAME (see `interp organisms list`).")
     from interp import organisms
+
+    if not isinstance(model_cfg["organism"], str):
+        raise _bad(f"{path} [model]", "organism", model_cfg["organism"],
+                   f"the name of a shipped organism in quotes, one of {organisms.names()}")
+    if not isinstance(model_cfg.get("weights", ""), str):
+        raise _bad(f"{path} [model]", "weights", model_cfg["weights"], "a path to a .safetensors file in quotes")
+    for where, cfg in [(f"{path} [degradation]", deg_cfg)] + [
+            (f"{path} [[analyses]] #{i + 1}", a) for i, a in enumerate(specs)]:
+        if not isinstance(cfg.get("type"), str):
+            registry = DEGRADATIONS if "degradation" in where else ANALYSES
+            raise _bad(where, "type", cfg.get("type"), f"a name in quotes, one of {sorted(registry)}")
+    _unknown(f"{path} [levels]", set(levels_cfg), _LEVELS)
+    if len(levels_cfg) != 1:
+        raise ValueError(f"{path} [levels]: give exactly one of {sorted(_LEVELS)}.")
+    (kind, values), = levels_cfg.items()
+    if not isinstance(values, list) or not values:
+        raise ValueError(f"{path} [levels] {kind}: give a non-empty list, e.g. {kind} = [0.1, 0.3].")
 
     model, task = organisms.load(model_cfg["organism"])
     if "weights" in model_cfg:
@@ -128,30 +192,21 @@ def load_sweep_config(path: str | Path) -> dict[str, Any]:
 
         model = load_bridge((path.parent / model_cfg["weights"]).resolve())
 
-    deg_cfg = dict(raw["degradation"])
-    deg_cls = _class(DEGRADATIONS, deg_cfg.pop("type", None), "degradation")
+    deg_cls = _class(DEGRADATIONS, deg_cfg.pop("type"), "degradation")
     degradation = _build(deg_cls, deg_cfg, f"{path} [degradation]")
 
-    levels_cfg = dict(raw["levels"])
-    _unknown(f"{path} [levels]", set(levels_cfg), _LEVELS)
-    if len(levels_cfg) != 1:
-        raise ValueError(f"{path} [levels]: give exactly one of {sorted(_LEVELS)}.")
-    (kind, values), = levels_cfg.items()
-    if not isinstance(values, list) or not values:
-        raise ValueError(f"{path} [levels] {kind}: give a non-empty list, e.g. {kind} = [0.1, 0.3].")
     from interp.degradations import LossIncrease, NBeta
 
     wrap = {"loss_increase": LossIncrease, "nbeta": NBeta, "values": lambda v: v}[kind]
     levels = [wrap(v) for v in values]
 
     analyses = []
-    for i, a_cfg in enumerate(raw["analyses"]):
+    for i, a_cfg in enumerate(specs):
         a_cfg = dict(a_cfg)
-        a_cls = _class(ANALYSES, a_cfg.pop("type", None), "analysis")
+        a_cls = _class(ANALYSES, a_cfg.pop("type"), "analysis")
         analyses.append(_build(a_cls, a_cfg, f"{path} [[analyses]] #{i + 1}"))
-    out = raw.get("out", str(path.with_suffix("")))
     return {"model": model, "task": task, "degradation": degradation, "levels": levels,
-            "analyses": analyses, "out": Path(path.parent / out), "seed": int(raw.get("seed", 0))}
+            "analyses": analyses, "out": Path(path.parent / out), "seed": seed}
 
 
 def run_sweep_file(path: str | Path, progress: bool = True) -> Path:
@@ -175,6 +230,7 @@ def rebuild_report(directory: str | Path) -> Path:
     from interp.results import Results
 
     directory = Path(directory)
+    _check_results_directory(directory)
     if (directory / "results" / "table.parquet").exists():
         results = Results.load(directory / "results")
     elif (directory / "table.parquet").exists() or (directory / "rows.jsonl").exists():
@@ -185,3 +241,29 @@ def rebuild_report(directory: str | Path) -> Path:
             raise FileNotFoundError(f"{directory} holds no results (no results/, table.parquet or rows.jsonl).")
         results = Results.concat([Results.load(p) for p in sweeps])
     return write_report(results, directory / "report.html", views=load_views(directory))
+
+
+def _check_results_directory(directory: Path) -> None:
+    """One clear error for a directory that is missing, empty, foreign or half written."""
+    hint = "give the directory `interp sweep` or `interp demo --out` wrote (it holds results/ or rows.jsonl)."
+    if not directory.exists():
+        raise FileNotFoundError(f"Results directory {directory} does not exist; {hint}")
+    if not directory.is_dir():
+        raise ValueError(f"{directory} is a file, not a results directory; {hint}")
+    entries = sorted(p.name for p in directory.iterdir())
+    if not entries:
+        raise ValueError(f"{directory} is empty: there are no results to report yet; {hint}")
+    saved = directory / "results"
+    if saved.is_dir() and not (saved / "table.parquet").exists():
+        raise ValueError(f"{saved} has no table.parquet: the results were not saved completely. Rerun the "
+                         "same `interp sweep`/`interp demo` command: finished draws are kept and it resumes.")
+    stores = [p.parent for p in (directory / "rows.jsonl", *directory.glob("*/rows.jsonl")) if p.exists()]
+    for store in stores:
+        if not (store / "config.json").exists():
+            raise ValueError(f"{store / 'rows.jsonl'} has no config.json beside it, so its rows cannot be "
+                             "told apart from another sweep's: not a complete interp sweep directory. Rerun "
+                             "the sweep into a new out directory.")
+    if not saved.is_dir() and not (directory / "table.parquet").exists() and not stores:
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise ValueError(f"{directory} holds no interp results (it has {shown}; no results/, table.parquet "
+                         f"or rows.jsonl); {hint}")
