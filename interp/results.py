@@ -90,7 +90,7 @@ class Results:
     @classmethod
     def from_records(cls, records: Iterable[dict[str, Any]], meta: dict[str, Any]) -> Results:
         """Build from the per-draw records a sweep stores (``{"key", "rows", "draw"}``)."""
-        from interp.sweeps import COLUMNS
+        from interp.sweep.store import COLUMNS
 
         # column lists, not a dict per row: the table is built in about a third of the memory
         columns: dict[str, list[Any]] = {c: [] for c in COLUMNS}
@@ -348,6 +348,26 @@ class Results:
                    "lost_delta_loss", "clean_window_delta_loss", "undecided_levels", "failed_levels"]
         return pd.DataFrame(out, columns=columns)
 
+    def dissolution(self, analysis: str, metric: str, *, threshold: float | None = None,
+                    relative: float | None = None, degradation: str | None = None):
+        """Where ``metric`` of ``analysis`` is lost along this sweep's grid, interpolated on the
+        measured ΔL axis between grid levels (``interpolated=True``); the adaptive search that
+        evaluates levels of its own is :func:`interp.dissolution`.
+
+        Args:
+            analysis, metric: the effect (larger is stronger).
+            threshold: absolute criterion θ (e.g. 0.9); or ``relative``: a fraction of the metric at
+                the trained weights. Give exactly one.
+            degradation: which degradation, when these results hold several.
+
+        Returns:
+            :class:`~interp.dissolve.Dissolution`.
+        """
+        from interp.dissolve import from_results
+
+        return from_results(self, analysis, metric, threshold=threshold, relative=relative,
+                            degradation=degradation)
+
     @staticmethod
     def _thresholds(threshold: Any) -> dict[str | None, float] | None:
         """``threshold`` as ``{metric: θ}`` (``None`` key: every metric), validated; ``None`` if unset."""
@@ -446,7 +466,7 @@ class Results:
             return cls(table, pd.read_parquet(path / "draws.parquet"),
                        json.loads((path / "meta.json").read_text()))
         if (path / "rows.jsonl").exists():
-            from interp.sweeps import read_records
+            from interp.sweep.store import read_records
 
             config = json.loads((path / "config.json").read_text())
             meta: dict[str, Any] = {"config": config}
