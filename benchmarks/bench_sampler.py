@@ -12,7 +12,7 @@ bridge (``vectorize=False``).
 devinterp's side is its chain loop ``devinterp.slt.sampler.sample_single_chain`` (what its
 ``sample()``/LLC entry points call once per chain, minus the zarr writing), with the HF dataset it
 expects. interp's side is ``TemperedPosterior(...).sample`` with the fixed-batch evaluation off
-(``eval_size=0``) so both do one forward + backward + update per step.
+(``eval_rows=0``) so both do one forward + backward + update per step.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def main() -> None:
 
     def make(vectorize: bool | None) -> TemperedPosterior:
         return TemperedPosterior(nbeta=nbeta, lr=lr, localization=gamma, chains=C, draws=S, burnin=0,
-                                 thin=1, batch_size=bs, eval_size=0, init_batches=1, progress=False,
+                                 thin=1, batch_size=bs, eval_rows=0, init_batches=1, progress=False,
                                  vectorize=vectorize)
 
     def run_interp(sampler: TemperedPosterior) -> float:

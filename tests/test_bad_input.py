@@ -20,7 +20,7 @@ import torch
 
 import hooks
 from interp.degradations import Checkpoints, LossIncrease, TemperedPosterior, WeightNoise
-from interp.sweeps import run_sweep
+from interp.sweep import run_sweep
 from interp.tasks import Task
 from reliability_tiny import TINY_CONFIG, LossProbe, induction, state_bytes, tiny_bridge, tiny_task
 
@@ -233,7 +233,7 @@ def test_level_cannot_be_calibrated(tiny):
                                            r"pilot diverged or lowered the loss"):
         list(sampler.draws(model, task, LossIncrease(0.1)))
     assert state_bytes(model) == before
-    with pytest.raises(ValueError, match=r"LossIncrease levels need the fixed evaluation batch: set eval_size > 0"):
+    with pytest.raises(ValueError, match=r"LossIncrease levels need the fixed evaluation batch: set eval_rows > 0"):
         list(TemperedPosterior(eval_size=0, progress=False).draws(model, task, LossIncrease(0.1)))
 
 

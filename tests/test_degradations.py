@@ -42,7 +42,7 @@ def _identical(model, saved) -> bool:
 
 
 def _sampler(**kw):
-    base = dict(nbeta=2000.0, chains=2, draws=3, burnin=2, thin=2, batch_size=8, eval_size=16, progress=False)
+    base = dict(nbeta=2000.0, chains=2, draws=3, burnin=2, thin=2, batch_size=8, eval_rows=16, progress=False)
     base.update(kw)
     return TemperedPosterior(**base)
 
@@ -114,7 +114,7 @@ def test_restore_after_exception_in_loss():
         return model.loss(model)
 
     with pytest.raises(ValueError, match="blew up"):
-        for _ in TemperedPosterior(nbeta=10.0, lr=1e-3, chains=1, draws=50, burnin=0, eval_size=0,
+        for _ in TemperedPosterior(nbeta=10.0, lr=1e-3, chains=1, draws=50, burnin=0, eval_rows=0,
                                    vectorize=False, progress=False).draws(m, loss):
             pass
     assert _identical(m, saved)
@@ -137,7 +137,7 @@ def test_vectorised_chains_restore_bit_identical(how):
         return model.loss(model)
 
     sampler = TemperedPosterior(nbeta=1000.0, localization=10.0, lr=1e-4, chains=3, draws=4, burnin=2,
-                                thin=2, eval_size=1, vectorize=True, progress=False)
+                                thin=2, eval_rows=1, vectorize=True, progress=False)
     if how == "sample":
         run = sampler.sample(net, loss)
         assert len(run.chains) == 3 and all(len(c.eval_losses) == 4 for c in run.chains)
@@ -208,7 +208,7 @@ def test_parameters_deduplicated_by_storage():
     # noise applied once: one step from w0 = 0 with a tiny lr has per-coordinate variance ε
     eps = 1e-6
     run = TemperedPosterior(nbeta=1.0, localization=0.0, lr=eps, chains=1, draws=2, burnin=0, thin=1,
-                            eval_size=0, progress=False, vectorize=False).draws(m, m.loss)
+                            eval_rows=0, progress=False, vectorize=False).draws(m, m.loss)
     next(run)
     next(run)  # the second draw holds w after one step
     var = float(m.fused.detach().pow(2).mean())
@@ -244,10 +244,10 @@ def test_weight_noise(organism):
     model, task = organism
     saved = _state(model)
     clean = task.evaluate(model)["loss"]
-    draws = list(WeightNoise(sigma=0.05, draws_per_level=2, eval_size=32).draws(model, task))
+    draws = list(WeightNoise(sigma=0.05, draws_per_level=2, eval_rows=32).draws(model, task))
     assert len(draws) == 2 and all(d.loss > 0 for d in draws)
     assert _identical(model, saved)
-    rel = list(WeightNoise(relative=True, draws_per_level=1, eval_size=32).draws(model, task, level=0.5))
+    rel = list(WeightNoise(relative=True, draws_per_level=1, eval_rows=32).draws(model, task, level=0.5))
     assert rel[0].level == 0.5 and rel[0].loss > clean
     assert _identical(model, saved)
     for d in WeightNoise(sigma=0.1, draws_per_level=3).draws(model, task):
@@ -265,7 +265,7 @@ def test_activation_noise(organism):
     ids = task.tensors("test", rows=4)["input_ids"]
     ref = model(ids)
     losses = []
-    for d in ActivationNoise(sigma=1.0, draws_per_level=2, eval_size=64).draws(model, task):
+    for d in ActivationNoise(sigma=1.0, draws_per_level=2, eval_rows=64).draws(model, task):
         assert not torch.allclose(model(ids), ref)  # hooks active during the draw
         losses.append(d.loss)
     assert all(x > clean for x in losses)
@@ -278,11 +278,11 @@ def test_checkpoints(organism):
 
     saved = _state(model)
     cks = organisms.checkpoints("induction")
-    draws = list(Checkpoints(source=cks, eval_size=64).draws(model, task))
+    draws = list(Checkpoints(source=cks, eval_rows=64).draws(model, task))
     assert [d.level for d in draws] == [s for s, _ in cks]
     assert draws[0].loss > draws[-1].loss  # step 0 is worse than the trained checkpoint
     assert _identical(model, saved)
-    one = list(Checkpoints(source="induction", eval_size=64).draws(model, task, level=cks[0][0]))
+    one = list(Checkpoints(source="induction", eval_rows=64).draws(model, task, level=cks[0][0]))
     assert len(one) == 1
     with pytest.raises(ValueError, match="no checkpoint"):
         list(Checkpoints(source=cks).draws(model, task, level=-5))
@@ -344,7 +344,7 @@ def test_run_chain_of_a_plain_module_and_vectorizes():
 
     net = DeepLinearNetwork([3, 2, 3], 1)
     saved = _state(net)
-    kw = dict(nbeta=1000.0, localization=10.0, lr=1e-4, chains=3, draws=3, burnin=2, eval_size=1,
+    kw = dict(nbeta=1000.0, localization=10.0, lr=1e-4, chains=3, draws=3, burnin=2, eval_rows=1,
               progress=False)
     assert TemperedPosterior(**kw).vectorizes(net, net.loss)
     assert not TemperedPosterior(vectorize=False, **kw).vectorizes(net, net.loss)

@@ -50,7 +50,7 @@ def test_monomial_potential_gamma_mean_and_variance():
     B, eps, burn = 100.0, 2e-3, 500
     m = MonomialPotential([2, 4])
     run = TemperedPosterior(nbeta=B, localization=0.0, lr=eps, chains=16, draws=2500, burnin=burn,
-                            eval_size=0, progress=False).sample(m, m.loss)
+                            eval_rows=0, progress=False).sample(m, m.loss)
     assert not run.failed
     means, variances = _chain_stats(run, burn, B)
     quad = quadratic_llc(B, 1.0, 0.0, eps)
@@ -69,7 +69,7 @@ def test_quadratic_exact_step_size_bias(eps, gamma):
     B = 144.76
     q = MonomialPotential([2])
     est = estimate_llc(q, q.loss, nbeta=B, localization=gamma, lr=eps, chains=16, draws=2000,
-                       burnin=300, eval_size=0, progress=False)
+                       burnin=300, eval_rows=0, progress=False)
     exact = quadratic_llc(B, 1.0, gamma, eps)
     assert not est.failed
     assert abs(est.mean - exact) < SIGMAS * est.stderr, (est.mean, exact, est.stderr)
@@ -82,12 +82,12 @@ def test_divergence_detected_at_eps_a_ge_4(factor):
     q = MonomialPotential([2])
     eps = factor * 4.0 / B
     run = TemperedPosterior(nbeta=B, localization=0.0, lr=eps, chains=4, draws=3000, burnin=0,
-                            eval_size=0, progress=False).sample(q, q.loss)
+                            eval_rows=0, progress=False).sample(q, q.loss)
     assert len(run.failed) == 4
     assert all("explosion" in c.reason or "non-finite" in c.reason for c in run.failed)
     with pytest.raises(RuntimeError, match="Every chain failed"):
         estimate_llc(q, q.loss, nbeta=B, localization=0.0, lr=eps, chains=2, draws=3000, burnin=0,
-                     eval_size=0, progress=False)
+                     eval_rows=0, progress=False)
     assert float(q.w.detach()) == 0.0  # restored
 
 
@@ -101,7 +101,7 @@ def test_nan_chain_reported_not_averaged():
         return out * float("nan") if calls["n"] == 2000 else out
 
     est = estimate_llc(m, loss, nbeta=100.0, localization=0.0, lr=1e-3, chains=3, draws=1500,
-                       burnin=100, eval_size=0, vectorize=False, progress=False)
+                       burnin=100, eval_rows=0, vectorize=False, progress=False)
     assert len(est.failed) == 1 and "non-finite" in est.failed[0][1]
     assert len(est.per_chain) == 2 and all(math.isfinite(x) for x in est.per_chain)
 
@@ -111,7 +111,7 @@ def test_loss_scale_invariance():
     c = 4.0
     a = MonomialPotential([2, 4])
     b = MonomialPotential([2, 4], scale=c)
-    kw = dict(localization=0.0, lr=1e-3, chains=2, draws=200, burnin=0, eval_size=0, progress=False)
+    kw = dict(localization=0.0, lr=1e-3, chains=2, draws=200, burnin=0, eval_rows=0, progress=False)
     ra = TemperedPosterior(nbeta=64.0, **kw).sample(a, a.loss)
     rb = TemperedPosterior(nbeta=64.0 / c, **kw).sample(b, b.loss)
     for ca, cb in zip(ra.chains, rb.chains):
@@ -133,7 +133,7 @@ def test_regular_model_d_over_2():
     model = Quad()
     B, eps = 50.0, 4e-4
     est = estimate_llc(model, lambda m: 0.5 * m.w @ H @ m.w, nbeta=B, localization=0.0, lr=eps,
-                       chains=16, draws=2000, burnin=300, eval_size=0, progress=False)
+                       chains=16, draws=2000, burnin=300, eval_rows=0, progress=False)
     exact = sum(quadratic_llc(B, float(x), 0.0, eps) for x in h)
     assert abs(exact - 3.0) < 0.1  # d/2 up to the known step-size bias
     assert abs(est.mean - exact) < SIGMAS * est.stderr, (est.mean, exact, est.stderr)
@@ -178,7 +178,7 @@ def test_deep_linear_network_matches_aoyagi(widths, rank, B, gamma, eps, burn, d
     """
     net = DeepLinearNetwork(widths, rank)
     est = estimate_llc(net, net.loss, nbeta=B, localization=gamma, lr=eps, chains=8, draws=draws,
-                       burnin=burn, eval_size=0, progress=False)
+                       burnin=burn, eval_rows=0, progress=False)
     exact = aoyagi_llc(widths, rank)
     assert not est.failed
     assert abs(est.mean / exact - 1) < 0.10, (widths, rank, est.mean, exact, est.stderr)
@@ -189,7 +189,7 @@ def test_deep_linear_network_matches_aoyagi(widths, rank, B, gamma, eps, burn, d
 
 def test_vectorised_equals_sequential():
     d = DeepLinearNetwork([3, 2, 3], 1)
-    kw = dict(nbeta=1000.0, localization=10.0, lr=1e-5, chains=3, draws=20, burnin=5, eval_size=0,
+    kw = dict(nbeta=1000.0, localization=10.0, lr=1e-5, chains=3, draws=20, burnin=5, eval_rows=0,
               progress=False)
     a = TemperedPosterior(vectorize=True, **kw).sample(d, d.loss)
     b = TemperedPosterior(vectorize=False, **kw).sample(d, d.loss)
@@ -217,3 +217,111 @@ def test_calibration_hits_loss_increase_targets():
         measured = st.mean(c.loss_increase for c in run.chains)
         assert abs(measured / target - 1) < 0.25, (target, measured, run.calibration)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in saved.items())
+
+
+# ------------------------------------------------------------------ a posterior objective of its own
+class _Behavioural:
+    """A hand-written objective (the ``interp.objectives.Objective`` protocol): mean squared change
+    of a linear model's outputs from those at w0, on fixed rows X. Quadratic in W: Hessian 2·Σ per
+    output row (Σ = XᵀX/n), so with full-batch minibatches λ̂(ε) is exactly known per eigenvalue."""
+
+    units = "squared error"
+
+    def __init__(self, x, name="behavioural-mse"):
+        self.name, self.x, self.prepared, self.ref = name, x, 0, None
+
+    def prepare(self, model):
+        self.prepared += 1
+        with torch.no_grad():
+            self.ref = model(self.x)
+
+    def tensors(self):
+        return {"x": self.x, "ref": self.ref}
+
+    def loss(self, model, batch):
+        return (model(batch["x"]) - batch["ref"]).pow(2).sum(-1).mean()
+
+    def __repr__(self):
+        return f"_Behavioural({self.name!r})"
+
+
+def _linear(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Linear(3, 2, bias=False).double()
+
+
+def _never(*_):
+    raise AssertionError("the target passed to draws must not be sampled on when objective= is set")
+
+
+def test_objective_is_sampled_on_and_named_everywhere():
+    x = torch.randn(16, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    model, obj = _linear(), _Behavioural(x)
+    w0 = model.weight.detach().clone()
+    sampler = TemperedPosterior(objective=obj, nbeta=50.0, localization=0.0, lr=1e-3, chains=2, draws=3,
+                                burnin=5, batch_size=16, eval_rows=16, vectorize=False, progress=False)
+    draws = list(sampler.draws(model, _never))
+    assert obj.prepared == 1 and len(draws) == 6
+    assert all(d.objective == "behavioural-mse" and d.units == "squared error" for d in draws)
+    assert all(d.loss > 0 for d in draws)  # the objective is 0 at w0 and > 0 away from it
+    assert torch.equal(model.weight, w0)
+    est = estimate_llc(model, _never, objective=obj, nbeta=50.0, localization=0.0, lr=1e-3, chains=2,
+                       draws=20, burnin=5, batch_size=16, eval_rows=16, progress=False)
+    assert (est.objective, est.units) == ("behavioural-mse", "squared error")
+    assert all(c.units == "squared error" for c in est.chains)
+
+
+def test_objective_regular_model_gives_exact_llc():
+    """Linear model, behavioural squared error, full-batch minibatches: a quadratic in the 6 weights
+    with Hessian eigenvalues 2·eig(Σ) (twice each), so λ̂(ε) = Σ_i ½·(B·h_i/a_i)/(1 − ε·a_i/4) → d/2."""
+    x = torch.randn(32, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    model, obj = _linear(), _Behavioural(x)
+    B, eps = 40.0, 2e-3
+    est = estimate_llc(model, None, objective=obj, nbeta=B, localization=0.0, lr=eps, chains=16, draws=1500,
+                       burnin=300, batch_size=32, eval_rows=0, progress=False)
+    h = torch.linalg.eigvalsh(2 * x.T @ x / len(x)).tolist() * 2
+    exact = sum(quadratic_llc(B, v, 0.0, eps) for v in h)
+    assert abs(exact - 3.0) < 0.3
+    assert abs(est.mean - exact) < SIGMAS * est.stderr, (est.mean, exact, est.stderr)
+    assert est.stderr < 0.06 * exact
+
+
+def test_loss_increase_calibrates_in_the_objectives_units():
+    x = torch.randn(32, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    model, obj = _linear(), _Behavioural(x)
+    sampler = TemperedPosterior(objective=obj, localization=1.0, chains=2, draws=200, thin=5, burnin=100,
+                                batch_size=32, eval_rows=32, progress=False)
+    run = sampler.sample(model, None, LossIncrease(0.05))
+    rec = run.calibration
+    assert rec.units == "squared error" and rec.objective == "behavioural-mse" and rec.converged
+    measured = st.mean(c.loss_increase for c in run.chains)
+    assert abs(measured / 0.05 - 1) < 0.3  # ΔL ≈ λ/B = 3/B: the behavioural scale, not a task's
+
+
+def test_objective_is_part_of_the_configuration():
+    x = torch.zeros(4, 3, dtype=torch.float64)
+    a = TemperedPosterior(objective=_Behavioural(x, "a"))
+    b = TemperedPosterior(objective=_Behavioural(x, "b"))
+    assert a != b and a != TemperedPosterior() and a == TemperedPosterior(objective=_Behavioural(x, "a"))
+    assert "objective=_Behavioural('a')" in repr(a) and repr(a) != repr(b)
+    assert a.objective_id == "_Behavioural('a')" and TemperedPosterior().objective_id is None
+
+    def loss(m):
+        return m.weight.sum()
+
+    assert "0x" not in TemperedPosterior(objective=loss).objective_id
+    with pytest.raises(ValueError, match="objective"):
+        TemperedPosterior(objective=42)
+
+
+def test_draws_round_trip_and_eval_size_deprecated():
+    import dataclasses
+
+    s = TemperedPosterior(draws=7, eval_rows=3, chains=2)
+    assert s.n_draws == 7 and "draws=7" in repr(s) and "n_draws" not in repr(s)
+    assert dataclasses.replace(s, chains=3) == TemperedPosterior(draws=7, eval_rows=3, chains=3)
+    kwargs = {n: getattr(s, "n_draws" if n == "draws" else n) for n in TemperedPosterior.field_names()}
+    assert TemperedPosterior(**kwargs) == s
+    with pytest.warns(DeprecationWarning, match="eval_rows"):
+        old = TemperedPosterior(eval_size=3, draws=7, chains=2)
+    assert old == s

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import torch
 
+from interp.checks import check_flag, check_number, renamed_arguments
 from interp.degradations._core import Draw, Objective, Restrict, WeightSnapshot, select_parameters
 
 logger = logging.getLogger("interp.degradations")
@@ -21,17 +23,13 @@ logger = logging.getLogger("interp.degradations")
 __all__ = ["WeightNoise", "ActivationNoise", "Checkpoints"]
 
 
-def _check_number(cls: str, name: str, value: Any, *, integer: bool = False, minimum: float = 0) -> None:
-    """``value`` must be a finite (integer) number >= ``minimum``; bools are not numbers here."""
-    kind = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) or value < minimum:
-        what = "an integer" if integer else "a finite number"
-        raise ValueError(f"{cls}({name}={value!r}): {name} must be {what} >= {minimum:g}.")
+class _EvalRowsAlias:
+    """``eval_size``: the old name of ``eval_rows`` (read access, with a ``DeprecationWarning``)."""
 
-
-def _check_flag(cls: str, name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{cls}({name}={value!r}): {name} must be True or False.")
+    @property
+    def eval_size(self) -> int:
+        warnings.warn(f"{type(self).__name__}.eval_size is renamed eval_rows.", DeprecationWarning, stacklevel=2)
+        return self.eval_rows  # type: ignore[attr-defined]
 
 
 def _sigma(cls: str, level: Any, default: float) -> float:
@@ -49,18 +47,26 @@ def _eval_loss(obj: Objective | None, model: torch.nn.Module) -> float:
     return obj.eval_loss(model) if obj is not None and obj.fixed is not None else math.nan
 
 
-def _objective(target: Any, eval_size: int) -> Objective | None:
-    return None if target is None else Objective(target, batch_size=1, eval_size=eval_size)
+def _objective(target: Any, eval_rows: int, model: torch.nn.Module) -> Objective | None:
+    """The target's loss on its fixed evaluation batch (an objective is prepared at w0 first)."""
+    return None if target is None else Objective(target, batch_size=1, eval_size=eval_rows, model=model)
 
 
+def _named(obj: Objective | None) -> dict[str, str | None]:
+    """``Draw`` fields naming what its loss measures."""
+    return {"objective": None if obj is None else obj.name, "units": None if obj is None else obj.units}
+
+
+@renamed_arguments(eval_size="eval_rows")
 @dataclass(frozen=True)
-class WeightNoise:
+class WeightNoise(_EvalRowsAlias):
     """Gaussian weight noise: w = w0 + σ·ξ, or with ``relative=True`` w = w0 + σ·std(w0_param)·ξ per
     parameter tensor (so σ is a fraction of each tensor's spread).
 
     ``draws(model, target, level)``: ``level`` is σ (``None``: the configured ``sigma``); ``draws``
     independent draws from ``seed``. ``Draw.loss`` is the target's loss on its fixed evaluation batch
-    (first ``eval_size`` train rows of a Task, or the callable), NaN without a target.
+    (first ``eval_rows`` train rows of a Task, or the callable), NaN without a target. (``eval_rows``
+    was ``eval_size``, still accepted with a ``DeprecationWarning``.)
     """
 
     sigma: float = 0.01
@@ -68,19 +74,19 @@ class WeightNoise:
     draws_per_level: int = 8
     seed: int = 0
     restrict: Restrict = None
-    eval_size: int = 256
+    eval_rows: int = 256
 
     def __post_init__(self) -> None:
         c = "WeightNoise"
-        _check_number(c, "sigma", self.sigma)
-        _check_flag(c, "relative", self.relative)
-        _check_number(c, "draws_per_level", self.draws_per_level, integer=True, minimum=1)
-        _check_number(c, "seed", self.seed, integer=True)
-        _check_number(c, "eval_size", self.eval_size, integer=True)
+        check_number(c, "sigma", self.sigma, zero_ok=True)
+        check_flag(c, "relative", self.relative)
+        check_number(c, "draws_per_level", self.draws_per_level, integer=True, minimum=1)
+        check_number(c, "seed", self.seed, integer=True, zero_ok=True)
+        check_number(c, "eval_rows", self.eval_rows, integer=True, zero_ok=True)
 
     def draws(self, model: torch.nn.Module, target: Any = None, level: Any = None) -> Iterator[Draw]:
         sigma = _sigma("WeightNoise", level, self.sigma)
-        obj = _objective(target, self.eval_size)
+        obj = _objective(target, self.eval_rows, model)
         sel = select_parameters(model, self.restrict)
         snap = WeightSnapshot(model)
         w0 = [snap.saved(p) for _, p, _ in sel]
@@ -95,14 +101,15 @@ class WeightNoise:
                             x = x * m
                         p.copy_(w + sigma * s * x)
                 yield Draw(level=level if level is not None else sigma, chain=0, draw=i,
-                           loss=_eval_loss(obj, model))
+                           loss=_eval_loss(obj, model), **_named(obj))
                 snap.restore()
         finally:
             snap.restore()
 
 
+@renamed_arguments(eval_size="eval_rows")
 @dataclass(frozen=True)
-class ActivationNoise:
+class ActivationNoise(_EvalRowsAlias):
     """Gaussian noise added to activations at hook points while each draw is held:
     x ← x + σ·ξ (``relative=True``: σ·std(x)·ξ). Weights are untouched; the hooks are removed when
     the iteration ends, breaks or raises.
@@ -117,11 +124,11 @@ class ActivationNoise:
     relative: bool = False
     draws_per_level: int = 8
     seed: int = 0
-    eval_size: int = 256
+    eval_rows: int = 256
 
     def __post_init__(self) -> None:
         c = "ActivationNoise"
-        _check_number(c, "sigma", self.sigma)
+        check_number(c, "sigma", self.sigma, zero_ok=True)
         if self.points is not None and (
             isinstance(self.points, str) or not isinstance(self.points, Sequence) or not len(self.points)
             or not all(isinstance(p, str) and p for p in self.points)
@@ -130,16 +137,16 @@ class ActivationNoise:
                 f"ActivationNoise(points={self.points!r}): give a non-empty list of hook names, e.g. "
                 "['blocks.0.hook_resid_post'] (a single name still goes in a list)."
             )
-        _check_flag(c, "relative", self.relative)
-        _check_number(c, "draws_per_level", self.draws_per_level, integer=True, minimum=1)
-        _check_number(c, "seed", self.seed, integer=True)
-        _check_number(c, "eval_size", self.eval_size, integer=True)
+        check_flag(c, "relative", self.relative)
+        check_number(c, "draws_per_level", self.draws_per_level, integer=True, minimum=1)
+        check_number(c, "seed", self.seed, integer=True, zero_ok=True)
+        check_number(c, "eval_rows", self.eval_rows, integer=True, zero_ok=True)
 
     def draws(self, model: torch.nn.Module, target: Any = None, level: Any = None) -> Iterator[Draw]:
         import hooks
 
         sigma = _sigma("ActivationNoise", level, self.sigma)
-        obj = _objective(target, self.eval_size)
+        obj = _objective(target, self.eval_rows, model)
         pts = (list(self.points) if self.points is not None
                else [hooks.resid_post(layer) for layer in range(model.cfg.n_layers)])
         for p in pts:
@@ -156,11 +163,12 @@ class ActivationNoise:
             gen.manual_seed(self.seed * 1_000_003 + i)
             with hooks.apply(model, [hooks.Hook(p, noise) for p in pts]):
                 yield Draw(level=level if level is not None else sigma, chain=0, draw=i,
-                           loss=_eval_loss(obj, model))
+                           loss=_eval_loss(obj, model), **_named(obj))
 
 
+@renamed_arguments(eval_size="eval_rows")
 @dataclass(frozen=True)
-class Checkpoints:
+class Checkpoints(_EvalRowsAlias):
     """Earlier training checkpoints as degradations: each draw loads one checkpoint's weights into the
     live model (same architecture), then the original weights come back.
 
@@ -171,7 +179,7 @@ class Checkpoints:
     """
 
     source: Any = ()
-    eval_size: int = 256
+    eval_rows: int = 256
 
     def __post_init__(self) -> None:
         src = self.source
@@ -180,7 +188,7 @@ class Checkpoints:
                 f"Checkpoints(source={src!r}): give an organism name, or a list of (step, model or "
                 "state_dict) pairs or of .safetensors/.pt paths."
             )
-        _check_number("Checkpoints", "eval_size", self.eval_size, integer=True)
+        check_number("Checkpoints", "eval_rows", self.eval_rows, integer=True, zero_ok=True)
 
     def _items(self) -> list[tuple[Any, Any]]:
         src = self.source
@@ -236,7 +244,7 @@ class Checkpoints:
             items = [(s, m) for s, m in items if s == level or str(s) == str(level)]
             if not items:
                 raise ValueError(f"Checkpoints: no checkpoint at level={level!r}; available: {[s for s, _ in self._items()]}.")
-        obj = _objective(target, self.eval_size)
+        obj = _objective(target, self.eval_rows, model)
         snap = WeightSnapshot(model)
         own = model.state_dict()
         try:
@@ -255,7 +263,7 @@ class Checkpoints:
                                 raise ValueError(f"checkpoint {step!r}: {k} has shape {tuple(state[k].shape)}, model {tuple(t.shape)}.")
                             t.copy_(state[k])
                 # draw i: with level=None every checkpoint is a distinct draw of the one level
-                yield Draw(level=step, chain=0, draw=i, loss=_eval_loss(obj, model))
+                yield Draw(level=step, chain=0, draw=i, loss=_eval_loss(obj, model), **_named(obj))
                 snap.restore()
         finally:
             snap.restore()

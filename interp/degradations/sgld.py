@@ -32,7 +32,7 @@ Example::
     >>> from interp.degradations.oracles import DeepLinearNetwork
     >>> net = DeepLinearNetwork([4, 3, 4], rank=1)
     >>> est = estimate_llc(net, net.loss, nbeta=100.0, localization=1.0, lr=6e-4, chains=2,
-    ...                    draws=50, burnin=10, eval_size=0, progress=False)
+    ...                    draws=50, burnin=10, eval_rows=0, progress=False)
     >>> est.mean > 0
     True
 """
@@ -42,12 +42,14 @@ from __future__ import annotations
 import logging
 import math
 import statistics
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 
+from interp.checks import bad_value, check_flag, check_number
 from interp.degradations._core import (
     Draw,
     LossIncrease,
@@ -55,9 +57,10 @@ from interp.degradations._core import (
     Objective,
     Restrict,
     WeightSnapshot,
+    check_objective,
+    describe_objective,
     select_parameters,
 )
-from interp._checks import bad_value, check_number
 from interp.degradations.stacked import StackedForward, unsupported_reason
 
 logger = logging.getLogger("interp.degradations")
@@ -118,13 +121,16 @@ class CalibrationRound:
 
 @dataclass(frozen=True)
 class CalibrationRecord:
-    """How a target loss increase was reached: the chosen B and ε and every pilot round."""
+    """How a target loss increase was reached: the chosen B and ε and every pilot round; ``target``
+    and the pilots' loss increases are in ``units`` of the ``objective`` sampled on."""
 
     target: float
     nbeta: float
     lr: float
     rounds: tuple[CalibrationRound, ...]
     converged: bool
+    objective: str | None = None
+    units: str | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,8 @@ class ChainDiagnostics:
     grad_noise: list[float] = field(default_factory=list)
     failed: bool = False
     reason: str | None = None
+    objective: str | None = None
+    units: str | None = None
 
     @property
     def steps(self) -> int:
@@ -194,13 +202,13 @@ class ChainDiagnostics:
 
     @property
     def loss_increase(self) -> float:
-        """Mean fixed-batch loss over the draws minus its value at ``w0`` (nats/token)."""
+        """Mean fixed-batch loss over the draws minus its value at ``w0`` (in ``units``)."""
         if self.failed or not self.eval_losses or self.init_eval_loss is None:
             return math.nan
         return sum(self.eval_losses) / len(self.eval_losses) - self.init_eval_loss
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True, init=False, repr=False)
 class TemperedPosterior:
     """Localized SGLD sampler of the tempered local posterior around the trained weights.
 
@@ -210,17 +218,20 @@ class TemperedPosterior:
         localization: γ, strength of the pull ``γ/2·‖w − w0‖²`` back to the trained weights.
         lr: step size ε. ``None`` (default): chosen per level as ``lr_safety / (B·ĥ + γ)`` with ĥ the
             top Hessian eigenvalue at ``w0`` (power iteration), so the chain is stable (εa < 4 is
-            needed; ε·a ≈ 0.2 keeps the step-size bias ≈ 5%). A number is used as given (with a
-            :class:`LossIncrease` level it is an upper bound).
+            needed; see the module docstring for the measured step-size bias). A number is used as
+            given (with a :class:`LossIncrease` level it is an upper bound).
         chains: number of chains.
-        draws: draws per chain. A chain runs ``burnin + (draws − 1)·thin + 1`` steps.
+        draws: draws per chain (stored as ``n_draws``: ``draws`` is also the method that samples).
+            A chain runs ``burnin + (draws − 1)·thin + 1`` steps.
         burnin: steps discarded first.
         thin: steps between draws.
         seed: seeds the noise (chain ``c`` uses ``seed·1000003 + c``) and the minibatch order (shared
             by all chains).
-        batch_size: minibatch rows per step for a :class:`~interp.tasks.Task` target.
-        eval_size: rows of the fixed evaluation batch (first rows of the train split) whose loss is
-            recorded at every draw (``Draw.loss``, specific heat, calibration). 0 turns it off.
+        batch_size: minibatch rows per step for a :class:`~interp.tasks.Task` or objective target.
+        eval_rows: rows of the fixed evaluation batch (first rows of the train split, or of the
+            objective's ``tensors()``) whose loss is recorded at every draw (``Draw.loss``, specific
+            heat, calibration). 0 turns it off. (Was ``eval_size``, still accepted with a
+            ``DeprecationWarning``.)
         init_batches: minibatches averaged for L(w0) in λ̂.
         restrict: only these parameters move (a layer, the MLPs, a head via a mask): see
             :func:`~interp.degradations.select_parameters`.
@@ -228,7 +239,8 @@ class TemperedPosterior:
         divergence: a chain fails when B·(L − L(w0)) exceeds ``divergence · (d/2 + 1)`` (d = number of
             sampled parameters; at equilibrium B·(L − L0) ≈ λ ≤ d/2), or when loss or weights are
             not finite.
-        max_loss_increase: optional absolute guard: fail when L − L(w0) exceeds it (nats/token).
+        max_loss_increase: optional absolute guard: fail when L − L(w0) exceeds it (in the
+            objective's units).
         vectorize: run all chains in one batched call. ``None``: automatic: native bridges with a
             task target go through :class:`~interp.degradations.stacked.StackedForward` (one
             hand-batched forward for all chains), small plain modules without overlapping
@@ -236,6 +248,14 @@ class TemperedPosterior:
             result is the same up to float rounding (checked on the model at w0 before use).
         calibration: :class:`CalibrationConfig` for :class:`LossIncrease` levels.
         progress: show a ``tqdm`` progress bar.
+        objective: what the posterior is sampled on. ``None`` (default): the target passed to
+            :meth:`draws` (a sweep's task). Else a :class:`~interp.tasks.Task`, a callable
+            ``loss(model) -> scalar tensor``, or an object of the ``interp.objectives.Objective``
+            protocol (``name``, ``units``, ``prepare(model)`` called once at w0 before anything,
+            ``tensors()``, ``loss(model, batch)``); the target passed to :meth:`draws` is then
+            ignored for sampling. Losses, calibration and λ̂ are in the objective's units; every
+            :class:`~interp.degradations.Draw`, calibration record and LLC estimate names it.
+            Its description is part of the sampler's configuration (``objective_id``).
     """
 
     nbeta: float | None = None
@@ -247,7 +267,7 @@ class TemperedPosterior:
     thin: int = 1
     seed: int = 0
     batch_size: int = 32
-    eval_size: int = 256
+    eval_rows: int = 256
     init_batches: int = 8
     restrict: Restrict = None
     lr_safety: float = 0.2
@@ -256,20 +276,40 @@ class TemperedPosterior:
     vectorize: bool | None = None
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     progress: bool = True
+    objective: Any = field(default=None, repr=False, compare=False)
+    #: address-free description of ``objective`` (``None``: the target passed to ``draws``).
+    objective_id: str | None = field(default=None, init=False)
 
     def __init__(self, nbeta: float | None = None, localization: float = 100.0, lr: float | None = None,
                  chains: int = 4, draws: int = 100, burnin: int = 100, thin: int = 1, seed: int = 0,
-                 batch_size: int = 32, eval_size: int = 256, init_batches: int = 8,
+                 batch_size: int = 32, eval_rows: int = 256, init_batches: int = 8,
                  restrict: Restrict = None, lr_safety: float = 0.2, divergence: float = 100.0,
                  max_loss_increase: float | None = None, vectorize: bool | None = None,
-                 calibration: CalibrationConfig | None = None, progress: bool = True) -> None:
+                 calibration: CalibrationConfig | None = None, progress: bool = True,
+                 objective: Any = None, *, eval_size: int | None = None,
+                 n_draws: int | None = None) -> None:
         values = dict(locals())
         values.pop("self")
-        values["n_draws"] = values.pop("draws")
+        old = values.pop("eval_size")
+        if old is not None:
+            if eval_rows != 256 and eval_rows != old:
+                raise bad_value("TemperedPosterior", "eval_size", old, "left out when eval_rows= is given "
+                                "(eval_size is the old name of eval_rows)", f"Pass only eval_rows={eval_rows!r}.")
+            warnings.warn("TemperedPosterior(eval_size=...) is renamed eval_rows=; the old name is accepted "
+                          "for one release.", DeprecationWarning, stacklevel=2)
+            values["eval_rows"] = old
+        stored = values.pop("n_draws")  # the stored name, so dataclasses.replace and configs round-trip
+        if stored is not None:
+            if draws != 100 and draws != stored:
+                raise bad_value("TemperedPosterior", "n_draws", stored, f"equal to draws={draws!r} when both "
+                                "are given (n_draws is the stored name of draws)", "Pass only draws=...")
+            draws = stored
+        values["n_draws"] = values.pop("draws") if stored is None else draws
         if values["calibration"] is None:
             values["calibration"] = CalibrationConfig()
         for k, v in values.items():
             object.__setattr__(self, k, v)
+        object.__setattr__(self, "objective_id", describe_objective(objective))
         self.__post_init__()
 
     def __post_init__(self) -> None:
@@ -283,7 +323,7 @@ class TemperedPosterior:
         for n, attr in (("chains", "chains"), ("draws", "n_draws"), ("thin", "thin"),
                         ("batch_size", "batch_size"), ("init_batches", "init_batches")):
             check_number(c, n, getattr(self, attr), integer=True, fix=f"Use a positive integer for {n}.")
-        for n in ("burnin", "seed", "eval_size"):
+        for n in ("burnin", "seed", "eval_rows"):
             check_number(c, n, getattr(self, n), integer=True, zero_ok=True,
                          fix=f"Use a non-negative integer for {n}.")
         check_number(c, "lr_safety", self.lr_safety, fix="Use a value in (0, 2), e.g. 0.2.")
@@ -292,18 +332,37 @@ class TemperedPosterior:
                             "Use e.g. lr_safety=0.2.")
         check_number(c, "divergence", self.divergence, fix="Use e.g. divergence=100.0.")
         check_number(c, "max_loss_increase", self.max_loss_increase, none_ok=True,
-                     fix="Use a loss increase in nats/token, or None.")
+                     fix="Use a loss increase in the objective's units, or None.")
         if self.vectorize not in (None, True, False):
             raise bad_value(c, "vectorize", self.vectorize, "True, False or None (automatic)", "")
+        check_flag(c, "progress", self.progress)
         if not isinstance(self.calibration, CalibrationConfig):
             raise bad_value(c, "calibration", self.calibration, "a CalibrationConfig", "Use "
                             "calibration=CalibrationConfig(tolerance=0.1, ...).")
+        if self.objective is not None:
+            check_objective(c, self.objective)
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            if not f.init or f.name == "objective":
+                continue
+            parts.append(f"{'draws' if f.name == 'n_draws' else f.name}={getattr(self, f.name)!r}")
+        if self.objective is not None:
+            parts.append(f"objective={self.objective_id}")
+        return f"TemperedPosterior({', '.join(parts)})"
+
+    @property
+    def eval_size(self) -> int:
+        """Deprecated name of :attr:`eval_rows`."""
+        warnings.warn("TemperedPosterior.eval_size is renamed eval_rows.", DeprecationWarning, stacklevel=2)
+        return self.eval_rows
 
     # ------------------------------------------------------------------------------------- public
     @classmethod
     def field_names(cls) -> list[str]:
         """Constructor argument names (``draws`` is stored as ``n_draws``)."""
-        return ["draws" if f.name == "n_draws" else f.name for f in fields(cls)]
+        return ["draws" if f.name == "n_draws" else f.name for f in fields(cls) if f.init]
 
     def draws(self, model: torch.nn.Module, target: Any, level: Any = None) -> SamplingRun:
         """Iterate over posterior draws with the sampled weights live in ``model``.
@@ -378,7 +437,8 @@ class _Engine:
     def __init__(self, cfg: TemperedPosterior, model: torch.nn.Module, target: Any) -> None:
         self.cfg = cfg
         self.model = model
-        self.obj = Objective(target, cfg.batch_size, cfg.eval_size)
+        source = cfg.objective if cfg.objective is not None else target
+        check_objective("TemperedPosterior", source)
         sel = select_parameters(model, cfg.restrict)
         self.names = [n for n, _, _ in sel]
         self.params = [p for _, p, _ in sel]
@@ -386,6 +446,10 @@ class _Engine:
         self.has_masks = any(m is not None for m in self.masks)
         self.d = int(sum(p.numel() if m is None else int(m.count_nonzero()) for p, m in zip(self.params, self.masks)))
         self.snapshot = WeightSnapshot(model)
+        try:  # an objective's prepare(model) runs here, at w0, before anything else
+            self.obj = Objective(source, cfg.batch_size, cfg.eval_rows, model=model)
+        finally:
+            self.snapshot.restore()
         self.w0 = [self.snapshot.saved(p) for p in self.params]
         self._curv: float | None = None
         self._init: tuple[float, float | None] | None = None
@@ -397,7 +461,7 @@ class _Engine:
             stream = self.obj.stream(self.cfg.seed)
             with torch.no_grad():
                 vals = [float(self.obj.loss(self.model, next(stream))) for _ in range(
-                    self.cfg.init_batches if self.obj.kind == "task" else 1)]
+                    self.cfg.init_batches if self.obj.has_rows else 1)]
             ev = self.obj.eval_loss(self.model) if self.obj.fixed is not None else None
             if not all(math.isfinite(v) for v in vals):
                 raise ValueError("The loss at the original weights is not finite; cannot sample.")
@@ -412,10 +476,10 @@ class _Engine:
             v = [x * m if m is not None else x for x, m in zip(v, self.masks)]
             nrm = _flat_norm(v)
             v = [x / nrm for x in v]
-            batch = self.obj.fixed if self.obj.kind == "task" else None
-            if batch is not None and len(batch["input_ids"]) > 64:
+            batch = self.obj.fixed if self.obj.has_rows else None
+            if batch is not None and len(next(iter(batch.values()))) > 64:
                 batch = {k: t[:64] for k, t in batch.items()}
-            if batch is None and self.obj.kind == "task":
+            if batch is None and self.obj.has_rows:
                 batch = next(self.obj.stream(self.cfg.seed))
             lam = 0.0
             for _ in range(20):
@@ -487,7 +551,8 @@ class _Engine:
             bar = tqdm(total=chains * steps, desc=f"SGLD B={nbeta:.4g}", leave=False, mininterval=0.5)
         try:
             common = dict(nbeta=nbeta, lr=lr, localization=self.cfg.localization, burnin=burnin,
-                          init_loss=init_loss, init_eval_loss=init_eval, n_params=self.d)
+                          init_loss=init_loss, init_eval_loss=init_eval, n_params=self.d,
+                          objective=self.obj.name, units=self.obj.units)
             if self.use_vmap(chains) and self._vmap_agrees():
                 recs = [ChainDiagnostics(chain=c, **common) for c in ids]
                 records.extend(recs)
@@ -662,7 +727,7 @@ class _Engine:
                 if yield_draws:
                     yield Draw(level=level, chain=rec.chain, draw=n_draw,
                                loss=rec.eval_losses[-1] if rec.eval_losses else loss,
-                               nbeta=B, lr=eps, step=t)
+                               nbeta=B, lr=eps, step=t, objective=self.obj.name, units=self.obj.units)
                 n_draw += 1
             if t == steps - 1:
                 break
@@ -730,7 +795,8 @@ class _Engine:
                             r.eval_losses.append(obj.eval_loss(model))
                         if yield_draws:
                             yield Draw(level=level, chain=r.chain, draw=n_draw,
-                                       loss=r.eval_losses[-1] if r.eval_losses else Ls[c], nbeta=B, lr=eps, step=t)
+                                       loss=r.eval_losses[-1] if r.eval_losses else Ls[c], nbeta=B, lr=eps, step=t,
+                                       objective=obj.name, units=obj.units)
                     self.snapshot.restore()
                 n_draw += 1
             if t == steps - 1:
@@ -884,7 +950,7 @@ def resolve_level(eng: _Engine, level: Any) -> tuple[float, float, CalibrationRe
 def _calibrate(eng: _Engine, target: float) -> CalibrationRecord:
     cfg, cal = eng.cfg, eng.cfg.calibration
     if eng.obj.fixed is None:
-        raise ValueError("LossIncrease levels need the fixed evaluation batch: set eval_size > 0.")
+        raise ValueError("LossIncrease levels need the fixed evaluation batch: set eval_rows > 0.")
     B = float(cfg.nbeta) if cfg.nbeta is not None else min(eng.d / 2, 100.0) / target
     lr_scale = 1.0
     rounds: list[CalibrationRound] = []
@@ -939,7 +1005,7 @@ def _calibrate(eng: _Engine, target: float) -> CalibrationRecord:
         B = math.exp(nb)
     if best is None:
         raise RuntimeError(
-            f"Calibration to a loss increase of {target} nats/token failed: every pilot diverged or "
+            f"Calibration to a loss increase of {target} {eng.obj.units} failed: every pilot diverged or "
             f"lowered the loss (rounds: {rounds}). w0 may not be a minimum; try a larger localization."
         )
     if not converged:
@@ -948,7 +1014,8 @@ def _calibrate(eng: _Engine, target: float) -> CalibrationRecord:
                        target, cal.max_rounds, B)
     else:
         lr = rounds[-1].lr
-    return CalibrationRecord(target=target, nbeta=B, lr=lr, rounds=tuple(rounds), converged=converged)
+    return CalibrationRecord(target=target, nbeta=B, lr=lr, rounds=tuple(rounds), converged=converged,
+                             objective=eng.obj.name, units=eng.obj.units)
 
 
 # ------------------------------------------------------------------------------------------- LLC
@@ -959,7 +1026,8 @@ class LLCEstimate:
     ``mean`` ± ``stderr`` (standard error over chains), ``per_chain`` λ̂ of the successful chains,
     ``specific_heat`` (mean over chains of B²·Var(L) on the fixed batch, NaN without one),
     ``failed`` (``(chain, reason)`` of every failed chain), ``chains`` (all diagnostics) and the
-    ``nbeta``, ``lr``, ``localization`` used.
+    ``nbeta``, ``lr``, ``localization`` used; ``objective`` and ``units`` name the loss sampled on
+    (λ̂ is dimensionless: B carries the inverse units).
     """
 
     mean: float
@@ -972,6 +1040,8 @@ class LLCEstimate:
     lr: float
     localization: float
     calibration: CalibrationRecord | None = None
+    objective: str | None = None
+    units: str | None = None
 
 
 def estimate_llc(model: torch.nn.Module, target: Any, level: Any = None, **sampler_kwargs: Any) -> LLCEstimate:
@@ -1004,4 +1074,5 @@ def estimate_llc(model: torch.nn.Module, target: Any, level: Any = None, **sampl
         specific_heat=sum(heats) / len(heats) if heats else math.nan,
         failed=failed, chains=tuple(run.chains), nbeta=float(run.nbeta), lr=float(run.lr),
         localization=run.cfg.localization, calibration=run.calibration,
+        objective=ok[0].objective, units=ok[0].units,
     )
