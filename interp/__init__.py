@@ -29,7 +29,7 @@ _LAZY = {
     "load_model": "interp.models",
     "organisms": "interp.organisms",
     "Analysis": "interp.analysis",
-    "run_sweep": "interp.sweeps",
+    "run_sweep": "interp.sweep",
     "Results": "interp.results",
     "dissolution": "interp.dissolve",
     "Dissolution": "interp.dissolve",
@@ -52,7 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from interp.models import load_model
     from interp.analysis import Analysis
     from interp.results import Results
-    from interp.sweeps import run_sweep
+    from interp.sweep import run_sweep
     from interp.tasks import Task
 
 

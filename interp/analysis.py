@@ -22,13 +22,23 @@ Example::
     ...         return {"loss": task.evaluate(model)["loss"]}
     >>> isinstance(Loss(), Analysis)
     True
+
+A plain function ``fn(model, task) -> dict[str, float]`` is an analysis too (its name is the
+function's ``__name__``; no setup, no effects, no collaterals), and so is an object that lacks
+``setup``, ``effects``, ``collaterals`` or ``name`` (the defaults: no setup, no effects, no
+collaterals, the class name). ``run_sweep`` wraps them once with :func:`wrap_analysis`::
+
+    >>> def logit_norm(model, task):
+    ...     return {"norm": 1.0}
+    >>> wrap_analysis(logit_norm).name
+    'logit_norm'
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Analysis", "metric_kind"]
+__all__ = ["Analysis", "FunctionAnalysis", "metric_kind", "wrap_analysis"]
 
 
 @runtime_checkable
@@ -51,3 +61,52 @@ def metric_kind(analysis: Analysis, metric: str) -> str:
     if metric in getattr(analysis, "collaterals", ()):
         return "collateral"
     return "other"
+
+
+class FunctionAnalysis:
+    """An analysis from a callable ``fn(model, task) -> dict[str, float]``, or from an object that
+    lacks part of the protocol: missing ``setup`` does nothing, missing ``effects``/``collaterals``
+    are empty, a missing ``name`` is the function's ``__name__`` (or the object's class name).
+
+    Args:
+        fn: the function, or the callable object (its ``setup``, ``effects`` and ``collaterals`` are
+            used where it has them).
+        name: the analysis's name in the table (default: as above).
+    """
+
+    def __init__(self, fn: Any, name: str | None = None) -> None:
+        if not callable(fn):
+            raise ValueError(f"FunctionAnalysis(fn={fn!r}): fn must be callable as fn(model, task) -> dict.")
+        self.fn = fn
+        default = getattr(fn, "name", None) or getattr(fn, "__name__", None) or type(fn).__name__
+        self.name = str(name if name is not None else default)
+        self.effects = tuple(getattr(fn, "effects", ()))
+        self.collaterals = tuple(getattr(fn, "collaterals", ()))
+
+    def setup(self, model: Any, task: Any) -> None:
+        setup = getattr(self.fn, "setup", None)
+        if callable(setup):
+            setup(model, task)
+
+    def __call__(self, model: Any, task: Any) -> dict[str, float]:
+        return self.fn(model, task)
+
+    def __repr__(self) -> str:
+        return f"FunctionAnalysis({self.fn!r}, name={self.name!r})"
+
+
+def wrap_analysis(obj: Any) -> Analysis:
+    """``obj`` as an :class:`Analysis`: returned as it is when it follows the protocol, wrapped in a
+    :class:`FunctionAnalysis` when it is a function or a callable object lacking ``setup``,
+    ``effects``, ``collaterals`` or ``name``; a ValueError for anything else."""
+    if isinstance(obj, Analysis):
+        return obj
+    if callable(obj) and not isinstance(obj, type):
+        return FunctionAnalysis(obj)
+    what = f"the class {obj.__name__}; pass an instance, {obj.__name__}(...)" if isinstance(obj, type) else \
+        f"a {type(obj).__name__}"
+    raise ValueError(
+        f"{obj!r} is not an Analysis ({what}): give an object with `__call__(model, task) -> dict[str, float]` "
+        "(optionally `name`, `setup(model, task)`, `effects`, `collaterals`), or a function "
+        "fn(model, task) -> dict[str, float]."
+    )

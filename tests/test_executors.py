@@ -15,7 +15,7 @@ import torch
 
 import interp
 from interp.degradations import CalibrationConfig, LossIncrease, NBeta, TemperedPosterior, WeightNoise
-from interp.executors import LocalExecutor, ModelRecipe, RayExecutor, SweepJobsFailed, resolve_executor
+from interp.sweep import LocalExecutor, ModelRecipe, RayExecutor, SweepJobsFailed, resolve_executor
 from interp.results import Results
 
 ray = pytest.importorskip("ray")
@@ -198,7 +198,7 @@ def test_address_connects_another_process_to_the_cluster(cluster):
     cluster): RayExecutor.connect() -> ray.init(address=...), then jobs run on that cluster's workers."""
     code = textwrap.dedent(f"""
         import ray
-        from interp.executors import RayExecutor
+        from interp.sweep import RayExecutor
         assert RayExecutor(address={cluster!r}).connect()
         assert ray.get_runtime_context().gcs_address == {cluster!r}
         print(int(ray.cluster_resources()["CPU"]))

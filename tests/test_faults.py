@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 import hooks
 from interp.degradations import ActivationNoise, Checkpoints, TemperedPosterior, WeightNoise
 from interp.results import Results
-from interp.sweeps import run_sweep
+from interp.sweep import run_sweep
 from reliability_tiny import (
     TINY_CONFIG,
     LossProbe,

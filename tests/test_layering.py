@@ -42,7 +42,6 @@ MAX_LINES = 600
 KNOWN: dict[str, str] = {
     "analyses-use-public-interp": "the owners of analyses/probing.py and analyses/scrubbing/_analysis.py "
                                   "switch interp._checks to the public interp.checks (interface 5)",
-    "no-cycles-in-interp": "helper 'sweep-core' replaces sweeps/executors/results with interp/sweep/",
 }
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from interp.results import Results, t_quantile_975
-from interp.sweeps import COLUMNS, run_sweep, weights_digest
+from interp.sweep import COLUMNS, run_sweep, weights_digest
 from interp.tasks import Task
 
 
@@ -180,6 +180,43 @@ def test_analysis_randomness_is_seeded_per_draw_and_leaves_global_rng():
     b = run_sweep(TinyLM(), tiny_task(), [LossAndNorm()], ScaledNoise(), [0.1], progress=False, seed=7)
     noise = lambda r: r.table.query("metric == 'noise'")["value"].to_numpy()  # noqa: E731
     assert np.array_equal(noise(a), noise(b)) and len(set(noise(a))) == len(noise(a))
+
+
+def test_plain_function_and_partial_object_are_analyses(tmp_path):
+    """An analysis may be a function fn(model, task) -> dict (named by __name__) or an object without
+    setup/effects/collaterals/name: wrapped once, no setup, no effects, no collaterals."""
+    def emb_norm(model, task):
+        return {"norm": model.emb.norm().item()}
+
+    class OnlyCall:  # no name, setup, effects or collaterals
+        def __call__(self, model, task):
+            return {"out_norm": model.out.norm().item()}
+
+    class WithEffects:
+        effects = ("loss",)
+
+        def __call__(self, model, task):
+            return {"loss": task.evaluate(model)["loss"]}
+
+    model = TinyLM()
+    res = run_sweep(model, tiny_task(), [emb_norm, OnlyCall(), WithEffects()], ScaledNoise(), [0.1],
+                    progress=False, out=tmp_path)
+    t = res.table
+    assert sorted(set(t["analysis"])) == ["OnlyCall", "WithEffects", "emb_norm"]
+    kinds = t.drop_duplicates("metric").set_index("metric")["kind"].to_dict()
+    assert kinds == {"norm": "other", "out_norm": "other", "loss": "effect"}
+    base = t[t["baseline"] & (t["metric"] == "norm")]["value"].iloc[0]
+    assert base == pytest.approx(TinyLM().emb.norm().item())
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["analyses"][0] == {"type": "function", "name": "emb_norm",
+                                     "function": f"{__name__}.test_plain_function_and_partial_object_are_analyses."
+                                                 "<locals>.emb_norm"}
+    # the same functions again resume the same sweep (their description is stable)
+    again = run_sweep(model, tiny_task(), [emb_norm, OnlyCall(), WithEffects()], ScaledNoise(), [0.1],
+                      progress=False, out=tmp_path)
+    pd.testing.assert_frame_equal(again.table, t)
+    with pytest.raises(ValueError, match=r"the class OnlyCall; pass an instance"):
+        run_sweep(model, tiny_task(), [OnlyCall], ScaledNoise(), [0.1], progress=False)
 
 
 def _synthetic(effect_by_level, collateral_by_level, chains=4):

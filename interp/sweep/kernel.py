@@ -1,0 +1,341 @@
+"""The per-draw kernel every executor shares: input checks, seeding, setup, loss, one draw's rows.
+
+Seeds: the analyses are set up on w0 with their randomness seeded by s(seed, SETUP_KEY) and each draw
+(ℓ, c, d) is analysed under s(seed, ℓ, c, d), s = the first 8 bytes of SHA-256 of the JSON list, so
+every executor, in any process, and a resumed run reproduce the same numbers. The caller's RNG state
+is left untouched (``torch.random.fork_rng``).
+
+Loss axis: each draw's loss L(w) is measured on one fixed evaluation batch (``eval_rows`` test rows),
+so every row sits on ΔL = L(w) − L(w0) (nats/token), comparable across degradations.
+
+Example::
+
+    >>> from interp.sweep.kernel import seed_for
+    >>> seed_for(0, (1, 0, 2)) == seed_for(0, (1, 0, 2))
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import logging
+import math
+import numbers
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from interp.analysis import Analysis, FunctionAnalysis, metric_kind, wrap_analysis
+from interp.checks import check_number
+from interp.sweep.store import BASELINE_KEY, SETUP_KEY, Store, asdict, check_out, jsonable
+
+__all__ = [
+    "weights_digest", "seed_for", "check_inputs", "prepare_analyses", "setup_analyses", "eval_batch",
+    "measure_loss", "analyse", "sweep_config", "degradation_name", "level_info", "draw_record",
+    "make_results", "close_draws",
+]
+
+log = logging.getLogger(__name__)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer's bytes, in state-dict order (bit-identity check)."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict(keep_vars=False).items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def seed_for(seed: int, key: tuple[int, int, int]) -> int:
+    """A per-draw seed for the analyses' own randomness, the same on a resumed run."""
+    digest = hashlib.sha256(json.dumps([seed, *key]).encode()).digest()
+    return int.from_bytes(digest[:8], "little") % (2**63)
+
+
+def fork_rng() -> Any:
+    """``torch.random.fork_rng`` over the CPU and every initialised CUDA device."""
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    return torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else [])
+
+
+# ----------------------------------------------------------------------------------- input checks
+_DEGRADATIONS = "TemperedPosterior(...), WeightNoise(...), ActivationNoise(...) or Checkpoints(...)"
+
+
+def check_inputs(model: Any, task: Any, degradation: Any, levels: Any, *, out: Any, seed: Any,
+                 eval_rows: Any, progress: Any) -> list[Any]:
+    """Every argument of ``run_sweep`` checked before any work (and before ``config.json`` is
+    written); returns the levels as a list."""
+    owner = "run_sweep"
+    if isinstance(degradation, type):
+        raise ValueError(f"{owner}(degradation={degradation.__name__}): pass an instance, e.g. "
+                         f"{degradation.__name__}(), not the class.")
+    if not callable(getattr(degradation, "draws", None)):
+        raise ValueError(f"{owner}(degradation={degradation!r}): degradation must be an object with "
+                         f"draws(model, task, level), e.g. {_DEGRADATIONS}.")
+    if isinstance(task, (str, bytes)) or not callable(getattr(task, "tensors", None)):
+        raise ValueError(f"{owner}(task={task!r}): task must be an interp.Task (with tensors(...) and "
+                         "loss(...)), e.g. the task interp.organisms.load('induction') returns.")
+    if isinstance(levels, (str, bytes, dict)) or not isinstance(levels, Sequence) and not _iterable(levels):
+        raise ValueError(f"{owner}(levels={levels!r}): levels must be a list of the degradation's levels, "
+                         "e.g. levels=[0.05, 0.1].")
+    levels = list(levels)
+    if not levels:
+        raise ValueError(f"{owner}(levels=[]): levels is empty: give at least one degradation level.")
+    for i, level in enumerate(levels):
+        check_level(degradation, level, i)
+    check_number(owner, "eval_rows", eval_rows, integer=True, fix="Use e.g. eval_rows=256 (test rows of the "
+                 "fixed batch every draw's loss is measured on).")
+    check_number(owner, "seed", seed, integer=True, zero_ok=True, fix="Use e.g. seed=0.")
+    if not isinstance(progress, bool):
+        raise ValueError(f"{owner}(progress={progress!r}): progress must be True or False.")
+    if getattr(task, "has_loss", True):
+        n_test = _n_rows(task, "test")
+        if n_test is not None and eval_rows > n_test:
+            log.info("eval_rows=%d > the %d test rows of task %r: the loss is measured on all %d.",
+                     eval_rows, n_test, getattr(task, "name", task), n_test)
+    if out is not None:
+        if not isinstance(out, (str, Path)) and not hasattr(out, "__fspath__"):
+            raise ValueError(f"{owner}(out={out!r}): out must be a directory path (str or Path) or None.")
+        check_out(Path(out))
+    return levels
+
+
+def _iterable(x: Any) -> bool:
+    try:
+        iter(x)
+    except TypeError:
+        return False
+    return True
+
+
+def _n_rows(task: Any, split: str) -> int | None:
+    try:
+        return len(task.dataset[split])
+    except Exception:  # noqa: BLE001 - a task without a datasets split: nothing to compare with
+        return None
+
+
+def check_level(degradation: Any, level: Any, index: int = 0) -> None:
+    """A level the degradation can use (for the shipped degradations), before any work."""
+    from interp.degradations import ActivationNoise, Checkpoints, LossIncrease, NBeta, TemperedPosterior, WeightNoise
+
+    name = type(degradation).__name__
+    where = f"run_sweep(levels[{index}]={level!r})"
+    if isinstance(degradation, (WeightNoise, ActivationNoise)):
+        if level is not None and (isinstance(level, bool) or not isinstance(level, numbers.Real)
+                                  or not math.isfinite(level) or level < 0):
+            raise ValueError(f"{where}: a {name} level is σ, a finite number >= 0. Use e.g. levels=[0.05, 0.1].")
+    elif isinstance(degradation, TemperedPosterior):
+        if isinstance(level, (NBeta, LossIncrease)) or level is None and degradation.nbeta is not None:
+            return
+        if isinstance(level, bool) or not isinstance(level, numbers.Real) or not math.isfinite(level) or level <= 0:
+            raise ValueError(f"{where}: a TemperedPosterior level is an inverse temperature nβ, a finite "
+                             "number > 0 (or NBeta(B), or LossIncrease(nats) for a target loss increase). "
+                             "Use e.g. levels=[100, 1000].")
+    elif isinstance(degradation, Checkpoints):
+        if level is None:
+            return
+        available = [s for s, _ in degradation._items()]
+        if not any(s == level or str(s) == str(level) for s in available):
+            raise ValueError(f"{where}: no checkpoint at this level; available steps: {available}.")
+
+
+def prepare_analyses(analyses: Any) -> list[Analysis]:
+    """The analyses as :class:`~interp.analysis.Analysis` objects (plain functions and objects without
+    ``setup``/``effects``/``collaterals`` wrapped once), with unique names."""
+    if isinstance(analyses, (str, bytes)) or callable(analyses) or not _iterable(analyses):
+        raise ValueError(f"run_sweep(analyses={analyses!r}): analyses must be a list of analyses "
+                         "(objects or functions fn(model, task) -> dict of metrics), e.g. [ResidualNorms()].")
+    wrapped = [wrap_analysis(a) for a in analyses]
+    if not wrapped:
+        raise ValueError("run_sweep(analyses=[]): give at least one analysis.")
+    names = [a.name for a in wrapped]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"Analysis names must be unique; repeated: {dupes}. Give each a distinct name.")
+    return wrapped
+
+
+# ------------------------------------------------------------------------------- per-draw kernel
+def setup_analyses(analyses: Sequence[Analysis], model: torch.nn.Module, task: Any, seed: int,
+                   digest: str | None = None) -> None:
+    """Every analysis's ``setup`` on the clean weights, its randomness seeded from ``seed`` (so every
+    executor, in any process, sets up the same state); the caller's RNG state is left untouched. With
+    ``digest`` (w0's), an analysis whose setup changed the weights is named in a RuntimeError."""
+    for a in analyses:
+        with fork_rng():
+            torch.manual_seed(seed_for(seed, SETUP_KEY))
+            a.setup(model, task)
+        if digest is not None and weights_digest(model) != digest:
+            raise RuntimeError(
+                f"Analysis {a.name!r} changed the model's weights in setup(); an analysis must leave them "
+                "as they are (work on a copy, or restore them in a finally). The sweep did not start."
+            )
+
+
+def eval_batch(task: Any, eval_rows: int) -> dict[str, torch.Tensor] | None:
+    """The sweep's fixed evaluation batch (None for a task without a loss)."""
+    return task.tensors("test", rows=eval_rows) if getattr(task, "has_loss", True) else None
+
+
+def measure_loss(model: torch.nn.Module, task: Any, batch: dict[str, torch.Tensor] | None) -> float:
+    """The loss on the sweep's fixed evaluation batch (NaN for a task without a loss)."""
+    if batch is None:
+        return float("nan")
+    with torch.no_grad():
+        return float(task.loss(model, batch))
+
+
+def _metric_value(analysis: Analysis, metric: Any, value: Any) -> float:
+    """One metric value as a float, or a ValueError naming the analysis and the metric."""
+    if not isinstance(metric, str):
+        raise ValueError(f"Analysis {analysis.name!r} returned a metric named {metric!r}; metric names must be "
+                         "strings.")
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    elif hasattr(value, "item") and getattr(value, "size", None) == 1:  # a numpy scalar / 1-element array
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        shape = f" of shape {tuple(value.shape)}" if hasattr(value, "shape") else ""
+        raise ValueError(
+            f"Analysis {analysis.name!r} returned {type(value).__name__}{shape} {_short(value)} for metric "
+            f"{metric!r}; each metric must be one real number (a float, an int or a 1-element tensor). "
+            "Return one metric per number, e.g. {'head_0': ..., 'head_1': ...}."
+        )
+    return float(value)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def analyse(analyses: Sequence[Analysis], model: torch.nn.Module, task: Any, key: tuple[int, int, int],
+            level: Any, loss: float, base_loss: float, seed: int, deg_name: str,
+            divergence: float = float("nan")) -> list[dict]:
+    """The table rows of one draw (or the baseline): every analysis, seeded per draw."""
+    rows = []
+    for a in analyses:
+        with fork_rng():  # the caller's RNG state is left untouched
+            torch.manual_seed(seed_for(seed, key))
+            metrics = a(model, task)
+        if not isinstance(metrics, dict):
+            raise ValueError(
+                f"Analysis {a.name!r} returned {type(metrics).__name__} {_short(metrics)}; an analysis returns "
+                "a dict of named metrics, e.g. {'loss': 0.12}."
+            )
+        for metric, value in metrics.items():
+            value = _metric_value(a, metric, value)
+            if not math.isfinite(value):
+                log.warning("Analysis %r metric %r is %s at draw %s: kept, counted in n_nonfinite, never "
+                            "averaged away.", a.name, metric, value, list(key))
+            rows.append({
+                "degradation": deg_name, "level": jsonable(level), "level_index": key[0],
+                "chain": key[1], "draw": key[2], "baseline": key == BASELINE_KEY,
+                "loss": loss, "delta_loss": loss - base_loss, "divergence": divergence, "analysis": a.name,
+                "metric": metric, "kind": metric_kind(a, metric), "value": value,
+            })
+    return rows
+
+
+def close_draws(draws: Any) -> None:
+    """Close a degradation's draw iterator now (its ``finally`` restores the weights and removes its
+    hooks), never leaving that to garbage collection: a traceback kept alive (IPython's
+    ``sys.last_value``) would keep a suspended generator, and the degraded weights, alive."""
+    close = getattr(draws, "close", None)
+    if callable(close):
+        close()
+
+
+# ------------------------------------------------------------------------------ identity, records
+# fields that change how a run looks, not what it computes: not part of a sweep's identity
+_PRESENTATION = frozenset({"progress"})
+
+
+def describe(obj: Any) -> Any:
+    """A JSON-able, address-free description of a configured object: its dataclass fields (or those
+    of its ``config`` attribute), else its type and ``name``."""
+    if isinstance(obj, FunctionAnalysis):  # describe what it wraps
+        fn = obj.fn
+        if inspect.isroutine(fn) or not hasattr(fn, "__dict__"):
+            return {"type": "function", "name": obj.name,
+                    "function": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', obj.name)}"}
+        return {**describe(fn), "name": obj.name}
+    source = obj if dataclasses.is_dataclass(obj) else getattr(obj, "config", None)
+    desc: dict[str, Any] = {"type": type(obj).__name__}
+    if dataclasses.is_dataclass(source) and not isinstance(source, type):
+        desc.update({
+            f.name: jsonable(getattr(source, f.name))
+            for f in dataclasses.fields(source)
+            if f.repr and f.name not in _PRESENTATION
+        })
+    elif hasattr(obj, "name"):
+        desc["name"] = jsonable(obj.name)
+    return desc
+
+
+def sweep_config(task: Any, analyses: Sequence[Analysis], degradation: Any, levels: Sequence[Any],
+                 seed: int, eval_rows: int, digest: str) -> dict[str, Any]:
+    """What identifies a sweep (its ``config.json``): the executor is not part of it."""
+    return {
+        "task": getattr(task, "name", repr(task)),
+        "analyses": [describe(a) for a in analyses],
+        "degradation": describe(degradation),
+        "levels": jsonable(levels),
+        "seed": seed,
+        "eval_rows": eval_rows,
+        "weights": digest,
+    }
+
+
+def degradation_name(degradation: Any) -> str:
+    return getattr(degradation, "name", type(degradation).__name__)
+
+
+def level_info(draws: Any) -> dict[str, Any]:
+    """What a degradation's draw iterator reports about its level once exhausted: the sampler's
+    calibration and per-chain diagnostics (failed chains with their reasons), else nothing."""
+    info = {}
+    for attr in ("calibration", "chains"):
+        value = getattr(draws, attr, None)
+        if value is not None:
+            info[attr] = asdict(value)
+    return info
+
+
+def draw_record(draw: Any) -> dict[str, Any]:
+    """A draw's own fields (B, ε, step, its loss, ...) minus the level, which the table holds."""
+    fields = dataclasses.asdict(draw) if dataclasses.is_dataclass(draw) else {
+        k: v for k, v in vars(draw).items() if not k.startswith("_")
+    }
+    return {k: jsonable(v) for k, v in fields.items() if k != "level"}
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the packages that determine the numbers."""
+    import importlib.metadata
+    import platform
+
+    out = {"python": platform.python_version()}
+    for pkg in ("interp", "torch", "transformer-lens", "transformers", "numpy"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def make_results(store: Store, config: dict[str, Any], extra: dict[str, Any] | None = None) -> Any:
+    """The :class:`~interp.results.Results` of a finished (or partly finished) store."""
+    from interp.results import Results
+
+    meta = {"config": config, "versions": versions(), "levels": dict(sorted(store.level_info.items())),
+            **(extra or {})}
+    return Results.from_records(store.records(), meta)

@@ -1,0 +1,88 @@
+"""The in-process executor: every draw of every level in this process, one after another.
+
+For each level ℓ the degradation's draws are iterated with the degraded weights live in the model;
+each draw's loss is measured on the fixed evaluation batch and every analysis is run and stored
+(``interp.sweep.kernel``, ``interp.sweep.store``). The draw iterator is closed in a ``finally`` on
+every path (an exception, Ctrl-C), so its own ``finally`` restores w0 and removes its hooks at once,
+also when the caller keeps the exception (and with it this frame) alive, as IPython does.
+
+Example::
+
+    >>> from interp.sweep import LocalExecutor, run_sweep
+    >>> res = run_sweep(model, task, [fn], WeightNoise(), [0.1], executor=LocalExecutor())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from interp.sweep import kernel
+from interp.sweep.store import BASELINE_KEY, Store
+
+__all__ = ["LocalExecutor"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LocalExecutor:
+    """Every job in this process, in order (the default; ``executor="local"``)."""
+
+    def run(self, model: Any, task: Any, analyses: list[Any], degradation: Any, levels: list[Any], *,
+            out: str | os.PathLike | None, seed: int, eval_rows: int, progress: bool) -> Any:
+        """The sweep of :func:`~interp.sweep.run_sweep` in this process; ``model`` may be a
+        :class:`~interp.sweep.ray.ModelRecipe` (loaded here)."""
+        from tqdm.auto import tqdm
+
+        from interp.sweep.ray import ModelRecipe
+
+        if isinstance(model, ModelRecipe):
+            model = model.load()
+        digest = kernel.weights_digest(model)
+        deg_name = kernel.degradation_name(degradation)
+        config = kernel.sweep_config(task, analyses, degradation, levels, seed, eval_rows, digest)
+        store = Store(out, config)
+        batch = kernel.eval_batch(task, eval_rows)
+        blame = "an analysis changed them in setup()"
+        try:
+            kernel.setup_analyses(analyses, model, task, seed, digest)
+            blame = "an analysis changed them at the trained weights (its __call__ must leave them as they are)"
+            base_loss = kernel.measure_loss(model, task, batch)
+            if not store.done(BASELINE_KEY):
+                rows = kernel.analyse(analyses, model, task, BASELINE_KEY, None, base_loss, base_loss, seed,
+                                      deg_name, divergence=0.0)
+                if kernel.weights_digest(model) != digest:
+                    raise RuntimeError(f"The model's weights differ from before the sweep: {blame}.")
+                store.add(BASELINE_KEY, rows, {})
+            blame = (f"the degradation did not restore them ({type(degradation).__name__}), or an analysis "
+                     "changed them at a draw")
+            for li, level in enumerate(tqdm(levels, desc=f"{deg_name} levels", disable=not progress)):
+                if store.level_complete(li):
+                    continue  # finished in an earlier run
+                draws = degradation.draws(model, task, level)
+                bar = tqdm(draws, desc=f"level {level}", leave=False, disable=not progress)
+                try:
+                    for draw in bar:
+                        key = (li, int(draw.chain), int(draw.draw))
+                        if store.done(key):
+                            continue
+                        loss = kernel.measure_loss(model, task, batch)
+                        rows = kernel.analyse(analyses, model, task, key, level, loss, base_loss, seed, deg_name)
+                        store.add(key, rows, kernel.draw_record(draw))
+                finally:
+                    bar.close()
+                    kernel.close_draws(draws)  # restores w0 now, on every path
+                store.finish_level(li, kernel.level_info(draws))
+        finally:
+            store.close()
+            if kernel.weights_digest(model) != digest:
+                msg = (f"The model's weights differ from before the sweep: {blame}. Results up to here are "
+                       f"in {out or 'memory'}.")
+                if sys.exc_info()[0] is None:
+                    raise RuntimeError(msg)
+                log.error(msg)  # do not mask the exception in flight
+        return kernel.make_results(store, config)

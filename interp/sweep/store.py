@@ -1,0 +1,462 @@
+"""The sweep table's schema and its append-only store on disk: columns, keys, records, the out lock.
+
+A sweep's ``out`` directory holds:
+
+- ``config.json``: what identifies the sweep (a rerun with another configuration is refused);
+- ``rows.jsonl``: one JSON record per draw, ``{"key": [level_index, chain, draw], "rows": [...],
+  "draw": {...}}``, appended, flushed and fsynced as each draw completes (a crash loses at most the
+  draw in flight; a torn last line is dropped and truncated away on resume);
+- ``levels.json``: the levels finished, with what the degradation reported (calibration, chains);
+- ``jobs.json`` / ``failures.json``: the (level, chain) jobs of an executor that runs jobs (Ray);
+- ``sweep.lock`` while a sweep writes to it: ``{"pid", "host", "started"}`` of the writer. A second
+  writer is refused (:class:`OutDirInUse`, naming the lock and the pid); a lock whose process is dead
+  (same host) is stale and taken over with a warning.
+
+Every key is stored once. Reading back, a line that repeats an earlier key byte for byte is dropped
+with a warning (it carries nothing new); a repeated key with different content, a line that is not a
+record, a record without ``rows``, and rows without ``config.json`` are errors that name the file and
+the line and say how to resume (:class:`StoreCorrupt`).
+
+Example::
+
+    >>> from interp.sweep.store import COLUMNS, read_records
+    >>> "delta_loss" in COLUMNS
+    True
+    >>> records = list(read_records(Path("runs/wn/rows.jsonl")))     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "COLUMNS", "BASELINE_KEY", "SETUP_KEY", "Store", "read_records", "read_json", "OutDirInUse",
+    "StoreCorrupt", "LOCK_NAME",
+]
+
+log = logging.getLogger(__name__)
+
+#: the key of the baseline record (the trained weights w0)
+BASELINE_KEY = (-1, -1, -1)
+#: the key whose per-draw seed seeds the analyses' ``setup`` (the same for every executor)
+SETUP_KEY = (-2, -2, -2)
+#: the long table's columns, in order
+COLUMNS = [
+    "degradation", "level", "level_index", "chain", "draw", "baseline",
+    "loss", "delta_loss", "divergence", "analysis", "metric", "kind", "value",
+]
+#: the out directory's lock file
+LOCK_NAME = "sweep.lock"
+
+Key = tuple[int, int, int]
+
+
+class OutDirInUse(ValueError):
+    """Another live process is writing a sweep into this ``out`` directory."""
+
+
+class StoreCorrupt(ValueError):
+    """A file of a sweep's ``out`` directory cannot be read; the message says which line and how to
+    resume."""
+
+
+# ----------------------------------------------------------------------------------------- JSON
+def jsonable(v: Any) -> Any:
+    """``v`` as JSON: numbers, strings, lists and dicts as they are, anything else as its repr."""
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    return repr(v)
+
+
+def asdict(value: Any) -> Any:
+    """A record (dataclasses, tensors, non-finite floats as text) as JSON."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: asdict(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [asdict(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): asdict(v) for k, v in value.items()}
+    if hasattr(value, "tolist") and hasattr(value, "shape"):  # a tensor or array, without importing torch
+        return value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # JSON has no NaN/inf; keep them visible as text
+    return jsonable(value)
+
+
+def read_json(path: Path, *, fix: str) -> Any:
+    """A JSON file of the store; :class:`StoreCorrupt` naming the file, the place and ``fix`` when it
+    is not JSON."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        where = f"line {err.lineno} column {err.colno}" if isinstance(err, json.JSONDecodeError) else "its bytes"
+        raise StoreCorrupt(f"{path} is corrupt ({type(err).__name__} at {where}): {fix}") from err
+
+
+# -------------------------------------------------------------------------------------- records
+def _check_record(rec: Any) -> str | None:
+    """What is wrong with a parsed record, or None."""
+    if not isinstance(rec, dict):
+        return f"a JSON {type(rec).__name__}, not a record object"
+    missing = [k for k in ("key", "rows", "draw") if k not in rec]
+    if missing:
+        return f"a record without {missing}"
+    key = rec["key"]
+    if not (isinstance(key, list) and len(key) == 3 and all(isinstance(k, int) and not isinstance(k, bool) for k in key)):
+        return f"a record whose key {key!r} is not [level_index, chain, draw]"
+    if not isinstance(rec["rows"], list) or not all(isinstance(r, dict) for r in rec["rows"]):
+        return "a record whose rows are not a list of row objects"
+    if not isinstance(rec["draw"], dict):
+        return "a record whose draw is not an object"
+    return None
+
+
+def read_records(rows_file: Path, *, repair: bool = False) -> Iterator[dict[str, Any]]:
+    """The records of a sweep's ``rows.jsonl``, one at a time, in the order written, each key once.
+
+    A torn final line (a crash mid-write: no newline) is skipped with a warning, and with ``repair``
+    truncated away so that appending can go on. A line repeating an earlier line byte for byte is
+    dropped with a warning. Anything else that is not a record (garbage, a line cut inside the file, a
+    record without ``rows``, one key with two different records) raises :class:`StoreCorrupt`
+    naming the file and the line.
+    """
+    rows_file = Path(rows_file)
+    if not rows_file.exists():
+        return
+    good = 0
+    seen: dict[tuple[int, ...], tuple[int, int]] = {}  # key -> (line number, hash of the line)
+    with open(rows_file, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.endswith(b"\n"):
+                log.warning("Dropping a partially written record at the end of %s (line %d).", rows_file, lineno)
+                if repair:
+                    with open(rows_file, "r+b") as w:
+                        w.truncate(good)
+                return
+            try:
+                rec = json.loads(line)
+                problem = _check_record(rec)
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                problem = f"not JSON ({err})"
+            if problem is not None:
+                raise StoreCorrupt(
+                    f"{rows_file} line {lineno} is corrupt: {problem}. The {lineno - 1} lines before it are "
+                    f"intact: keep them (e.g. `head -n {lineno - 1} rows.jsonl > rows.tmp && mv rows.tmp "
+                    "rows.jsonl`, or truncate the file at byte "
+                    f"{good}) and rerun the same sweep with the same out to recompute the rest; or delete "
+                    "the out directory to start over."
+                )
+            key = tuple(rec["key"])
+            digest = hash(line)
+            if key in seen:
+                first, first_digest = seen[key]
+                if first_digest == digest:
+                    log.warning("%s line %d repeats line %d (key %s) byte for byte: dropped.",
+                                rows_file, lineno, first, list(key))
+                    good += len(line)
+                    continue
+                raise StoreCorrupt(
+                    f"{rows_file} line {lineno} holds key {list(key)} again, with other values than line "
+                    f"{first}: two sweeps wrote into one out directory. Delete one of the two lines (or "
+                    "the out directory) and rerun the same sweep to recompute what is missing."
+                )
+            seen[key] = (lineno, digest)
+            good += len(line)
+            yield rec
+
+
+# ----------------------------------------------------------------------------------------- lock
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+class _Lock:
+    """An exclusive lock on a directory: a file created atomically (hard link of a complete file)."""
+
+    def __init__(self, directory: Path):
+        self.path = directory / LOCK_NAME
+        self.owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        self.held = False
+
+    def acquire(self) -> None:
+        for _ in range(3):
+            if self._create():
+                self.held = True
+                return
+            holder = self._holder()
+            if holder is None:
+                continue  # it vanished (released, or taken over and released): try again
+            pid, host = holder.get("pid"), holder.get("host")
+            same_host = host == self.owner["host"]
+            if same_host and isinstance(pid, int) and not _pid_alive(pid):
+                log.warning("Taking over the stale lock %s of process %s on %s, which is no longer running "
+                            "(killed mid-sweep); resuming its sweep.", self.path, pid, host)
+                self._remove_if(holder)
+                continue
+            raise OutDirInUse(
+                f"{self.path.parent} is in use by another sweep: the lock {self.path} is held by process "
+                f"{pid} on {host}. Wait for it to finish (the same sweep then resumes from its rows), use "
+                f"another out directory, or, if process {pid} is gone" + ("" if same_host else f" on {host}")
+                + f", delete {self.path}."
+            )
+        raise OutDirInUse(f"Could not take the lock {self.path}: other processes keep taking it. Retry.")
+
+    def _create(self) -> bool:
+        tmp = self.path.with_name(f"{LOCK_NAME}.{self.owner['pid']}.tmp")
+        try:
+            tmp.write_text(json.dumps(self.owner))
+            try:
+                os.link(tmp, self.path)  # atomic; fails when the lock exists
+            except FileExistsError:
+                return False
+            except OSError:  # a file system without hard links
+                try:
+                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                except FileExistsError:
+                    return False
+                with os.fdopen(fd, "w") as f:
+                    f.write(json.dumps(self.owner))
+            return True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def _holder(self) -> dict[str, Any] | None:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            holder = json.loads(text)
+            return holder if isinstance(holder, dict) else {"pid": None, "host": None}
+        except json.JSONDecodeError:
+            return {"pid": None, "host": f"unknown (unreadable lock file: {text[:40]!r})"}
+
+    def _remove_if(self, holder: dict[str, Any]) -> None:
+        """Remove the lock if it is still ``holder``'s (two processes taking over one stale lock:
+        only the first removes it)."""
+        aside = self.path.with_name(f"{LOCK_NAME}.stale.{self.owner['pid']}")
+        try:
+            os.replace(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            if json.loads(aside.read_text()) != holder:  # someone else's fresh lock: put it back
+                with contextlib.suppress(FileExistsError):
+                    os.link(aside, self.path)
+        except (OSError, json.JSONDecodeError):
+            pass
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                aside.unlink()
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            if self._holder() == self.owner:
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
+
+
+# ---------------------------------------------------------------------------------------- store
+def _write_error(path: Path, err: OSError, what: str) -> OSError:
+    return type(err)(err.errno, f"Cannot write {path} ({err.strerror or err}): {what}")
+
+
+class Store:
+    """Append-only per-draw storage in ``out`` (locked while open), or in memory when ``out`` is None.
+
+    With ``out`` only the completed keys stay in memory (a sweep's memory does not grow with its
+    draws); :meth:`records` reads the records back from ``rows.jsonl`` when the sweep is done. Use
+    as a context manager, or call :meth:`close` (it releases the lock).
+    """
+
+    def __init__(self, out: str | os.PathLike | None, config: dict[str, Any]):
+        self.keys: dict[Key, None] = {}  # completed draws, in the order stored
+        self.memory: list[dict[str, Any]] = []  # the records themselves, only when out is None
+        self.level_info: dict[int, dict[str, Any]] = {}
+        self._jobs: dict[str, Any] | None = None
+        self.file = None
+        self.lock: _Lock | None = None
+        self.path = None if out is None else Path(out)
+        if self.path is None:
+            return
+        check_out(self.path)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.lock = _Lock(self.path)
+            self.lock.acquire()
+        except OSError as err:
+            raise _write_error(self.path, err, "nothing was written; give a writable out directory.") from err
+        try:
+            self._open(config)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, config: dict[str, Any]) -> None:
+        assert self.path is not None
+        cfg_file, self.rows_file = self.path / "config.json", self.path / "rows.jsonl"
+        if cfg_file.exists():
+            old = read_json(cfg_file, fix=f"without it the rows in {self.path} cannot be checked against this "
+                                          "sweep's configuration: delete the out directory (or use a new one) "
+                                          "and start over.")
+            if old != config:
+                diff = sorted(k for k in set(old) | set(config) if not isinstance(old, dict) or old.get(k) != config.get(k))
+                raise ValueError(
+                    f"{self.path} holds a sweep with a different configuration (differs in {diff}). "
+                    "Use a new output directory, or delete this one to start over."
+                )
+            for rec in read_records(self.rows_file, repair=True):
+                self.keys[tuple(rec["key"])] = None
+            info_file = self.path / "levels.json"
+            if info_file.exists():
+                info = read_json(info_file, fix="delete levels.json and rerun the same sweep: its levels are "
+                                                "replayed and only draws missing from rows.jsonl are analysed.")
+                if not isinstance(info, dict) or not all(isinstance(v, dict) and "n_draws" in v for v in info.values()):
+                    raise StoreCorrupt(f"{info_file} is corrupt (not a map of level records with n_draws): delete "
+                                       "it and rerun the same sweep; only missing draws are analysed.")
+                self.level_info = {int(k): v for k, v in info.items()}
+        else:
+            if self.rows_file.exists() and self.rows_file.stat().st_size > 0:
+                raise StoreCorrupt(
+                    f"{self.rows_file} exists without {cfg_file}: its rows cannot be checked against this "
+                    "sweep's configuration (config.json was deleted, or the directory holds something "
+                    "else). Use a new out directory, or move rows.jsonl away to start over here."
+                )
+            self._write_json("config.json", config, indent=1, sort_keys=True)
+        try:
+            self.file = open(self.rows_file, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+            self._size = self.rows_file.stat().st_size  # bytes of complete records
+        except OSError as err:
+            raise _write_error(self.rows_file, err, "nothing was lost; make the out directory writable "
+                                                    "and rerun the same sweep to resume.") from err
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every stored record (``{"key", "rows", "draw"}``), in the order stored."""
+        return iter(self.memory) if self.path is None else read_records(self.rows_file)
+
+    def done(self, key: Key) -> bool:
+        return key in self.keys
+
+    def add(self, key: Key, rows: list[dict], draw: dict[str, Any]) -> None:
+        """Store one draw's record (durably, with ``out``); a completed key is never added twice."""
+        key = tuple(key)
+        if key in self.keys:
+            raise ValueError(f"key {list(key)} is already stored; a sweep stores every draw once.")
+        rec = {"key": list(key), "rows": rows, "draw": draw}
+        if self.path is None:
+            self.keys[key] = None
+            self.memory.append(rec)
+            return
+        line = json.dumps(rec) + "\n"
+        try:
+            self.file.write(line)
+            self.file.flush()
+            os.fsync(self.file.fileno())
+        except OSError as err:
+            with contextlib.suppress(OSError):  # drop the torn line, if any, so the file stays clean
+                self.file.close()
+                self.file = None
+                with open(self.rows_file, "r+b") as w:
+                    w.truncate(self._size)
+            raise _write_error(self.rows_file, err, f"the {len(self.keys)} records before this draw are saved "
+                                                    "there and nothing else was lost; free space or fix "
+                                                    "permissions and rerun the same sweep (same out) to "
+                                                    "resume.") from err
+        self._size += len(line.encode())
+        self.keys[key] = None
+
+    def finish_level(self, level_index: int, info: dict[str, Any]) -> None:
+        """Mark a level complete (a resumed run skips it) with what the degradation reported."""
+        n = sum(1 for key in self.keys if key[0] == level_index)
+        self.level_info[level_index] = {"n_draws": n, **info}
+        self._write_json("levels.json", self.level_info, indent=1)
+
+    def level_complete(self, level_index: int) -> bool:
+        """Whether a level was finished and every one of its draws' records survived."""
+        info = self.level_info.get(level_index)
+        n = sum(1 for key in self.keys if key[0] == level_index)
+        return info is not None and info["n_draws"] == n
+
+    # ---- per-job bookkeeping of executors that run (level, chain) jobs (``interp.sweep.ray``)
+    def jobs(self) -> dict[str, Any]:
+        """Completed (level, chain) jobs, ``"LEVEL/CHAIN"`` -> what the job reported."""
+        if self._jobs is None:
+            f = None if self.path is None else self.path / "jobs.json"
+            jobs = {}
+            if f is not None and f.exists():
+                jobs = read_json(f, fix="delete jobs.json and rerun the same sweep: its jobs run again and only "
+                                        "draws missing from rows.jsonl are analysed.")
+                if not isinstance(jobs, dict):
+                    raise StoreCorrupt(f"{f} is corrupt (not a map of jobs): delete it and rerun the same sweep.")
+            self._jobs = jobs
+        return self._jobs
+
+    def finish_job(self, name: str, info: dict[str, Any]) -> None:
+        self.jobs()[name] = info
+        self._write_json("jobs.json", self._jobs, indent=1)
+
+    def record_failures(self, failures: list[dict[str, Any]]) -> None:
+        """What failed in the last run (``failures.json``; empty when nothing failed)."""
+        self._write_json("failures.json", failures, indent=1)
+
+    def _write_json(self, name: str, value: Any, **kw: Any) -> None:
+        if self.path is None:
+            return
+        tmp, final = self.path / f"{name}.tmp", self.path / name
+        try:
+            tmp.write_text(json.dumps(value, **kw))
+            tmp.replace(final)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise _write_error(final, err, "its previous version is intact and nothing was lost; free space "
+                                           "or fix permissions and rerun the same sweep (same out) to "
+                                           "resume.") from err
+
+    def close(self) -> None:
+        """Close the rows file and release the lock (idempotent)."""
+        if self.file is not None:
+            with contextlib.suppress(OSError):
+                self.file.close()
+            self.file = None
+        if self.lock is not None:
+            self.lock.release()
+
+
+def check_out(out: Path) -> None:
+    """``out`` must be a directory or not exist yet (a ValueError naming it otherwise)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"run_sweep(out={str(out)!r}): out must be a directory (or a path to create); "
+                         f"{out} is a file. Give another path.")
+    parent = next((p for p in out.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ValueError(f"run_sweep(out={str(out)!r}): {parent} is a file, so out cannot be created there.")
