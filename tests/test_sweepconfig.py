@@ -90,5 +90,5 @@ def test_sweep_file_runs_saves_and_report_rebuilds(tmp_path):
     assert rebuild_report(tmp_path / "run").exists()
     # the raw sweep directory alone is enough as well
     assert rebuild_report(tmp_path / "run" / "sweep").exists()
-    with pytest.raises(FileNotFoundError, match="holds no results"):
+    with pytest.raises(ValueError, match="holds no interp results"):
         rebuild_report(tmp_path)
