@@ -327,6 +327,71 @@ def test_run_sweep_restores_after_an_analysis_fails_anywhere(kind, fail_at, exc)
     _assert_untouched(model, before, flags, n_hooks)
 
 
+# ------------------------------------------------------------------------- notebook interrupts
+INTERRUPT_CHILD = """
+import sys, torch
+from reliability_tiny import LossProbe, hook_count, tiny_bridge, tiny_task
+from interp.degradations import ActivationNoise, Checkpoints, TemperedPosterior, WeightNoise
+from interp.sweep import run_sweep, weights_digest
+
+torch.set_num_threads(1)
+model, task = tiny_bridge(), tiny_task()
+model(task.tensors("test", rows=2)["input_ids"])  # TransformerLens adds its LayerNorm pre-hooks once
+g = torch.Generator().manual_seed(1)
+states = [(s, {k: v + 0.1 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+               for k, v in model.state_dict().items()}) for s in (10, 20, 30)]
+kinds = {
+    "WeightNoise": (WeightNoise(relative=True, draws_per_level=3, eval_rows=8), [0.1]),
+    "TemperedPosterior": (TemperedPosterior(localization=100.0, lr=1e-4, chains=2, draws=2, burnin=1,
+                                            batch_size=8, eval_rows=8, init_batches=2, progress=False), [300.0]),
+    "Checkpoints": (Checkpoints(source=states, eval_rows=8), [None]),
+    "ActivationNoise": (ActivationNoise(sigma=0.5, draws_per_level=3, eval_rows=8), [0.5]),
+}
+w0, n_hooks = weights_digest(model), hook_count(model)
+for kind, (degradation, levels) in kinds.items():
+    probe = LossProbe(fail_at=2, exc=KeyboardInterrupt)  # the baseline, then Ctrl-C at the first draw
+    try:
+        run_sweep(model, task, [probe], degradation, levels, eval_rows=8)  # default progress bars
+    except KeyboardInterrupt as err:
+        sys.last_value = err  # as IPython keeps it: the traceback, its frames and their locals stay alive
+    else:
+        raise SystemExit(kind + ": no interrupt")
+    print(kind, weights_digest(model) == w0, hook_count(model) == n_hooks, flush=True)
+"""
+
+
+def test_interrupted_sweep_restores_at_once_while_the_exception_is_kept(tmp_path):
+    """Ctrl-C in an analysis mid-sweep, the exception kept alive (IPython's sys.last_value): the
+    weights are bit-identical to w0 and ActivationNoise's hooks are gone right after, for every
+    degradation (the draw iterator is closed in a finally, not when garbage collection gets to it)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}
+    done = subprocess.run([sys.executable, "-c", INTERRUPT_CHILD], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    assert lines == {k: "True True" for k in ("WeightNoise", "TemperedPosterior", "Checkpoints", "ActivationNoise")}
+
+
+def test_analysis_changing_weights_in_setup_is_named_not_the_degradation():
+    model, task = shared_bridge()
+    before, saved = state_bytes(model), next(model.parameters()).detach().clone()
+
+    class Meddler(LossProbe):
+        def setup(self, model, task):
+            super().setup(model, task)
+            with torch.no_grad():
+                next(model.parameters()).add_(1.0)
+
+    try:
+        with pytest.raises(RuntimeError, match=r"Analysis 'meddler' changed the model's weights in setup\(\)"):
+            run_sweep(model, task, [LossProbe(), Meddler(name="meddler")], WeightNoise(draws_per_level=2, eval_rows=8),
+                      [0.1], eval_rows=8, progress=False)
+    finally:
+        with torch.no_grad():
+            next(model.parameters()).copy_(saved)
+    assert state_bytes(model) == before
+
+
 # ----------------------------------------------------------------------------------------- load
 def _conversion_entries(model) -> int:
     """Entries TransformerLens' hook shape conversions hold (grow per hooked forward unless cleared)."""
