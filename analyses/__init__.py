@@ -1,6 +1,6 @@
 """analyses: interpretability analyses that run on trained and on degraded weights.
 
-Every analysis follows one protocol (``interp.analysis.Analysis``, DESIGN.md): ``setup(model, task)``
+Every analysis follows one protocol (``interp.analysis.Analysis``; docs/design.md): ``setup(model, task)``
 runs once on the clean weights (fit a probe, compute ablation means, train a sparse MLP) and
 ``__call__(model, task)`` returns ``dict[str, float]`` at the baseline and at every draw of a
 degradation, reporting where it makes sense both its *effect* and its *collateral*. Analyses
@@ -11,6 +11,13 @@ intervene only through ``hooks``.
 - ``ResidualNorms`` (``analyses.norms``): residual-stream norms per layer, writes, growth factor.
 - ``probe``, ``FrozenProbe``, ``RefitProbe`` (``analyses.probing``): linear probes per layer with
   controls and causal checks; frozen (fitted on w0) and refitted on every draw.
+- ``SparseMLP`` (``analyses.transcoders``): a transcoder replacing one MLP, followed across draws.
+
+One-shot function and sweep analysis come in pairs: ``probe`` / ``FrozenProbe``, ``norm_profile`` /
+``ResidualNorms``, ``evaluate_transcoder`` / ``SparseMLP``, ``ablate_heads`` / ``HeadAblation``.
+Every analysis takes explicit keyword arguments stored unchanged (``repr`` shows them), keeps what
+``setup`` fits in attributes ending in ``_``, and names rows per forward ``batch_size`` and
+evaluation rows ``eval_rows``.
 
 Importing ``analyses`` is cheap; each analysis loads on first use of its name.
 
@@ -32,6 +39,10 @@ _LAZY = {
     "HeadAblation": "analyses.ablation",
     "RefitProbe": "analyses.probing",
     "ResidualNorms": "analyses.norms",
+    "SparseMLP": "analyses.transcoders",
+    "ablate_heads": "analyses.ablation",
+    "evaluate_transcoder": "analyses.transcoders",
+    "norm_profile": "analyses.norms",
     "probe": "analyses.probing",
 }
 

@@ -49,26 +49,26 @@ def cost(repeats: int) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for n in (64, 256):
         for name in ("correct", "v_from_layer0"):
-            a = CausalScrubbing(hyps[name], rows=n, seeds=1)
+            a = CausalScrubbing(hyps[name], eval_rows=n, seeds=1)
             a.setup(model, task)
             sc = a.scrubber(model, seed=0)
             with torch.no_grad():
-                sc.run(a.hypothesis, a.refs)
+                sc.run(a.hypothesis, a.refs_)
             seqs, needed = sc.forwards, sc.needed
-            rows = torch.randint(len(a.ids), (needed,), generator=torch.Generator().manual_seed(0))
+            rows = torch.randint(len(a.ids_), (needed,), generator=torch.Generator().manual_seed(0))
 
             @torch.no_grad()
             def scrub():
-                a.scrubber(model, seed=0).run(a.hypothesis, a.refs)
+                a.scrubber(model, seed=0).run(a.hypothesis, a.refs_)
 
             @torch.no_grad()
             def floor():
                 for lo in range(0, needed, 4096):
-                    model(a.ids[rows[lo:lo + 4096]])
+                    model(a.ids_[rows[lo:lo + 4096]])
 
             @torch.no_grad()
             def clean():
-                model(a.ids[a.refs])
+                model(a.ids_[a.refs_])
 
             t_s, t_f, t_c = _time(scrub, repeats), _time(floor, repeats), _time(clean, repeats)
             print(f"| {name} | {n} | {seqs} | {needed} | {t_s * 1e3:.0f} | {t_f * 1e3:.0f} | "
@@ -82,7 +82,7 @@ def sweep() -> None:
 
     model, task = interp.organisms.load("induction")
     hyps = hypotheses()
-    analyses = [CausalScrubbing(hyps[k], rows=128, seeds=2, name=k) for k in ("correct", "wrong_heads")]
+    analyses = [CausalScrubbing(hyps[k], eval_rows=128, seeds=2, name=k) for k in ("correct", "wrong_heads")]
     deg = interp.TemperedPosterior(chains=2, draws=2, burnin=100, thin=20, seed=0, progress=False)
     levels = [interp.LossIncrease(x) for x in (0.1, 0.3, 1.0)]
     t = time.perf_counter()

@@ -325,12 +325,16 @@ def splice(
     fn: Callable[[Tensor], Tensor],
     *,
     error_node: bool = False,
+    positions: Sequence[int] | None = None,
 ) -> tuple[Hook, Hook]:
     """Replace the activation at ``target`` by ``fn(activation at source)`` in the same forward.
 
     ``source`` must fire before ``target`` (e.g. ``mlp_in(l)`` → ``mlp_out(l)``). With
     ``error_node=True`` the result is ``f(s) + (x − f(s)).detach()``: the forward value is the
-    original, gradients flow through ``f``. Returns two hooks; pass both to :func:`hooks.apply`.
+    original, gradients flow through ``f``. ``positions`` (a non-empty sequence of sequence
+    positions, negative counting from the end): replace only there, ``fn`` applied to the source at
+    those positions (``[batch, len(positions), ...]``); elsewhere the target keeps its own value.
+    ``None``: every position. Returns two hooks; pass both to :func:`hooks.apply`.
     """
     _check_point(target)
     _check_point(source)
@@ -338,6 +342,13 @@ def splice(
         raise ValueError(f"fn must be callable, got {fn!r}")
     if target == source:
         raise ValueError("splice needs two different points: source is read, target replaced")
+    pos: list[int] | None = None
+    if positions is not None:
+        if isinstance(positions, (str, bytes)) or not isinstance(positions, Sequence) or not positions or any(
+                isinstance(p, bool) or not isinstance(p, int) for p in positions):
+            raise ValueError(f"splice(positions={positions!r}): positions must be a non-empty sequence of ints "
+                             "or None (every position). Use e.g. positions=(-1,).")
+        pos = list(positions)
     state: dict[str, Tensor] = {}
 
     def read(s: Tensor) -> None:
@@ -350,14 +361,27 @@ def splice(
             raise RuntimeError(
                 f"splice: source {source!r} did not fire before target {target!r} in this forward"
             )
+        if pos is not None:
+            n = x.shape[1]
+            bad = [p for p in pos if not -n <= p < n]
+            if bad:
+                raise ValueError(f"splice: positions {bad} outside sequences of length {n} at {target!r}")
+            s = s[:, pos]
         y = fn(s)
-        if not isinstance(y, Tensor) or y.shape != x.shape:
+        want = x.shape if pos is None else x[:, pos].shape
+        if not isinstance(y, Tensor) or y.shape != want:
             raise ValueError(
                 f"splice: fn returned {getattr(y, 'shape', type(y).__name__)} for target {target!r} "
-                f"of shape {tuple(x.shape)}"
+                f"of shape {tuple(want)}"
             )
         y = y.to(dtype=x.dtype)
-        return y + (x - y).detach() if error_node else y
+        if pos is None:
+            return y + (x - y).detach() if error_node else y
+        if error_node:
+            y = y + (x[:, pos] - y).detach()
+        out = x.clone()
+        out[:, pos] = y
+        return out
 
     return Hook(source, read), Hook(target, replace)
 

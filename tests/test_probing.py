@@ -176,8 +176,8 @@ def test_induction_occurred_before_beyond_position(tmp_path):
     # "occurred before" is only weakly *linearly* readable in this 32-dim attention-only model
     assert rep.accuracy[0] < rep.position_only[0] + 0.02
     assert rep.accuracy[-1] > rep.position_only[-1] + 0.025
-    ax = rep.plot()
-    assert ax.get_xlabel().startswith("layer")
+    fig = rep.plot()  # every plot function returns the Figure
+    assert fig.axes[0].get_xlabel().startswith("layer")
     table = rep.table()
     assert list(table["site"]) == ["L0", "L1", "L2"] and table["ci_low"].le(table["accuracy"]).all()
 
@@ -212,7 +212,7 @@ def test_induction_causal_check_on_next_token_loss(induction):
     8 has permutation p = 1/9 on its own; the margins below are much larger than that).
     """
     model, task, halves = induction
-    loss = probing.loss_behaviour(model, task, rows=128)
+    loss = probing.loss_behaviour(model, task, eval_rows=128)
     prev_rep, prev = _fit_and_erase(model, task, token_class(halves, offset=-1, start=2), 1, loss)
     tgt_rep, tgt = _fit_and_erase(model, task, token_class(halves, offset=1, scored=True), 2, loss)
     far_rep, far = _fit_and_erase(model, task, token_class(halves, offset=-2, start=2), 2, loss)

@@ -41,7 +41,7 @@ def results(organism):
     model, task = organism
     out = {}
     for name, h in hypotheses().items():
-        a = CausalScrubbing(h, rows=128, seeds=2)
+        a = CausalScrubbing(h, eval_rows=128, seeds=2)
         a.setup(model, task)
         out[name] = a(model, task)
     return out
@@ -80,14 +80,14 @@ def test_agreeing_on_the_full_input_is_clean_and_flags_singleton_classes(organis
         return torch.unique(cols["input_ids"], dim=0, return_inverse=True)[1]
 
     same = Agree.on(whole_sequence, "same sequence")
-    a = CausalScrubbing(full_tree(same), rows=32, seeds=1, bootstrap=50)
+    a = CausalScrubbing(full_tree(same), eval_rows=32, seeds=1, bootstrap=50)
     a.setup(model, task)
     m = a(model, task)
     assert m["loss_scrubbed"] == pytest.approx(m["loss_clean"], abs=1e-5)
     assert m["kl"] < 1e-6 and m["recovered"] == pytest.approx(1.0, abs=1e-5)
     # every class is one sequence: the "resample" reuses the reference, which is flagged
     assert m["small_class_fraction"] == 1.0 and m["flag_small_class"] == 1.0
-    raising = CausalScrubbing(full_tree(same), rows=32, seeds=1, bootstrap=50, on_small_class="raise")
+    raising = CausalScrubbing(full_tree(same), eval_rows=32, seeds=1, bootstrap=50, on_small_class="raise")
     raising.setup(model, task)
     with pytest.raises(ValueError, match="fewer than min_class=2"):
         raising(model, task)
@@ -96,7 +96,7 @@ def test_agreeing_on_the_full_input_is_clean_and_flags_singleton_classes(organis
 def test_everything_unconditional_is_the_baseline(organism):
     model, task = organism
     h = hypotheses()["correct"]
-    a = CausalScrubbing(h.unconditional(), baselines={"treeified": h.unconditional()}, rows=32, seeds=2,
+    a = CausalScrubbing(h.unconditional(), baselines={"treeified": h.unconditional()}, eval_rows=32, seeds=2,
                         bootstrap=50)
     a.setup(model, task)
     m = a(model, task)
@@ -279,7 +279,7 @@ def test_small_task_too_few_rows(organism):
     ds = datasets.Dataset.from_dict({"input_ids": [[64, 1, 2, 1, 2]] * 4, "target_mask": [[0, 0, 0, 1, 1]] * 4})
     task = Task("tiny", datasets.DatasetDict(train=ds, test=ds))
     with pytest.raises(ValueError, match="has only 4 rows"):
-        CausalScrubbing(Hypothesis([]), rows=8).setup(model, task)
+        CausalScrubbing(Hypothesis([]), eval_rows=8).setup(model, task)
 
 
 def test_run_sweep_with_causal_scrubbing(organism):
@@ -288,7 +288,7 @@ def test_run_sweep_with_causal_scrubbing(organism):
     model, task = organism
     before = {k: v.clone() for k, v in model.state_dict().items()}
     hyps = hypotheses()
-    analyses = [CausalScrubbing(hyps[k], rows=64, seeds=1, bootstrap=100, name=k)
+    analyses = [CausalScrubbing(hyps[k], eval_rows=64, seeds=1, bootstrap=100, name=k)
                 for k in ("correct", "wrong_heads")]
     res = interp.run_sweep(model, task, analyses, interp.WeightNoise(relative=True, draws_per_level=2),
                            levels=[0.3], progress=False)

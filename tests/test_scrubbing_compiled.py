@@ -35,7 +35,7 @@ def score(model, task, hyp, resample_all=False):
     baselines = {"treeified": hyp.unconditional()}
     if resample_all:
         baselines["resample_all"] = Hypothesis([], name="resample_all")
-    a = CausalScrubbing(hyp, baselines=baselines, rows=64, seeds=2, bootstrap=200)
+    a = CausalScrubbing(hyp, baselines=baselines, eval_rows=64, seeds=2, bootstrap=200)
     a.setup(model, task)
     return a(model, task)
 

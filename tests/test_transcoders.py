@@ -186,7 +186,7 @@ def test_relu_l1_baseline_trains_and_its_l0_is_a_result(modadd):
     model, task = modadd
     tc = train_transcoder(model, task, 0, TranscoderConfig(n_latents=256, activation="relu", l1=3e-3, steps=60,
                                                            progress=False))
-    m = evaluate_transcoder(model, task, tc, rows=256)
+    m = evaluate_transcoder(model, task, tc, eval_rows=256)
     assert 0 < m.l0 < 256 and m.fvu < 1.0 and math.isfinite(m.kl_spliced)
 
 

@@ -26,6 +26,7 @@ from torch import Tensor
 import hooks
 from analyses.probing._fit import fit_diffmeans, fit_ridge
 from analyses.probing._report import _cos
+from interp.checks import check_choice, check_number, renamed_arguments
 
 __all__ = ["Behaviour", "CausalCheck", "causal_check", "loss_behaviour", "SentenceReadout"]
 
@@ -125,10 +126,9 @@ def causal_check(
         alphas: steering doses, multiples of μ₁ − μ₀ (class 1 minus class 0 mean).
         n_random: random subspaces / directions drawn as the baseline.
     """
-    if method not in ("leace", "mean"):
-        raise ValueError(f"method={method!r}: must be 'leace' or 'mean'.")
-    if n_random < 1:
-        raise ValueError(f"n_random={n_random!r}: need at least one random baseline.")
+    check_choice("causal_check", "method", method, ("leace", "mean"))
+    check_number("causal_check", "n_random", n_random, integer=True, minimum=1,
+                 fix="At least one random baseline.")
     x = x.float()
     c = max(int(y.max()) + 1, 2)
     mean = x.mean(0)
@@ -171,9 +171,12 @@ def causal_check(
     return out
 
 
-def loss_behaviour(model: Any, task: Any, rows: int = 256) -> Behaviour:
-    """For causal models: ``f(hooks)`` = mean next-token loss on the test split's scored targets."""
-    batch = task.tensors("test", rows=rows, columns=("input_ids", "target_mask"))
+@renamed_arguments(rows="eval_rows")
+def loss_behaviour(model: Any, task: Any, eval_rows: int = 256) -> Behaviour:
+    """For causal models: ``f(hooks)`` = mean next-token loss on ``eval_rows`` rows of the test split's
+    scored targets (``rows`` is the deprecated name of ``eval_rows``)."""
+    check_number("loss_behaviour", "eval_rows", eval_rows, integer=True, minimum=1)
+    batch = task.tensors("test", rows=eval_rows, columns=("input_ids", "target_mask"))
 
     @torch.no_grad()
     def f(hook_list: Sequence[hooks.Hook]) -> float:

@@ -101,6 +101,7 @@ class ProbeReport:
         )
 
     def plot(self, ax: Any = None) -> Any:
+        """:func:`plot_probe` of this report; returns the Figure."""
         return plot_probe(self, ax=ax)
 
     def _repr_html_(self) -> str:
@@ -183,8 +184,12 @@ def report_from_data(train: ProbeData, test: ProbeData, config: ProbeConfig, d_m
 
 
 def plot_probe(report: ProbeReport, ax: Any = None) -> Any:
-    """Per-layer accuracy (95% Wilson band), control task, selectivity and baselines; one line per position."""
-    import matplotlib.pyplot as plt
+    """Per-layer accuracy (95% Wilson band), control task, selectivity and baselines; one line per
+    position. Draws on ``ax`` if given; returns the Figure (as every plot function of ``analyses``)."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ImportError("plot_probe needs matplotlib: pip install 'interp[plot]'.") from err
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
@@ -204,4 +209,4 @@ def plot_probe(report: ProbeReport, ax: Any = None) -> Any:
     ax.set_ylabel("held-out accuracy")
     ax.set_ylim(-0.05, 1.05)
     ax.legend(fontsize="small")
-    return ax
+    return ax.figure

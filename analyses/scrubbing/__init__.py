@@ -25,7 +25,7 @@ Example::
     >>> from analyses.scrubbing import CausalScrubbing
     >>> from analyses.scrubbing.induction import hypotheses
     >>> model, task = interp.organisms.load("induction")                       # doctest: +SKIP
-    >>> a = CausalScrubbing(hypotheses()["correct"], rows=128, seeds=2)
+    >>> a = CausalScrubbing(hypotheses()["correct"], eval_rows=128, seeds=2)
     >>> a.setup(model, task); m = a(model, task)                               # doctest: +SKIP
     >>> m["recovered"] > 0.9, m["flag_cancellation"]                           # doctest: +SKIP
     (True, 0.0)

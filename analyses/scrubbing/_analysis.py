@@ -26,19 +26,24 @@ import torch
 from analyses.scrubbing._engine import Groups, Scrubber
 from analyses.scrubbing._hypothesis import Hypothesis
 from analyses.scrubbing._metrics import summarize
-from interp.checks import bad_value, check_number
+from analyses._base import Params
+from interp.checks import bad_value, check_number, renamed_arguments, take_renamed
 
 __all__ = ["CausalScrubbing", "ScrubbingConfig"]
 
 log = logging.getLogger(__name__)
 
 
+_RENAMED = {"rows": "eval_rows", "chunk": "batch_size"}
+
+
+@renamed_arguments(**_RENAMED)
 @dataclass(frozen=True)
 class ScrubbingConfig:
     """How a hypothesis is scored.
 
     Args:
-        rows: reference inputs (drawn from the pool with ``seed``).
+        eval_rows: reference inputs (drawn from the pool with ``seed``; was ``rows``).
         split: the task split references and resampled inputs come from.
         pool_rows: rows of ``split`` to resample from (``None``: all).
         seeds: resampling seeds (each a full treeified evaluation of the hypothesis and baselines).
@@ -48,10 +53,10 @@ class ScrubbingConfig:
         min_gap: the baseline−clean loss gap (nats/token) below which % recovered is flagged.
         cancel_tol: ``flag_cancellation`` when E|ΔL| − |EΔL| > cancel_tol · max(gap, min_gap).
         bootstrap: bootstrap replicates for the 95% intervals.
-        chunk: the most sequences per forward pass.
+        batch_size: the most sequences per forward pass (was ``chunk``).
     """
 
-    rows: int = 256
+    eval_rows: int = 256
     split: str = "test"
     pool_rows: int | None = None
     seeds: int = 4
@@ -61,11 +66,11 @@ class ScrubbingConfig:
     min_gap: float = 0.05
     cancel_tol: float = 0.1
     bootstrap: int = 1000
-    chunk: int = 4096
+    batch_size: int = 4096
 
     def __post_init__(self) -> None:
         c = "ScrubbingConfig"
-        for name, lo in (("rows", 2), ("seeds", 1), ("min_class", 1), ("bootstrap", 10), ("chunk", 1)):
+        for name, lo in (("eval_rows", 2), ("seeds", 1), ("min_class", 1), ("bootstrap", 10), ("batch_size", 1)):
             check_number(c, name, getattr(self, name), integer=True, minimum=lo)
         check_number(c, "pool_rows", self.pool_rows, integer=True, minimum=2, none_ok=True,
                      fix="None resamples from the whole split.")
@@ -76,7 +81,7 @@ class ScrubbingConfig:
             check_number(c, name, getattr(self, name), zero_ok=True)
 
 
-class CausalScrubbing:
+class CausalScrubbing(Params):
     """Causal scrubbing of ``hypothesis`` against named ``baselines`` (an ``Analysis``).
 
     Args:
@@ -87,7 +92,12 @@ class CausalScrubbing:
             ``"resample_all"`` (``Hypothesis([])``: the whole model on one random input, Chan et al.'s
             fully scrubbed model). Both are reported; ``recovered`` is against the first.
         name: the analysis name in sweep results (default ``"scrub_" + hypothesis.name``).
-        **config: :class:`ScrubbingConfig` fields.
+        eval_rows, split, pool_rows, seeds, seed, min_class, on_small_class, min_gap, cancel_tol,
+            bootstrap, batch_size: the :class:`ScrubbingConfig` fields (``rows`` and ``chunk`` are the
+            deprecated names of ``eval_rows`` and ``batch_size``).
+
+    Fitted by :meth:`setup`: ``columns_``, ``ids_``, ``mask_`` (the pool), ``refs_`` (the reference
+    rows) and ``groups_`` (each rule's classes). One-shot use: ``setup`` then call at the current weights.
 
     Metrics (all floats; see :func:`analyses.scrubbing.summarize`): ``loss_clean``,
     ``loss_scrubbed``, ``loss_<baseline>``, ``recovered`` (+ ``_ci_low``/``_ci_high``,
@@ -102,61 +112,73 @@ class CausalScrubbing:
     collaterals = ("kl_unclaimed",)
 
     def __init__(self, hypothesis: Hypothesis, baselines: dict[str, Hypothesis] | None = None,
-                 name: str | None = None, **config: Any) -> None:
+                 name: str | None = None, *, eval_rows: int = 256, split: str = "test",
+                 pool_rows: int | None = None, seeds: int = 4, seed: int = 0, min_class: int = 2,
+                 on_small_class: str = "flag", min_gap: float = 0.05, cancel_tol: float = 0.1,
+                 bootstrap: int = 1000, batch_size: int = 4096, **unknown: Any) -> None:
+        take_renamed("CausalScrubbing", unknown, _RENAMED)
+        config = dict(eval_rows=eval_rows, split=split, pool_rows=pool_rows, seeds=seeds, seed=seed,
+                      min_class=min_class, on_small_class=on_small_class, min_gap=min_gap,
+                      cancel_tol=cancel_tol, bootstrap=bootstrap, batch_size=batch_size)
+        for old, new in _RENAMED.items():  # an old name given: it replaces the default of the new one
+            if new in unknown:
+                config[new] = unknown.pop(new)
         if not isinstance(hypothesis, Hypothesis):
             raise ValueError(f"hypothesis={hypothesis!r}: must be an analyses.scrubbing.Hypothesis.")
-        if baselines is None:
-            baselines = {"treeified": hypothesis.unconditional(),
-                         "resample_all": Hypothesis([], name="resample_all")}
-        if not baselines or not all(isinstance(b, Hypothesis) for b in baselines.values()):
+        resolved = baselines
+        if resolved is None:
+            resolved = {"treeified": hypothesis.unconditional(),
+                        "resample_all": Hypothesis([], name="resample_all")}
+        if not isinstance(resolved, dict) or not resolved or not all(isinstance(b, Hypothesis) for b in resolved.values()):
             raise ValueError(
                 f"baselines={baselines!r}: give a non-empty dict name -> Hypothesis "
                 "(default {'resample_all': Hypothesis([])})."
             )
-        unknown = set(config) - set(ScrubbingConfig.__dataclass_fields__)
         if unknown:
             raise ValueError(
                 f"CausalScrubbing: unknown option(s) {sorted(unknown)}; allowed: "
                 f"{sorted(ScrubbingConfig.__dataclass_fields__)}."
             )
-        self.hypothesis = hypothesis
-        self.baselines = dict(baselines)
+        self.hypothesis, self.baselines = hypothesis, baselines
+        for k, v in config.items():
+            setattr(self, k, v)
         self.config = ScrubbingConfig(**config)
-        self.name = name or f"scrub_{hypothesis.name}"
+        self.baselines_ = resolved
+        self.name = name or f"scrub_{hypothesis.name}"  # the sweep's analysis name, resolved
         self._ready = False
 
     # ------------------------------------------------------------------------- setup
     def setup(self, model: Any, task: Any) -> None:
         """Validate against the model, load the pool, group it on every rule, draw references."""
         cfg = self.config
-        for h in (self.hypothesis, *self.baselines.values()):
+        for h in (self.hypothesis, *self.baselines_.values()):
             h.validate(model)
         if not task.has_loss:
             raise ValueError(f"Task {task.name!r} has no next-token loss; causal scrubbing needs one.")
         split = task.dataset[cfg.split]
         rows = None if cfg.pool_rows is None else min(cfg.pool_rows, len(split))
-        self.columns = task.tensors(cfg.split, rows=rows)
-        self.ids = self.columns["input_ids"].long()
-        self.mask = self.columns["target_mask"].bool()
-        if len(self.ids) < cfg.rows:
+        self.columns_ = task.tensors(cfg.split, rows=rows)
+        self.ids_ = self.columns_["input_ids"].long()
+        self.mask_ = self.columns_["target_mask"].bool()
+        if len(self.ids_) < cfg.eval_rows:
             raise ValueError(
-                f"rows={cfg.rows}: split {cfg.split!r} (pool_rows={cfg.pool_rows}) has only "
-                f"{len(self.ids)} rows; lower rows or raise pool_rows."
+                f"eval_rows={cfg.eval_rows}: split {cfg.split!r} (pool_rows={cfg.pool_rows}) has only "
+                f"{len(self.ids_)} rows; lower eval_rows or raise pool_rows."
             )
         g = torch.Generator().manual_seed(cfg.seed)
-        self.refs = torch.randperm(len(self.ids), generator=g)[: cfg.rows]
-        self.groups: dict[int, Groups] = {}
-        for h in (self.hypothesis, *self.baselines.values()):
+        self.refs_ = torch.randperm(len(self.ids_), generator=g)[: cfg.eval_rows]
+        self.groups_: dict[int, Groups] = {}
+        for h in (self.hypothesis, *self.baselines_.values()):
             for a in h.agreements():
-                if a.kind == "function" and id(a) not in self.groups:
-                    self.groups[id(a)] = Groups.build(a, self.columns)
+                if a.kind == "function" and id(a) not in self.groups_:
+                    self.groups_[id(a)] = Groups.build(a, self.columns_)
         self._ready = True
 
     # ------------------------------------------------------------------------- call
     def scrubber(self, model: Any, seed: int) -> Scrubber:
         """The engine for one resampling seed (used by benchmarks and tests)."""
         c = self.config
-        return Scrubber(model, self.ids, self.groups, seed=seed, chunk=c.chunk, min_class=c.min_class)
+        return Scrubber(model, self.ids_, self.groups_, seed=seed, batch_size=c.batch_size, min_class=c.min_class)
 
     @torch.no_grad()
     def __call__(self, model: Any, task: Any) -> dict[str, float]:
@@ -164,8 +186,8 @@ class CausalScrubbing:
             raise RuntimeError(f"{self.name}: call setup(model, task) first.")
         cfg = self.config
         device = next(model.parameters()).device
-        ids = self.ids[self.refs]
-        scored = self.mask[self.refs][:, 1:].to(device)
+        ids = self.ids_[self.refs_]
+        scored = self.mask_[self.refs_][:, 1:].to(device)
         unscored = ~scored
         target = ids[:, 1:, None].to(device)
         clean = torch.log_softmax(model(ids.to(device))[:, :-1].float(), -1)
@@ -179,16 +201,16 @@ class CausalScrubbing:
             return (nll * scored).sum(1), (kl * scored).sum(1), (kl * unscored).sum()
 
         loss, kls, unc = [], [], []
-        base = {k: ([], []) for k in self.baselines}
+        base = {k: ([], []) for k in self.baselines_}
         draws = small = sequences = needed = 0
         for s in range(cfg.seeds):
             sc = self.scrubber(model, seed=cfg.seed * 100_003 + s)
-            l_, k_, u_ = stats(sc.run(self.hypothesis, self.refs))
+            l_, k_, u_ = stats(sc.run(self.hypothesis, self.refs_))
             draws, small, sequences = draws + sc.draws, small + sc.small, sequences + sc.forwards
             needed += sc.needed
             loss.append(l_), kls.append(k_), unc.append(u_)
-            for name, hyp in self.baselines.items():
-                bl, bk, _ = stats(sc.run(hyp, self.refs))
+            for name, hyp in self.baselines_.items():
+                bl, bk, _ = stats(sc.run(hyp, self.refs_))
                 base[name][0].append(bl), base[name][1].append(bk)
         out = summarize(
             (nll_clean * scored).sum(1), scored.sum(1).float(), torch.stack(loss), torch.stack(kls),

@@ -39,6 +39,7 @@ from torch import Tensor
 
 import hooks
 from analyses.scrubbing._hypothesis import MLP, Agree, Embed, Head, Hypothesis, Node, PosEmbed
+from interp.checks import renamed_arguments
 
 __all__ = ["Groups", "Scrubber"]
 
@@ -113,6 +114,7 @@ def _stable_seed(*parts: object) -> int:
     return zlib.crc32(repr(parts).encode()) & 0x7FFFFFFF
 
 
+@renamed_arguments(chunk="batch_size")
 class Scrubber:
     """Evaluates hypotheses on one model with one pool of inputs and one seed.
 
@@ -122,19 +124,19 @@ class Scrubber:
         groups: ``Groups`` per rule (by identity) for every rule of the hypotheses to run.
         seed: resampling seed; draws are keyed by (seed, node path), so hypotheses sharing a node path
             (e.g. a hypothesis and its baseline) share random inputs (common random numbers).
-        chunk: the most sequences per forward.
+        batch_size: the most sequences per forward (``chunk`` is its deprecated name).
         min_class: classes with fewer distinct members are counted in ``small``.
         mean_rows: rows of the pool used for ``unclaimed="mean"``.
     """
 
     def __init__(self, model: Any, ids: Int[Tensor, "rows pos"], groups: dict[int, Groups], seed: int,
-                 chunk: int = 4096, min_class: int = 2, mean_rows: int = 512) -> None:
+                 batch_size: int = 4096, min_class: int = 2, mean_rows: int = 512) -> None:
         self.model = model
         self.device = next(model.parameters()).device
         self.ids = ids
         self.groups = groups
         self.seed = seed
-        self.chunk = chunk
+        self.batch_size = batch_size
         self.min_class = min_class
         self.mean_rows = mean_rows
         self.n_layers = model.cfg.n_layers
@@ -156,8 +158,8 @@ class Scrubber:
         substituted, and capture ``points`` (and the logits if asked), chunked."""
         replace = replace or {}
         outs: dict[str, list[Tensor]] = {}
-        for lo in range(0, len(rows), self.chunk):
-            sl = slice(lo, lo + self.chunk)
+        for lo in range(0, len(rows), self.batch_size):
+            sl = slice(lo, lo + self.batch_size)
             ids = self.ids[rows[sl]].to(self.device)
             hs = [hooks.Hook(p, _replacer(t[sl].to(self.device), h)) for p, (t, h) in replace.items()]
             self.forwards += len(ids)

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from analyses._base import Params
 from analyses.transcoders._metrics import TranscoderMetrics, evaluate_transcoders, match_features
 from analyses.transcoders._model import Transcoder, TranscoderConfig
 from analyses.transcoders._train import train_transcoder
@@ -97,7 +98,7 @@ def _digest(tc: Transcoder) -> str:
     return h.hexdigest()[:16]
 
 
-class SparseMLP:
+class SparseMLP(Params):
     """A sparse replacement of one MLP, trained on w0 and followed across degraded weights.
 
     ``setup`` trains the clean transcoder T₀ on w0 (or takes ``pretrained``), records its metrics
@@ -145,6 +146,7 @@ class SparseMLP:
                  refit_lr: float | None = None, eval_rows: int | None = 512, refit_from: str = "clean",
                  pretrained: Transcoder | None = None,
                  name: str = "sparse_mlp", **transcoder_kwargs: Any) -> None:
+        given = transcoder
         if transcoder is not None and transcoder_kwargs:
             raise ValueError(f"SparseMLP: give either transcoder=TranscoderConfig(...) or its fields as keywords "
                              f"({sorted(transcoder_kwargs)}), not both.")
@@ -157,37 +159,46 @@ class SparseMLP:
         self.config = SparseMLPConfig(layer=layer, transcoder=transcoder, refit_steps=refit_steps,
                                       refit_lr=refit_lr, eval_rows=eval_rows, refit_from=refit_from,
                                       pretrained=None if pretrained is None else _digest(pretrained))
-        self.name = name
-        self._pretrained = pretrained
-        self.transcoder: Transcoder | None = None
-        self.clean: TranscoderMetrics | None = None
-        self.baseline_match: dict[float, float] = {}
-        self.live: torch.Tensor | None = None
+        self.layer, self.transcoder, self.refit_steps, self.refit_lr = layer, given, refit_steps, refit_lr
+        self.eval_rows, self.refit_from, self.pretrained, self.name = eval_rows, refit_from, pretrained, name
+        self.transcoder_kwargs = dict(transcoder_kwargs)
+        self.transcoder_: Transcoder | None = None
+        self.clean_: TranscoderMetrics | None = None
+        self.baseline_match_: dict[float, float] = {}
+        self.live_: torch.Tensor | None = None
+
+    @property
+    def clean(self) -> TranscoderMetrics | None:
+        """The clean transcoder's metrics on w0 (``clean_``; the name before the ``_`` convention)."""
+        return self.clean_
+
+    def get_params(self) -> dict[str, Any]:
+        return {**super().get_params(), **self.transcoder_kwargs}
 
     # ------------------------------------------------------------------ protocol
     def setup(self, model: Any, task: Any) -> None:
         c = self.config
-        if self._pretrained is not None:
-            self.transcoder = self._pretrained
+        if self.pretrained is not None:
+            self.transcoder_ = self.pretrained
         else:
-            self.transcoder = train_transcoder(model, task, c.layer, c.transcoder)
-        metrics = evaluate_transcoders(model, task, {"clean": self.transcoder}, rows=c.eval_rows)
-        self.clean = metrics["clean"]
-        self.live = self._live(model, task, self.transcoder)
-        order = self.transcoder.config.order_seed
+            self.transcoder_ = train_transcoder(model, task, c.layer, c.transcoder)
+        metrics = evaluate_transcoders(model, task, {"clean": self.transcoder_}, eval_rows=c.eval_rows)
+        self.clean_ = metrics["clean"]
+        self.live_ = self._live(model, task, self.transcoder_)
+        order = self.transcoder_.config.order_seed
         other = train_transcoder(model, task, c.layer, c.refit_config(order + BASELINE_ORDER_OFFSET),
                                  init=self._refit_init())
-        self.baseline_match = self._match(other)
+        self.baseline_match_ = self._match(other)
         log.info("SparseMLP %s: clean FVU %.4f, loss recovered %.4f; same-init different-order match "
-                 "%s", self.name, self.clean.fvu, self.clean.loss_recovered, self.baseline_match)
+                 "%s", self.name, self.clean_.fvu, self.clean_.loss_recovered, self.baseline_match_)
 
     def __call__(self, model: Any, task: Any) -> dict[str, float]:
-        if self.transcoder is None:
+        if self.transcoder_ is None:
             raise RuntimeError(f"SparseMLP {self.name!r}: call setup(model, task) on the clean weights first.")
         c = self.config
-        refit = train_transcoder(model, task, c.layer, c.refit_config(self.transcoder.config.order_seed),
+        refit = train_transcoder(model, task, c.layer, c.refit_config(self.transcoder_.config.order_seed),
                                  init=self._refit_init())
-        m = evaluate_transcoders(model, task, {"cross": self.transcoder, "refit": refit}, rows=c.eval_rows)
+        m = evaluate_transcoders(model, task, {"cross": self.transcoder_, "refit": refit}, eval_rows=c.eval_rows)
         out: dict[str, float] = {}
         for kind in ("cross", "refit"):
             r = m[kind]
@@ -199,7 +210,7 @@ class SparseMLP:
         out["refit_dead_fraction"] = m["refit"].dead_fraction
         for t, v in self._match(refit).items():
             out[f"survival_{_suffix(t)}"] = v
-        for t, v in self.baseline_match.items():
+        for t, v in self.baseline_match_.items():
             out[f"baseline_match_{_suffix(t)}"] = v
         out["loss_clean"] = m["refit"].loss_clean
         out["loss_zero"] = m["refit"].loss_zero
@@ -208,7 +219,7 @@ class SparseMLP:
 
     # ------------------------------------------------------------------ helpers
     def _refit_init(self) -> Transcoder | None:
-        return self.transcoder if self.config.refit_from == "clean" else None
+        return self.transcoder_ if self.config.refit_from == "clean" else None
 
     def _live(self, model: Any, task: Any, tc: Transcoder) -> torch.Tensor:
         from analyses.transcoders._train import mlp_activations
@@ -219,8 +230,6 @@ class SparseMLP:
             return (tc.encode(x) > 0).any(0)
 
     def _match(self, other: Transcoder) -> dict[float, float]:
-        assert self.transcoder is not None and self.live is not None
-        return match_features(self.transcoder.W_dec[self.live], other.W_dec, MATCH_THRESHOLDS)
+        assert self.transcoder_ is not None and self.live_ is not None
+        return match_features(self.transcoder_.W_dec[self.live_], other.W_dec, MATCH_THRESHOLDS)
 
-    def __repr__(self) -> str:
-        return f"SparseMLP(name={self.name!r}, {self.config!r})"

@@ -14,6 +14,7 @@ from torch import Tensor
 import hooks
 from analyses.transcoders._model import Transcoder
 from analyses.transcoders._train import mlp_activations
+from interp.checks import check_fraction, check_number, renamed_arguments
 
 __all__ = [
     "splice",
@@ -40,29 +41,12 @@ def splice(transcoder: Transcoder, layer: int | None = None, *, error_node: bool
     if layer is None:
         raise ValueError("splice: the transcoder records no layer; pass layer=.")
     positions = transcoder.config.positions if positions is None else positions
-    if positions == "all":
-        return hooks.splice(hooks.mlp_out(layer), hooks.mlp_in(layer), transcoder, error_node=error_node)
-    if not (isinstance(positions, tuple) and positions):
+    if isinstance(positions, list):
+        positions = tuple(positions)
+    if positions != "all" and not (isinstance(positions, tuple) and positions):
         raise ValueError(f"splice: positions={positions!r}; give 'all' or a non-empty tuple of positions.")
-    state: dict[str, Tensor] = {}
-
-    def read(s: Tensor) -> None:
-        state["s"] = s
-        return None
-
-    def replace(x: Tensor) -> Tensor:
-        s = state.pop("s", None)
-        if s is None:
-            raise RuntimeError(f"splice: mlp_in({layer}) did not fire before mlp_out({layer}) in this forward")
-        pos = list(positions)
-        y = transcoder(s[:, pos]).to(x.dtype)
-        if error_node:
-            y = y + (x[:, pos] - y).detach()
-        out = x.clone()
-        out[:, pos] = y
-        return out
-
-    return hooks.Hook(hooks.mlp_in(layer), read), hooks.Hook(hooks.mlp_out(layer), replace)
+    return hooks.splice(hooks.mlp_out(layer), hooks.mlp_in(layer), transcoder, error_node=error_node,
+                        positions=None if positions == "all" else positions)
 
 
 @dataclass(frozen=True)
@@ -129,6 +113,7 @@ def _logp_scored(model: Any, task: Any, batch: dict[str, Tensor]) -> tuple[Tenso
     return logp, ids[:, 1:][m]
 
 
+@renamed_arguments(rows="eval_rows")
 @torch.no_grad()
 def evaluate_transcoders(
     model: Any,
@@ -136,7 +121,7 @@ def evaluate_transcoders(
     transcoders: Mapping[str, Transcoder],
     *,
     split: str = "test",
-    rows: int | None = None,
+    eval_rows: int | None = None,
     batch_size: int = 256,
     dense_threshold: float = 0.1,
     train_rows: int | None = 2048,
@@ -151,9 +136,11 @@ def evaluate_transcoders(
     for name, tc in transcoders.items():
         if tc.layer != layer:
             raise ValueError(f"evaluate_transcoders: {name!r} is for layer {tc.layer}, not {layer}.")
-    if not 0 < dense_threshold < 1:
-        raise ValueError(f"dense_threshold={dense_threshold!r}: a firing fraction in (0, 1), e.g. 0.1.")
-    data = _rows(task, split, rows)
+    check_fraction("evaluate_transcoders", "dense_threshold", dense_threshold, closed=False,
+                   fix="A firing fraction, e.g. 0.1.")
+    check_number("evaluate_transcoders", "eval_rows", eval_rows, integer=True, minimum=1, none_ok=True)
+    check_number("evaluate_transcoders", "batch_size", batch_size, integer=True, minimum=1)
+    data = _rows(task, split, eval_rows)
     train = task.tensors("train", rows=train_rows)
     out_point = hooks.mlp_out(layer)
     from interp.tasks import model_device
@@ -233,22 +220,24 @@ def _recovered(ablated: float, spliced: float, clean: float) -> float:
     return (ablated - spliced) / gap
 
 
+@renamed_arguments(rows="eval_rows")
 def evaluate_transcoder(
     model: Any,
     task: Any,
     transcoder: Transcoder,
     *,
     split: str = "test",
-    rows: int | None = None,
+    eval_rows: int | None = None,
     batch_size: int = 256,
     dense_threshold: float = 0.1,
     train_rows: int | None = 2048,
 ) -> TranscoderMetrics:
     """Reconstruction, sparsity and splicing metrics of ``transcoder`` in ``model`` (see
-    :class:`TranscoderMetrics`), on ``rows`` rows of ``split`` (``None``: all). The mean-ablation
+    :class:`TranscoderMetrics`), on ``eval_rows`` rows of ``split`` (``None``: all; ``rows`` is its
+    deprecated name), ``batch_size`` rows per forward. The mean-ablation
     means and the linear baseline are fitted on up to ``train_rows`` rows of the train split.
     A metric that is undefined (loss recovered when ablating the MLP costs nothing) is NaN."""
-    return evaluate_transcoders(model, task, {"t": transcoder}, split=split, rows=rows, batch_size=batch_size,
+    return evaluate_transcoders(model, task, {"t": transcoder}, split=split, eval_rows=eval_rows, batch_size=batch_size,
                                 dense_threshold=dense_threshold, train_rows=train_rows)["t"]
 
 
@@ -268,12 +257,13 @@ def _fit_linear(model: Any, train: dict[str, Tensor], layer: int, positions: Any
 
 
 @torch.no_grad()
+@renamed_arguments(rows="eval_rows")
 def linear_fvu(model: Any, task: Any, layer: int, *, positions: Any = "all", split: str = "test",
-               rows: int | None = None, train_rows: int | None = 2048) -> float:
+               eval_rows: int | None = None, train_rows: int | None = 2048) -> float:
     """FVU of the best affine replacement of block ``layer``'s MLP (fitted on the train split,
     measured on ``split``): the floor any non-linear replacement should beat."""
     lin = _fit_linear(model, task.tensors("train", rows=train_rows), layer, positions)
-    x, y = mlp_activations(model, task.tensors(split, rows=rows), layer, positions)
+    x, y = mlp_activations(model, task.tensors(split, rows=eval_rows), layer, positions)
     return float((y - lin(x)).pow(2).sum() / (y - y.mean(0)).pow(2).sum().clamp(min=1e-30))
 
 

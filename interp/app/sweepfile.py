@@ -47,6 +47,7 @@ ANALYSES = {
     "HeadAblation": "analyses.ablation:HeadAblation",
     "RefitProbe": "analyses.probing:RefitProbe",
     "ResidualNorms": "analyses.norms:ResidualNorms",
+    "SparseMLP": "analyses.transcoders:SparseMLP",
 }
 #: ready-made causal-scrubbing hypotheses, named "SET.NAME" in sweep files (e.g. "induction.correct")
 HYPOTHESES = {"induction": "analyses.scrubbing.induction:hypotheses"}
