@@ -1,0 +1,87 @@
+"""A sweep's level records as numbers and a status: what ``Results.summary`` puts beside each level.
+
+A level is recorded as the sweep was given it (``0.05``, ``"LossIncrease(nats=0.3)"``, a checkpoint
+step) and described by the degradation's record in ``levels.json`` (the calibration's target and nβ,
+each chain's diagnostics). This module reads both into ``target_delta_loss``, ``nbeta``, ``sigma``,
+``step``, the measured ΔL, and a ``status`` (``"failed"`` with a ``reason`` when every chain failed,
+the calibration did not converge or failed, or the measured ΔL missed the calibration's target by more
+than its recorded tolerance).
+
+Example::
+
+    >>> parse_level("LossIncrease(nats=0.3)")
+    ('LossIncrease', 0.3)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["parse_level", "level_numbers"]
+
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+
+
+def parse_level(level: Any) -> tuple[str | None, float]:
+    """``(kind, number)`` of a recorded level: ``("LossIncrease", 0.3)`` from the object, its dict or
+    its repr, ``("NBeta", 1e3)``, ``(None, 0.05)`` for a plain number, ``(None, nan)`` otherwise."""
+    if isinstance(level, bool) or level is None:
+        return None, float("nan")
+    if isinstance(level, (int, float)):
+        return None, float(level)
+    for kind, attr in (("LossIncrease", "nats"), ("NBeta", "value")):
+        if type(level).__name__ == kind:
+            return kind, float(getattr(level, attr))
+        if isinstance(level, Mapping) and attr in level:
+            return (level.get("type") or kind), float(level[attr])
+    if isinstance(level, str):
+        m = re.fullmatch(rf"\s*(\w+)\(\s*\w+\s*=\s*({_NUMBER})\s*\)\s*", level)
+        if m:
+            return m.group(1), float(m.group(2))
+        if re.fullmatch(rf"\s*{_NUMBER}\s*", level):
+            return None, float(level)
+    return None, float("nan")
+
+
+def level_numbers(deg_type: str, level: Any, info: Mapping[str, Any], draw_nbeta: float,
+                   failed: pd.DataFrame, deg: Any, li: int, rows: pd.DataFrame) -> dict[str, Any]:
+    """A level's numbers and status from its record (``levels.json`` entry), its draws and rows."""
+    nan = float("nan")
+    kind, number = parse_level(level)
+    cal = info.get("calibration") if isinstance(info.get("calibration"), Mapping) else {}
+    deg_type = str(deg_type or "")
+    target = float(cal["target"]) if "target" in cal else (number if kind == "LossIncrease" else nan)
+    nbeta = draw_nbeta
+    if not math.isfinite(nbeta):
+        nbeta = float(cal["nbeta"]) if "nbeta" in cal else (
+            number if kind == "NBeta" or (kind is None and "Posterior" in deg_type) else nan)
+    sigma = number if kind is None and "Noise" in deg_type else nan
+    step = number if kind is None and "Checkpoint" in deg_type else nan
+    mine = failed[(failed["level_index"] == li) & ((failed["degradation"] == deg) | failed["degradation"].isna())]
+    failed_chains = set(mine["chain"].tolist())
+    kept = rows[~rows["chain"].isin(failed_chains)] if len(rows) else rows
+    measured = float(kept["delta_loss"].mean()) if len(kept) else nan
+    chains = [c for c in (info.get("chains") or []) if isinstance(c, Mapping)]
+    reasons = []
+    if info.get("failed") or info.get("reason"):
+        reasons.append(str(info.get("reason") or "the level failed"))
+    if chains and len(failed_chains) >= len(chains):
+        reasons.append(f"every chain failed ({'; '.join(sorted({str(r) for r in mine['reason']}))})")
+    if cal:
+        if cal.get("failed") or cal.get("reason"):
+            reasons.append(f"calibration failed: {cal.get('reason') or cal.get('failed')}")
+        elif cal.get("converged") is False:
+            rounds = [r for r in cal.get("rounds") or [] if isinstance(r, Mapping)]
+            reasons.append(f"calibration to ΔL {target:g} did not converge in {len(rounds)} rounds")
+        tol = cal.get("tolerance")
+        if isinstance(tol, (int, float)) and math.isfinite(measured) and target > 0 \
+                and abs(measured / target - 1) > tol:
+            reasons.append(f"measured ΔL {measured:.3g} is off its target {target:g} by more than {tol:g}")
+    return {"level": level, "target_delta_loss": target, "nbeta": nbeta, "sigma": sigma, "step": step,
+            "measured_delta_loss": measured, "n_failed_chains": len(failed_chains),
+            "status": "failed" if reasons else "ok", "reason": "; ".join(reasons) or None}
