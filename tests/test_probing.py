@@ -267,11 +267,25 @@ def test_refit_recovers_what_frozen_loses(modadd):
     frozen, refit = FrozenProbe(cfg), RefitProbe(cfg)
     frozen.setup(model, task)
     refit.setup(model, task)
+    # fitted state in *_ attributes; the constructor argument site=None is never overwritten
+    assert frozen.site is None and frozen.site_ == "L1@2" and frozen.sites_ == ["L1@2"]
+    assert "site=None" in repr(frozen) and "folds=5" in repr(frozen)
     q, _ = torch.linalg.qr(torch.randn(128, 128, generator=torch.Generator().manual_seed(0)))
     rotate = probing.hooks.Hook(probing.layer_point(model, 1), lambda x: x @ q)
     with probing.hooks.apply(model, [rotate]):
         f, r = frozen(model, task)["accuracy"], refit(model, task)["accuracy"]
     assert f < 0.75 and r > 0.95
+
+
+def test_probe_analyses_take_explicit_keywords_or_a_config_not_both():
+    a = FrozenProbe(label="label", positions=(-1,), folds=3, name="p")
+    assert a.folds == 3 and a.config == ProbeConfig(label="label", positions=(-1,), folds=3)
+    assert repr(a).startswith("FrozenProbe(label='label', positions=(-1,),") and "name='p'" in repr(a)
+    assert RefitProbe(ProbeConfig(folds=4)).folds == 4
+    with pytest.raises(ValueError, match=r"either config=ProbeConfig\(...\) or its fields.*\['folds'\]"):
+        FrozenProbe(ProbeConfig(folds=3), folds=4)
+    with pytest.raises(RuntimeError, match="setup"):
+        a(None, None)
 
 
 # ----------------------------------------------------------------------------------- MiniLM

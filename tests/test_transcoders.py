@@ -325,10 +325,12 @@ def test_sparse_mlp_sweep_over_tempered_posterior_levels(modadd, clean):
 
 
 def test_sparse_mlp_from_a_sweep_file(tmp_path, monkeypatch):
-    """The registry entry proposed for interp/app/sweepfile.py builds SparseMLP from TOML keywords."""
+    """SparseMLP is in the sweep-file registry and is built from TOML keywords."""
+    import analyses
     from interp.app import sweepfile as sweepconfig
 
-    monkeypatch.setitem(sweepconfig.ANALYSES, "SparseMLP", "analyses.transcoders:SparseMLP")
+    assert sweepconfig.ANALYSES["SparseMLP"] == "analyses.transcoders:SparseMLP"
+    assert analyses.SparseMLP is SparseMLP
     f = tmp_path / "sweep.toml"
     f.write_text('[model]\norganism = "modadd"\n[degradation]\ntype = "WeightNoise"\n[levels]\nvalues = [0.01]\n'
                  '[[analyses]]\ntype = "SparseMLP"\nlayer = 0\nn_latents = 256\nk = 16\nsteps = 300\n'
