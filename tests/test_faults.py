@@ -392,6 +392,108 @@ def test_analysis_changing_weights_in_setup_is_named_not_the_degradation():
     assert state_bytes(model) == before
 
 
+# ------------------------------------------------------------------------------ concurrent writers
+CONCURRENT_FILE = """
+out = "{out}"
+seed = 5
+[model]
+organism = "induction"
+[degradation]
+type = "WeightNoise"
+relative = true
+draws_per_level = 2
+eval_rows = 16
+[levels]
+values = [0.05, 0.3]
+[[analyses]]
+type = "HeadAblation"
+name = "induction_heads"
+heads = [[1, 0], [1, 1]]
+eval_rows = 16
+"""
+
+# `interp sweep FILE`, with every analysed draw held until GATE exists: whichever process takes the
+# out directory's lock waits there, so the other one certainly arrives while the first is mid-sweep
+GATED_CLI = """
+import os, sys, time
+import interp.sweep.kernel as kernel
+analyse, gate = kernel.analyse, sys.argv[2]
+def held(*args, **kwargs):
+    while not os.path.exists(gate):
+        time.sleep(0.05)
+    return analyse(*args, **kwargs)
+kernel.analyse = held
+from interp.app.cli import main
+sys.exit(main(["-q", "sweep", sys.argv[1]]))
+"""
+
+
+@pytest.mark.slow
+def test_two_concurrent_cli_sweeps_into_one_out(tmp_path):
+    """Two `interp sweep FILE` processes into one out at once: exactly one proceeds, the other fails
+    with an error naming the lock and the pid that holds it; the table equals an uninterrupted run."""
+    from interp.app.cli import main
+
+    (tmp_path / "both.toml").write_text(CONCURRENT_FILE.format(out="shared"))
+    (tmp_path / "alone.toml").write_text(CONCURRENT_FILE.format(out="alone"))
+    gate = tmp_path / "gate"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)]), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", GATED_CLI, str(tmp_path / "both.toml"), str(gate)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 240
+        while all(p.poll() is None for p in procs):  # the loser exits; the winner waits at the gate
+            assert time.monotonic() < deadline, "neither sweep exited"
+            time.sleep(0.1)
+        loser = next(p for p in procs if p.poll() is not None)
+        winner = next(p for p in procs if p is not loser)
+        assert winner.poll() is None, "both sweeps ended: the second was not refused while the first ran"
+        gate.touch()
+        assert winner.wait(240) == 0, winner.stderr.read()[-3000:]
+    finally:
+        gate.touch()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    err = loser.stderr.read()
+    assert loser.returncode != 0
+    lock = tmp_path / "shared" / "sweep" / "sweep.lock"
+    assert f"the lock {lock} is held by process {winner.pid}" in err, err[-2000:]
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err[-2000:]
+    assert not lock.exists()  # released by the winner
+    assert main(["-q", "sweep", str(tmp_path / "alone.toml")]) == 0
+    shared, alone = (Results.load(tmp_path / name / "results").table for name in ("shared", "alone"))
+    pd.testing.assert_frame_equal(shared, alone, check_exact=True)
+    pd.testing.assert_frame_equal(Results.load(tmp_path / "shared" / "sweep").table, alone, check_exact=True)
+    assert len((tmp_path / "shared" / "sweep" / "rows.jsonl").read_text().splitlines()) == 1 + 2 * 2
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, caplog):
+    import json
+    import socket
+
+    from interp.sweep.store import OutDirInUse
+
+    model, task = shared_bridge()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "sweep.lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": 0}))
+    sweep = functools.partial(run_sweep, model, task, [LossProbe()], WeightNoise(draws_per_level=2, eval_rows=8),
+                              [0.1], eval_rows=8, progress=False, out=out)
+    with caplog.at_level("WARNING", logger="interp.sweep.store"):
+        res = sweep()
+    assert f"Taking over the stale lock {out / 'sweep.lock'} of process {dead.pid}" in caplog.text
+    assert len(res.draws) == 2 and not (out / "sweep.lock").exists()
+    # a live holder (this test's parent process, on this host) is refused, naming the lock and its pid
+    (out / "sweep.lock").write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "started": 0}))
+    with pytest.raises(OutDirInUse, match=rf"the lock {out / 'sweep.lock'} is held by process {os.getppid()} "):
+        sweep()
+    assert (out / "sweep.lock").exists()  # someone else's lock is never removed
+
+
 # ----------------------------------------------------------------------------------------- load
 def _conversion_entries(model) -> int:
     """Entries TransformerLens' hook shape conversions hold (grow per hooked forward unless cleared)."""

@@ -151,6 +151,40 @@ def test_mismatched_config_in_out_is_an_error(tmp_path):
                   progress=False)
 
 
+def test_duplicate_records_are_detected(tmp_path, caplog):
+    """A line repeated byte for byte is dropped with a warning (the table is unchanged); the same key
+    with other values is an error naming the file and both lines."""
+    from interp.sweep.store import StoreCorrupt
+
+    task = tiny_task()
+    first = run_sweep(TinyLM(), task, [LossAndNorm()], ScaledNoise(), [0.1], out=tmp_path, progress=False)
+    rows = tmp_path / "rows.jsonl"
+    lines = rows.read_text().splitlines(keepends=True)
+    rows.write_text("".join(lines + [lines[-1]]))  # a duplicated last line
+    with caplog.at_level("WARNING", logger="interp.sweep.store"):
+        again = run_sweep(TinyLM(), task, [LossAndNorm()], ScaledNoise(), [0.1], out=tmp_path, progress=False)
+    assert f"line {len(lines) + 1} repeats line {len(lines)}" in caplog.text
+    pd.testing.assert_frame_equal(again.table, first.table)
+    assert len(again.draws) == 6
+    changed = json.loads(lines[2])
+    changed["rows"][0]["value"] += 1.0
+    rows.write_text("".join(lines + [json.dumps(changed) + "\n"]))
+    with pytest.raises(StoreCorrupt, match=rf"{rows} line {len(lines) + 1} holds key \[0, 0, 1\] again, with "
+                                           r"other values than line 3"):
+        run_sweep(TinyLM(), task, [LossAndNorm()], ScaledNoise(), [0.1], out=tmp_path, progress=False)
+    with pytest.raises(StoreCorrupt, match="line 8 holds key"):
+        Results.load(tmp_path)
+
+
+def test_rows_without_config_are_an_error(tmp_path):
+    from interp.sweep.store import StoreCorrupt
+
+    run_sweep(TinyLM(), tiny_task(), [LossAndNorm()], ScaledNoise(), [0.1], out=tmp_path, progress=False)
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(StoreCorrupt, match=r"rows\.jsonl exists without .*config\.json: its rows cannot be checked"):
+        run_sweep(TinyLM(), tiny_task(), [LossAndNorm()], ScaledNoise(), [0.1], out=tmp_path, progress=False)
+
+
 def test_degradation_that_leaves_weights_changed_is_caught():
     with pytest.raises(RuntimeError, match="did not restore"):
         run_sweep(TinyLM(), tiny_task(), [LossAndNorm()], ScaledNoise(restore=False), [0.1],
