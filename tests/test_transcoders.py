@@ -255,6 +255,9 @@ def test_modadd_latents_align_with_the_fourier_structure(modadd, clean):
     for most live latents."""
     model, task = modadd
     df = modadd_fourier(model, clean)
+    # p and the '=' token default to the organism's layout (d_vocab − 1), read from the model
+    explicit = modadd_fourier(model, clean, interp.organisms.modadd.P, equals_token=interp.organisms.modadd.EQ)
+    assert df.equals(explicit)
     live = df[df.live]
     x, y = mlp_activations(model, task.tensors("train", rows=512), 0)
     control = Transcoder(128, 128, clean.config, layer=0)
@@ -322,6 +325,14 @@ def test_sparse_mlp_sweep_over_tempered_posterior_levels(modadd, clean):
     assert hot["refit_fvu"] <= hot["cross_fvu"] + 1e-6  # refitting on the draw's own MLP helps
     s = res.summary()
     assert {"survival_07", "refit_loss_recovered", "cross_loss_recovered"} <= set(s.metric)
+
+
+def test_fourier_basis_is_the_organisms_and_orthonormal():
+    from analyses.transcoders._inspect import fourier_basis
+
+    f = fourier_basis(59)
+    assert torch.allclose(f, interp.organisms.modadd.fourier_basis(59), atol=1e-6)
+    assert torch.allclose(f @ f.T, torch.eye(59), atol=1e-5)
 
 
 def test_sparse_mlp_from_a_sweep_file(tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ from torch import Tensor
 
 import hooks
 from analyses.transcoders._model import Transcoder
+from interp.checks import check_number
 from interp.tasks import model_device
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -187,12 +188,26 @@ def _key_frequency_fraction(energy: Tensor, freqs: Tensor, n_freq: int) -> tuple
     return best + 1, share
 
 
-@torch.no_grad()
-def modadd_fourier(model: Any, transcoder: Transcoder, p: int | None = None) -> pd.DataFrame:
-    """Frequencies of a transcoder's latents on the ``modadd`` organism (Nanda et al. 2023).
+def fourier_basis(p: int) -> Tensor:
+    """Orthonormal Fourier basis of functions on ℤ_p, one per row: the constant, then cos(2πkx/p)
+    and sin(2πkx/p) for k = 1 … (p − 1)/2 (rows 2k − 1 and 2k)."""
+    x = torch.arange(p, dtype=torch.float64)
+    rows = [torch.ones(p, dtype=torch.float64)]
+    for k in range(1, (p - 1) // 2 + 1):
+        rows += [torch.cos(2 * math.pi * k * x / p), torch.sin(2 * math.pi * k * x / p)]
+    basis = torch.stack(rows)
+    return (basis / basis.norm(dim=1, keepdim=True)).float()
 
-    On every pair (a, b) at the ``=`` position, with the orthonormal Fourier basis F of ℤ_p
-    (:func:`interp.organisms.modadd.fourier_basis`) and f(i) the frequency of basis row i:
+
+@torch.no_grad()
+def modadd_fourier(model: Any, transcoder: Transcoder, p: int | None = None, *,
+                   equals_token: int | None = None) -> pd.DataFrame:
+    """Frequencies of a transcoder's latents on a modular-addition model (Nanda et al. 2023), such as
+    the ``modadd`` organism: inputs ``a b = c`` with numbers ``0 … p−1`` and ``=`` a token of its own.
+
+    ``p`` defaults to ``d_vocab − 1`` (numbers, then ``=``) and ``equals_token`` to ``p``; give both
+    for another vocabulary layout. On every pair (a, b) at the ``=`` position, with the orthonormal
+    Fourier basis F of ℤ_p (:func:`fourier_basis`) and f(i) the frequency of basis row i:
 
     - ``input_freq`` / ``input_share``: the latent's pre-activation P[a, b] as a 2-D function,
       C = F P Fᵀ; the frequency k maximising the share of Σ C² (without the constant C₀₀) on
@@ -204,17 +219,19 @@ def modadd_fourier(model: Any, transcoder: Transcoder, p: int | None = None) -> 
     """
     import pandas as pd
 
-    from interp.organisms import modadd
-
-    p = modadd.P if p is None else p
+    p = int(model.cfg.d_vocab) - 1 if p is None else p
+    check_number("modadd_fourier", "p", p, integer=True, minimum=3, fix="The modulus, e.g. p=59.")
+    eq = p if equals_token is None else equals_token
+    check_number("modadd_fourier", "equals_token", eq, integer=True, zero_ok=True, maximum=model.cfg.d_vocab - 1,
+                 fix="The id of the '=' token in this model's vocabulary.")
     layer = transcoder.layer
     a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
-    ids = torch.stack([a.flatten(), b.flatten(), torch.full((p * p,), p), (a + b).flatten() % p], 1)
+    ids = torch.stack([a.flatten(), b.flatten(), torch.full((p * p,), eq), (a + b).flatten() % p], 1)
     point = hooks.mlp_in(layer)
     x = hooks.capture(model, ids.to(model_device(model)), [point], pos=2)[point][:, 0].float()
     pre = transcoder.pre_activations(x)
     z = transcoder.encode(x)
-    basis = modadd.fourier_basis(p).to(x.device)
+    basis = fourier_basis(p).to(x.device)
     freqs = torch.tensor([0] + [(i + 1) // 2 for i in range(1, p)], device=x.device)
     n_freq = (p - 1) // 2
 
