@@ -8,6 +8,13 @@ space) and comes back in eval mode.
 Devices: ``device=None`` means CUDA when available, else CPU (:func:`default_device`); ``dtype``
 takes a ``torch.dtype`` or its name (``"float32"``, ``"bfloat16"``, ...; :func:`resolve_dtype`).
 
+Tokenizers: ``tokenizer=None`` uses the checkpoint's own and checks it at load time: a directory
+without tokenizer files, an empty tokenizer (length <= 1, what ``AutoTokenizer`` makes of a GPT-2
+directory saved without them: every string becomes id 0) or one with more tokens than the model's
+``d_vocab`` is a ``ValueError`` naming the fix. ``tokenizer=`` also takes a tokenizer object, a hub
+name or a directory to load one from, or ``False``: no tokenizer, token ids only (a warning says so;
+``model.tokenizer`` is ``None``).
+
 Offline by construction: a local directory is loaded with the hub switched off, and a hub name is
 tried online only when the hub answers within a couple of seconds; otherwise the local cache is used,
 and a model missing from it raises an error that says so instead of hanging on network retries.
@@ -26,17 +33,25 @@ import contextlib
 import logging
 import os
 import socket
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
 
-__all__ = ["load_model", "hub_reachable", "default_device", "resolve_device", "resolve_dtype", "place"]
+__all__ = ["load_model", "hub_reachable", "default_device", "resolve_device", "resolve_dtype", "place",
+           "check_tokenizer", "model_vocab"]
 
 log = logging.getLogger(__name__)
 
 _OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+# files from which AutoTokenizer can build a tokenizer
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model",
+                    "sentencepiece.bpe.model", "tokenizer_config.json")
+_NO_TOKENIZER_FIX = ("pass load_model(..., tokenizer=...) a tokenizer object, a hub name or a directory "
+                     "with tokenizer files, or tokenizer=False to work with token ids only.")
 
 
 _DTYPES = {
@@ -92,6 +107,74 @@ def place(model: torch.nn.Module, device: str | torch.device | None = None,
     return model.to(device=target) if want is None else model.to(device=target, dtype=want)
 
 
+def check_tokenizer(tokenizer: Any, d_vocab: int | None, what: str = "tokenizer") -> None:
+    """A ``ValueError`` unless ``tokenizer`` can serve a model with ``d_vocab`` tokens: it must hold
+    more than one token and no more than ``d_vocab``. A tokenizer under 90% of ``d_vocab`` (models
+    pad their vocabulary by well under 10%) gets a warning: probably another model's."""
+    try:
+        n = len(tokenizer)
+    except TypeError as err:
+        raise ValueError(f"{what}={type(tokenizer).__name__}: not a tokenizer (it has no length).") from err
+    if n <= 1:
+        raise ValueError(
+            f"{what} holds {n} token(s): it is empty, so every string would become token id 0 "
+            "(a checkpoint saved without tokenizer files loads like this). Fix: " + _NO_TOKENIZER_FIX
+        )
+    if d_vocab is not None and n > d_vocab:
+        raise ValueError(
+            f"{what} holds {n} tokens but the model's vocabulary has d_vocab={d_vocab}: ids >= {d_vocab} "
+            "would index past the embedding, so it is not this model's tokenizer. Fix: "
+            + _NO_TOKENIZER_FIX
+        )
+    if d_vocab is not None and n < 0.9 * d_vocab:
+        warnings.warn(
+            f"{what} holds {n} tokens, the model d_vocab={d_vocab}: is it this model's tokenizer?",
+            UserWarning, stacklevel=3,
+        )
+
+
+def model_vocab(model: Any) -> int:
+    """Rows of the model's token embedding (its real vocabulary size; ``cfg.d_vocab`` can be out of
+    step after a tokenizer is assigned)."""
+    w_e = None
+    with contextlib.suppress(Exception):
+        w_e = model.W_E
+    if isinstance(w_e, torch.Tensor) and w_e.dim() == 2:
+        return int(w_e.shape[0])
+    return int(model.cfg.d_vocab)
+
+
+def _has_tokenizer_files(path: Path) -> bool:
+    return any((path / f).is_file() for f in _TOKENIZER_FILES)
+
+
+def _load_tokenizer(source: Any, offline: bool) -> Any:
+    """A tokenizer object from a hub name or directory (``source`` already an object: itself)."""
+    if not isinstance(source, (str, os.PathLike)):
+        return source
+    from transformers import AutoTokenizer
+
+    path = Path(source).expanduser()
+    if path.exists() and not _has_tokenizer_files(path):
+        raise ValueError(f"tokenizer={str(source)!r}: the directory has no tokenizer files "
+                         f"({', '.join(_TOKENIZER_FILES[:5])}, ...). Fix: " + _NO_TOKENIZER_FIX)
+    context = _offline() if offline or path.exists() else contextlib.nullcontext()
+    with context:
+        try:
+            return AutoTokenizer.from_pretrained(str(path.resolve()) if path.exists() else str(source))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"tokenizer={str(source)!r} could not be loaded ({err}). Fix: "
+                             + _NO_TOKENIZER_FIX) from err
+
+
+def _placeholder_tokenizer() -> Any:
+    """A two-token stand-in so that booting does not look for the checkpoint's tokenizer (removed
+    again right after)."""
+    from interp.textdata import build_word_tokenizer
+
+    return build_word_tokenizer([])
+
+
 def hub_reachable(timeout: float = 2.0) -> bool:
     """Whether the Hugging Face hub endpoint accepts a TCP connection within ``timeout`` seconds."""
     if any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes") for v in _OFFLINE_VARS):
@@ -137,6 +220,7 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     offline: bool | None = None,
+    tokenizer: Any = None,
 ):
     """Boot a Hugging Face model (hub name or local directory) as a ``TransformerBridge`` in eval mode.
 
@@ -146,10 +230,13 @@ def load_model(
         dtype: parameter dtype, a ``torch.dtype`` or its name (``None``: float32).
         offline: ``True`` never contacts the hub; ``False`` always may; ``None`` (default) decides:
             offline for local directories and when the hub does not answer within 2 s.
+        tokenizer: ``None``: the checkpoint's own (checked); a tokenizer object; a hub name or
+            directory to load one from; ``False``: none (token ids only, with a warning).
 
     Raises:
         FileNotFoundError: a local-looking path that does not exist, or a hub model that is not in
             the local cache while offline.
+        ValueError: a missing, empty or mismatched tokenizer (see the module docstring).
     """
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -169,10 +256,23 @@ def load_model(
         offline = is_local or not hub_reachable()
         if offline and not is_local:
             log.info("Hugging Face hub unreachable: loading %r from the local cache only.", target)
+    if tokenizer is True or (tokenizer is not None and tokenizer is not False
+                             and not isinstance(tokenizer, (str, os.PathLike)) and not callable(tokenizer)):
+        raise ValueError(f"tokenizer={tokenizer!r}: give None (the checkpoint's own), a tokenizer "
+                         "object, a hub name or directory, or False (token ids only).")
+    if tokenizer is None and is_local and not _has_tokenizer_files(path):
+        raise ValueError(f"{path} has no tokenizer files ({', '.join(_TOKENIZER_FILES[:5])}, ...): "
+                         "it was saved without its tokenizer. Fix: " + _NO_TOKENIZER_FIX)
+    tok = None
+    if tokenizer is False:
+        tok = _placeholder_tokenizer()
+    elif tokenizer is not None:
+        tok = _load_tokenizer(tokenizer, offline)
     context = _offline() if offline else contextlib.nullcontext()
     with context:
         try:
-            model = TransformerBridge.boot_transformers(target, device=str(device), dtype=dtype)
+            model = TransformerBridge.boot_transformers(target, device=str(device), dtype=dtype,
+                                                        tokenizer=tok)
         except OSError as err:
             if offline and not is_local:
                 raise FileNotFoundError(
@@ -181,4 +281,15 @@ def load_model(
                     "to a directory) and pass that directory."
                 ) from err
             raise
+    if tokenizer is False:
+        model.tokenizer = None
+        driver = getattr(model, "_driver", None)
+        if driver is not None and hasattr(driver, "tokenizer"):
+            driver.tokenizer = None
+        warnings.warn(f"load_model({str(name_or_path)!r}, tokenizer=False): no tokenizer; the model "
+                      "takes token ids only (model.tokenizer is None).", UserWarning, stacklevel=2)
+    elif getattr(model, "tokenizer", None) is None:
+        raise ValueError(f"{target}: the model loaded without a tokenizer. Fix: " + _NO_TOKENIZER_FIX)
+    else:
+        check_tokenizer(model.tokenizer, model_vocab(model), what=f"the tokenizer of {target}")
     return model.eval()

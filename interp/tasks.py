@@ -4,7 +4,12 @@ A :class:`Task` holds a ``datasets.DatasetDict`` with ``train`` and ``test`` spl
 ``input_ids`` sequence and, for tasks with a next-token loss, a ``target_mask`` of the same length:
 ``target_mask[t] = 1`` when token ``t`` is a scored target, predicted from the logits at ``t - 1``.
 Other columns are labels and metadata (probe labels, induction periods, the values an interpretation
-assigns).
+assigns). Padded rows carry an ``attention_mask`` (1 = real token; padding on the right).
+
+Build a task from text with the model's tokenizer (:mod:`interp.textdata`): :meth:`Task.from_texts`
+(packed or padded rows), :meth:`Task.from_dataset` (a Hugging Face dataset, streaming too) and
+:meth:`Task.from_pairs` (prompt/answer pairs; with wrong answers, :meth:`Task.evaluate` also reports
+the mean logit difference).
 
 The loss is the per-token mean cross-entropy over scored targets,
 
@@ -27,9 +32,9 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float, Int
@@ -40,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Task", "model_device"]
 
 _SEQUENCE_COLUMNS = ("input_ids", "target_mask", "attention_mask")
+_PAIR_COLUMNS = ("answer_id", "wrong_id", "answer_pos")
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -87,6 +93,72 @@ class Task:
                 raise ValueError(f"Task {self.name!r}: split {split!r} is empty.")
             if self.has_loss:
                 _check_target_mask(self.name, split, self.dataset[split])
+
+    # ------------------------------------------------------------------ builders
+    @classmethod
+    def from_texts(cls, texts: Iterable[str], tokenizer_or_model: Any, *, max_length: int | None = None,
+                   pack: bool = True, truncate: bool = False, columns: Mapping[str, Sequence] | None = None,
+                   name: str = "texts", description: str = "", test_fraction: float = 0.1,
+                   seed: int = 0) -> Task:
+        """A next-token task from a list of texts, tokenised with the model's tokenizer.
+
+        Args:
+            texts: the corpus (a list of strings; empty strings are skipped when packing).
+            tokenizer_or_model: a Hugging Face tokenizer, or a model with ``.tokenizer`` (its
+                ``cfg.d_vocab`` and ``n_ctx`` are then checked against the tokenizer and rows).
+            max_length: tokens per row (``None``: the model's ``n_ctx``).
+            pack: ``True``: join the texts (end-of-text token between them) and cut rows of exactly
+                ``max_length`` tokens, the last partial row dropped. ``False``: one row per text,
+                right-padded, with an ``attention_mask`` and a ``text`` column.
+            truncate: ``pack=False`` only: cut texts longer than ``max_length`` instead of raising.
+            columns: per-text extra columns (probe labels, ``Agree`` values); ``pack=False`` only.
+            test_fraction, seed: random row split into train/test.
+        """
+        from interp.textdata import texts_task
+
+        return texts_task(texts, tokenizer_or_model, max_length=max_length, pack=pack, truncate=truncate,
+                          columns=columns, name=name, description=description,
+                          test_fraction=test_fraction, seed=seed)
+
+    @classmethod
+    def from_dataset(cls, dataset: Any, tokenizer_or_model: Any, *, text_column: str = "text",
+                     rows: int | None = None, split: str = "train", shuffle: bool = False,
+                     max_length: int | None = None, pack: bool = True, truncate: bool = False,
+                     keep_columns: Sequence[str] | None = None, name: str | None = None,
+                     test_fraction: float = 0.1, seed: int = 0) -> Task:
+        """A next-token task from a Hugging Face ``datasets`` dataset's ``text_column``.
+
+        ``dataset`` may be a ``Dataset``, a ``DatasetDict`` (``split`` is used) or an
+        ``IterableDataset`` (``load_dataset(..., streaming=True)``: ``rows`` texts are taken from the
+        stream, after a buffered shuffle when ``shuffle``). ``rows``: how many texts (``None``: all).
+        With ``pack=False`` the other columns are kept (or only ``keep_columns``). The rest as in
+        :meth:`from_texts`.
+        """
+        from interp.textdata import dataset_task
+
+        return dataset_task(dataset, tokenizer_or_model, text_column=text_column, rows=rows, split=split,
+                            shuffle=shuffle, max_length=max_length, pack=pack, truncate=truncate,
+                            keep_columns=keep_columns, name=name, test_fraction=test_fraction, seed=seed)
+
+    @classmethod
+    def from_pairs(cls, prompts: Sequence[str], answers: Sequence[str], tokenizer_or_model: Any,
+                   wrong_answers: Sequence[str] | None = None, *,
+                   columns: Mapping[str, Sequence] | None = None, max_length: int | None = None,
+                   name: str = "pairs", description: str = "", test_fraction: float = 0.2,
+                   seed: int = 0) -> Task:
+        """A task from prompt/answer pairs (IOI-style): each row is ``prompt + answer``, the loss is
+        the cross-entropy of the answer tokens only.
+
+        With ``wrong_answers`` (one per prompt; answers and wrong answers one token each) the rows
+        also carry ``answer_id``, ``wrong_id`` and ``answer_pos``, :meth:`logit_diff` gives
+        logit(answer) − logit(wrong) per row and :meth:`evaluate` reports its mean. String columns
+        ``prompt``, ``answer`` (``wrong_answer``) and any ``columns`` are kept.
+        """
+        from interp.textdata import pairs_task
+
+        return pairs_task(prompts, answers, tokenizer_or_model, wrong_answers, columns=columns,
+                          max_length=max_length, name=name, description=description,
+                          test_fraction=test_fraction, seed=seed)
 
     # ------------------------------------------------------------------ data
     def tensors(
@@ -160,14 +232,41 @@ class Task:
         mask = batch["target_mask"]
         return self.token_losses(model, batch).sum() / mask.sum().clamp(min=1).to(model_device(model))
 
+    @property
+    def has_logit_diff(self) -> bool:
+        """Whether rows carry ``answer_id``/``wrong_id``/``answer_pos`` (:meth:`from_pairs` with
+        wrong answers), so :meth:`logit_diff` applies."""
+        return all(c in self.dataset["test"].column_names for c in _PAIR_COLUMNS)
+
+    def logit_diff(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Float[torch.Tensor, "batch"]:
+        """logit(answer) − logit(wrong answer) per row, at the position predicting the answer."""
+        return self._logit_diff(self._logits(model, batch), batch)
+
+    def _logit_diff(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        missing = [c for c in _PAIR_COLUMNS if c not in batch]
+        if missing:
+            raise ValueError(
+                f"Task {self.name!r}: the batch lacks {missing}; the logit difference needs a task made "
+                "by Task.from_pairs(..., wrong_answers=...)."
+            )
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        at = logits[rows, batch["answer_pos"].to(logits.device).long() - 1].float()
+        return (at.gather(-1, batch["answer_id"].to(logits.device).long()[:, None])
+                - at.gather(-1, batch["wrong_id"].to(logits.device).long()[:, None]))[:, 0]
+
     @torch.no_grad()
     def evaluate(
         self, model: torch.nn.Module, split: str = "test", batch_size: int = 256
     ) -> dict[str, float]:
-        """Held-out ``loss`` (nats/token over scored targets) and ``accuracy`` (argmax = target)."""
+        """Held-out ``loss`` (nats/token over scored targets) and ``accuracy`` (argmax = target);
+        ``logit_diff`` too (mean over rows) for pair tasks with wrong answers."""
         total_loss, total_correct, total_n = 0.0, 0, 0
+        diffs: list[torch.Tensor] = []
+        pairs = self.has_logit_diff
         for batch in self.batches(split, batch_size, seed=None):
             logits = self._logits(model, batch)
+            if pairs:
+                diffs.append(self._logit_diff(logits, batch).cpu())
             ids, mask = self._ids_and_mask(batch, logits.device)
             logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
             nll = -logp.gather(-1, ids[:, 1:, None])[..., 0]
@@ -177,7 +276,10 @@ class Task:
             total_n += int(m.sum().item())
         if total_n == 0:
             raise ValueError(f"Task {self.name!r}: split {split!r} has no scored targets.")
-        return {"loss": total_loss / total_n, "accuracy": total_correct / total_n}
+        out = {"loss": total_loss / total_n, "accuracy": total_correct / total_n}
+        if pairs:
+            out["logit_diff"] = float(torch.cat(diffs).mean())
+        return out
 
     # ------------------------------------------------------------------ helpers
     def _split(self, split: str) -> datasets.Dataset:
