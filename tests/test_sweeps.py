@@ -185,6 +185,46 @@ def test_rows_without_config_are_an_error(tmp_path):
         run_sweep(TinyLM(), tiny_task(), [LossAndNorm()], ScaledNoise(), [0.1], out=tmp_path, progress=False)
 
 
+@pytest.mark.parametrize("bad, fixed", [
+    ({"levels": [-0.1]}, {"levels": [0.1]}),
+    ({"levels": [0.1, float("nan")]}, {"levels": [0.1]}),
+    ({"eval_rows": 0}, {"eval_rows": 16}),
+    ({"eval_rows": 2.5}, {"eval_rows": 16}),
+    ({"seed": 1.7}, {"seed": 1}),
+    ({"seed": True}, {"seed": 1}),
+    ({"analyses": "string"}, {"analyses": "fixed"}),  # an analysis returning a string, then fixed
+])
+def test_a_rejected_input_does_not_block_its_fix(tmp_path, bad, fixed):
+    """Everything is checked before config.json is written (and config.json is written only with the
+    first record), so the rerun with the input fixed is not refused as another configuration."""
+    from interp.degradations import WeightNoise
+
+    class Returns:
+        name, effects, collaterals = "returns", (), ()
+
+        def __init__(self, value):
+            self.value = value
+
+        def setup(self, model, task):
+            pass
+
+        def __call__(self, model, task):
+            return self.value if self.value == "a string" else {"norm": model.emb.norm().item()}
+
+    def sweep(levels=(0.1,), eval_rows=16, seed=1, analyses="fixed"):
+        a = Returns("a string" if analyses == "string" else None)
+        return run_sweep(TinyLM(), tiny_task(), [a], WeightNoise(relative=True, draws_per_level=2), list(levels),
+                         out=tmp_path, eval_rows=eval_rows, seed=seed, progress=False)
+
+    with pytest.raises(ValueError) as err:
+        sweep(**bad)
+    name = next(iter(bad))
+    assert (name if name != "analyses" else "returned str 'a string'") in str(err.value)
+    assert not (tmp_path / "config.json").exists()
+    res = sweep(**{**bad, **fixed})
+    assert len(res.draws) == 2 * len(fixed.get("levels", [0.1]))
+
+
 def test_degradation_that_leaves_weights_changed_is_caught():
     with pytest.raises(RuntimeError, match="did not restore"):
         run_sweep(TinyLM(), tiny_task(), [LossAndNorm()], ScaledNoise(restore=False), [0.1],

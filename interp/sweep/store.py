@@ -2,7 +2,8 @@
 
 A sweep's ``out`` directory holds:
 
-- ``config.json``: what identifies the sweep (a rerun with another configuration is refused);
+- ``config.json``: what identifies the sweep (a rerun with another configuration is refused),
+  written with the first record, so a sweep that stored nothing leaves nothing to refuse;
 - ``rows.jsonl``: one JSON record per draw, ``{"key": [level_index, chain, draw], "rows": [...],
   "draw": {...}}``, appended, flushed and fsynced as each draw completes (a crash loses at most the
   draw in flight; a torn last line is dropped and truncated away on resume);
@@ -297,6 +298,7 @@ class Store:
         self.memory: list[dict[str, Any]] = []  # the records themselves, only when out is None
         self.level_info: dict[int, dict[str, Any]] = {}
         self._jobs: dict[str, Any] | None = None
+        self._pending_config: dict[str, Any] | None = None
         self.file = None
         self.lock: _Lock | None = None
         self.path = None if out is None else Path(out)
@@ -345,7 +347,9 @@ class Store:
                     "sweep's configuration (config.json was deleted, or the directory holds something "
                     "else). Use a new out directory, or move rows.jsonl away to start over here."
                 )
-            self._write_json("config.json", config, indent=1, sort_keys=True)
+            self._pending_config = config  # written with the first record: a sweep that fails before
+            # storing anything (a bad level, an analysis returning a string) leaves no configuration
+            # behind to refuse its fixed rerun
         try:
             self.file = open(self.rows_file, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
             self._size = self.rows_file.stat().st_size  # bytes of complete records
@@ -377,6 +381,7 @@ class Store:
             self.memory.append(rec)
             return
         line = json.dumps(rec) + "\n"
+        self._write_config()
         try:
             self.file.write(line)
             self.file.flush()
@@ -428,9 +433,16 @@ class Store:
         """What failed in the last run (``failures.json``; empty when nothing failed)."""
         self._write_json("failures.json", failures, indent=1)
 
+    def _write_config(self) -> None:
+        if self._pending_config is not None:
+            config, self._pending_config = self._pending_config, None
+            self._write_json("config.json", config, indent=1, sort_keys=True)
+
     def _write_json(self, name: str, value: Any, **kw: Any) -> None:
         if self.path is None:
             return
+        if name != "config.json":
+            self._write_config()
         tmp, final = self.path / f"{name}.tmp", self.path / name
         try:
             tmp.write_text(json.dumps(value, **kw))
