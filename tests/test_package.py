@@ -88,3 +88,32 @@ def test_console_script_points_to_the_app_layer():
 
     meta = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     assert meta["project"]["scripts"]["interp"] == "interp.app.cli:main"
+
+
+def test_torch_threads_do_not_leak_between_test_modules(tmp_path):
+    """tests/conftest.py: a module's set_num_threads (at import, in a fixture, in a test) stays in it."""
+    import shutil
+    import textwrap
+    from pathlib import Path
+
+    shutil.copy(Path(__file__).with_name("conftest.py"), tmp_path / "conftest.py")
+    (tmp_path / "test_a.py").write_text(textwrap.dedent("""
+        import torch
+        torch.set_num_threads(3)              # at import: undone when collection ends
+        TORCH_THREADS = 2                     # this module's own tests run with 2
+
+        def test_a():
+            assert torch.get_num_threads() == 2
+            torch.set_num_threads(5)          # inside a test: put back after the module
+    """))
+    (tmp_path / "test_b.py").write_text(textwrap.dedent("""
+        import torch
+        from conftest import _INITIAL_THREADS
+
+        def test_b():
+            assert torch.get_num_threads() == _INITIAL_THREADS
+    """))
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "4"}
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                         capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert res.returncode == 0 and "2 passed" in res.stdout, res.stdout + res.stderr

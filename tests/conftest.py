@@ -1,0 +1,62 @@
+"""Shared test fixtures: the model organisms, the tiny offline model, and torch's thread count.
+
+- ``organism``: the trained induction organism and its task, ``interp.organisms.load("induction")``,
+  loaded once per test module (a module may still define its own ``organism`` fixture, which wins).
+- ``modadd``: the modular-addition organism and its task, once per test module.
+- ``tiny``: a tiny native bridge and its repeated-token task (``reliability_tiny``), once per module.
+- torch's intra-op thread count never leaks from one test module to the next: it is put back after
+  each module. A module that wants a fixed count for its own tests says so with a module attribute,
+  ``TORCH_THREADS = 1``, instead of calling ``torch.set_num_threads`` at import time (which would change
+  it for every module collected after it).
+
+The fast lane skips the tests marked ``slow``: ``python -m pytest -q -m "not slow"``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+#: the thread count before any test module was imported
+_INITIAL_THREADS = torch.get_num_threads()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Undo any ``torch.set_num_threads`` a test module made while it was being imported."""
+    torch.set_num_threads(_INITIAL_THREADS)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _torch_threads_per_module(request: pytest.FixtureRequest):
+    """The module's ``TORCH_THREADS`` (if any) during its tests; the count before it afterwards."""
+    before = torch.get_num_threads()
+    wanted = getattr(request.module, "TORCH_THREADS", None)
+    if wanted is not None:
+        torch.set_num_threads(int(wanted))
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def organism():
+    """The trained induction organism: (model, task), loaded once per module."""
+    import interp
+
+    return interp.organisms.load("induction")
+
+
+@pytest.fixture(scope="module")
+def modadd():
+    """The modular-addition organism: (model, task), loaded once per module (global seed 0 first)."""
+    import interp
+
+    torch.manual_seed(0)
+    return interp.organisms.load("modadd")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A tiny native bridge and its task (no organism weights), once per module."""
+    from reliability_tiny import tiny_bridge, tiny_task
+
+    return tiny_bridge(), tiny_task()
