@@ -22,7 +22,7 @@ from interp.degradations import (
 )
 from interp.degradations.oracles import MonomialPotential
 
-torch.set_num_threads(1)
+TORCH_THREADS = 1  # this module's tests run on one thread (tests/conftest.py; nothing leaks to others)
 
 
 @pytest.fixture(scope="module")

@@ -334,7 +334,8 @@ from reliability_tiny import LossProbe, hook_count, tiny_bridge, tiny_task
 from interp.degradations import ActivationNoise, Checkpoints, TemperedPosterior, WeightNoise
 from interp.sweep import run_sweep, weights_digest
 
-torch.set_num_threads(1)
+torch.set_num_threads(1)  # the import-time work below; undone after collection
+TORCH_THREADS = 1  # this module's tests run on one thread (tests/conftest.py; nothing leaks to others)
 model, task = tiny_bridge(), tiny_task()
 model(task.tensors("test", rows=2)["input_ids"])  # TransformerLens adds its LayerNorm pre-hooks once
 g = torch.Generator().manual_seed(1)

@@ -9,7 +9,7 @@ from interp import organisms
 from interp.degradations import TemperedPosterior
 from interp.degradations.stacked import StackedForward, unsupported_reason
 
-torch.set_num_threads(1)
+TORCH_THREADS = 1  # this module's tests run on one thread (tests/conftest.py; nothing leaks to others)
 
 
 @pytest.fixture(scope="module", params=["induction", "modadd"])
