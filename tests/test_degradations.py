@@ -357,3 +357,80 @@ def test_run_chain_of_a_plain_module_and_vectorizes():
         draws = list(one)
         assert one.chains[0] == ref.chains[c] and [d.chain for d in draws] == [c] * 3
     assert _identical(net, saved)
+
+
+# ------------------------------------------------------------ restrict: TransformerLens-style names
+HF_LAYER = {"gpt2": "transformer.h.", "bert": "bert.encoder.layer.", "neox": "gpt_neox.layers.",
+            "llama": "model.layers."}
+
+
+def _offline_bridge(arch, path):
+    """A 2-layer random-init Hugging Face model of ``arch``, saved with an offline word-level
+    tokenizer and loaded back as a TransformerBridge (no download)."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    import interp
+
+    torch.manual_seed(0)
+    common = dict(vocab_size=100)
+    if arch == "gpt2":
+        hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=32, **common))
+    elif arch == "bert":
+        hf = transformers.BertModel(transformers.BertConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
+                                                            intermediate_size=64, max_position_embeddings=32, **common))
+    elif arch == "neox":
+        hf = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
+            num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=32, **common))
+    else:
+        hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+            intermediate_size=64, max_position_embeddings=32, **common))
+    hf.save_pretrained(path)
+    tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(100)}, unk_token="t1"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="t0", eos_token="t0", unk_token="t1",
+                                         pad_token="t0").save_pretrained(path)
+    return interp.load_model(path, device="cpu")
+
+
+def _selected(model, restrict):
+    from interp.degradations import clean_name
+
+    return {clean_name(n) for n, _, _ in select_parameters(model, restrict)}
+
+
+def test_restrict_transformerlens_names_on_a_native_bridge(organism):
+    model, _ = organism
+    assert _selected(model, "blocks.1.*") == _selected(model, "layers.1.*")
+    assert _selected(model, "blocks.*.attn.*") == _selected(model, "layers.*.attn.*")
+    assert _selected(model, "embed") == {"tok_embed.weight"} and _selected(model, "unembed") == {"head.weight"}
+    assert _selected(model, ["blocks.0.attn.q.*", "pos_embed"]) == {"layers.0.attn.q.weight", "layers.0.attn.q.bias",
+                                                                    "pos.weight"}
+    with pytest.raises(ValueError) as err:
+        select_parameters(model, "blocks.0.mlp.*")  # attention-only: no MLP to select
+    msg = str(err.value)
+    assert "layers.0.ln1.weight" in msg and "blocks.0.attn.q.weight" in msg and "'blocks.0.*'" in msg
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "bert", "neox", "llama"])
+def test_restrict_transformerlens_names_on_hf_bridges(arch, tmp_path):
+    model = _offline_bridge(arch, tmp_path)
+    hf1 = HF_LAYER[arch] + "1."
+    layer1 = _selected(model, "blocks.1.*")
+    assert layer1 and layer1 == _selected(model, hf1 + "*")
+    attn, mlp = _selected(model, "blocks.0.attn.*"), _selected(model, "blocks.0.mlp.*")
+    assert attn and mlp and not attn & mlp
+    assert all(n.startswith(HF_LAYER[arch] + "0.") for n in attn | mlp)
+    assert all("mlp" in n or "intermediate" in n or "output.dense" in n for n in mlp)
+    assert all("attn" in n or "attention" in n for n in attn)
+    assert _selected(model, "blocks.*.attn.*") >= attn
+    embed = _selected(model, "embed")
+    assert len(embed) == 1 and any(k in next(iter(embed)) for k in ("wte", "word_embeddings", "embed_in", "embed_tokens"))
+    assert _selected(model, "unembed")
+    with pytest.raises(ValueError) as err:
+        select_parameters(model, "blocks.9.*")
+    msg = str(err.value)
+    hf_names = [n for n in msg.split("TransformerLens-style")[0].split() if n.startswith(HF_LAYER[arch].split(".")[0])]
+    assert hf_names and "blocks.0." in msg and f"'{HF_LAYER[arch]}0.*'" in msg
