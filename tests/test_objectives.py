@@ -159,7 +159,7 @@ def test_behavioural_kl_is_zero_with_zero_gradient_at_w0(bridge):
     g0 = max(float(g.abs().max()) for g in grads if g is not None)
     # a row subset (another batch composition): zero up to float rounding
     sub = {k: v[[4, 1]] for k, v in data.items()}
-    assert abs(float(obj.loss(bridge, sub))) < 1e-6
+    assert abs(obj.loss(bridge, sub).item()) < 1e-6
     saved = _perturb(bridge, 0.05)
     try:
         loss_w = obj.loss(bridge, data)
@@ -169,7 +169,7 @@ def test_behavioural_kl_is_zero_with_zero_gradient_at_w0(bridge):
         _restore(bridge, saved)
     # at w0 the gradient p0·(Σp0 − 1) w.r.t. the logits is float rounding only
     assert g0 < 1e-6 and g1 > 1e-3, (g0, g1)
-    assert float(loss_w) > 1e-4
+    assert loss_w.item() > 1e-4
 
 
 def test_behavioural_loss_on_row_subsets_uses_their_references(bridge):
@@ -182,7 +182,7 @@ def test_behavioural_loss_on_row_subsets_uses_their_references(bridge):
     meter = DivergenceMeter(bridge, {k: v[rows] for k, v in b.items()}, kind="kl")
     saved = _perturb(bridge, 0.05)
     try:
-        got = float(obj.loss(bridge, {k: v[rows] for k, v in obj.tensors().items()}))
+        got = obj.loss(bridge, {k: v[rows] for k, v in obj.tensors().items()}).item()
         want = meter(bridge)
     finally:
         _restore(bridge, saved)
@@ -219,10 +219,10 @@ def test_behavioural_squared_error_of_exact_dln_is_twice_population_loss():
     net, obj = _whitened_dln([4, 3, 4], 1)
     assert obj.units == "squared error"
     data = obj.tensors()
-    assert float(obj.loss(net, data)) == 0.0
+    assert obj.loss(net, data).item() == 0.0
     saved = _perturb(net, 0.3)
     try:
-        assert float(obj.loss(net, data)) == pytest.approx(2 * float(net.loss()), rel=1e-12)
+        assert obj.loss(net, data).item() == pytest.approx(2 * net.loss().item(), rel=1e-12)
     finally:
         _restore(net, saved)
 
