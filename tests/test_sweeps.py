@@ -225,6 +225,54 @@ def test_a_rejected_input_does_not_block_its_fix(tmp_path, bad, fixed):
     assert len(res.draws) == 2 * len(fixed.get("levels", [0.1]))
 
 
+@pytest.mark.parametrize("damage", ["garbage_line", "cut_line", "record_without_rows", "not_a_record"])
+def test_corrupt_rows_name_the_file_and_line_and_how_to_resume(tmp_path, damage):
+    from interp.sweep.store import StoreCorrupt
+
+    task = tiny_task()
+    first = run_sweep(TinyLM(), task, [LossAndNorm()], ScaledNoise(), [0.1], out=tmp_path, progress=False)
+    rows = tmp_path / "rows.jsonl"
+    lines = rows.read_text().splitlines(keepends=True)
+    bad = {"garbage_line": "\x00\x17garbage\n", "cut_line": lines[3][:25] + "\n",
+           "record_without_rows": json.dumps({k: v for k, v in json.loads(lines[3]).items() if k != "rows"}) + "\n",
+           "not_a_record": "[1, 2, 3]\n"}[damage]
+    rows.write_text("".join(lines[:3] + [bad] + lines[4:]))
+    resume = "The 3 lines before it are intact: keep them"
+    with pytest.raises(StoreCorrupt, match=rf"{rows} line 4 is corrupt: .*{resume}"):
+        run_sweep(TinyLM(), task, [LossAndNorm()], ScaledNoise(), [0.1], out=tmp_path, progress=False)
+    with pytest.raises(StoreCorrupt, match=rf"{rows} line 4 is corrupt"):
+        Results.load(tmp_path)
+    rows.write_text("".join(lines[:3]))  # what the message says: keep the intact lines, rerun
+    again = LossAndNorm()
+    res = run_sweep(TinyLM(), task, [again], ScaledNoise(), [0.1], out=tmp_path, progress=False)
+    assert again.calls == 4  # only the 4 draws after the kept lines are analysed again
+    pd.testing.assert_frame_equal(res.table, first.table)
+
+
+@pytest.mark.parametrize("name", ["config.json", "levels.json", "jobs.json"])
+def test_corrupt_store_json_names_the_file_and_how_to_resume(tmp_path, name):
+    from interp.sweep.store import Store, StoreCorrupt
+
+    task = tiny_task()
+    first = run_sweep(TinyLM(), task, [LossAndNorm()], ScaledNoise(), [0.1, 0.5], out=tmp_path, progress=False)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / name).write_text('{"0": {"n_draws": 6}, "1": ')  # cut mid-write (or garbage)
+    fix = {"config.json": "delete the out directory", "levels.json": "delete levels.json and rerun the same sweep",
+           "jobs.json": "delete jobs.json and rerun the same sweep"}[name]
+    with pytest.raises(StoreCorrupt, match=rf"{tmp_path / name} is corrupt \(JSONDecodeError at line 1 column \d+\)"
+                                           rf": .*{fix}"):
+        if name == "jobs.json":  # read by the Ray executor's bookkeeping
+            with Store(tmp_path, config) as store:
+                store.jobs()
+        else:
+            run_sweep(TinyLM(), task, [LossAndNorm()], ScaledNoise(), [0.1, 0.5], out=tmp_path, progress=False)
+    assert not (tmp_path / "sweep.lock").exists()  # the lock is released on the error path
+    if name != "config.json":
+        (tmp_path / name).unlink()
+        res = run_sweep(TinyLM(), task, [LossAndNorm()], ScaledNoise(), [0.1, 0.5], out=tmp_path, progress=False)
+        pd.testing.assert_frame_equal(res.table, first.table)
+
+
 def test_degradation_that_leaves_weights_changed_is_caught():
     with pytest.raises(RuntimeError, match="did not restore"):
         run_sweep(TinyLM(), tiny_task(), [LossAndNorm()], ScaledNoise(restore=False), [0.1],
