@@ -5,9 +5,13 @@ outputs (``hooks.head_out``: z_h·W_O[h]) and measuring, on a fixed evaluation b
 
 - effect ``loss_carried`` = L_ablated − L_clean on the task's scored targets (nats/token), the loss
   the heads are responsible for at these weights;
-- collateral ``kl_unclaimed`` = mean over the *unscored* positions of KL(p_clean ‖ p_ablated), how much
-  the ablation disturbs predictions the claim says nothing about (for the induction organism: tokens
-  seen for the first time, which no head can predict);
+- collateral ``kl_unclaimed`` = mean of KL(p_clean ‖ p_ablated) over the positions the task marks in
+  its ``collateral_mask`` column: predictions that carry a *trained* behaviour the claim says nothing
+  about. Without that column it is measured over the unscored positions and reported as an ordinary
+  metric, not a collateral (``collaterals == ()`` after ``setup``): the shipped organisms are trained
+  on their scored positions only, so their unscored predictions are untrained (the induction
+  organism's first-seen tokens: 9.9 nats/token, worse than uniform; modadd's ``a → b → =``) and a
+  disturbance there says nothing about the model's behaviour;
 - ``kl_claimed``: the same KL on the scored positions, and ``loss_clean`` / ``loss_ablated``.
 
 Ablation methods (``hooks``): ``mean`` replaces each head's output by its mean over the evaluation
@@ -99,7 +103,11 @@ class HeadAblation(Params):
         self.config = HeadAblationConfig(heads=heads, method=method, eval_rows=eval_rows)
 
     def setup(self, model: Any, task: Any) -> None:
-        self.batch_ = task.tensors("test", rows=self.config.eval_rows, columns=("input_ids", "target_mask"))
+        # collateral only where the task marks trained predictions outside the claim (module docstring)
+        trained = "collateral_mask" in task.dataset["test"].column_names
+        self.collaterals = ("kl_unclaimed",) if trained else ()
+        columns = ("input_ids", "target_mask", "collateral_mask")[: 3 if trained else 2]
+        self.batch_ = task.tensors("test", rows=self.config.eval_rows, columns=columns)
         n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
         bad = [h for h in self.config.heads if h[0] >= n_layers or h[1] >= n_heads]
         if bad:
@@ -133,6 +141,8 @@ class HeadAblation(Params):
         nll_ablated = -ablated.gather(-1, target)[..., 0]
         kl = (clean.exp() * (clean - ablated)).sum(-1)
         unclaimed = ~scored
+        if "collateral_mask" in self.batch_:
+            unclaimed = self.batch_["collateral_mask"].to(device)[:, 1:].bool() & ~scored
         out = {
             "loss_clean": nll_clean[scored].mean().item(),
             "loss_ablated": nll_ablated[scored].mean().item(),

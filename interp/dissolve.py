@@ -76,8 +76,9 @@ class Dissolution:
     ``level``/``level_ci`` are on ``axis`` (``"loss_increase"``: target Δ; ``"nbeta"``: nβ;
     ``"sigma"``: σ; ``"delta_loss"``: measured ΔL of a grid); ``delta_loss``, ``nbeta`` and
     ``divergence`` give the same crossing in those units (NaN where not recorded). ``converged``: the
-    search resolved the interval to ``1 + tolerance`` between evaluated neighbours. ``points``: every evaluated level (``x`` its
-    value on the axis, the metric's mean and interval, ``decision``), the trained weights first.
+    search resolved the interval to ``1 + tolerance`` between evaluated neighbours. ``points``: every
+    evaluated level (``x`` its value on the axis, the metric's mean and interval, ``decision``), the
+    trained weights first.
     """
 
     analysis: str

@@ -328,7 +328,8 @@ class Results:
             lost = sign * levels["ci_high" if sign > 0 else "ci_low"] < sign * thr
             held_rows, lost_rows = levels[holds], levels[lost]
             first_lost = lost_rows.iloc[0] if len(lost_rows) else None
-            last_held = held_rows[held_rows["delta_loss"] < first_lost["delta_loss"]] if first_lost is not None else held_rows
+            last_held = (held_rows[held_rows["delta_loss"] < first_lost["delta_loss"]]
+                         if first_lost is not None else held_rows)
             last_held = last_held.iloc[-1] if len(last_held) else None
             clean = self._clean_levels(s[sel], levels[holds], collateral_fraction)
             out.append({
@@ -369,6 +370,14 @@ class Results:
 
         return from_results(self, analysis, metric, threshold=threshold, relative=relative,
                             degradation=degradation)
+
+    def clean_window(self, *, collateral: str | None = None) -> pd.DataFrame:
+        """Per analysis and level: effect, collateral and their ratio with bootstrap intervals over
+        chains, the ratio at w0, and whether the level is significantly better or worse than w0
+        (:func:`interp.verdicts.clean_window`)."""
+        from interp.verdicts import clean_window
+
+        return clean_window(self, collateral=collateral)
 
     @staticmethod
     def _thresholds(threshold: Any) -> dict[str | None, float] | None:

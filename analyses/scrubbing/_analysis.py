@@ -3,9 +3,12 @@
 Effect and collateral (DESIGN.md): the effects are ``recovered`` (fraction of the loss gap to the
 primary baseline that the hypothesis recovers) and ``kl_recovered`` (the same for KL, which cannot
 cancel); the collateral ``kl_unclaimed`` is the mean KL(clean ‖ scrubbed) at the predictions outside
-the task's claim: the unscored targets of the same sequences (for the induction organism, tokens seen
-for the first time: a distribution on which the hypothesis claims nothing, so resampling what it calls
-unimportant should leave them alone).
+the task's claim that carry a *trained* behaviour: the positions the task marks in its
+``collateral_mask`` column (resampling what the hypothesis calls unimportant should leave them alone).
+Without that column ``kl_unclaimed`` is measured on the unscored targets and reported as an ordinary
+metric, not a collateral (``collaterals == ()`` after ``setup``): the shipped organisms are trained on
+their scored targets only, so their unscored predictions are untrained (the induction organism's
+first-seen tokens: 9.9 nats/token, worse than uniform; modadd's ``a → b → =``).
 
 Both effects are fractions in absolute units (1: all of the gap to the baseline recovered, 0: none),
 comparable across hypotheses and weights, so survival over a sweep is best read with the absolute
@@ -160,6 +163,10 @@ class CausalScrubbing(Params):
         self.columns_ = task.tensors(cfg.split, rows=rows)
         self.ids_ = self.columns_["input_ids"].long()
         self.mask_ = self.columns_["target_mask"].bool()
+        # collateral only where the task marks trained predictions outside the claim (module docstring)
+        trained = "collateral_mask" in self.columns_
+        self.collaterals = ("kl_unclaimed",) if trained else ()
+        self.unclaimed_ = self.columns_["collateral_mask"].bool() & ~self.mask_ if trained else ~self.mask_
         if len(self.ids_) < cfg.eval_rows:
             raise ValueError(
                 f"eval_rows={cfg.eval_rows}: split {cfg.split!r} (pool_rows={cfg.pool_rows}) has only "
@@ -188,7 +195,7 @@ class CausalScrubbing(Params):
         device = next(model.parameters()).device
         ids = self.ids_[self.refs_]
         scored = self.mask_[self.refs_][:, 1:].to(device)
-        unscored = ~scored
+        unscored = self.unclaimed_[self.refs_][:, 1:].to(device)
         target = ids[:, 1:, None].to(device)
         clean = torch.log_softmax(model(ids.to(device))[:, :-1].float(), -1)
         p_clean = clean.exp()
