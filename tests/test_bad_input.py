@@ -8,6 +8,7 @@ parses the table so the catalogue and the tests cannot drift apart.
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import sys
@@ -15,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 import datasets
+import pandas as pd
 import pytest
 import torch
 
@@ -560,6 +562,166 @@ def test_cli_unexpected_failure_kinds(tmp_path, capsys, monkeypatch):
         monkeypatch.setattr(sweepfile, "rebuild_report", bug)
         with pytest.raises(kind):
             _cli(capsys, "report", tmp_path)
+
+
+# ------------------------------------------------------------------------------- run_sweep inputs
+class NoWork(LossProbe):
+    """A probe that fails the test if the sweep starts any work (setup or a call)."""
+
+    def setup(self, model, task):
+        pytest.fail("the sweep started work before rejecting its input")
+
+
+def _sweep(tiny, **kw):
+    model, task = tiny
+    args = {"analyses": [NoWork()], "degradation": WeightNoise(draws_per_level=2, eval_rows=8), "levels": [0.1],
+            "eval_rows": 8, "progress": False, **kw}
+    return run_sweep(model, kw.pop("task", task), args.pop("analyses"), args.pop("degradation"),
+                     args.pop("levels"), **{k: v for k, v in args.items() if k != "task"})
+
+
+@pytest.mark.parametrize("degradation, message", [
+    (None, r"run_sweep\(degradation=None\): degradation must be an object with draws\(model, task, level\)"),
+    ("WeightNoise", r"run_sweep\(degradation='WeightNoise'\): degradation must be an object with draws"),
+    (WeightNoise, r"run_sweep\(degradation=WeightNoise\): pass an instance, e.g. WeightNoise\(\), not the class"),
+])
+def test_sweep_degradation_not_an_instance(tiny, degradation, message):
+    with pytest.raises(ValueError, match=message):
+        _sweep(tiny, degradation=degradation)
+
+
+def test_sweep_task_not_a_task(tiny):
+    with pytest.raises(ValueError, match=r"run_sweep\(task='induction'\): task must be an interp.Task .*"
+                                         r"interp.organisms.load\('induction'\)"):
+        _sweep(tiny, task="induction")
+
+
+@pytest.mark.parametrize("levels, message", [
+    (None, r"run_sweep\(levels=None\): levels must be a list of the degradation's levels"),
+    ("0.1", r"run_sweep\(levels='0.1'\): levels must be a list"),
+    ([], r"levels is empty"),
+    ([0.1, -0.1], r"run_sweep\(levels\[1\]=-0.1\): a WeightNoise level is σ, a finite number >= 0"),
+])
+def test_sweep_levels_not_a_list_of_levels(tiny, levels, message):
+    with pytest.raises(ValueError, match=message):
+        _sweep(tiny, levels=levels)
+
+
+@pytest.mark.parametrize("field, value", [("eval_rows", 2.5), ("eval_rows", 0), ("eval_rows", -5),
+                                          ("seed", 1.7), ("seed", True), ("seed", -1)])
+def test_sweep_count_not_an_integer(tiny, field, value):
+    bound = "> 0" if field == "eval_rows" else ">= 0"
+    with pytest.raises(ValueError, match=rf"run_sweep\({field}={value!r}\): {field} must be an integer {bound}"):
+        _sweep(tiny, **{field: value})
+
+
+@pytest.mark.parametrize("returned, shown", [
+    ("high", "str 'high'"), (None, "NoneType None"), (0.5, "float 0.5"),
+    (torch.tensor([1.0, 2.0, 3.0]), "Tensor tensor"),
+])
+def test_analysis_returns_no_dict(tiny, returned, shown):
+    class Returns(LossProbe):
+        def __call__(self, model, task):
+            return returned
+
+    with pytest.raises(ValueError, match=rf"Analysis 'returns' returned {re.escape(shown)}.*; an analysis returns "
+                                         r"a dict of named metrics"):
+        _sweep(tiny, analyses=[Returns(name="returns")])
+
+
+@pytest.mark.parametrize("value, shown", [
+    ("high", "str 'high'"), (None, "NoneType None"), (torch.tensor([1.0, 2.0, 3.0]), "Tensor of shape (3,)"),
+    (1 + 2j, "complex"),
+])
+def test_analysis_metric_not_a_number(tiny, value, shown):
+    class Returns(LossProbe):
+        def __call__(self, model, task):
+            return {"ok": 1.0, "score": value}
+
+    with pytest.raises(ValueError, match=rf"Analysis 'returns' returned {re.escape(shown)}.* for metric 'score'; "
+                                         r"each metric must be one real number"):
+        _sweep(tiny, analyses=[Returns(name="returns")])
+
+
+def test_sweep_out_is_a_file(tiny, tmp_path):
+    file = tmp_path / "results.txt"
+    file.write_text("x")
+    with pytest.raises(ValueError, match=rf"run_sweep\(out='{re.escape(str(file))}'\): out must be a directory .*"
+                                         r"is a file"):
+        _sweep(tiny, out=file)
+    with pytest.raises(ValueError, match=r"is a file, so out cannot be created there"):
+        _sweep(tiny, out=file / "sub")
+
+
+def test_sweep_out_not_writable(tiny, tmp_path, monkeypatch):
+    """A read-only out directory fails before any work, naming it; a write failing mid-sweep (a full
+    disk) names rows.jsonl, says the records before it are saved, leaves no torn line, and the rerun
+    resumes to the table of an uninterrupted run."""
+    import errno
+
+    from interp.sweep import store
+
+    model, task = tiny
+    def read_only(self):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self.path))
+
+    with monkeypatch.context() as m:
+        m.setattr(store._Lock, "_create", read_only)
+        with pytest.raises(PermissionError, match=rf"Cannot write {tmp_path / 'ro'} \(Permission denied\): "
+                                                  r"nothing was written"):
+            _sweep(tiny, out=tmp_path / "ro")
+    sweep = lambda out: run_sweep(model, task, [LossProbe()], WeightNoise(draws_per_level=3, eval_rows=8),  # noqa: E731
+                                  [0.1], eval_rows=8, progress=False, out=out)
+    reference = sweep(tmp_path / "ref")
+    calls = {"n": 0}
+    fsync = os.fsync
+
+    def full_disk(fd):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the baseline and one draw are on disk
+            raise OSError(errno.ENOSPC, "No space left on device")
+        fsync(fd)
+
+    rows = tmp_path / "full" / "rows.jsonl"
+    with monkeypatch.context() as m:
+        m.setattr(store.os, "fsync", full_disk)
+        with pytest.raises(OSError, match=rf"Cannot write {re.escape(str(rows))} \(No space left on device\): the 2 "
+                                          r"records before this draw are saved there and nothing else was lost"):
+            sweep(tmp_path / "full")
+    assert len(rows.read_bytes().splitlines()) == 2 and rows.read_bytes().endswith(b"\n")
+    assert not (tmp_path / "full" / "sweep.lock").exists()
+    pd.testing.assert_frame_equal(sweep(tmp_path / "full").table, reference.table)
+
+
+def test_sweep_out_in_use(tiny, tmp_path):
+    import json
+    import socket
+
+    from interp.sweep.store import OutDirInUse
+
+    (tmp_path / "sweep.lock").write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))
+    with pytest.raises(OutDirInUse, match=rf"{tmp_path} is in use by another sweep: the lock "
+                                          rf"{tmp_path / 'sweep.lock'} is held by process {os.getppid()}"):
+        _sweep(tiny, out=tmp_path)
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_corrupt_sweep_store(tiny, tmp_path):
+    from interp.sweep.store import StoreCorrupt
+
+    model, task = tiny
+    sweep = lambda: run_sweep(model, task, [LossProbe()], WeightNoise(draws_per_level=2, eval_rows=8), [0.1],  # noqa: E731
+                              eval_rows=8, progress=False, out=tmp_path)
+    sweep()
+    rows = tmp_path / "rows.jsonl"
+    lines = rows.read_text().splitlines(keepends=True)
+    rows.write_text(lines[0] + "garbage\n" + "".join(lines[1:]))
+    with pytest.raises(StoreCorrupt, match=rf"{rows} line 2 is corrupt: not JSON .* The 1 lines before it are intact"):
+        sweep()
+    (tmp_path / "levels.json").write_text("{")
+    rows.write_text("".join(lines))
+    with pytest.raises(StoreCorrupt, match=rf"{tmp_path / 'levels.json'} is corrupt .*: delete levels.json"):
+        sweep()
 
 
 # ------------------------------------------------------------------------------------- security
