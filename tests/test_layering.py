@@ -40,8 +40,9 @@ MAX_LINES = 600
 #: contracts that fail on today's tree because a refactor is in flight: strict xfail, naming who fixes
 #: them (remove the entry when it passes; strict makes a fixed one fail until then)
 KNOWN: dict[str, str] = {
-    "analyses-use-public-interp": "the owners of analyses/probing.py and analyses/scrubbing/_analysis.py "
-                                  "switch interp._checks to the public interp.checks (interface 5)",
+    "no-cycles-in-interp": "interp.models <-> interp.textdata <-> interp.tasks (helper 'objectives': one "
+                           "direction, e.g. the tokenizer helpers in one module) and interp.results <-> "
+                           "interp.verdicts (helper 'verdicts': results imports only interp.sweep.store)",
 }
 
 
@@ -336,8 +337,6 @@ def test_each_module_imports_alone_and_loads_nothing_above_its_layer():
 #: modules over the limit today, and who splits them (strict xfail: remove the entry once split)
 TOO_LONG = {
     "interp.degradations.sgld": "helper 'sampler' splits sgld.py (step rule, chain loop, calibration, LLC)",
-    "analyses.probing": "the owner of analyses/probing.py splits it into a package (issue 19)",
-    "analyses.norms": "the owner of analyses/norms.py (issue 19: no module over ~600 lines)",
 }
 
 
