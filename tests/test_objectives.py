@@ -1,5 +1,7 @@
 """interp.objectives: the divergence meter and the behavioural / corpus objectives."""
 
+import json
+
 import pytest
 import torch
 
@@ -284,3 +286,127 @@ def test_behavioural_regular_model_gives_half_the_dimension():
     assert abs(est.mean - exact) < 4 * est.stderr, (est.mean, exact, est.stderr)
     assert est.stderr < 0.025 * exact                   # 4 standard errors stay within 10% of d/2
     assert all(torch.equal(p, q) for p, q in zip(net.parameters(), w0))
+
+
+# ------------------------------------------------- a posterior objective separate from the task
+NAMES = ["mary", "john", "anna", "tom", "lisa", "paul"]
+PLACES = ["shop", "park", "school"]
+THINGS = ["drink", "book", "ball"]
+
+
+def _ioi_prompts(n, seed):
+    import random
+
+    rng = random.Random(seed)
+    prompts, answers, wrong = [], [], []
+    for _ in range(n):
+        a, b = rng.sample(NAMES, 2)
+        prompts.append(f"when {a} and {b} went to the {rng.choice(PLACES)} , {b} gave a {rng.choice(THINGS)} to")
+        answers.append(a)
+        wrong.append(b)
+    return prompts, answers, wrong
+
+
+def _corpus(n, seed):
+    """Other sentences over the same words: never the prompts' 'when A and B went to ...' frame."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        a, b = rng.sample(NAMES, 2)
+        out.append(rng.choice([
+            f"{a} went to the {rng.choice(PLACES)} with {b} .",
+            f"{b} gave a {rng.choice(THINGS)} to {a} .",
+            f"the {rng.choice(THINGS)} is at the {rng.choice(PLACES)} .",
+        ]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained_gpt2(tmp_path_factory):
+    """A GPT-2-architecture model (random init, two Adam epochs on the corpus: 3.29 -> 2.08
+    nats/token), saved with its tokenizer and loaded back with load_model."""
+    import transformers
+
+    import interp
+    from interp.tasks import Task
+    from interp.textdata import build_word_tokenizer
+
+    torch.manual_seed(0)
+    prompts, _, _ = _ioi_prompts(1, 0)
+    tok = build_word_tokenizer(_corpus(200, 1) + prompts + [" ".join(NAMES + PLACES + THINGS)])
+    corpus = Task.from_texts(_corpus(600, 2), tok, max_length=16, name="corpus")
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_layer=2, n_embd=32, n_head=4, vocab_size=len(tok), n_positions=32, bos_token_id=1,
+        eos_token_id=1)).train()
+    opt = torch.optim.Adam(hf.parameters(), lr=3e-3)
+    first = None
+    for epoch in range(2):
+        for batch in corpus.batches("train", 32, seed=epoch):
+            loss = hf(batch["input_ids"], labels=batch["input_ids"]).loss
+            first = first if first is not None else loss.item()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    path = tmp_path_factory.mktemp("gpt2-ioi")
+    hf.eval().save_pretrained(path)
+    tok.save_pretrained(path)
+    model = interp.load_model(path, device="cpu")
+    return model, corpus, first
+
+
+def test_sweep_samples_a_corpus_objective_not_the_prompt_task(trained_gpt2):
+    """The analysis task is 64 prompt/answer pairs; the posterior samples a separate corpus. The
+    records name both, and no minibatch the sampler drew contains a prompt."""
+    from interp.degradations import TemperedPosterior
+    from interp.objectives import CorpusLoss
+    from interp.sweep import run_sweep
+    from interp.tasks import Task
+
+    model, corpus, first_loss = trained_gpt2
+    trained = corpus.evaluate(model)["loss"]
+    assert trained < first_loss - 0.5                      # the loss is not flat: it was trained
+    prompts, answers, wrong = _ioi_prompts(64, 3)
+    pairs = Task.from_pairs(prompts, answers, model, wrong, name="ioi-pairs")
+    assert len(pairs.dataset["train"]) + len(pairs.dataset["test"]) == 64
+
+    seen: list[torch.Tensor] = []
+
+    class Spy(CorpusLoss):
+        def loss(self, model, batch):
+            seen.append(batch["input_ids"].detach().clone())
+            return super().loss(model, batch)
+
+    objective = Spy(corpus, name="corpus-nt")
+    sampler = TemperedPosterior(objective=objective, chains=2, draws=2, burnin=3, batch_size=8,
+                                eval_rows=16, init_batches=2, progress=False)
+
+    def logit_diff(model, task):
+        return {"logit_diff": task.logit_diff(model, task.tensors("test")).mean().item()}
+
+    results = run_sweep(model, pairs, [logit_diff], sampler, [300.0], progress=False, eval_rows=16)
+    # the records: the sweep's task is the pairs, the sampler's objective is the corpus
+    config = results.meta["config"]
+    assert config["task"] == "ioi-pairs"
+    assert config["degradation"]["objective_id"] == "CorpusLoss('corpus-nt')"
+    chains = json.loads(json.dumps(results.meta["levels"], default=str))["0"]["chains"]
+    assert [(c["objective"], c["units"]) for c in chains] == [("corpus-nt", "nats/token")] * 2
+    # the chains' L(w0) is the corpus loss (about 2.1), the table's loss the pairs' (about 3.1)
+    table = results.table
+    baseline_loss = float(table.loc[table["baseline"], "loss"].iloc[0])
+    assert abs(chains[0]["init_loss"] - trained) < 0.3 < abs(baseline_loss - trained)
+    assert (~table["baseline"]).sum() == 4                  # 2 chains × 2 draws analysed
+    # the sampler's minibatches: corpus rows only, never a prompt
+    assert seen
+    corpus_rows = {tuple(r) for r in corpus.tensors("train")["input_ids"].tolist()}
+    prompt_ids = [tuple(model.tokenizer(p)["input_ids"]) for p in prompts]
+    for batch in seen:
+        for row in batch.tolist():
+            assert tuple(row) in corpus_rows
+            assert not any(_contains(row, p) for p in prompt_ids)
+
+
+def _contains(row, sub):
+    n = len(sub)
+    return any(tuple(row[i:i + n]) == sub for i in range(len(row) - n + 1))
