@@ -539,9 +539,12 @@ def test_cli_unexpected_failure_kinds(tmp_path, capsys, monkeypatch):
             raise err
         return rebuild
 
+    monkeypatch.setattr(sweepfile, "load_sweep_config", raising(KeyboardInterrupt()))
+    rc, err = _cli(capsys, "sweep", _sweep_file(tmp_path))
+    assert rc == 130 and "interrupted; rerun the same command to resume" in _one_line(err)
     monkeypatch.setattr(sweepfile, "rebuild_report", raising(KeyboardInterrupt()))
     rc, err = _cli(capsys, "report", tmp_path)
-    assert rc == 130 and "interrupted; rerun the same command to resume" in _one_line(err)
+    assert rc == 130 and err == "interp: interrupted."
 
     full = OSError(28, "No space left on device", str(tmp_path / "rows.jsonl"))
     monkeypatch.setattr(sweepfile, "rebuild_report", raising(full))

@@ -94,7 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
-        sys.stderr.write("interp: interrupted; rerun the same command to resume (finished draws are kept).\n")
+        resumable = args.command in ("sweep", "demo")
+        sys.stderr.write("interp: interrupted; rerun the same command to resume (finished draws are kept).\n"
+                         if resumable else "interp: interrupted.\n")
         return 130
     except (ValueError, ImportError) as err:
         sys.stderr.write(f"interp: error: {_one_line(err)}\n")
