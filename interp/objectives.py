@@ -41,6 +41,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -49,6 +50,8 @@ import torch
 
 if TYPE_CHECKING:  # pragma: no cover
     from interp.tasks import Task
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Objective", "DivergenceMeter", "Behavioural", "CorpusLoss", "as_objective",
            "DIVERGENCE_UNITS", "ROW_COLUMN"]
@@ -270,6 +273,19 @@ class DivergenceMeter:
 
 
 # -------------------------------------------------------------------------------- objectives
+class _OutputsAt(torch.nn.Module):
+    """``forward(batch)`` = the scored outputs of ``model``, so ``functional_call`` can evaluate them
+    at a frozen copy of w0."""
+
+    def __init__(self, model: torch.nn.Module, impl: _Outputs) -> None:
+        super().__init__()
+        self.model = model
+        object.__setattr__(self, "_impl", impl)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self._impl.outputs(self.model, batch)[0]
+
+
 class Behavioural:
     """The behavioural loss L_B(w) = E_x D(f_w(x), f_w0(x)) (Bushnaq et al. 2024) as an objective.
 
@@ -285,15 +301,16 @@ class Behavioural:
             for ``"mse"``), for models that are not TransformerBridges.
         split, rows: which rows of a Task (``rows``: an int = the first ``rows``; ``None``: all).
         batch_size: rows per forward when :meth:`prepare` captures the references.
-        max_reference_bytes: refuse to store references larger than this (default 2 GiB).
+        reference: ``"stored"``, ``"recompute"`` or ``"auto"`` (see Memory below).
+        max_reference_bytes: the most bytes of stored references (``"auto"`` recomputes above it,
+            ``"stored"`` raises).
 
-    Memory: :meth:`prepare` stores the w0 outputs at every scored position, as float32 (float64
-    outputs stay float64): for
-    ``"kl"`` that is n_scored × d_vocab × 4 bytes (e.g. 256 rows × 128 tokens × 50257 ≈ 6.6 GB for
-    GPT-2, too much; 64 rows × 32 tokens ≈ 0.4 GB). Above ``max_reference_bytes`` it raises; use fewer
-    rows or tokens, or, for a large vocabulary, compute the reference on the fly from a frozen copy
-    of w0 (``torch.func.functional_call(model, w0_params, ...)`` inside ``loss``), which costs one
-    extra forward per step instead of memory.
+    Memory (``reference``): ``"stored"`` keeps the w0 outputs at every scored position, float32
+    (float64 outputs stay float64): for ``"kl"`` n_scored × d_vocab × 4 bytes, e.g. 64 rows × 32
+    tokens of GPT-2 (d_vocab 50257) ≈ 0.4 GB, 256 × 128 ≈ 6.6 GB. ``"recompute"`` keeps a frozen copy
+    of the parameters instead (w0: one model's worth of memory) and computes f_w0 on each minibatch
+    with ``torch.func.functional_call``: one extra forward (no backward) per step. ``"auto"``
+    (default): stored when it fits in ``max_reference_bytes`` (default 2 GiB), else recompute.
 
     ``tensors()`` carries a ``"row"`` column (:data:`ROW_COLUMN`), so ``loss(model, batch)`` finds the
     reference rows of any row subset.
@@ -301,7 +318,8 @@ class Behavioural:
 
     def __init__(self, data: Task | Mapping[str, torch.Tensor], kind: str = "auto", *, normalise: bool = True,
                  forward: Forward | None = None, split: str = "train", rows: int | None = None,
-                 batch_size: int = 32, max_reference_bytes: int = 2 << 30, name: str | None = None) -> None:
+                 batch_size: int = 32, reference: str = "auto", max_reference_bytes: int = 2 << 30,
+                 name: str | None = None) -> None:
         if isinstance(data, Mapping):
             tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
             if not tensors:
@@ -323,6 +341,10 @@ class Behavioural:
             raise ValueError(f"data already has a {ROW_COLUMN!r} column; rename it.")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: must be a positive integer.")
+        if reference not in ("auto", "stored", "recompute"):
+            raise ValueError(f"reference={reference!r}: use 'stored' (keep f_w0's outputs), 'recompute' "
+                             "(keep w0, one extra forward per step) or 'auto'.")
+        self.reference = reference
         self.kind = _resolve_kind(kind, tensors, has_loss)
         self.normalise = bool(normalise)
         self.units = ("KL nats/token" if self.kind == "kl"
@@ -335,6 +357,9 @@ class Behavioural:
         self._impl = _Outputs(self.kind, forward)
         self._ref: torch.Tensor | None = None
         self._index: torch.Tensor | None = None
+        self._w0: dict[str, torch.Tensor] | None = None
+        self._prepared = False
+        self.mode: str | None = None      # "stored" or "recompute", decided by prepare()
         self._scale = 1.0
 
     def __len__(self) -> int:
@@ -342,30 +367,48 @@ class Behavioural:
 
     @torch.no_grad()
     def prepare(self, model: torch.nn.Module) -> None:
-        """Capture f_w0 on every row (call at w0, before sampling)."""
-        refs, masks = [], []
-        total = 0
-        for start in range(0, self._n, self.batch_size):
-            batch = {k: v[start : start + self.batch_size] for k, v in self._data.items()}
-            out, mask = self._impl.outputs(model, batch)
-            total += out.numel() * out.element_size()
-            if total > self.max_reference_bytes:
-                raise ValueError(
-                    f"Behavioural({self.name!r}): the w0 references need more than "
-                    f"max_reference_bytes={self.max_reference_bytes} bytes ({out.shape[-1]} values per "
-                    "scored position); use fewer rows or shorter texts, or raise max_reference_bytes."
-                )
-            refs.append(out.detach())
-            masks.append(mask.cpu())
-        ref = torch.cat(refs)
-        if ref.shape[0] == 0:
+        """At w0, before sampling: store f_w0 on every row, or (``"recompute"``) a copy of w0; and the
+        normalisation of ``"mse"``."""
+        chunks = [{k: v[i : i + self.batch_size] for k, v in self._data.items()}
+                  for i in range(0, self._n, self.batch_size)]
+        out, mask = self._impl.outputs(model, chunks[0])
+        per_row = out.numel() * out.element_size() / max(1, len(mask))    # bytes of references per row
+        need = per_row * self._n
+        mode = self.reference
+        if mode == "auto":
+            mode = "stored" if need <= self.max_reference_bytes else "recompute"
+            if mode == "recompute":
+                log.info("%s: w0 references would take about %.2g GB: recomputing them per step from "
+                         "a copy of w0", self.name, need / 1e9)
+        if mode == "stored" and need > self.max_reference_bytes:
+            raise ValueError(
+                f"Behavioural({self.name!r}): the stored w0 references need about {need / 1e9:.2g} GB, over "
+                f"max_reference_bytes={self.max_reference_bytes}; use reference='recompute' (keeps a copy "
+                "of w0, one extra forward per step), fewer rows or shorter texts."
+            )
+        self.mode = mode
+        refs, masks, sq_sum, count = [], [], 0.0, 0
+        for i, chunk in enumerate(chunks):
+            if i:
+                out, mask = self._impl.outputs(model, chunk)
+            sq_sum += float((out.double() ** 2).sum())
+            count += out.shape[0]
+            if mode == "stored":
+                refs.append(out.detach())
+                masks.append(mask.cpu())
+        if count == 0:
             raise ValueError(f"Behavioural({self.name!r}): no scored positions in the data.")
-        mask = torch.cat(masks)
-        index = torch.full(mask.shape, -1, dtype=torch.long)
-        index[mask] = torch.arange(int(mask.sum()))
-        self._ref, self._index = ref, index
+        if mode == "stored":
+            mask = torch.cat(masks)
+            index = torch.full(mask.shape, -1, dtype=torch.long)
+            index[mask] = torch.arange(int(mask.sum()))
+            self._ref, self._index, self._w0 = torch.cat(refs), index, None
+        else:
+            self._w0 = {k: p.detach().clone() for k, p in model.named_parameters()}
+            self._ref = self._index = None
+        self._prepared = True
         if self.kind == "mse" and self.normalise:
-            self._scale = float((ref ** 2).sum(-1).mean())
+            self._scale = sq_sum / count
             if not math.isfinite(self._scale) or self._scale <= 0:
                 raise ValueError(f"Behavioural({self.name!r}): outputs at w0 have mean squared norm "
                                  f"{self._scale}; use normalise=False.")
@@ -376,14 +419,20 @@ class Behavioural:
 
     def loss(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Mean D(f_w, f_w0) over the batch's scored positions (differentiable; 0 at w0)."""
-        if self._ref is None:
+        if not self._prepared:
             raise RuntimeError(f"Behavioural({self.name!r}): call prepare(model) at w0 before loss().")
         if ROW_COLUMN not in batch:
             raise ValueError(f"batch lacks the {ROW_COLUMN!r} column: draw batches from tensors().")
         new, mask = self._impl.outputs(model, batch)
-        rows = batch[ROW_COLUMN].cpu().long()
-        sel = self._index[rows][mask.cpu().nonzero(as_tuple=True)]
-        return self._impl.divergence(new, self._ref[sel].to(new.device), self._scale)
+        if self.mode == "recompute":
+            with torch.no_grad():
+                wrapper = _OutputsAt(model, self._impl)
+                ref = torch.func.functional_call(
+                    wrapper, {f"model.{k}": v for k, v in self._w0.items()}, (batch,))
+        else:
+            rows = batch[ROW_COLUMN].cpu().long()
+            ref = self._ref[self._index[rows][mask.cpu().nonzero(as_tuple=True)]].to(new.device)
+        return self._impl.divergence(new, ref, self._scale)
 
     def __repr__(self) -> str:
         return f"Behavioural({self.name!r}, rows={self._n}, units={self.units!r})"

@@ -200,8 +200,8 @@ def test_behavioural_needs_prepare_and_row_column(bridge):
     obj.prepare(bridge)
     with pytest.raises(ValueError, match="'row'"):
         obj.loss(bridge, _batch())
-    with pytest.raises(ValueError, match="max_reference_bytes"):
-        Behavioural(_task(_batch()), max_reference_bytes=100).prepare(bridge)
+    with pytest.raises(ValueError, match="reference='cache'"):
+        Behavioural(_task(_batch()), reference="cache")
 
 
 def _whitened_dln(widths, rank):
@@ -410,3 +410,49 @@ def test_sweep_samples_a_corpus_objective_not_the_prompt_task(trained_gpt2):
 def _contains(row, sub):
     n = len(sub)
     return any(tuple(row[i:i + n]) == sub for i in range(len(row) - n + 1))
+
+
+def test_behavioural_recompute_reference_equals_stored(bridge):
+    """reference='recompute' (frozen w0 copy + functional_call) gives the stored references' values
+    and gradients, is exactly 0 on any row subset at w0, and 'auto' picks it above the byte limit."""
+    from interp.objectives import Behavioural
+
+    task = _task(_batch(rows=6))
+    stored = Behavioural(task, reference="stored")
+    recompute = Behavioural(task, reference="recompute")
+    auto = Behavioural(task, max_reference_bytes=100)
+    for obj in (stored, recompute, auto):
+        obj.prepare(bridge)
+    assert (stored.mode, recompute.mode, auto.mode) == ("stored", "recompute", "recompute")
+    sub = {k: v[[4, 1, 2]] for k, v in recompute.tensors().items()}
+    assert recompute.loss(bridge, sub).item() == 0.0
+    saved = _perturb(bridge, 0.05)
+    try:
+        a, b = stored.loss(bridge, sub), recompute.loss(bridge, sub)
+        ga = torch.autograd.grad(a, list(bridge.parameters()), allow_unused=True)
+        gb = torch.autograd.grad(b, list(bridge.parameters()), allow_unused=True)
+    finally:
+        _restore(bridge, saved)
+    assert a.item() > 1e-4 and b.item() == pytest.approx(a.item(), rel=1e-5)
+    for x, y in zip(ga, gb):
+        assert (x is None) == (y is None)
+        if x is not None:
+            assert torch.allclose(x, y, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="reference='recompute'"):
+        Behavioural(task, reference="stored", max_reference_bytes=100).prepare(bridge)
+
+
+def test_behavioural_recompute_under_the_sampler(bridge):
+    """Sampling on the recomputed objective draws the same chain as on the stored one (float rounding)."""
+    from interp.degradations import TemperedPosterior
+    from interp.objectives import Behavioural
+
+    task = _task(_batch(rows=8))
+    runs = []
+    for ref in ("stored", "recompute"):
+        sampler = TemperedPosterior(nbeta=100.0, lr=1e-4, chains=1, draws=3, burnin=2, batch_size=4,
+                                    eval_rows=4, init_batches=1, progress=False,
+                                    objective=Behavioural(task, reference=ref))
+        runs.append([d.loss for d in sampler.draws(bridge, task)])
+    assert runs[0] == pytest.approx(runs[1], rel=1e-4, abs=1e-7)
+    assert max(runs[0]) > 0
