@@ -492,8 +492,28 @@ class Results:
         return (f"Results({len(t)} rows: degradations {sorted(t['degradation'].unique())}, "
                 f"{t['level_index'].nunique() - 1} levels, analyses {sorted(t['analysis'].unique())})")
 
+    def verdicts(self, thresholds: Mapping[str, float] | None = None, *, relative: float = 0.5,
+                 names: Mapping[str, str] | None = None) -> list[str]:
+        """One line per analysis: where its main effect dissolves under each degradation
+        (:func:`interp.verdicts.verdict_lines`); ``thresholds`` default to ``meta["thresholds"]``."""
+        from interp.verdicts import verdict_lines
+
+        return verdict_lines(self, thresholds or self.meta.get("thresholds"), relative=relative, names=names)
+
     def _repr_html_(self) -> str:
-        return f"<p>{self!r}</p>" + self.summary().to_html(index=False, float_format="{:.4g}".format)
+        import html
+
+        s = self.summary()
+        lines = "".join(f"<li>{html.escape(v)}</li>" for v in self.verdicts())
+        failed = self.levels().query("status == 'failed'")
+        lines += "".join(f"<li style='color:#a33'>{html.escape(str(r.degradation))} level {html.escape(str(r.level))}: "
+                         f"failed ({html.escape(str(r.reason))})</li>" for r in failed.itertuples())
+        main = s[s["kind"].isin(["effect", "collateral"])][
+            ["degradation", "level", "target_delta_loss", "nbeta", "sigma", "analysis", "metric", "delta_loss",
+             "mean", "ci_low", "ci_high", "n_chains", "status"]]
+        fmt = {"float_format": "{:.4g}".format, "index": False, "na_rep": "–"}
+        return (f"<p>{html.escape(repr(self))}</p><ul>{lines}</ul>" + main.to_html(**fmt)
+                + "<details><summary>every metric</summary>" + s.to_html(**fmt) + "</details>")
 
 
 #: metric names whose values are fractions of a fixed range (:func:`is_bounded`)

@@ -1,6 +1,10 @@
 """Open an interp HTML report in headless Chromium and check that it renders without errors.
 
-Usage: python scripts/check_report.py REPORT.html [--screenshot OUT.png]
+Usage: python scripts/check_report.py REPORT.html [--screenshot OUT.png] [--layout]
+
+``--layout`` (:func:`check_layout`) also loads the page in a 1,280 × 800 window and checks that the
+verdict lines are all within the first screen and that nothing makes the page wider than the window
+(no horizontal scroll bar).
 
 A copy of the report gets a first script that records uncaught errors, unhandled promise rejections
 and console.error calls into the page; Chromium (Debian package `chromium`) runs it headless with no
@@ -71,13 +75,58 @@ def check_report(report: Path, screenshot: Path | None = None) -> list[str]:
     return problems
 
 
+_LAYOUT = """<script>
+window.addEventListener('load', function () {
+  var v = document.getElementById('verdicts'), items = v ? v.querySelectorAll('ul.verdicts li') : [];
+  var out = {scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
+             innerHeight: window.innerHeight, n: items.length,
+             top: items.length ? items[0].getBoundingClientRect().top : -1,
+             bottom: items.length ? items[items.length - 1].getBoundingClientRect().bottom : -1};
+  var el = document.createElement('pre'); el.id = '__layout'; el.textContent = JSON.stringify(out);
+  document.body.appendChild(el); });
+</script>"""
+
+
+def check_layout(report: Path, width: int = 1280, height: int = 800) -> list[str]:
+    """Layout problems of ``report`` in a ``width`` × ``height`` window: verdict lines missing or not
+    all on the first screen, or a page wider than the window. Empty when the layout is right."""
+    import json
+
+    chromium = find_chromium()
+    if chromium is None:
+        raise FileNotFoundError("Chromium not found: apt-get install chromium")
+    html = report.read_text(encoding="utf-8").replace("<head>", "<head>" + _LAYOUT, 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        page = Path(tmp) / "report.html"
+        page.write_text(html, encoding="utf-8")
+        dom = subprocess.run([chromium, *_FLAGS, f"--user-data-dir={tmp}/profile", f"--window-size={width},{height}",
+                              "--hide-scrollbars", "--dump-dom", page.as_uri()],
+                             capture_output=True, text=True, timeout=120).stdout
+    found = re.search(r'<pre id="__layout">(.*?)</pre>', dom, re.S)
+    if found is None:
+        return ["the page did not finish loading (no layout record in the DOM)"]
+    m = json.loads(found.group(1).replace("&quot;", '"'))
+    problems = []
+    if m["n"] == 0:
+        problems.append("no verdict lines (<section id='verdicts'> with <ul class='verdicts'>)")
+    elif m["bottom"] > height or m["top"] < 0:
+        problems.append(f"the verdicts are not all on the first screen: they span y = {m['top']:.0f} to "
+                        f"{m['bottom']:.0f} px in a {height} px window")
+    if m["scrollWidth"] > m["innerWidth"]:
+        problems.append(f"horizontal overflow: the page is {m['scrollWidth']} px wide in a {m['innerWidth']} px window")
+    return problems
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("report", type=Path)
     parser.add_argument("--screenshot", type=Path, default=None)
+    parser.add_argument("--layout", action="store_true", help="also check the first screen at 1280x800")
     args = parser.parse_args()
     try:
         problems = check_report(args.report, args.screenshot)
+        if args.layout:
+            problems += check_layout(args.report)
     except FileNotFoundError as err:
         sys.stderr.write(f"{err}\n")
         return 2

@@ -69,6 +69,74 @@ def test_report_renders_in_headless_chromium(demo):
     if check.find_chromium() is None:
         pytest.skip("Chromium not installed (apt-get install chromium)")
     assert check.check_report(Path(demo[1]["report"])) == []
+    # the verdicts are on the first screen at 1280 × 800 and nothing is wider than the window
+    assert check.check_layout(Path(demo[1]["report"]), 1280, 800) == []
+
+
+@pytest.mark.slow
+def test_demo_answers_first(demo):
+    """The report's first section is one verdict line per analysis (the demo also returns them)."""
+    out, summary = demo
+    html = Path(summary["report"]).read_text()
+    top = html.index("<section id='verdicts'>")
+    assert top < html.index("<img") and top < html.index("<h2>Survival and dissolution")
+    verdicts = summary["verdicts"]
+    assert any(v.startswith("correct induction hypothesis: ") for v in verdicts)
+    assert "wrong-heads hypothesis: never holds (recovered = " in "\n".join(verdicts)
+    for v in verdicts:
+        assert v.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") in html[top:top + 20_000]
+    # the same verdicts in the notebook view of the saved results (thresholds kept in meta)
+    assert Results.load(out / "results").verdicts(names=None)[0].split(": ", 1)[1] in Results.load(
+        out / "results")._repr_html_()
+
+
+def _synthetic():
+    from test_results_survival import CURVES, synthetic
+
+    return synthetic(CURVES)
+
+
+def test_verdict_lines_come_first_and_tables_are_readable(tmp_path):
+    from interp.report import write_report
+
+    res = _synthetic()
+    html = write_report(res, tmp_path / "r.html", thresholds={"recovered": 0.9},
+                        names={"correct": "correct hypothesis", "wrong": "wrong hypothesis"}).read_text()
+    body = html[html.index("<body>"):]
+    first_h2 = body.index("<h2>")
+    assert body[first_h2:].startswith("<h2>Verdicts</h2>")
+    verdicts = body[first_h2:body.index("</ul>", first_h2)]
+    assert "correct hypothesis: holds (recovered ≥ 0.9) up to ΔL" in verdicts
+    assert "wrong hypothesis: never holds (recovered = 0.24 &lt; 0.9 at the trained weights)" in verdicts
+    assert body.index("<h2>Verdicts</h2>") < body.index("<img")
+    assert "<details><summary>Raw summary" in html  # the raw table is collapsed
+    assert html.count("<table") == html.count("<div class='wrap'><table")  # every table scrolls in its box
+
+
+def test_failed_levels_are_said_as_such_in_the_verdicts(tmp_path):
+    from interp.report import write_report
+
+    res = _synthetic()
+    res.meta = {"levels": {"1": {"calibration": {"target": 0.2, "nbeta": 50.0, "converged": False,
+                                                 "rounds": [{}, {}]}}}}
+    html = write_report(res, tmp_path / "r.html", thresholds={"recovered": 0.9}).read_text()
+    top = html[:html.index("</section>")]
+    assert "<li class='failed'>d level 1: failed (calibration to ΔL 0.2 did not converge in 2 rounds)" in top
+    assert "1 failed level(s) not counted" in top
+    assert "failed (calibration to ΔL 0.2" in res._repr_html_()
+
+
+def test_layout_checker_catches_overflow_and_buried_verdicts(tmp_path):
+    check = _check_report()
+    if check.find_chromium() is None:
+        pytest.skip("Chromium not installed (apt-get install chromium)")
+    page = tmp_path / "wide.html"
+    page.write_text("<html><head></head><body><div style='height:1500px'>intro</div><section id='verdicts'>"
+                    "<ul class='verdicts'><li>x: holds</li></ul></section>"
+                    "<table><tr>" + "<td>wide cell value</td>" * 200 + "</tr></table></body></html>")
+    problems = check.check_layout(page, 1280, 800)
+    assert any("horizontal overflow" in p for p in problems)
+    assert any("not all on the first screen" in p for p in problems)
 
 
 def test_checker_catches_a_broken_page(tmp_path):

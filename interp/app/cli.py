@@ -153,7 +153,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         clean = summary["clean"]
         sys.stdout.write(
             f"induction organism: test loss {clean['loss']:.4f} nats/token, "
-            f"accuracy {clean['accuracy']:.4f}\n\nsurvival of effects (ΔL in nats/token):\n"
+            f"accuracy {clean['accuracy']:.4f}\n\nverdicts:\n" + "".join(f"  {v}\n" for v in summary["verdicts"])
+            + f"\nsurvival of effects (ΔL in nats/token):\n"
             f"{summary['survival'].to_string(index=False)}\n\nsurvival of the scrubbing effects "
             f"against an absolute threshold (a hypothesis that explains little never holds):\n"
             f"{summary['survival_absolute'].to_string(index=False)}\n\nreport: {summary['report']}\n"

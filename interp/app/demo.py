@@ -47,6 +47,9 @@ DEMO_PLOTS = ["loss_clean", "loss_scrubbed", "mean_L0", "mean_L1", "mean_L2", "g
 #: absolute survival thresholds for the scrubbing effects: the hypothesis recovers ≥ 90% of the loss
 #: (and of the KL) gap; the relative criterion alone lets a hypothesis that explains little "hold"
 SCRUB_THRESHOLDS = {"recovered": 0.9, "kl_recovered": 0.9}
+#: how the verdict lines name the analyses
+VERDICT_NAMES = {"scrub_correct": "correct induction hypothesis", "scrub_wrong_heads": "wrong-heads hypothesis",
+                 "prev_token_head": "previous-token head ablation"}
 #: ``quick=True``: one level each, fewer chains and draws (a smoke run for tests)
 QUICK_LEVELS = {"tempered_posterior": (0.3,), "weight_noise": (0.2,)}
 
@@ -143,6 +146,7 @@ def run_demo(out: str | Path = "interp-demo", progress: bool = True, quick: bool
                   progress=progress),
     ]
     results = Results.concat(parts)
+    results.meta["thresholds"] = dict(SCRUB_THRESHOLDS)  # the verdicts' criteria, kept with the results
     results.save(out / "results")
     if not (out / "views").exists():
         # one draw at the hottest level's calibrated B (no second calibration)
@@ -152,10 +156,13 @@ def run_demo(out: str | Path = "interp-demo", progress: bool = True, quick: bool
             save_view(out, f"attention_{i}", view)
     report = write_report(results, out / "report.html", views=load_views(out),
                           title="interp demo: the induction circuit under natural degradation",
-                          plot_metrics=DEMO_PLOTS, thresholds=SCRUB_THRESHOLDS)
+                          plot_metrics=DEMO_PLOTS, thresholds=SCRUB_THRESHOLDS, names=VERDICT_NAMES)
     survival = results.survival()
     absolute = results.survival(threshold=SCRUB_THRESHOLDS)
-    summary = {"clean": clean, "survival": survival, "survival_absolute": absolute, "report": str(report)}
+    verdicts = results.verdicts(SCRUB_THRESHOLDS, names=VERDICT_NAMES)
+    summary = {"clean": clean, "verdicts": verdicts, "survival": survival, "survival_absolute": absolute,
+               "report": str(report)}
+    log.info("verdicts:\n%s", "\n".join(verdicts))
     log.info("survival of effects:\n%s", survival.to_string(index=False))
     log.info("survival of the scrubbing effects against %s:\n%s", SCRUB_THRESHOLDS, absolute.to_string(index=False))
     return summary
