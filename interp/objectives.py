@@ -299,11 +299,13 @@ class Behavioural:
             (units "normalised MSE"); ``False``: plain mean squared error ("squared error").
         forward: optional ``fn(model, batch) -> outputs`` (logits for ``"kl"``, anything ``[..., d]``
             for ``"mse"``), for models that are not TransformerBridges.
-        split, rows: which rows of a Task (``rows``: an int = the first ``rows``; ``None``: all).
+        split: which split of a Task.
+        rows: how many rows (the first ``rows``; ``None``: all).
         batch_size: rows per forward when :meth:`prepare` captures the references.
         reference: ``"stored"``, ``"recompute"`` or ``"auto"`` (see Memory below).
         max_reference_bytes: the most bytes of stored references (``"auto"`` recomputes above it,
             ``"stored"`` raises).
+        name: the objective's name in records (default ``behavioural-<kind>[<task name>]``).
 
     Memory (``reference``): ``"stored"`` keeps the w0 outputs at every scored position, float32
     (float64 outputs stay float64): for ``"kl"`` n_scored × d_vocab × 4 bytes, e.g. 64 rows × 32

@@ -112,7 +112,10 @@ class Task:
                 right-padded, with an ``attention_mask`` and a ``text`` column.
             truncate: ``pack=False`` only: cut texts longer than ``max_length`` instead of raising.
             columns: per-text extra columns (probe labels, ``Agree`` values); ``pack=False`` only.
-            test_fraction, seed: random row split into train/test.
+            name: the task's name.
+            description: one sentence on the task (default: says how it was built).
+            test_fraction: the fraction of rows (at random) in the test split.
+            seed: seeds that split.
         """
         from interp.textdata import texts_task
 
