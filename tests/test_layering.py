@@ -336,7 +336,6 @@ def test_each_module_imports_alone_and_loads_nothing_above_its_layer():
 
 #: modules over the limit today, and who splits them (strict xfail: remove the entry once split)
 TOO_LONG = {
-    "interp.degradations.sgld": "helper 'sampler' splits sgld.py (step rule, chain loop, calibration, LLC)",
 }
 
 

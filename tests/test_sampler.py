@@ -325,3 +325,71 @@ def test_draws_round_trip_and_eval_size_deprecated():
     with pytest.warns(DeprecationWarning, match="eval_rows"):
         old = TemperedPosterior(eval_size=3, draws=7, chains=2)
     assert old == s
+
+
+# -------------------------------------------------------------- a calibration that missed is failed
+def test_calibration_that_missed_is_marked_failed_or_raises():
+    """Issue repro: on modadd, 2 chains × 1 draw after 20 steps at LossIncrease(0.5): the pilots
+    explode and the closest B gives ΔL ≫ 0.5. The level is marked failed with the reason (and the
+    measured ΔL), or raises with strict=True; the weights are restored either way."""
+    from interp import organisms
+    from interp.degradations import CalibrationFailed
+
+    model, task = organisms.load("modadd")
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    run = TemperedPosterior(chains=2, draws=1, burnin=20, progress=False).sample(model, task, LossIncrease(0.5))
+    rec = run.calibration
+    assert rec.failed is not None and not rec.ok and "did not converge" in rec.failed
+    assert rec.measured is not None and rec.acceptance == 0.5
+    with pytest.raises(CalibrationFailed, match=r"LossIncrease\(0.5\) failed: calibration to ΔL = 0.5 nats/token"):
+        list(TemperedPosterior(chains=2, draws=1, burnin=20, strict=True, progress=False).draws(
+            model, task, LossIncrease(0.5)))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in saved.items())
+
+
+def test_final_chains_outside_acceptance_fail_the_level():
+    """A converged calibration whose final chains measure ΔL outside the stated acceptance."""
+    from interp.degradations import CalibrationConfig, CalibrationFailed, CalibrationRecord, assess_calibration
+
+    x = torch.randn(32, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    model, obj = _linear(), _Behavioural(x)
+    kw = dict(objective=obj, localization=1.0, chains=2, draws=200, thin=5, burnin=100, batch_size=32,
+              eval_rows=32, vectorize=False, progress=False)
+    good = TemperedPosterior(**kw).sample(model, None, LossIncrease(0.05)).calibration
+    assert good.ok and abs(good.measured / 0.05 - 1) < 0.3 and good.measured_se > 0
+    tight = TemperedPosterior(calibration=CalibrationConfig(acceptance=1e-3), **kw)
+    bad = tight.sample(model, None, LossIncrease(0.05)).calibration
+    assert bad.converged and "outside ±0.1% of the target 0.05" in bad.failed
+    with pytest.raises(CalibrationFailed):
+        TemperedPosterior(calibration=CalibrationConfig(acceptance=1e-3), strict=True, **kw).sample(
+            model, None, LossIncrease(0.05))
+    # the per-chain path: a sweep gathers run_chain diagnostics and assesses them once
+    plan = tight.plan(model, None, LossIncrease(0.05))
+    chains = [tight.run_chain(model, None, LossIncrease(0.05), plan, c) for c in range(2)]
+    for r in chains:
+        list(r)
+        assert r.calibration.measured is None  # one chain alone is not judged
+    assert tight.assess(plan, [r.chains[0] for r in chains]) == bad
+    assert assess_calibration(None, []) is None
+    rec = CalibrationRecord(target=0.1, nbeta=1.0, lr=1.0, rounds=(), converged=True, units="u")
+    assert "every chain of the level failed" in assess_calibration(rec, []).failed
+
+
+def test_levels_that_cannot_be_told_apart_are_warned(caplog):
+    from interp.degradations import indistinct_levels
+    from interp.degradations._chain import ChainDiagnostics
+
+    def chains(B, incs):
+        return [ChainDiagnostics(chain=i, nbeta=B, lr=1e-3, localization=1.0, burnin=0, init_loss=0.0,
+                                 init_eval_loss=0.0, n_params=4, eval_losses=[v - 0.01, v + 0.01])
+                for i, v in enumerate(incs)]
+
+    levels = {"NBeta(300)": {"chains": chains(300.0, [0.10, 0.11, 0.12])},
+              "NBeta(3000)": {"chains": chains(3000.0, [0.105, 0.115, 0.11])},
+              "NBeta(30)": {"chains": chains(30.0, [1.0, 1.1, 0.9])},
+              "LossIncrease(0.5)": {"calibration": {}, "chains": [vars(c) for c in chains(30.0, [0.5, 0.6])]}}
+    with caplog.at_level("WARNING", logger="interp.degradations"):
+        msgs = indistinct_levels(levels)
+    assert len(msgs) == 2 and len(caplog.records) == 2
+    assert "NBeta(300) and NBeta(3000)" in msgs[0] and "agree within 2 standard errors" in msgs[0]
+    assert "NBeta(30) and LossIncrease(0.5)" in msgs[1] and "B = 30" in msgs[1]

@@ -45,23 +45,26 @@ from interp.degradations._core import (
     WeightSnapshot,
     clean_name,
     select_parameters,
+    transformerlens_names,
 )
 from interp.degradations.baselines import ActivationNoise, Checkpoints, WeightNoise
-from interp.degradations.sgld import (
+from interp.degradations._chain import ChainDiagnostics
+from interp.degradations.calibration import (
     CalibrationConfig,
+    CalibrationFailed,
     CalibrationRecord,
     CalibrationRound,
-    ChainDiagnostics,
     LevelPlan,
-    LLCEstimate,
-    SamplingRun,
-    TemperedPosterior,
-    estimate_llc,
+    assess_calibration,
+    indistinct_levels,
 )
+from interp.degradations.llc import LLCEstimate, estimate_llc
+from interp.degradations.sgld import SamplingRun, TemperedPosterior
 
 __all__ = [
     "ActivationNoise",
     "CalibrationConfig",
+    "CalibrationFailed",
     "CalibrationRecord",
     "CalibrationRound",
     "ChainDiagnostics",
@@ -76,7 +79,10 @@ __all__ = [
     "TemperedPosterior",
     "WeightNoise",
     "WeightSnapshot",
+    "assess_calibration",
     "clean_name",
     "estimate_llc",
+    "indistinct_levels",
     "select_parameters",
+    "transformerlens_names",
 ]

@@ -1,0 +1,453 @@
+"""The chain loop of the tempered-posterior sampler: runs localized SGLD chains on the live model.
+
+:class:`_Engine` holds what one sampling call needs (the objective made uniform, the sampled
+parameters and their masks, a bit-identical snapshot of w0, L(w0), the top curvature for the step
+size) and runs chains with the step rule of :mod:`interp.degradations._step`: one after another on
+the live parameters, or all at once on stacked weights (``torch.func.vmap`` over
+``functional_call`` for small plain modules; :class:`~interp.degradations.stacked.StackedForward`
+for native bridges). Chain ``c`` draws its noise from ``seed·1000003 + c`` and every chain reads the
+same minibatch order, so chain ``c`` alone (``TemperedPosterior.run_chain``) equals chain ``c`` of
+a sequential run. :class:`ChainDiagnostics` records everything about one chain; a chain that
+diverges stops with a reason and is never averaged (Lau et al. 2023 for λ̂ = B·(E[L] − L(w0))).
+
+Example::
+
+    >>> from interp.degradations import TemperedPosterior
+    >>> from interp.degradations.oracles import MonomialPotential
+    >>> m = MonomialPotential([2])
+    >>> run = TemperedPosterior(nbeta=10.0, localization=0.0, lr=1e-3, chains=1, draws=3, burnin=0,
+    ...                         eval_rows=0, progress=False).sample(m, m.loss)
+    >>> run.chains[0].steps, run.chains[0].failed
+    (3, False)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from interp.degradations._core import Draw, Objective, WeightSnapshot, check_objective, select_parameters
+from interp.degradations._step import (
+    SGLDStep,
+    chain_norms,
+    flat_norm,
+    gaussian_noise,
+    mask,
+    stacked_gaussian_noise,
+)
+from interp.degradations.stacked import StackedForward, unsupported_reason
+
+logger = logging.getLogger("interp.degradations")
+
+__all__ = ["ChainDiagnostics"]
+
+
+@dataclass
+class ChainDiagnostics:
+    """Everything recorded about one chain (filled while it runs).
+
+    ``losses``: minibatch loss at every step (before that step's update). ``eval_losses``,
+    ``distances`` (‖w − w0‖) and ``grad_noise`` (‖(ε/2)·B·∇L‖ / ‖√ε·ξ‖) at every draw. A chain that
+    diverges (non-finite loss or weights, or a loss explosion) stops with ``failed=True`` and a
+    ``reason``; its numbers are never averaged into an estimate.
+    """
+
+    chain: int
+    nbeta: float
+    lr: float
+    localization: float
+    burnin: int
+    init_loss: float
+    init_eval_loss: float | None
+    n_params: int
+    losses: list[float] = field(default_factory=list)
+    eval_losses: list[float] = field(default_factory=list)
+    distances: list[float] = field(default_factory=list)
+    grad_noise: list[float] = field(default_factory=list)
+    failed: bool = False
+    reason: str | None = None
+    objective: str | None = None
+    units: str | None = None
+
+    @property
+    def steps(self) -> int:
+        return len(self.losses)
+
+    @property
+    def llc(self) -> float:
+        """λ̂ = B·(mean minibatch loss after burn-in − L(w0)); NaN for a failed chain."""
+        post = self.losses[self.burnin:]
+        if self.failed or not post:
+            return math.nan
+        return self.nbeta * (sum(post) / len(post) - self.init_loss)
+
+    @property
+    def specific_heat(self) -> float:
+        """B²·Var(L) of the fixed-batch loss over the draws (≈ λ at equilibrium)."""
+        if self.failed or len(self.eval_losses) < 2:
+            return math.nan
+        return self.nbeta**2 * statistics.variance(self.eval_losses)
+
+    @property
+    def loss_increase(self) -> float:
+        """Mean fixed-batch loss over the draws minus its value at ``w0`` (in ``units``)."""
+        if self.failed or not self.eval_losses or self.init_eval_loss is None:
+            return math.nan
+        return sum(self.eval_losses) / len(self.eval_losses) - self.init_eval_loss
+
+
+class _Engine:
+    """The sampling machinery for one ``draws()`` call (one model, target and level)."""
+
+    def __init__(self, cfg: Any, model: torch.nn.Module, target: Any) -> None:
+        self.cfg = cfg
+        self.model = model
+        source = cfg.objective if cfg.objective is not None else target
+        check_objective("TemperedPosterior", source)
+        sel = select_parameters(model, cfg.restrict)
+        self.names = [n for n, _, _ in sel]
+        self.params = [p for _, p, _ in sel]
+        self.masks = [m for _, _, m in sel]
+        self.has_masks = any(m is not None for m in self.masks)
+        self.d = int(sum(p.numel() if m is None else int(m.count_nonzero()) for p, m in zip(self.params, self.masks)))
+        self.snapshot = WeightSnapshot(model)
+        try:  # an objective's prepare(model) runs here, at w0, before anything else
+            self.obj = Objective(source, cfg.batch_size, cfg.eval_rows, model=model)
+        finally:
+            self.snapshot.restore()
+        self.w0 = [self.snapshot.saved(p) for p in self.params]
+        self._curv: float | None = None
+        self._init: tuple[float, float | None] | None = None
+
+    # -------------------------------------------------------------------- reference quantities
+    def init_losses(self) -> tuple[float, float | None]:
+        """(L(w0) averaged over ``init_batches`` minibatches, fixed-batch loss at w0)."""
+        if self._init is None:
+            stream = self.obj.stream(self.cfg.seed)
+            with torch.no_grad():
+                vals = [float(self.obj.loss(self.model, next(stream))) for _ in range(
+                    self.cfg.init_batches if self.obj.has_rows else 1)]
+            ev = self.obj.eval_loss(self.model) if self.obj.fixed is not None else None
+            if not all(math.isfinite(v) for v in vals):
+                raise ValueError("The loss at the original weights is not finite; cannot sample.")
+            self._init = (sum(vals) / len(vals), ev)
+        return self._init
+
+    def curvature(self) -> float:
+        """Top Hessian eigenvalue ĥ of the loss at w0 (power iteration, 20 Hessian-vector products)."""
+        if self._curv is None:
+            gen = torch.Generator().manual_seed(self.cfg.seed + 17)
+            v = [torch.randn(p.shape, generator=gen).to(p) for p in self.params]
+            v = [x * m if m is not None else x for x, m in zip(v, self.masks)]
+            nrm = flat_norm(v)
+            v = [x / nrm for x in v]
+            batch = self.obj.fixed if self.obj.has_rows else None
+            if batch is not None and len(next(iter(batch.values()))) > 64:
+                batch = {k: t[:64] for k, t in batch.items()}
+            if batch is None and self.obj.has_rows:
+                batch = next(self.obj.stream(self.cfg.seed))
+            lam = 0.0
+            for _ in range(20):
+                loss = self.obj.loss(self.model, batch)
+                g = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+                pairs = [(gi, vi) for gi, vi in zip(g, v) if gi is not None and gi.requires_grad]
+                if not pairs:
+                    break
+                hv = torch.autograd.grad([gi for gi, _ in pairs], self.params,
+                                         grad_outputs=[vi for _, vi in pairs], allow_unused=True)
+                hv = [torch.zeros_like(p) if h is None else h.detach() for h, p in zip(hv, self.params)]
+                hv = [h * m if m is not None else h for h, m in zip(hv, self.masks)]
+                lam = float(sum((h * x).sum() for h, x in zip(hv, v)))
+                nrm = flat_norm(hv)
+                if nrm == 0 or not math.isfinite(nrm):
+                    break
+                v = [h / nrm for h in hv]
+            self._curv = abs(lam) if math.isfinite(lam) else 0.0
+            logger.info("top curvature at w0: %.4g", self._curv)
+        return self._curv
+
+    def auto_lr(self, nbeta: float) -> float:
+        a = nbeta * self.curvature() + self.cfg.localization
+        if a <= 0:
+            raise ValueError(
+                "lr=None but the loss has zero curvature at w0 and localization=0, so no stable step "
+                "size can be derived: pass lr=... explicitly or a localization > 0."
+            )
+        return self.cfg.lr_safety / a
+
+    def stacked(self) -> StackedForward | None:
+        """The hand-batched forward for native bridges with a task target (``None`` if not usable)."""
+        if not hasattr(self, "_stacked"):
+            reason = unsupported_reason(self.model)
+            if reason is None and (self.obj.kind != "task" or "attention_mask" in self.obj.data):
+                reason = "the target is not a plain next-token task"
+            self._stacked = StackedForward(self.model, self.params) if reason is None else None
+            if reason is not None:
+                logger.debug("stacked chains unavailable: %s", reason)
+        return self._stacked
+
+    def use_vmap(self, chains: int) -> bool:
+        if self.cfg.vectorize is not None:
+            return bool(self.cfg.vectorize) and chains > 1
+        if chains < 2:
+            return False
+        if hasattr(self.model, "original_model") or hasattr(self.model, "hook_dict"):
+            return self.stacked() is not None
+        all_params = list(self.model.parameters())
+        if len({p.untyped_storage().data_ptr() for p in all_params}) < len(all_params):
+            return False
+        return self.d <= 20_000
+
+    # ------------------------------------------------------------------------------ the chains
+    def run(self, nbeta: float, lr: float, chains: int, burnin: int, draws: int, thin: int,
+            level: Any, records: list[ChainDiagnostics], yield_draws: bool = True,
+            progress: bool = False, chain_offset: int = 0,
+            chain_ids: tuple[int, ...] | None = None) -> Iterator[Draw]:
+        """Run chains ``chain_ids`` (default ``chain_offset + 0 .. chains − 1``); chain ``c`` draws
+        its noise from ``seed·1000003 + c``."""
+        ids = tuple(chain_ids) if chain_ids is not None else tuple(chain_offset + c for c in range(chains))
+        chains = len(ids)
+        init_loss, init_eval = self.init_losses()
+        steps = burnin + (draws - 1) * thin + 1
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=chains * steps, desc=f"SGLD B={nbeta:.4g}", leave=False, mininterval=0.5)
+        try:
+            common = dict(nbeta=nbeta, lr=lr, localization=self.cfg.localization, burnin=burnin,
+                          init_loss=init_loss, init_eval_loss=init_eval, n_params=self.d,
+                          objective=self.obj.name, units=self.obj.units)
+            if self.use_vmap(chains) and self._vmap_agrees():
+                recs = [ChainDiagnostics(chain=c, **common) for c in ids]
+                records.extend(recs)
+                yield from self._run_vmap(recs, steps, burnin, thin, level, yield_draws, bar)
+            else:
+                for c in ids:
+                    rec = ChainDiagnostics(chain=c, **common)
+                    records.append(rec)
+                    try:
+                        yield from self._run_one(rec, steps, burnin, thin, level, yield_draws, bar)
+                    finally:
+                        self.snapshot.restore()
+        finally:
+            if bar is not None:
+                bar.close()
+            self.snapshot.restore()
+
+    def _vmap_grad(self, chains: int):
+        """``(ws, batch) -> (grads, losses)`` for ``chains`` stacked weight sets ``ws[name]: [C, ...]``.
+
+        The forward is vmapped over the chains (``functional_call`` with one entry per parameter slot
+        and ``tie_weights=False``, REFERENCE §1); the backward is plain autograd on the sum of the
+        per-chain losses, whose gradient with respect to chain c's weights is chain c's own gradient
+        (the chains do not interact). That is ≈2× cheaper than ``vmap(grad(...))`` on small modules.
+        """
+        stacked = self.stacked()
+        if stacked is not None:
+            return self._stacked_grad(stacked)
+        from torch.func import functional_call, vmap
+
+        holder = _LossModule(self.model, self.obj)
+
+        def f(ws: dict[str, torch.Tensor], batch: Any) -> torch.Tensor:
+            return functional_call(holder, {"model." + n: w for n, w in ws.items()}, (batch,),
+                                   tie_weights=False, strict=False)
+
+        vf = vmap(f, in_dims=(0, None))
+
+        def grad_and_loss(ws: dict[str, torch.Tensor], batch: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+            leaves = {n: w.detach().requires_grad_(True) for n, w in ws.items()}
+            with torch.enable_grad():
+                L = vf(leaves, batch)
+                gs = torch.autograd.grad(L.sum(), list(leaves.values()), allow_unused=True)
+            return ({n: torch.zeros_like(w) if g is None else g for (n, w), g in zip(leaves.items(), gs)},
+                    L.detach())
+
+        return grad_and_loss
+
+    def _stacked_grad(self, stacked: StackedForward):
+        """Like :meth:`_vmap_grad`, through :class:`StackedForward` (one forward for all chains)."""
+        names, task = self.names, self.obj.target
+
+        def grad_and_loss(ws: dict[str, torch.Tensor], batch: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+            leaves = [ws[n].detach().requires_grad_(True) for n in names]
+            with torch.enable_grad():
+                L = task.loss_from_logits(stacked(leaves, batch["input_ids"].to(leaves[0].device)), batch)
+                gs = torch.autograd.grad(L.sum(), leaves, allow_unused=True)
+            return ({n: torch.zeros_like(w) if g is None else g for n, w, g in zip(names, leaves, gs)},
+                    L.detach())
+
+        return grad_and_loss
+
+    def _vmap_agrees(self) -> bool:
+        """Check once that the vectorised gradient at w0 equals the plain autograd one (a module that
+        rebuilds Parameters inside forward, or keeps state, breaks ``functional_call``); fall back
+        to sequential chains with a warning if not."""
+        if getattr(self, "_vmap_ok", None) is not None:
+            return self._vmap_ok
+        batch = next(self.obj.stream(self.cfg.seed))
+        try:
+            g, val = self._vmap_grad(2)(dict(zip(self.names, [w.unsqueeze(0).repeat(2, *([1] * w.dim())) for w in self.w0])), batch)
+            loss = self.obj.loss(self.model, batch)
+            ref = torch.autograd.grad(loss, self.params, allow_unused=True)
+            ok = torch.allclose(val[0].detach(), loss.detach(), rtol=1e-4, atol=1e-6) and all(
+                torch.allclose(g[n][0], torch.zeros_like(p) if r is None else r, rtol=1e-4, atol=1e-6)
+                for n, p, r in zip(self.names, self.params, ref))
+            reason = "vectorised gradient differs from autograd at w0"
+        except Exception as e:  # noqa: BLE001 - any failure means: use the sequential path
+            ok, reason = False, f"{type(e).__name__}: {e}"
+        finally:
+            self.snapshot.restore()
+        if not ok:
+            logger.warning("vectorised chains disabled for %s (%s); running chains sequentially",
+                           type(self.model).__name__, reason)
+        self._vmap_ok = ok
+        return ok
+
+    def _threshold(self) -> float:
+        return self.cfg.divergence * (self.d / 2 + 1)
+
+    def _check(self, rec: ChainDiagnostics, loss: float) -> str | None:
+        if not math.isfinite(loss):
+            return f"non-finite loss ({loss}) at step {rec.steps}"
+        inc = loss - rec.init_loss
+        if rec.nbeta * inc > self._threshold():
+            return (f"loss explosion at step {rec.steps}: B·(L − L0) = {rec.nbeta * inc:.4g} > "
+                    f"divergence·(d/2 + 1) = {self._threshold():.4g} (L = {loss:.4g}, L0 = {rec.init_loss:.4g})")
+        if self.cfg.max_loss_increase is not None and inc > self.cfg.max_loss_increase:
+            return f"loss increase {inc:.4g} > max_loss_increase={self.cfg.max_loss_increase} at step {rec.steps}"
+        return None
+
+    def _gen(self, chain: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + chain)
+
+    def _run_one(self, rec: ChainDiagnostics, steps: int, burnin: int, thin: int, level: Any,
+                 yield_draws: bool, bar: Any) -> Iterator[Draw]:
+        cfg, params, w0, masks = self.cfg, self.params, self.w0, self.masks
+        rule = SGLDStep(rec.nbeta, rec.lr, rec.localization)
+        gen = self._gen(rec.chain)
+        stream = self.obj.stream(cfg.seed)
+        n_draw = 0
+        for t in range(steps):
+            loss_t = self.obj.loss(self.model, next(stream))
+            loss = float(loss_t.detach())
+            reason = self._check(rec, loss)
+            rec.losses.append(loss)
+            if reason is not None:
+                rec.failed, rec.reason = True, reason
+                logger.warning("chain %d failed (B=%.4g, ε=%.3g): %s", rec.chain, rule.nbeta, rule.lr, reason)
+                return
+            grads = torch.autograd.grad(loss_t, params, allow_unused=True)
+            grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+            with torch.no_grad():
+                diff = rule.displacement(params, w0)
+                drift = rule.drift(grads, diff, masks)
+                noise = mask(gaussian_noise(params, gen), masks)
+                is_draw = t >= burnin and (t - burnin) % thin == 0
+                if is_draw:
+                    rec.distances.append(flat_norm(diff))
+                    rec.grad_noise.append(rule.grad_to_noise(flat_norm(mask(grads, masks)), flat_norm(noise)))
+            if is_draw:
+                if self.obj.fixed is not None:
+                    ev = self.obj.eval_loss(self.model)
+                    rec.eval_losses.append(ev)
+                    if not math.isfinite(ev):
+                        rec.failed, rec.reason = True, f"non-finite evaluation loss at step {t}"
+                        return
+                if yield_draws:
+                    yield Draw(level=level, chain=rec.chain, draw=n_draw,
+                               loss=rec.eval_losses[-1] if rec.eval_losses else loss,
+                               nbeta=rule.nbeta, lr=rule.lr, step=t, objective=self.obj.name, units=self.obj.units)
+                n_draw += 1
+            if t == steps - 1:
+                break
+            rule.apply_(params, drift, noise)
+            if bar is not None:
+                bar.update(1)
+            if t % 50 == 49:
+                bad = [n for n, p in zip(self.names, params) if not torch.isfinite(p).all()]
+                if bad:
+                    rec.failed, rec.reason = True, f"non-finite weights in {bad[:3]} at step {t}"
+                    return
+
+    def _run_vmap(self, recs: list[ChainDiagnostics], steps: int, burnin: int, thin: int,
+                  level: Any, yield_draws: bool, bar: Any) -> Iterator[Draw]:
+        C = len(recs)
+        rule = SGLDStep(recs[0].nbeta, recs[0].lr, recs[0].localization)
+        obj, model, names = self.obj, self.model, self.names
+        gv = self._vmap_grad(C)
+        W = [w.unsqueeze(0).repeat(C, *([1] * w.dim())) for w in self.w0]
+        W0 = [w.unsqueeze(0).expand_as(x) for w, x in zip(self.w0, W)]
+        masks = [None if m is None else m.unsqueeze(0) for m in self.masks]
+        gens = [self._gen(r.chain) for r in recs]
+        stream = obj.stream(self.cfg.seed)
+        alive = [True] * C
+        keep: torch.Tensor | None = None  # per-chain 0/1 update mask once a chain has failed
+        n_draw = 0
+        for t in range(steps):
+            g, L = gv(dict(zip(names, W)), next(stream))
+            Ls = L.detach().tolist()
+            for c, r in enumerate(recs):
+                if not alive[c]:
+                    continue
+                reason = self._check(r, Ls[c])
+                r.losses.append(Ls[c])
+                if reason is not None:
+                    r.failed, r.reason, alive[c] = True, reason, False
+                    keep = torch.tensor(alive, dtype=W[0].dtype, device=W[0].device)
+                    logger.warning("chain %d failed (B=%.4g, ε=%.3g): %s", r.chain, rule.nbeta, rule.lr, reason)
+            if not any(alive):
+                return
+            grads = [g[n] for n in names]
+            with torch.no_grad():
+                diff = rule.displacement(W, W0)
+                drift = rule.drift(grads, diff, masks)
+                noise = mask(stacked_gaussian_noise(self.params, gens), masks)
+                is_draw = t >= burnin and (t - burnin) % thin == 0
+                if is_draw:
+                    dist, gnorm, nnorm = (chain_norms(x) for x in (diff, mask(grads, masks), noise))
+                    for c, r in enumerate(recs):
+                        if alive[c]:
+                            r.distances.append(dist[c])
+                            r.grad_noise.append(rule.grad_to_noise(gnorm[c], nnorm[c]))
+            if is_draw:
+                if yield_draws or obj.fixed is not None:
+                    for c, r in enumerate(recs):
+                        if not alive[c]:
+                            continue
+                        with torch.no_grad():
+                            for p, w in zip(self.params, W):
+                                p.copy_(w[c])
+                        if obj.fixed is not None:
+                            r.eval_losses.append(obj.eval_loss(model))
+                        if yield_draws:
+                            yield Draw(level=level, chain=r.chain, draw=n_draw,
+                                       loss=r.eval_losses[-1] if r.eval_losses else Ls[c], nbeta=rule.nbeta,
+                                       lr=rule.lr, step=t, objective=obj.name, units=obj.units)
+                    self.snapshot.restore()
+                n_draw += 1
+            if t == steps - 1:
+                break
+            rule.apply_(W, drift, noise, keep)
+            if bar is not None:
+                bar.update(C)
+
+
+class _LossModule(torch.nn.Module):
+    """``forward(batch) = objective.loss(model, batch)``, so ``functional_call`` can swap the model's
+    parameters for a callable target too."""
+
+    def __init__(self, model: torch.nn.Module, obj: Objective) -> None:
+        super().__init__()
+        self.model = model
+        object.__setattr__(self, "_obj", obj)
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self._obj.loss(self.model, batch)
