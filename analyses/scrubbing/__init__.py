@@ -44,6 +44,8 @@ from analyses.scrubbing._hypothesis import (
     Hypothesis,
     Node,
     PosEmbed,
+    QueryOffset,
+    VacuousRuleWarning,
 )
 from analyses.scrubbing._metrics import summarize
 
@@ -57,6 +59,8 @@ __all__ = [
     "Head",
     "MLP",
     "Hypothesis",
+    "QueryOffset",
+    "VacuousRuleWarning",
     "CausalScrubbing",
     "ScrubbingConfig",
     "Scrubber",

@@ -21,13 +21,14 @@ at hot levels.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from analyses.scrubbing._engine import Groups, Scrubber
-from analyses.scrubbing._hypothesis import Hypothesis
+from analyses.scrubbing._hypothesis import Hypothesis, VacuousRuleWarning
 from analyses.scrubbing._metrics import summarize
 from analyses._base import Params
 from interp.checks import bad_value, check_number, renamed_arguments, take_renamed
@@ -82,6 +83,22 @@ class ScrubbingConfig:
             raise bad_value(c, "on_small_class", self.on_small_class, "'flag' or 'raise'")
         for name in ("min_gap", "cancel_tol"):
             check_number(c, name, getattr(self, name), zero_ok=True)
+
+
+def _determines_target(groups: Groups, ids: torch.Tensor, mask: torch.Tensor) -> bool:
+    """Whether a rule's classes fix the predicted token: at every scored position t (target
+    ``ids[:, t + 1]``), each class holds one target, and some class merges different rows."""
+    rows, pos = ids.shape
+    key = groups.key if groups.per_position else groups.key.expand(rows, pos)
+    scored = mask[:, 1:].bool()  # logits at t predict token t + 1
+    r, t = scored.nonzero(as_tuple=True)
+    if not len(r):
+        return False
+    cls = key[r, t] * pos + t
+    target = ids[r, t + 1]
+    n_cls = len(torch.unique(cls))
+    merged = torch.unique(torch.stack([cls, r]), dim=1).shape[1] > n_cls
+    return merged and torch.unique(torch.stack([cls, target]), dim=1).shape[1] == n_cls
 
 
 class CausalScrubbing(Params):
@@ -179,6 +196,14 @@ class CausalScrubbing(Params):
             for a in h.agreements():
                 if a.kind == "function" and id(a) not in self.groups_:
                     self.groups_[id(a)] = Groups.build(a, self.columns_)
+        for a in self.hypothesis.agreements():
+            if a.kind == "function" and _determines_target(self.groups_[id(a)], self.ids_, self.mask_):
+                warnings.warn(
+                    f"{self.name}: the rule Agree {a.name!r} determines the token the model predicts at every "
+                    "scored position (each class of the rule has one target): resampling within it keeps "
+                    "the target, so the hypothesis recovers the loss whatever the model does (a claim that a "
+                    "head depends on the next token scored 1.000). Use a rule that reads only the input up "
+                    "to the predicting position.", VacuousRuleWarning, stacklevel=2)
         self._ready = True
 
     # ------------------------------------------------------------------------- call

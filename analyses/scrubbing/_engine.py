@@ -38,7 +38,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 import hooks
-from analyses.scrubbing._hypothesis import MLP, Agree, Embed, Head, Hypothesis, Node, PosEmbed
+from analyses.scrubbing._hypothesis import MLP, Agree, Embed, Head, Hypothesis, Node, PosEmbed, QueryOffset
 from interp.checks import renamed_arguments
 
 __all__ = ["Groups", "Scrubber"]
@@ -216,13 +216,19 @@ class Scrubber:
         return self.forward(x_r, points)
 
     def reading(self, kids: list[Node], parent: Int[Tensor, "n"], point: str, path: str,
-                base: dict[str, Tensor] | None = None) -> Float[Tensor, "n pos d"]:
+                base: dict[str, Tensor] | None = None, per_query: bool = False) -> Float[Tensor, "n pos d"]:
         """The stream read at ``point`` with only ``kids`` claimed (each fed its own input); the
-        unclaimed rest from ``base`` (drawn here when not given)."""
+        unclaimed rest from ``base`` (drawn here when not given). ``per_query``: one reading per
+        (row, query position t), ``[n·pos, pos, d]``, for kids with :class:`QueryOffset` positions
+        (their inputs are drawn once per row; only the claimed positions differ between queries)."""
         n, pos = len(parent), self.ids.shape[1]
         if base is None:
             base = self.unclaimed(n, [point, *map(_site, kids)], path)
         out = base[point]
+        query = None
+        if per_query:
+            out = out.repeat_interleave(pos, 0)
+            query = torch.arange(pos).repeat(n)
         for i, c in enumerate(kids):
             cpath = f"{path}/{i}:{c.label()}"
             data = self.sample(c.agree, parent, pos, cpath)
@@ -230,10 +236,10 @@ class Scrubber:
             if c.subspace is not None:
                 u = c.subspace.to(delta)
                 delta = (delta @ u) @ u.T
+            if per_query:
+                delta = delta.repeat_interleave(pos, 0)
             if c.positions is not None:
-                keep = torch.zeros(pos, dtype=torch.bool, device=delta.device)
-                keep[[p for p in c.positions if p < pos]] = True
-                delta = delta * keep[None, :, None]
+                delta = delta * _claimed_positions(c, len(delta), pos, query).to(delta.device)[:, :, None]
             out = out + delta
         return out
 
@@ -259,28 +265,55 @@ class Scrubber:
     def _head(self, node: Head, rows: Tensor, path: str) -> Tensor:
         layer, h = node.layer, node.head
         claimed = {ch: kids for ch, kids in node.channels().items() if kids is not None}
+        # claims relative to the query: the head is evaluated once per (row, query position t) on a
+        # rows × pos virtual batch and its output read at t
+        per_query = any(isinstance(p, QueryOffset) for kids in claimed.values() for c in kids
+                        for p in c.positions or ())
         point = hooks.resid_pre(layer)
         # one random input shared by the unclaimed writes of all three readings
         base = self.unclaimed(len(rows), [point, *(_site(c) for k in claimed.values() for c in k)], path)
-        readings = [self.reading(list(kids), rows, point, f"{path}/{ch}", base)
+        readings = [self.reading(list(kids), rows, point, f"{path}/{ch}", base, per_query)
                     for ch, kids in claimed.items()]
         if len(claimed) < 3:
             self.needed += len(rows)  # the unexpanded readings see the head's own input
+        pos = self.ids.shape[1]
+        rows_f = rows.repeat_interleave(pos) if per_query else rows
         attn = f"blocks.{layer}.attn"
         qkv_points = [f"{attn}.hook_{ch}" for ch in claimed]
         stacked = torch.cat(readings)
-        got = self.forward(rows.repeat(len(readings)), qkv_points,
+        got = self.forward(rows_f.repeat(len(readings)), qkv_points,
                            {hooks.resid_pre(layer): (stacked, None)})
-        n = len(rows)
+        n = len(rows_f)
         patches = {p: (got[p][i * n:(i + 1) * n], h) for i, p in enumerate(qkv_points)}
         site = _site(node)
-        return self.forward(rows, [site], patches)[site]
+        out = self.forward(rows_f, [site], patches)[site]
+        if per_query:
+            ar = torch.arange(pos)
+            out = out.view(len(rows), pos, pos, -1)[:, ar, ar]
+        return out
 
     def _mlp(self, node: MLP, rows: Tensor, path: str) -> Tensor:
         point = hooks.resid_mid(node.layer)
         reading = self.reading(list(node.inputs or ()), rows, point, f"{path}/in")
         site = _site(node)
         return self.forward(rows, [site], {point: (reading, None)})[site]
+
+
+def _claimed_positions(node: Node, n: int, pos: int, query: Tensor | None) -> Tensor:
+    """``[n, pos]`` mask of the positions ``node`` claims: ints from the start (negative: from the
+    end), :class:`QueryOffset` relative to each row's ``query`` position."""
+    keep = torch.zeros(n, pos, dtype=torch.bool)
+    fixed = [p % pos for p in node.positions or () if isinstance(p, int) and -pos <= p < pos]
+    if fixed:
+        keep[:, fixed] = True
+    for p in node.positions or ():
+        if isinstance(p, QueryOffset):
+            if query is None:
+                raise RuntimeError(f"{node.label()}: query-relative positions outside a head's k/v reading.")
+            t = query + p.offset
+            ok = (t >= 0) & (t < pos)
+            keep[torch.arange(n)[ok], t[ok]] = True
+    return keep
 
 
 def _replacer(value: Tensor, head: int | None):

@@ -13,17 +13,34 @@ Model nodes are additive writes into the residual stream of a pre-LN transformer
     resid_pre(l) = embed + pos_embed + Σ_{l' < l} (Σ_h head_out(l', h) + b_O(l') + mlp_out(l'))
 
 so a reading of the stream (the Q, K or V input of a head, the input of an MLP, the final
-residual that the unembedding reads) decomposes exactly into the claimed writes plus the rest. A
-node may restrict its claim to some ``positions`` and to a ``subspace`` (columns of an orthonormal
-basis in d_model); outside, its write counts as unclaimed.
+residual that the unembedding reads) decomposes exactly into the claimed writes plus the rest
+(Elhage et al. 2021). A node may restrict its claim to some ``positions`` and to a ``subspace``
+(columns of an orthonormal basis in d_model); outside, its write counts as unclaimed.
+
+Where the decomposition is exact. It holds, as an identity of the forward pass, for every
+**pre-LN** transformer whose blocks only *add* to the stream: sequential blocks (GPT-2, the
+organisms) and **parallel attention/MLP blocks** (GPT-NeoX/Pythia, GPT-J: resid_post = resid_pre +
+attn(LN(resid_pre)) + mlp(LN'(resid_pre)), ``cfg.parallel_attn_mlp``), with learned absolute
+positions written by ``PosEmbed`` or with rotary/ALiBi positions (no positional write: ``PosEmbed``
+is then rejected by :meth:`Hypothesis.validate`, and position enters only inside attention). On a
+parallel-block model ``MLP`` nodes are refused (the MLP reads resid_pre, not the resid_mid an MLP's
+input is scrubbed at), heads are exact. It does **not** hold for post-LN models (BERT, MiniLM:
+each block's output is re-normalised, so the stream is not a sum of writes); they are refused.
+
+Positions. ``positions`` entries are ints, absolute from the start (``0`` = first token) or, when
+negative, from the end (``-1`` = last token), or :class:`QueryOffset` ``(o)`` = "the key position
+``t + o`` for the query at ``t``" inside a head's ``k``/``v`` reading (``QueryOffset(-1)``: the
+token just before each query; each query position then gets its own treeified evaluation).
 
 Example::
 
-    >>> from analyses.scrubbing import Agree, Embed, Head, Hypothesis
+    >>> from analyses.scrubbing import Agree, Embed, Head, Hypothesis, QueryOffset
     >>> tok, prev = Agree.token_at(0), Agree.token_at(-1)
     >>> h = Hypothesis([Head(1, 0, q=[Embed(tok)], k=[Head(0, 1, prev)], v=[Embed(tok)])])
     >>> h.summary()
     'Head(1,0)[exact] ← q: Embed[token@+0]; k: Head(0,1)[token@-1]; v: Embed[token@+0]'
+    >>> Head(1, 0, k=[Head(0, 1, positions=[QueryOffset(-1)])]).k[0].describe()
+    'Head(0,1)[exact]@pos[q-1]'
     >>> Head(1, 0, k=[Head(1, 1)])                          # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -33,6 +50,7 @@ Example::
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -40,10 +58,33 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Float, Int
 
-__all__ = ["Agree", "Node", "Embed", "PosEmbed", "Head", "MLP", "Hypothesis", "EXACT", "UNCONDITIONAL"]
+__all__ = ["Agree", "Node", "Embed", "PosEmbed", "Head", "MLP", "Hypothesis", "EXACT", "UNCONDITIONAL",
+           "QueryOffset", "VacuousRuleWarning"]
 
 _KINDS = ("exact", "unconditional", "function")
 _UNCLAIMED = ("resample", "mean")
+
+class VacuousRuleWarning(UserWarning):
+    """A resampling rule that reads the token the model predicts: any claim then "recovers" the loss
+    (e.g. "this head's output depends on the next token" scored 1.000 on induction), which tests
+    nothing."""
+
+
+@dataclass(frozen=True)
+class QueryOffset:
+    """A key position relative to the query: ``t + offset`` for the query at position ``t``
+    (``QueryOffset(-1)``: the previous token; ``QueryOffset(0)``: the query's own position). Valid
+    in the ``k`` and ``v`` readings of a :class:`Head`, which each query reads at every key position."""
+
+    offset: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.offset, bool) or not isinstance(self.offset, int):
+            raise ValueError(f"QueryOffset(offset={self.offset!r}): offset must be an int, e.g. -1.")
+
+    def __str__(self) -> str:
+        return f"q{self.offset:+d}" if self.offset else "q"
+
 
 AgreeFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 """``fn(columns) -> values``: ``columns`` maps the task's numeric columns to tensors ``[rows, ...]``;
@@ -64,6 +105,7 @@ class Agree:
     kind: Literal["exact", "unconditional", "function"] = "function"
     fn: AgreeFn | None = None
     per_position: bool = False
+    offset: int | None = field(default=None, repr=False)  # token_at's offset (≥ 1: reads the target)
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -105,6 +147,8 @@ class Agree:
         """Same token at position ``t + offset`` for every position ``t`` (e.g. ``-1``: previous token).
 
         Positions where ``t + offset`` is outside the sequence carry the value −1 (any input).
+        ``offset ≥ 1`` reads the token the model predicts at ``t`` (the target): a hypothesis using
+        it gets a :class:`VacuousRuleWarning`.
         """
         if not isinstance(offset, int) or isinstance(offset, bool):
             raise ValueError(f"Agree.token_at(offset={offset!r}): offset must be an int, e.g. -1.")
@@ -118,7 +162,7 @@ class Agree:
                 out[:, lo:hi] = ids[:, lo + offset : hi + offset]
             return out
 
-        return cls(f"token@{offset:+d}", "function", fn, True)
+        return cls(f"token@{offset:+d}", "function", fn, True, offset)
 
     @classmethod
     def column(cls, name: str) -> Agree:
@@ -150,6 +194,16 @@ def _children(owner: str, channel: str, value: Any) -> tuple[Node, ...] | None:
     bad = [c for c in value if not isinstance(c, Node)]
     if bad:
         raise ValueError(f"{owner}.{channel}: {bad[0]!r} is not a node (Embed, PosEmbed, Head, MLP).")
+    if channel not in ("k", "v"):
+        for c in value:
+            rel = [p for p in (c.positions or ()) if isinstance(p, QueryOffset)]
+            if rel:
+                raise ValueError(
+                    f"{owner}.{channel}: {c.label()} has query-relative positions {[str(p) for p in rel]}; "
+                    "QueryOffset is defined in the k and v readings of a Head (the key positions each "
+                    f"query reads). {owner}.{channel} reads each position on its own: use absolute "
+                    "positions (negative counts from the end)."
+                )
     return tuple(value)
 
 
@@ -159,7 +213,9 @@ class Node:
 
     Args:
         agree: the resampling rule relative to the parent's input (default: exact).
-        positions: claim the write only at these positions (``None``: all).
+        positions: claim the write only at these positions (``None``: all): ints from the start,
+            negative ints from the end (``-1``: the last token), or :class:`QueryOffset` in a head's
+            ``k``/``v`` reading (relative to each query).
         subspace: claim only the write's projection onto ``span(subspace)``, a ``[d_model, k]``
             matrix with orthonormal columns (``None``: the whole write).
     """
@@ -175,13 +231,18 @@ class Node:
                 "Agree.unconditional(), Agree.token_at(-1), Agree.on(fn, name), Agree.column(name))."
             )
         if self.positions is not None:
-            pos = tuple(self.positions) if not isinstance(self.positions, int) else (self.positions,)
-            if not pos or any(isinstance(p, bool) or not isinstance(p, int) or p < 0 for p in pos):
+            single = isinstance(self.positions, (int, QueryOffset))
+            pos = (self.positions,) if single else tuple(self.positions)
+            if not pos or any(not isinstance(p, QueryOffset) and (isinstance(p, bool) or not isinstance(p, int))
+                              for p in pos):
                 raise ValueError(
-                    f"{self.label()}: positions={self.positions!r} must be a non-empty sequence of "
-                    "non-negative ints (or None for all positions)."
+                    f"{self.label()}: positions={self.positions!r} must be a non-empty sequence of ints "
+                    "(negative: from the end, -1 = last token) or QueryOffset(o) (relative to the query), "
+                    "or None for all positions."
                 )
-            object.__setattr__(self, "positions", tuple(sorted(set(pos))))
+            ints = sorted({p for p in pos if isinstance(p, int)}, key=lambda p: (p < 0, p))
+            rel = sorted({p for p in pos if isinstance(p, QueryOffset)}, key=lambda p: p.offset)
+            object.__setattr__(self, "positions", tuple(ints) + tuple(rel))
         if self.subspace is not None:
             u = self.subspace
             if not isinstance(u, torch.Tensor) or u.dim() != 2 or u.shape[1] < 1:
@@ -216,7 +277,7 @@ class Node:
     def describe(self) -> str:
         s = f"{self.label()}[{self.agree.name}]"
         if self.positions is not None:
-            s += f"@pos{list(self.positions)}"
+            s += "@pos[" + ", ".join(str(p) for p in self.positions) + "]"
         if self.subspace is not None:
             s += f"@dim{self.subspace.shape[1]}"
         return s
@@ -385,6 +446,13 @@ class Hypothesis:
                         f"the write {s}; claim each write once per reading."
                     )
                 seen[s] = c
+        for n in self.nodes():
+            if n.agree.offset is not None and n.agree.offset >= 1:
+                warnings.warn(
+                    f"Hypothesis({self.name!r}): {n.label()} resamples with Agree.token_at({n.agree.offset:+d}), "
+                    "which reads the token the model predicts (the target): a claim that a node depends on "
+                    "it recovers the loss by construction (it scored 1.000 on induction) and tests nothing. "
+                    "Use offsets <= 0.", VacuousRuleWarning, stacklevel=2)
 
     def nodes(self) -> list[Node]:
         """Every node of the hypothesis, depth first."""
@@ -421,10 +489,21 @@ class Hypothesis:
                           unclaimed=self.unclaimed)
 
     def validate(self, model: Any) -> None:
-        """Check the nodes exist in ``model`` (layers, heads, MLPs; a pre-LN residual stream)."""
+        """Check the hypothesis against ``model`` before anything runs: a pre-LN residual stream (the
+        decomposition is exact; see the module docstring), nodes that exist (layers, heads, MLPs,
+        positions), ``PosEmbed`` only where positions are a write into the stream (learned absolute
+        positions, not rotary, ALiBi or shortformer ones), ``MLP`` nodes only on sequential blocks."""
         import hooks
 
         cfg = model.cfg
+        pos_kind = getattr(cfg, "positional_embedding_type", "standard")
+        if pos_kind != "standard" and any(isinstance(n, PosEmbed) for n in self.nodes()):
+            raise ValueError(
+                f"Hypothesis({self.name!r}): PosEmbed claims the positional-embedding write, but this model's "
+                f"positions are {pos_kind!r} (positional_embedding_type): they enter inside attention and "
+                "write nothing into the residual stream. Remove the PosEmbed nodes; position information "
+                "is then part of each head's own computation."
+            )
         if hooks.is_post_ln(model):
             raise ValueError(
                 f"Hypothesis({self.name!r}): the model is post-LN (e.g. BERT); its residual stream is "
@@ -445,8 +524,10 @@ class Hypothesis:
                     "are scrubbed at, so MLP nodes are not supported on it. Leave MLPs out of the "
                     "hypothesis (their writes are then unclaimed) or use a sequential-block model."
                 )
-            if n.positions is not None and max(n.positions) >= cfg.n_ctx:
-                raise ValueError(f"{n.label()}: positions {n.positions} beyond n_ctx={cfg.n_ctx}.")
+            far = [p for p in (n.positions or ()) if isinstance(p, int) and not -cfg.n_ctx <= p < cfg.n_ctx]
+            if far:
+                raise ValueError(f"{n.label()}: positions {far} beyond n_ctx={cfg.n_ctx} (negative ones count "
+                                 "from the end).")
             if n.subspace is not None and n.subspace.shape[0] != cfg.d_model:
                 raise ValueError(
                     f"{n.label()}: subspace has {n.subspace.shape[0]} rows, d_model={cfg.d_model}."
