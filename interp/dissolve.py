@@ -116,15 +116,19 @@ class Dissolution:
         if self.outcome == "never_holds":
             return (f"{name}: never holds ({self.metric} = {self.baseline:.3g} < {self.threshold:.3g} at "
                     f"the trained weights)")
+        where = "grid" if self.interpolated else "range searched"
         if self.outcome == "holds_throughout":
             top = float(dl.max()) if len(dl) else float("nan")
-            return f"{name}: holds ({crit}) over the whole range searched, up to ΔL {top:.3g}, under {deg}"
+            return f"{name}: holds ({crit}) over the whole {where}, up to ΔL {top:.3g}, under {deg}"
         if self.outcome == "lost_below_range":
-            return (f"{name}: lost ({crit} fails) already at the smallest level searched, ΔL "
-                    f"{self.delta_loss_ci[1]:.3g}, under {deg}")
+            first = "first grid level" if self.interpolated else "smallest level searched"
+            return (f"{name}: lost ({crit} fails) already at the {first}, ΔL {self.delta_loss_ci[1]:.3g}, "
+                    f"under {deg}")
         if self.outcome == "undecided":
-            return (f"{name}: held ({crit}) up to ΔL {self.delta_loss_ci[0]:.3g} under {deg}, undecided "
-                    "beyond (intervals straddle the threshold: more chains needed)")
+            held = self.delta_loss_ci[0]
+            start = f"held ({crit}) up to ΔL {held:.3g} under {deg}, undecided beyond" if held > 0 else (
+                f"undecided ({crit}) from the first level on under {deg}")
+            return f"{name}: {start} (intervals straddle the threshold: more chains needed)"
         lo, hi = self.delta_loss_ci
         text = f"{name}: holds ({crit}) up to ΔL {self.delta_loss:.2g} [{lo:.2g}, {hi:.2g}] under {deg}"
         if math.isfinite(self.nbeta):

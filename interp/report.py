@@ -172,7 +172,7 @@ def write_report(
     import matplotlib
 
     matplotlib.use("Agg")
-    from interp.verdicts import clean_window, clean_window_findings, dissolutions, verdict_lines
+    from interp.verdicts import clean_window, clean_window_findings, dissolutions, main_metric, verdict_lines
 
     path = Path(path)
     t = results.table
@@ -205,10 +205,10 @@ def write_report(
         "searches adaptively instead of reading a fixed grid).</p>"
         "<div class='findings'><strong>Clean window</strong> (effect/collateral ratio against the trained weights): "
         "<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in findings) + "</ul></div></section>")
-    chosen = {}
+    effects: dict[str, list[str]] = {}
     for d in found:
-        if d.analysis not in chosen or (thresholds and d.metric in thresholds and chosen[d.analysis] not in thresholds):
-            chosen[d.analysis] = d.metric
+        effects.setdefault(d.analysis, []).append(d.metric)
+    chosen = {a: main_metric(a, ms, thresholds) for a, ms in effects.items()}
     if chosen:
         parts.append("<h2>Survival and dissolution</h2><p class='note'>Each analysis's main effect against ΔL "
                      "(mean over chains, 95% band), the criterion (dashed) and the dissolution point with its "
@@ -218,7 +218,8 @@ def write_report(
     parts.append("<h2>Dissolution points</h2>" + _table(_frame([{
         "degradation": d.degradation, "analysis": d.analysis, "metric": d.metric, "criterion": d.criterion_text(),
         "baseline": d.baseline, "outcome": d.outcome, "ΔL": d.delta_loss, "ΔL low": d.delta_loss_ci[0],
-        "ΔL high": d.delta_loss_ci[1], "nβ": d.nbeta, "undecided levels": int((d.points["decision"] == "undecided").sum()),
+        "ΔL high": d.delta_loss_ci[1], "nβ": d.nbeta,
+        "undecided levels": int((d.points["decision"] == "undecided").sum()),
         "failed levels": int((d.points["decision"] == "failed").sum())} for d in found])))
     if len(cw):
         parts.append("<h2>Clean window</h2><p class='note'>Ratio effect / collateral per level with bootstrap "

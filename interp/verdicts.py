@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["clean_window", "clean_window_findings", "verdict_lines", "dissolutions"]
+__all__ = ["clean_window", "clean_window_findings", "verdict_lines", "dissolutions", "main_metric"]
 
 _CW_COLUMNS = ["degradation", "analysis", "effect", "collateral", "level_index", "level", "delta_loss",
                "effect_mean", "effect_ci_low", "effect_ci_high", "collateral_mean", "collateral_ci_low",
@@ -138,8 +138,9 @@ def clean_window_findings(results: Any, cw: pd.DataFrame | None = None) -> list[
             better = g[g["better_than_w0"]].sort_values("delta_loss")
             name = f"{analysis} ({eff}/{coll}) under {deg}"
             if len(better):
-                parts = ", ".join(f"{r.ratio:.3g} [{r.ratio_ci_low:.3g}, {r.ratio_ci_high:.3g}] at ΔL {r.delta_loss:.2g}"
-                                  for r in better.itertuples())
+                parts = ", ".join(
+                    f"{r.ratio:.3g} [{r.ratio_ci_low:.3g}, {r.ratio_ci_high:.3g}] at ΔL {r.delta_loss:.2g}"
+                    for r in better.itertuples())
                 out.append(f"{name}: better than at w0 ({b:.3g}) at {parts}")
             else:
                 best = g.sort_values("ratio", ascending=False).iloc[0]
@@ -163,6 +164,15 @@ def dissolutions(results: Any, thresholds: Mapping[str, float] | None = None, *,
         else:
             out.append(results.dissolution(r.analysis, r.metric, relative=relative, degradation=r.degradation))
     return out
+
+
+def main_metric(analysis: str, effects: list[str], thresholds: Mapping[str, float] | None = None,
+                metrics: Mapping[str, str] | None = None) -> str:
+    """The effect a verdict speaks about: ``metrics[analysis]``, else the first of ``thresholds`` (in
+    its order) that the analysis has, else its first effect."""
+    if metrics and analysis in metrics:
+        return metrics[analysis]
+    return next((m for m in (thresholds or {}) if m in effects), effects[0])
 
 
 def _clause(d: Any) -> str:
@@ -193,14 +203,14 @@ def verdict_lines(results: Any, thresholds: Mapping[str, float] | None = None, *
     for d in ds:
         by_analysis.setdefault(d.analysis, []).append(d)
     for analysis, items in by_analysis.items():
-        effects = list(dict.fromkeys(d.metric for d in items))
-        chosen = (metrics or {}).get(analysis) or next((m for m in effects if thresholds and m in thresholds),
-                                                       effects[0])
+        chosen = main_metric(analysis, [d.metric for d in items], thresholds, metrics)
         mine = [d for d in items if d.metric == chosen]
         name = (names or {}).get(analysis, analysis)
         if mine and all(d.outcome == "never_holds" for d in mine):
             lines.append(mine[0].verdict(name))
             continue
-        clauses = [_clause(d) for d in mine]
+        # the criterion once, in the first clause
+        clauses = [_clause(d) if i == 0 else _clause(d).replace(f" ({d.criterion_text()})", "")
+                   for i, d in enumerate(mine)]
         lines.append(f"{name}: " + "; ".join(clauses))
     return lines
