@@ -8,7 +8,14 @@ relative Gaussian weight noise (σ), then compared at equal measured ΔL with
 ``compare_dissolutions``. Prints every evaluated level, the verdict lines and the wall time of each
 search (one thread; the 2-core budget of the issue is "≤ 10 minutes").
 
-Run: ``python benchmarks/bench_dissolution.py [--chains 8] [--tolerance 0.15] [--out DIR]``
+Clean window (``--clean-window``): a sweep of the correct hypothesis and of the previous-token-head
+ablation over the tempered posterior (LossIncrease 0.1, 0.3, 0.6, 1.0), and the effect/collateral
+ratio per level with bootstrap intervals over chains against the ratio at w0
+(``Results.clean_window``). The induction task marks no trained predictions outside the claim, so
+the analyses declare no collateral; the ratio is printed with the KL on the unscored (untrained)
+positions as the denominator, for the record.
+
+Run: ``python benchmarks/bench_dissolution.py [--chains 8] [--tolerance 0.15] [--out DIR] [--clean-window]``
 """
 
 from __future__ import annotations
@@ -26,7 +33,10 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.15)
     parser.add_argument("--out", default=None)
     parser.add_argument("--skip-noise", action="store_true")
+    parser.add_argument("--clean-window", action="store_true", help="only the clean-window sweep")
     args = parser.parse_args()
+    if args.clean_window:
+        return clean_window(args.chains)
     torch.set_num_threads(1)
     pd.set_option("display.width", 200)
     import interp
@@ -64,6 +74,38 @@ def main() -> None:
         cmp = interp.compare_dissolutions(found["correct", "TemperedPosterior"], found["correct", "WeightNoise"],
                                           names=("tempered posterior", "weight noise"))
         print("\n" + cmp.statement)
+
+
+def clean_window(chains: int) -> None:
+    torch.set_num_threads(1)
+    pd.set_option("display.width", 220)
+    import interp
+    from analyses.ablation import HeadAblation
+    from analyses.scrubbing import CausalScrubbing
+    from analyses.scrubbing.induction import hypotheses
+    from interp.degradations import CalibrationConfig
+    from interp.organisms import induction
+    from interp.verdicts import clean_window_findings
+
+    model, task = interp.organisms.load("induction")
+    analyses = [CausalScrubbing(hypotheses()["correct"], eval_rows=64, seeds=1, name="scrub_correct"),
+                HeadAblation([induction.PREV_TOKEN_HEAD], name="prev_token_head")]
+    sampler = interp.TemperedPosterior(chains=chains, draws=1, burnin=100, seed=0, progress=False,
+                                       calibration=CalibrationConfig(tolerance=0.2, max_rounds=4))
+    t = time.perf_counter()
+    res = interp.run_sweep(model, task, analyses, sampler, [interp.LossIncrease(x) for x in (0.1, 0.3, 0.6, 1.0)],
+                           progress=False)
+    print(f"sweep: {time.perf_counter() - t:.1f} s wall")
+    for line in clean_window_findings(res):
+        print(line)
+    cw = res.clean_window(collateral="kl_unclaimed")
+    cols = ["analysis", "effect", "delta_loss", "effect_mean", "effect_ci_low", "effect_ci_high", "collateral_mean",
+            "collateral_ci_low", "collateral_ci_high", "ratio", "ratio_ci_low", "ratio_ci_high", "baseline_ratio",
+            "better_than_w0", "worse_than_w0"]
+    print("with the unscored-position KL (untrained predictions) as denominator:")
+    print(cw[cols].round(4).to_string(index=False))
+    for line in clean_window_findings(res, cw):
+        print(line)
 
 
 if __name__ == "__main__":
