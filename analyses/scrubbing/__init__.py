@@ -10,14 +10,14 @@ resampled from its class and everything unclaimed by a random input, each path w
     recovered = (L_baseline − L_scrubbed) / (L_baseline − L_clean)
 
 reported together with KL(clean ‖ scrubbed), which cannot cancel, cancellation flags, intervals over
-reference draws and seeds, and a flag when the ratio is meaningless (REFERENCE §3;
+reference draws and seeds, and a flag when the ratio is meaningless (docs/science.md, "Causal scrubbing";
 :func:`summarize`). :class:`CausalScrubbing` is an ``Analysis`` for ``interp.run_sweep``;
 :func:`scrub_graph` runs the same algorithm on a small non-transformer graph of functions;
 :mod:`analyses.scrubbing.induction` has ready-made hypotheses for the induction organism and for
 its hand-compiled twin :mod:`interp.organisms.compiled`, whose circuit is known by construction
 (the true hypothesis recovers 100%, the false ones 0.15–0.24).
 
-Hand-written: no maintained implementation exists for TransformerLens 4 (REFERENCE §3).
+Hand-written: no maintained implementation exists for TransformerLens 4.
 
 Example::
 

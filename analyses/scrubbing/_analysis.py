@@ -1,6 +1,6 @@
 """``CausalScrubbing``: score one hypothesis on a task, as an ``Analysis`` for sweeps.
 
-Effect and collateral (DESIGN.md): the effects are ``recovered`` (fraction of the loss gap to the
+Effect and collateral (docs/design.md, docs/concepts.md): the effects are ``recovered`` (fraction of the loss gap to the
 primary baseline that the hypothesis recovers) and ``kl_recovered`` (the same for KL, which cannot
 cancel); the collateral ``kl_unclaimed`` is the mean KL(clean ‖ scrubbed) at the predictions outside
 the task's claim that carry a *trained* behaviour: the positions the task marks in its
@@ -108,7 +108,7 @@ class CausalScrubbing(Params):
         hypothesis: the :class:`Hypothesis` to test.
         baselines: ``name -> Hypothesis``; the first is primary. Default: ``"treeified"``, the
             hypothesis's own tree with every rule unconditional (``hypothesis.unconditional()``: each
-            claimed path on its own random input; the baseline REFERENCE §3's numbers use), then
+            claimed path on its own random input; the baseline of docs/science.md, "Causal scrubbing"), then
             ``"resample_all"`` (``Hypothesis([])``: the whole model on one random input, Chan et al.'s
             fully scrubbed model). Both are reported; ``recovered`` is against the first.
         name: the analysis name in sweep results (default ``"scrub_" + hypothesis.name``).

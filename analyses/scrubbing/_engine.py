@@ -23,8 +23,7 @@ its value read at that position (leaves only read the distinct sequences once).
 Head readings are fed through the bridge itself: one forward with ``resid_pre(l)`` replaced by the
 stacked readings (captures ``attn.hook_q/k/v``), then one forward on the datum with head ``h``'s
 ``q``, ``k``, ``v`` patched (captures ``head_out(l, h)``), so LayerNorm, biases and the attention are
-the model's own code. Hand-written because no TL 4 implementation of causal scrubbing exists
-(REFERENCE §3).
+the model's own code. Hand-written because no TL 4 implementation of causal scrubbing exists.
 """
 
 from __future__ import annotations

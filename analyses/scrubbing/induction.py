@@ -3,8 +3,8 @@
 The induction circuit (Elhage et al. 2021; Olsson et al. 2022): a previous-token head in layer 0
 writes "the token before me" at every key position; an induction head in layer 1 matches its query,
 the current token, against those keys, attends to the position after the previous occurrence and
-copies that position's token through its value. As a hypothesis (REFERENCE §3; Chan et al. 2022's
-induction experiment):
+copies that position's token through its value. As a hypothesis (Chan et al. 2022's induction
+experiment; Olsson et al. 2022):
 
 - output ← both induction heads (exact: computed on the reference sequence);
 - each induction head's Q ← token embedding, same token at the query position;

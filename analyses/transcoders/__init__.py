@@ -29,7 +29,7 @@ Inspection (:func:`inspect_features`): top-activating examples with context, a p
 (pandas) and an HTML view (renders in notebooks); :func:`modadd_fourier` gives each latent's input
 and output frequency on the ``modadd`` organism (Nanda et al. 2023).
 
-Across degradation (:class:`SparseMLP`, REFERENCE §4): a transcoder trained on the clean MLP is not a
+Across degradation (:class:`SparseMLP`; docs/science.md, "Transcoders"): a transcoder trained on the clean MLP is not a
 faithful replacement of a degraded one, so each draw gets a warm-started refit measured against its
 own MLP, the clean transcoder is also applied unchanged ("cross-application"), and dictionaries are
 matched by decoder cosine against a same-init, different-data-order baseline.

@@ -45,8 +45,8 @@ class SparseMLPConfig:
         refit_from: ``"clean"``: each refit is warm-started from the clean transcoder T₀ (cheap; but
             its decoder starts at T₀'s, so short refits match T₀ almost by construction);
             ``"init"``: each refit trains from T₀'s initialisation (same init seed, ``refit_steps``
-            steps at the training lr and warm-up), the protocol behind REFERENCE §4's 9% / 77%
-            matching figures; costly (a full training per draw).
+            steps at the training lr and warm-up), the protocol behind the 9% / 77% matching
+            figures of docs/science.md ("Transcoders"); costly (a full training per draw).
         pretrained: digest of a transcoder given to :class:`SparseMLP` instead of training one (set
             by the constructor; part of a sweep's identity).
     """
@@ -105,7 +105,7 @@ class SparseMLP(Params):
     (:attr:`clean`), and measures the *same-init, different-data-order baseline*: a refit of T₀ on
     the clean weights with the data order ``order_seed + 1`` instead of ``order_seed``; the share of
     T₀'s live decoder rows it matches at cosine 0.7 / 0.9 is what a refit changes by data order
-    alone (REFERENCE §4: compare survival against it, never against 0).
+    alone (compare survival against it, never against 0: docs/science.md, "Transcoders").
 
     At every call (w0 and each draw), on ``eval_rows`` test rows, against *this* model's own MLP:
 

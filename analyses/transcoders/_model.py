@@ -45,7 +45,7 @@ class TranscoderConfig:
     """How a transcoder is shaped and trained.
 
     Args:
-        n_latents: dictionary width L. ``None``: 32·d_model (REFERENCE §4), resolved at training.
+        n_latents: dictionary width L. ``None``: 32·d_model (Gao et al. 2024), resolved at training.
         activation: ``"topk"`` (z = ReLU(TopK_k(W_enc x + b_enc)), Gao et al. 2024) or ``"relu"``
             (z = ReLU(W_enc x + b_enc) with an L1 penalty, Dunefsky et al. 2024), the baseline.
         k: active latents per token for TopK (the L0 is then a setting, not a result).
