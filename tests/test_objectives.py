@@ -469,3 +469,21 @@ def test_behavioural_recompute_under_the_sampler(bridge):
         runs.append([d.loss for d in sampler.draws(bridge, task)])
     assert runs[0] == pytest.approx(runs[1], rel=1e-4, abs=1e-7)
     assert max(runs[0]) > 0
+
+
+def test_corpus_loss_and_as_objective(bridge):
+    from interp.objectives import Behavioural, CorpusLoss, Objective, as_objective
+
+    task = _task(_batch(rows=6))
+    obj = as_objective(task)
+    assert isinstance(obj, CorpusLoss) and isinstance(obj, Objective)
+    assert (obj.name, obj.units) == ("corpus", "nats/token")
+    data = obj.tensors()
+    assert set(data) == {"input_ids", "target_mask"} and len(data["input_ids"]) == 6
+    assert obj.loss(bridge, data).item() == pytest.approx(task.loss(bridge, data).item())
+    beh = Behavioural(task)
+    assert isinstance(beh, Objective) and as_objective(beh) is beh
+    with pytest.raises(ValueError, match="has no next-token loss"):
+        CorpusLoss(type(task)("u", task.dataset, has_loss=False))
+    with pytest.raises(ValueError, match="objective=int"):
+        as_objective(3)
