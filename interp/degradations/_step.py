@@ -16,7 +16,7 @@ Example::
     >>> w, w0 = [torch.ones(2)], [torch.zeros(2)]
     >>> drift = step.drift([torch.ones(2)], step.displacement(w, w0))   # B·g + γ(w − w0) = 11
     >>> step.apply_(w, drift, [torch.zeros(2)])
-    >>> w[0].tolist()                                                     # 1 − 0.005·11
+    >>> [round(x, 6) for x in w[0].tolist()]                               # 1 − 0.005·11
     [0.945, 0.945]
 """
 

@@ -29,6 +29,7 @@ after another.
 
 Example::
 
+    >>> from interp.degradations import estimate_llc
     >>> from interp.degradations.oracles import DeepLinearNetwork
     >>> net = DeepLinearNetwork([4, 3, 4], rank=1)
     >>> est = estimate_llc(net, net.loss, nbeta=100.0, localization=1.0, lr=6e-4, chains=2,
