@@ -112,9 +112,11 @@ class CausalScrubbing(Params):
             ``"resample_all"`` (``Hypothesis([])``: the whole model on one random input, Chan et al.'s
             fully scrubbed model). Both are reported; ``recovered`` is against the first.
         name: the analysis name in sweep results (default ``"scrub_" + hypothesis.name``).
-        eval_rows, split, pool_rows, seeds, seed, min_class, on_small_class, min_gap, cancel_tol,
-            bootstrap, batch_size: the :class:`ScrubbingConfig` fields (``rows`` and ``chunk`` are the
-            deprecated names of ``eval_rows`` and ``batch_size``).
+
+    The keywords ``eval_rows``, ``split``, ``pool_rows``, ``seeds``, ``seed``, ``min_class``,
+    ``on_small_class``, ``min_gap``, ``cancel_tol``, ``bootstrap`` and ``batch_size`` are the
+    :class:`ScrubbingConfig` fields (``rows`` and ``chunk`` are the deprecated names of ``eval_rows``
+    and ``batch_size``).
 
     Fitted by :meth:`setup`: ``columns_``, ``ids_``, ``mask_`` (the pool), ``refs_`` (the reference
     rows) and ``groups_`` (each rule's classes). One-shot use: ``setup`` then call at the current weights.
