@@ -393,3 +393,24 @@ def test_levels_that_cannot_be_told_apart_are_warned(caplog):
     assert len(msgs) == 2 and len(caplog.records) == 2
     assert "NBeta(300) and NBeta(3000)" in msgs[0] and "agree within 2 standard errors" in msgs[0]
     assert "NBeta(30) and LossIncrease(0.5)" in msgs[1] and "B = 30" in msgs[1]
+
+
+def test_assess_calibration_reads_stored_records():
+    """What a sweep stores in levels.json (asdict, NaN as text) can be assessed after the fact."""
+    import dataclasses as dc
+    import json
+
+    from interp.degradations import CalibrationRecord, CalibrationRound, assess_calibration
+    from interp.degradations._chain import ChainDiagnostics
+
+    rec = CalibrationRecord(target=0.1, nbeta=50.0, lr=1e-3, converged=True, units="nats/token",
+                            rounds=(CalibrationRound(50.0, 1e-3, float("nan"), float("nan"), failed="boom"),
+                                    CalibrationRound(50.0, 5e-4, 0.1, 5.0)))
+    chains = [ChainDiagnostics(chain=i, nbeta=50.0, lr=5e-4, localization=1.0, burnin=0, init_loss=0.0,
+                               init_eval_loss=1.0, n_params=4, eval_losses=[1.0 + v, 1.0 + v]) for i, v in
+              enumerate([0.3, 0.35])]
+    live = assess_calibration(rec, chains)
+    stored = json.loads(json.dumps(dc.asdict(rec), default=str).replace("NaN", '"nan"'))
+    again = assess_calibration(stored, [dc.asdict(c) for c in chains])
+    assert again.failed == live.failed and "0.325" in again.failed
+    assert again.measured == pytest.approx(live.measured) and math.isnan(again.rounds[0].llc)

@@ -43,6 +43,7 @@ __all__ = [
     "resolve_level",
     "assess_calibration",
     "indistinct_levels",
+    "record_from_dict",
 ]
 
 
@@ -159,21 +160,52 @@ class CalibrationFailed(RuntimeError):
         )
 
 
-def assess_calibration(calibration: CalibrationRecord | None, chains: Sequence[Any],
+def _num(x: Any) -> float:
+    """A float from a stored value (JSON keeps NaN/inf as text)."""
+    return float(x) if x is not None else math.nan
+
+
+def record_from_dict(d: Mapping[str, Any]) -> CalibrationRecord:
+    """A :class:`CalibrationRecord` back from its stored form (``levels.json``)."""
+    known = {f.name for f in dataclasses.fields(CalibrationRecord)}
+    rounds = tuple(CalibrationRound(**{**r, **{k: _num(r[k]) for k in ("nbeta", "lr", "loss_increase", "llc")}})
+                   for r in d.get("rounds", ()))
+    values = {k: v for k, v in d.items() if k in known and k != "rounds"}
+    for k in ("target", "nbeta", "lr", "measured", "measured_se", "acceptance"):
+        if values.get(k) is not None:
+            values[k] = _num(values[k])
+    return CalibrationRecord(rounds=rounds, **values)
+
+
+def _chain_increase(c: Any) -> float:
+    """A chain's mean loss increase on the fixed batch (NaN if it failed): a ChainDiagnostics or its
+    stored dict."""
+    if not isinstance(c, Mapping):
+        return math.nan if c.failed else c.loss_increase
+    evals, init = c.get("eval_losses"), c.get("init_eval_loss")
+    if c.get("failed") or not evals or init is None:
+        return math.nan
+    vals = [_num(x) for x in evals]
+    return sum(vals) / len(vals) - _num(init)
+
+
+def assess_calibration(calibration: CalibrationRecord | Mapping[str, Any] | None, chains: Sequence[Any],
                        config: CalibrationConfig | None = None, strict: bool = False) -> CalibrationRecord | None:
     """The calibration record with the final chains' measured loss increase and its verdict.
 
     ``chains``: the level's :class:`~interp.degradations.ChainDiagnostics` (all of them: from one
-    ``draws()`` call, or gathered from ``run_chain`` jobs). ``measured`` is the mean of the
-    successful chains' ``loss_increase``; the level fails when it is outside ``acceptance`` of the
-    target (or when every chain failed, or when it had already failed to converge). ``None`` (a level
-    that was not calibrated) stays ``None``. With ``strict`` a failed level raises
-    :class:`CalibrationFailed`.
+    ``draws()`` call, or gathered from ``run_chain`` jobs; their stored dicts work too, as does a
+    stored record). ``measured`` is the mean of the successful chains' ``loss_increase``; the level
+    fails when it is outside ``acceptance`` of the target (or when every chain failed, or when it
+    had already failed to converge). ``None`` (a level that was not calibrated) stays ``None``.
+    With ``strict`` a failed level raises :class:`CalibrationFailed`.
     """
     if calibration is None:
         return None
+    if isinstance(calibration, Mapping):
+        calibration = record_from_dict(calibration)
     acceptance = (config or CalibrationConfig()).acceptance
-    vals = [c.loss_increase for c in chains if not c.failed and math.isfinite(c.loss_increase)]
+    vals = [v for v in map(_chain_increase, chains) if math.isfinite(v)]
     measured = sum(vals) / len(vals) if vals else math.nan
     se = statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else math.nan
     failed = calibration.failed
@@ -197,20 +229,15 @@ def _level_stats(info: Any) -> tuple[float | None, float, float]:
     chains = getattr(info, "chains", None)
     if chains is None and isinstance(info, Mapping):
         chains = info.get("chains") or []
-    rows = []
+    chains = list(chains or [])
     nbeta = None
-    for c in chains or []:
-        get = c.get if isinstance(c, Mapping) else (lambda k, c=c: getattr(c, k, None))
-        nbeta = get("nbeta") if nbeta is None else nbeta
-        evals, init = get("eval_losses"), get("init_eval_loss")
-        if get("failed") or not evals or init is None or isinstance(init, str):
-            continue
-        vals = [float(x) for x in evals]
-        if all(math.isfinite(v) for v in vals):
-            rows.append(sum(vals) / len(vals) - float(init))
+    if chains:
+        first = chains[0]
+        nbeta = first.get("nbeta") if isinstance(first, Mapping) else first.nbeta
+    rows = [v for v in map(_chain_increase, chains) if math.isfinite(v)]
     mean = sum(rows) / len(rows) if rows else math.nan
     se = statistics.stdev(rows) / math.sqrt(len(rows)) if len(rows) > 1 else math.nan
-    return (None if nbeta is None else float(nbeta)), mean, se
+    return (None if nbeta is None else _num(nbeta)), mean, se
 
 
 def indistinct_levels(levels: Mapping[Any, Any], sigmas: float = 2.0, warn: bool = True) -> list[str]:
