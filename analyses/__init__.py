@@ -13,7 +13,7 @@ intervene only through ``hooks``.
   controls and causal checks; frozen (fitted on w0) and refitted on every draw.
 - ``SparseMLP`` (``analyses.transcoders``): a transcoder replacing one MLP, followed across draws.
 
-One-shot function and sweep analysis come in pairs: ``probe`` / ``FrozenProbe``, ``norm_profile`` /
+One-shot function and sweep analysis come in pairs: ``probe`` / ``FrozenProbe``, ``profile_norms`` /
 ``ResidualNorms``, ``evaluate_transcoder`` / ``SparseMLP``, ``ablate_heads`` / ``HeadAblation``.
 Every analysis takes explicit keyword arguments stored unchanged (``repr`` shows them), keeps what
 ``setup`` fits in attributes ending in ``_``, and names rows per forward ``batch_size`` and
@@ -43,6 +43,7 @@ _LAZY = {
     "ablate_heads": "analyses.ablation",
     "evaluate_transcoder": "analyses.transcoders",
     "norm_profile": "analyses.norms",
+    "profile_norms": "analyses.norms",
     "probe": "analyses.probing",
 }
 

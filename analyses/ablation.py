@@ -33,7 +33,7 @@ Example::
     True
 
 One-shot function and sweep analysis come in pairs across ``analyses``: :func:`ablate_heads` /
-:class:`HeadAblation` here, ``probe`` / ``FrozenProbe``, ``norm_profile`` / ``ResidualNorms``,
+:class:`HeadAblation` here, ``probe`` / ``FrozenProbe``, ``profile_norms`` / ``ResidualNorms``,
 ``evaluate_transcoder`` / ``SparseMLP``.
 """
 

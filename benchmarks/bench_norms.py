@@ -2,7 +2,7 @@
 
 Three ways to get the same per-layer norms, each in a fresh subprocess (peak RSS is per process):
 
-- ``stream``: :func:`analyses.norms.norm_profile` (batches of 64 rows through ``hooks.capture``; only
+- ``stream``: :func:`analyses.norms.profile_norms` (batches of 64 rows through ``hooks.capture``; only
   per-token scalars are kept), with the write norms;
 - ``cache_points``: one ``run_with_cache(names_filter=<the same points>)`` over all rows, norms from it;
 - ``cache_all``: one ``run_with_cache`` of every hook over all rows (the whole cache), norms from it.
@@ -64,7 +64,7 @@ def child(name: str, mode: str, tokens: int) -> dict:
     import torch
 
     import hooks
-    from analyses.norms import _layout, norm_profile
+    from analyses.norms import _layout, profile_norms
 
     torch.set_num_threads(1)
     model, ids, mask = _data(name, tokens)
@@ -75,7 +75,7 @@ def child(name: str, mode: str, tokens: int) -> dict:
     t = time.perf_counter()
     with torch.no_grad():
         if mode == "stream":
-            prof = norm_profile(model, ids, mask, batch_size=64)
+            prof = profile_norms(model, ids, mask, batch_size=64)
             means = [prof.mean(f"L{i}") for i in range(layout.n_layers + 1)]
         else:
             names = [hooks.resolve(model, p).name for p in layout.points(True)]

@@ -1,4 +1,4 @@
-"""ResidualNorms / norm_profile: parity with a hand-written forward, BOS and padding handling, the two
+"""ResidualNorms / profile_norms: parity with a hand-written forward, BOS and padding handling, the two
 random-init facts (post-LN: √d_model; pre-LN: diffusive growth), write attribution, the folded copy,
 post-LN measurement on MiniLM, sweep over checkpoints and the plots."""
 
@@ -18,7 +18,7 @@ from analyses.norms import (
     _log_linear_fit,
     folded_copy,
     log_linear_fit,
-    norm_profile,
+    profile_norms,
     plot_growth,
     plot_norms_by_layer,
 )
@@ -94,7 +94,7 @@ def test_norms_equal_a_hand_computed_forward():
     ids = torch.randint(0, 11, (5, 8), generator=gen)
     with torch.no_grad():
         stream, attn_w, mlp_w = _by_hand(model, ids)
-    prof = norm_profile(model, ids, batch_size=2)  # 3 batches
+    prof = profile_norms(model, ids, batch_size=2)  # 3 batches
     keep = torch.ones(5, 8, dtype=torch.bool)
     keep[:, 0] = False
     for l, x in enumerate(stream):
@@ -167,12 +167,12 @@ def test_padding_is_masked_in_statistics_and_in_the_forward():
     mask = torch.zeros(4, 12, dtype=torch.long)
     for r, n in enumerate(lengths):
         mask[r, :n] = 1
-    padded = norm_profile(model, ids, mask, batch_size=4)
+    padded = profile_norms(model, ids, mask, batch_size=4)
     for key in ("L2", "ln_L1", "attn_write_L1", "mlp_write_L2"):
-        alone = torch.cat([norm_profile(model, ids[r : r + 1, :n]).tokens(key) for r, n in enumerate(lengths)])
+        alone = torch.cat([profile_norms(model, ids[r : r + 1, :n]).tokens(key) for r, n in enumerate(lengths)])
         assert torch.allclose(padded.tokens(key), alone, rtol=1e-4, atol=1e-5)
     assert padded.n_tokens == sum(lengths) - 4
-    unmasked = norm_profile(model, ids, None, batch_size=4)
+    unmasked = profile_norms(model, ids, None, batch_size=4)
     assert unmasked.n_tokens == 4 * 11
     for key in ("L2", "attn_write_L1"):
         assert not torch.allclose(unmasked.values[key][1, 1:7], padded.values[key][1, 1:7], rtol=1e-2)
@@ -182,7 +182,7 @@ def test_left_padding_skips_the_first_real_token():
     model = _native(seed=0)
     ids = torch.tensor([[0, 0, 3, 4, 5, 6], [3, 4, 5, 6, 7, 8]])
     mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
-    prof = norm_profile(model, ids, mask)
+    prof = profile_norms(model, ids, mask)
     assert prof.mask.tolist() == [[False, False, False, True, True, True], [False] + [True] * 5]
 
 
@@ -192,7 +192,7 @@ def test_post_ln_random_init_layernorm_outputs_have_norm_sqrt_d():
     model = _tiny_bert(seed=1, d_model=64, layers=3)
     assert hooks.is_post_ln(model)
     ids = torch.randint(1, 100, (8, 10), generator=torch.Generator().manual_seed(0))
-    prof = norm_profile(model, ids)
+    prof = profile_norms(model, ids)
     for l in range(4):
         ln = prof.tokens(f"ln_L{l}")
         assert torch.allclose(ln, torch.full_like(ln, 8.0), rtol=1e-5), l
@@ -220,7 +220,7 @@ def test_pre_ln_random_init_grows_diffusively():
     model = _native(seed=0, d_model=256, d_head=32, n_heads=8, d_mlp=1024, n_layers=8, n_ctx=32,
                     d_vocab=1000, act_fn="gelu")
     ids = torch.randint(0, 1000, (64, 32), generator=torch.Generator().manual_seed(0))
-    out = ResidualNorms(weights=False).metrics(norm_profile(model, ids))
+    out = ResidualNorms(weights=False).metrics(profile_norms(model, ids))
     msq = [out[f"msq_L{l}"] for l in range(9)]
     assert _diffusive(msq) < 0.2
     increments = np.diff(msq)
@@ -238,8 +238,8 @@ def test_a_block_whose_writes_do_not_sum_to_the_stream_is_an_error():
     shift = hooks.Hook(hooks.resid_pre(1), lambda x, hook=None: x + 1.0)
     with hooks.apply(model, [shift]):
         with pytest.raises(ValueError, match="does not hold"):
-            norm_profile(model, ids)
-        norm_profile(model, ids, writes=False)  # stream norms alone are still fine
+            profile_norms(model, ids)
+        profile_norms(model, ids, writes=False)  # stream norms alone are still fine
 
 
 def test_folded_view_is_the_centred_stream_and_leaves_the_model_alone(organism):
@@ -248,7 +248,7 @@ def test_folded_view_is_the_centred_stream_and_leaves_the_model_alone(organism):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         logits = model(ids)
-    folded = norm_profile(model, ids, coordinates="folded")
+    folded = profile_norms(model, ids, coordinates="folded")
     raw = hooks.capture(model, ids, [hooks.resid_pre(0), hooks.resid_pre(1), hooks.resid_post(1)])
     for l, x in enumerate(raw.values()):
         centred = (x - x.mean(-1, keepdim=True)).norm(dim=-1)[:, 1:]
@@ -269,6 +269,23 @@ def test_log_linear_fit_recovers_exponential_growth():
     slope, r2 = log_linear_fit(torch.tensor([1.0, 3.0, 1.0, 3.0]))
     assert r2 < 0.5
     assert math.exp(float(_log_linear_fit(torch.tensor([1.0, 2.0, 4.0]))[0])) == pytest.approx(2.0)
+
+
+def test_profile_norms_takes_a_task_or_token_ids_and_the_old_name_warns(organism):
+    import analyses
+    from analyses.norms import norm_profile
+
+    model, task = organism
+    ids = task.tensors("test", rows=8)["input_ids"].long()
+    from_task = profile_norms(model, task, eval_rows=8, batch_size=4)
+    from_ids = profile_norms(model, ids, batch_size=4)
+    assert torch.equal(from_task.values["L1"].nan_to_num(-1), from_ids.values["L1"].nan_to_num(-1))
+    with pytest.warns(DeprecationWarning, match="renamed profile_norms"):
+        old = norm_profile(model, ids, batch_size=4)
+    assert torch.equal(old.mask, from_ids.mask)
+    assert analyses.profile_norms is profile_norms
+    with pytest.raises(ValueError, match=r"profile_norms\(eval_rows=0\)"):
+        profile_norms(model, task, eval_rows=0)
 
 
 def test_config_validation():

@@ -63,15 +63,23 @@ Example::
     >>> out = norms(model, task)                                    # doctest: +SKIP
     >>> out["skip_positions"], out["post_ln"], out["folded"]        # doctest: +SKIP
     (1.0, 0.0, 0.0)
-    >>> from analyses.norms import norm_profile                    # streaming, per-token values
-    >>> prof = norm_profile(model, task.tensors("test", rows=64)["input_ids"])  # doctest: +SKIP
+    >>> from analyses.norms import profile_norms                   # one shot, per-token values
+    >>> prof = profile_norms(model, task, eval_rows=64)              # doctest: +SKIP
     >>> prof.per_position("L2").shape                               # doctest: +SKIP
     torch.Size([33])
 """
 
 from analyses.norms._analysis import ResidualNorms, ResidualNormsConfig
 from analyses.norms._plot import plot_growth, plot_norms_by_layer
-from analyses.norms._profile import NormProfile, _layout, _log_linear_fit, folded_copy, log_linear_fit, norm_profile
+from analyses.norms._profile import (
+    NormProfile,
+    _layout,
+    _log_linear_fit,
+    folded_copy,
+    log_linear_fit,
+    norm_profile,
+    profile_norms,
+)
 
 __all__ = [
     "NormProfile",
@@ -80,6 +88,7 @@ __all__ = [
     "folded_copy",
     "log_linear_fit",
     "norm_profile",
+    "profile_norms",
     "plot_growth",
     "plot_norms_by_layer",
 ]

@@ -1,6 +1,6 @@
 """``ResidualNorms``: the sweep analysis of residual-stream norms, its config and its metrics.
 
-One-shot counterpart: :func:`analyses.norms.norm_profile` (per-token values at the current weights).
+One-shot counterpart: :func:`analyses.norms.profile_norms` (per-token values at the current weights).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 from analyses._base import Params
 from analyses.norms._profile import (_COORDINATES, NormProfile, _layout, _notes, _weight_norms, folded_copy,
-                                     log_linear_fit, norm_profile)
+                                     log_linear_fit, profile_norms)
 from interp.checks import bad_value, check_choice, check_flag, check_number, renamed_arguments
 
 __all__ = ["ResidualNorms", "ResidualNormsConfig"]
@@ -98,7 +98,7 @@ class ResidualNorms(Params):
     Arguments: the fields of :class:`ResidualNormsConfig` (``eval_rows``, was ``rows``), and ``name``.
     Fitted by :meth:`setup`: ``data_`` (the evaluation rows), ``fit_range_`` (the growth fit's stream
     points), ``notes_`` (what the numbers mean on this model). One-shot counterpart:
-    :func:`norm_profile`.
+    :func:`profile_norms`.
     """
 
     effects: tuple[str, ...] = ()
@@ -162,7 +162,7 @@ class ResidualNorms(Params):
         if not hasattr(self, "data_"):
             raise RuntimeError(f"{self.name}: call setup(model, task) on the clean weights first.")
         cfg = self.config
-        prof = norm_profile(
+        prof = profile_norms(
             model, self.data_["input_ids"], self.data_.get("attention_mask"), batch_size=cfg.batch_size,
             skip_positions=cfg.skip_positions, writes=cfg.writes, coordinates=cfg.coordinates,
         )

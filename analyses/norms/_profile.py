@@ -5,14 +5,15 @@ The measurement behind :class:`analyses.norms.ResidualNorms` (Heimersheim & Turn
 
 Example::
 
-    >>> from analyses.norms import norm_profile
-    >>> prof = norm_profile(model, ids, batch_size=16)           # doctest: +SKIP
+    >>> from analyses.norms import profile_norms
+    >>> prof = profile_norms(model, task, eval_rows=64, batch_size=16)   # doctest: +SKIP
     >>> prof.stream_means()                                       # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -21,9 +22,9 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 import hooks
-from interp.checks import check_choice, check_number
+from interp.checks import bad_value, check_choice, check_number
 
-__all__ = ["NormProfile", "norm_profile", "folded_copy", "log_linear_fit"]
+__all__ = ["NormProfile", "profile_norms", "norm_profile", "folded_copy", "log_linear_fit"]
 
 _COORDINATES = ("raw", "folded")
 
@@ -194,23 +195,30 @@ def _check_decomposition(acts: dict[str, Tensor], layout: _Layout, mask: Tensor)
             check(total, acts[layout.stream[layer + 1]].float(), f"block {layer}: x_(l+1) = x_l + attention + MLP writes")
 
 
-def norm_profile(
+def profile_norms(
     model: Any,
-    input_ids: Int[Tensor, "row pos"],
+    data: Any,
     attention_mask: Int[Tensor, "row pos"] | None = None,
     *,
+    eval_rows: int | None = 256,
+    split: str = "test",
     batch_size: int = 64,
     skip_positions: int = 1,
     writes: bool = True,
     coordinates: Literal["raw", "folded"] = "raw",
     progress: bool = False,
 ) -> NormProfile:
-    """Stream ``input_ids`` through ``model`` in batches and keep per-token norms (see module docs).
+    """Stream rows through ``model`` in batches and keep per-token norms (see :mod:`analyses.norms`):
+    the one-shot counterpart of :class:`ResidualNorms`.
 
     Args:
         model: a TransformerLens ``TransformerBridge`` (pre-LN or post-LN).
-        input_ids: token ids ``[row, pos]``.
-        attention_mask: 1 for real tokens, 0 for padding; passed to the forward and excludes padding.
+        data: a task (``eval_rows`` rows of its ``split``, with its ``attention_mask`` if it has one)
+            or token ids ``[row, pos]`` (all rows).
+        attention_mask: with token ids: 1 for real tokens, 0 for padding; passed to the forward and
+            excludes padding.
+        eval_rows: rows of the task's split (``None``: all); ignored for token ids.
+        split: the task's split.
         batch_size: rows per forward; peak memory is one batch's activations at the measured points.
         skip_positions: leading real tokens of each row excluded (1: BOS).
         writes: also the attention/MLP write norms and squared-norm increments.
@@ -219,11 +227,20 @@ def norm_profile(
     """
     from tqdm.auto import tqdm
 
-    check_choice("norm_profile", "coordinates", coordinates, _COORDINATES)
-    check_number("norm_profile", "batch_size", batch_size, integer=True, minimum=1,
-                 fix="Rows per forward, e.g. batch_size=64.")
-    check_number("norm_profile", "skip_positions", skip_positions, integer=True, zero_ok=True,
-                 fix="0 keeps BOS.")
+    c = "profile_norms"
+    check_choice(c, "coordinates", coordinates, _COORDINATES)
+    check_number(c, "batch_size", batch_size, integer=True, minimum=1, fix="Rows per forward, e.g. batch_size=64.")
+    check_number(c, "skip_positions", skip_positions, integer=True, zero_ok=True, fix="0 keeps BOS.")
+    if hasattr(data, "tensors"):  # a task
+        check_number(c, "eval_rows", eval_rows, integer=True, minimum=1, none_ok=True)
+        if attention_mask is not None:
+            raise bad_value(c, "attention_mask", "<tensor>", "None when data is a task (its own mask is used)")
+        rows = data.tensors(split, rows=eval_rows)
+        if "input_ids" not in rows:
+            raise ValueError(f"profile_norms: task {getattr(data, 'name', data)!r} has no numeric input_ids column.")
+        input_ids, attention_mask = rows["input_ids"], rows.get("attention_mask")
+    else:
+        input_ids = data
     if coordinates == "folded":
         model = folded_copy(model)
     layout = _layout(model)
@@ -273,6 +290,15 @@ def norm_profile(
             values[k][sl] = v.cpu().where(keep, torch.tensor(float("nan")))
     return NormProfile(values, mask, n, layout.post_ln, coordinates == "folded", skip_positions,
                        _notes(layout, skip_positions, coordinates == "folded"))
+
+
+def norm_profile(model: Any, input_ids: Int[Tensor, "row pos"], attention_mask: Int[Tensor, "row pos"] | None = None,
+                 **kwargs: Any) -> NormProfile:
+    """Deprecated name of :func:`profile_norms` (one-shot functions are verbs: ``probe``,
+    ``profile_norms``, ``evaluate_transcoder``, ``ablate_heads``)."""
+    warnings.warn("analyses.norms.norm_profile is renamed profile_norms; the old name is accepted for one "
+                  "release.", DeprecationWarning, stacklevel=2)
+    return profile_norms(model, input_ids, attention_mask, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
