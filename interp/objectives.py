@@ -210,6 +210,19 @@ class _Outputs:
         return ((new - ref) ** 2).sum(-1).mean() / scale
 
 
+class _OutputsAt(torch.nn.Module):
+    """``forward(batch)`` = the scored outputs of ``model``, so ``functional_call`` can evaluate them
+    at a frozen copy of w0."""
+
+    def __init__(self, model: torch.nn.Module, impl: _Outputs) -> None:
+        super().__init__()
+        self.model = model
+        object.__setattr__(self, "_impl", impl)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self._impl.outputs(self.model, batch)[0]
+
+
 class DivergenceMeter:
     """The behavioural divergence from w0 on one fixed batch, measured at the model's current weights.
 
@@ -227,24 +240,51 @@ class DivergenceMeter:
         has_loss: whether the task the batch comes from has a next-token loss (``None``: unknown).
         forward: optional ``fn(model, batch) -> outputs`` replacing the default forward (logits for
             ``"kl"``, final hidden state for ``"mse"``).
+        batch_size: rows per forward (bounds the logits in memory: rows × pos × d_vocab floats).
+        reference: ``"stored"`` keeps f_w0's outputs (for ``"kl"``: n_scored × d_vocab floats, e.g.
+            256 rows × 128 tokens of GPT-2 ≈ 6.6 GB); ``"recompute"`` keeps a copy of w0 instead and
+            evaluates f_w0 with ``torch.func.functional_call`` at each call (twice the forwards);
+            ``"auto"`` (default): stored when under ``max_reference_bytes``, else recompute.
+        max_reference_bytes: the limit for stored references (default 1 GiB).
     """
 
     def __init__(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor], kind: str = "auto",
-                 *, has_loss: bool | None = None, forward: Forward | None = None) -> None:
+                 *, has_loss: bool | None = None, forward: Forward | None = None, batch_size: int = 64,
+                 reference: str = "auto", max_reference_bytes: int = 1 << 30) -> None:
         if not isinstance(batch, Mapping) or not batch:
             raise ValueError(f"batch={type(batch).__name__}: give a non-empty dict of tensors.")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}: must be a positive integer (rows per forward).")
+        if reference not in ("auto", "stored", "recompute"):
+            raise ValueError(f"reference={reference!r}: use 'stored', 'recompute' or 'auto'.")
         self.kind = _resolve_kind(kind, batch, has_loss)
         self.units = DIVERGENCE_UNITS[self.kind]
         self.batch = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        n = len(next(iter(self.batch.values())))
+        self._chunks = [{k: v[i : i + batch_size] for k, v in self.batch.items()}
+                        for i in range(0, n, batch_size)]
         self._impl = _Outputs(self.kind, forward)
+        refs: list[torch.Tensor] = []
+        sq_sum, count, mode = 0.0, 0, reference
         with torch.no_grad():
-            ref, _ = self._impl.outputs(model, self.batch)
-        if ref.shape[0] == 0:
+            for i, chunk in enumerate(self._chunks):
+                ref, _ = self._impl.outputs(model, chunk)
+                if i == 0 and mode == "auto":
+                    need = ref.numel() * ref.element_size() * n / max(1, len(next(iter(chunk.values()))))
+                    mode = "stored" if need <= max_reference_bytes else "recompute"
+                if mode == "stored":
+                    refs.append(ref.detach())
+                sq_sum += float((ref.double() ** 2).sum())
+                count += ref.shape[0]
+        if count == 0:
             raise ValueError("DivergenceMeter: the batch has no scored positions (all masks zero).")
-        self._ref = ref.detach()
+        self.mode = mode
+        self._refs = refs if mode == "stored" else None
+        self._w0 = ({k: p.detach().clone() for k, p in model.named_parameters()}
+                    if mode == "recompute" else None)
         self._scale = 1.0
         if self.kind == "mse":
-            self._scale = float((self._ref ** 2).sum(-1).mean())
+            self._scale = sq_sum / count
             if not math.isfinite(self._scale) or self._scale <= 0:
                 raise ValueError(
                     f"DivergenceMeter: the final hidden state has mean squared norm {self._scale} at w0; "
@@ -265,27 +305,24 @@ class DivergenceMeter:
 
     @torch.no_grad()
     def __call__(self, model: torch.nn.Module) -> float:
-        new, _ = self._impl.outputs(model, self.batch)
-        return float(self._impl.divergence(new, self._ref.to(new.device), self._scale))
+        total, count = 0.0, 0
+        for i, chunk in enumerate(self._chunks):
+            new, _ = self._impl.outputs(model, chunk)
+            if self._refs is not None:
+                ref = self._refs[i].to(new.device)
+            else:
+                ref = torch.func.functional_call(_OutputsAt(model, self._impl), {
+                    f"model.{k}": v for k, v in self._w0.items()}, (chunk,))
+            total += float(self._impl.divergence(new, ref, self._scale)) * new.shape[0]
+            count += new.shape[0]
+        return total / count
 
     def __repr__(self) -> str:
-        return f"DivergenceMeter(kind={self.kind!r}, rows={len(next(iter(self.batch.values())))}, units={self.units!r})"
+        rows = len(next(iter(self.batch.values())))
+        return f"DivergenceMeter(kind={self.kind!r}, rows={rows}, units={self.units!r}, reference={self.mode!r})"
 
 
 # -------------------------------------------------------------------------------- objectives
-class _OutputsAt(torch.nn.Module):
-    """``forward(batch)`` = the scored outputs of ``model``, so ``functional_call`` can evaluate them
-    at a frozen copy of w0."""
-
-    def __init__(self, model: torch.nn.Module, impl: _Outputs) -> None:
-        super().__init__()
-        self.model = model
-        object.__setattr__(self, "_impl", impl)
-
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self._impl.outputs(self.model, batch)[0]
-
-
 class Behavioural:
     """The behavioural loss L_B(w) = E_x D(f_w(x), f_w0(x)) (Bushnaq et al. 2024) as an objective.
 

@@ -88,6 +88,26 @@ def test_mse_meter_is_normalised_change_of_final_hidden_state(bridge):
     assert meter(bridge) == 0.0                        # restored weights: back to exactly 0
 
 
+def test_meter_chunks_and_recompute_give_the_same_value(bridge):
+    """Rows in chunks of 2, and f_w0 recomputed from a copy of w0 instead of stored: the same mean
+    divergence (float rounding), exactly 0 at w0; 'auto' recomputes above max_reference_bytes."""
+    batch = _batch(rows=5)
+    whole = DivergenceMeter(bridge, batch, kind="kl")
+    chunked = DivergenceMeter(bridge, batch, kind="kl", batch_size=2)
+    recomputed = DivergenceMeter(bridge, batch, kind="kl", batch_size=2, reference="recompute")
+    auto = DivergenceMeter(bridge, batch, kind="kl", max_reference_bytes=100)
+    assert (whole.mode, recomputed.mode, auto.mode) == ("stored", "recompute", "recompute")
+    assert [m(bridge) for m in (whole, chunked, recomputed, auto)] == [0.0] * 4
+    saved = _perturb(bridge, 0.05)
+    try:
+        values = [m(bridge) for m in (whole, chunked, recomputed, auto)]
+    finally:
+        _restore(bridge, saved)
+    assert values[0] > 1e-4
+    assert values[1:] == pytest.approx([values[0]] * 3, rel=1e-5)
+    assert [m(bridge) for m in (whole, recomputed)] == [0.0, 0.0]
+
+
 def test_meter_for_task_picks_kind_by_has_loss(bridge):
     import datasets
 
