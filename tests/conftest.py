@@ -4,21 +4,28 @@
   loaded once per test module (a module may still define its own ``organism`` fixture, which wins).
 - ``modadd``: the modular-addition organism and its task, once per test module.
 - ``tiny``: a tiny native bridge and its repeated-token task (``reliability_tiny``), once per module.
-- torch's intra-op thread count never leaks from one test module to the next: it is put back after
-  each module. A module that wants a fixed count for its own tests says so with a module attribute,
-  ``TORCH_THREADS = 1``, instead of calling ``torch.set_num_threads`` at import time (which would change
-  it for every module collected after it).
+- torch's intra-op thread count never leaks from one test module to the next. Each module's tests run
+  with its ``TORCH_THREADS`` attribute if it has one, else with ``DEFAULT_THREADS`` (1: the models here
+  are tiny, and default threading oversubscribes a busy 2-core machine; the notebook test measured a
+  sweep cell at 349 s with default threads against 30 s with one; ``INTERP_TEST_THREADS=N`` changes
+  it), and the count is put back after the module. A module sets ``TORCH_THREADS = N`` instead of
+  calling ``torch.set_num_threads`` at import time, which would change it for every module collected
+  after it.
 
 The fast lane skips the tests marked ``slow``: ``python -m pytest -q -m "not slow"``.
 """
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 #: the thread count before any test module was imported
 _INITIAL_THREADS = torch.get_num_threads()
+#: threads for a module's tests unless it sets TORCH_THREADS
+DEFAULT_THREADS = int(os.environ.get("INTERP_TEST_THREADS", "1"))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -28,11 +35,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.fixture(autouse=True, scope="module")
 def _torch_threads_per_module(request: pytest.FixtureRequest):
-    """The module's ``TORCH_THREADS`` (if any) during its tests; the count before it afterwards."""
+    """The module's ``TORCH_THREADS`` (else ``DEFAULT_THREADS``) during its tests; the count from
+    before it afterwards."""
     before = torch.get_num_threads()
-    wanted = getattr(request.module, "TORCH_THREADS", None)
-    if wanted is not None:
-        torch.set_num_threads(int(wanted))
+    torch.set_num_threads(int(getattr(request.module, "TORCH_THREADS", DEFAULT_THREADS)))
     yield
     torch.set_num_threads(before)
 

@@ -99,7 +99,7 @@ def test_torch_threads_do_not_leak_between_test_modules(tmp_path):
     shutil.copy(Path(__file__).with_name("conftest.py"), tmp_path / "conftest.py")
     (tmp_path / "test_a.py").write_text(textwrap.dedent("""
         import torch
-        torch.set_num_threads(3)              # at import: undone when collection ends
+        torch.set_num_threads(6)              # at import: undone when collection ends
         TORCH_THREADS = 2                     # this module's own tests run with 2
 
         def test_a():
@@ -108,12 +108,11 @@ def test_torch_threads_do_not_leak_between_test_modules(tmp_path):
     """))
     (tmp_path / "test_b.py").write_text(textwrap.dedent("""
         import torch
-        from conftest import _INITIAL_THREADS
 
-        def test_b():
-            assert torch.get_num_threads() == _INITIAL_THREADS
+        def test_b():                         # no TORCH_THREADS: the suite's default, not test_a's 5
+            assert torch.get_num_threads() == 3
     """))
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "4"}
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "4", "INTERP_TEST_THREADS": "3"}
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
                          capture_output=True, text=True, cwd=tmp_path, env=env)
     assert res.returncode == 0 and "2 passed" in res.stdout, res.stdout + res.stderr
