@@ -57,7 +57,7 @@ def main() -> None:
     if not args.skip_noise:
         runs.append(("correct", noise, dict(start=0.05, limits=(1e-3, 1.0))))
     for name, deg, kw in runs:
-        scrub = CausalScrubbing(hyps[name], rows=64, seeds=1, name=f"scrub_{name}")
+        scrub = CausalScrubbing(hyps[name], eval_rows=64, seeds=1, name=f"scrub_{name}")
         out = None if args.out is None else f"{args.out}/{name}_{type(deg).__name__}"
         t = time.perf_counter()
         d = interp.dissolution(model, task, scrub, deg, metric="recovered", threshold=0.9,
