@@ -99,7 +99,7 @@ class Task:
     def from_texts(cls, texts: Iterable[str], tokenizer_or_model: Any, *, max_length: int | None = None,
                    pack: bool = True, truncate: bool = False, columns: Mapping[str, Sequence] | None = None,
                    name: str = "texts", description: str = "", test_fraction: float = 0.1,
-                   seed: int = 0) -> Task:
+                   seed: int = 0, has_loss: bool = True) -> Task:
         """A next-token task from a list of texts, tokenised with the model's tokenizer.
 
         Args:
@@ -116,19 +116,21 @@ class Task:
             description: one sentence on the task (default: says how it was built).
             test_fraction: the fraction of rows (at random) in the test split.
             seed: seeds that split.
+            has_loss: ``False`` for a model without an LM head (e.g. MiniLM): the rows serve probes
+                and norms, and loss-based code raises instead of reading random logits.
         """
         from interp.textdata import texts_task
 
         return texts_task(texts, tokenizer_or_model, max_length=max_length, pack=pack, truncate=truncate,
                           columns=columns, name=name, description=description,
-                          test_fraction=test_fraction, seed=seed)
+                          test_fraction=test_fraction, seed=seed, has_loss=has_loss)
 
     @classmethod
     def from_dataset(cls, dataset: Any, tokenizer_or_model: Any, *, text_column: str = "text",
                      rows: int | None = None, split: str = "train", shuffle: bool = False,
                      max_length: int | None = None, pack: bool = True, truncate: bool = False,
                      keep_columns: Sequence[str] | None = None, name: str | None = None,
-                     test_fraction: float = 0.1, seed: int = 0) -> Task:
+                     test_fraction: float = 0.1, seed: int = 0, has_loss: bool = True) -> Task:
         """A next-token task from a Hugging Face ``datasets`` dataset's ``text_column``.
 
         ``dataset`` may be a ``Dataset``, a ``DatasetDict`` (``split`` is used) or an
@@ -141,7 +143,8 @@ class Task:
 
         return dataset_task(dataset, tokenizer_or_model, text_column=text_column, rows=rows, split=split,
                             shuffle=shuffle, max_length=max_length, pack=pack, truncate=truncate,
-                            keep_columns=keep_columns, name=name, test_fraction=test_fraction, seed=seed)
+                            keep_columns=keep_columns, name=name, test_fraction=test_fraction, seed=seed,
+                            has_loss=has_loss)
 
     @classmethod
     def from_pairs(cls, prompts: Sequence[str], answers: Sequence[str], tokenizer_or_model: Any,

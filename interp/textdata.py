@@ -125,7 +125,8 @@ def _check_max_length(max_length: int | None, n_ctx: int | None, tok: Any) -> in
 
 
 # ------------------------------------------------------------------------------------ rows
-def _split_task(name: str, rows: list[dict], test_fraction: float, seed: int, description: str):
+def _split_task(name: str, rows: list[dict], test_fraction: float, seed: int, description: str,
+                has_loss: bool = True):
     import datasets
 
     from interp.tasks import Task
@@ -142,7 +143,7 @@ def _split_task(name: str, rows: list[dict], test_fraction: float, seed: int, de
     train = [rows[i] for i in sorted(order[n_test:])]
     return Task(name, datasets.DatasetDict(train=datasets.Dataset.from_list(train),
                                            test=datasets.Dataset.from_list(test)),
-                description=description)
+                description=description, has_loss=has_loss)
 
 
 def _check_texts(texts: Any, what: str = "texts") -> list[str]:
@@ -176,7 +177,7 @@ def _padded_rows(ids: list[list[int]], pad: int, first_scored: list[int]) -> lis
 def texts_task(texts: Iterable[str], tokenizer_or_model: Any, *, max_length: int | None = None,
                pack: bool = True, truncate: bool = False, columns: Mapping[str, Sequence] | None = None,
                name: str = "texts", description: str = "", test_fraction: float = 0.1,
-               seed: int = 0):
+               seed: int = 0, has_loss: bool = True):
     """See :meth:`interp.tasks.Task.from_texts`."""
     texts = _check_texts(texts)
     tok, d_vocab, n_ctx = resolve_tokenizer(tokenizer_or_model)
@@ -234,14 +235,14 @@ def texts_task(texts: Iterable[str], tokenizer_or_model: Any, *, max_length: int
             row.update({c: v[i] for c, v in columns.items()})
     desc = description or (f"{len(texts)} texts, " + ("packed" if pack else "padded")
                            + f" to {max_length} tokens")
-    return _split_task(name, rows, test_fraction, seed, desc)
+    return _split_task(name, rows, test_fraction, seed, desc, has_loss=has_loss)
 
 
 def dataset_task(dataset: Any, tokenizer_or_model: Any, *, text_column: str = "text",
                  rows: int | None = None, split: str = "train", shuffle: bool = False,
                  max_length: int | None = None, pack: bool = True, truncate: bool = False,
                  keep_columns: Sequence[str] | None = None, name: str | None = None,
-                 test_fraction: float = 0.1, seed: int = 0):
+                 test_fraction: float = 0.1, seed: int = 0, has_loss: bool = True):
     """See :meth:`interp.tasks.Task.from_dataset`."""
     import datasets
 
@@ -282,7 +283,7 @@ def dataset_task(dataset: Any, tokenizer_or_model: Any, *, text_column: str = "t
     columns = {c: [r[c] for r in taken] for c in keep}
     return texts_task(texts, tokenizer_or_model, max_length=max_length, pack=pack, truncate=truncate,
                       columns=columns or None, name=name or f"dataset[{text_column}]",
-                      test_fraction=test_fraction, seed=seed,
+                      test_fraction=test_fraction, seed=seed, has_loss=has_loss,
                       description=f"{len(texts)} texts from a Hugging Face dataset"
                                   f"{' (streamed)' if streaming else ''}")
 

@@ -210,3 +210,11 @@ def test_from_pairs_scores_the_answer_and_reports_logit_diff(tok, small_lm):
         Task.from_pairs(prompts, ["Mary John"] * 6, tok, wrong)
     with pytest.raises(ValueError, match="5 answers for 6 prompts"):
         Task.from_pairs(prompts, answers[:5], tok)
+
+
+def test_from_texts_without_loss_for_a_headless_model(tok, small_lm):
+    task = Task.from_texts(CORPUS, tok, max_length=8, pack=False, columns={"label": [0, 1, 0, 1]},
+                           has_loss=False)
+    assert not task.has_loss and "attention_mask" in task.tensors("train")
+    with pytest.raises(ValueError, match="has no next-token loss"):
+        task.evaluate(small_lm)
