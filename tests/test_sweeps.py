@@ -273,6 +273,50 @@ def test_corrupt_store_json_names_the_file_and_how_to_resume(tmp_path, name):
         pd.testing.assert_frame_equal(res.table, first.table)
 
 
+def test_divergence_from_w0_is_recorded_at_every_draw():
+    """The divergence column: 0 at the baseline, at every draw the meter built at w0 on the sweep's
+    evaluation rows (checked against an analysis measuring the same), growing with the noise."""
+    from interp.objectives import DivergenceMeter
+
+    class SameMeter:
+        name, effects, collaterals = "meter", (), ()
+
+        def setup(self, model, task):
+            self.meter = DivergenceMeter.for_task(model, task, rows=16)
+
+        def __call__(self, model, task):
+            return {"kl": self.meter(model)}
+
+    res = run_sweep(TinyLM(), tiny_task(), [SameMeter()], ScaledNoise(), [0.1, 0.5], eval_rows=16, progress=False)
+    t = res.table
+    assert (t.loc[t["baseline"], "divergence"] == 0).all()
+    draws = t[~t["baseline"]]
+    assert np.array_equal(draws["divergence"].to_numpy(), draws["value"].to_numpy())
+    by_level = draws.groupby("level_index")["divergence"].mean()
+    assert 0 < by_level[0] < by_level[1]
+    assert res.meta["divergence_units"] == "KL nats/token"
+    assert res.meta["config"]["divergence"] == {"kind": "kl", "units": "KL nats/token"}
+
+
+def test_task_without_a_loss_has_divergence_as_its_axis():
+    """A task without a next-token loss (as MiniLM's): loss and ΔL stay NaN, the divergence (the
+    normalised MSE of the final hidden state) is the axis."""
+    from reliability_tiny import tiny_bridge
+    from reliability_tiny import tiny_task as bridge_task
+
+    task = bridge_task()
+    no_loss = Task("no_loss", task.dataset, has_loss=False)
+    probe = lambda model, task: {"norm": float(sum(p.detach().double().square().sum() for p in model.parameters()))}  # noqa: E731
+    res = run_sweep(tiny_bridge(), no_loss, [probe], ScaledNoise(chains=1, n_draws=2), [0.01, 0.1], eval_rows=8,
+                    progress=False)
+    t = res.table
+    assert t["loss"].isna().all() and t["delta_loss"].isna().all()
+    assert (t.loc[t["baseline"], "divergence"] == 0).all()
+    by_level = t[~t["baseline"]].groupby("level_index")["divergence"].mean()
+    assert np.isfinite(by_level).all() and 0 < by_level[0] < by_level[1]
+    assert res.meta["divergence_units"] == "normalised MSE"
+
+
 def test_degradation_that_leaves_weights_changed_is_caught():
     with pytest.raises(RuntimeError, match="did not restore"):
         run_sweep(TinyLM(), tiny_task(), [LossAndNorm()], ScaledNoise(restore=False), [0.1],

@@ -5,8 +5,12 @@ Seeds: the analyses are set up on w0 with their randomness seeded by s(seed, SET
 every executor, in any process, and a resumed run reproduce the same numbers. The caller's RNG state
 is left untouched (``torch.random.fork_rng``).
 
-Loss axis: each draw's loss L(w) is measured on one fixed evaluation batch (``eval_rows`` test rows),
-so every row sits on ΔL = L(w) − L(w0) (nats/token), comparable across degradations.
+Axes: each draw's loss L(w) is measured on one fixed evaluation batch (``eval_rows`` test rows), so
+every row sits on ΔL = L(w) − L(w0) (nats/token), comparable across degradations; on the same rows
+its behavioural divergence from w0 (``interp.objectives.DivergenceMeter``): the mean KL(p_w0 ‖ p_w)
+per scored token (nats/token) for a model with an LM head, else the mean squared change of the final
+hidden state over its mean squared norm at w0 (a task without a loss, e.g. MiniLM, where ΔL is NaN
+and the divergence is the axis). 0 at the baseline.
 
 Example::
 
@@ -36,7 +40,7 @@ from interp.sweep.store import BASELINE_KEY, SETUP_KEY, Store, asdict, check_out
 
 __all__ = [
     "weights_digest", "seed_for", "check_inputs", "prepare_analyses", "setup_analyses", "eval_batch",
-    "measure_loss", "analyse", "sweep_config", "degradation_name", "level_info", "draw_record",
+    "measure_loss", "measure_divergence", "divergence_meter", "divergence_spec", "analyse", "sweep_config", "degradation_name", "level_info", "draw_record",
     "make_results", "close_draws",
 ]
 
@@ -193,6 +197,34 @@ def measure_loss(model: torch.nn.Module, task: Any, batch: dict[str, torch.Tenso
         return float(task.loss(model, batch))
 
 
+def divergence_spec(task: Any) -> dict[str, str]:
+    """The kind and units of the sweep's divergence column: KL(p_w0 ‖ p_w) per scored token for a
+    task with a loss (an LM head), else the normalised MSE of the final hidden state (MiniLM)."""
+    from interp.objectives import DIVERGENCE_UNITS
+
+    kind = "kl" if getattr(task, "has_loss", True) else "mse"
+    return {"kind": kind, "units": DIVERGENCE_UNITS[kind]}
+
+
+def divergence_meter(model: torch.nn.Module, task: Any, eval_rows: int) -> Any:
+    """A :class:`~interp.objectives.DivergenceMeter` built at w0 on the sweep's fixed evaluation rows
+    (the first ``eval_rows`` test rows); ``None``, with a warning, for a model it cannot measure (the
+    column is then NaN, never a made-up number)."""
+    from interp.objectives import DivergenceMeter
+
+    try:
+        return DivergenceMeter.for_task(model, task, rows=eval_rows, kind=divergence_spec(task)["kind"])
+    except (ValueError, TypeError, RuntimeError, AttributeError, KeyError) as err:
+        log.warning("The divergence from w0 cannot be measured on this model and task (%s: %s); the "
+                    "divergence column is NaN.", type(err).__name__, err)
+        return None
+
+
+def measure_divergence(meter: Any, model: torch.nn.Module) -> float:
+    """The behavioural divergence from w0 at the current weights (NaN without a meter)."""
+    return float("nan") if meter is None else float(meter(model))
+
+
 def _metric_value(analysis: Analysis, metric: Any, value: Any) -> float:
     """One metric value as a float, or a ValueError naming the analysis and the metric."""
     if not isinstance(metric, str):
@@ -292,6 +324,7 @@ def sweep_config(task: Any, analyses: Sequence[Analysis], degradation: Any, leve
         "seed": seed,
         "eval_rows": eval_rows,
         "weights": digest,
+        "divergence": divergence_spec(task),
     }
 
 
@@ -337,5 +370,5 @@ def make_results(store: Store, config: dict[str, Any], extra: dict[str, Any] | N
     from interp.results import Results
 
     meta = {"config": config, "versions": versions(), "levels": dict(sorted(store.level_info.items())),
-            **(extra or {})}
+            "divergence_units": config.get("divergence", {}).get("units"), **(extra or {})}
     return Results.from_records(store.records(), meta)

@@ -1,7 +1,8 @@
 """The in-process executor: every draw of every level in this process, one after another.
 
 For each level ℓ the degradation's draws are iterated with the degraded weights live in the model;
-each draw's loss is measured on the fixed evaluation batch and every analysis is run and stored
+each draw's loss and divergence from w0 are measured on the fixed evaluation batch and every
+analysis is run and stored
 (``interp.sweep.kernel``, ``interp.sweep.store``). The draw iterator is closed in a ``finally`` on
 every path (an exception, Ctrl-C), so its own ``finally`` restores w0 and removes its hooks at once,
 also when the caller keeps the exception (and with it this frame) alive, as IPython does.
@@ -52,6 +53,7 @@ class LocalExecutor:
             kernel.setup_analyses(analyses, model, task, seed, digest)
             blame = "an analysis changed them at the trained weights (its __call__ must leave them as they are)"
             base_loss = kernel.measure_loss(model, task, batch)
+            meter = kernel.divergence_meter(model, task, eval_rows)  # at w0: its reference outputs
             if not store.done(BASELINE_KEY):
                 rows = kernel.analyse(analyses, model, task, BASELINE_KEY, None, base_loss, base_loss, seed,
                                       deg_name, divergence=0.0)
@@ -71,7 +73,9 @@ class LocalExecutor:
                         if store.done(key):
                             continue
                         loss = kernel.measure_loss(model, task, batch)
-                        rows = kernel.analyse(analyses, model, task, key, level, loss, base_loss, seed, deg_name)
+                        div = kernel.measure_divergence(meter, model)
+                        rows = kernel.analyse(analyses, model, task, key, level, loss, base_loss, seed, deg_name,
+                                              divergence=div)
                         store.add(key, rows, kernel.draw_record(draw))
                 finally:
                     bar.close()

@@ -282,7 +282,7 @@ class RayExecutor:
                         continue
                     todo = [c for c in chains_of[li] if _job_name(li, c) not in store.jobs()]
                     if not todo:
-                        _finish_level(store, li, chains_of[li])
+                        _finish_level(store, li, chains_of[li], degradation)
                         continue
                     prep = (remote(_prepare_job).remote(recipe, task_ref, deg_ref, level, digest, threads)
                             if todo[0] is not None else None)
@@ -292,7 +292,7 @@ class RayExecutor:
                                                   done, seed, eval_rows, base_loss, deg_name, digest, threads)
                         pending[ref] = (li, c, level)
                 failures = self._gather(pending, store, chains_of, tqdm(
-                    total=len(pending), desc=f"{deg_name} jobs (ray)", disable=not progress))
+                    total=len(pending), desc=f"{deg_name} jobs (ray)", disable=not progress), degradation)
                 store.record_failures(failures)
             finally:
                 store.close()
@@ -307,7 +307,7 @@ class RayExecutor:
 
     @staticmethod
     def _gather(pending: dict[Any, tuple[int, int | None, Any]], store: Any,
-                chains_of: dict[int, list[int | None]], bar: Any) -> list[dict[str, Any]]:
+                chains_of: dict[int, list[int | None]], bar: Any, degradation: Any) -> list[dict[str, Any]]:
         """Persist each job's rows as it completes; failed jobs are collected, never dropped."""
         import ray
 
@@ -332,7 +332,7 @@ class RayExecutor:
                         store.add(tuple(rec["key"]), rec["rows"], rec["draw"])
                     store.finish_job(_job_name(li, c), result["info"])
                     if all(_job_name(li, x) in store.jobs() for x in chains_of[li]):
-                        _finish_level(store, li, chains_of[li])
+                        _finish_level(store, li, chains_of[li], degradation)
         return sorted(failures, key=lambda f: (f["level_index"], -1 if f["chain"] is None else f["chain"]))
 
 
@@ -381,17 +381,19 @@ def _job_name(li: int, chain: int | None) -> str:
     return f"{li}/{'*' if chain is None else chain}"
 
 
-def _finish_level(store: Any, li: int, chains: list[int | None]) -> None:
-    """Mark a level complete with the same record the local executor writes."""
+def _finish_level(store: Any, li: int, chains: list[int | None], degradation: Any) -> None:
+    """Mark a level complete with the same record the local executor writes (a calibrated level's
+    record assessed on all its chains, ``TemperedPosterior.assess``, as ``draws`` does)."""
     infos = [store.jobs()[_job_name(li, c)] for c in chains]
     if chains == [None]:
         info = infos[0]["level_info"]
     else:
         info = {}
+        info_chains = [i["chain"] for i in infos]
         calibration = next((i["calibration"] for i in infos if i.get("calibration") is not None), None)
         if calibration is not None:
-            info["calibration"] = calibration
-        info["chains"] = [i["chain"] for i in infos]
+            info["calibration"] = asdict(degradation.assess(calibration, [c for c in info_chains if c is not None]))
+        info["chains"] = info_chains
     store.finish_level(li, info)
 
 
@@ -466,6 +468,7 @@ def _job(recipe: ModelRecipe, task: Any, analyses: list[Any], degradation: Any, 
     the degradation reported (chain diagnostics, calibration)."""
     model = _worker_model(recipe, digest, threads)
     batch = kernel.eval_batch(task, eval_rows)
+    meter = kernel.divergence_meter(model, task, eval_rows)  # at w0, before the draws
     done_keys = {tuple(k) for k in done}
     draws = (degradation.draws(model, task, level) if chain is None
              else degradation.run_chain(model, task, level, plan, chain))
@@ -476,7 +479,9 @@ def _job(recipe: ModelRecipe, task: Any, analyses: list[Any], degradation: Any, 
             if key in done_keys:
                 continue
             loss = kernel.measure_loss(model, task, batch)
-            rows = kernel.analyse(analyses, model, task, key, level, loss, base_loss, seed, deg_name)
+            div = kernel.measure_divergence(meter, model)
+            rows = kernel.analyse(analyses, model, task, key, level, loss, base_loss, seed, deg_name,
+                                  divergence=div)
             records.append({"key": list(key), "rows": rows, "draw": kernel.draw_record(draw)})
     finally:
         kernel.close_draws(draws)  # restores w0 now, on every path
