@@ -53,7 +53,7 @@ def test_pages_are_built(site: Path):
 @pytest.mark.parametrize(
     ("page", "anchors"),
     [
-        ("api/interp", ["interp.sweeps.run_sweep", "interp.results.Results", "interp.tasks.Task",
+        ("api/interp", ["interp.sweep.run_sweep", "interp.sweep.ray.RayExecutor", "interp.results.Results", "interp.tasks.Task",
                         "interp.organisms.load", "interp.report.write_report"]),
         ("api/degradations", ["interp.degradations.TemperedPosterior", "interp.degradations.LossIncrease",
                               "interp.degradations.WeightNoise", "interp.degradations.estimate_llc"]),
