@@ -19,17 +19,18 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import math
 import numbers
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 __all__ = [
     "bad_value", "check_number", "check_flag", "check_choice", "check_fraction", "check_ints",
-    "renamed_arguments", "take_renamed",
+    "renamed_arguments", "take_renamed", "naming_old_names",
 ]
 
 T = TypeVar("T")
@@ -129,6 +130,22 @@ def take_renamed(owner: str, kwargs: dict[str, Any], renames: Mapping[str, str])
     return kwargs
 
 
+@contextlib.contextmanager
+def naming_old_names(kwargs: Mapping[str, Any], renames: Mapping[str, str]) -> Iterator[None]:
+    """Around the work done with ``kwargs`` (before :func:`take_renamed` moves them): a ValueError
+    about a new name that was given under its old one says so, so the message names what the
+    caller wrote."""
+    used = [(old, new, kwargs[old]) for old, new in renames.items() if old in kwargs]
+    try:
+        yield
+    except ValueError as err:
+        msg = str(err)
+        notes = [f"given as {old}={value!r}, the old name of {new}" for old, new, value in used if new in msg]
+        if not notes:
+            raise
+        raise ValueError(f"{msg} ({'; '.join(notes)})") from err
+
+
 def renamed_arguments(**renames: str) -> Callable[[T], T]:
     """Decorator: a function, or a class (its ``__init__``, a frozen dataclass's included), keeps
     accepting the old keyword names (``old="new"``) with a ``DeprecationWarning``.
@@ -148,9 +165,11 @@ def renamed_arguments(**renames: str) -> Callable[[T], T]:
     def wrap(fn: Callable[..., Any], owner: str) -> Callable[..., Any]:
         @functools.wraps(fn)
         def inner(*args: Any, **kwargs: Any) -> Any:
-            if renames.keys() & kwargs.keys():
+            if not renames.keys() & kwargs.keys():
+                return fn(*args, **kwargs)
+            with naming_old_names(kwargs, renames):
                 take_renamed(owner, kwargs, renames)
-            return fn(*args, **kwargs)
+                return fn(*args, **kwargs)
 
         inner.__renamed_arguments__ = dict(renames)  # type: ignore[attr-defined]  # read by sweep files
         return inner

@@ -58,3 +58,18 @@ def test_renamed_arguments_on_frozen_dataclass():
         assert C(eval_rows=4).eval_rows == 4
     with pytest.raises(ValueError, match="Pass only eval_rows="):
         C(rows=3, eval_rows=4)
+
+
+def test_an_error_about_a_renamed_argument_names_what_the_caller_wrote():
+    @renamed_arguments(chunk="batch_size")
+    @dataclass(frozen=True)
+    class C:
+        batch_size: int = 1
+
+        def __post_init__(self):
+            check_number("C", "batch_size", self.batch_size, integer=True, minimum=1)
+
+    with pytest.warns(DeprecationWarning), pytest.raises(
+            ValueError, match=r"^C\(batch_size=0\): batch_size must be an integer >= 1\. \(given as chunk=0, the old "
+                              r"name of batch_size\)$"):
+        C(chunk=0)

@@ -31,7 +31,7 @@ from analyses.scrubbing._engine import Groups, Scrubber
 from analyses.scrubbing._hypothesis import Hypothesis, VacuousRuleWarning
 from analyses.scrubbing._metrics import summarize
 from analyses._base import Params
-from interp.checks import bad_value, check_number, renamed_arguments, take_renamed
+from interp.checks import bad_value, check_number, naming_old_names, renamed_arguments, take_renamed
 
 __all__ = ["CausalScrubbing", "ScrubbingConfig"]
 
@@ -138,11 +138,12 @@ class CausalScrubbing(Params):
                  pool_rows: int | None = None, seeds: int = 4, seed: int = 0, min_class: int = 2,
                  on_small_class: str = "flag", min_gap: float = 0.05, cancel_tol: float = 0.1,
                  bootstrap: int = 1000, batch_size: int = 4096, **unknown: Any) -> None:
+        old_names = {k: unknown[k] for k in _RENAMED if k in unknown}
         take_renamed("CausalScrubbing", unknown, _RENAMED)
         config = dict(eval_rows=eval_rows, split=split, pool_rows=pool_rows, seeds=seeds, seed=seed,
                       min_class=min_class, on_small_class=on_small_class, min_gap=min_gap,
                       cancel_tol=cancel_tol, bootstrap=bootstrap, batch_size=batch_size)
-        for old, new in _RENAMED.items():  # an old name given: it replaces the default of the new one
+        for new in _RENAMED.values():  # an old name given: it replaces the default of the new one
             if new in unknown:
                 config[new] = unknown.pop(new)
         if not isinstance(hypothesis, Hypothesis):
@@ -164,7 +165,8 @@ class CausalScrubbing(Params):
         self.hypothesis, self.baselines = hypothesis, baselines
         for k, v in config.items():
             setattr(self, k, v)
-        self.config = ScrubbingConfig(**config)
+        with naming_old_names(old_names, _RENAMED):
+            self.config = ScrubbingConfig(**config)
         self.baselines_ = resolved
         self.name = name or f"scrub_{hypothesis.name}"  # the sweep's analysis name, resolved
         self._ready = False
