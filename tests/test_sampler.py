@@ -414,3 +414,51 @@ def test_assess_calibration_reads_stored_records():
     again = assess_calibration(stored, [dc.asdict(c) for c in chains])
     assert again.failed == live.failed and "0.325" in again.failed
     assert again.measured == pytest.approx(live.measured) and math.isnan(again.rounds[0].llc)
+
+
+# ------------------------------------------------------------------- the error of L(w0) is shared
+def test_init_loss_on_the_whole_small_split_has_no_seed_dependence():
+    """Default: L(w0) on every row of a small training split, so it does not depend on the seed
+    (before: 8 minibatches of the chains' stream, a different L(w0) per seed, the error left out)."""
+    from interp import organisms
+
+    model, task = organisms.load("modadd")
+    kw = dict(nbeta=100.0, chains=2, draws=2, burnin=1, batch_size=32, eval_rows=8, progress=False)
+    runs = [TemperedPosterior(seed=s, **kw).sample(model, task) for s in (0, 1)]
+    assert runs[0].init_loss == runs[1].init_loss and runs[0].init_loss_se == 0.0
+    train = task.tensors("train", columns=("input_ids", "target_mask"))
+    assert len(train["input_ids"]) <= 4096
+    with torch.no_grad():
+        rows = len(train["input_ids"])
+        full = sum(float(task.loss(model, {k: v[i:i + 32] for k, v in train.items()})) * len(range(i, min(i + 32, rows)))
+                   for i in range(0, rows, 32)) / rows
+    assert runs[0].init_loss == pytest.approx(full, rel=1e-12)
+    old = [TemperedPosterior(seed=s, init_batches=2, **kw).sample(model, task) for s in (0, 1)]
+    assert old[0].init_loss != old[1].init_loss and old[0].init_loss_se > 0
+
+
+def test_llc_stderr_includes_the_init_loss_error():
+    """λ̂'s error is √(SE_chains² + (B·SE(L0))²), both parts reported; on a large split SE(L0) is
+    the standard error of 64 minibatches without replacement, which matches the spread of L(w0)
+    over seeds."""
+    x = torch.randn(20000, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+
+    class Noisy(_Behavioural):  # a loss with row-to-row spread at w0: L(w0) has sampling error
+        def loss(self, model, batch):
+            return super().loss(model, batch) + batch["x"][:, 0].square().mean()
+
+    model, obj = _linear(), Noisy(x)
+    kw = dict(objective=obj, nbeta=50.0, localization=0.0, lr=2e-3, chains=4, draws=100, burnin=50,
+              batch_size=32, eval_rows=0, progress=False)
+    est = estimate_llc(model, None, **kw)
+    assert est.stderr_init == pytest.approx(50.0 * est.init_loss_se) and est.stderr_init > 0
+    assert est.stderr == pytest.approx(math.hypot(est.stderr_chains, est.stderr_init))
+    l0 = [TemperedPosterior(seed=s, chains=1, draws=1, burnin=0, **{k: v for k, v in kw.items() if k not in
+                                                                   ("chains", "draws", "burnin")}).sample(model, None)
+          for s in range(12)]
+    spread = st.stdev(r.init_loss for r in l0)
+    assert 0.5 < spread / est.init_loss_se < 1.6, (spread, est.init_loss_se)  # sd of an sd over 12 seeds ≈ 21%
+    quad = MonomialPotential([2])
+    q = estimate_llc(quad, quad.loss, nbeta=100.0, localization=0.0, lr=1e-3, chains=4, draws=200,
+                     burnin=50, eval_rows=0, progress=False)
+    assert q.stderr_init == 0.0 and q.stderr == q.stderr_chains

@@ -45,7 +45,12 @@ from interp.degradations.stacked import StackedForward, unsupported_reason
 
 logger = logging.getLogger("interp.degradations")
 
-__all__ = ["ChainDiagnostics"]
+__all__ = ["ChainDiagnostics", "FULL_SPLIT_ROWS", "INIT_BATCHES"]
+
+#: L(w0) is computed on every row of the training split when it has at most this many rows.
+FULL_SPLIT_ROWS = 4096
+#: Minibatches (without replacement) that L(w0) averages on a larger split.
+INIT_BATCHES = 64
 
 
 @dataclass
@@ -74,6 +79,7 @@ class ChainDiagnostics:
     reason: str | None = None
     objective: str | None = None
     units: str | None = None
+    init_loss_se: float | None = None
 
     @property
     def steps(self) -> int:
@@ -124,20 +130,51 @@ class _Engine:
         self.w0 = [self.snapshot.saved(p) for p in self.params]
         self._curv: float | None = None
         self._init: tuple[float, float | None] | None = None
+        self.init_loss_se = math.nan
 
     # -------------------------------------------------------------------- reference quantities
     def init_losses(self) -> tuple[float, float | None]:
-        """(L(w0) averaged over ``init_batches`` minibatches, fixed-batch loss at w0)."""
+        """(L(w0), fixed-batch loss at w0); :attr:`init_loss_se` is the standard error of L(w0).
+
+        ``init_batches=None`` (default): on the whole training split (every row, in minibatches
+        of ``batch_size``, row-weighted) when it has at most :data:`FULL_SPLIT_ROWS` rows, so L(w0)
+        has no sampling error (SE 0); on a larger split, :data:`INIT_BATCHES` random minibatches
+        without replacement, SE = sd/√k·√(1 − k·b/n). An integer: the first ``init_batches``
+        minibatches of the chains' stream, SE = sd/√k. A callable target: one call, SE 0.
+        """
         if self._init is None:
-            stream = self.obj.stream(self.cfg.seed)
-            with torch.no_grad():
-                vals = [float(self.obj.loss(self.model, next(stream))) for _ in range(
-                    self.cfg.init_batches if self.obj.has_rows else 1)]
-            ev = self.obj.eval_loss(self.model) if self.obj.fixed is not None else None
+            vals, weights, se = self._init_batches()
             if not all(math.isfinite(v) for v in vals):
                 raise ValueError("The loss at the original weights is not finite; cannot sample.")
-            self._init = (sum(vals) / len(vals), ev)
+            ev = self.obj.eval_loss(self.model) if self.obj.fixed is not None else None
+            mean = sum(w * v for w, v in zip(weights, vals)) / sum(weights) if weights else sum(vals) / len(vals)
+            self._init = (mean, ev)
+            self.init_loss_se = se
         return self._init
+
+    def _init_batches(self) -> tuple[list[float], list[int] | None, float]:
+        """The minibatch losses at w0 that L(w0) averages, their row weights (``None``: equal) and
+        the standard error of the average."""
+        obj, cfg = self.obj, self.cfg
+        with torch.no_grad():
+            if not obj.has_rows:
+                return [float(obj.loss(self.model, None))], None, 0.0
+            if cfg.init_batches is not None:  # the first k batches of the chains' own stream
+                stream = obj.stream(cfg.seed)
+                vals = [float(obj.loss(self.model, next(stream))) for _ in range(cfg.init_batches)]
+                se = statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else math.nan
+                return vals, None, se
+            bs = min(cfg.batch_size, obj.n)
+            if obj.n <= FULL_SPLIT_ROWS:
+                chunks = [torch.arange(i, min(i + bs, obj.n)) for i in range(0, obj.n, bs)]
+                vals = [float(obj.loss(self.model, {k: v[idx] for k, v in obj.data.items()})) for idx in chunks]
+                return vals, [len(idx) for idx in chunks], 0.0
+            order = torch.randperm(obj.n, generator=torch.Generator().manual_seed(cfg.seed + 29))
+            k = min(INIT_BATCHES, obj.n // bs)
+            vals = [float(obj.loss(self.model, {key: v[order[i * bs:(i + 1) * bs]] for key, v in obj.data.items()}))
+                    for i in range(k)]
+            fpc = math.sqrt(max(0.0, 1 - k * bs / obj.n))
+            return vals, None, statistics.stdev(vals) / math.sqrt(k) * fpc if k > 1 else math.nan
 
     def curvature(self) -> float:
         """Top Hessian eigenvalue ĥ of the loss at w0 (power iteration, 20 Hessian-vector products)."""
@@ -223,7 +260,7 @@ class _Engine:
         try:
             common = dict(nbeta=nbeta, lr=lr, localization=self.cfg.localization, burnin=burnin,
                           init_loss=init_loss, init_eval_loss=init_eval, n_params=self.d,
-                          objective=self.obj.name, units=self.obj.units)
+                          objective=self.obj.name, units=self.obj.units, init_loss_se=self.init_loss_se)
             if self.use_vmap(chains) and self._vmap_agrees():
                 recs = [ChainDiagnostics(chain=c, **common) for c in ids]
                 records.extend(recs)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from interp.checks import check_flag, check_number, renamed_arguments
-from interp.degradations._core import Draw, Objective, Restrict, WeightSnapshot, select_parameters
+from interp.degradations._core import Draw, Objective, Restrict, WeightSnapshot, is_task, select_parameters
 
 logger = logging.getLogger("interp.degradations")
 
@@ -48,8 +48,14 @@ def _eval_loss(obj: Objective | None, model: torch.nn.Module) -> float:
 
 
 def _objective(target: Any, eval_rows: int, model: torch.nn.Module) -> Objective | None:
-    """The target's loss on its fixed evaluation batch (an objective is prepared at w0 first)."""
-    return None if target is None else Objective(target, batch_size=1, eval_size=eval_rows, model=model)
+    """The target's loss on its fixed evaluation batch (an objective is prepared at w0 first).
+
+    ``None`` (``Draw.loss`` NaN) without a target and for a Task without a loss (``has_loss=False``,
+    e.g. MiniLM): a baseline only measures the loss, it never needs one, and the sweep records the
+    behavioural divergence from w0 as the degradation axis of such a model."""
+    if target is None or (is_task(target) and not getattr(target, "has_loss", True)):
+        return None
+    return Objective(target, batch_size=1, eval_size=eval_rows, model=model)
 
 
 def _named(obj: Objective | None) -> dict[str, str | None]:

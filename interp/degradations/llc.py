@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,18 +28,26 @@ from interp.degradations._chain import ChainDiagnostics
 from interp.degradations.calibration import CalibrationRecord
 from interp.degradations.sgld import TemperedPosterior
 
-__all__ = ["LLCEstimate", "estimate_llc"]
+__all__ = ["LLCEstimate", "estimate_llc", "extrapolation_weights"]
 
 
 @dataclass(frozen=True)
 class LLCEstimate:
     """Local learning coefficient estimate from the chains that did not fail.
 
-    ``mean`` ± ``stderr`` (standard error over chains), ``per_chain`` λ̂ of the successful chains,
-    ``specific_heat`` (mean over chains of B²·Var(L) on the fixed batch, NaN without one),
-    ``failed`` (``(chain, reason)`` of every failed chain), ``chains`` (all diagnostics) and the
-    ``nbeta``, ``lr``, ``localization`` used; ``objective`` and ``units`` name the loss sampled on
-    (λ̂ is dimensionless: B carries the inverse units).
+    ``mean`` ± ``stderr``: λ̂ and its standard error, ``stderr² = stderr_chains² + stderr_init²``:
+    ``stderr_chains`` the spread of the chains' λ̂ (standard error of their mean) and ``stderr_init``
+    = B·SE(L(w0)), the error of the reference loss that every chain shares (0 when L(w0) is computed
+    on the whole split, or for a callable target). ``init_loss`` ± ``init_loss_se``: L(w0).
+    ``per_chain`` λ̂ of the successful chains, ``specific_heat`` (mean over chains of B²·Var(L) on
+    the fixed batch, NaN without one), ``failed`` (``(chain, reason)`` of every failed chain),
+    ``chains`` (all diagnostics) and the ``nbeta``, ``lr``, ``localization`` used; ``objective``
+    and ``units`` name the loss sampled on (λ̂ is dimensionless: B carries the inverse units).
+
+    With ``estimate_llc(..., extrapolate=...)``: ``mean`` ± ``stderr`` is the value extrapolated
+    to ε → 0, ``extrapolation`` holds the estimate at each step size (largest first; the other
+    fields describe the first one, at ``lr``), and ``weights`` the coefficients c_j with
+    λ̂(0) = Σ c_j·λ̂(ε_j). Without it ``extrapolation`` is empty.
     """
 
     mean: float
@@ -53,22 +62,24 @@ class LLCEstimate:
     calibration: CalibrationRecord | None = None
     objective: str | None = None
     units: str | None = None
+    stderr_chains: float = math.nan
+    stderr_init: float = math.nan
+    init_loss: float = math.nan
+    init_loss_se: float = math.nan
+    extrapolation: tuple[LLCEstimate, ...] = ()
+    weights: tuple[float, ...] = ()
 
 
-def estimate_llc(model: torch.nn.Module, target: Any, level: Any = None, **sampler_kwargs: Any) -> LLCEstimate:
-    """Estimate the local learning coefficient λ̂ = B·(E[L] − L(w0)) with its standard error.
-
-    ``sampler_kwargs`` are :class:`TemperedPosterior` fields (``nbeta``, ``localization``, ``lr``,
-    ``chains``, ``draws``, ``burnin``, ``thin``, ``seed``, ...). Failed chains are reported in
-    ``failed`` and never averaged; if every chain fails a ``RuntimeError`` names the reasons.
-    """
-    unknown = set(sampler_kwargs) - set(TemperedPosterior.field_names())
+def _check_kwargs(sampler_kwargs: dict[str, Any]) -> None:
+    unknown = set(sampler_kwargs) - set(TemperedPosterior.field_names()) - {"eval_size"}
     if unknown:
         raise ValueError(
             f"estimate_llc got unknown argument(s) {sorted(unknown)}; allowed: "
-            f"{', '.join(TemperedPosterior.field_names())}."
+            f"{', '.join(TemperedPosterior.field_names())}, extrapolate."
         )
-    run = TemperedPosterior(**sampler_kwargs).sample(model, target, level)
+
+
+def _from_run(run: Any) -> LLCEstimate:
     ok = run.ok
     failed = tuple((c.chain, c.reason or "") for c in run.failed)
     if not ok:
@@ -78,12 +89,77 @@ def estimate_llc(model: torch.nn.Module, target: Any, level: Any = None, **sampl
         )
     vals = tuple(c.llc for c in ok)
     mean = sum(vals) / len(vals)
-    se = statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else math.nan
+    se_chains = statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else math.nan
+    init_se = run.init_loss_se if run.init_loss_se is not None else math.nan
+    se_init = float(run.nbeta) * init_se
     heats = [c.specific_heat for c in ok if math.isfinite(c.specific_heat)]
     return LLCEstimate(
-        mean=mean, stderr=se, per_chain=vals,
+        mean=mean, stderr=math.hypot(se_chains, se_init), per_chain=vals,
         specific_heat=sum(heats) / len(heats) if heats else math.nan,
         failed=failed, chains=tuple(run.chains), nbeta=float(run.nbeta), lr=float(run.lr),
         localization=run.cfg.localization, calibration=run.calibration,
-        objective=ok[0].objective, units=ok[0].units,
+        objective=ok[0].objective, units=ok[0].units, stderr_chains=se_chains, stderr_init=se_init,
+        init_loss=float(run.init_loss), init_loss_se=init_se,
     )
+
+
+def extrapolation_weights(lrs: Sequence[float], variances: Sequence[float] | None = None) -> tuple[float, ...]:
+    """Coefficients c_j of the ε → 0 intercept of a line λ̂(ε) = λ̂(0) + b·ε through the points at
+    step sizes ``lrs``: λ̂(0) = Σ c_j·λ̂(ε_j), Σ c_j = 1, Σ c_j·ε_j = 0. Two points: Richardson,
+    (−1, 2) for (ε, ε/2). Three or more: least squares, weighted by 1/``variances`` when they are
+    all finite and positive."""
+    x = [float(e) for e in lrs]
+    w = [1.0] * len(x)
+    if variances is not None and all(math.isfinite(v) and v > 0 for v in variances):
+        w = [1.0 / v for v in variances]
+    sw, sx, sxx = sum(w), sum(wi * xi for wi, xi in zip(w, x)), sum(wi * xi * xi for wi, xi in zip(w, x))
+    det = sw * sxx - sx * sx
+    return tuple(wi * (sxx - sx * xi) / det for wi, xi in zip(w, x))
+
+
+def estimate_llc(model: torch.nn.Module, target: Any, level: Any = None, *, extrapolate: bool | int = False,
+                 **sampler_kwargs: Any) -> LLCEstimate:
+    """Estimate the local learning coefficient λ̂ = B·(E[L] − L(w0)) with its standard error.
+
+    ``sampler_kwargs`` are :class:`TemperedPosterior` fields (``nbeta``, ``localization``, ``lr``,
+    ``chains``, ``draws``, ``burnin``, ``thin``, ``seed``, ...). Failed chains are reported in
+    ``failed`` and never averaged; if every chain fails a ``RuntimeError`` names the reasons. The
+    standard error includes the error of L(w0) that all chains share (:class:`LLCEstimate`).
+
+    ``extrapolate``: ``False`` (default), ``True`` or ``2`` (chains at ε and ε/2), or ``3`` (ε, ε/2,
+    ε/4). The discretisation bias of SGLD is linear in ε for small ε (for the quadratic ½h·w² it is
+    exactly λ̂(ε) = λ̂(0)/(1 − ε·a/4), a = B·h + γ), so λ̂ at smaller steps, each run with its burn-in
+    and thinning scaled by 1/f (the same time horizon ε·steps) and its own seed, extrapolates to
+    ε → 0: 2·λ̂(ε/2) − λ̂(ε) (Richardson), or the weighted least-squares line through three points.
+    The error is propagated from each point's standard error (independent runs). ε is the level's
+    (``lr``, or the one chosen from the curvature or by calibration); B is kept fixed.
+    """
+    _check_kwargs(sampler_kwargs)
+    if extrapolate is False:
+        return _from_run(TemperedPosterior(**sampler_kwargs).sample(model, target, level))
+    if extrapolate is True:
+        extrapolate = 2
+    if isinstance(extrapolate, bool) or extrapolate not in (2, 3):
+        raise ValueError(f"estimate_llc(extrapolate={extrapolate!r}): give False, True (= 2 step sizes: ε, ε/2) "
+                         "or 3 (ε, ε/2, ε/4).")
+    import dataclasses
+
+    from interp.degradations._core import NBeta
+
+    base = TemperedPosterior(**sampler_kwargs)
+    plan = base.plan(model, target, level)
+    points = []
+    for j in range(extrapolate):
+        f = 0.5 ** j
+        sampler = dataclasses.replace(base, lr=plan.lr * f, nbeta=plan.nbeta, burnin=round(base.burnin / f),
+                                      thin=round(base.thin / f), seed=base.seed + 7919 * j)
+        points.append(_from_run(sampler.sample(model, target, NBeta(plan.nbeta))))
+    variances = [p.stderr ** 2 for p in points]
+    c = extrapolation_weights([p.lr for p in points], variances)
+    mean = sum(ci * p.mean for ci, p in zip(c, points))
+    se_chains = math.sqrt(sum((ci * p.stderr_chains) ** 2 for ci, p in zip(c, points)))
+    se_init = math.sqrt(sum((ci * p.stderr_init) ** 2 for ci, p in zip(c, points)))
+    first = points[0]
+    return dataclasses.replace(first, mean=mean, stderr=math.hypot(se_chains, se_init), stderr_chains=se_chains,
+                               stderr_init=se_init, calibration=plan.calibration, extrapolation=tuple(points),
+                               weights=c)

@@ -110,7 +110,11 @@ class TemperedPosterior:
             objective's ``tensors()``) whose loss is recorded at every draw (``Draw.loss``, specific
             heat, calibration). 0 turns it off. (Was ``eval_size``, still accepted with a
             ``DeprecationWarning``.)
-        init_batches: minibatches averaged for L(w0) in λ̂.
+        init_batches: how L(w0) in λ̂ is measured. ``None`` (default): on every row of the training
+            split when it has at most 4096 rows (no sampling error), else on 64 random minibatches
+            without replacement (standard error reported). An integer k: the first k minibatches of
+            the chains' stream (the behaviour before the default changed). Its standard error,
+            times B, is part of λ̂'s error (:class:`~interp.degradations.LLCEstimate`).
         restrict: only these parameters move (a layer, the MLPs, a head via a mask): see
             :func:`~interp.degradations.select_parameters`.
         lr_safety: target value of ε·(B·ĥ + γ) when ``lr`` is ``None``.
@@ -149,7 +153,7 @@ class TemperedPosterior:
     seed: int = 0
     batch_size: int = 32
     eval_rows: int = 256
-    init_batches: int = 8
+    init_batches: int | None = None
     restrict: Restrict = None
     lr_safety: float = 0.2
     divergence: float = 100.0
@@ -164,7 +168,7 @@ class TemperedPosterior:
 
     def __init__(self, nbeta: float | None = None, localization: float = 100.0, lr: float | None = None,
                  chains: int = 4, draws: int = 100, burnin: int = 100, thin: int = 1, seed: int = 0,
-                 batch_size: int = 32, eval_rows: int = 256, init_batches: int = 8,
+                 batch_size: int = 32, eval_rows: int = 256, init_batches: int | None = None,
                  restrict: Restrict = None, lr_safety: float = 0.2, divergence: float = 100.0,
                  max_loss_increase: float | None = None, vectorize: bool | None = None,
                  calibration: CalibrationConfig | None = None, progress: bool = True,
@@ -203,8 +207,10 @@ class TemperedPosterior:
         check_number(c, "lr", self.lr, none_ok=True, fix="Use a step size > 0, e.g. lr=1e-4, or None "
                      "to choose it from the curvature.")
         for n, attr in (("chains", "chains"), ("draws", "n_draws"), ("thin", "thin"),
-                        ("batch_size", "batch_size"), ("init_batches", "init_batches")):
+                        ("batch_size", "batch_size")):
             check_number(c, n, getattr(self, attr), integer=True, fix=f"Use a positive integer for {n}.")
+        check_number(c, "init_batches", self.init_batches, integer=True, none_ok=True,
+                     fix="Use None (the whole split, or 64 minibatches on a large one) or a positive integer.")
         for n in ("burnin", "seed", "eval_rows"):
             check_number(c, n, getattr(self, n), integer=True, zero_ok=True,
                          fix=f"Use a non-negative integer for {n}.")
@@ -316,7 +322,7 @@ class TemperedPosterior:
 class _RunState:
     """What a :class:`SamplingRun`'s generator records (read through the run's attributes)."""
 
-    __slots__ = ("cfg", "_yield_draws", "chains", "calibration", "nbeta", "lr", "init_loss")
+    __slots__ = ("cfg", "_yield_draws", "chains", "calibration", "nbeta", "lr", "init_loss", "init_loss_se")
 
     def __init__(self, cfg: TemperedPosterior, yield_draws: bool) -> None:
         self.cfg, self._yield_draws = cfg, yield_draws
@@ -325,6 +331,7 @@ class _RunState:
         self.nbeta: float | None = None
         self.lr: float | None = None
         self.init_loss: float | None = None
+        self.init_loss_se: float | None = None
 
 
 class SamplingRun(Iterator[Draw]):
@@ -362,6 +369,7 @@ class SamplingRun(Iterator[Draw]):
             nbeta, lr, self.calibration = plan.nbeta, plan.lr, plan.calibration
             self.nbeta, self.lr = nbeta, lr
             self.init_loss = eng.init_losses()[0]
+            self.init_loss_se = eng.init_loss_se
             ids = tuple(range(cfg.chains)) if chain_ids is None else chain_ids
             yield from eng.run(nbeta, lr, len(ids), cfg.burnin, cfg.n_draws, cfg.thin, level,
                                self.chains, yield_draws=self._yield_draws,
