@@ -306,7 +306,9 @@ def test_task_without_a_loss_has_divergence_as_its_axis():
 
     task = bridge_task()
     no_loss = Task("no_loss", task.dataset, has_loss=False)
-    probe = lambda model, task: {"norm": float(sum(p.detach().double().square().sum() for p in model.parameters()))}  # noqa: E731
+    def probe(model, task):
+        return {"norm": float(sum(p.detach().double().square().sum() for p in model.parameters()))}
+
     res = run_sweep(tiny_bridge(), no_loss, [probe], ScaledNoise(chains=1, n_draws=2), [0.01, 0.1], eval_rows=8,
                     progress=False)
     t = res.table
@@ -330,6 +332,8 @@ def test_bad_analyses_are_rejected():
         run_sweep(TinyLM(), tiny_task(), [object()], ScaledNoise(), [0.1])
     with pytest.raises(ValueError, match="levels is empty"):
         run_sweep(TinyLM(), tiny_task(), [LossAndNorm()], ScaledNoise(), [])
+    with pytest.raises(ValueError, match=r"run_sweep\(model=None\): model must be a torch.nn.Module"):
+        run_sweep(None, tiny_task(), [LossAndNorm()], ScaledNoise(), [0.1])
 
 
 def test_nan_value_is_visible_not_averaged():

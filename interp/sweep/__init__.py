@@ -131,8 +131,17 @@ def run_sweep(
             sweep again retries only what is missing.
     """
     executor = resolve_executor(executor)
+    if not isinstance(model, ModelRecipe) and not _is_module(model):
+        raise ValueError(f"run_sweep(model={model!r}): model must be a torch.nn.Module (e.g. the bridge "
+                         "interp.organisms.load or interp.load_model returns) or a ModelRecipe.")
     analyses = kernel.prepare_analyses(analyses)
     levels = kernel.check_inputs(model, task, degradation, levels, out=out, seed=seed, eval_rows=eval_rows,
                                  progress=progress)
     return executor.run(model, task, analyses, degradation, levels, out=out, seed=seed,
                         eval_rows=eval_rows, progress=progress)
+
+
+def _is_module(model: Any) -> bool:
+    import torch
+
+    return isinstance(model, torch.nn.Module)

@@ -40,7 +40,8 @@ from interp.sweep.store import BASELINE_KEY, SETUP_KEY, Store, asdict, check_out
 
 __all__ = [
     "weights_digest", "seed_for", "check_inputs", "prepare_analyses", "setup_analyses", "eval_batch",
-    "measure_loss", "measure_divergence", "divergence_meter", "divergence_spec", "analyse", "sweep_config", "degradation_name", "level_info", "draw_record",
+    "measure_loss", "measure_divergence", "divergence_meter", "divergence_spec", "analyse", "sweep_config",
+    "degradation_name", "level_info", "draw_record",
     "make_results", "close_draws",
 ]
 

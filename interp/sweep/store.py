@@ -118,7 +118,8 @@ def _check_record(rec: Any) -> str | None:
     if missing:
         return f"a record without {missing}"
     key = rec["key"]
-    if not (isinstance(key, list) and len(key) == 3 and all(isinstance(k, int) and not isinstance(k, bool) for k in key)):
+    if not (isinstance(key, list) and len(key) == 3
+            and all(isinstance(k, int) and not isinstance(k, bool) for k in key)):
         return f"a record whose key {key!r} is not [level_index, chain, draw]"
     if not isinstance(rec["rows"], list) or not all(isinstance(r, dict) for r in rec["rows"]):
         return "a record whose rows are not a list of row objects"
@@ -324,8 +325,11 @@ class Store:
             old = read_json(cfg_file, fix=f"without it the rows in {self.path} cannot be checked against this "
                                           "sweep's configuration: delete the out directory (or use a new one) "
                                           "and start over.")
+            if not isinstance(old, dict):
+                raise StoreCorrupt(f"{cfg_file} is corrupt (a JSON {type(old).__name__}, not a configuration): delete "
+                                   "the out directory (or use a new one) and start over.")
             if old != config:
-                diff = sorted(k for k in set(old) | set(config) if not isinstance(old, dict) or old.get(k) != config.get(k))
+                diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
                 raise ValueError(
                     f"{self.path} holds a sweep with a different configuration (differs in {diff}). "
                     "Use a new output directory, or delete this one to start over."
