@@ -78,8 +78,10 @@ def level_numbers(deg_type: str, level: Any, info: Mapping[str, Any], draw_nbeta
         elif cal.get("converged") is False:
             rounds = [r for r in cal.get("rounds") or [] if isinstance(r, Mapping)]
             reasons.append(f"calibration to ΔL {target:g} did not converge in {len(rounds)} rounds")
-        tol = cal.get("tolerance")
-        if isinstance(tol, (int, float)) and math.isfinite(measured) and target > 0 \
+        # the sampler's own verdict (``failed``, from its ``acceptance``) when it recorded one; else
+        # the table's measured ΔL against a recorded acceptance/tolerance
+        tol = cal.get("acceptance", cal.get("tolerance"))
+        if "failed" not in cal and isinstance(tol, (int, float)) and math.isfinite(measured) and target > 0 \
                 and abs(measured / target - 1) > tol:
             reasons.append(f"measured ΔL {measured:.3g} is off its target {target:g} by more than {tol:g}")
     return {"level": level, "target_delta_loss": target, "nbeta": nbeta, "sigma": sigma, "step": step,

@@ -155,7 +155,8 @@ class Results:
         Draws of failed chains (:meth:`failed_chains`) are left out of every statistic and counted in
         ``n_failed_chains``; a level whose chains all failed keeps its rows, with NaN statistics and
         ``status = "failed"`` with the reason. The level is given as recorded (``level``) and as
-        numbers (``target_delta_loss``, ``nbeta``, ``sigma``, ``step``; NaN where they do not apply).
+        numbers (``target_delta_loss``, ``nbeta``, ``sigma``, ``step``; NaN where they do not apply);
+        ``divergence`` is the mean behavioural divergence of the draws where the sweep recorded it.
         """
         t = self.table
         out = []
@@ -163,6 +164,7 @@ class Results:
         for (deg, analysis, metric), g in base.groupby(["degradation", "analysis", "metric"]):
             out.append({"degradation": deg, "level_index": -1, "level": "baseline", "analysis": analysis,
                         "metric": metric, "kind": g["kind"].iloc[0], "delta_loss": 0.0,
+                        "divergence": _mean_of(g, "divergence"),
                         **_mean_ci(g, is_bounded(metric)), "sem": 0.0, "ci_over": "-",
                         "n_failed_chains": 0, "status": "ok", "reason": None})
             out[-1].update(ci_low=out[-1]["mean"], ci_high=out[-1]["mean"], n_chains=0, ci_method="-")
@@ -177,7 +179,8 @@ class Results:
             key = dict(zip(KEYS, keys))
             kept = g[ok[g.index]]
             out.append({**key, "level": g["level"].iloc[0], "kind": g["kind"].iloc[0],
-                        "delta_loss": kept["delta_loss"].mean(), **_mean_ci(kept, is_bounded(key["metric"]))})
+                        "delta_loss": kept["delta_loss"].mean(),
+                        "divergence": _mean_of(kept, "divergence"), **_mean_ci(kept, is_bounded(key["metric"]))})
         # levels without a single row (every chain failed before its first draw): keep them, NaN
         seen = {(r["degradation"], r["level_index"]) for r in out}
         metrics = base[["degradation", "analysis", "metric", "kind"]].drop_duplicates()
@@ -187,7 +190,7 @@ class Results:
             for _, m in metrics[metrics["degradation"] == lv["degradation"]].iterrows():
                 out.append({"degradation": lv["degradation"], "level_index": lv["level_index"],
                             "level": lv["level"], "analysis": m["analysis"], "metric": m["metric"],
-                            "kind": m["kind"], "delta_loss": float("nan"),
+                            "kind": m["kind"], "delta_loss": float("nan"), "divergence": float("nan"),
                             **_mean_ci(draws.iloc[:0], is_bounded(m["metric"]))})
         frame = pd.DataFrame(out)
         defaults = {"status": "ok", "reason": None, "n_failed_chains": 0}
@@ -197,7 +200,7 @@ class Results:
                 for d, li in zip(frame["degradation"], frame["level_index"])
             ] if len(frame) else []
         cols = ["degradation", "level_index", "level", "target_delta_loss", "nbeta", "sigma", "step",
-                "analysis", "metric", "kind", "delta_loss", "mean", "sem", "ci_low", "ci_high",
+                "analysis", "metric", "kind", "delta_loss", "divergence", "mean", "sem", "ci_low", "ci_high",
                 "ci_method", "n_chains", "n_draws", "ci_over", "n_nonfinite", "n_failed_chains",
                 "status", "reason"]
         return frame.reindex(columns=cols).sort_values(
@@ -526,6 +529,14 @@ def is_bounded(metric: str) -> bool:
     interval is a percentile bootstrap that stays within the values observed."""
     name = str(metric).lower()
     return any(name == b or name.endswith("_" + b) for b in BOUNDED_METRICS)
+
+
+def _mean_of(g: pd.DataFrame, column: str) -> float:
+    """Mean of a per-draw column (e.g. the behavioural ``divergence``), NaN when it is not recorded."""
+    if column not in g.columns or g.empty:
+        return float("nan")
+    values = pd.to_numeric(g[column], errors="coerce")
+    return float(values.mean()) if values.notna().any() else float("nan")
 
 
 def bootstrap_interval(values: np.ndarray, *, resamples: int = 2000, seed: int = 0,

@@ -60,6 +60,8 @@ def test_search_brackets_the_crossing_a_dense_grid_finds(tiny, tmp_path):
     assert d.converged and all(b / a <= 1.1 for a, b in zip(xs, xs[1:])) and lo <= d.level <= hi
     assert set(d.points.loc[(d.points["x"] > lo) & (d.points["x"] < hi), "decision"]) <= {"undecided"}
     assert d.delta_loss_ci[0] <= d.delta_loss <= d.delta_loss_ci[1]
+    # the sweep's behavioural divergence at the crossing, with the same bracket
+    assert 0 < d.divergence_ci[0] <= d.divergence <= d.divergence_ci[1]
     assert len(d.points) <= 17 and d.points.iloc[0]["x"] == 0 and d.points.iloc[0]["decision"] == "held"
     # a dense grid over the same range: its last held and first lost σ straddle the search's interval
     grid = np.geomspace(lo / 4, hi * 4, 40).tolist()

@@ -197,3 +197,26 @@ def test_a_level_whose_chains_all_failed_keeps_its_rows_with_nan_statistics(tmp_
         assert lost["reason"].str.contains("every chain failed").all()
         assert (lost["nbeta"] == 1e5).all()
         assert (s.loc[s["level_index"] == 0, "status"] == "ok").all()
+
+
+def test_calibration_that_missed_its_target_is_marked_failed_not_a_result():
+    """issue 18 item 5, display side: the sampler records a calibration that missed (``failed``); the
+    level is failed in summary() with the sampler's reason, and survival() never counts it."""
+    import interp
+    from interp.degradations import CalibrationConfig, LossIncrease, TemperedPosterior
+    from reliability_tiny import LossProbe
+
+    torch.manual_seed(0)
+    model, task = interp.organisms.load("modadd")
+    # one pilot round cannot reach 0.5 nats from the default start: the level fails by construction
+    sampler = TemperedPosterior(chains=2, draws=1, burnin=5, progress=False, eval_size=64, batch_size=64,
+                                calibration=CalibrationConfig(tolerance=0.01, max_rounds=1, acceptance=0.01))
+    res = interp.run_sweep(model, task, [LossProbe()], sampler, [LossIncrease(0.5)], eval_rows=64, progress=False)
+    cal = res.meta["levels"][0]["calibration"]
+    assert cal["failed"]
+    row = res.summary().query("level_index == 0").iloc[0]
+    assert row["status"] == "failed" and f"calibration failed: {cal['failed']}" in row["reason"]
+    assert row["target_delta_loss"] == 0.5 and row["nbeta"] == pytest.approx(cal["nbeta"])
+    surv = res.survival(fraction=0.5).iloc[0]
+    assert surv["lost_level"] is None and surv["last_held_level"] is None
+    assert surv["failed_levels"] and surv["failed_levels"][0].startswith("LossIncrease(nats=0.5): ")
