@@ -1,4 +1,4 @@
-"""Oracle tests of the SGLD sampler (REFERENCE §2): fixed seeds, tolerances from the maths.
+"""Oracle tests of the SGLD sampler (Lau et al. 2023; Aoyagi 2024): fixed seeds, tolerances from the maths.
 
 Each statistical check compares an estimate with its exact value within 4 standard errors, the
 standard error taken from the spread of independent chains (chain means are independent draws), plus
@@ -462,3 +462,24 @@ def test_llc_stderr_includes_the_init_loss_error():
     q = estimate_llc(quad, quad.loss, nbeta=100.0, localization=0.0, lr=1e-3, chains=4, draws=200,
                      burnin=50, eval_rows=0, progress=False)
     assert q.stderr_init == 0.0 and q.stderr == q.stderr_chains
+
+
+# --------------------------------------------------------------------- extrapolation to ε → 0
+def test_extrapolated_llc_matches_the_exact_limit_on_the_quadratic():
+    """K = ½Σ w_i² in d = 20 (λ = d/2, γ = 0): λ̂(ε) = (d/2)/(1 − εB/4) exactly, +11% at εB = 0.4.
+    Richardson 2λ̂(ε/2) − λ̂(ε) removes the linear term (residual −(d/2)·x²/2·(1 + O(x)), x = εB/4:
+    −0.6% here) and lands on d/2 within its propagated error, while λ̂(ε) alone is 4 errors off."""
+    d, B = 20, 144.76
+    q = MonomialPotential([2] * d)
+    eps = 0.4 / B
+    est = estimate_llc(q, q.loss, nbeta=B, localization=0.0, lr=eps, chains=16, draws=1000, burnin=100,
+                       eval_rows=0, progress=False, extrapolate=True)
+    (at_eps, at_half) = est.extrapolation
+    assert at_eps.lr == eps and at_half.lr == eps / 2 and est.weights == pytest.approx((-1.0, 2.0))
+    assert at_eps.mean == pytest.approx(quadratic_llc(B, 1.0, 0.0, eps) * d, abs=SIGMAS * at_eps.stderr)
+    assert at_half.mean == pytest.approx(quadratic_llc(B, 1.0, 0.0, eps / 2) * d, abs=SIGMAS * at_half.stderr)
+    assert est.stderr == pytest.approx(math.hypot(at_eps.stderr, 2 * at_half.stderr))
+    assert abs(est.mean - d / 2) < SIGMAS * est.stderr, (est.mean, est.stderr)
+    assert abs(at_eps.mean - d / 2) > SIGMAS * est.stderr  # the check has teeth
+    with pytest.raises(ValueError, match="extrapolate"):
+        estimate_llc(q, q.loss, nbeta=B, lr=eps, extrapolate=4)

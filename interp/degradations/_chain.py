@@ -282,7 +282,7 @@ class _Engine:
         """``(ws, batch) -> (grads, losses)`` for ``chains`` stacked weight sets ``ws[name]: [C, ...]``.
 
         The forward is vmapped over the chains (``functional_call`` with one entry per parameter slot
-        and ``tie_weights=False``, REFERENCE §1); the backward is plain autograd on the sum of the
+        and ``tie_weights=False``, so tied or fused weights get one slot each); the backward is plain autograd on the sum of the
         per-chain losses, whose gradient with respect to chain c's weights is chain c's own gradient
         (the chains do not interact). That is ≈2× cheaper than ``vmap(grad(...))`` on small modules.
         """

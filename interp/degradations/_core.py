@@ -51,7 +51,7 @@ class LossIncrease:
     """A level given as a **target loss increase** Δ (nats/token) over the trained weights.
 
     The sampler calibrates ``B`` so that the mean loss of its draws, on a fixed evaluation batch, sits
-    Δ above the loss at ``w0`` (REFERENCE §2: E[L] − L(w0) ≈ λ/B, so B ≈ λ̂/Δ, refined by bisection on
+    Δ above the loss at ``w0`` (Lau et al. 2023: E[L] − L(w0) ≈ λ/B, so B ≈ λ̂/Δ, refined by bisection on
     log B).
     """
 

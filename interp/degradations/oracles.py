@@ -1,4 +1,4 @@
-"""Models with a known learning coefficient, to check any sampler against the maths (REFERENCE §2).
+"""Models with a known learning coefficient, to check any sampler against the maths.
 
 - :class:`MonomialPotential`: K(w) = ½·Σ_i |w_i|^{p_i} at w0 = 0. With γ = 0 the tempered posterior
   makes B·K ~ Gamma(λ, 1) exactly, λ = Σ_i 1/p_i (so mean and variance of B·K are both λ).

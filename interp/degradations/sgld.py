@@ -1,6 +1,6 @@
 """Localized SGLD on the tempered local posterior: :class:`TemperedPosterior` and :func:`estimate_llc`.
 
-Target density around the trained weights ``w0`` (REFERENCE §2; Welling & Teh 2011; localized as in
+Target density around the trained weights ``w0`` (Welling & Teh 2011; localized as in
 Lau et al. 2023):
 
     p_B(w) ∝ exp(−B·L(w) − γ/2·‖w − w0‖²),     B = nβ,  γ = ``localization``

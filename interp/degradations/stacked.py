@@ -4,7 +4,7 @@ SGLD chains do not interact, so C chains of one model can share every kernel lau
 parameter along a leading chain axis (``[C, ...]``) and run one forward on ``[C, batch, pos]``.
 ``torch.func.vmap`` over the bridge does this generically but was measured no faster than running
 chains one after another (its per-op batching overhead eats the gain on small models), and
-``functional_call`` on a bridge has pitfalls (REFERENCE §1). So for the bridge family the organisms
+``functional_call`` on a bridge has pitfalls (its hook points and aliased, fused parameters). So for the bridge family the organisms
 use (``TransformerBridge.boot_native``: pre-LN blocks, LayerNorm or none, learned absolute positions,
 causal multi-head attention, plain or no MLP) this module writes the forward out by hand with the
 chain axis explicit:
