@@ -123,15 +123,13 @@ def clean_window_findings(results: Any, cw: pd.DataFrame | None = None) -> list[
     """One sentence per analysis: where the effect/collateral ratio is significantly better than at
     w0 (with intervals), that it is nowhere, or that the analysis declares no collateral."""
     cw = clean_window(results) if cw is None else cw
-    out = []
+    out, without = [], []
     analyses = sorted(set(results.table["analysis"]))
     for analysis in analyses:
         sub = cw[(cw["analysis"] == analysis) & (cw["status"] != "failed")]
         if sub.empty:
-            kinds = set(results.table.loc[results.table["analysis"] == analysis, "kind"])
-            if "effect" in kinds:
-                out.append(f"{analysis}: no collateral measured where a trained behaviour exists "
-                           "(the task marks no trained predictions outside the claim): no clean window can be claimed")
+            if "effect" in set(results.table.loc[results.table["analysis"] == analysis, "kind"]):
+                without.append(analysis)
             continue
         for (deg, eff, coll), g in sub.groupby(["degradation", "effect", "collateral"]):
             b = g["baseline_ratio"].iloc[0]
@@ -147,6 +145,9 @@ def clean_window_findings(results: Any, cw: pd.DataFrame | None = None) -> list[
                 out.append(f"{name}: nowhere significantly better than at w0 ({b:.3g}); best "
                            f"{best['ratio']:.3g} [{best['ratio_ci_low']:.3g}, {best['ratio_ci_high']:.3g}] at ΔL "
                            f"{best['delta_loss']:.2g}")
+    if without:
+        out.append(f"{', '.join(without)}: no collateral measured where a trained behaviour exists (the task "
+                   "marks no trained predictions outside the claim), so no clean window can be claimed")
     return out
 
 
