@@ -654,6 +654,39 @@ def test_splice(model):
     assert _n_hooks(model) == 0
 
 
+def test_splice_at_positions(model):
+    """positions=: replace only there (negative from the end), fn sees the source at those positions."""
+    toks = _tokens()
+    L = 1
+    lin = torch.nn.Linear(model.cfg.d_model, model.cfg.d_model)
+    acts = hooks.capture(model, toks, [hooks.mlp_in(L), hooks.resid_mid(L), hooks.mlp_out(L)])
+    shapes = []
+
+    def fn(s):
+        shapes.append(tuple(s.shape))
+        return lin(s)
+
+    got = _run(model, toks, [hooks.splice(hooks.mlp_out(L), hooks.mlp_in(L), fn, positions=(1, -1))])
+    assert shapes == [(toks.shape[0], 2, model.cfg.d_model)]
+    with torch.no_grad():
+        y = acts[hooks.mlp_out(L)].clone()
+        y[:, [1, -1]] = lin(acts[hooks.mlp_in(L)][:, [1, -1]])
+        expected = _head_on_logits(model, acts[hooks.resid_mid(L)] + y)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    with hooks.apply(model, [hooks.splice(hooks.mlp_out(L), hooks.mlp_in(L), lin, error_node=True, positions=(0,))]):
+        out = model(toks)
+    torch.testing.assert_close(out.detach(), _run(model, toks), atol=1e-5, rtol=1e-5)
+    out.sum().backward()
+    assert lin.weight.grad is not None and lin.weight.grad.abs().sum() > 0
+    model.zero_grad(set_to_none=True)
+    for bad in ((), "all", (1.5,)):
+        with pytest.raises(ValueError, match="positions must be a non-empty sequence of ints"):
+            hooks.splice(hooks.mlp_out(L), hooks.mlp_in(L), lin, positions=bad)
+    with pytest.raises(ValueError, match="outside sequences of length"):
+        _run(model, toks, [hooks.splice(hooks.mlp_out(L), hooks.mlp_in(L), lin, positions=(99,))])
+    assert _n_hooks(model) == 0
+
+
 @pytest.mark.parametrize(
     "module", ["hooks", "hooks._points", "hooks._hook", "hooks._capture", "hooks._interventions"]
 )
