@@ -1,7 +1,9 @@
 """hooks: hook-based intervention primitives on TransformerLens 4 ``TransformerBridge``s.
 
 One noun and one verb: a :class:`Hook` ``(point, fn)`` and :func:`apply`, a context manager that
-removes exactly the hooks it added, even on error or ``KeyboardInterrupt``. :func:`capture` returns a
+removes exactly the hooks it added, even on error or ``KeyboardInterrupt``. ``fn`` is
+``fn(activation)`` or, as in TransformerLens's ``run_with_hooks``, ``fn(activation, hook)`` (editing
+in place and returning ``None`` works too). :func:`capture` returns a
 plain dict of activations. Interventions (:func:`zero_ablate`, :func:`mean_ablate`,
 :func:`resample_ablate`, :func:`patch`, :func:`steer`, :func:`project_out`, :func:`splice`) return
 ``Hook``s. Point helpers (:func:`resid_pre`, :func:`attn_out`, :func:`mlp_in`, :func:`head_out`, ...)
