@@ -208,11 +208,10 @@ def crossing(points: pd.DataFrame, theta: float, sign: float = 1.0) -> dict[str,
     # point estimate: the first fall of the mean below θ inside the bracket, linear in log x
     d = sign * (p["mean"].to_numpy(dtype=float) - theta)
     j = next((j for j in range(i_lo, i_hi) if d[j] >= 0 > d[j + 1]), None)
-    if j is None:  # the means do not cross θ inside (noise): the bracket's geometric middle
-        j, frac = i_lo, 0.5
+    if j is None:  # the means do not cross θ inside (noise): the bracket's (geometric) middle
+        a, b, frac = p.iloc[i_lo], p.iloc[i_hi], 0.5
     else:
-        frac = d[j] / (d[j] - d[j + 1])
-    a, b = p.iloc[j], p.iloc[j + 1]
+        a, b, frac = p.iloc[j], p.iloc[j + 1], d[j] / (d[j] - d[j + 1])
     log_x = a["x"] > 0
     for k, log_k in (("x", True), ("delta_loss", False), ("nbeta", True), ("divergence", False)):
         out[k] = _interp(float(a[k]), float(b[k]), frac, log_k and log_x)
