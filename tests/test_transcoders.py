@@ -279,7 +279,7 @@ def test_modadd_latents_align_with_the_fourier_structure(modadd, clean):
 # ---------------------------------------------------------------------------------------- inspection
 def test_inspect_features_table_examples_and_html(modadd, clean):
     model, task = modadd
-    rep = inspect_features(model, task, clean, n_examples=3, rows=200,
+    rep = inspect_features(model, task, clean, n_examples=3, eval_rows=200,
                            decode=lambda i: "=" if i == 59 else str(i))
     t, ex = rep.table, rep.examples
     assert {"latent", "frequency", "mean_act", "max_act", "top_token"} <= set(t.columns)

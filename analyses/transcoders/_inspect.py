@@ -15,7 +15,7 @@ from torch import Tensor
 
 import hooks
 from analyses.transcoders._model import Transcoder
-from interp.checks import check_number
+from interp.checks import check_number, renamed_arguments
 from interp.tasks import model_device
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -93,6 +93,7 @@ def _fmt(v: Any) -> str:
 
 
 @torch.no_grad()
+@renamed_arguments(rows="eval_rows")
 def inspect_features(
     model: Any,
     task: Any,
@@ -101,15 +102,16 @@ def inspect_features(
     latents: Sequence[int] | None = None,
     n_examples: int = 10,
     split: str = "test",
-    rows: int | None = 1024,
+    eval_rows: int | None = 1024,
     context: int = 8,
     batch_size: int = 256,
     decode: Callable[[int], str] | None = None,
 ) -> FeatureReport:
     """Top-activating examples and a summary of ``latents`` (``None``: every latent that fires).
 
-    Activations are read on ``rows`` rows of ``split`` at the transcoder's ``positions``; a token's
-    context is the ``context`` tokens before it. ``decode(id) -> str`` names tokens (default: the
+    Activations are read on ``eval_rows`` rows of ``split`` (``rows`` is its deprecated name),
+    ``batch_size`` rows per forward, at the transcoder's ``positions``; a token's context is the
+    ``context`` tokens before it. ``decode(id) -> str`` names tokens (default: the
     model's tokenizer, else the id).
     """
     import pandas as pd
@@ -119,7 +121,7 @@ def inspect_features(
     decode = _decoder(model, decode)
     device = model_device(model)
     layer = transcoder.layer
-    data = task.tensors(split, rows=rows)
+    data = task.tensors(split, rows=eval_rows)
     ids_all = data["input_ids"].long()
     point = hooks.mlp_in(layer)
     acts, where = [], []
