@@ -125,6 +125,8 @@ class Dissolution:
             first = "first grid level" if self.interpolated else "smallest level searched"
             return (f"{name}: lost ({crit} fails) already at the {first}, ΔL {self.delta_loss_ci[1]:.3g}, "
                     f"under {deg}")
+        if self.outcome == "undecided" and not math.isfinite(self.baseline):
+            return f"{name}: undecided ({self.metric} is not finite at the trained weights)"
         if self.outcome == "undecided":
             held = self.delta_loss_ci[0]
             start = f"held ({crit}) up to ΔL {held:.3g} under {deg}, undecided beyond" if held > 0 else (
@@ -188,8 +190,8 @@ def crossing(points: pd.DataFrame, theta: float, sign: float = 1.0) -> dict[str,
     out: dict[str, Any] = {"outcome": "undecided", **{k: float("nan") for k in ("x", "delta_loss", "nbeta",
                                                                                  "divergence")},
                            **{f"{k}_ci": nan2 for k in ("x", "delta_loss", "nbeta", "divergence")}}
-    if p.iloc[0]["decision"] != "held":
-        out["outcome"] = "never_holds"
+    if p.iloc[0]["decision"] != "held":  # a NaN value at w0 decides nothing
+        out["outcome"] = "never_holds" if p.iloc[0]["decision"] == "lost" else "undecided"
         return out
     lost = p[p["decision"] == "lost"]
     if lost.empty:

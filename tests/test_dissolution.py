@@ -127,6 +127,9 @@ def test_crossing_interval_is_last_held_to_first_lost_with_undecided_inside():
     assert crossing(_points([0.98, 0.95, 0.94]), 0.9)["outcome"] == "holds_throughout"
     assert crossing(_points([0.98, 0.95, 0.90]), 0.9)["outcome"] == "undecided"
     assert crossing(_points([0.98, 0.7]), 0.9)["outcome"] == "lost_below_range"
+    nan_at_w0 = _points([0.98, 0.7])
+    nan_at_w0.loc[0, ["mean", "ci_low", "ci_high", "decision"]] = [np.nan, np.nan, np.nan, "undecided"]
+    assert crossing(nan_at_w0, 0.9)["outcome"] == "undecided"  # not "never holds"
 
 
 def test_compare_two_dissolution_points():
