@@ -102,6 +102,7 @@ class Dissolution:
     converged: bool
     interpolated: bool
     points: pd.DataFrame = field(repr=False)
+    divergence_units: str = ""
 
     def criterion_text(self) -> str:
         return f"{self.metric} ≥ {self.threshold:.3g}" + (
@@ -137,7 +138,8 @@ class Dissolution:
         if math.isfinite(self.nbeta):
             text += f" (nβ ≈ {self.nbeta:.3g})"
         if math.isfinite(self.divergence):
-            text += f", divergence {self.divergence:.2g}"
+            units = f" {self.divergence_units}" if self.divergence_units else ""
+            text += f", divergence {self.divergence:.2g}{units}"
         if self.interpolated:
             text += ", interpolated between grid levels"
         elif not self.converged:
@@ -222,7 +224,7 @@ def crossing(points: pd.DataFrame, theta: float, sign: float = 1.0) -> dict[str,
 
 def _from_points(points: pd.DataFrame, *, analysis: str, metric: str, degradation: str, criterion: str,
                  theta: float, sign: float, baseline: float, axis: str, tolerance: float,
-                 interpolated: bool) -> Dissolution:
+                 interpolated: bool, divergence_units: str = "") -> Dissolution:
     c = crossing(points, theta, sign)
     lo, hi = c["x_ci"]
     # resolved: every gap between evaluated neighbours inside [lo, hi] is within 1 + tolerance (an
@@ -239,6 +241,7 @@ def _from_points(points: pd.DataFrame, *, analysis: str, metric: str, degradatio
         nbeta_ci=tuple(sorted(c["nbeta_ci"])), divergence=c["divergence"], divergence_ci=c["divergence_ci"],
         tolerance=tolerance, converged=converged, interpolated=interpolated,
         points=points.sort_values("x", ignore_index=True).reindex(columns=_POINT_COLUMNS),
+        divergence_units=divergence_units or "",
     )
 
 
@@ -303,7 +306,17 @@ def from_results(results: Any, analysis: str, metric: str, *, threshold: float |
     points = points[(points["x"] == 0) | (points["x"] > 0)]  # a failed level with no draws has no ΔL
     return _from_points(points, analysis=analysis, metric=metric, degradation=degradation, criterion=criterion,
                         theta=theta, sign=sign, baseline=baseline, axis="delta_loss", tolerance=float("nan"),
-                        interpolated=True)
+                        interpolated=True, divergence_units=_divergence_units(results.meta, degradation))
+
+
+def _divergence_units(meta: dict[str, Any], degradation: str | None) -> str:
+    """The units of a sweep's divergence column, from its metadata (empty when not recorded)."""
+    for part in meta.get("parts", [meta]):
+        if part.get("degradation_name") in (None, degradation):
+            units = part.get("divergence_units") or (part.get("config") or {}).get("divergence", {}).get("units")
+            if units:
+                return str(units)
+    return ""
 
 
 # ------------------------------------------------------------------------------------------- search
@@ -453,6 +466,7 @@ def dissolution(
             row["nbeta"] = value
         rows.append(row)
         state["degradation"] = str(sel["degradation"].iloc[0])
+        state["units"] = _divergence_units(res.meta, None)
         log.info("dissolution %s/%s at %s=%.4g: ΔL %.4g, %s %.4g [%.4g, %.4g] -> %s", name, metric, axis, value,
                  row["delta_loss"], metric, row["mean"], row["ci_low"], row["ci_high"], row["decision"])
 
@@ -505,7 +519,8 @@ def dissolution(
         raise RuntimeError("no level was evaluated")
     return _from_points(frame(), analysis=name, metric=metric, degradation=state["degradation"],
                         criterion=state["criterion"], theta=state["theta"], sign=state["sign"],
-                        baseline=state["baseline"], axis=axis, tolerance=float(tolerance), interpolated=False)
+                        baseline=state["baseline"], axis=axis, tolerance=float(tolerance), interpolated=False,
+                        divergence_units=state.get("units", ""))
 
 
 # ----------------------------------------------------------------------------------------- compare
