@@ -151,3 +151,20 @@ def test_compare_two_dissolution_points():
     assert cmp.more_robust == "second" and cmp.statement.startswith("late is more robust")
     assert compare_dissolutions(early, early).more_robust is None
     assert "interpolated between grid levels" in late.verdict("late")
+
+
+def test_calibration_of_a_new_level_starts_from_its_neighbours():
+    """A LossIncrease level's calibration starts from nβ interpolated log-log between calibrated
+    neighbours (ΔL ≈ λ/nβ beyond them), on a copy of the sampler that differs only in nbeta."""
+    from interp.degradations import CalibrationConfig, TemperedPosterior
+    from interp.dissolve import _nbeta_hint, _with_nbeta
+
+    pts = pd.DataFrame({"x": [0.0, 0.1, 0.4], "nbeta": [np.inf, 800.0, 200.0]})
+    assert _nbeta_hint(pts, 0.2) == pytest.approx(400.0)  # log-log between (0.1, 800) and (0.4, 200)
+    assert _nbeta_hint(pts, 0.8) == pytest.approx(100.0)  # beyond: nβ ∝ 1/Δ from the nearest
+    assert _nbeta_hint(pts[:1], 0.2) is None
+    s = TemperedPosterior(chains=3, draws=2, burnin=7, seed=5, progress=False,
+                          calibration=CalibrationConfig(tolerance=0.2, max_rounds=3))
+    c = _with_nbeta(s, 123.0)
+    assert c.nbeta == 123.0 and c.n_draws == 2 and c.chains == 3 and c.burnin == 7 and c.seed == 5
+    assert c.calibration == s.calibration
