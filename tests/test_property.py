@@ -101,7 +101,7 @@ SAMPLER_INVALID = {
     "seed": st.sampled_from([-1, 0.5, "0", None]),
     "batch_size": st.sampled_from([0, -8, 8.0, None]),
     "eval_size": st.sampled_from([-1, 8.5, None]),
-    "init_batches": st.sampled_from([0, 2.5, None]),
+    "init_batches": st.sampled_from([0, 2.5, -1]),
     "lr_safety": st.sampled_from([0.0, 2.0, 5.0, -0.2, float("nan")]),
     "divergence": st.sampled_from([0.0, -1.0, float("inf"), "x"]),
     "max_loss_increase": st.sampled_from([0.0, -0.1, float("nan"), "0.1"]),

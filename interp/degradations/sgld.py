@@ -78,6 +78,8 @@ from interp.degradations.calibration import (
 
 logger = logging.getLogger("interp.degradations")
 
+_UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<not given>"})()
+
 __all__ = [
     "TemperedPosterior",
     "SamplingRun",
@@ -187,12 +189,14 @@ class TemperedPosterior:
                  restrict: Restrict = None, lr_safety: float = 0.2, divergence: float = 100.0,
                  max_loss_increase: float | None = None, vectorize: bool | None = None,
                  calibration: CalibrationConfig | None = None, progress: bool = True,
-                 objective: Any = None, strict: bool = False, *, eval_size: int | None = None,
+                 objective: Any = None, strict: bool = False, *, eval_size: Any = _UNSET,
                  n_draws: int | None = None) -> None:
         values = dict(locals())
         values.pop("self")
         old = values.pop("eval_size")
-        if old is not None:
+        if old is not _UNSET:
+            check_number("TemperedPosterior", "eval_size", old, integer=True, zero_ok=True,
+                         fix="Use a non-negative integer, and the new name eval_rows=.")
             if eval_rows != 256 and eval_rows != old:
                 raise bad_value("TemperedPosterior", "eval_size", old, "left out when eval_rows= is given "
                                 "(eval_size is the old name of eval_rows)", f"Pass only eval_rows={eval_rows!r}.")
