@@ -1,4 +1,9 @@
-"""Localized SGLD on the tempered local posterior: :class:`TemperedPosterior` and :func:`estimate_llc`.
+"""The tempered-posterior sampler: :class:`TemperedPosterior` puts localized SGLD draws in the live model.
+
+Its parts, one job per module: the update rule (:mod:`interp.degradations._step`), the chain loop
+(:mod:`interp.degradations._chain`), calibration of loss-increase levels
+(:mod:`interp.degradations.calibration`) and the LLC estimator (:mod:`interp.degradations.llc`,
+:func:`~interp.degradations.estimate_llc`; still importable from here).
 
 Target density around the trained weights ``w0`` (Welling & Teh 2011; localized as in
 Lau et al. 2023):
