@@ -49,11 +49,6 @@ def test_catalogue_rows_have_tests():
     assert not undocumented, f"tests without a catalogue row: {undocumented}"
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return tiny_bridge(), tiny_task()
-
-
 def _ids(task, rows=4):
     return task.tensors("test", rows=rows)["input_ids"]
 
