@@ -362,7 +362,9 @@ class SamplingRun(Iterator[Draw]):
     """The iterator returned by :meth:`TemperedPosterior.draws`.
 
     Attributes (filled as it runs): ``chains`` (list of :class:`ChainDiagnostics`), ``calibration``
-    (:class:`CalibrationRecord` or ``None``), ``nbeta`` and ``lr`` actually used, ``init_loss``.
+    (:class:`CalibrationRecord` or ``None``; after all chains of :meth:`TemperedPosterior.draws`, with
+    the measured loss increase and ``failed``), ``nbeta`` and ``lr`` actually used, ``init_loss`` and
+    its standard error ``init_loss_se``.
     Closing it (``close()``, ``break`` in a ``for`` loop followed by garbage collection, leaving a
     ``with`` block, an exception) restores the original weights.
     """
