@@ -148,7 +148,8 @@ def load_sweep_config(path: str | Path) -> dict[str, Any]:
     _unknown(str(path), set(raw), _TOP)
     for key in ("model", "degradation", "levels", "analyses"):
         if key not in raw:
-            raise ValueError(f"{path}: missing [{key}] (see `interp sweep --help` for the format).")
+            raise ValueError(f"{path}: missing [{key}]: a sweep file needs [model], [degradation], [levels] and "
+                             f"[[analyses]]; add the [{key}] section (see `interp sweep --help` for the format).")
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise _bad(str(path), "seed", seed, "a whole number >= 0", "Use e.g. seed = 0.")
