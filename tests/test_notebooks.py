@@ -46,7 +46,7 @@ def _kernel_manager(tmp: Path):
 def test_notebooks_exist():
     names = [p.name for p in NOTEBOOKS]
     for expected in ("01-quickstart.ipynb", "02-circuit-validation.ipynb", "03-probing-minilm.ipynb",
-                     "04-residual-norms.ipynb", "05-transcoders-modadd.ipynb"):
+                     "04-residual-norms.ipynb", "05-transcoders-modadd.ipynb", "06-minilm-degradation.ipynb"):
         assert expected in names
 
 

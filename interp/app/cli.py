@@ -5,6 +5,8 @@ Commands::
     interp organisms list               the shipped model organisms
     interp organisms train NAME --out DIR   re-run an organism's deterministic training recipe
     interp demo [--out DIR]             the main job on the bundled induction organism
+    interp demo minilm [--out DIR] [--quick]
+                                        MiniLM's subject number under the behavioural posterior
     interp sweep CONFIG.toml            a sweep described in a TOML file (interp.app.sweepfile)
     interp sweep CONFIG.toml --executor ray --address ray://HOST:10001
                                         the same sweep, one Ray task per (level, chain) job
@@ -48,8 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="directory to write the safetensors weights to")
     train.add_argument("--seed", type=int, default=0, help="training seed (shipped weights: 0)")
 
-    demo = sub.add_parser("demo", help="run the main job on the bundled induction organism")
-    demo.add_argument("--out", default="interp-demo", help="output directory (default: ./interp-demo)")
+    demo = sub.add_parser("demo", help="run the main job on the bundled induction organism (or on MiniLM)")
+    demo.add_argument("which", nargs="?", choices=("induction", "minilm"), default="induction",
+                      help="induction (default): the induction circuit; minilm: MiniLM's subject-number "
+                           "probe under the behavioural posterior (needs interp[minilm])")
+    demo.add_argument("--out", default=None,
+                      help="output directory (default: ./interp-demo, or ./minilm-demo for minilm)")
+    demo.add_argument("--quick", action="store_true",
+                      help="one level per degradation, few draws: a smoke run, too few numbers for conclusions")
 
     sweep = sub.add_parser(
         "sweep", help="run the sweep a TOML file describes (resumable)",
@@ -145,11 +153,24 @@ _OURS = ("interp", "hooks", "analyses")
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "organisms":
         return _organisms(args)
+    if args.command == "demo" and args.which == "minilm":
+        from interp.app.demo_minilm import run_minilm_demo
+
+        out = args.out or "minilm-demo"
+        _check_out_dir(out, "--out")
+        summary = run_minilm_demo(out, progress=not args.quiet, quick=args.quick)
+        sys.stdout.write(
+            f"MiniLM, posterior objective {summary['objective']} ({summary['units']}), perturbed "
+            f"parameters {summary['restrict']}\n\nsurvival of effects:\n"
+            f"{summary['survival'].to_string(index=False)}\n\nreport: {summary['report']}\n"
+        )
+        return 0
     if args.command == "demo":
         from interp.app.demo import run_demo
 
+        args.out = args.out or "interp-demo"
         _check_out_dir(args.out, "--out")
-        summary = run_demo(args.out, progress=not args.quiet)
+        summary = run_demo(args.out, progress=not args.quiet, quick=args.quick)
         clean = summary["clean"]
         sys.stdout.write(
             f"induction organism: test loss {clean['loss']:.4f} nats/token, "
