@@ -31,15 +31,15 @@ def main() -> None:
     import interp
     from analyses.ablation import HeadAblation
     from interp.degradations import NBeta, TemperedPosterior
-    from interp.executors import ModelRecipe, RayExecutor
+    from interp.sweep import ModelRecipe, RayExecutor
 
     model, task = interp.organisms.load("induction", device="cpu")
     sampler = TemperedPosterior(chains=args.chains, draws=args.draws, burnin=50, batch_size=32,
-                                eval_size=64, vectorize=False, progress=False)
+                                eval_rows=64, vectorize=False, progress=False)
     levels = [NBeta(300.0), NBeta(1000.0)]
 
     def analyses():
-        return [HeadAblation(heads=((1, 0), (1, 1)), rows=64)]
+        return [HeadAblation(heads=((1, 0), (1, 1)), eval_rows=64)]
 
     t = time.perf_counter()
     local = interp.run_sweep(model, task, analyses(), sampler, levels, eval_rows=64, progress=False)
@@ -51,7 +51,7 @@ def main() -> None:
     ex = RayExecutor(cpus_per_job=1)
     # a 1-level, 1-chain, 1-draw warm-up: worker processes start and import torch/TransformerLens
     t = time.perf_counter()
-    tiny = TemperedPosterior(chains=1, draws=1, burnin=1, batch_size=8, eval_size=8, vectorize=False, progress=False)
+    tiny = TemperedPosterior(chains=1, draws=1, burnin=1, batch_size=8, eval_rows=8, vectorize=False, progress=False)
     interp.run_sweep(ModelRecipe(organism="induction"), task, analyses(), tiny, [NBeta(300.0)], eval_rows=8,
                      progress=False, executor=ex)
     t_warm = time.perf_counter() - t

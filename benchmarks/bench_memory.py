@@ -46,7 +46,7 @@ def child(levels: int, chains: int, draws: int) -> dict:
     from analyses.ablation import HeadAblation
     from analyses.norms import ResidualNorms
     from interp.degradations import TemperedPosterior
-    from interp.sweeps import run_sweep
+    from interp.sweep import run_sweep
     from reliability_tiny import LossProbe, hook_count, tiny_bridge, tiny_task
 
     model, task = tiny_bridge(), tiny_task()
@@ -71,8 +71,8 @@ def child(levels: int, chains: int, draws: int) -> dict:
 
     def sweep(n_draws: int, out: str) -> object:
         sampler = TemperedPosterior(localization=100.0, lr=1e-4, chains=chains, draws=n_draws, burnin=0,
-                                    batch_size=8, eval_size=8, init_batches=1, progress=False)
-        analyses = [HeadAblation(((0, 0), (0, 1)), rows=8), ResidualNorms(rows=8, batch_size=8), LossProbe(),
+                                    batch_size=8, eval_rows=8, init_batches=1, progress=False)
+        analyses = [HeadAblation(((0, 0), (0, 1)), eval_rows=8), ResidualNorms(eval_rows=8, batch_size=8), LossProbe(),
                     tracer]
         return run_sweep(model, task, analyses, sampler, [100.0 * (i + 1) for i in range(levels)], out=out,
                          eval_rows=8, progress=False)

@@ -29,11 +29,24 @@ _LAZY = {
     "load_model": "interp.models",
     "organisms": "interp.organisms",
     "Analysis": "interp.analysis",
+    "sweep": "interp.sweep",
     "run_sweep": "interp.sweep",
+    "LocalExecutor": "interp.sweep",
+    "RayExecutor": "interp.sweep",
+    "ModelRecipe": "interp.sweep",
+    "SweepJobsFailed": "interp.sweep",
     "Results": "interp.results",
+    "verdicts": "interp.verdicts",
     "dissolution": "interp.dissolve",
     "Dissolution": "interp.dissolve",
+    "DissolutionComparison": "interp.dissolve",
     "compare_dissolutions": "interp.dissolve",
+    "objectives": "interp.objectives",
+    "Objective": "interp.objectives",
+    "Behavioural": "interp.objectives",
+    "CorpusLoss": "interp.objectives",
+    "DivergenceMeter": "interp.objectives",
+    "checks": "interp.checks",
     "degradations": "interp.degradations",
     "TemperedPosterior": "interp.degradations",
     "WeightNoise": "interp.degradations",
@@ -48,11 +61,12 @@ _LAZY = {
 __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from interp import organisms
+    from interp import checks, objectives, organisms, sweep, verdicts
     from interp.models import load_model
     from interp.analysis import Analysis
+    from interp.objectives import Behavioural, CorpusLoss, DivergenceMeter, Objective
     from interp.results import Results
-    from interp.sweep import run_sweep
+    from interp.sweep import LocalExecutor, ModelRecipe, RayExecutor, SweepJobsFailed, run_sweep
     from interp.tasks import Task
 
 

@@ -121,8 +121,8 @@ def fault_degradation(kind: str):
 
     if kind == "TemperedPosterior":
         return TemperedPosterior(localization=100.0, lr=1e-4, chains=2, draws=3, burnin=2, batch_size=8,
-                                 eval_size=8, init_batches=2, progress=False)
-    return WeightNoise(relative=True, draws_per_level=4, eval_size=8)
+                                 eval_rows=8, init_batches=2, progress=False)
+    return WeightNoise(relative=True, draws_per_level=4, eval_rows=8)
 
 
 FAULT_LEVELS = {"TemperedPosterior": [100.0, 300.0, 1000.0], "WeightNoise": [0.05, 0.1, 0.2]}
@@ -131,7 +131,7 @@ FAULT_LEVELS = {"TemperedPosterior": [100.0, 300.0, 1000.0], "WeightNoise": [0.0
 def fault_sweep(weights: str, out: str | None, kind: str, sleep: float):
     """The sweep the SIGKILL test kills and resumes (and runs uninterrupted as the reference)."""
     from interp.organisms._weights import load_bridge
-    from interp.sweeps import run_sweep
+    from interp.sweep import run_sweep
 
     torch.set_num_threads(1)
     model, task = load_bridge(weights), tiny_task()

@@ -313,7 +313,7 @@ def test_sweep_over_checkpoints_and_plots(organism, tmp_path):
 
     matplotlib.use("Agg")
     from interp.degradations import Checkpoints
-    from interp.sweeps import run_sweep
+    from interp.sweep import run_sweep
 
     model, task = organism
     res = run_sweep(model, task, [ResidualNorms(eval_rows=32, weights=True)], Checkpoints(source="induction"),

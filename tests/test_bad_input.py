@@ -133,7 +133,7 @@ def test_task_too_small_to_resample(tiny):
 
     model, _ = tiny
     one_row = tiny_task(n=1)
-    ablation = HeadAblation(((0, 0),), method="resample", rows=2)
+    ablation = HeadAblation(((0, 0),), method="resample", eval_rows=2)
     ablation.setup(model, one_row)
     with pytest.raises(ValueError, match=r"a batch of 1 row has no other row to resample from"):
         ablation(model, one_row)
@@ -143,7 +143,7 @@ def test_no_tokens_left_to_measure(tiny):
     from analyses.norms import ResidualNorms
 
     model, task = tiny
-    norms = ResidualNorms(rows=4, skip_positions=10)
+    norms = ResidualNorms(eval_rows=4, skip_positions=10)
     norms.setup(model, task)
     with pytest.raises(ValueError, match=r"no token left after excluding 10 leading position"):
         norms(model, task)
@@ -166,7 +166,7 @@ def test_resampling_class_too_small():
     from analyses.scrubbing.induction import hypotheses
 
     model, task = induction()
-    scrub = CausalScrubbing(hypotheses()["correct"], rows=8, pool_rows=16, seeds=1, bootstrap=10,
+    scrub = CausalScrubbing(hypotheses()["correct"], eval_rows=8, pool_rows=16, seeds=1, bootstrap=10,
                             min_class=64, on_small_class="raise")
     scrub.setup(model, task)
     with pytest.raises(ValueError, match=r"came from a class with fewer than min_class=64 distinct members.*"
@@ -186,7 +186,7 @@ def test_non_finite_loss_at_trained_weights(tiny):
     _, task = tiny
     model = _nan_model()
     before = state_bytes(model)
-    sampler = TemperedPosterior(nbeta=100.0, lr=1e-4, chains=1, draws=2, burnin=0, batch_size=8, eval_size=8,
+    sampler = TemperedPosterior(nbeta=100.0, lr=1e-4, chains=1, draws=2, burnin=0, batch_size=8, eval_rows=8,
                                 progress=False)
     with pytest.raises(ValueError, match=r"loss at the original weights is not finite; cannot sample"):
         list(sampler.draws(model, task))
@@ -196,7 +196,7 @@ def test_non_finite_loss_at_trained_weights(tiny):
 def test_diverging_chain(tiny):
     model, task = tiny
     run = TemperedPosterior(nbeta=1e6, localization=1.0, lr=1e-2, chains=2, draws=2, burnin=1, batch_size=8,
-                            eval_size=8, progress=False).draws(model, task)
+                            eval_rows=8, progress=False).draws(model, task)
     assert list(run) == []  # no draw of a diverged chain is handed out
     assert [c.failed for c in run.chains] == [True, True]
     assert all(re.match(r"loss explosion at step \d+: B·\(L − L0\) = ", c.reason) for c in run.chains)
@@ -210,7 +210,7 @@ def test_nan_metric(tiny):
             out = super().__call__(model, task)
             return {**out, "loss": float("nan")} if self.calls == 2 else out
 
-    res = run_sweep(model, task, [NaNAt2()], WeightNoise(draws_per_level=3, eval_size=8), [0.1], eval_rows=8,
+    res = run_sweep(model, task, [NaNAt2()], WeightNoise(draws_per_level=3, eval_rows=8), [0.1], eval_rows=8,
                     progress=False)
     row = res.summary().query("metric == 'loss' and level_index == 0").iloc[0]
     assert row["n_nonfinite"] == 1 and row["mean"] != row["mean"]  # NaN mean, counted, never skipped
@@ -223,7 +223,7 @@ def test_level_cannot_be_calibrated(tiny):
     model, task = tiny
     before = state_bytes(model)
     # any rise of the loss above 1e-9 nats counts as divergence, so every pilot chain fails
-    sampler = TemperedPosterior(localization=100.0, chains=1, draws=2, burnin=1, batch_size=8, eval_size=8,
+    sampler = TemperedPosterior(localization=100.0, chains=1, draws=2, burnin=1, batch_size=8, eval_rows=8,
                                 max_loss_increase=1e-9, progress=False,
                                 calibration=CalibrationConfig(max_rounds=2))
     with pytest.raises(RuntimeError, match=r"Calibration to a loss increase of 0\.1 nats/token failed: every "
@@ -231,7 +231,7 @@ def test_level_cannot_be_calibrated(tiny):
         list(sampler.draws(model, task, LossIncrease(0.1)))
     assert state_bytes(model) == before
     with pytest.raises(ValueError, match=r"LossIncrease levels need the fixed evaluation batch: set eval_rows > 0"):
-        list(TemperedPosterior(eval_size=0, progress=False).draws(model, task, LossIncrease(0.1)))
+        list(TemperedPosterior(eval_rows=0, progress=False).draws(model, task, LossIncrease(0.1)))
 
 
 def test_invalid_level(tiny):
@@ -328,11 +328,11 @@ def test_pickled_code_in_checkpoint(tmp_path, monkeypatch):
 
 def test_results_directory_from_another_config(tmp_path, tiny):
     model, task = tiny
-    run_sweep(model, task, [LossProbe()], WeightNoise(draws_per_level=2, eval_size=8), [0.1], out=tmp_path,
+    run_sweep(model, task, [LossProbe()], WeightNoise(draws_per_level=2, eval_rows=8), [0.1], out=tmp_path,
               eval_rows=8, progress=False)
     with pytest.raises(ValueError, match=r"holds a sweep with a different configuration \(differs in "
                                          r"\['degradation', 'levels'\]\)\. Use a new output directory"):
-        run_sweep(model, task, [LossProbe()], WeightNoise(draws_per_level=3, eval_size=8), [0.2], out=tmp_path,
+        run_sweep(model, task, [LossProbe()], WeightNoise(draws_per_level=3, eval_rows=8), [0.2], out=tmp_path,
                   eval_rows=8, progress=False)
 
 

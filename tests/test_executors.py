@@ -55,15 +55,15 @@ class Drift:
 def analyses(**drift):
     from analyses.ablation import HeadAblation
 
-    return [HeadAblation(heads=((1, 0), (1, 1)), rows=16), Drift(**drift)]
+    return [HeadAblation(heads=((1, 0), (1, 1)), eval_rows=16), Drift(**drift)]
 
 
 def sampler(**kw):
-    return TemperedPosterior(chains=2, draws=2, burnin=2, batch_size=8, eval_size=16, progress=False,
+    return TemperedPosterior(chains=2, draws=2, burnin=2, batch_size=8, eval_rows=16, progress=False,
                              calibration=CalibrationConfig(max_rounds=2), **kw)
 
 
-NOISE = WeightNoise(relative=True, draws_per_level=2, eval_size=16)
+NOISE = WeightNoise(relative=True, draws_per_level=2, eval_rows=16)
 RECIPE = ModelRecipe(organism="induction")
 
 
@@ -166,14 +166,14 @@ organism = "induction"
 type = "WeightNoise"
 relative = true
 draws_per_level = 2
-eval_size = 16
+eval_rows = 16
 [levels]
 values = [0.05, 0.3]
 [[analyses]]
 type = "HeadAblation"
 name = "induction_heads"
 heads = [[1, 0], [1, 1]]
-rows = 16
+eval_rows = 16
 """
 
 

@@ -88,7 +88,7 @@ def test_diverging_chain_is_recorded_failed_with_its_reason_and_excluded(tmp_pat
     # chain 1's noise is the same as chain 0's at a different seed; max_loss_increase makes any chain
     # whose loss rises by more than 1e-6 fail: at B = 1e5, ε = 1e-3 both chains blow past it at once
     sampler = TemperedPosterior(localization=1.0, lr=1e-3, chains=2, draws=3, burnin=1, batch_size=8,
-                                eval_size=8, init_batches=1, max_loss_increase=0.5, progress=False)
+                                eval_rows=8, init_batches=1, max_loss_increase=0.5, progress=False)
     res = run_sweep(model, task, [LossProbe()], sampler, [10.0, 1e5], out=tmp_path, eval_rows=8, progress=False)
     assert state_bytes(model) == before
     levels = res.meta["levels"]
@@ -125,7 +125,7 @@ def test_chain_failing_midway_keeps_its_reason_and_only_its_finite_draws():
             return out * math.nan if 8 <= calls["n"] <= 9 else out
 
     run = TemperedPosterior(nbeta=100.0, localization=100.0, lr=1e-4, chains=2, draws=4, burnin=0,
-                            batch_size=8, eval_size=0, init_batches=1, progress=False).draws(model, NaNAfter(task))
+                            batch_size=8, eval_rows=0, init_batches=1, progress=False).draws(model, NaNAfter(task))
     draws = list(run)
     assert state_bytes(model) == before
     failed = run.failed
@@ -170,7 +170,7 @@ def _midway_sweep():
     model, task = tiny_bridge(), tiny_task()
     poisoned = PoisonedTask(task)
     sampler = TemperedPosterior(nbeta=100.0, localization=100.0, lr=1e-4, chains=2, draws=4, burnin=0,
-                                batch_size=8, eval_size=8, init_batches=1, vectorize=False, progress=False)
+                                batch_size=8, eval_rows=8, init_batches=1, vectorize=False, progress=False)
     before = state_bytes(model)
     res = run_sweep(model, poisoned, [PoisonAfter(poisoned, 2)], sampler, [100.0], eval_rows=8, progress=False)
     assert state_bytes(model) == before
@@ -254,11 +254,11 @@ def _degradations(model):
                    for k, v in model.state_dict().items()}) for s in (10, 20, 30)]
     return {
         "TemperedPosterior": (TemperedPosterior(nbeta=100.0, localization=100.0, lr=1e-4, chains=2, draws=3,
-                                                burnin=1, batch_size=8, eval_size=8, init_batches=2,
+                                                burnin=1, batch_size=8, eval_rows=8, init_batches=2,
                                                 progress=False), None),
-        "WeightNoise": (WeightNoise(sigma=0.1, draws_per_level=4, eval_size=8), None),
-        "ActivationNoise": (ActivationNoise(sigma=0.5, draws_per_level=4, eval_size=8), None),
-        "Checkpoints": (Checkpoints(source=states, eval_size=8), None),
+        "WeightNoise": (WeightNoise(sigma=0.1, draws_per_level=4, eval_rows=8), None),
+        "ActivationNoise": (ActivationNoise(sigma=0.5, draws_per_level=4, eval_rows=8), None),
+        "Checkpoints": (Checkpoints(source=states, eval_rows=8), None),
     }
 
 
@@ -302,7 +302,7 @@ def test_vectorised_chains_restore_after_failure_anywhere(where, fail_at, exc):
     model, task = TinyLM(), tiny_task()
     before, flags, n_hooks = state_bytes(model), model_flags(model), hook_count(model)
     sampler = TemperedPosterior(nbeta=100.0, localization=10.0, lr=1e-3, chains=3, draws=3, burnin=1,
-                                batch_size=8, eval_size=8, init_batches=2, vectorize=True, progress=False)
+                                batch_size=8, eval_rows=8, init_batches=2, vectorize=True, progress=False)
     target = FailingTask(task, fail_at, exc) if where == "loss" else task
     try:
         _consume(sampler.draws(model, target), fail_at if where == "consumer" else -1, exc)
@@ -511,9 +511,9 @@ def test_no_hook_handle_or_cache_growth_over_many_draws():
     model, task = tiny_bridge(), tiny_task()
 
     def sweep(n_draws):
-        analyses = [HeadAblation(((0, 0), (0, 1)), method="resample", rows=4), ResidualNorms(rows=4, batch_size=4, writes=False),
+        analyses = [HeadAblation(((0, 0), (0, 1)), method="resample", eval_rows=4), ResidualNorms(eval_rows=4, batch_size=4, writes=False),
                     LossProbe()]
-        run_sweep(model, task, analyses, ActivationNoise(points=[hooks.attn_out(0), hooks.resid_post(0)], draws_per_level=n_draws, eval_size=4), [0.1, 0.2],
+        run_sweep(model, task, analyses, ActivationNoise(points=[hooks.attn_out(0), hooks.resid_post(0)], draws_per_level=n_draws, eval_rows=4), [0.1, 0.2],
                   eval_rows=4, progress=False)
         gc.collect()
         return len(gc.get_objects())

@@ -83,7 +83,7 @@ SAMPLER_VALID = {
     "thin": st.integers(1, 2),
     "seed": st.integers(0, 2**31),
     "batch_size": st.integers(1, 16),
-    "eval_size": st.integers(0, 16),
+    "eval_rows": st.integers(0, 16),
     "init_batches": st.integers(1, 3),
     "lr_safety": st.floats(0.01, 1.9),
     "divergence": st.floats(1.0, 1e3),
@@ -100,7 +100,7 @@ SAMPLER_INVALID = {
     "thin": st.sampled_from([0, -1, 1.0, None]),
     "seed": st.sampled_from([-1, 0.5, "0", None]),
     "batch_size": st.sampled_from([0, -8, 8.0, None]),
-    "eval_size": st.sampled_from([-1, 8.5, None]),
+    "eval_rows": st.sampled_from([-1, 8.5, None]),
     "init_batches": st.sampled_from([0, 2.5, -1]),
     "lr_safety": st.sampled_from([0.0, 2.0, 5.0, -0.2, float("nan")]),
     "divergence": st.sampled_from([0.0, -1.0, float("inf"), "x"]),
@@ -172,7 +172,7 @@ def test_valid_sampler_config_runs_on_a_bridge(chains, draws, nbeta, vectorize):
     model, task = bridge()
     before, n_hooks = state_bytes(model), hook_count(model)
     sampler = TemperedPosterior(nbeta=nbeta, lr=1e-4, chains=chains, draws=draws, burnin=1, batch_size=8,
-                                eval_size=8, init_batches=1, vectorize=vectorize, progress=False)
+                                eval_rows=8, init_batches=1, vectorize=vectorize, progress=False)
     got = [(d.chain, d.draw) for d in sampler.draws(model, task)]
     assert sorted(got) == [(c, i) for c in range(chains) for i in range(draws)]
     assert state_bytes(model) == before and hook_count(model) == n_hooks
@@ -184,14 +184,14 @@ NOISE_VALID = {
     "relative": st.booleans(),
     "draws_per_level": st.integers(1, 3),
     "seed": st.integers(0, 2**31),
-    "eval_size": st.integers(0, 8),
+    "eval_rows": st.integers(0, 8),
 }
 NOISE_INVALID = {
     "sigma": st.sampled_from([-0.1, float("nan"), float("inf"), "0.1", True, None]),
     "relative": st.sampled_from(["yes", 1, None]),
     "draws_per_level": st.sampled_from([0, -1, 2.0, True, "3"]),
     "seed": st.sampled_from([-1, 1.5, "0", None]),
-    "eval_size": st.sampled_from([-1, 2.5, True, None]),
+    "eval_rows": st.sampled_from([-1, 2.5, True, None]),
 }
 
 
@@ -219,7 +219,7 @@ def test_valid_noise_config_runs_and_restores(cls, kwargs, level, points, restri
     extra = {"points": points} if cls is ActivationNoise else {"restrict": restrict}
     draws = list(cls(**kwargs, **extra).draws(model, task, level))
     assert [d.draw for d in draws] == list(range(kwargs["draws_per_level"]))
-    assert all(math.isfinite(d.loss) == (kwargs["eval_size"] > 0) for d in draws)
+    assert all(math.isfinite(d.loss) == (kwargs["eval_rows"] > 0) for d in draws)
     assert state_bytes(model) == before and hook_count(model) == n_hooks
 
 
@@ -255,11 +255,11 @@ def checkpoint_states():
 
 
 @SETTINGS
-@given(eval_size=st.integers(0, 8), pick=st.sampled_from([None, 100, 200, "300"]))
-def test_valid_checkpoints_config_runs_and_restores(eval_size, pick):
+@given(eval_rows=st.integers(0, 8), pick=st.sampled_from([None, 100, 200, "300"]))
+def test_valid_checkpoints_config_runs_and_restores(eval_rows, pick):
     model, task = bridge()
     before = state_bytes(model)
-    draws = list(Checkpoints(source=checkpoint_states(), eval_size=eval_size).draws(model, task, pick))
+    draws = list(Checkpoints(source=checkpoint_states(), eval_rows=eval_rows).draws(model, task, pick))
     assert [d.level for d in draws] == ([100, 200, 300] if pick is None else [int(pick)])
     assert [d.draw for d in draws] == list(range(len(draws)))  # distinct keys in a sweep
     assert state_bytes(model) == before
@@ -268,7 +268,7 @@ def test_valid_checkpoints_config_runs_and_restores(eval_size, pick):
 @SETTINGS
 @given(case=one_invalid({"source": st.just("induction")},
                         {"source": st.sampled_from([3, 2.5, None, b"induction"]),
-                         "eval_size": st.sampled_from([-1, 1.5, True, None])}))
+                         "eval_rows": st.sampled_from([-1, 1.5, True, None])}))
 def test_invalid_checkpoints_config_raises_one_clear_error(case):
     kwargs, field, value = case
     with pytest.raises(ValueError) as err:
@@ -367,7 +367,7 @@ HEAD = st.tuples(st.integers(0, 3), st.integers(0, 3))
 ABLATION_INVALID = {
     "heads": st.sampled_from([(), "10", 3, ((1.5, 0),), ((1, 0, 0),), ((-1, 0),), ((True, 0),), None]),
     "method": st.sampled_from(["median", "Mean", None]),
-    "rows": st.sampled_from([1, 0, 2.5, "64", True]),
+    "eval_rows": st.sampled_from([1, 0, 2.5, "64", True]),
 }
 
 
@@ -384,13 +384,13 @@ def test_invalid_head_ablation_raises_one_clear_error(case):
 
 @SETTINGS
 @given(heads=st.lists(HEAD, min_size=1, max_size=3, unique=True), method=st.sampled_from(["mean", "zero", "resample"]),
-       rows=st.integers(2, 8))
-def test_head_ablation_runs_or_names_the_missing_heads(heads, method, rows):
+       eval_rows=st.integers(2, 8))
+def test_head_ablation_runs_or_names_the_missing_heads(heads, method, eval_rows):
     from analyses.ablation import HeadAblation
 
     model, task = bridge()
     before, n_hooks = state_bytes(model), hook_count(model)
-    a = HeadAblation(tuple(heads), method=method, rows=rows)
+    a = HeadAblation(tuple(heads), method=method, eval_rows=eval_rows)
     missing = [h for h in heads if h[0] >= 1 or h[1] >= 2]
     if missing:
         with pytest.raises(ValueError) as err:
@@ -404,12 +404,12 @@ def test_head_ablation_runs_or_names_the_missing_heads(heads, method, rows):
 
 
 NORMS_VALID = {
-    "rows": st.integers(1, 8), "batch_size": st.integers(1, 8), "skip_positions": st.integers(0, 3),
+    "eval_rows": st.integers(1, 8), "batch_size": st.integers(1, 8), "skip_positions": st.integers(0, 3),
     "quantiles": st.lists(st.floats(0.01, 0.99), max_size=3).map(tuple),
     "writes": st.booleans(), "weights": st.booleans(), "split": st.sampled_from(["train", "test"]),
 }
 NORMS_INVALID = {
-    "rows": st.sampled_from([0, -1, 2.5, True, None]),
+    "eval_rows": st.sampled_from([0, -1, 2.5, True, None]),
     "batch_size": st.sampled_from([0, "8", None]),
     "skip_positions": st.sampled_from([-1, 1.5, True]),
     "quantiles": st.sampled_from([(1.5,), (0.0,), (float("nan"),), "ab", 0.5, (True,)]),
@@ -451,15 +451,15 @@ def test_valid_residual_norms_runs(kwargs, positions):
 
 
 SCRUB_VALID = {
-    "rows": st.integers(2, 4), "seeds": st.just(1), "min_class": st.integers(1, 3),
+    "eval_rows": st.integers(2, 4), "seeds": st.just(1), "min_class": st.integers(1, 3),
     "on_small_class": st.just("flag"), "bootstrap": st.just(10), "pool_rows": st.sampled_from([None, 16]), "split": st.sampled_from(["train", "test"]),
 }
 SCRUB_INVALID = {
-    "rows": st.sampled_from([1, 0, 2.5, True]),
+    "eval_rows": st.sampled_from([1, 0, 2.5, True]),
     "seeds": st.sampled_from([0, "2"]),
     "min_class": st.sampled_from([0, -1]),
     "bootstrap": st.sampled_from([5, 100.0]),
-    "chunk": st.sampled_from([0, None]),
+    "batch_size": st.sampled_from([0, None]),
     "pool_rows": st.sampled_from([1, True, "all"]),
     "on_small_class": st.sampled_from(["warn", None]),
     "min_gap": st.sampled_from([-0.1, "0.05", float("nan")]),
@@ -576,18 +576,18 @@ def sweep_file(doc: dict) -> str:
 
 DEGRADATION_DOCS = st.one_of(
     st.fixed_dictionaries({"type": st.just("WeightNoise"), "relative": st.booleans(),
-                           "draws_per_level": st.integers(1, 2), "eval_size": st.just(8)}),
+                           "draws_per_level": st.integers(1, 2), "eval_rows": st.just(8)}),
     st.fixed_dictionaries({"type": st.just("ActivationNoise"), "draws_per_level": st.integers(1, 2),
                            "points": st.sampled_from([["blocks.0.hook_resid_post"], ["blocks.1.attn.hook_z"]]),
-                           "eval_size": st.just(8)}),
+                           "eval_rows": st.just(8)}),
     st.fixed_dictionaries({"type": st.just("TemperedPosterior"), "chains": st.integers(1, 2), "draws": st.integers(1, 2),
                            "burnin": st.integers(0, 1), "lr": st.just(1e-5), "batch_size": st.just(8),
-                           "eval_size": st.just(8), "init_batches": st.just(1), "progress": st.just(False)}),
+                           "eval_rows": st.just(8), "init_batches": st.just(1), "progress": st.just(False)}),
 )
 ANALYSIS_DOCS = st.lists(st.one_of(
     st.fixed_dictionaries({"type": st.just("HeadAblation"), "name": st.just("ablation"),
-                           "heads": st.sampled_from([[[1, 0]], [[1, 0], [1, 1]]]), "rows": st.integers(2, 8)}),
-    st.fixed_dictionaries({"type": st.just("ResidualNorms"), "name": st.just("norms"), "rows": st.integers(1, 8)}),
+                           "heads": st.sampled_from([[[1, 0]], [[1, 0], [1, 1]]]), "eval_rows": st.integers(2, 8)}),
+    st.fixed_dictionaries({"type": st.just("ResidualNorms"), "name": st.just("norms"), "eval_rows": st.integers(1, 8)}),
 ), min_size=1, max_size=2, unique_by=lambda a: a["name"])
 
 
@@ -615,7 +615,7 @@ def small_organisms():
 @given(doc=sweep_docs())
 def test_valid_sweep_file_runs(tmp_path_factory, small_organisms, doc):
     from interp.app.sweepfile import load_sweep_config
-    from interp.sweeps import run_sweep
+    from interp.sweep import run_sweep
 
     path = tmp_path_factory.mktemp("sweep") / "sweep.toml"
     path.write_text(sweep_file(doc))
@@ -667,11 +667,11 @@ def broken_sweep_docs(draw):
         ana["type"] = ana["type"] + "s"
         return doc, f"Unknown analysis type {ana['type']!r}"
     if how == "analysis_key":
-        ana["rowz"] = 8
-        return doc, "'rowz' (did you mean 'rows'?)"
+        ana["eval_rowz"] = 8
+        return doc, "'eval_rowz' (did you mean 'eval_rows'?)"
     if how == "analysis_value":
-        ana["rows"] = 0
-        return doc, "rows=0"
+        ana["eval_rows"] = 0
+        return doc, "eval_rows=0"
     if how == "organism":
         doc["model"]["organism"] = "inductoin"
         return doc, "Unknown organism 'inductoin'"

@@ -85,7 +85,7 @@ def test_correct_hypothesis_survives_a_tempered_posterior_longer_than_the_wrong_
     torch.set_num_threads(1)
     model, task = interp.organisms.load("induction")
     hyps = hypotheses()
-    analyses = [CausalScrubbing(hyps[k], baselines={"treeified": hyps[k].unconditional()}, rows=64, seeds=1,
+    analyses = [CausalScrubbing(hyps[k], baselines={"treeified": hyps[k].unconditional()}, eval_rows=64, seeds=1,
                                 bootstrap=100, name=k) for k in ("correct", "wrong_heads")]
     sampler = interp.TemperedPosterior(chains=4, draws=1, burnin=100, seed=0, progress=False,
                                        calibration=CalibrationConfig(tolerance=0.3, max_rounds=4))
@@ -181,12 +181,12 @@ def test_a_level_whose_chains_all_failed_keeps_its_rows_with_nan_statistics(tmp_
     """issue 18 item 6: the diverged level (every chain failed before its first draw, so no table rows)
     stays in summary() with NaN statistics and the failure reason; also after Results.load(out)."""
     from interp.degradations import TemperedPosterior
-    from interp.sweeps import run_sweep
+    from interp.sweep import run_sweep
     from reliability_tiny import LossProbe, tiny_bridge, tiny_task
 
     model, task = tiny_bridge(), tiny_task()
     sampler = TemperedPosterior(localization=1.0, lr=1e-3, chains=2, draws=3, burnin=1, batch_size=8,
-                                eval_size=8, init_batches=1, max_loss_increase=0.5, progress=False)
+                                eval_rows=8, init_batches=1, max_loss_increase=0.5, progress=False)
     res = run_sweep(model, task, [LossProbe()], sampler, [10.0, 1e5], out=tmp_path, eval_rows=8, progress=False)
     for r in (res, Results.load(tmp_path)):
         s = r.summary()
@@ -209,7 +209,7 @@ def test_calibration_that_missed_its_target_is_marked_failed_not_a_result():
     torch.manual_seed(0)
     model, task = interp.organisms.load("modadd")
     # one pilot round cannot reach 0.5 nats from the default start: the level fails by construction
-    sampler = TemperedPosterior(chains=2, draws=1, burnin=5, progress=False, eval_size=64, batch_size=64,
+    sampler = TemperedPosterior(chains=2, draws=1, burnin=5, progress=False, eval_rows=64, batch_size=64,
                                 calibration=CalibrationConfig(tolerance=0.01, max_rounds=1, acceptance=0.01))
     res = interp.run_sweep(model, task, [LossProbe()], sampler, [LossIncrease(0.5)], eval_rows=64, progress=False)
     cal = res.meta["levels"][0]["calibration"]

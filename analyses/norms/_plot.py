@@ -18,10 +18,7 @@ _STREAM_TEMPLATE = r"^{stat}_L(\d+)$"
 def _schema() -> SimpleNamespace:
     """The results table's columns by name (``C.delta_loss == "delta_loss"``): an AttributeError here,
     not a silent empty plot, if the public schema drops a column these plots read."""
-    try:
-        from interp.sweep.store import COLUMNS
-    except ImportError:  # before the sweep package: the old module's schema
-        from interp.sweeps import COLUMNS
+    from interp.sweep.store import COLUMNS
     return SimpleNamespace(**{c: c for c in COLUMNS})
 
 
