@@ -378,7 +378,9 @@ def dissolution(
     """Find where ``analysis``'s ``metric`` is lost along ``degradation`` (see the module docstring).
 
     Args:
-        model, task, analysis: as for :func:`~interp.run_sweep` (one analysis).
+        model: the model, as for :func:`~interp.run_sweep`.
+        task: the task, as for :func:`~interp.run_sweep`.
+        analysis: one analysis (with a name), as for :func:`~interp.run_sweep`.
         degradation: a :class:`~interp.degradations.TemperedPosterior` (≥ 2 chains), or
             :class:`~interp.degradations.WeightNoise` / ``ActivationNoise`` (≥ 2 draws per level).
         metric: the analysis's metric (larger is stronger).
@@ -392,8 +394,11 @@ def dissolution(
         limits: ``(low, high)`` on the axis (default (0.003, 3) nats, (1, 1e6) nβ, (1e-4, 10) σ).
         factor: step between bracketing levels (> 1).
         max_levels: most levels evaluated.
-        seed, eval_rows, progress, executor: passed to every :func:`~interp.run_sweep` (with
-            ``executor="ray"`` each level's chains run as Ray jobs; the search itself stays here).
+        seed: passed to every :func:`~interp.run_sweep`.
+        eval_rows: passed to every :func:`~interp.run_sweep`.
+        progress: passed to every :func:`~interp.run_sweep`.
+        executor: passed to every :func:`~interp.run_sweep` (with ``executor="ray"`` each level's
+            chains run as Ray jobs; the search itself stays here).
 
     Returns:
         :class:`Dissolution`.

@@ -212,12 +212,12 @@ def test_pos_embed_on_a_rotary_model_is_rejected_before_scoring():
 # --------------------------------------------------------------------------- induction organism
 def test_correct_induction_hypothesis_recovers_the_loss_and_wrong_ones_do_not(results):
     ok = results["correct"]
-    # measured: 0.976 (CI 0.973-0.978); KL recovery 0.974; REFERENCE §3: ≈ 0.97
+    # measured: 0.976 (CI 0.973-0.978); KL recovery 0.974; docs/science.md (same recipe): about 0.97
     assert ok["recovered_ci_low"] >= 0.9 and ok["kl_recovered"] >= 0.9
     assert ok["flag_cancellation"] == 0.0 and ok["flag_ratio_unreliable"] == 0.0
     for name in ("qk_swapped", "k_from_embed", "v_from_layer0", "wrong_heads"):
         m = results[name]
-        # measured: 0.23, 0.21, -0.01, 0.24; REFERENCE §3: 0.16, 0.16, -0.05
+        # measured: 0.23, 0.21, -0.01, 0.24; docs/science.md (same recipe): between -0.05 and 0.16
         assert m["recovered_ci_high"] <= 0.4, name
         assert m["kl_recovered"] <= 0.4, name
         assert m["kl"] > 10 * ok["kl"], name

@@ -83,7 +83,8 @@ def test_true_hypothesis_recovers_everything_and_false_ones_do_not(results):
 
 def test_extensionally_equivalent_false_hypotheses_score_the_same(results):
     """K from the embedding and K from the decoy head both leave PREV (the only thing K reads) on the
-    random input: the same scrubbed model, so the same numbers (REFERENCE §3's known limitation)."""
+    random input: the same scrubbed model, so the same numbers (a known limit of causal scrubbing,
+    Chan et al. 2022: extensionally equivalent hypotheses cannot be told apart)."""
     a, b = results["k_from_embed"], results["wrong_heads"]
     assert a["loss_scrubbed"] == pytest.approx(b["loss_scrubbed"], rel=1e-6)
     assert a["kl"] == pytest.approx(b["kl"], rel=1e-6)

@@ -2,7 +2,7 @@
 
 A ground truth for circuit-finding methods (causal scrubbing, ablations, probes): every weight is
 written down below, so which heads matter, what each reads and writes, and which inputs each is
-invariant to are known *by construction*. (The role tracr plays for RASP programs, REFERENCE §3,
+invariant to are known *by construction*. (The role tracr plays for RASP programs, Lindner et al. 2023,
 without its JAX dependency: the program is small enough to compile by hand.)
 
 It solves the induction organism's task (:mod:`interp.organisms.induction`: BOS, then a pattern of

@@ -8,7 +8,8 @@ part a model can only get right by looking back. Because the period varies from 
 a positional copy ("attend to the token k positions back") cannot solve it: the model has to find the
 previous occurrence of the current token and copy the token that followed it, i.e. implement the
 two-head induction circuit of Elhage et al. 2021 / Olsson et al. 2022 (a previous-token head in
-layer 0 whose output is K-composed into an induction head in layer 1). See REFERENCE.md §3.
+layer 0 whose output is K-composed into an induction head in layer 1). Why the period is random, and
+what causal scrubbing recovers on this model: docs/science.md, "Causal scrubbing".
 
 Head scores (computed from ``blocks.{l}.attn.hook_pattern`` on test sequences, attention A[q, k]):
 
