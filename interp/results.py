@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -64,7 +65,7 @@ import pandas as pd
 if TYPE_CHECKING:  # pragma: no cover
     from interp.dissolve import Dissolution
 
-__all__ = ["Results", "t_quantile_975", "is_bounded", "bootstrap_interval", "BOUNDED_METRICS"]
+__all__ = ["Results", "t_quantile_975", "is_bounded", "bootstrap_interval", "BOUNDED_METRICS", "UNBOUNDED_METRICS"]
 
 # Student-t 0.975 quantiles for 1..30 degrees of freedom (beyond: the normal 1.96).
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
@@ -523,16 +524,31 @@ class Results:
                 + "<details><summary>every metric</summary>" + s.to_html(**fmt) + "</details>")
 
 
-#: metric names whose values are fractions of a fixed range (:func:`is_bounded`)
-BOUNDED_METRICS = ("accuracy", "recovered", "fraction", "rate", "probability")
+#: metric names whose values lie in a fixed range (:func:`is_bounded`): fractions in [0, 1] and
+#: ``selectivity`` (a difference of two accuracies, in [-1, 1]); ``survival``/``match`` as in
+#: ``survival_07`` (shares of latents matched at a cosine threshold)
+BOUNDED_METRICS = ("accuracy", "acc", "recovered", "fraction", "rate", "probability", "selectivity", "survival",
+                   "match")
+#: names that end like a bounded metric but are not bounded: a loss recovered
+#: (L_ablated − L_replaced) / (L_ablated − L_clean) is below 0 when the replacement is worse than the
+#: ablation and above 1 when it beats the clean model
+UNBOUNDED_METRICS = ("loss_recovered",)
 #: the per-level columns ``summary()`` adds beside the level (``levels()`` gives them per level)
 _LEVEL_COLUMNS = ["target_delta_loss", "nbeta", "sigma", "step", "status", "reason"]
+
+
 def is_bounded(metric: str) -> bool:
-    """Whether a metric is a bounded fraction (its name is, or ends with, one of
-    :data:`BOUNDED_METRICS` after ``_``: ``accuracy``, ``probe_accuracy``, ``kl_recovered``), so its
-    interval is a percentile bootstrap that stays within the values observed."""
+    """Whether a metric is bounded (its name is, or ends with after ``_``, one of
+    :data:`BOUNDED_METRICS`: ``accuracy``, ``probe_accuracy``, ``kl_recovered``, ``survival_07`` (a
+    trailing ``_<digits>`` threshold is ignored), or starts with ``acc_``/``accuracy_`` (``acc_L3``:
+    a probe's accuracy at one site); never one of
+    :data:`UNBOUNDED_METRICS`, e.g. ``refit_loss_recovered``), so its interval is a percentile
+    bootstrap that stays within the values observed."""
     name = str(metric).lower()
-    return any(name == b or name.endswith("_" + b) for b in BOUNDED_METRICS)
+    if any(name == u or name.endswith("_" + u) for u in UNBOUNDED_METRICS):
+        return False
+    name = re.sub(r"_\d+$", "", name)
+    return any(name == b or name.endswith("_" + b) for b in BOUNDED_METRICS) or name.startswith(("acc_", "accuracy_"))
 
 
 def _mean_of(g: pd.DataFrame, column: str) -> float:
