@@ -58,6 +58,74 @@ def test_control_labels_are_one_random_label_per_type():
     assert not torch.equal(ctl, control_labels(types, y, seed=2))
 
 
+def _probe_data(x, y, types, groups):
+    n_site = x.shape[0]
+    return probing.ProbeData(x=x, y=y, groups=groups, types=types[None].expand(n_site, -1).clone(),
+                             positions=torch.zeros(n_site, len(y), dtype=torch.long),
+                             sites=[f"L{s}" for s in range(n_site)], layers=list(range(n_site)), n_classes=2)
+
+
+def test_probe_table_selectivity_is_task_minus_control_on_one_split_and_lam():
+    """Hewitt & Liang: selectivity = task − control accuracy of one probe family, at one λ, on the
+    same held-out rows. The table shows the two accuracies it is the difference of, with a
+    cluster-bootstrap interval over control types that stays in [-1, 1]."""
+    g = torch.Generator().manual_seed(0)
+    n, d = 800, 16
+    types = torch.randint(0, 12, (n,), generator=g)        # 12 types, recurring
+    y = torch.randint(0, 2, (n,), generator=g)
+    x = torch.randn(3, n, d, generator=g)
+    x[1, :, 0] += 3.0 * (2 * y - 1)                          # site 1: the label, linearly
+    x[2] += 2.0 * torch.randn(12, d, generator=g)[types]     # site 2: the type identity only
+    cut = 600
+    train = _probe_data(x[:, :cut], y[:cut], types[:cut], torch.arange(cut))
+    test = _probe_data(x[:, cut:], y[cut:], types[cut:], torch.arange(n - cut))
+    cfg = ProbeConfig(folds=4, seed=0)
+    rep = probing.report_from_data(train, test, cfg, d_model=d)
+    t = rep.table()
+    # one measurement: no bare "control" column to subtract from the held-out-groups accuracy
+    assert "control" not in t.columns and "task_rows" not in t.columns
+    assert t["selectivity"].tolist() == pytest.approx((t["selectivity_task"] - t["selectivity_control"]).tolist(),
+                                                      abs=1e-6)
+    for s in range(len(t)):  # both accuracies at the same λ, on the same rows (the λ grid's entries)
+        j = cfg.lams.index(t["selectivity_lam"][s])
+        assert t["selectivity_task"][s] == pytest.approx(float(rep.task_rows[s, j]))
+        assert t["selectivity_control"][s] == pytest.approx(float(rep.control_rows[s, j]))
+        assert t["selectivity"][s] == pytest.approx(float(rep.selectivity_by_lam[s, j]))
+        assert -1 <= t["selectivity_ci_low"][s] <= t["selectivity"][s] <= t["selectivity_ci_high"][s] <= 1
+    # the label site is selective; the noise site is not (its interval covers 0); the type-identity
+    # site fits the control at a small λ (memorisation) and the task at none, so it is not selective either
+    assert t["selectivity"][1] > 0.3 and t["selectivity_ci_low"][1] > 0.2
+    assert t["selectivity_ci_low"][0] <= 0 <= t["selectivity_ci_high"][0]
+    assert rep.control_rows[2].max() > 0.8 and t["selectivity"][2] < 0.2
+    html = rep._repr_html_()
+    assert "selectivity_control" in html and "selectivity_ci_low" in html
+
+
+def test_cluster_bootstrap_interval_resamples_whole_clusters():
+    # 10 clusters whose rows are identical: the interval is the cluster-level one, wider than a row bootstrap
+    values = torch.arange(10.0).repeat_interleave(20) / 9
+    clusters = torch.arange(10).repeat_interleave(20)
+    lo, hi = probing.cluster_bootstrap_interval(values, clusters, seed=0)
+    rlo, rhi = probing.cluster_bootstrap_interval(values, torch.arange(200), seed=0)
+    assert 0 <= lo < 0.5 < hi <= 1 and (hi - lo) > 3 * (rhi - rlo)
+    # the cluster means' standard error is 0.32/√10 = 0.10: a 95% interval of about ±0.2
+    assert hi - lo == pytest.approx(2 * 1.96 * 0.319 / math.sqrt(10), rel=0.2)
+    assert all(math.isnan(v) for v in probing.cluster_bootstrap_interval(values, torch.zeros(200, dtype=torch.long)))
+
+
+def test_probe_metric_names_get_the_interval_of_a_bounded_metric():
+    """The sweep's intervals: FrozenProbe/RefitProbe's per-site ``acc_<site>`` and ``acc_mean`` are
+    accuracies (bootstrap, in range), as is ``accuracy``; selectivity lies in [-1, 1]."""
+    from interp.results import is_bounded
+
+    frozen = FrozenProbe()
+    frozen.site_ = "L3"  # as setup() leaves it
+    metrics = frozen._metrics(torch.tensor([0.5, 0.9]), ["L1@sep_pos", "L3"])
+    assert set(metrics) == {"acc_L1@sep_pos", "acc_L3", "acc_mean", "accuracy"}
+    for m in [*metrics, "selectivity"]:
+        assert is_bounded(m), m
+
+
 def test_ridge_reads_signal_and_not_noise():
     x, y = _blobs()
     xt, yt = _blobs(seed=1)

@@ -11,8 +11,12 @@ classifiers: promises, shortcomings, and advances"):
 * **Control task and selectivity** (Hewitt & Liang 2019, arXiv:1909.03368): every input *type* (a word
   form, a token) gets a random label drawn from the task's label distribution; the same probe family
   is fitted to the task and to the control on one random row split where types recur (train and test
-  splits pooled), and ``selectivity = task accuracy − control accuracy``. Selectivity depends on probe
-  capacity, so it is computed over the whole λ grid; the headline is the most selective λ. A warning is
+  splits pooled: a control label can only be memorised for a type seen in training, so this is not the
+  held-out-groups split of ``accuracy``). Selectivity depends on probe capacity: λ is chosen per site
+  by K-fold cross-validation of the selectivity inside the split's training rows, and at that one λ
+  (``selectivity_lam``), on the same held-out rows, ``selectivity = selectivity_task −
+  selectivity_control``, with a 95% cluster-bootstrap interval over control types (the table shows all
+  three, so the difference can be checked; ``selectivity_by_lam`` gives the whole grid). A warning is
   logged when the number of types is not much larger than d_model (the control can be memorised).
 * **Baselines**: the majority class, a *position-only* probe (one-hot of the probed position: catches
   templates that put the label at a fixed position), and the embedding layer (layer 0 of the curve).
@@ -54,7 +58,7 @@ Example::
     >>> cfg = ProbeConfig(label="label", positions=("sep_pos",), group="noun",
     ...                   control_type=token_at("noun_pos"))
     >>> report = probe(model, task, cfg)                                    # doctest: +SKIP
-    >>> report.table()[["site", "accuracy", "control", "selectivity"]]      # doctest: +SKIP
+    >>> report.table()[["site", "accuracy", "selectivity_task", "selectivity_control", "selectivity"]]  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ from analyses.probing._fit import (
     RidgeProbe,
     _folds,
     _ridge_fixed,
+    cluster_bootstrap_interval,
     control_labels,
     fit_diffmeans,
     fit_ridge,
@@ -103,6 +108,7 @@ __all__ = [
     "fit_diffmeans",
     "fit_logistic",
     "wilson_interval",
+    "cluster_bootstrap_interval",
     "control_labels",
     "loss_behaviour",
     "causal_check",

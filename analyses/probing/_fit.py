@@ -26,7 +26,7 @@ from torch import Tensor
 
 from analyses.probing._config import DEFAULT_LAMS
 
-__all__ = ["wilson_interval", "control_labels", "RidgeProbe", "fit_ridge", "MeanProbe", "fit_diffmeans"]
+__all__ = ["wilson_interval", "cluster_bootstrap_interval", "control_labels", "RidgeProbe", "fit_ridge", "MeanProbe", "fit_diffmeans"]
 
 
 def wilson_interval(correct: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -38,6 +38,27 @@ def wilson_interval(correct: float, n: int, z: float = 1.96) -> tuple[float, flo
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def cluster_bootstrap_interval(
+    values: Float[Tensor, "n"], clusters: Int[Tensor, "n"], *, resamples: int = 2000, seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile interval of the mean of ``values`` by a cluster bootstrap: whole clusters resampled
+    with replacement (Field & Welsh 2007), since rows of one cluster (one control type) share a label
+    and are not independent. The interval lies within [min(values), max(values)]; NaN with fewer than
+    two clusters."""
+    uniq, inv = clusters.unique(return_inverse=True)
+    if len(uniq) < 2:
+        return (float("nan"), float("nan"))
+    sums = torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inv, values.double())
+    counts = torch.bincount(inv, minlength=len(uniq)).double()
+    gen = torch.Generator().manual_seed(seed)
+    pick = torch.randint(len(uniq), (resamples, len(uniq)), generator=gen)
+    means = sums[pick].sum(1) / counts[pick].sum(1)
+    a = (1 - level) / 2
+    q = torch.quantile(means, torch.tensor([a, 1 - a], dtype=torch.float64))
+    return (float(q[0]), float(q[1]))
 
 
 def control_labels(

@@ -23,7 +23,15 @@ from torch import Tensor
 
 from analyses.probing._config import ProbeConfig
 from analyses.probing._data import ProbeData, probe_data
-from analyses.probing._fit import RidgeProbe, _ridge_fixed, control_labels, fit_diffmeans, fit_ridge, wilson_interval
+from analyses.probing._fit import (
+    RidgeProbe,
+    _ridge_fixed,
+    cluster_bootstrap_interval,
+    control_labels,
+    fit_diffmeans,
+    fit_ridge,
+    wilson_interval,
+)
 
 __all__ = ["ProbeReport", "probe", "report_from_data", "plot_probe"]
 
@@ -47,40 +55,48 @@ class ProbeReport:
     lam: Float[Tensor, "site"]
     diffmeans_accuracy: Float[Tensor, "site"]
     cos_ridge_diffmeans: Float[Tensor, "site"]
-    task_rows: Float[Tensor, "site lam"]
-    control_rows: Float[Tensor, "site lam"]
     lams: tuple[float, ...]
     majority: float
     position_only: Float[Tensor, "site"]
     n_types: int
+    task_rows: Float[Tensor, "site lam"]
+    control_rows: Float[Tensor, "site lam"]
+    selectivity_cv: Float[Tensor, "site lam"]
+    selectivity_task: Float[Tensor, "site"]
+    selectivity_control: Float[Tensor, "site"]
+    selectivity: Float[Tensor, "site"]
+    selectivity_ci_low: Float[Tensor, "site"]
+    selectivity_ci_high: Float[Tensor, "site"]
+    selectivity_lam: Float[Tensor, "site"]
     warnings: list[str] = field(default_factory=list)
     probe: RidgeProbe | None = None
 
     @property
     def selectivity_by_lam(self) -> Float[Tensor, "site lam"]:
+        """Task − control accuracy on the control split's held-out rows at every λ of the grid
+        (descriptive: the headline :attr:`selectivity` is at the λ cross-validated inside training rows)."""
         return self.task_rows - self.control_rows
 
     @property
-    def selectivity(self) -> Float[Tensor, "site"]:
-        """Task − control accuracy at the most selective λ of the grid (Hewitt & Liang)."""
-        return self.selectivity_by_lam.max(1).values
-
-    @property
     def control(self) -> Float[Tensor, "site"]:
-        """Control-task accuracy at the most selective λ."""
-        i = self.selectivity_by_lam.argmax(1)
-        return self.control_rows[torch.arange(len(i)), i]
+        """Control-task accuracy on the control split at ``selectivity_lam`` (= ``selectivity_control``)."""
+        return self.selectivity_control
 
     @property
     def task_at_selective(self) -> Float[Tensor, "site"]:
-        i = self.selectivity_by_lam.argmax(1)
-        return self.task_rows[torch.arange(len(i)), i]
+        """Task accuracy on the control split at ``selectivity_lam`` (= ``selectivity_task``)."""
+        return self.selectivity_task
 
     def table(self) -> Any:
-        """A pandas DataFrame, one row per site."""
+        """A pandas DataFrame, one row per site.
+
+        ``accuracy`` (``ci_low``/``ci_high``: Wilson) is on the held-out groups at the cross-validated
+        ``lam``. The ``selectivity_*`` columns are one measurement on another split (a random row split
+        where control types recur): ``selectivity = selectivity_task − selectivity_control``, both at
+        ``selectivity_lam`` on the same rows, with a cluster-bootstrap interval over control types.
+        """
         import pandas as pd
 
-        i = self.selectivity_by_lam.argmax(1)
         return pd.DataFrame(
             {
                 "site": self.sites,
@@ -91,10 +107,12 @@ class ProbeReport:
                 "lam": self.lam.tolist(),
                 "diffmeans_accuracy": self.diffmeans_accuracy.tolist(),
                 "cos_ridge_diffmeans": self.cos_ridge_diffmeans.tolist(),
-                "task_rows": self.task_at_selective.tolist(),
-                "control": self.control.tolist(),
+                "selectivity_task": self.selectivity_task.tolist(),
+                "selectivity_control": self.selectivity_control.tolist(),
                 "selectivity": self.selectivity.tolist(),
-                "selective_lam": [self.lams[j] for j in i.tolist()],
+                "selectivity_ci_low": self.selectivity_ci_low.tolist(),
+                "selectivity_ci_high": self.selectivity_ci_high.tolist(),
+                "selectivity_lam": self.selectivity_lam.tolist(),
                 "position_only": self.position_only.tolist(),
                 "majority": [self.majority] * len(self.sites),
             }
@@ -136,24 +154,12 @@ def report_from_data(train: ProbeData, test: ProbeData, config: ProbeConfig, d_m
     dm_acc = means.accuracy(test.x, test.y)
     cos = _cos(ridge.direction, means.direction) if c == 2 else torch.full((len(acc),), float("nan"))
 
-    # control task on a random row split of the pooled examples (types recur across the split)
+    # control task (Hewitt & Liang) on a random row split of the pooled examples (types recur across it)
     x = torch.cat([train.x, test.x], 1)
     y = torch.cat([train.y, test.y])
     types = torch.cat([train.types, test.types], 1)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(config.seed + 1))
-    cut = (3 * len(y)) // 4
-    tr, te = perm[:cut], perm[cut:]
-    task_rows = torch.empty(len(acc), len(config.lams))
-    control_rows = torch.empty(len(acc), len(config.lams))
-    n_types = 0
-    # sites that share a type assignment share one control labelling
-    for s in range(len(acc)):
-        ctl = control_labels(types[s], y, config.seed)
-        n_types = max(n_types, len(types[s].unique()))
-        onehot = [torch.nn.functional.one_hot(v[tr], c).float() for v in (y, ctl)]
-        pred_task, pred_ctl = _ridge_fixed(x[s : s + 1, tr], onehot, x[s : s + 1, te], config.lams)
-        task_rows[s] = (pred_task[0] == y[te]).float().mean(-1)
-        control_rows[s] = (pred_ctl[0] == ctl[te]).float().mean(-1)
+    sel = _control_task(x, y, types, c, config)
+    n_types = sel.pop("n_types")
     warnings = []
     if config.control_type is not None and n_types < 10 * d_model:
         msg = (
@@ -178,9 +184,58 @@ def report_from_data(train: ProbeData, test: ProbeData, config: ProbeConfig, d_m
         sites=train.sites, layers=train.layers, accuracy=acc,
         ci_low=torch.tensor([lo for lo, _ in ci]), ci_high=torch.tensor([hi for _, hi in ci]),
         n_test=n_te, lam=ridge.lam, diffmeans_accuracy=dm_acc, cos_ridge_diffmeans=cos,
-        task_rows=task_rows, control_rows=control_rows, lams=config.lams, majority=majority,
-        position_only=pos_acc, n_types=n_types, warnings=warnings, probe=ridge,
+        lams=config.lams, majority=majority, position_only=pos_acc, n_types=n_types, **sel,
+        warnings=warnings, probe=ridge,
     )
+
+
+def _control_task(x: Tensor, y: Tensor, types: Tensor, c: int, config: ProbeConfig) -> dict[str, Any]:
+    """Task and control probes on one random row split of the pooled examples, at one λ per site.
+
+    Types must recur across this split (a control label is memorisable only for a type seen in
+    training), so it is not the held-out-groups split of the headline accuracy. λ is chosen per site
+    by K-fold cross-validation of the selectivity *inside the split's training rows* (ties to the
+    larger λ), then task and control accuracy are measured on the split's held-out rows at that λ:
+    ``selectivity = selectivity_task − selectivity_control`` on the same rows and λ, with a 95%
+    cluster-bootstrap interval over control types of the paired per-row difference.
+    """
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(config.seed + 1))
+    cut = (3 * len(y)) // 4
+    tr, te = perm[:cut], perm[cut:]
+    fold = torch.arange(len(tr)) % config.folds  # tr is already a random order: random folds
+    n_site, n_lam = x.shape[0], len(config.lams)
+    out = {k: torch.empty(n_site, n_lam) for k in ("task_rows", "control_rows", "selectivity_cv")}
+    for k in ("selectivity_task", "selectivity_control", "selectivity", "selectivity_ci_low", "selectivity_ci_high"):
+        out[k] = torch.empty(n_site)
+    out["selectivity_lam"] = torch.empty(n_site, dtype=torch.float64)  # exactly the grid's values
+    n_types = 0
+    for s in range(n_site):
+        ctl = control_labels(types[s], y, config.seed)
+        n_types = max(n_types, len(types[s].unique()))
+        labels = (y, ctl)
+        # λ: cross-validated selectivity inside the training rows
+        diff = torch.zeros(n_lam)
+        for k in range(config.folds):
+            fit, val = tr[fold != k], tr[fold == k]
+            onehot = [torch.nn.functional.one_hot(v[fit], c).float() for v in labels]
+            p_task, p_ctl = _ridge_fixed(x[s : s + 1, fit], onehot, x[s : s + 1, val], config.lams)
+            diff += ((p_task[0] == y[val]).float() - (p_ctl[0] == ctl[val]).float()).sum(-1)
+        cv = diff / len(tr)
+        j = int((cv >= cv.max() - 0.5 / len(tr)).nonzero()[-1, 0])
+        # task and control at that λ, on the held-out rows
+        onehot = [torch.nn.functional.one_hot(v[tr], c).float() for v in labels]
+        p_task, p_ctl = _ridge_fixed(x[s : s + 1, tr], onehot, x[s : s + 1, te], config.lams)
+        hit_task, hit_ctl = (p_task[0] == y[te]).float(), (p_ctl[0] == ctl[te]).float()
+        out["task_rows"][s], out["control_rows"][s], out["selectivity_cv"][s] = hit_task.mean(-1), hit_ctl.mean(-1), cv
+        d = hit_task[j] - hit_ctl[j]
+        out["selectivity_task"][s], out["selectivity_control"][s] = hit_task[j].mean(), hit_ctl[j].mean()
+        out["selectivity"][s] = out["selectivity_task"][s] - out["selectivity_control"][s]
+        out["selectivity_lam"][s] = config.lams[j]
+        clusters = torch.arange(len(te)) if config.control_type is None else types[s][te]
+        lo, hi = cluster_bootstrap_interval(d, clusters, seed=config.seed + 2)
+        out["selectivity_ci_low"][s], out["selectivity_ci_high"][s] = lo, hi
+    out["n_types"] = n_types
+    return out
 
 
 def plot_probe(report: ProbeReport, ax: Any = None) -> Any:
@@ -200,7 +255,7 @@ def plot_probe(report: ProbeReport, ax: Any = None) -> Any:
         tag = f" @{spec}" if spec else ""
         line = ax.plot(layers, report.accuracy[idx], marker="o", label=f"accuracy{tag}")[0]
         ax.fill_between(layers, report.ci_low[idx], report.ci_high[idx], color=line.get_color(), alpha=0.2)
-        ax.plot(layers, report.control[idx], ls="--", color=line.get_color(), label=f"control{tag}")
+        ax.plot(layers, report.selectivity_control[idx], ls="--", color=line.get_color(), label=f"control (row split){tag}")
         ax.plot(layers, report.selectivity[idx], ls=":", color=line.get_color(), label=f"selectivity{tag}")
         ax.plot(layers, report.position_only[idx], ls="-.", color=line.get_color(), alpha=0.5,
                 label=f"position-only{tag}")
