@@ -220,3 +220,36 @@ def test_calibration_that_missed_its_target_is_marked_failed_not_a_result():
     surv = res.survival(fraction=0.5).iloc[0]
     assert surv["lost_level"] is None and surv["last_held_level"] is None
     assert surv["failed_levels"] and surv["failed_levels"][0].startswith("LossIncrease(nats=0.5): ")
+
+
+def _old_record(key, value, delta_loss):
+    """A record as sweeps stored it before the behavioural ``divergence`` column existed."""
+    li, chain, draw = key
+    row = {"degradation": "d", "level": None if li < 0 else 0.1, "level_index": li, "chain": chain, "draw": draw,
+           "baseline": li < 0, "loss": 1.0 + delta_loss, "delta_loss": delta_loss, "analysis": "a",
+           "metric": "recovered", "kind": "effect", "value": value}
+    return {"key": list(key), "rows": [row], "draw": {} if li < 0 else {"chain": chain, "draw": draw, "loss": 1.0}}
+
+
+def test_records_written_before_the_divergence_column_still_load(tmp_path):
+    """An out directory from before ``divergence`` was recorded loads with NaN there (was a KeyError);
+    a record missing a column that was always written is still a clear error."""
+    import json
+
+    records = [_old_record((-1, -1, -1), 0.9, 0.0), _old_record((0, 0, 0), 0.8, 0.1), _old_record((0, 1, 0), 0.7, 0.2)]
+    res = Results.from_records(records, {})
+    assert "divergence" in res.table.columns and res.table["divergence"].isna().all()
+    assert res.table["value"].tolist() == [0.9, 0.8, 0.7]
+    s = res.summary().query("level_index == 0").iloc[0]
+    assert s["mean"] == pytest.approx(0.75) and np.isnan(s["divergence"])
+    # the same records as a sweep's out directory, and results saved before the column existed
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "config.json").write_text("{}")
+    assert Results.load(tmp_path).table["divergence"].isna().all()
+    saved = res.save(tmp_path / "saved")
+    pd.read_parquet(saved / "table.parquet").drop(columns="divergence").to_parquet(saved / "table.parquet")
+    assert Results.load(saved).table["divergence"].isna().all()
+    broken = _old_record((0, 2, 0), 0.6, 0.3)
+    del broken["rows"][0]["value"]
+    with pytest.raises(ValueError, match=r"record \[0, 2, 0\] has no 'value' column"):
+        Results.from_records([*records, broken], {})
