@@ -94,7 +94,7 @@ class Results:
     @classmethod
     def from_records(cls, records: Iterable[dict[str, Any]], meta: dict[str, Any]) -> Results:
         """Build from the per-draw records a sweep stores (``{"key", "rows", "draw"}``)."""
-        from interp.sweep.store import COLUMNS
+        from interp.sweep.store import COLUMNS, missing_column
 
         # column lists, not a dict per row: the table is built in about a third of the memory
         columns: dict[str, list[Any]] = {c: [] for c in COLUMNS}
@@ -102,8 +102,7 @@ class Results:
         for rec in records:
             for row in rec["rows"]:
                 for c, values in columns.items():
-                    v = row[c] if c in row else _missing_column(c, rec["key"])
-                    # names repeat on every row: one string object each, not one per row
+                    v = row[c] if c in row else missing_column(c, rec["key"])  # older records: NaN divergence
                     values.append(sys.intern(v) if isinstance(v, str) else v)
             if tuple(rec["key"]) != (-1, -1, -1):
                 li, chain, draw = rec["key"]
@@ -483,9 +482,8 @@ class Results:
         if (path / "table.parquet").exists():
             table = pd.read_parquet(path / "table.parquet")
             table["level"] = table["level"].map(json.loads).astype(object)
-            for column, default in _ADDED_COLUMNS.items():  # saved before the column existed
-                if column not in table.columns:
-                    table[column] = default
+            from interp.sweep.store import ADDED_COLUMNS  # saved before these columns existed: their default
+            table = table.assign(**{c: v for c, v in ADDED_COLUMNS.items() if c not in table.columns})
             return cls(table, pd.read_parquet(path / "draws.parquet"),
                        json.loads((path / "meta.json").read_text()))
         if (path / "rows.jsonl").exists():
@@ -553,20 +551,6 @@ def is_bounded(metric: str) -> bool:
         return False
     name = re.sub(r"_\d+$", "", name)
     return any(name == b or name.endswith("_" + b) for b in BOUNDED_METRICS) or name.startswith(("acc_", "accuracy_"))
-
-
-#: table columns added after sweeps were first stored, with the value an older record gets
-#: (``divergence``: before the behavioural divergence meter, not measured)
-_ADDED_COLUMNS: dict[str, Any] = {"divergence": float("nan")}
-
-
-def _missing_column(column: str, key: Any) -> Any:
-    """The value of a column an older record lacks (:data:`_ADDED_COLUMNS`); else a clear error."""
-    if column in _ADDED_COLUMNS:
-        return _ADDED_COLUMNS[column]
-    raise ValueError(f"record {list(key)} has no {column!r} column: every sweep stores it, so the record is "
-                     "damaged. Rerun the sweep (delete its out directory, or the record's line in rows.jsonl "
-                     "and resume).")
 
 
 def _mean_of(g: pd.DataFrame, column: str) -> float:

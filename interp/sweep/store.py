@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "COLUMNS", "BASELINE_KEY", "SETUP_KEY", "Store", "read_records", "read_json", "OutDirInUse",
-    "StoreCorrupt", "LOCK_NAME",
+    "COLUMNS", "ADDED_COLUMNS", "BASELINE_KEY", "SETUP_KEY", "Store", "read_records", "read_json", "OutDirInUse",
+    "StoreCorrupt", "LOCK_NAME", "missing_column",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,9 @@ COLUMNS = [
     "degradation", "level", "level_index", "chain", "draw", "baseline",
     "loss", "delta_loss", "divergence", "analysis", "metric", "kind", "value",
 ]
+#: columns added after sweeps were first stored, with the value an older record gets
+#: (``divergence``: stored before the behavioural divergence meter, so not measured)
+ADDED_COLUMNS: dict[str, Any] = {"divergence": float("nan")}
 #: the out directory's lock file
 LOCK_NAME = "sweep.lock"
 
@@ -110,6 +113,15 @@ def read_json(path: Path, *, fix: str) -> Any:
 
 
 # -------------------------------------------------------------------------------------- records
+def missing_column(column: str, key: Any) -> Any:
+    """The value of a column an older record lacks (:data:`ADDED_COLUMNS`); else a clear error."""
+    if column in ADDED_COLUMNS:
+        return ADDED_COLUMNS[column]
+    raise ValueError(f"record {list(key)} has no {column!r} column: every sweep stores it, so the record is "
+                     "damaged. Rerun the sweep (delete its out directory, or the record's line in rows.jsonl "
+                     "and resume).")
+
+
 def _check_record(rec: Any) -> str | None:
     """What is wrong with a parsed record, or None."""
     if not isinstance(rec, dict):
