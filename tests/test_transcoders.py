@@ -26,6 +26,12 @@ from interp.analysis import Analysis
 
 # The clean transcoder of the modadd organism used throughout (measured on the shared 2-core box).
 CLEAN = dict(n_latents=512, k=32, steps=400, progress=False)
+# SparseMLP's metrics (every one it reports), by the range their values can take
+SPARSE_MLP_BOUNDED = ("cross_accuracy", "refit_accuracy", "accuracy_clean", "accuracy_zero", "refit_dead_fraction",
+                      "survival_07", "survival_09", "baseline_match_07", "baseline_match_09")
+SPARSE_MLP_UNBOUNDED = ("cross_loss_recovered", "refit_loss_recovered", "cross_fvu", "refit_fvu", "cross_kl", "refit_kl",
+                        "cross_loss_spliced", "refit_loss_spliced", "cross_delta_loss", "refit_delta_loss", "cross_l0",
+                        "refit_l0", "loss_clean", "loss_zero", "mlp_linear_fvu")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -238,7 +244,21 @@ def test_modadd_spliced_loss_recovered_at_l0_32(modadd, clean):
     assert m.kl_spliced < 0.1 * m.kl_zero
     assert m.dead_fraction < 0.5 and m.neuron_copy_fraction < 0.1  # not a copy of the MLP's neurons
     assert m.loss_zero > 1.0 and m.loss_clean < 0.01
-    assert f"<td>loss_recovered</td><td>{m.loss_recovered:.4g}</td>" in m._repr_html_()  # notebook view
+    # the fraction is read beside the absolute numbers: spliced loss and top-1 accuracy (issue 20)
+    ev = task.evaluate(model)  # the same test rows, the same scored targets
+    assert m.loss_clean == pytest.approx(ev["loss"], rel=1e-4, abs=1e-6)
+    assert m.accuracy_clean == pytest.approx(ev["accuracy"])
+    assert m.accuracy_spliced > 0.9 and m.accuracy_zero < 0.5 * m.accuracy_clean
+    t = m.table().set_index("mlp_output")
+    assert list(t.index) == ["clean", "spliced", "zero", "mean"]
+    sp = t.loc["spliced"]
+    assert (sp["loss"], sp["accuracy"]) == (m.loss_spliced, m.accuracy_spliced)
+    assert sp["loss_recovered"] == pytest.approx((t.loss["zero"] - sp["loss"]) / (t.loss["zero"] - t.loss["clean"]))
+    assert sp["loss_recovered_mean"] == pytest.approx((t.loss["mean"] - sp["loss"]) / (t.loss["mean"] - t.loss["clean"]))
+    html = m._repr_html_()  # notebook view
+    assert (f"loss recovered {m.loss_recovered:.4g} (spliced loss {m.loss_spliced:.4g} nats/token, "
+            f"accuracy {m.accuracy_spliced:.4g}; clean {m.loss_clean:.4g}, {m.accuracy_clean:.4g}") in html
+    assert f"<td>loss_recovered</td><td>{m.loss_recovered:.4g}</td>" in html
 
 
 def test_modadd_latents_align_with_the_fourier_structure(modadd, clean):
@@ -313,7 +333,15 @@ def test_sparse_mlp_sweep_over_tempered_posterior_levels(modadd, clean):
         assert m in metrics, m
     kinds = t.drop_duplicates("metric").set_index("metric")["kind"]
     assert kinds["refit_loss_recovered"] == kinds["survival_07"] == "effect" and kinds["refit_kl"] == "collateral"
+    # loss recovered comes with the absolute numbers it is made of, reported, not claimed
+    for m in ("refit_loss_spliced", "refit_accuracy", "cross_loss_spliced", "cross_accuracy", "accuracy_clean",
+              "accuracy_zero"):
+        assert kinds[m] == "other", m
     base = t[t.baseline].set_index("metric")["value"]
+    assert base["refit_loss_recovered"] == pytest.approx(
+        (base["loss_zero"] - base["refit_loss_spliced"]) / (base["loss_zero"] - base["loss_clean"]), rel=1e-5)
+    assert base["refit_loss_spliced"] - base["loss_clean"] == pytest.approx(base["refit_delta_loss"], abs=1e-6)
+    assert 0.9 < base["cross_accuracy"] <= 1 and base["accuracy_zero"] < base["accuracy_clean"]
     # at w0 the clean transcoder is the MLP's replacement and a short refit barely moves it
     assert base["cross_loss_recovered"] > 0.9 and base["refit_loss_recovered"] > 0.9
     assert base["survival_07"] >= 0.9 and base["baseline_match_07"] >= 0.9
@@ -325,6 +353,20 @@ def test_sparse_mlp_sweep_over_tempered_posterior_levels(modadd, clean):
     assert hot["refit_fvu"] <= hot["cross_fvu"] + 1e-6  # refitting on the draw's own MLP helps
     s = res.summary()
     assert {"survival_07", "refit_loss_recovered", "cross_loss_recovered"} <= set(s.metric)
+    assert metrics == set(SPARSE_MLP_BOUNDED) | set(SPARSE_MLP_UNBOUNDED)
+    method = s[s.level_index >= 0].groupby("metric")["ci_method"].agg(set)
+    assert method["refit_accuracy"] == method["survival_07"] == {"bootstrap"}
+    assert method["refit_loss_recovered"] == {"t"}
+
+
+def test_sparse_mlp_metric_names_get_the_right_interval():
+    """A sweep's interval per metric name (interp.results.is_bounded): accuracies and shares of
+    matched latents are bounded (percentile bootstrap, in range); loss recovered is a ratio of loss
+    gaps that goes below 0 or above 1, and FVU, KL, losses and L0 are unbounded (Student-t)."""
+    from interp.results import is_bounded
+
+    assert [m for m in SPARSE_MLP_BOUNDED if not is_bounded(m)] == []
+    assert [m for m in SPARSE_MLP_UNBOUNDED if is_bounded(m)] == []
 
 
 def test_fourier_basis_is_the_organisms_and_orthonormal():

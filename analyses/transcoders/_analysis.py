@@ -110,16 +110,23 @@ class SparseMLP(Params):
     At every call (w0 and each draw), on ``eval_rows`` test rows, against *this* model's own MLP:
 
     - ``cross_*``: T₀ applied unchanged ("cross-application"): ``cross_fvu``, ``cross_kl``,
-      ``cross_loss_recovered``, ``cross_delta_loss`` (spliced − clean loss of this model; negative
-      means T₀ *repairs* the damage, a warning sign, not a success), ``cross_l0``;
+      ``cross_loss_recovered`` beside the absolute numbers it is made of, ``cross_loss_spliced``
+      (nats/token) and ``cross_accuracy`` (top-1 accuracy with T₀ spliced in), ``cross_delta_loss``
+      (spliced − clean loss of this model; negative means T₀ *repairs* the damage, a warning sign, not a
+      success), ``cross_l0``;
     - ``refit_*``: T₀ refitted for ``refit_steps`` steps on this model's MLP (warm-started from T₀,
       or from T₀'s initialisation with ``refit_from="init"``), with the init and the data order
       (``order_seed``) the same for every draw: ``refit_fvu``, ``refit_kl``,
-      ``refit_loss_recovered``, ``refit_delta_loss``, ``refit_l0``, ``refit_dead_fraction``;
+      ``refit_loss_recovered``, ``refit_loss_spliced``, ``refit_accuracy``, ``refit_delta_loss``,
+      ``refit_l0``, ``refit_dead_fraction``;
     - ``survival_07`` / ``survival_09``: share of T₀'s live latents whose decoder row is matched by
       a refit decoder row at cosine ≥ 0.7 / 0.9; ``baseline_match_07`` / ``_09``: the constant
       baseline above;
-    - ``loss_clean``, ``loss_zero`` (MLP zero-ablated), ``mlp_linear_fvu`` (the MLP's own best affine fit).
+    - ``loss_clean``, ``loss_zero`` (MLP zero-ablated), ``accuracy_clean``, ``accuracy_zero`` (this
+      model's own, the ends of the loss-recovered scale), ``mlp_linear_fvu`` (the MLP's own best affine fit).
+
+    The absolute numbers are reported as metrics of kind "other": the effect is the fraction, they are
+    what a reader needs to judge it (a loss recovered of 0.95 at a clean loss of 3 nats is not one at 0.01).
 
     Measured on ``modadd`` (BENCHMARKS.md): warm-started refits keep T₀'s decoder rows, so their
     survival equals the baseline (≈ 1.0 at 0.7) at every loss increase tried; with
@@ -205,6 +212,8 @@ class SparseMLP(Params):
             out[f"{kind}_fvu"] = r.fvu
             out[f"{kind}_kl"] = r.kl_spliced
             out[f"{kind}_loss_recovered"] = r.loss_recovered
+            out[f"{kind}_loss_spliced"] = r.loss_spliced
+            out[f"{kind}_accuracy"] = r.accuracy_spliced
             out[f"{kind}_delta_loss"] = r.loss_spliced - r.loss_clean
             out[f"{kind}_l0"] = r.l0
         out["refit_dead_fraction"] = m["refit"].dead_fraction
@@ -214,6 +223,8 @@ class SparseMLP(Params):
             out[f"baseline_match_{_suffix(t)}"] = v
         out["loss_clean"] = m["refit"].loss_clean
         out["loss_zero"] = m["refit"].loss_zero
+        out["accuracy_clean"] = m["refit"].accuracy_clean
+        out["accuracy_zero"] = m["refit"].accuracy_zero
         out["mlp_linear_fvu"] = m["refit"].linear_fvu
         return out
 

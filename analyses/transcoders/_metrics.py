@@ -63,7 +63,12 @@ class TranscoderMetrics:
     replaced at every position), ``loss_zero`` (MLP output zeroed), ``loss_mean`` (MLP output replaced
     by its per-position mean on the train split), ``kl_spliced`` / ``kl_zero`` / ``kl_mean`` = mean KL(p_clean ‖
     p_replaced) at the scored positions, and ``loss_recovered`` = (L_zero − L_spliced) / (L_zero − L_clean)
-    (``loss_recovered_mean``: the same against mean ablation). 1 is perfect, 0 no better than ablation.
+    (``loss_recovered_mean``: the same against mean ablation). 1 is perfect, 0 no better than ablation;
+    it is a ratio of loss gaps, not bounded (below 0: worse than ablating; above 1: better than the
+    model), and says nothing of the absolute loss, so it is always read beside ``loss_spliced`` and the
+    top-1 accuracies at the scored positions, ``accuracy_clean`` / ``accuracy_spliced`` /
+    ``accuracy_zero`` / ``accuracy_mean`` (argmax = target, as :meth:`interp.tasks.Task.evaluate`):
+    :meth:`table` and the notebook view put them side by side.
 
     ``neuron_copy_max_cos``: mean over live latents of the largest |cosine| between the latent's
     encoder row and the MLP's input weight vectors (``neuron_copy_fraction``: share above 0.9); near 1
@@ -87,14 +92,42 @@ class TranscoderMetrics:
     neuron_copy_max_cos: float
     neuron_copy_fraction: float
     tokens: int
+    accuracy_clean: float = float("nan")
+    accuracy_spliced: float = float("nan")
+    accuracy_zero: float = float("nan")
+    accuracy_mean: float = float("nan")
 
     def as_dict(self) -> dict[str, float]:
         return {f.name: float(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
+    def table(self) -> Any:
+        """The splice as a pandas DataFrame, one row per replacement of the MLP output (``clean``,
+        ``spliced``, ``zero``, ``mean``): ``loss`` (nats/token), ``accuracy`` (top-1 at the scored
+        positions), ``kl`` (from the clean model) and ``loss_recovered`` (the spliced row: against zero
+        ablation, and in ``loss_recovered_mean`` against mean ablation), so the fraction is read beside
+        the absolute numbers it is made of."""
+        import pandas as pd
+
+        nan = float("nan")
+        return pd.DataFrame({
+            "mlp_output": ["clean", "spliced", "zero", "mean"],
+            "loss": [self.loss_clean, self.loss_spliced, self.loss_zero, self.loss_mean],
+            "accuracy": [self.accuracy_clean, self.accuracy_spliced, self.accuracy_zero, self.accuracy_mean],
+            "kl": [0.0, self.kl_spliced, self.kl_zero, self.kl_mean],
+            "loss_recovered": [nan, self.loss_recovered, nan, nan],
+            "loss_recovered_mean": [nan, self.loss_recovered_mean, nan, nan],
+        })
+
     def _repr_html_(self) -> str:
-        """Notebook display: one metric a row."""
+        """Notebook display: loss recovered with the spliced loss and accuracy beside it, the splice
+        table (:meth:`table`), then every metric, one a row."""
+        head = (f"<p>loss recovered {self.loss_recovered:.4g} (spliced loss {self.loss_spliced:.4g} nats/token, "
+                f"accuracy {self.accuracy_spliced:.4g}; clean {self.loss_clean:.4g}, {self.accuracy_clean:.4g}; "
+                f"MLP zero-ablated {self.loss_zero:.4g}, {self.accuracy_zero:.4g}) on {self.tokens} tokens</p>")
+        splice_table = self.table().to_html(index=False, float_format="{:.4g}".format, na_rep="")
         rows = "".join(f"<tr><td>{k}</td><td>{v:.4g}</td></tr>" for k, v in self.as_dict().items())
-        return f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>"
+        return (head + splice_table + "<details><summary>every metric</summary>"
+                f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table></details>")
 
 
 def _rows(task: Any, split: str, rows: int | None) -> dict[str, Tensor]:
@@ -150,8 +183,10 @@ def evaluate_transcoders(
     lin = _fit_linear(model, train, layer, positions)
 
     names = list(transcoders)
-    acc: dict[str, dict[str, Any]] = {n: {"err": 0.0, "l0": 0.0, "fires": 0, "loss": 0.0, "kl": 0.0} for n in names}
+    acc: dict[str, dict[str, Any]] = {n: {"err": 0.0, "l0": 0.0, "fires": 0, "loss": 0.0, "kl": 0.0, "hit": 0}
+                                      for n in names}
     base = {"loss_clean": 0.0, "loss_zero": 0.0, "loss_mean": 0.0, "kl_zero": 0.0, "kl_mean": 0.0,
+            "hit_clean": 0, "hit_zero": 0, "hit_mean": 0,
             "var": 0.0, "lin_err": 0.0, "ysum": 0.0, "yy": 0.0, "tokens": 0, "scored": 0}
     ys, xs = [], []
     for start in range(0, len(data["input_ids"]), batch_size):
@@ -164,19 +199,23 @@ def evaluate_transcoders(
         base["scored"] += n_sc
         base["loss_clean"] += -lp_clean.gather(-1, tgt[:, None]).sum().item()
 
-        def run(hook_list: Sequence[Any]) -> tuple[float, float]:
+        base["hit_clean"] += (lp_clean.argmax(-1) == tgt).sum().item()
+
+        def run(hook_list: Sequence[Any]) -> tuple[float, float, int]:
             with hooks.apply(model, hook_list):
                 lp, _ = _logp_scored(model, task, batch)
             loss = -lp.gather(-1, tgt[:, None]).sum().item()
             kl = (lp_clean.exp() * (lp_clean - lp)).sum().item()
-            return loss, kl
+            return loss, kl, int((lp.argmax(-1) == tgt).sum().item())
 
-        lz, kz = run([hooks.zero_ablate(out_point)])
-        lm, km = run([hooks.mean_ablate(out_point, mean_out)])
+        lz, kz, hz = run([hooks.zero_ablate(out_point)])
+        lm, km, hm = run([hooks.mean_ablate(out_point, mean_out)])
         base["loss_zero"] += lz
         base["kl_zero"] += kz
+        base["hit_zero"] += hz
         base["loss_mean"] += lm
         base["kl_mean"] += km
+        base["hit_mean"] += hm
         for n in names:
             tc = transcoders[n]
             y_hat = tc(x)
@@ -185,9 +224,10 @@ def evaluate_transcoders(
             active = tc.encode(x) > 0
             a["l0"] += active.sum().item()
             a["fires"] = a["fires"] + active.sum(0)
-            ls, ks = run(splice(tc, layer))
+            ls, ks, hs = run(splice(tc, layer))
             a["loss"] += ls
             a["kl"] += ks
+            a["hit"] += hs
     x, y = torch.cat(xs), torch.cat(ys)
     var = (y - y.mean(0)).pow(2).sum().item()
     lin_err = (y - lin(x)).pow(2).sum().item()
@@ -209,6 +249,8 @@ def evaluate_transcoders(
             kl_spliced=a["kl"] / n_sc, kl_zero=base["kl_zero"] / n_sc, kl_mean=base["kl_mean"] / n_sc,
             loss_recovered=_recovered(l_zero, l_sp, l_clean), loss_recovered_mean=_recovered(l_mean, l_sp, l_clean),
             neuron_copy_max_cos=copy_cos, neuron_copy_fraction=copy_frac, tokens=n_tok,
+            accuracy_clean=base["hit_clean"] / n_sc, accuracy_spliced=a["hit"] / n_sc,
+            accuracy_zero=base["hit_zero"] / n_sc, accuracy_mean=base["hit_mean"] / n_sc,
         )
     return out
 
