@@ -126,6 +126,24 @@ def test_probe_metric_names_get_the_interval_of_a_bounded_metric():
         assert is_bounded(m), m
 
 
+def test_control_types_from_a_string_column_agree_across_splits(tiny):
+    """The control task pools train and test: a word column's types must be one vocabulary over both
+    splits (per-split ids made "w1" in train and "v1" in test one type)."""
+    import datasets
+
+    model, task = tiny
+    words = {"train": [f"w{i % 4}" for i in range(24)], "test": [["w0", "v1", "v2", "v3"][i % 4] for i in range(24)]}
+    dd = datasets.DatasetDict({k: task.dataset[k].add_column("word", words[k]) for k in ("train", "test")})
+    task2 = interp.tasks.Task("tiny_words", dd)
+    cfg = ProbeConfig(label="label", positions=(-1,), control_type="word", folds=2, layers=(0,))
+    train, test = (probing.probe_data(model, task2, cfg, split) for split in ("train", "test"))
+    assert len(train.types[0].unique()) == 4 and len(test.types[0].unique()) == 4
+    assert len(torch.cat([train.types[0], test.types[0]]).unique()) == 7  # w0 … w3, v1 … v3
+    w0_train, w0_test = train.types[0][0], test.types[0][0]
+    assert w0_train == w0_test and not set(train.types[0][1:4].tolist()) & set(test.types[0][1:4].tolist())
+    assert probing.report_from_data(train, test, cfg, d_model=model.cfg.d_model).n_types == 7
+
+
 def test_ridge_reads_signal_and_not_noise():
     x, y = _blobs()
     xt, yt = _blobs(seed=1)

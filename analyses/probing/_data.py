@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,16 @@ def _ids(values: list) -> Tensor:
     """Map arbitrary hashable values (strings, ints) to consecutive integer ids."""
     vocab: dict = {}
     return torch.tensor([vocab.setdefault(v, len(vocab)) for v in values], dtype=torch.long)
+
+
+def _type_ids(values: list) -> Tensor:
+    """Ids of control *types* that agree across splits (the control task pools train and test, so the
+    same word must get the same id in both and different words different ids): a 62-bit BLAKE2b hash
+    of each value's ``repr``."""
+    return torch.tensor(
+        [int.from_bytes(hashlib.blake2b(repr(v).encode(), digest_size=8).digest(), "little") >> 2 for v in values],
+        dtype=torch.long,
+    )
 
 
 def _resolve_label(spec: LabelSpec, data: dict[str, Tensor], split: str) -> Tensor:
@@ -138,7 +149,7 @@ def probe_data(model: Any, task: Any, config: ProbeConfig, split: str = "test") 
         if config.control_type in data:
             t = data[config.control_type].long()
         else:
-            t = _ids(list(ds.select(range(n_rows))[config.control_type]))
+            t = _type_ids(list(ds.select(range(n_rows))[config.control_type]))  # not per-split ids
         types = t[row_idx][None].expand(n_spec, -1)
     else:
         t = torch.as_tensor(config.control_type(data)).long()
