@@ -83,14 +83,9 @@ def test_site_needs_no_network(site: Path):
 
 # ---- the repository is self-contained: no pointer to files outside it ------------------------------
 #: what a pointer outside the repository looks like (built from parts so this file does not match)
-_OUTSIDE = re.compile(r"\b" + "REFER" + r"ENCE\b|" + "DES" + r"IGN\.md|/work/" + "shared|shared folder")
-#: places still pointing outside today, and who removes the pointers (strict xfail: drop when clean)
-_STILL_POINTING = {
-    "interp": "helper 'sampler' (interp/degradations: sgld, _chain, _core, stacked, oracles) and the owner of "
-              "interp/organisms (induction.py, compiled.py) replace them with paper citations or docs/",
-    "examples": "the owners of examples/norms.md and examples/02-circuit-validation.ipynb",
-    "tests": "the owners of test_sampler.py, test_scrubbing*.py and test_analysis_norms.py",
-}
+_OUTSIDE = re.compile(r"\b" + "REFER" + r"ENCE\b|" + "DES" + r"IGN\.md|/work/" + "shared|shared " + "folder")
+#: places still pointing outside, and who removes the pointers (strict xfail; none left)
+_STILL_POINTING: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("place", [
