@@ -23,7 +23,8 @@ Splicing (:func:`splice`) uses :func:`hooks.splice`: one forward reads ``mlp_in`
 ``mlp_out`` by ŷ; the error-node variant ŷ + (y − ŷ).detach() keeps the model's value and routes
 gradients through the transcoder. Faithfulness (:func:`evaluate_transcoder`): FVU on held-out
 tokens, L0, dead and dense fractions, spliced loss and KL(p_clean ‖ p_spliced) against zero- and
-mean-ablation of the MLP, loss recovered (L_zero − L_spliced) / (L_zero − L_clean), the MLP's own
+mean-ablation of the MLP, loss recovered (L_zero − L_spliced) / (L_zero − L_clean) shown beside the
+spliced loss and top-1 accuracy it summarises (:meth:`TranscoderMetrics.table`), the MLP's own
 linear-regression FVU, and a neuron-copy check (max cosine of encoder rows to the MLP's W_in).
 Inspection (:func:`inspect_features`): top-activating examples with context, a per-latent table
 (pandas) and an HTML view (renders in notebooks); :func:`modadd_fourier` gives each latent's input
