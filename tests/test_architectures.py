@@ -279,3 +279,28 @@ def test_tempered_posterior_sweep_on_the_behavioural_objective(arch, tmp_path):
                            levels=[NBeta(50.0)], eval_rows=32, progress=False, out=tmp_path / "b")
     assert len(res.draws) == 4 and res.draws["loss"].notna().all()
     assert _digest(model) == before
+
+
+def test_chains_stack_on_gpt2_and_give_the_sequential_draws(arch):
+    """GPT-2 bridges run all chains in one hand-batched forward (the fast path); the other two
+    architectures say why they cannot, and run chain by chain."""
+    name, model, task, _, _ = arch
+    from interp.degradations.stacked import StackedForward, unsupported_reason
+
+    reason = unsupported_reason(model)
+    if name != "gpt2":
+        assert reason is not None and "GPT-2" in reason, reason
+        assert not _sampler().vectorizes(model, task)
+        return
+    assert reason is None and _sampler().vectorizes(model, task)
+    params = [p for _, p, _ in select_parameters(model)]
+    ids = task.tensors("test", rows=4)["input_ids"]
+    with torch.no_grad():
+        W = [p.detach().expand(2, *p.shape) for p in params]
+        assert torch.allclose(StackedForward(model, params)(W, ids)[1], model(ids), atol=1e-4)
+    before = _digest(model)
+    stacked = {(d.chain, d.draw): d.loss for d in _sampler(nbeta=50.0).draws(model, task)}
+    sequential = {(d.chain, d.draw): d.loss for d in _sampler(nbeta=50.0, vectorize=False).draws(model, task)}
+    assert stacked.keys() == sequential.keys()
+    assert all(abs(stacked[k] - sequential[k]) < 1e-3 for k in stacked), (stacked, sequential)
+    assert _digest(model) == before

@@ -15,9 +15,12 @@ chain axis explicit:
 with the attention through ``scaled_dot_product_attention`` (one fused kernel per layer for all
 chains, heads and rows). Parameters the sampler does not move enter without a chain axis.
 
-Anything outside that family (rotary, GQA, gated MLPs, soft-caps, padding masks, HF-wrapped
-models) is reported by :func:`unsupported_reason` and the sampler runs chains through the bridge
-itself. Equality with the bridge is checked on the model at hand before use (logits and gradients at
+The same forward covers Hugging Face GPT-2 bridges (``interp.load_model`` of a GPT-2 checkpoint:
+the same pre-LN architecture, with ``Conv1D`` projections stored ``[in, out]``, GELU (tanh), scores
+divided by √d_head, the unembedding tied to the token embedding, and q/k/v read from the bridge's
+views of the fused ``c_attn``). Anything outside that family (rotary, GQA, gated MLPs, parallel
+attention and MLP, soft-caps, padding masks, other HF-wrapped models) is reported by
+:func:`unsupported_reason` and the sampler runs chains through the bridge itself. Equality with the bridge is checked on the model at hand before use (logits and gradients at
 w0, ``_Engine._vmap_agrees``), so a mismatch can only slow sampling down, never change it.
 
 Example::
@@ -34,6 +37,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,11 +56,33 @@ def _inner(module: torch.nn.Module) -> torch.nn.Module:
     return getattr(module, "_original_component", module)
 
 
+def _gpt2_reason(model: Any, om: Any) -> str | None:
+    """Why a Hugging Face GPT-2 bridge is outside the stacked family (``None``: inside it)."""
+    hf = om.config
+    checks = {
+        "activation_function": (hf.activation_function in _ACTS, True),
+        "scale_attn_weights": (bool(hf.scale_attn_weights), True),
+        "scale_attn_by_inverse_layer_idx": (bool(hf.scale_attn_by_inverse_layer_idx), False),
+        "reorder_and_upcast_attn": (bool(hf.reorder_and_upcast_attn), False),
+        "add_cross_attention": (bool(getattr(hf, "add_cross_attention", False)), False),
+    }
+    for name, (value, allowed) in checks.items():
+        if value != allowed:
+            return f"GPT-2 config.{name}={getattr(hf, name, None)!r}"
+    if any(hp._forward_hooks or hp._forward_pre_hooks for hp in model.hook_dict.values()):
+        return "hooks are attached to the model"
+    return None
+
+
 def unsupported_reason(model: Any) -> str | None:
     """Why :class:`StackedForward` cannot compute ``model`` (``None``: it can)."""
     om = getattr(model, "original_model", None)
-    if om is None or type(om).__name__ != "NativeModel":
+    if om is not None and type(om).__name__ == "GPT2LMHeadModel" and hasattr(model, "hook_dict"):
+        return _gpt2_reason(model, om)
+    if om is None:
         return "not a native TransformerBridge"
+    if type(om).__name__ != "NativeModel":
+        return f"a Hugging Face {type(om).__name__} bridge (stacked chains cover native and GPT-2 bridges)"
     cfg = model.cfg
     checks = {
         "positional_embedding_type": (cfg.positional_embedding_type, ("standard",)),
@@ -99,6 +125,9 @@ class StackedForward:
         self.cfg = model.cfg
         self._slot = {id(p): i for i, p in enumerate(params)}
         om = model.original_model
+        if type(om).__name__ == "GPT2LMHeadModel":
+            self._init_gpt2(om)
+            return
         self.embed, self.pos = _inner(om.tok_embed).weight, _inner(om.pos).weight
         self.blocks = []
         for layer in om.layers:
@@ -113,6 +142,24 @@ class StackedForward:
             self.blocks.append(b)
         self.ln_f, self.head = _inner(om.ln_out), _inner(om.head)
 
+    def _init_gpt2(self, om: Any) -> None:
+        """The same pieces from a Hugging Face GPT-2 bridge: the bridge's q/k/v ``Linear``s (views
+        of the fused ``c_attn``, the weights its forward reads), ``Conv1D`` output and MLP
+        projections (weight ``[in, out]``), GELU (tanh), scores divided by √d_head, tied unembedding."""
+        tr = om.transformer
+        self.embed, self.pos = _inner(tr.wte).weight, _inner(tr.wpe).weight
+        act = _ACTS[om.config.activation_function]
+        self.blocks = []
+        for layer in tr.h:
+            blk = _inner(layer)
+            att, mlp = blk.attn, blk.mlp
+            self.blocks.append({
+                "ln1": _inner(blk.ln_1), "scale": math.sqrt(self.cfg.d_head),
+                "qkvo": [_inner(getattr(att, n)) for n in "qkvo"],
+                "ln2": _inner(blk.ln_2), "mlp": (_inner(getattr(mlp, "in")), _inner(mlp.out)), "act": act,
+            })
+        self.ln_f, self.head = _inner(tr.ln_f), _inner(om.lm_head)
+
     def _get(self, t: torch.Tensor | None, W: Sequence[torch.Tensor]) -> torch.Tensor | None:
         """The stacked ``[C, ...]`` version of ``t`` if it is sampled, else ``t`` itself."""
         if t is None:
@@ -123,7 +170,9 @@ class StackedForward:
     def _linear(self, x: torch.Tensor, lin: torch.nn.Linear, W: Sequence[torch.Tensor]) -> torch.Tensor:
         w, b = self._get(lin.weight, W), self._get(lin.bias, W)
         C = x.shape[0]
-        wt = (w if w.dim() == 3 else w.expand(C, *w.shape)).transpose(1, 2)
+        wt = w if w.dim() == 3 else w.expand(C, *w.shape)
+        if type(lin).__name__ != "Conv1D":  # nn.Linear: [out, in]; HF Conv1D is already [in, out]
+            wt = wt.transpose(1, 2)
         if b is None:
             return torch.bmm(x, wt)
         return torch.baddbmm((b if b.dim() == 2 else b.expand(C, -1)).unsqueeze(1), x, wt)
