@@ -20,8 +20,9 @@ the same pre-LN architecture, with ``Conv1D`` projections stored ``[in, out]``, 
 divided by √d_head, the unembedding tied to the token embedding, and q/k/v read from the bridge's
 views of the fused ``c_attn``). Anything outside that family (rotary, GQA, gated MLPs, parallel
 attention and MLP, soft-caps, padding masks, other HF-wrapped models) is reported by
-:func:`unsupported_reason` and the sampler runs chains through the bridge itself. Equality with the bridge is checked on the model at hand before use (logits and gradients at
-w0, ``_Engine._vmap_agrees``), so a mismatch can only slow sampling down, never change it.
+:func:`unsupported_reason` and the sampler runs chains through the bridge itself. Equality with
+the bridge is checked on the model at hand before use (logits and gradients at w0,
+``_Engine._vmap_agrees``), so a mismatch can only slow sampling down, never change it.
 
 Example::
 
