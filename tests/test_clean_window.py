@@ -104,3 +104,81 @@ def test_an_analysis_without_collateral_is_said_so():
     (finding,) = clean_window_findings(res)
     assert "no collateral measured where a trained behaviour exists" in finding
     assert len(res.clean_window(collateral="kl_unclaimed")) == 1
+
+
+# ------------------------------------------------ induction_full: a collateral on a trained behaviour
+@pytest.fixture(scope="module")
+def full():
+    from interp import organisms
+
+    return organisms.load("induction_full", device="cpu")
+
+
+def test_induction_full_masks_split_every_target_into_claim_and_first_seen(full):
+    _, task = full
+    d = task.tensors("test", rows=128, columns=("input_ids", "target_mask", "collateral_mask", "period"))
+    claim, coll, ids = d["target_mask"].bool(), d["collateral_mask"].bool(), d["input_ids"].long()
+    assert not (claim & coll).any() and (claim | coll)[:, 1:].all() and not (claim | coll)[:, 0].any()
+    first_seen = torch.tensor([[int(ids[r, t]) not in ids[r, 1:t].tolist() for t in range(1, ids.shape[1])]
+                               for r in range(len(ids))])
+    assert torch.equal(coll[:, 1:], first_seen)
+    assert torch.equal(coll.sum(1), d["period"].long())
+
+
+def test_induction_full_collateral_positions_carry_a_trained_behaviour(full):
+    """First-seen loss well below uniform (ln 65 = 4.17; the shipped weights: 3.75 over ~9,000 test
+    tokens, whose per-token spread of ~1.5 nats gives a standard error < 0.02), never below what
+    knowing the Zipf prior over the unseen tokens allows (3.48, up to the same error); and the model
+    keeps its induction circuit (the claim)."""
+    from interp.organisms import induction, induction_full
+
+    model, task = full
+    m = induction_full.position_losses(model, task)
+    assert m["loss_first_seen"] < m["uniform"] - 0.3
+    assert m["loss_first_seen"] > m["unigram_unseen"] - 0.05
+    assert m["loss_repeated"] < 0.2 and m["accuracy_repeated"] > 0.95
+    prev, ind = induction.previous_token_scores(model, task), induction.induction_scores(model, task)
+    assert prev[induction_full.PREV_TOKEN_HEAD] == prev[0].max() and prev[0].max() > 0.25
+    assert all(ind[h] > 0.3 for h in induction_full.INDUCTION_HEADS) and ind[0].max() < 0.1
+
+
+def test_induction_full_analyses_declare_the_first_seen_kl_a_collateral(full):
+    from analyses.ablation import HeadAblation
+    from analyses.scrubbing import CausalScrubbing
+    from analyses.scrubbing.induction import hypotheses
+    from interp.organisms import induction_full
+
+    model, task = full
+    ablation = HeadAblation([induction_full.PREV_TOKEN_HEAD], eval_rows=64)
+    ablation.setup(model, task)
+    out = ablation(model, task)
+    assert ablation.collaterals == ("kl_unclaimed",) and 0 < out["kl_unclaimed"] < out["kl_claimed"]
+    hyps = hypotheses(induction_full.INDUCTION_HEADS, (induction_full.PREV_TOKEN_HEAD,))
+    recovered = {}
+    for name in ("correct", "wrong_heads"):
+        scrub = CausalScrubbing(hyps[name], eval_rows=64, seeds=1, bootstrap=50)
+        scrub.setup(model, task)
+        assert scrub.collaterals == ("kl_unclaimed",)
+        recovered[name] = scrub(model, task)["recovered"]
+    assert recovered["correct"] > 0.85 and recovered["wrong_heads"] < 0.5  # the hypothesis applies
+
+
+def test_no_clean_window_for_the_previous_token_head_under_the_trained_posterior(full):
+    """The finding's direction (benchmarks/clean_window.py, BENCHMARKS.md): sampled on the loss the
+    organism was trained with, at ΔL 0.3 the ablation's loss_carried / kl_unclaimed (84 at w0) is
+    significantly worse than at w0 (about 20, interval a factor 3 below w0 at 8 chains)."""
+    import interp
+    from analyses.ablation import HeadAblation
+    from interp.degradations import CalibrationConfig
+    from interp.organisms import induction_full
+
+    model, task = full
+    sampler = interp.TemperedPosterior(chains=4, draws=1, burnin=100, seed=0, progress=False,
+                                       calibration=CalibrationConfig(tolerance=0.2, max_rounds=4),
+                                       objective=induction_full.score_every_token(task))
+    res = interp.run_sweep(model, task, [HeadAblation([induction_full.PREV_TOKEN_HEAD], eval_rows=64)], sampler,
+                           [interp.LossIncrease(0.3)], eval_rows=64, progress=False)
+    (row,) = res.clean_window().itertuples()
+    assert row.effect == "loss_carried" and row.collateral == "kl_unclaimed" and row.n_chains == 4
+    assert row.worse_than_w0 and not row.better_than_w0
+    assert row.collateral_ci_low > 2 * res.table.query("baseline and metric == 'kl_unclaimed'")["value"].iloc[0]

