@@ -11,7 +11,8 @@ outputs (``hooks.head_out``: z_h·W_O[h]) and measuring, on a fixed evaluation b
   metric, not a collateral (``collaterals == ()`` after ``setup``): the shipped organisms are trained
   on their scored positions only, so their unscored predictions are untrained (the induction
   organism's first-seen tokens: 9.9 nats/token, worse than uniform; modadd's ``a → b → =``) and a
-  disturbance there says nothing about the model's behaviour;
+  disturbance there says nothing about the model's behaviour (``induction_full`` is trained on every
+  token and marks its first-seen ones in ``collateral_mask``);
 - ``kl_claimed``: the same KL on the scored positions, and ``loss_clean`` / ``loss_ablated``.
 
 Ablation methods (``hooks``): ``mean`` replaces each head's output by its mean over the evaluation

@@ -13,7 +13,8 @@ ablation over the tempered posterior (LossIncrease 0.1, 0.3, 0.6, 1.0), and the 
 ratio per level with bootstrap intervals over chains against the ratio at w0
 (``Results.clean_window``). The induction task marks no trained predictions outside the claim, so
 the analyses declare no collateral; the ratio is printed with the KL on the unscored (untrained)
-positions as the denominator, for the record.
+positions as the denominator, for the record. The clean window on a collateral that is a trained
+behaviour (the ``induction_full`` organism): ``benchmarks/clean_window.py``.
 
 Run: ``python benchmarks/bench_dissolution.py [--chains 8] [--tolerance 0.15] [--out DIR] [--clean-window]``
 """

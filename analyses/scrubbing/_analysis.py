@@ -8,7 +8,8 @@ the task's claim that carry a *trained* behaviour: the positions the task marks 
 Without that column ``kl_unclaimed`` is measured on the unscored targets and reported as an ordinary
 metric, not a collateral (``collaterals == ()`` after ``setup``): the shipped organisms are trained on
 their scored targets only, so their unscored predictions are untrained (the induction organism's
-first-seen tokens: 9.9 nats/token, worse than uniform; modadd's ``a → b → =``).
+first-seen tokens: 9.9 nats/token, worse than uniform; modadd's ``a → b → =``). The
+``induction_full`` organism is trained on every token and marks its first-seen ones.
 
 Both effects are fractions in absolute units (1: all of the gap to the baseline recovered, 0: none),
 comparable across hypotheses and weights, so survival over a sweep is best read with the absolute
