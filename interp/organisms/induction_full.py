@@ -24,7 +24,7 @@ uniform. Columns:
 
 Training (:func:`train`): :func:`interp.organisms.induction.fit` (same optimiser, batch and seed
 handling as ``induction``) on the same rows with the loss on every position ``t ≥ 1`` (the union of
-both masks), :data:`STEPS` steps. The model keeps the induction circuit (previous-token head
+both masks), :data:`STEPS` steps. The model keeps the induction circuit of Elhage et al. 2021 / Olsson et al. 2022 (previous-token head
 :data:`PREV_TOKEN_HEAD`, induction heads :data:`INDUCTION_HEADS`, by
 :func:`~interp.organisms.induction.previous_token_scores` / :func:`~interp.organisms.induction.induction_scores`).
 The shipped weights ``weights/induction_full.safetensors`` were produced by ``train(seed=0)``
