@@ -23,8 +23,8 @@ Cost, and the defaults it sets (measured on a shared 2-core CPU, batch 16 rows, 
 sampling all 22.7M weights costs about 6.6 s per SGLD step (25 s measured on a busier machine; the
 word-embedding matrix alone is 11.7M weights), so a three-level calibrated sweep of the full model
 (calibration pilots, burn-in and draws: about 1,000 steps) is 2–7 hours of CPU. Restricted to blocks
-2 and 3 (:data:`RESTRICT`, 3.5M weights) a step costs about 1 s and the whole demo runs in about
-5 minutes. The probe site (layer 4 = the output of block 3) and everything after it see the
+2 and 3 (:data:`RESTRICT`, 3.5M weights) a step costs 0.1–0.8 s (with the load from other work) and
+the whole demo ran in 197 s (quick mode: 49 s), within the 5-minute budget. The probe site (layer 4 = the output of block 3) and everything after it see the
 degradation; earlier layers do not, by construction. For a full-model run pass ``restrict=None``
 and budget accordingly (a GPU makes it minutes).
 
@@ -135,8 +135,8 @@ def run_minilm_demo(out: str | Path = "minilm-demo", progress: bool = True, quic
     Args:
         out: directory for the results, the per-degradation sweeps (resumable) and ``report.html``.
         progress: show progress bars.
-        quick: one level per degradation, fewer chains, draws and rows: the same code path in about a
-            minute and a half, for smoke tests; too few numbers for conclusions.
+        quick: one level per degradation, fewer draws and rows: the same code path in about a minute,
+            for smoke tests; too few numbers for conclusions.
         restrict: the parameters both degradations perturb (default :data:`RESTRICT`, blocks 2–3);
             ``None``: all 22.7M weights (hours on a CPU, see the module docstring).
     """
