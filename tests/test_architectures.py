@@ -28,10 +28,8 @@ ARCHS = ("gpt2", "neox", "llama")
 
 
 def _digest(model: torch.nn.Module) -> str:
-    try:
-        from interp.sweep import weights_digest
-    except ImportError:  # before the sweep package lands
-        from interp.sweeps import weights_digest
+    from interp.sweep import weights_digest
+
     return weights_digest(model)
 
 
@@ -267,10 +265,8 @@ def test_tempered_posterior_sweep_on_the_task_loss(arch, tmp_path):
 
 def test_tempered_posterior_sweep_on_the_behavioural_objective(arch, tmp_path):
     name, model, task, _, _ = arch
-    objectives = pytest.importorskip("interp.objectives")
-    if not hasattr(objectives, "Behavioural"):
-        pytest.skip("interp.objectives.Behavioural not available yet")
     import analyses
+    from interp import objectives
 
     before = _digest(model)
     obj = objectives.Behavioural(task, rows=64)
@@ -278,6 +274,9 @@ def test_tempered_posterior_sweep_on_the_behavioural_objective(arch, tmp_path):
     res = interp.run_sweep(model, task, [analyses.ResidualNorms(rows=32)], _sampler(objective=obj),
                            levels=[NBeta(50.0)], eval_rows=32, progress=False, out=tmp_path / "b")
     assert len(res.draws) == 4 and res.draws["loss"].notna().all()
+    # the draws were sampled on, and their loss measured in, the behavioural objective (0 at w0)
+    assert set(res.draws["objective"]) == {obj.name} and set(res.draws["units"]) == {"KL nats/token"}
+    assert (res.draws["loss"] > 0).all() and (res.draws["loss"] < 1.0).all()
     assert _digest(model) == before
 
 
