@@ -7,9 +7,17 @@ each chain's diagnostics). This module reads both into ``target_delta_loss``, ``
 the calibration did not converge or failed, or the measured ΔL missed the calibration's target by more
 than its recorded tolerance).
 
+It also names the **axis** along which levels are ordered and reported (:func:`resolve_axis`): the
+measured loss increase ΔL of the sweep's task (``"delta_loss"``, nats/token) or the behavioural
+divergence from w0 that every draw records (``"divergence"``, KL(p_w0 ‖ p_w) per token for a model
+with an LM head, the normalised MSE of the final hidden state without one; Bushnaq et al. 2024).
+Automatic: ΔL where the sweep measured a loss, else the divergence (a model without a loss, MiniLM).
+
 Example::
 
-    >>> parse_level("LossIncrease(nats=0.3)")
+    >>> parse_level("LossIncrease(0.3)")
+    ('LossIncrease', 0.3)
+    >>> parse_level("LossIncrease(nats=0.3)")  # the form recorded before the units were the objective's
     ('LossIncrease', 0.3)
 """
 
@@ -20,9 +28,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-__all__ = ["parse_level", "level_numbers"]
+__all__ = ["parse_level", "level_numbers", "AXES", "resolve_axis", "axis_units", "axis_label", "axis_title",
+           "divergence_units"]
+
+#: the axes levels can be ordered and reported along
+AXES = ("delta_loss", "divergence")
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
@@ -40,7 +53,7 @@ def parse_level(level: Any) -> tuple[str | None, float]:
         if isinstance(level, Mapping) and attr in level:
             return (level.get("type") or kind), float(level[attr])
     if isinstance(level, str):
-        m = re.fullmatch(rf"\s*(\w+)\(\s*\w+\s*=\s*({_NUMBER})\s*\)\s*", level)
+        m = re.fullmatch(rf"\s*(\w+)\(\s*(?:\w+\s*=\s*)?({_NUMBER})\s*(?:,[^()]*)?\)\s*", level)
         if m:
             return m.group(1), float(m.group(2))
         if re.fullmatch(rf"\s*{_NUMBER}\s*", level):
@@ -66,6 +79,8 @@ def level_numbers(deg_type: str, level: Any, info: Mapping[str, Any], draw_nbeta
     failed_chains = set(mine["chain"].tolist())
     kept = rows[~rows["chain"].isin(failed_chains)] if len(rows) else rows
     measured = float(kept["delta_loss"].mean()) if len(kept) else nan
+    divergence = pd.to_numeric(kept["divergence"], errors="coerce") if len(kept) and "divergence" in kept else None
+    measured_divergence = float(divergence.mean()) if divergence is not None and divergence.notna().any() else nan
     chains = [c for c in (info.get("chains") or []) if isinstance(c, Mapping)]
     reasons = []
     if info.get("failed") or info.get("reason"):
@@ -84,6 +99,61 @@ def level_numbers(deg_type: str, level: Any, info: Mapping[str, Any], draw_nbeta
         if "failed" not in cal and isinstance(tol, (int, float)) and math.isfinite(measured) and target > 0 \
                 and abs(measured / target - 1) > tol:
             reasons.append(f"measured ΔL {measured:.3g} is off its target {target:g} by more than {tol:g}")
-    return {"level": level, "target_delta_loss": target, "nbeta": nbeta, "sigma": sigma, "step": step,
-            "measured_delta_loss": measured, "n_failed_chains": len(failed_chains),
+    units = cal.get("units") if cal.get("units") else None
+    return {"level": level, "target_delta_loss": target, "target_units": units, "nbeta": nbeta, "sigma": sigma,
+            "step": step, "measured_delta_loss": measured, "measured_divergence": measured_divergence, "n_failed_chains": len(failed_chains),
             "status": "failed" if reasons else "ok", "reason": "; ".join(reasons) or None}
+
+
+def _finite(table: pd.DataFrame, column: str) -> bool:
+    """Whether ``column`` has a finite value at some draw (the baseline's 0 does not count)."""
+    if column not in table.columns or table.empty:
+        return False
+    rows = table[~table["baseline"].astype(bool)] if "baseline" in table.columns else table
+    return bool(np.isfinite(pd.to_numeric(rows[column], errors="coerce").to_numpy(dtype=float)).any())
+
+
+def resolve_axis(table: pd.DataFrame, axis: str | None) -> str:
+    """The axis to order and report levels along: ``axis`` checked against ``table`` (a sweep's long
+    table), or for ``None`` ``"delta_loss"`` where the table has a finite ΔL, else ``"divergence"``."""
+    if axis is not None and axis not in AXES:
+        raise ValueError(f"axis={axis!r}: must be 'delta_loss' (the task's loss increase ΔL), 'divergence' "
+                         "(the behavioural divergence from w0) or None (ΔL where the sweep measured a loss, "
+                         "else the divergence).")
+    if axis is None:
+        return "delta_loss" if _finite(table, "delta_loss") or not _finite(table, "divergence") else "divergence"
+    if not _finite(table, axis) and _finite(table, "delta_loss" if axis == "divergence" else "divergence"):
+        other = "delta_loss" if axis == "divergence" else "divergence"
+        why = ("the sweep recorded no behavioural divergence (results from before it was recorded)"
+               if axis == "divergence" else "the task has no loss (e.g. a model without an LM head)")
+        raise ValueError(f"axis={axis!r}: no draw of these results has a finite {axis}: {why}; use "
+                         f"axis={other!r} (or None).")
+    return axis
+
+
+def divergence_units(meta: Mapping[str, Any], degradation: Any = None) -> str:
+    """The units of a sweep's divergence column, from its metadata (empty when not recorded)."""
+    for part in meta.get("parts", [meta]):
+        if degradation is None or part.get("degradation_name") in (None, degradation):
+            units = part.get("divergence_units") or ((part.get("config") or {}).get("divergence") or {}).get("units")
+            if units:
+                return str(units)
+    return ""
+
+
+def axis_units(meta: Mapping[str, Any], axis: str, degradation: Any = None) -> str:
+    """Units of an axis: ``nats/token`` for ΔL, the recorded divergence units otherwise."""
+    return "nats/token" if axis == "delta_loss" else divergence_units(meta, degradation)
+
+
+def axis_title(meta: Mapping[str, Any], axis: str) -> str:
+    """A plot's axis title: ``loss increase ΔL (nats/token)`` or ``divergence from w0 (UNITS)``."""
+    if axis == "delta_loss":
+        return "loss increase ΔL (nats/token)"
+    units = divergence_units(meta)
+    return "divergence from w0" + (f" ({units})" if units else "")
+
+
+def axis_label(axis: str) -> str:
+    """How verdicts name an axis: ``ΔL`` or ``divergence``."""
+    return "ΔL" if axis == "delta_loss" else "divergence"

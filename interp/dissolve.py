@@ -32,9 +32,10 @@ increase ΔL (nats/token), in nβ, and in behavioural divergence where the sweep
 level searched), ``"lost_below_range"`` (lost already at the smallest level searched) and
 ``"undecided"`` (no lost level, the last one undecided).
 
-``Results.dissolution`` does the same from an existing sweep's grid (axis: measured ΔL), marked
-``interpolated=True``; :func:`compare_dissolutions` compares two points on the ΔL axis (two
-hypotheses, or one under two degradations at equal ΔL).
+``Results.dissolution`` does the same from an existing sweep's grid, marked ``interpolated=True``,
+along the measured ΔL or the behavioural divergence from w0 (``axis="divergence"``: the default for a
+model without a loss, e.g. MiniLM); :func:`compare_dissolutions` compares two points on the ΔL axis,
+or on the divergence when both lie on it (two hypotheses, or one under two degradations at equal ΔL).
 
 Example::
 
@@ -75,7 +76,8 @@ class Dissolution:
     """Where an effect is lost along a degradation (see the module docstring).
 
     ``level``/``level_ci`` are on ``axis`` (``"loss_increase"``: target Δ; ``"nbeta"``: nβ;
-    ``"sigma"``: σ; ``"delta_loss"``: measured ΔL of a grid); ``delta_loss``, ``nbeta`` and
+    ``"sigma"``: σ; ``"delta_loss"``: measured ΔL of a grid; ``"divergence"``: measured
+    behavioural divergence of a grid); ``delta_loss``, ``nbeta`` and
     ``divergence`` give the same crossing in those units (NaN where not recorded). ``converged``: the
     search resolved the interval to ``1 + tolerance`` between evaluated neighbours. ``points``: every
     evaluated level (``x`` its value on the axis, the metric's mean and interval, ``decision``), the
@@ -109,37 +111,49 @@ class Dissolution:
             f" = {self.threshold / self.baseline:.2g}× its value at w0" if self.criterion == "fraction"
             and self.baseline else "")
 
+    def _along(self) -> tuple[str, str, str, tuple[float, float]]:
+        """``(label, units, column, interval)`` of the axis a verdict speaks along: the divergence for a
+        grid read along it, else ΔL (units left unsaid, as everywhere: nats/token)."""
+        if self.axis == "divergence":
+            return "divergence", self.divergence_units, "divergence", self.divergence_ci
+        return "ΔL", "", "delta_loss", self.delta_loss_ci
+
     def verdict(self, name: str | None = None) -> str:
-        """One line: ``NAME: holds (CRITERION) up to ΔL x [lo, hi] under DEGRADATION``, or the other
-        outcomes said as such."""
+        """One line: ``NAME: holds (CRITERION) up to ΔL x [lo, hi] under DEGRADATION`` (``up to
+        divergence x [lo, hi] UNITS`` for a grid read along the divergence), or the other outcomes
+        said as such."""
         name = name or self.analysis
         crit, deg = self.criterion_text(), self.degradation
-        dl = self.points[self.points["x"] > 0]["delta_loss"]
+        label, units, column, ci = self._along()
+        u = f" {units}" if units else ""
+        dl = self.points[self.points["x"] > 0][column]
         if self.outcome == "never_holds":
             return (f"{name}: never holds ({self.metric} = {self.baseline:.3g} < {self.threshold:.3g} at "
                     f"the trained weights)")
         where = "grid" if self.interpolated else "range searched"
         if self.outcome == "holds_throughout":
             top = float(dl.max()) if len(dl) else float("nan")
-            return f"{name}: holds ({crit}) over the whole {where}, up to ΔL {top:.3g}, under {deg}"
+            return f"{name}: holds ({crit}) over the whole {where}, up to {label} {top:.3g}{u}, under {deg}"
         if self.outcome == "lost_below_range":
             first = "first grid level" if self.interpolated else "smallest level searched"
-            return (f"{name}: lost ({crit} fails) already at the {first}, ΔL {self.delta_loss_ci[1]:.3g}, "
+            return (f"{name}: lost ({crit} fails) already at the {first}, {label} {ci[1]:.3g}{u}, "
                     f"under {deg}")
         if self.outcome == "undecided" and not math.isfinite(self.baseline):
             return f"{name}: undecided ({self.metric} is not finite at the trained weights)"
         if self.outcome == "undecided":
-            held = self.delta_loss_ci[0]
-            start = f"held ({crit}) up to ΔL {held:.3g} under {deg}, undecided beyond" if held > 0 else (
+            held = ci[0]
+            start = f"held ({crit}) up to {label} {held:.3g}{u} under {deg}, undecided beyond" if held > 0 else (
                 f"undecided ({crit}) from the first level on under {deg}")
             return f"{name}: {start} (intervals straddle the threshold: more chains needed)"
-        lo, hi = self.delta_loss_ci
-        text = f"{name}: holds ({crit}) up to ΔL {self.delta_loss:.2g} [{lo:.2g}, {hi:.2g}] under {deg}"
+        lo, hi = ci
+        text = f"{name}: holds ({crit}) up to {label} {getattr(self, column):.2g} [{lo:.2g}, {hi:.2g}]{u} under {deg}"
         if math.isfinite(self.nbeta):
             text += f" (nβ ≈ {self.nbeta:.3g})"
-        if math.isfinite(self.divergence):
+        if column == "delta_loss" and math.isfinite(self.divergence):
             units = f" {self.divergence_units}" if self.divergence_units else ""
             text += f", divergence {self.divergence:.2g}{units}"
+        elif column == "divergence" and math.isfinite(self.delta_loss):
+            text += f", ΔL {self.delta_loss:.2g}"
         if self.interpolated:
             text += ", interpolated between grid levels"
         elif not self.converged:
@@ -285,8 +299,14 @@ def points_from_summary(summary: pd.DataFrame, levels: pd.DataFrame | None, tabl
 
 
 def from_results(results: Any, analysis: str, metric: str, *, threshold: float | None = None,
-                 relative: float | None = None, degradation: str | None = None) -> Dissolution:
-    """:meth:`Results.dissolution`: the crossing interpolated on an existing grid (axis: measured ΔL)."""
+                 relative: float | None = None, degradation: str | None = None,
+                 axis: str | None = None) -> Dissolution:
+    """:meth:`Results.dissolution`: the crossing interpolated on an existing grid, along the measured
+    ΔL or the behavioural divergence (``axis``; ``None``: ΔL where the sweep measured a loss, else the
+    divergence)."""
+    from interp._levels import resolve_axis
+
+    axis = resolve_axis(results.table, axis)
     s = results.summary()
     names = sorted(s["degradation"].unique())
     if degradation is None:
@@ -302,21 +322,18 @@ def from_results(results: Any, analysis: str, metric: str, *, threshold: float |
     baseline = float(sel.loc[sel["level_index"] < 0, "mean"].iloc[0])
     criterion, theta, sign = _criterion(threshold, relative, baseline)
     points = points_from_summary(s, None, results.table, analysis, metric, degradation, theta, sign,
-                                 lambda r: float(r["delta_loss"]))
+                                 lambda r: float(r[axis]))
     points = points[(points["x"] == 0) | (points["x"] > 0)]  # a failed level with no draws has no ΔL
     return _from_points(points, analysis=analysis, metric=metric, degradation=degradation, criterion=criterion,
-                        theta=theta, sign=sign, baseline=baseline, axis="delta_loss", tolerance=float("nan"),
+                        theta=theta, sign=sign, baseline=baseline, axis=axis, tolerance=float("nan"),
                         interpolated=True, divergence_units=_divergence_units(results.meta, degradation))
 
 
 def _divergence_units(meta: dict[str, Any], degradation: str | None) -> str:
     """The units of a sweep's divergence column, from its metadata (empty when not recorded)."""
-    for part in meta.get("parts", [meta]):
-        if part.get("degradation_name") in (None, degradation):
-            units = part.get("divergence_units") or (part.get("config") or {}).get("divergence", {}).get("units")
-            if units:
-                return str(units)
-    return ""
+    from interp._levels import divergence_units
+
+    return divergence_units(meta, degradation)
 
 
 # ------------------------------------------------------------------------------------------- search
@@ -531,23 +548,26 @@ def dissolution(
 # ----------------------------------------------------------------------------------------- compare
 def compare_dissolutions(first: Dissolution, second: Dissolution, names: tuple[str, str] | None = None
                          ) -> DissolutionComparison:
-    """Compare two dissolution points on the measured ΔL axis (two hypotheses, or one effect under two
-    degradations at equal ΔL): one is more robust when its whole interval lies above the other's."""
+    """Compare two dissolution points on the measured ΔL axis, or on the behavioural divergence when
+    both were read along it (two hypotheses, or one effect under two degradations at equal ΔL): one is
+    more robust when its whole interval lies above the other's."""
     n1, n2 = names or (f"{first.analysis} under {first.degradation}", f"{second.analysis} under {second.degradation}")
+    on_divergence = first.axis == second.axis == "divergence"
+    label = "divergence" if on_divergence else "ΔL"
 
     def interval(d: Dissolution) -> tuple[float, float]:
         if d.outcome == "never_holds":
             return (0.0, 0.0)
-        return d.delta_loss_ci
+        return d.divergence_ci if on_divergence else d.delta_loss_ci
 
     (a_lo, a_hi), (b_lo, b_hi) = interval(first), interval(second)
     more = "first" if a_lo > b_hi else "second" if b_lo > a_hi else None
     if more is None:
-        statement = (f"{n1} (ΔL [{a_lo:.3g}, {a_hi:.3g}]) and {n2} (ΔL [{b_lo:.3g}, {b_hi:.3g}]): "
+        statement = (f"{n1} ({label} [{a_lo:.3g}, {a_hi:.3g}]) and {n2} ({label} [{b_lo:.3g}, {b_hi:.3g}]): "
                      "intervals overlap, not distinguishable at these chains")
     else:
         (w, (w_lo, w_hi)), (l_, (l_lo, l_hi)) = (((n1, (a_lo, a_hi)), (n2, (b_lo, b_hi))) if more == "first"
                                                  else ((n2, (b_lo, b_hi)), (n1, (a_lo, a_hi))))
-        statement = (f"{w} is more robust: lost beyond ΔL [{w_lo:.3g}, {w_hi:.3g}], against "
+        statement = (f"{w} is more robust: lost beyond {label} [{w_lo:.3g}, {w_hi:.3g}], against "
                      f"[{l_lo:.3g}, {l_hi:.3g}] for {l_}")
     return DissolutionComparison(first, second, more, statement)

@@ -3,8 +3,9 @@
 Top of the page: one verdict line per analysis (where its main effect dissolves under each
 degradation, :func:`interp.verdicts.verdict_lines`; failed and undecided levels said as such) and the
 clean-window findings; then the survival/dissolution figure (the effect against the measured loss
-increase ΔL, one panel per analysis, degradations overlaid, the threshold and each dissolution point
-with its interval marked); then the details: formatted tables (rounded, levels as numbers), the
+increase ΔL, or the behavioural divergence from w0 for a model without a loss (``axis=``), one panel
+per analysis, degradations overlaid, the threshold and each dissolution point with its interval
+marked); then the details: formatted tables (rounded, levels as numbers), the
 plots of every metric, and the raw summary, draws, calibration and configuration collapsed
 (``<details>``). Nothing is wider than the page at 1,280 px: wide tables scroll in their own box.
 
@@ -90,14 +91,15 @@ def _table(df: Any) -> str:
 
 
 def _level_text(level: Any) -> str:
-    """A level as a short label: ``ΔL 0.3``, ``nβ 1e+03``, a number, or ``baseline``."""
+    """A level as a short label: ``Δ 0.3`` (a target increase of the posterior's objective, in its
+    own units), ``nβ 1e+03``, a number, or ``baseline``."""
     from interp._levels import parse_level
 
     if level is None or level == "baseline":
         return "baseline"
     kind, number = parse_level(level)
     if kind == "LossIncrease":
-        return f"ΔL {number:g}"
+        return f"Δ {number:g}"
     if kind == "NBeta":
         return f"nβ {number:g}"
     return f"{number:g}" if number == number else str(level)
@@ -114,10 +116,12 @@ def _readable(df: Any, columns: list[str]) -> Any:
     return df
 
 
-def _dissolution_figure(results: Any, found: list[Any], chosen: dict[str, str]) -> Any:
-    """One panel per analysis: its chosen effect against ΔL, degradations overlaid, the threshold and
-    each dissolution point (with its interval) marked."""
+def _dissolution_figure(results: Any, found: list[Any], chosen: dict[str, str], axis: str = "delta_loss") -> Any:
+    """One panel per analysis: its chosen effect against ΔL (or the divergence), degradations
+    overlaid, the threshold and each dissolution point (with its interval) marked."""
     import matplotlib.pyplot as plt
+
+    from interp._levels import axis_title
 
     s = results.summary()
     analyses = list(chosen)
@@ -128,16 +132,18 @@ def _dissolution_figure(results: Any, found: list[Any], chosen: dict[str, str]) 
         metric = chosen[analysis]
         for d in (d for d in found if d.analysis == analysis and d.metric == metric):
             g = s[(s["analysis"] == analysis) & (s["metric"] == metric) & (s["degradation"] == d.degradation)
-                  & (s["status"] != "failed")].sort_values("delta_loss")
-            line = ax.plot(g["delta_loss"], g["mean"], marker="o", ms=3, label=d.degradation)[0]
-            ax.fill_between(g["delta_loss"], g["ci_low"], g["ci_high"], alpha=0.2, color=line.get_color())
+                  & (s["status"] != "failed")]
+            g = g.assign(**{axis: g[axis].where(g["level_index"] >= 0, 0.0)}).sort_values(axis)
+            line = ax.plot(g[axis], g["mean"], marker="o", ms=3, label=d.degradation)[0]
+            ax.fill_between(g[axis], g["ci_low"], g["ci_high"], alpha=0.2, color=line.get_color())
             ax.axhline(d.threshold, color="0.4", lw=0.8, ls="--")
             if d.outcome == "dissolves":
-                lo, hi = d.delta_loss_ci
-                ax.errorbar([d.delta_loss], [d.threshold], xerr=[[d.delta_loss - lo], [hi - d.delta_loss]],
+                x = getattr(d, axis)
+                lo, hi = getattr(d, f"{axis}_ci")
+                ax.errorbar([x], [d.threshold], xerr=[[x - lo], [hi - x]],
                             fmt="D", ms=6, color=line.get_color(), capsize=3)
         ax.set_title(f"{analysis}: {metric}", fontsize=9)
-        ax.set_xlabel("loss increase ΔL (nats/token)", fontsize=8)
+        ax.set_xlabel(axis_title(results.meta, axis), fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(analyses):]:
@@ -154,6 +160,7 @@ def write_report(
     plot_metrics: list[str] | None = None,
     thresholds: dict[str, float] | None = None,
     names: dict[str, str] | None = None,
+    axis: str | None = None,
 ) -> Path:
     """Write ``results`` as a self-contained HTML report to ``path``; returns the path.
 
@@ -168,25 +175,32 @@ def write_report(
             ``{"recovered": 0.9}``) and a survival table with them; other effects use half their
             baseline.
         names: ``analysis -> display name`` in the verdict lines.
+        axis: the axis levels are read and plotted along: ``"delta_loss"`` (the measured ΔL),
+            ``"divergence"`` (the behavioural divergence from w0), or ``None``: ΔL where the sweep
+            measured a loss, else the divergence (a model without a loss, e.g. MiniLM).
     """
     import matplotlib
 
     matplotlib.use("Agg")
+    from interp._levels import axis_label, axis_title, axis_units, resolve_axis
     from interp.verdicts import clean_window, clean_window_findings, dissolutions, main_metric, verdict_lines
 
     path = Path(path)
     t = results.table
+    axis = resolve_axis(t, axis)
+    along = f"{axis_label(axis)} ({axis_units(results.meta, axis) or 'units not recorded'})"
+    heading = "loss increase ΔL" if axis == "delta_loss" else "divergence from w0"
     title = title or (
         f"interp sweep: {', '.join(sorted(t['degradation'].unique()))} "
         f"on {results.meta.get('config', {}).get('task', 'task')}"
     )
     thresholds = thresholds or results.meta.get("thresholds") or None
-    found = dissolutions(results, thresholds)
-    lines = verdict_lines(results, thresholds, names=names)
+    found = dissolutions(results, thresholds, axis=axis)
+    lines = verdict_lines(results, thresholds, names=names, axis=axis)
     levels = results.levels()
     failed = levels[levels["status"] == "failed"]
     cw = clean_window(results)
-    findings = clean_window_findings(results, cw)
+    findings = clean_window_findings(results, cw, axis=axis)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'>"
              f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>",
              f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
@@ -200,7 +214,7 @@ def write_report(
         "<p class='note'>An effect <em>holds</em> at a level when its 95% interval over chains lies above the "
         f"criterion ({html.escape(crit + '; ' if crit else '')}other effects: half their value at the trained "
         "weights), is <em>lost</em> when it lies below, and is <em>undecided</em> in between. The dissolution "
-        "point is interpolated between the grid's levels on the measured loss increase ΔL (nats/token); its "
+        f"point is interpolated between the grid's levels on the measured {html.escape(along)}; its "
         "interval runs from the last level that holds to the first that is lost (<code>interp.dissolution</code> "
         "searches adaptively instead of reading a fixed grid).</p>"
         "<div class='findings'><strong>Clean window</strong> (effect/collateral ratio against the trained weights): "
@@ -210,31 +224,35 @@ def write_report(
         effects.setdefault(d.analysis, []).append(d.metric)
     chosen = {a: main_metric(a, ms, thresholds) for a, ms in effects.items()}
     if chosen:
-        parts.append("<h2>Survival and dissolution</h2><p class='note'>Each analysis's main effect against ΔL "
+        parts.append("<h2>Survival and dissolution</h2><p class='note'>Each analysis's main effect against "
+                     f"{html.escape(axis_title(results.meta, axis))} "
                      "(mean over chains, 95% band), the criterion (dashed) and the dissolution point with its "
                      "interval (diamond).</p>"
-                     f"<img alt='dissolution' src='{_figure_png(_dissolution_figure(results, found, chosen))}'>")
+                     f"<img alt='dissolution' src='{_figure_png(_dissolution_figure(results, found, chosen, axis))}'>")
     # ---- details
     parts.append("<h2>Dissolution points</h2>" + _table(_frame([{
         "degradation": d.degradation, "analysis": d.analysis, "metric": d.metric, "criterion": d.criterion_text(),
         "baseline": d.baseline, "outcome": d.outcome, "ΔL": d.delta_loss, "ΔL low": d.delta_loss_ci[0],
-        "ΔL high": d.delta_loss_ci[1], "nβ": d.nbeta,
+        "ΔL high": d.delta_loss_ci[1], "divergence": d.divergence, "divergence low": d.divergence_ci[0],
+        "divergence high": d.divergence_ci[1], "nβ": d.nbeta,
         "undecided levels": int((d.points["decision"] == "undecided").sum()),
         "failed levels": int((d.points["decision"] == "failed").sum())} for d in found])))
     if len(cw):
         parts.append("<h2>Clean window</h2><p class='note'>Ratio effect / collateral per level with bootstrap "
                      "intervals over chains; <em>better</em> when its lower bound exceeds the ratio at the trained "
                      "weights.</p>" + _table(_readable(cw, [
-                         "degradation", "analysis", "effect", "collateral", "level", "delta_loss", "effect_mean",
+                         "degradation", "analysis", "effect", "collateral", "level", "delta_loss", "divergence",
+                         "effect_mean",
                          "collateral_mean", "ratio", "ratio_ci_low", "ratio_ci_high", "baseline_ratio",
                          "better_than_w0", "worse_than_w0"])))
-    survival = results.survival()
+    survival = results.survival(axis=axis)
     cols = ["degradation", "analysis", "metric", "baseline", "threshold", "held_at_baseline", "last_held_level",
-            "last_held_delta_loss", "lost_level", "lost_delta_loss", "undecided_levels", "failed_levels"]
+            "last_held_delta_loss", "last_held_divergence", "lost_level", "lost_delta_loss", "lost_divergence",
+            "undecided_levels", "failed_levels"]
     parts.append("<h2>Survival of effects (half the baseline)</h2>")
     parts.append(_table(_readable(survival, cols)) if len(survival) else "<p>No effect metrics.</p>")
     if thresholds:
-        absolute = results.survival(threshold=thresholds)
+        absolute = results.survival(threshold=thresholds, axis=axis)
         named = ", ".join(f"{m} ≥ {v:g}" for m, v in thresholds.items())
         parts.append(
             "<h3>Against absolute thresholds</h3><p class='note'>The same, with a fixed threshold for "
@@ -242,20 +260,21 @@ def write_report(
             "slowly it decays (<em>held_at_baseline</em>).</p>" + _table(_readable(absolute, cols)))
     claims = results.table["kind"].isin(["effect", "collateral"])
     if claims.any():
-        parts.append("<h2>Effects and collateral against loss increase</h2>"
-                     f"<img alt='effects' src='{_figure_png(results.plot(kinds=['effect', 'collateral']))}'>")
+        parts.append(f"<h2>Effects and collateral against {heading}</h2>"
+                     f"<img alt='effects' src='{_figure_png(results.plot(kinds=['effect', 'collateral'], axis=axis))}'>")
     others = list(dict.fromkeys(results.table.loc[~claims, "metric"]))
     if others:
         shown = others if plot_metrics is None else [m for m in others if m in set(plot_metrics)]
         note = "" if len(shown) == len(others) else (
             f"<p class='note'>{len(shown)} of {len(others)} other metrics shown; all are in the summary.</p>")
         if shown:
-            parts.append("<h2>Other metrics against loss increase</h2>" + note +
-                         f"<img alt='metrics' src='{_figure_png(results.plot(metrics=shown, kinds=['other']))}'>")
+            parts.append(f"<h2>Other metrics against {heading}</h2>" + note + "<img alt='metrics' "
+                         f"src='{_figure_png(results.plot(metrics=shown, kinds=['other'], axis=axis))}'>")
     summary = results.summary()
     main = summary[summary["kind"].isin(["effect", "collateral"])]
     parts.append("<h2>Summary of effects and collaterals</h2>" + _table(_readable(main, [
-        "degradation", "level", "target_delta_loss", "nbeta", "sigma", "analysis", "metric", "delta_loss", "mean",
+        "degradation", "level", "target_delta_loss", "nbeta", "sigma", "analysis", "metric", "delta_loss",
+        "divergence", "mean",
         "ci_low", "ci_high", "ci_method", "n_chains", "n_failed_chains", "status"])))
     parts.append("<details><summary>Raw summary (every metric, every column)</summary>" + _table(summary)
                  + "</details>")

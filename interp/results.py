@@ -6,8 +6,11 @@ The table has one row per (draw, analysis, metric)::
 
 Baseline rows (the trained weights) have ``baseline=True`` and ``level_index = chain = draw = -1``.
 ``loss`` is the draw's loss on the sweep's fixed evaluation batch and ``delta_loss`` its increase over
-the baseline (ΔL, nats/token): the common x-axis for every degradation. ``kind`` is ``effect``,
-``collateral`` or ``other``.
+the baseline (ΔL, nats/token); ``divergence`` is the behavioural divergence from the trained weights
+on that batch (Bushnaq et al. 2024; units in ``meta["divergence_units"]``), recorded for every
+degradation and every model, also one without a loss. Either is the common x-axis of survival, plots
+and verdicts (``axis=``): by default ΔL where the sweep measured a loss, else the divergence (MiniLM).
+``kind`` is ``effect``, ``collateral`` or ``other``.
 
 Statistics. Draws within a chain are correlated, so uncertainty is computed across *chains*: each
 chain's draws are averaged first, then the mean over chains gets a standard error s/√C and a 95%
@@ -31,8 +34,8 @@ Survival. Each effect metric is compared with a threshold θ, either *relative* 
 value b (``fraction`` f: θ = f·b; for an effect whose baseline is negative the inequalities flip) or
 *absolute* (``threshold``: θ given in the metric's own units, larger is stronger). A level *holds*
 when the lower 95% bound of the metric is ≥ θ and is *lost* when the upper bound is < θ.
-``survival()`` reports, along increasing ΔL, the last level that holds and the first that is lost; in
-between the data cannot tell. The *clean window* is the set of levels where the effect holds while
+``survival()`` reports, along increasing ΔL (or divergence), the last level that holds and the first
+that is lost; in between the data cannot tell. The *clean window* is the set of levels where the effect holds while
 every collateral metric of the same analysis is at most ``collateral_fraction`` of its own baseline.
 
 Use the relative criterion to ask "how long does this effect keep half of what it had?", and the
@@ -215,9 +218,11 @@ class Results:
         """One row per (degradation, level): the level as recorded and as numbers, and its status.
 
         Columns: ``degradation``, ``level_index``, ``level``, ``target_delta_loss`` (the target of a
-        :class:`~interp.degradations.LossIncrease` level), ``nbeta`` (mean inverse temperature of its
-        draws, else the calibrated or requested one), ``sigma`` (a noise level), ``step`` (a
-        checkpoint), ``measured_delta_loss`` (mean ΔL of the draws of chains that did not fail),
+        :class:`~interp.degradations.LossIncrease` level, in ``target_units``: the units of the
+        objective the posterior was calibrated on, where its calibration recorded them), ``nbeta``
+        (mean inverse temperature of its draws, else the calibrated or requested one), ``sigma`` (a
+        noise level), ``step`` (a checkpoint), ``measured_delta_loss`` and ``measured_divergence``
+        (means over the draws of chains that did not fail),
         ``n_failed_chains``, ``status`` (``"ok"`` or ``"failed"``) and ``reason``.
         """
         from interp._levels import level_numbers
@@ -243,8 +248,8 @@ class Results:
                                                  self._draw_nbeta(deg, li), failed, deg, li, g)
         frame = pd.DataFrame(
             [{"degradation": d, "level_index": li, **r} for (d, li), r in rows.items()],
-            columns=["degradation", "level_index", "level", *_LEVEL_COLUMNS[:-2], "measured_delta_loss",
-                     "n_failed_chains", "status", "reason"])
+            columns=["degradation", "level_index", "level", "target_delta_loss", "target_units", "nbeta", "sigma",
+                     "step", "measured_delta_loss", "measured_divergence", "n_failed_chains", "status", "reason"])
         return frame.sort_values(["degradation", "level_index"], ignore_index=True)
 
     def _parts(self) -> list[dict[str, Any]]:
@@ -275,8 +280,10 @@ class Results:
         collateral_fraction: float = 0.5,
         *,
         threshold: float | Mapping[str, float] | None = None,
+        axis: str | None = None,
     ) -> pd.DataFrame:
-        """For each effect metric: where it is last held and first lost along ΔL, and the clean window.
+        """For each effect metric: where it is last held and first lost along ΔL (or the behavioural
+        divergence), and the clean window (:func:`interp.verdicts.survival`).
 
         Give at most one of ``fraction`` and ``threshold``; with neither, ``fraction=0.5``.
 
@@ -289,80 +296,30 @@ class Results:
                 bound is ≥ θ and is lost once its upper bound is < θ (e.g. ``0.9`` for "recovers at
                 least 90% of the loss"). A number applies to every effect metric; a mapping
                 ``metric -> θ`` reports only the effects it names.
+            axis: order the levels along ``"delta_loss"`` (the measured ΔL) or ``"divergence"`` (the
+                behavioural divergence from w0); ``None``: ΔL where the sweep measured a loss, else the
+                divergence (a model without a loss, e.g. MiniLM).
 
         Returns:
             One row per (degradation, analysis, effect metric): ``baseline``, ``criterion``
             (``"fraction"`` or ``"threshold"``), ``threshold`` (θ), ``held_at_baseline`` (whether the
-            trained weights meet it; always true for a relative criterion), the last held and first
-            lost ``level``/``delta_loss`` (``None``/NaN when there is none),
-            ``clean_window_delta_loss``, ``undecided_levels`` (the interval straddles θ) and
-            ``failed_levels`` (``"level: reason"``; never counted as held or lost).
+            trained weights meet it; always true for a relative criterion), ``axis`` (the one the
+            levels were ordered along), the last held and first lost ``level``, ``delta_loss`` and
+            ``divergence`` (``None``/NaN when there is none; both, whatever the axis),
+            ``clean_window_delta_loss``/``clean_window_divergence`` (the range of the clean levels),
+            ``undecided_levels`` (the interval straddles θ) and ``failed_levels``
+            (``"level: reason"``; never counted as held or lost).
         """
-        if fraction is not None and threshold is not None:
-            raise ValueError(
-                f"survival(fraction={fraction!r}, threshold={threshold!r}): give one criterion, "
-                "fraction (relative to each effect's baseline) or threshold (absolute), not both."
-            )
-        if threshold is None:
-            fraction = 0.5 if fraction is None else fraction
-            if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-                raise ValueError(f"fraction={fraction!r}: must be in (0, 1] (e.g. 0.5: half the baseline).")
-        thresholds = self._thresholds(threshold)
-        if collateral_fraction < 0:
-            raise ValueError(f"collateral_fraction={collateral_fraction!r}: must be ≥ 0.")
-        s = self.summary()
-        out = []
-        effects = s[(s["kind"] == "effect") & (s["level_index"] == -1)]
-        if isinstance(threshold, Mapping):
-            unknown = set(thresholds) - set(effects["metric"])
-            if unknown:
-                raise ValueError(
-                    f"threshold: {sorted(unknown)} are not effect metrics of these results; "
-                    f"effect metrics: {sorted(set(effects['metric']))}."
-                )
-            effects = effects[effects["metric"].isin(set(thresholds))]
-        for _, b in effects.iterrows():
-            sel = (s["degradation"] == b["degradation"]) & (s["analysis"] == b["analysis"])
-            levels = s[sel & (s["metric"] == b["metric"]) & (s["level_index"] >= 0)]
-            bad = levels[levels["status"] == "failed"]
-            levels = levels[levels["status"] != "failed"].sort_values("delta_loss")
-            base = b["mean"]
-            if thresholds is None:
-                thr, sign = fraction * base, (1.0 if base >= 0 else -1.0)
-            else:
-                thr, sign = thresholds[b["metric"]] if b["metric"] in thresholds else thresholds[None], 1.0
-            holds = sign * levels["ci_low" if sign > 0 else "ci_high"] >= sign * thr
-            lost = sign * levels["ci_high" if sign > 0 else "ci_low"] < sign * thr
-            held_rows, lost_rows = levels[holds], levels[lost]
-            first_lost = lost_rows.iloc[0] if len(lost_rows) else None
-            last_held = (held_rows[held_rows["delta_loss"] < first_lost["delta_loss"]]
-                         if first_lost is not None else held_rows)
-            last_held = last_held.iloc[-1] if len(last_held) else None
-            clean = self._clean_levels(s[sel], levels[holds], collateral_fraction)
-            out.append({
-                "degradation": b["degradation"], "analysis": b["analysis"], "metric": b["metric"],
-                "baseline": base, "criterion": "fraction" if thresholds is None else "threshold",
-                "threshold": thr, "held_at_baseline": bool(sign * base >= sign * thr),
-                "last_held_level": None if last_held is None else last_held["level"],
-                "last_held_delta_loss": np.nan if last_held is None else last_held["delta_loss"],
-                "lost_level": None if first_lost is None else first_lost["level"],
-                "lost_delta_loss": np.nan if first_lost is None else first_lost["delta_loss"],
-                "clean_window_delta_loss": (
-                    (float(min(clean)), float(max(clean))) if clean else None
-                ),
-                "undecided_levels": [r["level"] for _, r in levels[~holds & ~lost].iterrows()],
-                "failed_levels": [f"{r['level']}: {r['reason']}" for _, r in bad.iterrows()],
-            })
-        columns = ["degradation", "analysis", "metric", "baseline", "criterion", "threshold",
-                   "held_at_baseline", "last_held_level", "last_held_delta_loss", "lost_level",
-                   "lost_delta_loss", "clean_window_delta_loss", "undecided_levels", "failed_levels"]
-        return pd.DataFrame(out, columns=columns)
+        from interp.verdicts import survival
+
+        return survival(self, fraction, collateral_fraction, threshold=threshold, axis=axis)
 
     def dissolution(self, analysis: str, metric: str, *, threshold: float | None = None,
-                    relative: float | None = None, degradation: str | None = None) -> Dissolution:
-        """Where ``metric`` of ``analysis`` is lost along this sweep's grid, interpolated on the
-        measured ΔL axis between grid levels (``interpolated=True``); the adaptive search that
-        evaluates levels of its own is :func:`interp.dissolution`.
+                    relative: float | None = None, degradation: str | None = None,
+                    axis: str | None = None) -> Dissolution:
+        """Where ``metric`` of ``analysis`` is lost along this sweep's grid, interpolated between grid
+        levels on the measured ΔL or the behavioural divergence (``interpolated=True``); the adaptive
+        search that evaluates levels of its own is :func:`interp.dissolution`.
 
         Args:
             analysis: the analysis's name.
@@ -370,14 +327,17 @@ class Results:
             threshold: absolute criterion θ (e.g. 0.9); or ``relative``: a fraction of the metric at
                 the trained weights. Give exactly one.
             degradation: which degradation, when these results hold several.
+            axis: ``"delta_loss"``, ``"divergence"``, or ``None``: ΔL where the sweep measured a loss,
+                else the divergence (a model without a loss, e.g. MiniLM).
 
         Returns:
-            :class:`~interp.dissolve.Dissolution`.
+            :class:`~interp.dissolve.Dissolution` (its ``axis`` says which; the crossing is given in
+            ΔL and in divergence either way).
         """
         from interp.dissolve import from_results
 
         return from_results(self, analysis, metric, threshold=threshold, relative=relative,
-                            degradation=degradation)
+                            degradation=degradation, axis=axis)
 
     def clean_window(self, *, collateral: str | None = None) -> pd.DataFrame:
         """Per analysis and level: effect, collateral and their ratio with bootstrap intervals over
@@ -387,52 +347,24 @@ class Results:
 
         return clean_window(self, collateral=collateral)
 
-    @staticmethod
-    def _thresholds(threshold: Any) -> dict[str | None, float] | None:
-        """``threshold`` as ``{metric: θ}`` (``None`` key: every metric), validated; ``None`` if unset."""
-        if threshold is None:
-            return None
-
-        def check(name: str, v: Any) -> float:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{name}={v!r}: must be a finite number in the metric's units "
-                                 "(e.g. threshold=0.9 for 90% of the loss recovered).")
-            return float(v)
-
-        if isinstance(threshold, Mapping):
-            if not threshold:
-                raise ValueError("threshold={}: name at least one effect metric, e.g. {'recovered': 0.9}.")
-            return {str(k): check(f"threshold[{k!r}]", v) for k, v in threshold.items()}
-        return {None: check("threshold", threshold)}
-
-    @staticmethod
-    def _clean_levels(s: pd.DataFrame, held: pd.DataFrame, collateral_fraction: float) -> list[float]:
-        coll = s[s["kind"] == "collateral"]
-        if coll.empty:
-            return []
-        base = coll[coll["level_index"] == -1].set_index("metric")["mean"]
-        clean = []
-        for _, row in held.iterrows():
-            at = coll[coll["level_index"] == row["level_index"]]
-            if len(at) and all(
-                abs(r["mean"]) <= collateral_fraction * abs(base[r["metric"]]) for _, r in at.iterrows()
-            ):
-                clean.append(row["delta_loss"])
-        return clean
-
     # ------------------------------------------------------------------ plots
     def plot(
         self,
         metrics: Iterable[str] | None = None,
         kinds: Iterable[str] | None = None,
         ax_width: float = 4.0,
+        *,
+        axis: str | None = None,
     ):
-        """Each metric against measured loss increase ΔL: mean over chains with its 95% band.
+        """Each metric against the measured loss increase ΔL (or the behavioural divergence from w0):
+        mean over chains with its 95% band.
 
         Args:
             metrics: metric names to plot (default: all).
             kinds: only metrics of these kinds (``"effect"``, ``"collateral"``, ``"other"``).
             ax_width: width of one panel in inches.
+            axis: the x-axis, ``"delta_loss"`` or ``"divergence"``; ``None``: ΔL where the sweep
+                measured a loss, else the divergence (a model without a loss, e.g. MiniLM).
 
         Needs matplotlib (``pip install 'interp[plot]'``). Returns the figure.
         """
@@ -440,6 +372,9 @@ class Results:
             import matplotlib.pyplot as plt
         except ImportError as err:
             raise ImportError("Results.plot needs matplotlib: pip install 'interp[plot]'.") from err
+        from interp._levels import axis_title, resolve_axis
+
+        axis = resolve_axis(self.table, axis)
         s = self.summary()
         if kinds is not None:
             s = s[s["kind"].isin(set(kinds))]
@@ -453,11 +388,11 @@ class Results:
         for ax, (analysis, metric) in zip(axes.flat, pairs):
             sub = s[(s["analysis"] == analysis) & (s["metric"] == metric)]
             for deg, g in sub.groupby("degradation"):
-                g = g.sort_values("delta_loss")
-                line = ax.plot(g["delta_loss"], g["mean"], marker="o", ms=3, label=deg)[0]
-                ax.fill_between(g["delta_loss"], g["ci_low"], g["ci_high"], alpha=0.2, color=line.get_color())
+                g = g.assign(**{axis: g[axis].where(g["level_index"] >= 0, 0.0)}).sort_values(axis)
+                line = ax.plot(g[axis], g["mean"], marker="o", ms=3, label=deg)[0]
+                ax.fill_between(g[axis], g["ci_low"], g["ci_high"], alpha=0.2, color=line.get_color())
             ax.set_title(f"{analysis}: {metric}", fontsize=9)
-            ax.set_xlabel("loss increase ΔL (nats/token)")
+            ax.set_xlabel(axis_title(self.meta, axis))
         for ax in list(axes.flat)[len(pairs):]:
             ax.set_visible(False)
         axes.flat[0].legend(fontsize=8)
@@ -503,12 +438,13 @@ class Results:
                 f"{t['level_index'].nunique() - 1} levels, analyses {sorted(t['analysis'].unique())})")
 
     def verdicts(self, thresholds: Mapping[str, float] | None = None, *, relative: float = 0.5,
-                 names: Mapping[str, str] | None = None) -> list[str]:
-        """One line per analysis: where its main effect dissolves under each degradation
+                 names: Mapping[str, str] | None = None, axis: str | None = None) -> list[str]:
+        """One line per analysis: where its main effect dissolves under each degradation, along ``axis``
         (:func:`interp.verdicts.verdict_lines`); ``thresholds`` default to ``meta["thresholds"]``."""
         from interp.verdicts import verdict_lines
 
-        return verdict_lines(self, thresholds or self.meta.get("thresholds"), relative=relative, names=names)
+        return verdict_lines(self, thresholds or self.meta.get("thresholds"), relative=relative, names=names,
+                             axis=axis)
 
     def _repr_html_(self) -> str:
         import html

@@ -35,10 +35,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["clean_window", "clean_window_findings", "verdict_lines", "dissolutions", "main_metric"]
+__all__ = ["clean_window", "clean_window_findings", "verdict_lines", "dissolutions", "main_metric", "survival"]
+
+_SURVIVAL_COLUMNS = ["degradation", "analysis", "metric", "baseline", "criterion", "threshold", "held_at_baseline",
+                     "axis", "last_held_level", "last_held_delta_loss", "last_held_divergence", "lost_level",
+                     "lost_delta_loss", "lost_divergence", "clean_window_delta_loss", "clean_window_divergence",
+                     "undecided_levels", "failed_levels"]
 
 _CW_COLUMNS = ["degradation", "analysis", "effect", "collateral", "level_index", "level", "delta_loss",
-               "effect_mean", "effect_ci_low", "effect_ci_high", "collateral_mean", "collateral_ci_low",
+               "divergence", "effect_mean", "effect_ci_low", "effect_ci_high", "collateral_mean", "collateral_ci_low",
                "collateral_ci_high", "ratio", "ratio_ci_low", "ratio_ci_high", "baseline_ratio",
                "better_than_w0", "worse_than_w0", "n_chains", "status"]
 
@@ -55,6 +60,14 @@ def _ratio_interval(effect: np.ndarray, collateral: np.ndarray, resamples: int =
     if len(r) < resamples * 0.95:  # a collateral of 0 in many resamples: no usable interval
         return float("nan"), float("nan")
     return float(np.quantile(r, 0.025)), float(np.quantile(r, 0.975))
+
+
+def _mean(d: pd.DataFrame, column: str) -> float:
+    """Mean of a per-draw column, NaN when it is not recorded."""
+    if column not in d.columns or d.empty:
+        return float("nan")
+    values = pd.to_numeric(d[column], errors="coerce")
+    return float(values.mean()) if values.notna().any() else float("nan")
 
 
 def _interval(values: np.ndarray) -> tuple[float, float]:
@@ -107,6 +120,7 @@ def clean_window(results: Any, *, collateral: str | None = None) -> pd.DataFrame
                         "degradation": deg, "analysis": analysis, "effect": eff, "collateral": coll,
                         "level_index": int(li), "level": d["level"].iloc[0],
                         "delta_loss": float(d["delta_loss"].mean()),
+                        "divergence": _mean(d, "divergence"),
                         "effect_mean": float(e.mean()), **dict(zip(("effect_ci_low", "effect_ci_high"),
                                                                   _interval(e))),
                         "collateral_mean": float(c.mean()), **dict(zip(("collateral_ci_low", "collateral_ci_high"),
@@ -119,9 +133,14 @@ def clean_window(results: Any, *, collateral: str | None = None) -> pd.DataFrame
     return pd.DataFrame(rows, columns=_CW_COLUMNS)
 
 
-def clean_window_findings(results: Any, cw: pd.DataFrame | None = None) -> list[str]:
+def clean_window_findings(results: Any, cw: pd.DataFrame | None = None, *, axis: str | None = None) -> list[str]:
     """One sentence per analysis: where the effect/collateral ratio is significantly better than at
-    w0 (with intervals), that it is nowhere, or that the analysis declares no collateral."""
+    w0 (with intervals), that it is nowhere, or that the analysis declares no collateral; levels
+    placed along ``axis`` (``"delta_loss"``, ``"divergence"``, or ``None``: ΔL where the sweep measured
+    a loss, else the divergence)."""
+    from interp._levels import axis_label, axis_units, resolve_axis
+
+    axis = resolve_axis(results.table, axis)
     cw = clean_window(results) if cw is None else cw
     out, without = [], []
     analyses = sorted(set(results.table["analysis"]))
@@ -133,18 +152,22 @@ def clean_window_findings(results: Any, cw: pd.DataFrame | None = None) -> list[
             continue
         for (deg, eff, coll), g in sub.groupby(["degradation", "effect", "collateral"]):
             b = g["baseline_ratio"].iloc[0]
-            better = g[g["better_than_w0"]].sort_values("delta_loss")
+            better = g[g["better_than_w0"]].sort_values([axis, "level_index"])
             name = f"{analysis} ({eff}/{coll}) under {deg}"
+            units = "" if axis == "delta_loss" else axis_units(results.meta, axis, deg)
+
+            def at(v: float) -> str:
+                return f"at {axis_label(axis)} {v:.2g}" + (f" {units}" if units else "")
             if len(better):
                 parts = ", ".join(
-                    f"{r.ratio:.3g} [{r.ratio_ci_low:.3g}, {r.ratio_ci_high:.3g}] at ΔL {r.delta_loss:.2g}"
+                    f"{r.ratio:.3g} [{r.ratio_ci_low:.3g}, {r.ratio_ci_high:.3g}] {at(getattr(r, axis))}"
                     for r in better.itertuples())
-                out.append(f"{name}: better than at w0 ({b:.3g}) at {parts}")
+                out.append(f"{name}: better than at w0 ({b:.3g}) {parts}")
             else:
                 best = g.sort_values("ratio", ascending=False).iloc[0]
                 out.append(f"{name}: nowhere significantly better than at w0 ({b:.3g}); best "
-                           f"{best['ratio']:.3g} [{best['ratio_ci_low']:.3g}, {best['ratio_ci_high']:.3g}] at ΔL "
-                           f"{best['delta_loss']:.2g}")
+                           f"{best['ratio']:.3g} [{best['ratio_ci_low']:.3g}, {best['ratio_ci_high']:.3g}] "
+                           f"{at(best[axis])}")
     if without:
         out.append(f"{', '.join(without)}: no collateral measured where a trained behaviour exists (the task "
                    "marks no trained predictions outside the claim), so no clean window can be claimed")
@@ -152,18 +175,23 @@ def clean_window_findings(results: Any, cw: pd.DataFrame | None = None) -> list[
 
 
 def dissolutions(results: Any, thresholds: Mapping[str, float] | None = None, *,
-                 relative: float = 0.5) -> list[Any]:
+                 relative: float = 0.5, axis: str | None = None) -> list[Any]:
     """``Results.dissolution`` for every (degradation, analysis, effect metric): with the absolute
-    threshold ``thresholds[metric]`` where given, else the ``relative`` criterion."""
+    threshold ``thresholds[metric]`` where given, else the ``relative`` criterion, interpolated along
+    ``axis`` (``None``: ΔL where the sweep measured a loss, else the behavioural divergence)."""
+    from interp._levels import resolve_axis
+
+    axis = resolve_axis(results.table, axis)
     s = results.summary()
     effects = s[(s["kind"] == "effect") & (s["level_index"] < 0)]
     out = []
     for r in effects.itertuples():
         if thresholds and r.metric in thresholds:
             out.append(results.dissolution(r.analysis, r.metric, threshold=float(thresholds[r.metric]),
-                                           degradation=r.degradation))
+                                           degradation=r.degradation, axis=axis))
         else:
-            out.append(results.dissolution(r.analysis, r.metric, relative=relative, degradation=r.degradation))
+            out.append(results.dissolution(r.analysis, r.metric, relative=relative, degradation=r.degradation,
+                                           axis=axis))
     return out
 
 
@@ -186,8 +214,11 @@ def _clause(d: Any) -> str:
 
 
 def verdict_lines(results: Any, thresholds: Mapping[str, float] | None = None, *, relative: float = 0.5,
-                  metrics: Mapping[str, str] | None = None, names: Mapping[str, str] | None = None) -> list[str]:
-    """One line per analysis: its main effect's dissolution under each degradation.
+                  metrics: Mapping[str, str] | None = None, names: Mapping[str, str] | None = None,
+                  axis: str | None = None) -> list[str]:
+    """One line per analysis: its main effect's dissolution under each degradation, said along
+    ``axis`` with its units ("up to ΔL 0.31 [0.25, 0.36]", "up to divergence 0.031 [0.02, 0.04]
+    normalised MSE").
 
     Args:
         results: a :class:`~interp.results.Results`.
@@ -197,8 +228,10 @@ def verdict_lines(results: Any, thresholds: Mapping[str, float] | None = None, *
         metrics: ``analysis -> effect metric`` to speak about (default: the analysis's first effect
             with a threshold, else its first effect).
         names: ``analysis -> display name``.
+        axis: ``"delta_loss"`` (the measured ΔL), ``"divergence"`` (the behavioural divergence from w0)
+            or ``None``: ΔL where the sweep measured a loss, else the divergence (e.g. MiniLM).
     """
-    ds = dissolutions(results, thresholds, relative=relative)
+    ds = dissolutions(results, thresholds, relative=relative, axis=axis)
     lines = []
     by_analysis: dict[str, list[Any]] = {}
     for d in ds:
@@ -215,3 +248,112 @@ def verdict_lines(results: Any, thresholds: Mapping[str, float] | None = None, *
                    for i, d in enumerate(mine)]
         lines.append(f"{name}: " + "; ".join(clauses))
     return lines
+
+
+# ----------------------------------------------------------------------------------------- survival
+def _thresholds(threshold: Any) -> dict[str | None, float] | None:
+    """``threshold`` as ``{metric: θ}`` (``None`` key: every metric), validated; ``None`` if unset."""
+    if threshold is None:
+        return None
+
+    def check(name: str, v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{name}={v!r}: must be a finite number in the metric's units "
+                             "(e.g. threshold=0.9 for 90% of the loss recovered).")
+        return float(v)
+
+    if isinstance(threshold, Mapping):
+        if not threshold:
+            raise ValueError("threshold={}: name at least one effect metric, e.g. {'recovered': 0.9}.")
+        return {str(k): check(f"threshold[{k!r}]", v) for k, v in threshold.items()}
+    return {None: check("threshold", threshold)}
+
+
+def _clean_levels(s: pd.DataFrame, held: pd.DataFrame, collateral_fraction: float) -> pd.DataFrame:
+    """The held levels where every collateral of the analysis is at most ``collateral_fraction`` of
+    its baseline (empty when the analysis has no collateral)."""
+    coll = s[s["kind"] == "collateral"]
+    if coll.empty:
+        return held.iloc[:0]
+    base = coll[coll["level_index"] == -1].set_index("metric")["mean"]
+    keep = []
+    for i, row in held.iterrows():
+        at = coll[coll["level_index"] == row["level_index"]]
+        keep.append(bool(len(at)) and all(
+            abs(r["mean"]) <= collateral_fraction * abs(base[r["metric"]]) for _, r in at.iterrows()))
+    return held[keep] if len(held) else held
+
+
+def _span(rows: pd.DataFrame, column: str) -> tuple[float, float] | None:
+    values = pd.to_numeric(rows[column], errors="coerce").dropna() if column in rows else pd.Series([], dtype=float)
+    return (float(values.min()), float(values.max())) if len(values) else None
+
+
+def survival(results: Any, fraction: float | None = None, collateral_fraction: float = 0.5, *,
+             threshold: float | Mapping[str, float] | None = None, axis: str | None = None) -> pd.DataFrame:
+    """:meth:`Results.survival <interp.results.Results.survival>`: per effect metric, the last level
+    held and the first lost along ``axis``, each also given in ΔL and in divergence, and the clean
+    window; the columns are the same whatever the criterion and the axis."""
+    from interp._levels import resolve_axis
+
+    if fraction is not None and threshold is not None:
+        raise ValueError(
+            f"survival(fraction={fraction!r}, threshold={threshold!r}): give one criterion, "
+            "fraction (relative to each effect's baseline) or threshold (absolute), not both."
+        )
+    if threshold is None:
+        fraction = 0.5 if fraction is None else fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+            raise ValueError(f"fraction={fraction!r}: must be in (0, 1] (e.g. 0.5: half the baseline).")
+    thresholds = _thresholds(threshold)
+    if collateral_fraction < 0:
+        raise ValueError(f"collateral_fraction={collateral_fraction!r}: must be ≥ 0.")
+    axis = resolve_axis(results.table, axis)
+    s = results.summary()
+    out = []
+    effects = s[(s["kind"] == "effect") & (s["level_index"] == -1)]
+    if isinstance(threshold, Mapping):
+        unknown = set(thresholds) - set(effects["metric"])
+        if unknown:
+            raise ValueError(
+                f"threshold: {sorted(unknown)} are not effect metrics of these results; "
+                f"effect metrics: {sorted(set(effects['metric']))}."
+            )
+        effects = effects[effects["metric"].isin(set(thresholds))]
+    nan = float("nan")
+    for _, b in effects.iterrows():
+        sel = (s["degradation"] == b["degradation"]) & (s["analysis"] == b["analysis"])
+        levels = s[sel & (s["metric"] == b["metric"]) & (s["level_index"] >= 0)]
+        bad = levels[levels["status"] == "failed"]
+        # along the axis (levels without a value on it last, in their order)
+        levels = levels[levels["status"] != "failed"].sort_values(
+            [axis, "level_index"], na_position="last", kind="stable", ignore_index=True)
+        base = b["mean"]
+        if thresholds is None:
+            thr, sign = fraction * base, (1.0 if base >= 0 else -1.0)
+        else:
+            thr, sign = thresholds[b["metric"]] if b["metric"] in thresholds else thresholds[None], 1.0
+        holds = sign * levels["ci_low" if sign > 0 else "ci_high"] >= sign * thr
+        lost = sign * levels["ci_high" if sign > 0 else "ci_low"] < sign * thr
+        lost_rows = levels[lost]
+        first_lost = lost_rows.iloc[0] if len(lost_rows) else None
+        held_rows = levels[holds & (levels.index < lost_rows.index[0])] if first_lost is not None \
+            else levels[holds]
+        last_held = held_rows.iloc[-1] if len(held_rows) else None
+        clean = _clean_levels(s[sel], levels[holds], collateral_fraction)
+        out.append({
+            "degradation": b["degradation"], "analysis": b["analysis"], "metric": b["metric"],
+            "baseline": base, "criterion": "fraction" if thresholds is None else "threshold",
+            "threshold": thr, "held_at_baseline": bool(sign * base >= sign * thr), "axis": axis,
+            "last_held_level": None if last_held is None else last_held["level"],
+            "last_held_delta_loss": nan if last_held is None else last_held["delta_loss"],
+            "last_held_divergence": nan if last_held is None else last_held["divergence"],
+            "lost_level": None if first_lost is None else first_lost["level"],
+            "lost_delta_loss": nan if first_lost is None else first_lost["delta_loss"],
+            "lost_divergence": nan if first_lost is None else first_lost["divergence"],
+            "clean_window_delta_loss": _span(clean, "delta_loss"),
+            "clean_window_divergence": _span(clean, "divergence"),
+            "undecided_levels": [r["level"] for _, r in levels[~holds & ~lost].iterrows()],
+            "failed_levels": [f"{r['level']}: {r['reason']}" for _, r in bad.iterrows()],
+        })
+    return pd.DataFrame(out, columns=_SURVIVAL_COLUMNS)

@@ -126,6 +126,22 @@ def test_failed_levels_are_said_as_such_in_the_verdicts(tmp_path):
     assert "failed (calibration to ΔL 0.2" in res._repr_html_()
 
 
+def test_report_of_a_model_without_a_loss_reads_the_divergence(tmp_path):
+    """A sweep whose task has no loss (as MiniLM's): the verdicts, the survival table and the figures
+    are along the behavioural divergence, named with its units (before: ΔL, NaN everywhere)."""
+    from test_results_survival import no_loss_results
+
+    from interp.report import write_report
+
+    html = write_report(no_loss_results(), tmp_path / "r.html").read_text()
+    top = html[:html.index("</section>")]
+    assert "align: holds (cosine ≥ 0.5 = 0.5× its value at w0) up to divergence " in top
+    assert "normalised MSE under WeightNoise" in top
+    assert "interpolated between the grid's levels on the measured divergence (normalised MSE)" in top
+    assert "against divergence from w0 (normalised MSE)" in html
+    assert "<th>last_held_divergence</th>" in html
+
+
 def test_layout_checker_catches_overflow_and_buried_verdicts(tmp_path):
     check = _check_report()
     if check.find_chromium() is None:

@@ -219,7 +219,7 @@ def test_calibration_that_missed_its_target_is_marked_failed_not_a_result():
     assert row["target_delta_loss"] == 0.5 and row["nbeta"] == pytest.approx(cal["nbeta"])
     surv = res.survival(fraction=0.5).iloc[0]
     assert surv["lost_level"] is None and surv["last_held_level"] is None
-    assert surv["failed_levels"] and surv["failed_levels"][0].startswith("LossIncrease(nats=0.5): ")
+    assert surv["failed_levels"] and surv["failed_levels"][0].startswith("LossIncrease(0.5): ")
 
 
 def _old_record(key, value, delta_loss):
@@ -253,3 +253,73 @@ def test_records_written_before_the_divergence_column_still_load(tmp_path):
     del broken["rows"][0]["value"]
     with pytest.raises(ValueError, match=r"record \[0, 2, 0\] has no 'value' column"):
         Results.from_records([*records, broken], {})
+
+
+# ------------------------------------------------------------------ the divergence axis (no loss)
+class _Alignment:
+    """Effect: cosine between the weights and the trained ones (1 at w0, falling with the noise)."""
+
+    name, effects, collaterals = "align", ("cosine",), ()
+
+    def setup(self, model, task):
+        self.w0 = torch.cat([p.detach().flatten().double() for p in model.parameters()])
+
+    def __call__(self, model, task):
+        w = torch.cat([p.detach().flatten().double() for p in model.parameters()])
+        return {"cosine": float(torch.nn.functional.cosine_similarity(w, self.w0, dim=0))}
+
+
+def no_loss_results():
+    """Weight noise on a task without a loss (as MiniLM's): ΔL is NaN everywhere, the divergence
+    (normalised MSE of the final hidden state) is recorded at every draw."""
+    from reliability_tiny import tiny_bridge, tiny_task
+
+    import interp
+    from interp.tasks import Task
+
+    task = tiny_task()
+    no_loss = Task("no_loss", task.dataset, has_loss=False)
+    noise = interp.WeightNoise(relative=True, draws_per_level=4)
+    return interp.run_sweep(tiny_bridge(), no_loss, [_Alignment()], noise, [0.001, 0.01, 10.0], eval_rows=8,
+                            progress=False)
+
+
+def test_a_model_without_a_loss_survives_along_the_divergence():
+    """Without a loss, survival, dissolution and the verdicts read the levels along the behavioural
+    divergence and say so with its units (before: last_held_delta_loss NaN, no last held level, the
+    verdict in ΔL); the columns are the same on either axis."""
+    res = no_loss_results()
+    assert res.table["delta_loss"].isna().all()
+    surv = res.survival(fraction=0.5).iloc[0]
+    assert surv["axis"] == "divergence"
+    assert surv["last_held_level"] == 0.01 and surv["lost_level"] == 10.0
+    assert 0 < surv["last_held_divergence"] < surv["lost_divergence"] and np.isnan(surv["last_held_delta_loss"])
+    div = res.summary().set_index("level_index").query("metric == 'cosine'")["divergence"]
+    assert surv["last_held_divergence"] == pytest.approx(div[1])
+    assert list(res.survival(axis="divergence").columns) == list(surv.index)
+    d = res.dissolution("align", "cosine", relative=0.5)
+    assert d.axis == "divergence" and d.outcome == "dissolves"
+    assert div[1] <= d.divergence <= div[2] and d.divergence_ci == (pytest.approx(div[1]), pytest.approx(div[2]))
+    (line,) = res.verdicts()
+    assert "holds (cosine ≥ 0.5 = 0.5× its value at w0) up to divergence " in line and "normalised MSE" in line
+    assert "ΔL" not in line
+    with pytest.raises(ValueError, match=r"axis='delta_loss': no draw of these results has a finite delta_loss"):
+        res.survival(axis="delta_loss")
+    with pytest.raises(ValueError, match=r"axis='dL': must be 'delta_loss'"):
+        res.dissolution("align", "cosine", relative=0.5, axis="dL")
+
+
+def test_axis_picks_the_ordering_and_both_positions_are_reported():
+    """With a loss the default axis is ΔL; ``axis="divergence"`` orders the levels by divergence
+    instead (here the reverse order), and the row gives both positions whatever the axis."""
+    res = synthetic({"correct": (0.98, [0.97, 0.95, 0.60])})
+    # divergence falling with ΔL: the two axes order the levels oppositely
+    res.table["divergence"] = np.where(res.table["baseline"], 0.0, 1.0 - res.table["delta_loss"])
+    by_loss = res.survival(fraction=0.9).iloc[0]
+    assert by_loss["axis"] == "delta_loss"
+    assert by_loss["last_held_level"] == 1.0 and by_loss["lost_level"] == 2.0
+    assert by_loss["last_held_divergence"] == pytest.approx(0.8)
+    by_div = res.survival(fraction=0.9, axis="divergence").iloc[0]
+    assert by_div["axis"] == "divergence" and by_div["last_held_level"] is None and by_div["lost_level"] == 2.0
+    assert "up to ΔL" in res.verdicts({"recovered": 0.9})[0]
+    assert "up to divergence" not in res.verdicts({"recovered": 0.9})[0]

@@ -48,11 +48,14 @@ class NBeta:
 
 @dataclass(frozen=True)
 class LossIncrease:
-    """A level given as a **target loss increase** Δ (nats/token) over the trained weights.
+    """A level given as a **target loss increase** Δ over the trained weights, in the units of the
+    objective the posterior samples on (nats/token for a task's next-token loss, KL nats/token or
+    normalised MSE for a behavioural objective; the calibration record says which).
 
     The sampler calibrates ``B`` so that the mean loss of its draws, on a fixed evaluation batch, sits
     Δ above the loss at ``w0`` (Lau et al. 2023: E[L] − L(w0) ≈ λ/B, so B ≈ λ̂/Δ, refined by bisection on
-    log B).
+    log B). The field keeps its historical name ``nats``; the repr is unit-free,
+    ``LossIncrease(0.1)``, since the units are the objective's.
     """
 
     nats: float
@@ -61,8 +64,12 @@ class LossIncrease:
         if not (isinstance(self.nats, (int, float)) and math.isfinite(self.nats) and self.nats > 0):
             raise ValueError(
                 f"LossIncrease(nats={self.nats!r}): the target loss increase must be a finite number "
-                "> 0 in nats/token, e.g. LossIncrease(0.1)."
+                "> 0 in the units of the posterior's objective (nats/token for a task's next-token loss), "
+                "e.g. LossIncrease(0.1)."
             )
+
+    def __repr__(self) -> str:
+        return f"LossIncrease({self.nats!r})"
 
 
 #: What ``draws(..., level=...)`` accepts: ``None`` (the configured value), a number (nβ for the
