@@ -92,11 +92,15 @@ def level_numbers(deg_type: str, level: Any, info: Mapping[str, Any], draw_nbeta
             reasons.append(f"calibration failed: {cal.get('reason') or cal.get('failed')}")
         elif cal.get("converged") is False:
             rounds = [r for r in cal.get("rounds") or [] if isinstance(r, Mapping)]
-            reasons.append(f"calibration to ΔL {target:g} did not converge in {len(rounds)} rounds")
+            to = f"ΔL {target:g}" if cal.get("units") in (None, "nats/token") else f"Δ {target:g} {cal['units']}"
+            reasons.append(f"calibration to {to} did not converge in {len(rounds)} rounds")
         # the sampler's own verdict (``failed``, from its ``acceptance``) when it recorded one; else
-        # the table's measured ΔL against a recorded acceptance/tolerance
+        # the table's measured ΔL against a recorded acceptance/tolerance, where the calibration was on
+        # the task's loss (a behavioural objective's target is not in the table's ΔL units)
         tol = cal.get("acceptance", cal.get("tolerance"))
-        if "failed" not in cal and isinstance(tol, (int, float)) and math.isfinite(measured) and target > 0 \
+        on_task_loss = cal.get("units") in (None, "nats/token")
+        if "failed" not in cal and on_task_loss and isinstance(tol, (int, float)) and math.isfinite(measured) \
+                and target > 0 \
                 and abs(measured / target - 1) > tol:
             reasons.append(f"measured ΔL {measured:.3g} is off its target {target:g} by more than {tol:g}")
     units = cal.get("units") if cal.get("units") else None

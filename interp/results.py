@@ -456,7 +456,7 @@ class Results:
                          f"failed ({html.escape(str(r.reason))})</li>" for r in failed.itertuples())
         main = s[s["kind"].isin(["effect", "collateral"])][
             ["degradation", "level", "target_delta_loss", "nbeta", "sigma", "analysis", "metric", "delta_loss",
-             "mean", "ci_low", "ci_high", "n_chains", "status"]]
+             "divergence", "mean", "ci_low", "ci_high", "n_chains", "status"]]
         fmt = {"float_format": "{:.4g}".format, "index": False, "na_rep": "–"}
         return (f"<p>{html.escape(repr(self))}</p><ul>{lines}</ul>" + main.to_html(**fmt)
                 + "<details><summary>every metric</summary>" + s.to_html(**fmt) + "</details>")

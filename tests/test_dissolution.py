@@ -153,6 +153,33 @@ def test_compare_two_dissolution_points():
     assert "interpolated between grid levels" in late.verdict("late")
 
 
+def test_grid_without_a_loss_dissolves_along_the_divergence():
+    """No loss recorded (a model without an LM head): Results.dissolution interpolates on the
+    behavioural divergence, its verdict says the divergence with its units, and two such points are
+    compared on it (before: every ΔL NaN, every level dropped, "undecided")."""
+    def grid(curve):
+        rows = []
+        for li, v in enumerate(curve):
+            base = li == 0
+            for c in ([-1] if base else range(4)):
+                rows.append({"degradation": "d", "level": None if base else 0.1 * li, "level_index": li - 1,
+                             "chain": c, "draw": 0, "baseline": base, "loss": float("nan"),
+                             "delta_loss": float("nan"), "divergence": 0.01 * li, "analysis": "a",
+                             "metric": "recovered", "kind": "effect",
+                             "value": v + (0 if base else 0.005 * (c - 1.5))})
+        meta = {"divergence_units": "normalised MSE"}
+        return Results(pd.DataFrame(rows), pd.DataFrame(), meta).dissolution("a", "recovered", threshold=0.9)
+
+    early = grid([0.98, 0.95, 0.85, 0.8, 0.7, 0.6])
+    late = grid([0.98, 0.97, 0.96, 0.95, 0.93, 0.85])
+    assert early.axis == late.axis == "divergence" and early.outcome == "dissolves"
+    assert early.divergence_ci == pytest.approx((0.01, 0.02)) and late.divergence_ci == pytest.approx((0.04, 0.05))
+    assert early.level_ci == pytest.approx((0.01, 0.02)) and math.isnan(early.delta_loss)
+    assert "holds (recovered ≥ 0.9) up to divergence 0.015 [0.01, 0.02] normalised MSE under d" in early.verdict()
+    cmp = compare_dissolutions(early, late, names=("early", "late"))
+    assert cmp.statement.startswith("late is more robust: lost beyond divergence [0.04, 0.05]")
+
+
 def test_calibration_of_a_new_level_starts_from_its_neighbours():
     """A LossIncrease level's calibration starts from nβ interpolated log-log between calibrated
     neighbours (ΔL ≈ λ/nβ beyond them), on a copy of the sampler that differs only in nbeta."""

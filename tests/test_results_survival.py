@@ -323,3 +323,23 @@ def test_axis_picks_the_ordering_and_both_positions_are_reported():
     assert by_div["axis"] == "divergence" and by_div["last_held_level"] is None and by_div["lost_level"] == 2.0
     assert "up to ΔL" in res.verdicts({"recovered": 0.9})[0]
     assert "up to divergence" not in res.verdicts({"recovered": 0.9})[0]
+
+
+def test_a_behavioural_target_is_not_checked_against_the_tasks_loss():
+    """A LossIncrease calibrated on a behavioural objective (its target in normalised MSE, recorded
+    with its units) is not failed for a task ΔL far from that target (the units differ); the same
+    record on the task's loss is; both levels say their target's units."""
+    def level_row(units):
+        res = synthetic({"a": (1.0, [0.9])})  # measured task ΔL 0.1
+        res.table["degradation"] = "TemperedPosterior"
+        res.table["level"] = res.table["level"].astype(object)
+        res.table.loc[res.table["level_index"] == 0, "level"] = "LossIncrease(0.01)"
+        cal = {"target": 0.01, "nbeta": 80.0, "converged": True, "rounds": [], "acceptance": 0.5, "units": units}
+        res.meta = {"config": {"degradation": {"type": "TemperedPosterior"}}, "levels": {"0": {"calibration": cal}}}
+        return res.levels().iloc[0]
+
+    behavioural = level_row("normalised MSE")
+    assert behavioural["status"] == "ok" and behavioural["target_units"] == "normalised MSE"
+    assert behavioural["target_delta_loss"] == 0.01
+    task = level_row("nats/token")
+    assert task["status"] == "failed" and "measured ΔL 0.1 is off its target 0.01" in task["reason"]
