@@ -113,8 +113,13 @@ class Dissolution:
 
     def _along(self) -> tuple[str, str, str, tuple[float, float]]:
         """``(label, units, column, interval)`` of the axis a verdict speaks along: the divergence for a
-        grid read along it, else ΔL (units left unsaid, as everywhere: nats/token)."""
-        if self.axis == "divergence":
+        grid read along it, or for a search whose levels have no finite ΔL but a divergence (a model
+        without a loss); else ΔL (units left unsaid, as everywhere: nats/token)."""
+        evaluated = self.points[self.points["x"] > 0]
+
+        def finite(column: str) -> bool:
+            return bool(np.isfinite(pd.to_numeric(evaluated[column], errors="coerce").to_numpy(float)).any())
+        if self.axis == "divergence" or (len(evaluated) and not finite("delta_loss") and finite("divergence")):
             return "divergence", self.divergence_units, "divergence", self.divergence_ci
         return "ΔL", "", "delta_loss", self.delta_loss_ci
 
