@@ -41,6 +41,8 @@ from urllib.parse import urlparse
 
 import torch
 
+from interp.tokenizing import _NO_TOKENIZER_FIX, build_word_tokenizer, check_tokenizer, model_vocab
+
 __all__ = ["load_model", "hub_reachable", "default_device", "resolve_device", "resolve_dtype", "place",
            "check_tokenizer", "model_vocab"]
 
@@ -50,8 +52,6 @@ _OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"
 # files from which AutoTokenizer can build a tokenizer
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model",
                     "sentencepiece.bpe.model", "tokenizer_config.json")
-_NO_TOKENIZER_FIX = ("pass load_model(..., tokenizer=...) a tokenizer object, a hub name or a directory "
-                     "with tokenizer files, or tokenizer=False to work with token ids only.")
 
 
 _DTYPES = {
@@ -107,43 +107,6 @@ def place(model: torch.nn.Module, device: str | torch.device | None = None,
     return model.to(device=target) if want is None else model.to(device=target, dtype=want)
 
 
-def check_tokenizer(tokenizer: Any, d_vocab: int | None, what: str = "tokenizer") -> None:
-    """A ``ValueError`` unless ``tokenizer`` can serve a model with ``d_vocab`` tokens: it must hold
-    more than one token and no more than ``d_vocab``. A tokenizer under 90% of ``d_vocab`` (models
-    pad their vocabulary by well under 10%) gets a warning: probably another model's."""
-    try:
-        n = len(tokenizer)
-    except TypeError as err:
-        raise ValueError(f"{what}={type(tokenizer).__name__}: not a tokenizer (it has no length).") from err
-    if n <= 1:
-        raise ValueError(
-            f"{what} holds {n} token(s): it is empty, so every string would become token id 0 "
-            "(a checkpoint saved without tokenizer files loads like this). Fix: " + _NO_TOKENIZER_FIX
-        )
-    if d_vocab is not None and n > d_vocab:
-        raise ValueError(
-            f"{what} holds {n} tokens but the model's vocabulary has d_vocab={d_vocab}: ids >= {d_vocab} "
-            "would index past the embedding, so it is not this model's tokenizer. Fix: "
-            + _NO_TOKENIZER_FIX
-        )
-    if d_vocab is not None and n < 0.9 * d_vocab:
-        warnings.warn(
-            f"{what} holds {n} tokens, the model d_vocab={d_vocab}: is it this model's tokenizer?",
-            UserWarning, stacklevel=3,
-        )
-
-
-def model_vocab(model: Any) -> int:
-    """Rows of the model's token embedding (its real vocabulary size; ``cfg.d_vocab`` can be out of
-    step after a tokenizer is assigned)."""
-    w_e = None
-    with contextlib.suppress(Exception):
-        w_e = model.W_E
-    if isinstance(w_e, torch.Tensor) and w_e.dim() == 2:
-        return int(w_e.shape[0])
-    return int(model.cfg.d_vocab)
-
-
 def _has_tokenizer_files(path: Path) -> bool:
     return any((path / f).is_file() for f in _TOKENIZER_FILES)
 
@@ -170,8 +133,6 @@ def _load_tokenizer(source: Any, offline: bool) -> Any:
 def _placeholder_tokenizer() -> Any:
     """A two-token stand-in so that booting does not look for the checkpoint's tokenizer (removed
     again right after)."""
-    from interp.textdata import build_word_tokenizer
-
     return build_word_tokenizer([])
 
 

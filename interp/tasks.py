@@ -119,11 +119,12 @@ class Task:
             has_loss: ``False`` for a model without an LM head (e.g. MiniLM): the rows serve probes
                 and norms, and loss-based code raises instead of reading random logits.
         """
-        from interp.textdata import texts_task
+        from interp._textrows import split_texts
 
-        return texts_task(texts, tokenizer_or_model, max_length=max_length, pack=pack, truncate=truncate,
-                          columns=columns, name=name, description=description,
-                          test_fraction=test_fraction, seed=seed, has_loss=has_loss)
+        dataset, description = split_texts(
+            texts, tokenizer_or_model, max_length=max_length, pack=pack, truncate=truncate, columns=columns,
+            name=name, description=description, test_fraction=test_fraction, seed=seed)
+        return cls(name, dataset, description=description, has_loss=has_loss)
 
     @classmethod
     def from_dataset(cls, dataset: Any, tokenizer_or_model: Any, *, text_column: str = "text",
@@ -139,12 +140,14 @@ class Task:
         With ``pack=False`` the other columns are kept (or only ``keep_columns``). The rest as in
         :meth:`from_texts`.
         """
-        from interp.textdata import dataset_task
+        from interp._textrows import split_dataset
 
-        return dataset_task(dataset, tokenizer_or_model, text_column=text_column, rows=rows, split=split,
-                            shuffle=shuffle, max_length=max_length, pack=pack, truncate=truncate,
-                            keep_columns=keep_columns, name=name, test_fraction=test_fraction, seed=seed,
-                            has_loss=has_loss)
+        name = name or f"dataset[{text_column}]"
+        splits, description = split_dataset(
+            dataset, tokenizer_or_model, text_column=text_column, rows=rows, split=split, shuffle=shuffle,
+            max_length=max_length, pack=pack, truncate=truncate, keep_columns=keep_columns, name=name,
+            test_fraction=test_fraction, seed=seed)
+        return cls(name, splits, description=description, has_loss=has_loss)
 
     @classmethod
     def from_pairs(cls, prompts: Sequence[str], answers: Sequence[str], tokenizer_or_model: Any,
@@ -160,11 +163,12 @@ class Task:
         logit(answer) − logit(wrong) per row and :meth:`evaluate` reports its mean. String columns
         ``prompt``, ``answer`` (``wrong_answer``) and any ``columns`` are kept.
         """
-        from interp.textdata import pairs_task
+        from interp._textrows import split_pairs
 
-        return pairs_task(prompts, answers, tokenizer_or_model, wrong_answers, columns=columns,
-                          max_length=max_length, name=name, description=description,
-                          test_fraction=test_fraction, seed=seed)
+        dataset, description = split_pairs(
+            prompts, answers, tokenizer_or_model, wrong_answers, columns=columns, max_length=max_length,
+            name=name, description=description, test_fraction=test_fraction, seed=seed)
+        return cls(name, dataset, description=description)
 
     # ------------------------------------------------------------------ data
     def tensors(
