@@ -65,24 +65,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from interp.stats import bootstrap_interval, t_quantile_975  # re-exported: their old home
+
 if TYPE_CHECKING:  # pragma: no cover
     from interp.dissolve import Dissolution
 
 __all__ = ["Results", "t_quantile_975", "is_bounded", "bootstrap_interval", "BOUNDED_METRICS", "UNBOUNDED_METRICS"]
 
-# Student-t 0.975 quantiles for 1..30 degrees of freedom (beyond: the normal 1.96).
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-         2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-         2.052, 2.048, 2.045, 2.042]
-
 KEYS = ["degradation", "level_index", "analysis", "metric"]
-
-
-def t_quantile_975(df: int) -> float:
-    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (NaN for df < 1)."""
-    if df < 1:
-        return float("nan")
-    return _T975[df - 1] if df <= len(_T975) else 1.96
 
 
 class Results:
@@ -495,19 +485,6 @@ def _mean_of(g: pd.DataFrame, column: str) -> float:
         return float("nan")
     values = pd.to_numeric(g[column], errors="coerce")
     return float(values.mean()) if values.notna().any() else float("nan")
-
-
-def bootstrap_interval(values: np.ndarray, *, resamples: int = 2000, seed: int = 0,
-                       level: float = 0.95) -> tuple[float, float]:
-    """Percentile-bootstrap interval of the mean of ``values`` (fixed ``seed``: the same numbers on
-    every call); it lies within [min(values), max(values)], so bounded metrics stay in range."""
-    values = np.asarray(values, dtype=float)
-    if len(values) < 2 or not np.isfinite(values).all():
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
-    a = (1 - level) / 2
-    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
 def _mean_ci(g: pd.DataFrame, bounded: bool = False) -> dict[str, Any]:

@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from interp.stats import bootstrap_interval
+
 __all__ = ["clean_window", "clean_window_findings", "verdict_lines", "dissolutions", "main_metric", "survival"]
 
 _SURVIVAL_COLUMNS = ["degradation", "analysis", "metric", "baseline", "criterion", "threshold", "held_at_baseline",
@@ -71,8 +73,6 @@ def _mean(d: pd.DataFrame, column: str) -> float:
 
 
 def _interval(values: np.ndarray) -> tuple[float, float]:
-    from interp.results import bootstrap_interval
-
     return bootstrap_interval(values)
 
 
