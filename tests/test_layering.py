@@ -37,18 +37,6 @@ APP = ("interp.app",)
 APP_SHIMS = ("interp.cli", "interp.demo", "interp.sweepconfig", "interp.__main__")
 MAX_LINES = 600
 
-#: contracts that fail on today's tree because a refactor is in flight: strict xfail, naming who fixes
-#: them (remove the entry when it passes; strict makes a fixed one fail until then)
-KNOWN: dict[str, str] = {}
-#: import cycles in today's tree (all through imports inside functions), and who breaks them: each is a
-#: strict xfail of its own; any other cycle fails at once
-KNOWN_CYCLES: dict[tuple[str, ...], str] = {}
-
-
-def _xfail(name: str) -> list:
-    return [pytest.mark.xfail(strict=True, reason=KNOWN[name])] if name in KNOWN else []
-
-
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -184,24 +172,18 @@ def test_every_package_module_is_found():
     assert len(names) > 40
 
 
-@pytest.mark.parametrize("contract", [pytest.param("hooks-imports-nothing-of-ours",
-                                                   marks=_xfail("hooks-imports-nothing-of-ours"))])
-def test_hooks_import_nothing_of_ours(contract):
+def test_hooks_import_nothing_of_ours():
     bad = _violations("hooks", lambda m, t, n: not t.startswith("hooks"))
     assert not bad, "hooks must not import interp or analyses:\n" + "\n".join(bad)
 
 
-@pytest.mark.parametrize("contract", [pytest.param("core-never-imports-analyses",
-                                                   marks=_xfail("core-never-imports-analyses"))])
-def test_core_never_imports_analyses_or_the_app(contract):
+def test_core_never_imports_analyses_or_the_app():
     bad = _violations("core", lambda m, t, n: _layer(t) in ("analyses", "app"))
     assert not bad, "the interp core must not import analyses or interp.app (move the code to " \
                     "interp/app/):\n" + "\n".join(bad)
 
 
-@pytest.mark.parametrize("contract", [pytest.param("analyses-use-public-interp",
-                                                   marks=_xfail("analyses-use-public-interp"))])
-def test_analyses_use_only_public_interp(contract):
+def test_analyses_use_only_public_interp():
     def private(m, t, n):
         if _layer(t) == "app":
             return True
@@ -265,15 +247,9 @@ def test_cycle_finder_finds_a_cycle(monkeypatch):
 
 
 def test_no_import_cycles_in_interp():
-    cycles = [c for c in _cycles("core") + _cycles("app") if tuple(c) not in KNOWN_CYCLES]
+    cycles = _cycles("core") + _cycles("app")
     assert not cycles, "import cycles among interp modules (make the imports one-way):\n" + \
         "\n".join(" <-> ".join(c) for c in cycles)
-
-
-@pytest.mark.parametrize("cycle", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=why), id="<->".join(c))
-                                   for c, why in KNOWN_CYCLES.items()])
-def test_known_import_cycle_is_gone(cycle):
-    assert list(cycle) not in _cycles("core"), " <-> ".join(cycle)
 
 
 def test_names_moved_to_break_cycles_keep_their_old_paths():
@@ -359,22 +335,14 @@ def test_each_module_imports_alone_and_loads_nothing_above_its_layer():
 # ---- module size and docstrings -------------------------------------------------------------------
 
 
-#: modules over the limit today, and who splits them (strict xfail: remove the entry once split)
-TOO_LONG = {
-}
-
-
-@pytest.mark.parametrize("name", [pytest.param(m, marks=[pytest.mark.xfail(strict=True, reason=TOO_LONG[m])]
-                                               if m in TOO_LONG else []) for m in _modules()])
+@pytest.mark.parametrize("name", list(_modules()))
 def test_no_module_over_600_lines(name):
     lines = len(_modules()[name].read_text().splitlines())
     assert lines <= MAX_LINES, f"{_modules()[name].relative_to(ROOT)} has {lines} lines (> {MAX_LINES}): " \
                                "split it by job"
 
 
-@pytest.mark.parametrize("contract", [pytest.param("modules-open-with-docstring",
-                                                   marks=_xfail("modules-open-with-docstring"))])
-def test_each_module_opens_with_its_docstring(contract):
+def test_each_module_opens_with_its_docstring():
     missing = []
     for name, path in _modules().items():
         body = ast.parse(path.read_text()).body
