@@ -261,48 +261,6 @@ def _no_match_hint(model: torch.nn.Module, named: list[tuple[str, torch.Tensor]]
             f"(e.g. {example}).")
 
 
-def _span(p: torch.Tensor) -> tuple[int, int, int]:
-    """(storage id, first element, one past the last element) of a tensor in its storage."""
-    start = p.storage_offset()
-    extent = 1 + sum((s - 1) * st for s, st in zip(p.shape, p.stride())) if p.numel() else 0
-    return p.untyped_storage().data_ptr(), start, start + extent
-
-
-def _elements(p: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-    """Which elements of storage positions ``[lo, hi)`` the tensor ``p`` covers (a bool mask)."""
-    idx = torch.arange(hi - lo).as_strided(p.shape, p.stride(), p.storage_offset() - lo)
-    mask = torch.zeros(hi - lo, dtype=torch.bool)
-    mask[idx.reshape(-1)] = True
-    return mask
-
-
-def _shares_elements(p: torch.Tensor, span: tuple[int, int, int], q: torch.Tensor,
-                     other: tuple[int, int, int]) -> bool:
-    """Whether two tensors share at least one storage element (not just an overlapping extent:
-    the q/k/v column blocks of a fused matrix interleave without sharing any element)."""
-    if span[0] != other[0] or not (span[1] < other[2] and other[1] < span[2]):
-        return False
-    if (p.shape, p.stride(), p.storage_offset()) == (q.shape, q.stride(), q.storage_offset()):
-        return True
-    lo, hi = min(span[1], other[1]), max(span[2], other[2])
-    return bool((_elements(p, lo, hi) & _elements(q, lo, hi)).any())
-
-
-def _unread_fused(model: torch.nn.Module) -> set[int]:
-    """ids of parameters a TransformerBridge holds but its forward never reads: the fused QKV matrix
-    of a joint-QKV attention (GPT-2's ``c_attn``, GPT-NeoX's ``query_key_value``), which the bridge
-    splits at boot into the ``q``/``k``/``v`` projections it actually runs (views of the fused
-    matrix on GPT-2, independent copies on GPT-NeoX). Perturbing it would move nothing (and its
-    gradient is always None), so the sampler must move the split projections instead."""
-    out: set[int] = set()
-    for m in model.modules():
-        fused = getattr(m, "qkv", None) if callable(getattr(m, "split_qkv_matrix", None)) else None
-        if isinstance(fused, torch.nn.Module) and all(
-                isinstance(getattr(m, s, None), torch.nn.Module) for s in ("q", "k", "v")):
-            out.update(id(p) for p in fused.parameters())
-    return out
-
-
 def select_parameters(
     model: torch.nn.Module, restrict: Restrict = None
 ) -> list[tuple[str, torch.nn.Parameter, torch.Tensor | None]]:
