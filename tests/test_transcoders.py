@@ -370,7 +370,7 @@ def test_sparse_mlp_metric_names_get_the_right_interval():
 
 
 def test_fourier_basis_is_the_organisms_and_orthonormal():
-    from analyses.transcoders._inspect import fourier_basis
+    from interp.fourier import fourier_basis
 
     f = fourier_basis(59)
     assert torch.allclose(f, interp.organisms.modadd.fourier_basis(59), atol=1e-6)

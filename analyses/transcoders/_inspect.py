@@ -16,6 +16,7 @@ from torch import Tensor
 import hooks
 from analyses.transcoders._model import Transcoder
 from interp.checks import check_number, renamed_arguments
+from interp.fourier import fourier_basis
 from interp.tasks import model_device
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -188,17 +189,6 @@ def _key_frequency_fraction(energy: Tensor, freqs: Tensor, n_freq: int) -> tuple
     total = energy.sum(1, keepdim=True).clamp(min=1e-30)
     share, best = (per / total).max(1)
     return best + 1, share
-
-
-def fourier_basis(p: int) -> Tensor:
-    """Orthonormal Fourier basis of functions on ℤ_p, one per row: the constant, then cos(2πkx/p)
-    and sin(2πkx/p) for k = 1 … (p − 1)/2 (rows 2k − 1 and 2k)."""
-    x = torch.arange(p, dtype=torch.float64)
-    rows = [torch.ones(p, dtype=torch.float64)]
-    for k in range(1, (p - 1) // 2 + 1):
-        rows += [torch.cos(2 * math.pi * k * x / p), torch.sin(2 * math.pi * k * x / p)]
-    basis = torch.stack(rows)
-    return (basis / basis.norm(dim=1, keepdim=True)).float()
 
 
 @torch.no_grad()

@@ -30,7 +30,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import math
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -137,16 +136,10 @@ def make_task(seed: int = 0, p: int = P, train_fraction: float = TRAIN_FRACTION)
 
 # ------------------------------------------------------------------------------------------ Fourier
 def fourier_basis(p: int = P) -> Float[torch.Tensor, "p p"]:
-    """Orthonormal Fourier basis of functions on ℤ_p, one basis function per row.
+    """Orthonormal Fourier basis of functions on ℤ_p, one per row (:func:`interp.fourier.fourier_basis`)."""
+    from interp.fourier import fourier_basis as basis
 
-    Row 0 is the constant; rows ``2k − 1`` and ``2k`` are cos(2πkx/p) and sin(2πkx/p), k = 1 … (p−1)/2.
-    """
-    x = torch.arange(p, dtype=torch.float64)
-    rows = [torch.ones(p, dtype=torch.float64)]
-    for k in range(1, (p - 1) // 2 + 1):
-        rows += [torch.cos(2 * math.pi * k * x / p), torch.sin(2 * math.pi * k * x / p)]
-    basis = torch.stack(rows)
-    return (basis / basis.norm(dim=1, keepdim=True)).float()
+    return basis(p)
 
 
 def embedding_fourier_norms(model: torch.nn.Module, p: int = P) -> Float[torch.Tensor, "freq"]:
