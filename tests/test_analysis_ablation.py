@@ -3,15 +3,9 @@
 import pytest
 import torch
 
-import interp
 from analyses.ablation import HeadAblation
 from interp.analysis import Analysis
 from interp.organisms import induction
-
-
-@pytest.fixture(scope="module")
-def organism():
-    return interp.organisms.load("induction")
 
 
 def run(model, task, **kw):

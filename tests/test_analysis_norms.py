@@ -24,11 +24,6 @@ from analyses.norms import (
 )
 
 
-@pytest.fixture(scope="module")
-def organism():
-    return interp.organisms.load("induction")
-
-
 def _native(seed=0, **kw):
     from transformer_lens.config import TransformerBridgeConfig
     from transformer_lens.model_bridge import TransformerBridge

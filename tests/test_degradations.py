@@ -25,13 +25,6 @@ from interp.degradations.oracles import MonomialPotential
 TORCH_THREADS = 1  # this module's tests run on one thread (tests/conftest.py; nothing leaks to others)
 
 
-@pytest.fixture(scope="module")
-def organism():
-    from interp import organisms
-
-    return organisms.load("induction")
-
-
 def _state(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 

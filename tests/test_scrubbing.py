@@ -33,12 +33,6 @@ from interp.tasks import Task
 
 
 @pytest.fixture(scope="module")
-def organism():
-    torch.set_num_threads(1)
-    return interp.organisms.load("induction")
-
-
-@pytest.fixture(scope="module")
 def results(organism):
     """Every ready-made induction hypothesis scored once (128 references, 2 seeds)."""
     model, task = organism
