@@ -170,7 +170,8 @@ def clean_window_findings(results: Any, cw: pd.DataFrame | None = None, *, axis:
                            f"{at(best[axis])}")
     if without:
         out.append(f"{', '.join(without)}: no collateral measured where a trained behaviour exists (the task "
-                   "marks no trained predictions outside the claim), so no clean window can be claimed")
+                   "marks no trained predictions outside the claim: give it a collateral_mask column, as the "
+                   "induction_full organism has), so no clean window can be claimed")
     return out
 
 
