@@ -52,6 +52,7 @@ from interp.organisms._weights import WEIGHTS_DIR, load_bridge, save_bridge
 from interp.tasks import Task
 
 if TYPE_CHECKING:  # pragma: no cover
+    import datasets
     from transformer_lens.model_bridge import TransformerBridge
 
 __all__ = [
@@ -135,19 +136,25 @@ def make_task(seed: int = 0, n_train: int = N_TRAIN, n_test: int = N_TEST) -> Ta
 
     Deterministic in ``seed`` (train and test use independent streams of one numpy generator).
     """
+    return Task(
+        "induction",
+        make_splits(_generate, seed, n_train, n_test),
+        description="Predict repeated tokens of a random pattern with a random period per sequence.",
+    )
+
+
+def make_splits(generate: Callable[[int, np.random.Generator], dict[str, list]], seed: int, n_train: int,
+                n_test: int) -> datasets.DatasetDict:
+    """Train and test splits of ``generate(n, rng)``'s columns, from independent streams of one numpy
+    generator seeded with ``seed`` (shared by the induction organisms)."""
     import datasets
 
     if n_train < 1 or n_test < 1:
         raise ValueError(f"n_train={n_train!r}, n_test={n_test!r}: both must be positive integers.")
     train_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    dd = datasets.DatasetDict(
-        train=datasets.Dataset.from_dict(_generate(n_train, train_rng)),
-        test=datasets.Dataset.from_dict(_generate(n_test, test_rng)),
-    )
-    return Task(
-        "induction",
-        dd,
-        description="Predict repeated tokens of a random pattern with a random period per sequence.",
+    return datasets.DatasetDict(
+        train=datasets.Dataset.from_dict(generate(n_train, train_rng)),
+        test=datasets.Dataset.from_dict(generate(n_test, test_rng)),
     )
 
 

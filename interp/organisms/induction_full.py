@@ -95,15 +95,7 @@ def _columns(n: int, rng: np.random.Generator) -> dict[str, list]:
 def make_task(seed: int = 0, n_train: int = induction.N_TRAIN, n_test: int = induction.N_TEST) -> Task:
     """The task: ``input_ids``, ``target_mask`` (repeated tokens), ``collateral_mask`` (first-seen
     tokens) and ``period``. Deterministic in ``seed`` (independent train and test streams)."""
-    import datasets
-
-    if n_train < 1 or n_test < 1:
-        raise ValueError(f"n_train={n_train!r}, n_test={n_test!r}: both must be positive integers.")
-    train_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    dd = datasets.DatasetDict(
-        train=datasets.Dataset.from_dict(_columns(n_train, train_rng)),
-        test=datasets.Dataset.from_dict(_columns(n_test, test_rng)),
-    )
+    dd = induction.make_splits(_columns, seed, n_train, n_test)
     return Task(NAME, dd, description="Predict every next token of a repeated Zipf-random pattern; the "
                 "repeated tokens are scored (induction), the first-seen ones are collateral_mask.")
 
