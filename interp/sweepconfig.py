@@ -11,20 +11,6 @@ Example::
 
 from __future__ import annotations
 
-import importlib
-import warnings
-from typing import Any
+from interp._moved import forward
 
-_NEW = "interp.app.sweepfile"
-
-
-def __getattr__(name: str) -> Any:
-    if name.startswith("__"):
-        raise AttributeError(name)
-    warnings.warn(f"interp.sweepconfig is deprecated; import {name} from {_NEW} instead.", DeprecationWarning,
-                  stacklevel=2)
-    return getattr(importlib.import_module(_NEW), name)
-
-
-def __dir__() -> list[str]:
-    return list(getattr(importlib.import_module(_NEW), "__all__", []))
+__getattr__, __dir__ = forward("interp.sweepconfig", "interp.app.sweepfile")

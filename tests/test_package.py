@@ -79,7 +79,7 @@ def test_old_app_paths_are_lazy_deprecation_shims(old, new, name):
         "[str(x.message) for x in w if x.category is DeprecationWarning])"
     )
     assert out.startswith("False False True ['"), out
-    assert f"{old} is deprecated; import {name} from {new}" in out
+    assert f"{old}.{name} moved: import it from {new}" in out
 
 
 def test_console_script_points_to_the_app_layer():
