@@ -66,3 +66,35 @@ def tiny():
     from reliability_tiny import tiny_bridge, tiny_task
 
     return tiny_bridge(), tiny_task()
+
+
+#: a small sweep file (weight noise on the induction organism, head ablation); ``{out}`` is its out
+WEIGHT_NOISE_SWEEP = """
+out = "{out}"
+seed = 5
+[model]
+organism = "induction"
+[degradation]
+type = "WeightNoise"
+relative = true
+draws_per_level = 2
+eval_rows = 16
+[levels]
+values = [0.05, 0.3]
+[[analyses]]
+type = "HeadAblation"
+name = "induction_heads"
+heads = [[1, 0], [1, 1]]
+eval_rows = 16
+"""
+
+
+@pytest.fixture
+def sweep_file():
+    """``sweep_file(path, out)`` writes :data:`WEIGHT_NOISE_SWEEP` with that ``out`` to ``path``."""
+
+    def write(path, out):
+        path.write_text(WEIGHT_NOISE_SWEEP.format(out=out))
+        return path
+
+    return write

@@ -157,33 +157,15 @@ def test_failing_job_is_reported_and_rerun(cluster, organism, tmp_path):
     same(resumed, interp.run_sweep(model, task, analyses(), NOISE, levels, eval_rows=32, progress=False))
 
 
-SWEEP_FILE = """
-out = "{out}"
-seed = 5
-[model]
-organism = "induction"
-[degradation]
-type = "WeightNoise"
-relative = true
-draws_per_level = 2
-eval_rows = 16
-[levels]
-values = [0.05, 0.3]
-[[analyses]]
-type = "HeadAblation"
-name = "induction_heads"
-heads = [[1, 0], [1, 1]]
-eval_rows = 16
-"""
 
 
 @pytest.mark.slow
-def test_cli_sweep_with_address_matches_local(cluster, tmp_path):
+def test_cli_sweep_with_address_matches_local(cluster, tmp_path, sweep_file):
     """`interp sweep FILE --executor ray --address HOST:PORT` gives the local CLI run's table."""
     from interp.app.cli import main
 
     for name in ("local", "ray"):
-        (tmp_path / f"{name}.toml").write_text(textwrap.dedent(SWEEP_FILE.format(out=name)))
+        sweep_file(tmp_path / f"{name}.toml", name)
     assert main(["-q", "sweep", str(tmp_path / "local.toml")]) == 0
     assert main(["-q", "sweep", str(tmp_path / "ray.toml"), "--executor", "ray", "--address", cluster]) == 0
     assert (tmp_path / "ray" / "report.html").exists()
@@ -265,11 +247,10 @@ def test_resolve_executor():
         resolve_executor("dask")
 
 
-def test_cli_ray_options_need_the_ray_executor(tmp_path, capsys):
+def test_cli_ray_options_need_the_ray_executor(tmp_path, capsys, sweep_file):
     from interp.app.cli import main
 
-    path = tmp_path / "s.toml"
-    path.write_text(textwrap.dedent(SWEEP_FILE.format(out="x")))
+    path = sweep_file(tmp_path / "s.toml", "x")
     assert main(["sweep", str(path), "--address", "auto"]) == 2
     assert "--address only apply with --executor ray" in capsys.readouterr().err
 

@@ -394,24 +394,6 @@ def test_analysis_changing_weights_in_setup_is_named_not_the_degradation():
 
 
 # ------------------------------------------------------------------------------ concurrent writers
-CONCURRENT_FILE = """
-out = "{out}"
-seed = 5
-[model]
-organism = "induction"
-[degradation]
-type = "WeightNoise"
-relative = true
-draws_per_level = 2
-eval_rows = 16
-[levels]
-values = [0.05, 0.3]
-[[analyses]]
-type = "HeadAblation"
-name = "induction_heads"
-heads = [[1, 0], [1, 1]]
-eval_rows = 16
-"""
 
 # `interp sweep FILE`, with every analysed draw held until GATE exists: whichever process takes the
 # out directory's lock waits there, so the other one certainly arrives while the first is mid-sweep
@@ -430,13 +412,13 @@ sys.exit(main(["-q", "sweep", sys.argv[1]]))
 
 
 @pytest.mark.slow
-def test_two_concurrent_cli_sweeps_into_one_out(tmp_path):
+def test_two_concurrent_cli_sweeps_into_one_out(tmp_path, sweep_file):
     """Two `interp sweep FILE` processes into one out at once: exactly one proceeds, the other fails
     with an error naming the lock and the pid that holds it; the table equals an uninterrupted run."""
     from interp.app.cli import main
 
-    (tmp_path / "both.toml").write_text(CONCURRENT_FILE.format(out="shared"))
-    (tmp_path / "alone.toml").write_text(CONCURRENT_FILE.format(out="alone"))
+    sweep_file(tmp_path / "both.toml", "shared")
+    sweep_file(tmp_path / "alone.toml", "alone")
     gate = tmp_path / "gate"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)]), "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, "-c", GATED_CLI, str(tmp_path / "both.toml"), str(gate)],
