@@ -15,6 +15,16 @@ directory saved without them: every string becomes id 0) or one with more tokens
 name or a directory to load one from, or ``False``: no tokenizer, token ids only (a warning says so;
 ``model.tokenizer`` is ``None``).
 
+LM heads: :func:`has_lm_head` decides from the model whether its logits are next-token predictions.
+A checkpoint saved without its language-model head (all-MiniLM-L6-v2 declares ``BertModel``; the
+bridge boots it as ``BertForMaskedLM`` with a randomly initialised head) and a masked LM are not:
+:meth:`Task.from_texts <interp.tasks.Task.from_texts>` then builds a task without a loss, and
+``Task.evaluate``/``loss``, ``Behavioural(kind="kl")`` and ``CorpusLoss`` raise
+(:func:`check_lm_head`) instead of reading hidden states through a random head as logits.
+Loading is deterministic: whatever the checkpoint lacks is initialised under a fixed seed (the
+caller's random state is left as it was), so the weights, and a sweep's weights digest, are the same
+in every process.
+
 Offline by construction: a local directory is loaded with the hub switched off, and a hub name is
 tried online only when the hub answers within a couple of seconds; otherwise the local cache is used,
 and a model missing from it raises an error that says so instead of hanging on network retries.
@@ -44,7 +54,10 @@ import torch
 from interp.tokenizing import _NO_TOKENIZER_FIX, build_word_tokenizer, check_tokenizer, model_vocab
 
 __all__ = ["load_model", "hub_reachable", "default_device", "resolve_device", "resolve_dtype", "place",
-           "check_tokenizer", "model_vocab"]
+           "check_tokenizer", "model_vocab", "has_lm_head", "check_lm_head"]
+
+# the seed under which load_model initialises whatever the checkpoint lacks (e.g. a missing LM head)
+LOAD_SEED = 0
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +93,22 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         ) from err
 
 
+def _check_available(device: torch.device, given: Any) -> None:
+    """A ValueError when ``device`` is a CUDA device this machine lacks (checked where a model is
+    put on it, not where a device is only named: a Ray driver may name a GPU its workers have)."""
+    if device.type != "cuda":
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ValueError(
+            f"device={given!r}: CUDA is not available here (torch.cuda.is_available() is False); use "
+            "device='cpu', or device=None to use CUDA only when present."
+        )
+    if device.index is not None and device.index >= count:
+        raise ValueError(f"device={given!r}: this machine has {count} CUDA device(s), cuda:0 to "
+                         f"cuda:{count - 1}; use one of them or device=None.")
+
+
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     """``dtype`` as a floating ``torch.dtype`` (``None``: float32); accepts names like ``"bfloat16"``."""
     if dtype is None:
@@ -99,12 +128,37 @@ def place(model: torch.nn.Module, device: str | torch.device | None = None,
     """Move ``model`` to ``device`` (``None``: CUDA when available) and cast it to ``dtype``
     (``None``: leave the dtype as it is), in place; returns it."""
     target = resolve_device(device)
+    _check_available(target, device)
     want = None if dtype is None else resolve_dtype(dtype)
     tensors = [*model.parameters(), *model.buffers()]
     if all(t.device.type == target.type and (target.index is None or t.device.index == target.index)
            and (want is None or not t.is_floating_point() or t.dtype == want) for t in tensors):
         return model  # already there: no copy
     return model.to(device=target) if want is None else model.to(device=target, dtype=want)
+
+
+_TOKENIZER_METHODS = ("to_tokens", "to_string", "to_str_tokens", "to_single_token", "to_single_str_token",
+                      "get_token_position", "tokens_to_residual_directions", "generate")
+
+
+def _needs_tokenizer(source: str, method: str) -> Any:
+    """A stand-in for a bridge method that needs the tokenizer, on a model loaded without one."""
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError(
+            f"model.{method}(...): the model was loaded with load_model({source!r}, tokenizer=False) and "
+            "has no tokenizer, so it cannot turn text into tokens or back. Pass token ids (an integer "
+            "tensor [batch, pos]) to the model, or reload it with a tokenizer (tokenizer=None for the "
+            "checkpoint's own, or a tokenizer object, hub name or directory)."
+        )
+    refuse.__name__ = method
+    return refuse
+
+
+def _is_tokenizer(obj: Any) -> bool:
+    """A tokenizer object: callable, with a length, and able to map tokens to ids (a plain function
+    or lambda is not)."""
+    return callable(obj) and hasattr(obj, "__len__") and (
+        hasattr(obj, "convert_ids_to_tokens") or hasattr(obj, "decode"))
 
 
 def _has_tokenizer_files(path: Path) -> bool:
@@ -175,6 +229,68 @@ def _offline() -> Iterator[None]:
             hub_constants.HF_HUB_OFFLINE = saved_flag
 
 
+_NEXT_TOKEN_CLASSES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+
+def _lm_head_problem(model: Any) -> str | None:
+    """Why ``model``'s outputs are not next-token logits, or ``None`` when they are (or when the model
+    is not a Hugging Face model: a plain module is taken to return logits)."""
+    hf = getattr(model, "original_model", None)
+    config = getattr(hf, "config", None)
+    if hf is None or config is None or not hasattr(config, "architectures"):
+        return None
+    cls = type(hf).__name__
+    if cls.endswith(_NEXT_TOKEN_CLASSES):
+        return None
+    declared = [a for a in (getattr(config, "architectures", None) or []) if isinstance(a, str)]
+    if cls.endswith("ForMaskedLM"):
+        if declared and not any(a.endswith(("LM", "LMHeadModel", "ForPreTraining")) for a in declared):
+            return (f"its checkpoint is a {declared[0]}, saved without a language-model head: the "
+                    f"bridge's {cls} head is randomly initialised, so its logits are random")
+        return (f"it is a masked language model ({cls}): its logits predict masked tokens at their "
+                "own position, not the next token")
+    return f"it is a {cls}, not a causal language model: its outputs are not next-token logits"
+
+
+def has_lm_head(model: Any) -> bool:
+    """Whether ``model``'s outputs are next-token logits from a trained head (decided from the model:
+    its Hugging Face class and the architectures its checkpoint declares). ``False`` for
+    all-MiniLM-L6-v2 (a ``BertModel`` checkpoint: no head) and for masked LMs; ``True`` for causal LMs
+    and for plain modules, which are taken to return logits."""
+    return _lm_head_problem(model) is None
+
+
+def check_lm_head(model: Any, what: str) -> None:
+    """A ``ValueError`` naming ``what`` when ``model`` has no next-token head (see :func:`has_lm_head`)."""
+    problem = _lm_head_problem(model)
+    if problem is not None:
+        raise ValueError(
+            f"{what} needs next-token logits, but the model has no language-model head: {problem}. "
+            "Use residual-stream analyses (probing, norms) and a behavioural objective on its hidden "
+            "states (Behavioural(task, kind='mse')) instead of a loss."
+        )
+
+
+def _check_source(name_or_path: Any) -> str:
+    """``name_or_path`` as a string, or a ValueError for what cannot name a model."""
+    if isinstance(name_or_path, bool) or not isinstance(name_or_path, (str, os.PathLike)):
+        raise ValueError(
+            f"load_model({name_or_path!r}): give a Hugging Face hub name (e.g. 'gpt2') or the path of a "
+            f"directory written by save_pretrained(), not {type(name_or_path).__name__}. For a shipped "
+            "model organism use interp.organisms.load(name)."
+        )
+    target = str(name_or_path)
+    if not target.strip():
+        raise ValueError("load_model(''): give a hub name (e.g. 'gpt2') or a model directory.")
+    path = Path(target).expanduser()
+    if path.is_file():
+        raise ValueError(
+            f"load_model({target!r}): {path} is a file; give the directory that holds it (with "
+            "config.json and the weights), e.g. load_model(" + repr(str(path.parent)) + ")."
+        )
+    return target
+
+
 def load_model(
     name_or_path: str | os.PathLike,
     *,
@@ -201,8 +317,9 @@ def load_model(
     """
     from transformer_lens.model_bridge import TransformerBridge
 
-    device, dtype = resolve_device(device), resolve_dtype(dtype)
-    target = str(name_or_path)
+    target = _check_source(name_or_path)
+    given_device, device, dtype = device, resolve_device(device), resolve_dtype(dtype)
+    _check_available(device, given_device)
     path = Path(target).expanduser()
     is_local = path.exists()
     if not is_local and target.startswith((".", "/", "~")):
@@ -218,9 +335,10 @@ def load_model(
         if offline and not is_local:
             log.info("Hugging Face hub unreachable: loading %r from the local cache only.", target)
     if tokenizer is True or (tokenizer is not None and tokenizer is not False
-                             and not isinstance(tokenizer, (str, os.PathLike)) and not callable(tokenizer)):
+                             and not isinstance(tokenizer, (str, os.PathLike)) and not _is_tokenizer(tokenizer)):
         raise ValueError(f"tokenizer={tokenizer!r}: give None (the checkpoint's own), a tokenizer "
-                         "object, a hub name or directory, or False (token ids only).")
+                         "object (e.g. transformers.AutoTokenizer.from_pretrained(...); a plain function "
+                         "is not one), a hub name or directory, or False (token ids only).")
     if tokenizer is None and is_local and not _has_tokenizer_files(path):
         raise ValueError(f"{path} has no tokenizer files ({', '.join(_TOKENIZER_FILES[:5])}, ...): "
                          "it was saved without its tokenizer. Fix: " + _NO_TOKENIZER_FIX)
@@ -230,7 +348,10 @@ def load_model(
     elif tokenizer is not None:
         tok = _load_tokenizer(tokenizer, offline)
     context = _offline() if offline else contextlib.nullcontext()
-    with context:
+    with context, torch.random.fork_rng(devices=[]):
+        # weights the checkpoint lacks are initialised at random: under a fixed seed, so that loading
+        # is deterministic (and the caller's random state is untouched)
+        torch.manual_seed(LOAD_SEED)
         try:
             model = TransformerBridge.boot_transformers(target, device=str(device), dtype=dtype,
                                                         tokenizer=tok)
@@ -247,6 +368,9 @@ def load_model(
         driver = getattr(model, "_driver", None)
         if driver is not None and hasattr(driver, "tokenizer"):
             driver.tokenizer = None
+        for method in _TOKENIZER_METHODS:
+            if hasattr(model, method):
+                object.__setattr__(model, method, _needs_tokenizer(str(name_or_path), method))
         warnings.warn(f"load_model({str(name_or_path)!r}, tokenizer=False): no tokenizer; the model "
                       "takes token ids only (model.tokenizer is None).", UserWarning, stacklevel=2)
     elif getattr(model, "tokenizer", None) is None:
