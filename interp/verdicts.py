@@ -30,14 +30,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from interp.dissolve import Dissolution
 from interp.stats import bootstrap_interval
 
-__all__ = ["clean_window", "clean_window_findings", "verdict_lines", "dissolutions", "main_metric", "survival"]
+__all__ = ["clean_window", "clean_window_findings", "verdict_lines", "dissolutions", "main_metric", "survival",
+           "answer_table", "compare_with_noise", "effect_floor", "check_thresholds", "Verdict"]
 
 _SURVIVAL_COLUMNS = ["degradation", "analysis", "metric", "baseline", "criterion", "threshold", "held_at_baseline",
                      "axis", "last_held_level", "last_held_delta_loss", "last_held_divergence", "lost_level",
@@ -78,18 +81,32 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
 
 def clean_window(results: Any, *, collateral: str | None = None) -> pd.DataFrame:
     """Per degradation × analysis × effect × collateral × level: both parts and their ratio with
-    bootstrap intervals over chains, the ratio at w0, and whether the level is better or worse than w0.
+    bootstrap intervals over chains, the ratio at w0, whether the level is better or worse than w0,
+    and whether a better level is *attributable* to the hypothesis.
+
+    A ratio can rise because the collateral fell for every intervention alike (the degraded model does
+    less at the unclaimed positions): that says nothing about the hypothesis. So each level's
+    collateral change c/c0 (upper 95% bound) is compared with the mean change of the same collateral
+    under the other analyses that measure it at the same level (the other hypotheses, or a random one
+    of the same size given as an analysis): ``attributable`` is true when it fell significantly more,
+    false when not, ``None`` when no other analysis measures it (``control_collateral_change`` NaN).
 
     Args:
         results: a :class:`~interp.results.Results`.
         collateral: use this metric as every analysis's collateral (e.g. to look at a disturbance the
-            analysis does not declare as one); default: each analysis's declared collaterals.
+            analysis does not declare as one); default: each analysis's declared collaterals. A name
+            that no analysis returns is a ValueError.
 
     Returns:
-        One row per level (columns in ``interp.verdicts._CW_COLUMNS`` order); empty when no analysis
-        has a collateral.
+        One row per level (columns in ``interp.verdicts._CW_COLUMNS`` order). When empty,
+        ``frame.attrs["why"]`` says why (no analysis declares a collateral, or no effect).
     """
     t = results.table
+    if collateral is not None:
+        known = sorted(set(map(str, t["metric"])))
+        if str(collateral) not in known:
+            raise ValueError(f"clean_window(collateral={collateral!r}): no analysis returns this metric (a typo "
+                             f"selects nothing); metrics: {known}.")
     levels = results.levels().set_index(["degradation", "level_index"])
     failed = results.failed_chains()
     bad = set(zip(failed["degradation"], failed["level_index"], failed["chain"]))
@@ -130,7 +147,39 @@ def clean_window(results: Any, *, collateral: str | None = None) -> pd.DataFrame
                         "worse_than_w0": bool(math.isfinite(hi) and hi < b_ratio),
                         "n_chains": int(len(per)), "status": info.get("status", "ok") if len(info) else "ok",
                     })
-    return pd.DataFrame(rows, columns=_CW_COLUMNS)
+    frame = _attribute(pd.DataFrame(rows, columns=_CW_COLUMNS), t)
+    if frame.empty:
+        kinds = set(t["kind"])
+        frame.attrs["why"] = (
+            "no analysis has an effect metric" if "effect" not in kinds else
+            f"no analysis returns {collateral!r} beside an effect" if collateral is not None else
+            "no analysis declares a collateral (analyses declare one only where the task marks trained "
+            "predictions outside the claim: a collateral_mask column); pass collateral=METRIC to use one")
+    return frame
+
+
+def _attribute(cw: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """``collateral_change`` (c/c0 and its upper bound), ``control_collateral_change`` (mean c/c0 of the
+    same collateral under the other analyses at the level) and ``attributable`` (see clean_window)."""
+    base = table[table["baseline"]].drop_duplicates(["degradation", "analysis", "metric"]).set_index(
+        ["degradation", "analysis", "metric"])["value"]
+    change, high, control, attributable = [], [], [], []
+    for r in cw.itertuples():
+        c0 = base.get((r.degradation, r.analysis, r.collateral), float("nan"))
+        ch = r.collateral_mean / c0 if c0 else float("nan")
+        hi = r.collateral_ci_high / c0 if c0 else float("nan")
+        others = cw[(cw["degradation"] == r.degradation) & (cw["level_index"] == r.level_index)
+                    & (cw["collateral"] == r.collateral) & (cw["analysis"] != r.analysis)]
+        ctrl = []
+        for o in others.drop_duplicates("analysis").itertuples():
+            o0 = base.get((o.degradation, o.analysis, o.collateral), float("nan"))
+            if o0 and math.isfinite(o0):
+                ctrl.append(o.collateral_mean / o0)
+        cc = float(np.mean(ctrl)) if ctrl else float("nan")
+        change.append(ch), high.append(hi), control.append(cc)
+        attributable.append(None if not ctrl or not math.isfinite(hi) else bool(hi < cc))
+    return cw.assign(collateral_change=change, collateral_change_high=high, control_collateral_change=control,
+                     attributable=pd.Series(attributable, index=cw.index, dtype=object))
 
 
 def clean_window_findings(results: Any, cw: pd.DataFrame | None = None, *, axis: str | None = None) -> list[str]:
@@ -162,7 +211,21 @@ def clean_window_findings(results: Any, cw: pd.DataFrame | None = None, *, axis:
                 parts = ", ".join(
                     f"{r.ratio:.3g} [{r.ratio_ci_low:.3g}, {r.ratio_ci_high:.3g}] {at(getattr(r, axis))}"
                     for r in better.itertuples())
-                out.append(f"{name}: better than at w0 ({b:.3g}) {parts}")
+                text = f"{name}: better than at w0 ({b:.3g}) {parts}"
+                own = better[better["attributable"].map(lambda v: v is True)]
+                shared = better[better["attributable"].map(lambda v: v is False)]
+                if len(own) == len(better):
+                    text += f"; attributable to the hypothesis ({coll} fell more than under the other analyses)"
+                elif len(shared):
+                    r0 = shared.iloc[0]
+                    text += (f"; NOT attributable to the hypothesis {'there' if len(own) == 0 else 'at some levels'}"
+                             f": {coll} fell as much under the other analyses ({r0['collateral_change']:.2g}× "
+                             f"its w0 value against {r0['control_collateral_change']:.2g}× for the others "
+                             f"{at(r0[axis])}), so the degraded model, not the hypothesis, disturbs less")
+                else:
+                    text += (f"; not attributable yet: no other analysis measures {coll} to compare with (add "
+                             "a random hypothesis of the same size as a second analysis)")
+                out.append(text)
             else:
                 best = g.sort_values("ratio", ascending=False).iloc[0]
                 out.append(f"{name}: nowhere significantly better than at w0 ({b:.3g}); best "
@@ -175,32 +238,185 @@ def clean_window_findings(results: Any, cw: pd.DataFrame | None = None, *, axis:
     return out
 
 
+#: a finding is *absent at w0* when its value there lies less than this share of the metric's range
+#: above its floor (recovered < 0.1; a binary probe's accuracy < chance + 0.1·(1 − chance))
+ABSENT_SHARE = 0.1
+#: a grid whose largest ΔL is below this share of the effect's loss gap cannot test the claim
+REACH_SHARE = 0.1
+#: metrics whose value at chance is recorded by the analysis beside them (``chance`` or ``METRIC_chance``)
+_CHANCE_METRICS = ("chance", "majority")
+
+
+def _is_recovered(metric: str) -> bool:
+    name = str(metric).lower()
+    return (name == "recovered" or name.endswith("_recovered")) and not name.endswith("loss_recovered")
+
+
+def _is_accuracy(metric: str) -> bool:
+    name = str(metric).lower()
+    return name in ("accuracy", "acc") or name.endswith("_accuracy") or name.startswith(("acc_", "accuracy_"))
+
+
+def effect_floor(results: Any, degradation: Any, analysis: Any, metric: str) -> tuple[float, str]:
+    """``(floor, what)``: the value an effect metric takes when there is no finding: 0 for a recovered
+    fraction (nothing recovered), chance for an accuracy (the analysis's ``chance``/``majority`` metric
+    at w0, e.g. the majority-class share of a probe's test labels); ``(nan, reason)`` when unknown."""
+    if _is_recovered(metric):
+        return 0.0, "no recovery"
+    if _is_accuracy(metric):
+        t = results.table
+        base = t[t["baseline"] & (t["degradation"] == degradation) & (t["analysis"] == analysis)]
+        for name in (f"{metric}_chance", *_CHANCE_METRICS):
+            v = base.loc[base["metric"] == name, "value"]
+            if len(v) and math.isfinite(float(v.iloc[0])):
+                return float(v.iloc[0]), "chance"
+        return float("nan"), "chance not recorded by the analysis"
+    return float("nan"), ""
+
+
+@dataclass(frozen=True, eq=False)
+class Verdict(Dissolution):
+    """A :class:`~interp.dissolve.Dissolution` read for a verdict: the criterion measured from the
+    metric's floor (``floor``: 0 for a recovered fraction, chance for an accuracy), ``absent`` when the
+    finding is not there at w0 (then the outcome is ``"never_holds"`` whatever the criterion),
+    ``grid_max`` (the largest level on the axis) and ``gap`` (the effect's loss gap where the analysis
+    records one, e.g. causal scrubbing's ``gap``) for the reach warning."""
+
+    floor: float = float("nan")
+    floor_name: str = ""
+    relative: float = float("nan")
+    absent: bool = False
+    grid_max: float = float("nan")
+    gap: float = float("nan")
+
+    def criterion_text(self) -> str:
+        if self.criterion == "fraction" and math.isfinite(self.floor) and self.floor != 0:
+            return (f"{self.metric} ≥ {self.threshold:.3g} = {self.floor_name} {self.floor:.3g} + "
+                    f"{self.relative:g}× (value at w0 − {self.floor_name})")
+        return super().criterion_text()
+
+    def answer(self) -> str:
+        """``holds``, ``lost``, ``undecided`` or ``never holds``."""
+        return {"dissolves": "lost", "lost_below_range": "lost", "holds_throughout": "holds",
+                "never_holds": "never holds"}.get(self.outcome, "undecided")
+
+    def where(self) -> str:
+        """``dissolves at ΔL x [lo, hi]`` or ``not reached: grid max ΔL y`` (units where not ΔL)."""
+        label, units, column, ci = self._along()
+        u = f" {units}" if units else ""
+        if self.outcome == "dissolves":
+            return f"dissolves at {label} {getattr(self, column):.2g} [{ci[0]:.2g}, {ci[1]:.2g}]{u}"
+        if self.outcome == "lost_below_range":
+            return f"lost at the first grid level, {label} {ci[1]:.2g}{u}"
+        if self.outcome == "never_holds":
+            return f"absent at w0 ({self.metric} = {self.baseline:.3g})"
+        return f"not reached: grid max {label} {self.grid_max:.2g}{u}"
+
+    def reach_warning(self) -> str:
+        """Empty, or a loud note that the grid's ΔL is tiny against the effect's loss gap."""
+        if self.outcome in ("never_holds",) or not (math.isfinite(self.gap) and math.isfinite(self.grid_max)):
+            return ""
+        label, _, column, _ = self._along()
+        if column != "delta_loss" or self.grid_max >= REACH_SHARE * abs(self.gap):
+            return ""
+        return (f"WARNING: the grid moved the loss by at most ΔL {self.grid_max:.2g} nats/token against the "
+                f"effect's gap of {abs(self.gap):.2g} nats: it cannot test this claim; use levels that reach "
+                f"ΔL ≈ {abs(self.gap):.2g}")
+
+    def verdict(self, name: str | None = None) -> str:
+        name = name or self.analysis
+        if self.absent:
+            where = ("at or below" if self.baseline <= self.floor else
+                     f"within {ABSENT_SHARE:.0%} of the range above")
+            return (f"{name}: never holds ({self.metric} = {self.baseline:.3g} at the trained weights, {where} "
+                    f"{self.floor_name} {self.floor:.3g}: there is no finding at w0 to track)")
+        if self.outcome == "holds_throughout":
+            label, units, _, _ = self._along()
+            u = f" {units}" if units else ""
+            text = (f"{name}: holds ({self.criterion_text()}) over the whole grid under {self.degradation}: no "
+                    f"dissolution point reached (grid max {label} {self.grid_max:.3g}{u})")
+        else:
+            text = super().verdict(name)
+        warning = self.reach_warning()
+        return f"{text}; {warning}" if warning else text
+
+
+def _as_verdict(d: Dissolution, **extra: Any) -> Verdict:
+    return Verdict(**{f.name: getattr(d, f.name) for f in fields(Dissolution)}, **extra)
+
+
+def check_thresholds(results: Any, thresholds: Mapping[str, float] | None) -> dict[str, float] | None:
+    """``thresholds`` validated against the effect metrics of ``results``: a ValueError for a name that is
+    not one (a typo would otherwise select nothing) or a value that is not a finite number."""
+    if thresholds is None:
+        return None
+    if not isinstance(thresholds, Mapping):
+        raise ValueError(f"thresholds={thresholds!r}: give a dict effect metric -> θ, e.g. {{'recovered': 0.9}}.")
+    t = results.table
+    effects = sorted(set(map(str, t.loc[t["kind"] == "effect", "metric"])))
+    unknown = [k for k in thresholds if str(k) not in effects]
+    if unknown:
+        raise ValueError(f"thresholds: {unknown} are not effect metrics of these results (a typo selects "
+                         f"nothing); effect metrics: {effects}.")
+    out = {}
+    for k, v in thresholds.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"thresholds[{k!r}]={v!r}: must be a finite number in the metric's units, e.g. 0.9.")
+        out[str(k)] = float(v)
+    return out
+
+
 def dissolutions(results: Any, thresholds: Mapping[str, float] | None = None, *,
-                 relative: float = 0.5, axis: str | None = None) -> list[Any]:
+                 relative: float = 0.5, axis: str | None = None) -> list[Verdict]:
     """``Results.dissolution`` for every (degradation, analysis, effect metric): with the absolute
-    threshold ``thresholds[metric]`` where given, else the ``relative`` criterion, interpolated along
-    ``axis`` (``None``: ΔL where the sweep measured a loss, else the behavioural divergence)."""
+    threshold ``thresholds[metric]`` where given, else the ``relative`` criterion measured from the
+    metric's floor (:func:`effect_floor`: θ = floor + relative·(b − floor), so a binary probe at
+    accuracy 0.94 needs ≥ 0.72, not 0.47, which is below chance), interpolated along ``axis``
+    (``None``: ΔL where the sweep measured a loss, else the behavioural divergence). A finding absent
+    at w0 (less than :data:`ABSENT_SHARE` of the range above its floor) never holds, whatever the
+    criterion. In the order the analyses returned their effects."""
     from interp._levels import resolve_axis
 
+    thresholds = check_thresholds(results, thresholds)
     axis = resolve_axis(results.table, axis)
-    s = results.summary()
-    effects = s[(s["kind"] == "effect") & (s["level_index"] < 0)]
+    t = results.table
+    base_rows = t[t["baseline"]]
+    draws = t[~t["baseline"]]
     out = []
-    for r in effects.itertuples():
+    for r in base_rows[base_rows["kind"] == "effect"].drop_duplicates(
+            ["degradation", "analysis", "metric"]).itertuples():
+        b = float(r.value)
+        floor, floor_name = effect_floor(results, r.degradation, r.analysis, r.metric)
         if thresholds and r.metric in thresholds:
-            out.append(results.dissolution(r.analysis, r.metric, threshold=float(thresholds[r.metric]),
-                                           degradation=r.degradation, axis=axis))
+            d = results.dissolution(r.analysis, r.metric, threshold=thresholds[r.metric],
+                                    degradation=r.degradation, axis=axis)
+        elif math.isfinite(floor) and floor != 0 and math.isfinite(b):
+            theta = floor + relative * (b - floor)
+            d = results.dissolution(r.analysis, r.metric, threshold=theta, degradation=r.degradation, axis=axis)
+            d = replace(d, criterion="fraction")
         else:
-            out.append(results.dissolution(r.analysis, r.metric, relative=relative, degradation=r.degradation,
-                                           axis=axis))
+            d = results.dissolution(r.analysis, r.metric, relative=relative, degradation=r.degradation,
+                                    axis=axis)
+        absent = bool(math.isfinite(floor) and math.isfinite(b) and b - floor < ABSENT_SHARE * (1.0 - floor))
+        on = draws[(draws["degradation"] == r.degradation)][axis]
+        grid_max = float(pd.to_numeric(on, errors="coerce").max()) if len(on) else float("nan")
+        gap = base_rows[(base_rows["degradation"] == r.degradation) & (base_rows["analysis"] == r.analysis)
+                        & (base_rows["metric"] == "gap")]["value"]
+        v = _as_verdict(d, floor=floor, floor_name=floor_name, relative=relative, absent=absent,
+                        grid_max=grid_max, gap=float(gap.iloc[0]) if len(gap) else float("nan"))
+        out.append(replace(v, outcome="never_holds") if absent else v)
     return out
 
 
 def main_metric(analysis: str, effects: list[str], thresholds: Mapping[str, float] | None = None,
                 metrics: Mapping[str, str] | None = None) -> str:
     """The effect a verdict speaks about: ``metrics[analysis]``, else the first of ``thresholds`` (in
-    its order) that the analysis has, else its first effect."""
+    its order) that the analysis has, else its first effect (in the order the analysis returns them,
+    e.g. ``recovered`` before ``kl_recovered`` for causal scrubbing)."""
     if metrics and analysis in metrics:
+        if metrics[analysis] not in effects:
+            raise ValueError(f"metrics[{analysis!r}]={metrics[analysis]!r}: not an effect of {analysis!r}; its "
+                             f"effects: {effects}.")
         return metrics[analysis]
     return next((m for m in (thresholds or {}) if m in effects), effects[0])
 
@@ -214,18 +430,76 @@ def _clause(d: Any) -> str:
     return text
 
 
+def _is_posterior(degradation: Any) -> bool:
+    return "posterior" in str(degradation).lower()
+
+
+def _is_weight_noise(degradation: Any) -> bool:
+    return str(degradation).lower().replace("_", "") == "weightnoise"
+
+
+def compare_with_noise(posterior: Verdict, noise: Verdict) -> tuple[str, str]:
+    """``(answer, sentence)``: whether an effect outlasts the weight-noise baseline at equal ΔL (or
+    divergence): ``"outlasts"`` when its interval of dissolution under the posterior lies wholly above
+    the one under weight noise, ``"does not outlast"`` when wholly below, else ``"undecided"``. An
+    effect that holds over a whole grid has the interval [last held, ∞): it outlasts only a baseline
+    lost before that point; one that never holds has none."""
+    from interp.dissolve import compare_dissolutions
+
+    if posterior.outcome == "never_holds" or noise.outcome == "never_holds":
+        return "undecided", "no comparison with weight noise: the effect never holds at the trained weights"
+    c = compare_dissolutions(posterior, noise, names=(f"under {posterior.degradation}", f"under {noise.degradation}"))
+    label = "divergence" if posterior.axis == noise.axis == "divergence" else "ΔL"
+    if c.more_robust == "first":
+        return "outlasts", f"outlasts the weight-noise baseline at equal {label} ({c.statement})"
+    if c.more_robust == "second":
+        return "does not outlast", f"does not outlast the weight-noise baseline at equal {label} ({c.statement})"
+    return "undecided", f"undecided against the weight-noise baseline at equal {label} ({c.statement})"
+
+
+def answer_table(results: Any, thresholds: Mapping[str, float] | None = None, *, relative: float = 0.5,
+                 metrics: Mapping[str, str] | None = None, names: Mapping[str, str] | None = None,
+                 axis: str | None = None) -> pd.DataFrame:
+    """One row per analysis × degradation, the answer first: ``analysis`` (display name), ``effect``,
+    ``degradation``, ``answer`` (holds / lost / undecided / never holds), ``where`` ("dissolves at ΔL x
+    [lo, hi]" or "not reached: grid max ΔL y"), ``vs_weight_noise`` (for a posterior when the results
+    also hold weight noise: outlasts / does not outlast / undecided; empty otherwise) and ``warning``."""
+    ds = dissolutions(results, thresholds, relative=relative, axis=axis)
+    rows = []
+    for analysis, items in _by_analysis(ds).items():
+        chosen = main_metric(analysis, list(dict.fromkeys(d.metric for d in items)), thresholds, metrics)
+        mine = [d for d in items if d.metric == chosen]
+        noise = next((d for d in mine if _is_weight_noise(d.degradation)), None)
+        for d in mine:
+            vs = compare_with_noise(d, noise)[0] if noise is not None and _is_posterior(d.degradation) else ""
+            rows.append({"analysis": str((names or {}).get(analysis, analysis)), "effect": d.metric,
+                         "degradation": str(d.degradation), "answer": d.answer(), "where": d.where(),
+                         "vs_weight_noise": vs, "warning": d.reach_warning()})
+    return pd.DataFrame(rows, columns=["analysis", "effect", "degradation", "answer", "where", "vs_weight_noise",
+                                       "warning"])
+
+
+def _by_analysis(ds: list[Verdict]) -> dict[Any, list[Verdict]]:
+    by: dict[Any, list[Verdict]] = {}
+    for d in ds:
+        by.setdefault(d.analysis, []).append(d)
+    return by
+
+
 def verdict_lines(results: Any, thresholds: Mapping[str, float] | None = None, *, relative: float = 0.5,
                   metrics: Mapping[str, str] | None = None, names: Mapping[str, str] | None = None,
                   axis: str | None = None) -> list[str]:
     """One line per analysis: its main effect's dissolution under each degradation, said along
     ``axis`` with its units ("up to ΔL 0.31 [0.25, 0.36]", "up to divergence 0.031 [0.02, 0.04]
-    normalised MSE").
+    normalised MSE"), and, when the results hold a tempered posterior and weight noise, whether the
+    effect outlasts the weight-noise baseline at equal ΔL.
 
     Args:
         results: a :class:`~interp.results.Results`.
         thresholds: ``effect metric -> θ`` absolute criteria (e.g. ``{"recovered": 0.9}``); other
-            effects use ``relative``.
-        relative: fraction of the baseline for effects without a threshold.
+            effects use ``relative``. A name that is not an effect metric is a ValueError.
+        relative: fraction of the way from the metric's floor (0 for a recovered fraction, chance for an
+            accuracy, 0 otherwise) to its value at w0, for effects without a threshold.
         metrics: ``analysis -> effect metric`` to speak about (default: the analysis's first effect
             with a threshold, else its first effect).
         names: ``analysis -> display name``.
@@ -234,19 +508,20 @@ def verdict_lines(results: Any, thresholds: Mapping[str, float] | None = None, *
     """
     ds = dissolutions(results, thresholds, relative=relative, axis=axis)
     lines = []
-    by_analysis: dict[str, list[Any]] = {}
-    for d in ds:
-        by_analysis.setdefault(d.analysis, []).append(d)
-    for analysis, items in by_analysis.items():
-        chosen = main_metric(analysis, [d.metric for d in items], thresholds, metrics)
+    for analysis, items in _by_analysis(ds).items():
+        chosen = main_metric(analysis, list(dict.fromkeys(d.metric for d in items)), thresholds, metrics)
         mine = [d for d in items if d.metric == chosen]
-        name = (names or {}).get(analysis, analysis)
+        name = str((names or {}).get(analysis, analysis))
         if mine and all(d.outcome == "never_holds" for d in mine):
             lines.append(mine[0].verdict(name))
             continue
         # the criterion once, in the first clause
         clauses = [_clause(d) if i == 0 else _clause(d).replace(f" ({d.criterion_text()})", "")
                    for i, d in enumerate(mine)]
+        noise = next((d for d in mine if _is_weight_noise(d.degradation)), None)
+        post = next((d for d in mine if _is_posterior(d.degradation)), None)
+        if noise is not None and post is not None:
+            clauses.append(compare_with_noise(post, noise)[1])
         lines.append(f"{name}: " + "; ".join(clauses))
     return lines
 
