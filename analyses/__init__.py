@@ -12,6 +12,9 @@ intervene only through ``hooks``.
 - ``probe``, ``FrozenProbe``, ``RefitProbe`` (``analyses.probing``): linear probes per layer with
   controls and causal checks; frozen (fitted on w0) and refitted on every draw.
 - ``SparseMLP`` (``analyses.transcoders``): a transcoder replacing one MLP, followed across draws.
+- ``CircuitTests`` (``analyses.circuit_tests``): Shi et al.'s hypothesis tests of a circuit claim
+  (equivalence, independence, minimality, sufficiency, partial necessity) and MIB's CPR/CMD, per
+  draw; ``assess_claim`` and ``estimate_node_inclusion`` read them over draws.
 
 One-shot function and sweep analysis come in pairs: ``probe`` / ``FrozenProbe``, ``profile_norms`` /
 ``ResidualNorms``, ``evaluate_transcoder`` / ``SparseMLP``, ``ablate_heads`` / ``HeadAblation``.
@@ -35,6 +38,10 @@ from typing import Any
 
 _LAZY = {
     "CausalScrubbing": "analyses.scrubbing",
+    "CircuitTests": "analyses.circuit_tests",
+    "assess_claim": "analyses.circuit_tests",
+    "estimate_node_inclusion": "analyses.circuit_tests",
+    "evaluate_circuit": "analyses.circuit_tests",
     "FrozenProbe": "analyses.probing",
     "HeadAblation": "analyses.ablation",
     "RefitProbe": "analyses.probing",
