@@ -1,13 +1,27 @@
 """A self-contained HTML report of a sweep that answers first: verdicts, the dissolution figure, details.
 
-Top of the page: one verdict line per analysis (where its main effect dissolves under each
-degradation, :func:`interp.verdicts.verdict_lines`; failed and undecided levels said as such) and the
-clean-window findings; then the survival/dissolution figure (the effect against the measured loss
-increase ΔL, or the behavioural divergence from w0 for a model without a loss (``axis=``), one panel
-per analysis, degradations overlaid, the threshold and each dissolution point with its interval
-marked); then the details: formatted tables (rounded, levels as numbers), the
-plots of every metric, and the raw summary, draws, calibration and configuration collapsed
-(``<details>``). Nothing is wider than the page at 1,280 px: wide tables scroll in their own box.
+Top of the page: the answer table (one row per analysis × degradation: holds / lost / undecided /
+never holds, "dissolves at ΔL x [lo, hi]" or "not reached: grid max ΔL y", and, for a tempered
+posterior beside weight noise, whether the effect outlasts the noise at equal ΔL;
+:func:`interp.verdicts.answer_table`), then one verdict line per analysis in prose
+(:func:`interp.verdicts.verdict_lines`; failed and undecided levels said as such), the clean-window
+findings and what the axis is (ΔL, or the divergence: what is compared, on which rows); then the
+survival/dissolution figure (one panel per analysis × degradation, so each degradation is on its own
+readable range; axes labelled with their units; the criterion and each dissolution point with its
+interval marked); then the details: formatted tables (rounded, one notation for levels, "–" for a
+missing value), the plots of every metric, the calibration as a table, and the raw summary, draws,
+versions and configuration collapsed (``<details>``). Nothing is wider than the page at 1,280 px:
+table cells wrap.
+
+Security: the report renders what is in the results directory, and that data is never run. Every
+string that reaches the page (analysis, metric and degradation names, titles, verdicts, sweep-file
+fields, the tokens of an attention view) is escaped for HTML, and the data given to a circuitsvis
+view is JSON with ``<``, ``>`` and ``&`` escaped, so a token ``</script><script>…`` stays text. The
+views of a results directory are those :func:`save_view` recorded in ``DIR/views.json`` with their
+SHA-256: a file planted in ``views/`` (or changed after it was written) is left out with a warning.
+``report.html`` is written to a temporary file and renamed, so a full disk never leaves a truncated
+report. ``interp report DIR`` renders what is in ``DIR``: open reports of directories you trust
+to hold what you think they hold (it runs nothing from them, but it shows their numbers and text).
 
 The report is one HTML file with everything inline (plots as PNG data URIs, circuitsvis views with
 their JavaScript bundle embedded), so it opens offline and can be mailed around. Attention views are
@@ -23,23 +37,31 @@ Example::
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import json
+import logging
+import math
+import os
 import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_report", "attention_view", "save_view", "load_views"]
+log = logging.getLogger(__name__)
+
+__all__ = ["write_report", "attention_view", "save_view", "load_views", "metric_label"]
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
 h1 { font-size: 1.5em; margin: 0.3em 0; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 ul.verdicts { font-size: 1.02em; line-height: 1.45; padding-left: 1.2em; margin: 0.4em 0; }
 ul.verdicts li { margin: 0.25em 0; } li.failed { color: #a33; } .findings { font-size: 0.92em; }
-.wrap { overflow-x: auto; max-width: 100%; }
-table { border-collapse: collapse; font-size: 0.82em; margin: 0.5em 0; }
-th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; white-space: nowrap; }
+.wrap { max-width: 100%; }
+table { border-collapse: collapse; font-size: 0.82em; margin: 0.5em 0; max-width: 100%; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; overflow-wrap: anywhere; }
+table.answers { font-size: 0.95em; } table.answers td { text-align: left; }
+.views .cv-title { font-weight: 600; margin-top: 1em; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; height: auto; }
 .note { color: #555; font-size: 0.88em; max-width: 62em; }
@@ -49,30 +71,138 @@ pre { background: #f7f7f7; padding: 0.8em; font-size: 0.78em; overflow-x: auto; 
 """
 
 
-def attention_view(tokens: list[str], pattern: Any, title: str) -> str:
-    """An offline circuitsvis view of attention patterns ``(heads, query, key)`` as an HTML fragment."""
+def _script_json(value: Any) -> str:
+    """``value`` as JSON safe inside a ``<script>`` block: ``<``, ``>``, ``&`` and the JavaScript line
+    separators as \\u escapes (still the same JSON), so no string can close the script or open a tag."""
+    text = json.dumps(value, ensure_ascii=False)
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
+                    ("\u2029", "\\u2029")):
+        text = text.replace(ch, esc)
+    return text
+
+
+def attention_view(tokens: list[str], pattern: Any, title: str, heads: list[str] | None = None) -> str:
+    """An offline circuitsvis view of attention patterns ``(heads, query, key)`` as an HTML fragment.
+
+    ``heads`` labels the heads (e.g. ``["L0H0", "L0H1", "L1H0", "L1H1"]``; default ``H0, H1, …``).
+    Tokens are shown apart (a space after each that has none) and, like the title, never run: the
+    title is HTML-escaped and the tokens reach the page only as script-safe JSON."""
+    import numpy as np
     from circuitsvis.attention import attention_patterns
 
-    view = attention_patterns(tokens=tokens, attention=pattern)
-    # local_src embeds the JavaScript bundle (the CDN variant would need the network). Its mount point
-    # is written `<div .../>`, which HTML parses as an *open* div: the next view would nest inside it
-    # and be wiped when this one renders. Close it explicitly.
-    src = re.sub(r'(<div id="circuits-vis-[^"]+"[^>]*?)\s*/>', r"\1></div>", view.local_src, count=1)
-    return f"<h3>{html.escape(title)}</h3>\n{src}"
+    attention = np.asarray(pattern.detach().cpu() if hasattr(pattern, "detach") else pattern, dtype=float)
+    if attention.ndim != 3:
+        raise ValueError(f"attention_view: pattern has shape {attention.shape}; give (heads, query, key).")
+    tokens = [str(t) for t in tokens]
+    if len(tokens) != attention.shape[-1]:
+        raise ValueError(f"attention_view: {len(tokens)} tokens for a pattern over {attention.shape[-1]} "
+                         "positions; give one token per position.")
+    labels = [str(h) for h in heads] if heads is not None else [f"H{i}" for i in range(attention.shape[0])]
+    if len(labels) != attention.shape[0]:
+        raise ValueError(f"attention_view: {len(labels)} head labels for {attention.shape[0]} heads.")
+    shown = [t if (t[-1:].isspace() or (i + 1 < len(tokens) and tokens[i + 1][:1].isspace())) else t + " "
+             for i, t in enumerate(tokens)]
+    # local_src embeds the JavaScript bundle (the CDN variant would need the network); only the bundle
+    # is kept from it: the render call is rebuilt with escaped data and the head labels
+    src = attention_patterns(tokens=["x"], attention=np.zeros((1, 1, 1))).local_src
+    mount = re.search(r'<div id="(circuits-vis-[0-9a-f-]+)"[^>]*?/?>', src)
+    call = src.rfind("CircuitsVis.render(")
+    if mount is None or call < 0:
+        raise RuntimeError("attention_view: this circuitsvis version renders differently; update interp.")
+    props = {"tokens": shown, "attention": attention.tolist(), "headLabels": labels}
+    # the mount point is written `<div .../>`, which HTML parses as an *open* div: close it explicitly
+    body = src[mount.end():call] + (f'CircuitsVis.render("{mount.group(1)}", CircuitsVis.AttentionPatterns, '
+                                    f"{_script_json(props)});\n</script>")
+    return (f"<div class='cv-title'>{html.escape(str(title))}</div>\n"
+            f'<div id="{mount.group(1)}" style="margin: 15px 0;"></div>{body}')
+
+
+_VIEW_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_MANIFEST = "views.json"
+
+
+def _check_view_name(name: Any) -> str:
+    if not isinstance(name, str) or not _VIEW_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"save_view(name={name!r}): a view name is letters, digits, '_', '-' and '.', starting "
+                         "with a letter or digit, without path separators or '..' (it names a file in the "
+                         "results' views/ folder); e.g. name='attention_0'.")
+    return name
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``: an interrupted or
+    failed write (a full disk) leaves the old file, never a truncated one; the error names ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise OSError(err.errno, f"Cannot write {path} ({err.strerror or err}): nothing was replaced (a "
+                                 "previous file there is unchanged); free space or fix permissions and "
+                                 "write it again.") from err
+
+
+def _manifest(directory: Path) -> dict[str, str]:
+    try:
+        data = json.loads((directory / _MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        log.warning("%s cannot be read (%s): no attention views are included.", directory / _MANIFEST, err)
+        return {}
+    views = data.get("views") if isinstance(data, dict) else None
+    return {str(k): str(v) for k, v in views.items()} if isinstance(views, dict) else {}
 
 
 def save_view(directory: str | Path, name: str, fragment: str) -> Path:
-    """Store an HTML fragment under ``directory/views/NAME.html`` for later reports."""
-    path = Path(directory) / "views" / f"{name}.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(fragment, encoding="utf-8")
+    """Store an HTML fragment under ``directory/views/NAME.html`` for later reports and record its
+    SHA-256 in ``directory/views.json`` (only recorded views are included by :func:`load_views`).
+    ``name`` may not hold path separators or ``..``."""
+    name = _check_view_name(name)
+    directory = Path(directory)
+    path = directory / "views" / f"{name}.html"
+    _write_atomic(path, fragment)
+    views = _manifest(directory)
+    views[name] = hashlib.sha256(fragment.encode("utf-8")).hexdigest()
+    _write_atomic(directory / _MANIFEST, json.dumps({"views": views}, indent=1))
     return path
 
 
 def load_views(directory: str | Path) -> list[str]:
-    """The stored view fragments of a results directory, by name."""
-    views = sorted((Path(directory) / "views").glob("*.html"))
-    return [p.read_text(encoding="utf-8") for p in views]
+    """The view fragments this results directory recorded (:func:`save_view`), by name; a file in
+    ``views/`` that is not recorded, or whose content changed since, is left out with a warning."""
+    directory = Path(directory)
+    recorded = _manifest(directory)
+    out = []
+    for name in sorted(recorded):
+        if not _VIEW_NAME.fullmatch(name) or ".." in name:
+            log.warning("%s lists the view %r, which is not a valid view name: left out.", directory / _MANIFEST, name)
+            continue
+        path = directory / "views" / f"{name}.html"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            log.warning("View %s cannot be read (%s): left out of the report.", path, err)
+            continue
+        if hashlib.sha256(text.encode("utf-8")).hexdigest() != recorded[name]:
+            log.warning("View %s changed since the sweep wrote it (its SHA-256 differs from %s): left out of "
+                        "the report.", path, directory / _MANIFEST)
+            continue
+        out.append(text)
+    planted = sorted(p.name for p in (directory / "views").glob("*.html") if p.stem not in recorded) \
+        if (directory / "views").is_dir() else []
+    if planted:
+        log.warning("%s holds view file(s) this sweep did not record (%s): left out of the report.",
+                    directory / "views", ", ".join(planted[:5]))
+    return out
 
 
 def _figure_png(fig: Any) -> str:
@@ -84,72 +214,167 @@ def _figure_png(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _table(df: Any) -> str:
-    """A table rounded to 4 significant digits, in a box that scrolls rather than widen the page."""
-    return "<div class='wrap'>" + df.to_html(index=False, float_format="{:.4g}".format, na_rep="–",
-                                              border=0) + "</div>"
+def _table(df: Any, cls: str = "") -> str:
+    """A table rounded to 4 significant digits, one mark ("–") for every missing value, cells that wrap
+    rather than widen the page; every cell HTML-escaped."""
+    df = df.copy()
+    for c in df.columns:
+        if df[c].dtype == object:
+            df[c] = df[c].map(lambda v: "–" if v is None or (isinstance(v, float) and v != v) else v)
+    text = df.to_html(index=False, float_format="{:.4g}".format, na_rep="–", border=0, escape=True)
+    if cls:
+        text = text.replace('<table class="dataframe">', f'<table class="dataframe {cls}">', 1)
+    return "<div class='wrap'>" + text + "</div>"
 
 
-def _level_text(level: Any) -> str:
-    """A level as a short label: ``Δ 0.3`` (a target increase of the posterior's objective, in its
-    own units), ``nβ 1e+03``, a number, or ``baseline``."""
+_SIGMA_TYPES = ("weightnoise", "activationnoise")
+
+
+def _level_text(level: Any, degradation: Any = None) -> str:
+    """A level in one notation: ``Δ=0.3`` (a target increase of the posterior's objective, in its own
+    units), ``nβ=1000``, ``σ=0.05`` (noise), ``step=100`` (a checkpoint), ``w0`` for the trained weights,
+    ``–`` when missing."""
     from interp._levels import parse_level
 
-    if level is None or level == "baseline":
-        return "baseline"
+    if level is None or (isinstance(level, float) and level != level):
+        return "–"
+    if level == "baseline":
+        return "w0"
     kind, number = parse_level(level)
     if kind == "LossIncrease":
-        return f"Δ {number:g}"
+        return f"Δ={number:g}"
     if kind == "NBeta":
-        return f"nβ {number:g}"
-    return f"{number:g}" if number == number else str(level)
+        return f"nβ={number:g}"
+    if number == number:
+        deg = str(degradation or "").lower().replace("_", "")
+        if any(deg.startswith(t) for t in _SIGMA_TYPES):
+            return f"σ={number:g}"
+        if deg.startswith("checkpoint"):
+            return f"step={number:g}"
+        return f"{number:g}"
+    return str(level)
 
 
 def _readable(df: Any, columns: list[str]) -> Any:
-    """The listed columns that exist, levels as short labels, lists as text."""
+    """The listed columns that exist, levels in one notation, lists as text."""
     df = df[[c for c in columns if c in df.columns]].copy()
+    degs = df["degradation"] if "degradation" in df.columns else [None] * len(df)
     for c in df.columns:
         if c.endswith("level") or c == "level":
-            df[c] = df[c].map(lambda v: "–" if v is None or v != v else _level_text(v))
+            df[c] = [_level_text(v, d) for v, d in zip(df[c], degs)]
         elif df[c].map(lambda v: isinstance(v, (list, tuple))).any():
-            df[c] = df[c].map(lambda v: "; ".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
+            df[c] = df[c].map(lambda v: ("; ".join(map(str, v)) or "–") if isinstance(v, (list, tuple)) else v)
     return df
 
 
-def _dissolution_figure(results: Any, found: list[Any], chosen: dict[str, str], axis: str = "delta_loss") -> Any:
-    """One panel per analysis: its chosen effect against ΔL (or the divergence), degradations
-    overlaid, the threshold and each dissolution point (with its interval) marked."""
+def _plain(text: Any) -> str:
+    """``text`` for a matplotlib label: ``$`` escaped, so a name is never parsed as mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+#: units of well-known metrics, for axis labels (others: "as the analysis returns it")
+_METRIC_UNITS = (("kl_recovered", "fraction of the KL recovered"), ("loss_recovered", "fraction of the loss recovered"),
+                 ("recovered", "fraction of the loss gap recovered"), ("accuracy", "fraction correct"),
+                 ("acc", "fraction correct"), ("loss", "nats/token"), ("kl", "nats/token"), ("norm", "L2 norm"),
+                 ("fvu", "fraction of variance unexplained"), ("fraction", "fraction"), ("gap", "nats/token"))
+
+
+def metric_label(metric: Any) -> str:
+    """An axis label for a metric with its units, e.g. ``recovered (fraction of the loss gap recovered)``."""
+    name = str(metric)
+    low = name.lower()
+    for key, units in _METRIC_UNITS:
+        if low == key or low.endswith("_" + key) or low.startswith(key + "_"):
+            return f"{name} ({units})"
+    return f"{name} (units as the analysis returns it)"
+
+
+def _dissolution_figure(results: Any, found: list[Any], chosen: dict[Any, str], axis: str = "delta_loss") -> Any:
+    """One panel per analysis × degradation (each degradation on its own readable range): the chosen
+    effect against ΔL (or the divergence) with its 95% band, the criterion (dashed) and the dissolution
+    point with its interval; both axes labelled with their units."""
     import matplotlib.pyplot as plt
 
     from interp._levels import axis_title
 
     s = results.summary()
-    analyses = list(chosen)
-    ncol = min(3, len(analyses))
-    nrow = -(-len(analyses) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.9 * ncol, 2.9 * nrow), squeeze=False)
-    for ax, analysis in zip(axes.flat, analyses):
+    panels = [(a, d) for a in chosen for d in found if d.analysis == a and d.metric == chosen[a]]
+    ncol = min(3, len(panels))
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.1 * ncol, 3.0 * nrow), squeeze=False)
+    for ax, (analysis, d) in zip(axes.flat, panels):
         metric = chosen[analysis]
-        for d in (d for d in found if d.analysis == analysis and d.metric == metric):
-            g = s[(s["analysis"] == analysis) & (s["metric"] == metric) & (s["degradation"] == d.degradation)
-                  & (s["status"] != "failed")]
-            g = g.assign(**{axis: g[axis].where(g["level_index"] >= 0, 0.0)}).sort_values(axis)
-            line = ax.plot(g[axis], g["mean"], marker="o", ms=3, label=d.degradation)[0]
-            ax.fill_between(g[axis], g["ci_low"], g["ci_high"], alpha=0.2, color=line.get_color())
-            ax.axhline(d.threshold, color="0.4", lw=0.8, ls="--")
-            if d.outcome == "dissolves":
-                x = getattr(d, axis)
-                lo, hi = getattr(d, f"{axis}_ci")
-                ax.errorbar([x], [d.threshold], xerr=[[x - lo], [hi - x]],
-                            fmt="D", ms=6, color=line.get_color(), capsize=3)
-        ax.set_title(f"{analysis}: {metric}", fontsize=9)
-        ax.set_xlabel(axis_title(results.meta, axis), fontsize=8)
+        g = s[(s["analysis"] == analysis) & (s["metric"] == metric) & (s["degradation"] == d.degradation)
+              & (s["status"] != "failed")]
+        g = g.assign(**{axis: g[axis].where(g["level_index"] >= 0, 0.0)}).sort_values(axis)
+        line = ax.plot(g[axis], g["mean"], marker="o", ms=3)[0]
+        ax.fill_between(g[axis], g["ci_low"], g["ci_high"], alpha=0.2, color=line.get_color())
+        ax.axhline(d.threshold, color="0.4", lw=0.8, ls="--")
+        if d.outcome == "dissolves":
+            x = getattr(d, axis)
+            lo, hi = getattr(d, f"{axis}_ci")
+            ax.errorbar([x], [d.threshold], xerr=[[max(x - lo, 0)], [max(hi - x, 0)]],
+                        fmt="D", ms=6, color=line.get_color(), capsize=3)
+        ax.set_title(_plain(f"{analysis} under {d.degradation}"), fontsize=9)
+        ax.set_xlabel(_plain(axis_title(results.meta, axis)), fontsize=8)
+        ax.set_ylabel(_plain(metric_label(metric)), fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(analyses):]:
+    for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     fig.tight_layout()
     return fig
+
+
+def _names_as_text(results: Any) -> Any:
+    """``results`` with degradation, analysis and metric names as strings (an int name sorts and prints
+    like any other)."""
+    from interp.results import Results
+
+    t = results.table
+    if all(t[c].map(lambda v: isinstance(v, str)).all() for c in ("degradation", "analysis", "metric")):
+        return results
+    t = t.assign(**{c: t[c].map(str) for c in ("degradation", "analysis", "metric")})
+    return Results(t, results.draws, results.meta)
+
+
+def _divergence_text(results: Any) -> str:
+    """What the divergence axis compares, on which rows."""
+    from interp._levels import divergence_units
+
+    parts = results.meta.get("parts", [results.meta])
+    config = (parts[0].get("config") if parts else None) or {}
+    kind = ((config.get("divergence") or {}).get("kind")) or ("kl" if "KL" in divergence_units(results.meta) else None)
+    rows = config.get("eval_rows")
+    on = f"the sweep's {rows} fixed evaluation rows" if rows else "the sweep's fixed evaluation rows"
+    on += " (the first rows of the task's test split; the same rows at every draw)"
+    if kind == "mse":
+        return (f"<em>Divergence from w0</em>: the mean squared difference of the final hidden state between the "
+                f"trained weights and the draw, normalised by its variance at w0, on {on}.")
+    return (f"<em>Divergence from w0</em>: KL(p<sub>w0</sub> ‖ p<sub>w</sub>) of the next-token distributions, "
+            f"nats per scored token, on {on}. <em>ΔL</em>: the draw's loss minus the trained weights' loss on "
+            "the same rows (nats/token).")
+
+
+def _calibration_table(results: Any) -> Any:
+    levels = results.levels()
+    levels = levels.assign(level=[_level_text(v, d) for v, d in zip(levels["level"], levels["degradation"])])
+    cols = ["degradation", "level", "target_delta_loss", "target_units", "nbeta", "sigma", "step",
+            "measured_delta_loss", "measured_divergence", "n_failed_chains", "status", "reason"]
+    return levels[[c for c in cols if c in levels.columns]]
+
+
+def _objective_note(results: Any) -> str:
+    """A note when posterior levels were calibrated in other units than the task's ΔL."""
+    levels = results.levels()
+    other = levels[levels["target_units"].notna() & (levels["target_units"] != "nats/token")] \
+        if "target_units" in levels.columns else levels.iloc[:0]
+    if other.empty:
+        return ""
+    units = ", ".join(sorted(set(map(str, other["target_units"]))))
+    return (f"<p class='note'><strong>Two units.</strong> The posterior's levels were calibrated to a target "
+            f"increase of its own objective ({html.escape(units)}), not of the task's loss; the plots and verdicts "
+            "place each level at the task's <em>measured</em> ΔL (or divergence), so a target Δ=0.1 can sit at a "
+            "far smaller ΔL. The calibration table below gives both.</p>")
 
 
 def write_report(
@@ -166,14 +391,17 @@ def write_report(
 
     Args:
         results: a :class:`~interp.results.Results`.
-        path: the HTML file to write.
+        path: the HTML file to write (written to a temporary file and renamed: a failed write leaves
+            no truncated report, and its error names the file).
         views: extra HTML fragments (e.g. :func:`attention_view`) appended in a section of their own.
+            They are included as they are: pass only fragments you made (or :func:`load_views`).
         title: page title (default: the task and degradations).
         plot_metrics: the metrics without an effect/collateral role to plot (default: all of them);
             effects and collaterals are always plotted, and every metric is in the summary table.
         thresholds: ``effect metric -> θ``: absolute criteria for the verdicts (e.g.
-            ``{"recovered": 0.9}``) and a survival table with them; other effects use half their
-            baseline.
+            ``{"recovered": 0.9}``) and a survival table with them; other effects use half the way
+            from their floor (0, or chance for an accuracy) to their value at w0. A name that is not
+            an effect metric of ``results`` is a ValueError.
         names: ``analysis -> display name`` in the verdict lines.
         axis: the axis levels are read and plotted along: ``"delta_loss"`` (the measured ΔL),
             ``"divergence"`` (the behavioural divergence from w0), or ``None``: ΔL where the sweep
@@ -183,49 +411,62 @@ def write_report(
 
     matplotlib.use("Agg")
     from interp._levels import axis_label, axis_title, axis_units, resolve_axis
-    from interp.verdicts import clean_window, clean_window_findings, dissolutions, main_metric, verdict_lines
+    from interp.verdicts import (answer_table, check_thresholds, clean_window, clean_window_findings, dissolutions,
+                                 main_metric, verdict_lines)
 
     path = Path(path)
+    results = _names_as_text(results)
     t = results.table
+    if t.empty:
+        raise ValueError("write_report: these results hold no rows (no analysis returned a metric); "
+                         "nothing to report.")
     axis = resolve_axis(t, axis)
     along = f"{axis_label(axis)} ({axis_units(results.meta, axis) or 'units not recorded'})"
     heading = "loss increase ΔL" if axis == "delta_loss" else "divergence from w0"
-    title = title or (
+    title = str(title) if title is not None else (
         f"interp sweep: {', '.join(sorted(t['degradation'].unique()))} "
         f"on {results.meta.get('config', {}).get('task', 'task')}"
     )
-    thresholds = thresholds or results.meta.get("thresholds") or None
+    thresholds = check_thresholds(results, thresholds or results.meta.get("thresholds") or None)
     found = dissolutions(results, thresholds, axis=axis)
+    answers = answer_table(results, thresholds, names=names, axis=axis)
     lines = verdict_lines(results, thresholds, names=names, axis=axis)
     levels = results.levels()
     failed = levels[levels["status"] == "failed"]
     cw = clean_window(results)
     findings = clean_window_findings(results, cw, axis=axis)
+    e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'>"
-             f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>",
-             f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
+             f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{e(title)}</title>",
+             f"<style>{_STYLE}</style></head><body><h1>{e(title)}</h1>"]
     # ---- the answers first
-    items = [f"<li>{html.escape(line)}</li>" for line in lines]
-    items += [f"<li class='failed'>{html.escape(str(r.degradation))} level {html.escape(_level_text(r.level))}: "
-              f"failed ({html.escape(str(r.reason))}); its numbers are not a result</li>" for r in failed.itertuples()]
+    items = [f"<li>{e(line)}</li>" for line in lines]
+    items += [f"<li class='failed'>{e(str(r.degradation))} level {e(_level_text(r.level, r.degradation))}: "
+              f"failed ({e(str(r.reason))}); its numbers are not a result</li>" for r in failed.itertuples()]
     crit = ", ".join(f"{m} ≥ {v:g}" for m, v in (thresholds or {}).items())
+    shown = answers.rename(columns={"vs_weight_noise": "vs weight noise (equal ΔL)"})
+    shown = shown.drop(columns=[c for c in ("vs weight noise (equal ΔL)", "warning") if not shown[c].astype(bool).any()])
     parts.append(
-        "<section id='verdicts'><h2>Verdicts</h2><ul class='verdicts'>" + "".join(items) + "</ul>"
+        "<section id='verdicts'><h2>Verdicts</h2>" + _table(shown, "answers")
+        + "<ul class='verdicts'>" + "".join(items) + "</ul>"
         "<p class='note'>An effect <em>holds</em> at a level when its 95% interval over chains lies above the "
-        f"criterion ({html.escape(crit + '; ' if crit else '')}other effects: half their value at the trained "
-        "weights), is <em>lost</em> when it lies below, and is <em>undecided</em> in between. The dissolution "
-        f"point is interpolated between the grid's levels on the measured {html.escape(along)}; its "
-        "interval runs from the last level that holds to the first that is lost (<code>interp.dissolution</code> "
-        "searches adaptively instead of reading a fixed grid).</p>"
-        "<div class='findings'><strong>Clean window</strong> (effect/collateral ratio against the trained weights): "
-        "<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in findings) + "</ul></div></section>")
+        f"criterion ({e(crit + '; ' if crit else '')}other effects: half the way from their floor, 0 for a "
+        "recovered fraction and chance for an accuracy, to their value at the trained weights), is "
+        "<em>lost</em> when it lies below, and is <em>undecided</em> in between; a finding less than 10% of "
+        "its range above its floor at the trained weights <em>never holds</em>. The dissolution point is "
+        f"interpolated between the grid's levels on the measured {e(along)}; its interval runs from the last "
+        "level that holds to the first that is lost (<code>interp.dissolution</code> searches adaptively "
+        f"instead of reading a fixed grid). {_divergence_text(results)}</p>"
+        + _objective_note(results)
+        + "<div class='findings'><strong>Clean window</strong> (effect/collateral ratio against the trained "
+        "weights): <ul>" + "".join(f"<li>{e(f)}</li>" for f in findings) + "</ul></div></section>")
     effects: dict[str, list[str]] = {}
     for d in found:
         effects.setdefault(d.analysis, []).append(d.metric)
-    chosen = {a: main_metric(a, ms, thresholds) for a, ms in effects.items()}
+    chosen = {a: main_metric(a, list(dict.fromkeys(ms)), thresholds) for a, ms in effects.items()}
     if chosen:
         parts.append("<h2>Survival and dissolution</h2><p class='note'>Each analysis's main effect against "
-                     f"{html.escape(axis_title(results.meta, axis))} "
+                     f"{e(axis_title(results.meta, axis))}, one panel per degradation "
                      "(mean over chains, 95% band), the criterion (dashed) and the dissolution point with its "
                      "interval (diamond).</p>"
                      f"<img alt='dissolution' src='{_figure_png(_dissolution_figure(results, found, chosen, axis))}'>")
@@ -240,11 +481,11 @@ def write_report(
     if len(cw):
         parts.append("<h2>Clean window</h2><p class='note'>Ratio effect / collateral per level with bootstrap "
                      "intervals over chains; <em>better</em> when its lower bound exceeds the ratio at the trained "
-                     "weights.</p>" + _table(_readable(cw, [
+                     "weights, <em>attributable</em> when the collateral fell more than under the other "
+                     "analyses that measure it (– : none to compare with).</p>" + _table(_readable(cw, [
                          "degradation", "analysis", "effect", "collateral", "level", "delta_loss", "divergence",
-                         "effect_mean",
-                         "collateral_mean", "ratio", "ratio_ci_low", "ratio_ci_high", "baseline_ratio",
-                         "better_than_w0", "worse_than_w0"])))
+                         "effect_mean", "collateral_mean", "ratio", "ratio_ci_low", "ratio_ci_high",
+                         "baseline_ratio", "better_than_w0", "worse_than_w0", "attributable"])))
     survival = results.survival(axis=axis)
     cols = ["degradation", "analysis", "metric", "baseline", "threshold", "held_at_baseline", "last_held_level",
             "last_held_delta_loss", "last_held_divergence", "lost_level", "lost_delta_loss", "lost_divergence",
@@ -256,41 +497,51 @@ def write_report(
         named = ", ".join(f"{m} ≥ {v:g}" for m, v in thresholds.items())
         parts.append(
             "<h3>Against absolute thresholds</h3><p class='note'>The same, with a fixed threshold for "
-            f"every analysis ({html.escape(named)}): an effect that starts below it never holds, however "
+            f"every analysis ({e(named)}): an effect that starts below it never holds, however "
             "slowly it decays (<em>held_at_baseline</em>).</p>" + _table(_readable(absolute, cols)))
     claims = results.table["kind"].isin(["effect", "collateral"])
     if claims.any():
         parts.append(f"<h2>Effects and collateral against {heading}</h2>"
-                     f"<img alt='effects' src='{_figure_png(results.plot(kinds=['effect', 'collateral'], axis=axis))}'>")
+                     f"<img alt='effects' src='{_figure_png(_label_units(results.plot(kinds=['effect', 'collateral'], axis=axis)))}'>")
     others = list(dict.fromkeys(results.table.loc[~claims, "metric"]))
     if others:
-        shown = others if plot_metrics is None else [m for m in others if m in set(plot_metrics)]
-        note = "" if len(shown) == len(others) else (
-            f"<p class='note'>{len(shown)} of {len(others)} other metrics shown; all are in the summary.</p>")
-        if shown:
+        shown_m = others if plot_metrics is None else [m for m in others if m in set(map(str, plot_metrics))]
+        note = "" if len(shown_m) == len(others) else (
+            f"<p class='note'>{len(shown_m)} of {len(others)} other metrics shown; all are in the summary.</p>")
+        if shown_m:
             parts.append(f"<h2>Other metrics against {heading}</h2>" + note + "<img alt='metrics' "
-                         f"src='{_figure_png(results.plot(metrics=shown, kinds=['other'], axis=axis))}'>")
+                         f"src='{_figure_png(_label_units(results.plot(metrics=shown_m, kinds=['other'], axis=axis)))}'>")
     summary = results.summary()
     main = summary[summary["kind"].isin(["effect", "collateral"])]
     parts.append("<h2>Summary of effects and collaterals</h2>" + _table(_readable(main, [
-        "degradation", "level", "target_delta_loss", "nbeta", "sigma", "analysis", "metric", "delta_loss",
-        "divergence", "mean",
-        "ci_low", "ci_high", "ci_method", "n_chains", "n_failed_chains", "status"])))
+        "degradation", "level", "analysis", "metric", "delta_loss", "divergence", "mean",
+        "ci_low", "ci_high", "n_chains", "n_failed_chains", "status"])))
+    parts.append("<h2>Calibration</h2>" + _table(_calibration_table(results)))
     parts.append("<details><summary>Raw summary (every metric, every column)</summary>" + _table(summary)
                  + "</details>")
     if len(results.draws):
         parts.append("<details><summary>Draws</summary>" + _table(results.draws) + "</details>")
     info = {k: v for k, v in results.meta.items() if k != "config"}
-    parts.append("<details><summary>Calibration, diagnostics, versions</summary><pre>"
-                 + html.escape(json.dumps(info, indent=1, default=repr)) + "</pre></details>")
+    parts.append("<details><summary>Diagnostics and versions (raw)</summary><pre>"
+                 + e(json.dumps(info, indent=1, default=repr)) + "</pre></details>")
     parts.append("<details><summary>Configuration</summary><pre>"
-                 + html.escape(json.dumps(results.meta.get("config", {}), indent=1, default=repr)) + "</pre></details>")
+                 + e(json.dumps(results.meta.get("config", {}), indent=1, default=repr)) + "</pre></details>")
     if views:
-        parts.append("<h2>Attention</h2><div class='wrap'>" + "\n".join(views) + "</div>")
+        parts.append("<h2>Attention</h2><div class='views'>" + "\n".join(views) + "</div>")
     parts.append("</body></html>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts), encoding="utf-8")
+    _write_atomic(path, "\n".join(parts))
     return path
+
+
+def _label_units(fig: Any) -> Any:
+    """Give every panel of a :meth:`Results.plot` figure a y label with the metric's units (the
+    panel's title is ``analysis: metric``)."""
+    for ax in fig.axes:
+        if ax.get_visible() and not ax.get_ylabel():
+            metric = ax.get_title().rsplit(": ", 1)[-1].replace(r"\$", "$")
+            ax.set_ylabel(_plain(metric_label(metric)), fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def _frame(rows: list[dict[str, Any]]) -> Any:

@@ -379,10 +379,10 @@ class Results:
             sub = s[(s["analysis"] == analysis) & (s["metric"] == metric)]
             for deg, g in sub.groupby("degradation"):
                 g = g.assign(**{axis: g[axis].where(g["level_index"] >= 0, 0.0)}).sort_values(axis)
-                line = ax.plot(g[axis], g["mean"], marker="o", ms=3, label=deg)[0]
+                line = ax.plot(g[axis], g["mean"], marker="o", ms=3, label=_plain(deg))[0]
                 ax.fill_between(g[axis], g["ci_low"], g["ci_high"], alpha=0.2, color=line.get_color())
-            ax.set_title(f"{analysis}: {metric}", fontsize=9)
-            ax.set_xlabel(axis_title(self.meta, axis))
+            ax.set_title(_plain(f"{analysis}: {metric}"), fontsize=9)
+            ax.set_xlabel(_plain(axis_title(self.meta, axis)))
         for ax in list(axes.flat)[len(pairs):]:
             ax.set_visible(False)
         axes.flat[0].legend(fontsize=8)
@@ -404,21 +404,38 @@ class Results:
     def load(cls, path: str | Path) -> Results:
         """Read results written by :meth:`save`, or rebuild them from a sweep's ``out`` directory."""
         path = Path(path)
-        if (path / "table.parquet").exists():
-            table = pd.read_parquet(path / "table.parquet")
-            table["level"] = table["level"].map(json.loads).astype(object)
-            from interp.sweep.store import ADDED_COLUMNS  # saved before these columns existed: their default
-            table = table.assign(**{c: v for c, v in ADDED_COLUMNS.items() if c not in table.columns})
-            return cls(table, pd.read_parquet(path / "draws.parquet"),
-                       json.loads((path / "meta.json").read_text()))
-        if (path / "rows.jsonl").exists():
-            from interp.sweep.store import read_records
+        from interp.sweep.store import ADDED_COLUMNS, StoreCorrupt, read_json, read_records
 
-            config = json.loads((path / "config.json").read_text())
+        if (path / "table.parquet").exists():
+            missing = [f for f in ("draws.parquet", "meta.json") if not (path / f).exists()]
+            if missing:
+                raise StoreCorrupt(f"{path} has table.parquet but not {' or '.join(missing)}: the results were not "
+                                   "saved completely. Save them again (Results.save, or rerun the same command: "
+                                   "a finished sweep resumes at once and saves them).")
+            try:
+                table = pd.read_parquet(path / "table.parquet")
+                draws = pd.read_parquet(path / "draws.parquet")
+            except Exception as err:  # noqa: BLE001 - pyarrow's many errors mean one thing here
+                raise StoreCorrupt(f"{path}: the saved parquet tables cannot be read ({type(err).__name__}: "
+                                   f"{err}); save the results again.") from err
+            table["level"] = table["level"].map(json.loads).astype(object)
+            # saved before these columns existed: their default
+            table = table.assign(**{c: v for c, v in ADDED_COLUMNS.items() if c not in table.columns})
+            meta = read_json(path / "meta.json", fix="save the results again (Results.save).")
+            return cls(table, draws, meta)
+        if (path / "rows.jsonl").exists():
+            config = read_json(path / "config.json", fix="without it the rows cannot be checked: rerun the sweep "
+                                                         "into a new out directory.")
+            if not isinstance(config, dict):
+                raise StoreCorrupt(f"{path / 'config.json'} is corrupt (a JSON {type(config).__name__}, not a "
+                                   "configuration): rerun the sweep into a new out directory.")
             meta: dict[str, Any] = {"config": config}
             if (path / "levels.json").exists():  # calibration and chain diagnostics, failures
-                meta["levels"] = json.loads((path / "levels.json").read_text())
-            return cls.from_records(read_records(path / "rows.jsonl"), meta)
+                meta["levels"] = read_json(path / "levels.json", fix="delete levels.json and rerun the same sweep: "
+                                                                     "only draws missing from rows.jsonl are analysed.")
+            levels = config.get("levels")
+            return cls.from_records(read_records(path / "rows.jsonl",
+                                                 n_levels=len(levels) if isinstance(levels, list) else None), meta)
         raise FileNotFoundError(f"{path} holds neither saved results (table.parquet) nor a sweep (rows.jsonl).")
 
     # ------------------------------------------------------------------ display
@@ -428,12 +445,25 @@ class Results:
                 f"{t['level_index'].nunique() - 1} levels, analyses {sorted(t['analysis'].unique())})")
 
     def verdicts(self, thresholds: Mapping[str, float] | None = None, *, relative: float = 0.5,
-                 names: Mapping[str, str] | None = None, axis: str | None = None) -> list[str]:
+                 names: Mapping[str, str] | None = None, axis: str | None = None,
+                 noise: Results | None = None) -> list[str]:
         """One line per analysis: where its main effect dissolves under each degradation, along ``axis``
-        (:func:`interp.verdicts.verdict_lines`); ``thresholds`` default to ``meta["thresholds"]``."""
+        (:func:`interp.verdicts.verdict_lines`); ``thresholds`` default to ``meta["thresholds"]`` (a
+        name that is not an effect metric is a ValueError). When these results hold a tempered posterior
+        and weight noise, or ``noise`` gives the weight-noise sweep's results, each line also says
+        whether the effect *outlasts the weight-noise baseline at equal ΔL* (its interval of dissolution
+        wholly above the noise's), does not, or is undecided."""
         from interp.verdicts import verdict_lines
 
-        return verdict_lines(self, thresholds or self.meta.get("thresholds"), relative=relative, names=names,
+        if noise is not None:
+            if not isinstance(noise, Results):
+                raise ValueError(f"verdicts(noise={type(noise).__name__}): give the weight-noise sweep's Results "
+                                 "(e.g. Results.load('runs/noise')), or None.")
+            if not any(str(d).lower() == "weightnoise" for d in noise.table["degradation"].unique()):
+                raise ValueError(f"verdicts(noise=...): those results hold {sorted(map(str, noise.table['degradation'].unique()))}, "
+                                 "not WeightNoise; give the weight-noise sweep's results.")
+        res = self if noise is None else Results.concat([self, noise])
+        return verdict_lines(res, thresholds or self.meta.get("thresholds"), relative=relative, names=names,
                              axis=axis)
 
     def _repr_html_(self) -> str:
@@ -477,6 +507,11 @@ def is_bounded(metric: str) -> bool:
         return False
     name = re.sub(r"_\d+$", "", name)
     return any(name == b or name.endswith("_" + b) for b in BOUNDED_METRICS) or name.startswith(("acc_", "accuracy_"))
+
+
+def _plain(text: Any) -> str:
+    """``text`` for a matplotlib label: ``$`` escaped, so a name is never parsed as mathtext."""
+    return str(text).replace("$", r"\$")
 
 
 def _mean_of(g: pd.DataFrame, column: str) -> float:
