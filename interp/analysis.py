@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Analysis", "FunctionAnalysis", "metric_kind", "wrap_analysis"]
+__all__ = ["Analysis", "FunctionAnalysis", "metric_kind", "wrap_analysis", "declared_metrics"]
 
 
 @runtime_checkable
@@ -63,6 +63,25 @@ def metric_kind(analysis: Analysis, metric: str) -> str:
     return "other"
 
 
+def declared_metrics(obj: Any, attr: str) -> tuple[str, ...]:
+    """``obj.effects`` or ``obj.collaterals`` as a tuple of metric names (empty when absent); a
+    ValueError for a single string (``effects="recovered"`` would be read as the metrics ``r``, ``e``,
+    ``c``, …) or anything but names."""
+    value = getattr(obj, attr, ())
+    name = getattr(obj, "name", None) or getattr(obj, "__name__", None) or type(obj).__name__
+    if isinstance(value, (str, bytes)):
+        raise ValueError(f"Analysis {name!r}: {attr}={value!r} is one string; {attr} is a tuple of metric names, "
+                         f"e.g. {attr}=({value!r},) (note the comma).")
+    try:
+        names = tuple(value or ())
+    except TypeError:
+        names = None
+    if names is None or not all(isinstance(m, str) for m in names):
+        raise ValueError(f"Analysis {name!r}: {attr}={value!r}; {attr} is a tuple of metric names (strings), "
+                         f"e.g. ('recovered',), or () for none.")
+    return names
+
+
 class FunctionAnalysis:
     """An analysis from a callable ``fn(model, task) -> dict[str, float]``, or from an object that
     lacks part of the protocol: missing ``setup`` does nothing, missing ``effects``/``collaterals``
@@ -80,8 +99,8 @@ class FunctionAnalysis:
         self.fn = fn
         default = getattr(fn, "name", None) or getattr(fn, "__name__", None) or type(fn).__name__
         self.name = str(name if name is not None else default)
-        self.effects = tuple(getattr(fn, "effects", ()))
-        self.collaterals = tuple(getattr(fn, "collaterals", ()))
+        self.effects = declared_metrics(fn, "effects")
+        self.collaterals = declared_metrics(fn, "collaterals")
 
     def setup(self, model: Any, task: Any) -> None:
         setup = getattr(self.fn, "setup", None)
@@ -100,6 +119,7 @@ def wrap_analysis(obj: Any) -> Analysis:
     :class:`FunctionAnalysis` when it is a function or a callable object lacking ``setup``,
     ``effects``, ``collaterals`` or ``name``; a ValueError for anything else."""
     if isinstance(obj, Analysis):
+        declared_metrics(obj, "effects"), declared_metrics(obj, "collaterals")
         return obj
     if callable(obj) and not isinstance(obj, type):
         return FunctionAnalysis(obj)

@@ -45,12 +45,47 @@ import logging
 import math
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["write_report", "attention_view", "save_view", "load_views", "metric_label"]
+#: thresholds for the reports written in this context (``interp report DIR --threshold m=v``)
+_THRESHOLDS: ContextVar[dict[str, float] | None] = ContextVar("interp_report_thresholds", default=None)
+
+
+@contextmanager
+def default_thresholds(thresholds: dict[str, float] | None) -> Iterator[None]:
+    """Reports written inside this context use ``thresholds`` where ``write_report`` is given none
+    (how ``interp report DIR --threshold recovered=0.9`` reaches the report)."""
+    token = _THRESHOLDS.set(dict(thresholds) if thresholds else None)
+    try:
+        yield
+    finally:
+        _THRESHOLDS.reset(token)
+
+
+def parse_thresholds(items: list[str] | tuple[str, ...]) -> dict[str, float] | None:
+    """``["recovered=0.9", ...]`` as ``{"recovered": 0.9}`` (``None`` for none); a ValueError naming an
+    item that is not ``METRIC=NUMBER``."""
+    out: dict[str, float] = {}
+    for item in items or ():
+        name, sep, value = str(item).partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not sep or not name.strip() or not math.isfinite(number):
+            raise ValueError(f"--threshold {item!r}: give METRIC=NUMBER, an effect metric and a finite number in "
+                             "its units, e.g. --threshold recovered=0.9.")
+        out[name.strip()] = number
+    return out or None
+
+__all__ = ["write_report", "attention_view", "save_view", "load_views", "metric_label", "default_thresholds",
+           "parse_thresholds"]
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
@@ -427,7 +462,7 @@ def write_report(
         f"interp sweep: {', '.join(sorted(t['degradation'].unique()))} "
         f"on {results.meta.get('config', {}).get('task', 'task')}"
     )
-    thresholds = check_thresholds(results, thresholds or results.meta.get("thresholds") or None)
+    thresholds = check_thresholds(results, thresholds or _THRESHOLDS.get() or results.meta.get("thresholds") or None)
     found = dissolutions(results, thresholds, axis=axis)
     answers = answer_table(results, thresholds, names=names, axis=axis)
     lines = verdict_lines(results, thresholds, names=names, axis=axis)

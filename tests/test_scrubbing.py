@@ -180,11 +180,14 @@ def test_rule_reading_the_target_token_warns(organism):
 
     vacuous = CausalScrubbing(Hypothesis([Head(1, 0, Agree.on(next_token, "next token", per_position=True))]),
                               eval_rows=16, seeds=1, bootstrap=10)
+    vacuous.setup(model, task)  # found on the data at setup, said at the first call (w0) if it inflates
     with pytest.warns(VacuousRuleWarning, match="determines the token the model predicts"):
-        vacuous.setup(model, task)
+        vacuous(model, task)
     with warnings.catch_warnings():  # a real hypothesis (previous and current tokens) is not flagged
         warnings.simplefilter("error", VacuousRuleWarning)
-        CausalScrubbing(hypotheses()["correct"], eval_rows=16, seeds=1, bootstrap=10).setup(model, task)
+        real = CausalScrubbing(hypotheses()["correct"], eval_rows=16, seeds=1, bootstrap=10)
+        real.setup(model, task)
+        real(model, task)
 
 
 def test_pos_embed_on_a_rotary_model_is_rejected_before_scoring():

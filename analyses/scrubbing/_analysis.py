@@ -201,15 +201,32 @@ class CausalScrubbing(Params):
             for a in h.agreements():
                 if a.kind == "function" and id(a) not in self.groups_:
                     self.groups_[id(a)] = Groups.build(a, self.columns_)
-        for a in self.hypothesis.agreements():
-            if a.kind == "function" and _determines_target(self.groups_[id(a)], self.ids_, self.mask_):
-                warnings.warn(
-                    f"{self.name}: the rule Agree {a.name!r} determines the token the model predicts at every "
-                    "scored position (each class of the rule has one target): resampling within it keeps "
-                    "the target, so the hypothesis recovers the loss whatever the model does (a claim that a "
-                    "head depends on the next token scored 1.000). Use a rule that reads only the input up "
-                    "to the predicting position.", VacuousRuleWarning, stacklevel=2)
+        # a rule that fixes the predicted token can make a hypothesis recover the loss whatever the model
+        # does; whether it did is known at the first call (the trained weights in a sweep): warned there
+        self.vacuous_rules_ = [a.name for a in self.hypothesis.agreements()
+                               if a.kind == "function" and _determines_target(self.groups_[id(a)], self.ids_, self.mask_)]
+        self._small_warned = False
+        self._small_calls = 0
         self._ready = True
+
+    def _warn_vacuous(self, recovered: float) -> None:
+        """At the first call: warn about a rule that determines the predicted token only when the
+        hypothesis does recover much of the loss (``recovered`` ≥ 0.5, or not finite); a hypothesis that
+        recovers little was not inflated by it."""
+        rules = getattr(self, "vacuous_rules_", [])
+        if not rules:
+            return
+        self.vacuous_rules_ = []
+        if recovered < 0.5:
+            log.info("%s: the rule(s) %s determine the predicted token, but the hypothesis recovers only %.3g "
+                     "of the loss, so they did not inflate it.", self.name, rules, recovered)
+            return
+        warnings.warn(
+            f"{self.name}: the rule Agree {rules[0]!r} determines the token the model predicts at every "
+            "scored position (each class of the rule has one target): resampling within it keeps the "
+            f"target, so part of the recovered {recovered:.3g} may come from the rule rather than the model "
+            "(a claim that a head depends on the next token scores 1.000). Use a rule that reads only the "
+            "input up to the predicting position.", VacuousRuleWarning, stacklevel=3)
 
     # ------------------------------------------------------------------------- call
     def scrubber(self, model: Any, seed: int) -> Scrubber:
@@ -266,7 +283,13 @@ class CausalScrubbing(Params):
                    "resampled); enlarge the pool (pool_rows, split) or coarsen the rule.")
             if cfg.on_small_class == "raise":
                 raise ValueError(msg)
-            log.warning(msg)
+            self._small_calls = getattr(self, "_small_calls", 0) + 1
+            if not getattr(self, "_small_warned", False):  # once per analysis and sweep (setup resets it)
+                self._small_warned = True
+                log.warning("%s (Said once for this analysis in this sweep: every row records it in "
+                            "small_class_fraction and flag_small_class; count the rows with "
+                            "flag_small_class = 1 for how many evaluations it affected.)", msg)
+        self._warn_vacuous(out.get("recovered", float("nan")))
         if out["flag_ratio_unreliable"]:
             log.warning("%s: baseline and clean losses are within %.3f nats (gap %.4f); %% recovered is "
                         "not meaningful here, read loss_* and kl.", self.name, cfg.min_gap, out["gap"])

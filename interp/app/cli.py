@@ -83,8 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "CUDA when --gpus-per-job > 0)")
     sweep.add_argument("--dtype", default=None, help="model dtype: float32, bfloat16, ... (default: as shipped)")
 
-    report = sub.add_parser("report", help="rebuild report.html from saved results")
+    report = sub.add_parser("report", help="rebuild report.html from saved results",
+                            description="Rebuild DIR/report.html from the results saved in DIR. The report "
+                                        "renders what is in DIR (numbers, names, the attention views the "
+                                        "sweep recorded); it never runs anything from it.")
     report.add_argument("directory", help="a results directory (from `interp sweep` or `interp demo`)")
+    report.add_argument("--threshold", action="append", default=[], metavar="METRIC=VALUE",
+                        help="an absolute criterion for an effect metric's verdict, e.g. --threshold "
+                             "recovered=0.9 (repeat for several; default: half the way from the metric's "
+                             "floor to its value at the trained weights)")
     return parser
 
 
@@ -185,8 +192,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _sweep(args)
     if args.command == "report":
         from interp.app.sweepfile import rebuild_report
+        from interp.report import default_thresholds, parse_thresholds
 
-        sys.stdout.write(f"report: {rebuild_report(args.directory)}\n")
+        with default_thresholds(parse_thresholds(args.threshold)):
+            sys.stdout.write(f"report: {rebuild_report(args.directory)}\n")
         return 0
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse guarantees a command
 
