@@ -7,6 +7,11 @@ The machinery behind :meth:`Task.from_texts <interp.tasks.Task.from_texts>`,
 are described in :mod:`interp.textdata`). It returns plain datasets, so it sits below
 :mod:`interp.tasks`, which wraps them in a ``Task``.
 
+Splits: at random (``seed``), or by group (``group=COLUMN``): every row whose ``COLUMN`` value is one of
+the held-out values goes to ``test``, so a probe or a circuit is judged on unseen words, templates or
+names, not only unseen rows. With k distinct values, round(test_fraction · k) of them (at least one,
+at most k − 1) are held out, drawn with ``seed``.
+
 Example::
 
     >>> from interp.tokenizing import build_word_tokenizer
@@ -57,8 +62,27 @@ def resolve_tokenizer(tokenizer_or_model: Any) -> tuple[Any, int | None, int | N
     return tokenizer_or_model, None, None
 
 
-def _encode(tok: Any, texts: Sequence[str], special: bool = True) -> list[list[int]]:
-    return [list(ids) for ids in tok(list(texts), add_special_tokens=special)["input_ids"]]
+def model_bos(tokenizer_or_model: Any, tok: Any) -> int | None:
+    """The BOS id that ``model.to_tokens(text)`` prepends to what the tokenizer makes of ``text``, or
+    ``None`` (given a tokenizer only, or a model whose tokenizer adds its own BOS / whose
+    ``cfg.default_prepend_bos`` is off). Rows then start as ``to_tokens`` starts them."""
+    cfg = getattr(tokenizer_or_model, "cfg", None)
+    if cfg is None or tokenizer_or_model is tok or not getattr(cfg, "default_prepend_bos", False):
+        return None
+    if getattr(cfg, "tokenizer_prepends_bos", True):
+        return None
+    bos, bos_id = getattr(tok, "bos_token", None), getattr(tok, "bos_token_id", None)
+    if bos is None or not isinstance(bos_id, int):
+        return None
+    atomic = tok(bos, add_special_tokens=False)["input_ids"]
+    return bos_id if list(atomic) == [bos_id] else None
+
+
+def _encode(tok: Any, texts: Sequence[str], special: bool = True, bos: int | None = None) -> list[list[int]]:
+    out = [list(ids) for ids in tok(list(texts), add_special_tokens=special)["input_ids"]]
+    if bos is not None:
+        out = [ids if ids[:1] == [bos] else [bos, *ids] for ids in out]
+    return out
 
 
 def _pad_id(tok: Any) -> int:
@@ -98,20 +122,58 @@ def _check_max_length(max_length: int | None, n_ctx: int | None, tok: Any) -> in
 
 
 # ------------------------------------------------------------------------------------ rows
-def _split(name: str, rows: list[dict], test_fraction: float, seed: int) -> datasets.DatasetDict:
-    """The rows split at random (``seed``) into ``test`` (``test_fraction``, at least one) and ``train``."""
+def _check_fraction(test_fraction: Any) -> float:
+    if (isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float))
+            or not 0 < test_fraction < 1):
+        raise ValueError(
+            f"test_fraction={test_fraction!r}: must be a number in (0, 1), the fraction of rows (or of "
+            "groups, with group=) held out for the test split, e.g. test_fraction=0.2."
+        )
+    return float(test_fraction)
+
+
+def _check_group(group: Any, available: Sequence[str]) -> str | None:
+    if group is None:
+        return None
+    if not isinstance(group, str) or group not in available:
+        raise ValueError(
+            f"group={group!r}: name the column whose values are held out together, one of "
+            f"{sorted(available)} (add it with columns={{...}})."
+        )
+    return group
+
+
+def _split(name: str, rows: list[dict], test_fraction: float, seed: int,
+           group: str | None = None) -> datasets.DatasetDict:
+    """The rows split into ``test`` (``test_fraction`` of the rows, at least one, or with ``group``:
+    every row of ``test_fraction`` of the group values) and ``train``, at random with ``seed``."""
     import datasets
 
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction={test_fraction!r}: must lie in (0, 1), e.g. 0.2.")
+    test_fraction = _check_fraction(test_fraction)
     if len(rows) < 2:
         raise ValueError(f"Task {name!r}: only {len(rows)} row(s); a task needs at least 2 (train and "
                          "test): give more text, or a smaller max_length when packing.")
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
-    n_test = min(max(1, round(test_fraction * len(rows))), len(rows) - 1)
-    test = [rows[i] for i in sorted(order[:n_test])]
-    train = [rows[i] for i in sorted(order[n_test:])]
+    if group is None:
+        order = list(range(len(rows)))
+        random.Random(seed).shuffle(order)
+        n_test = min(max(1, round(test_fraction * len(rows))), len(rows) - 1)
+        held = set(order[:n_test])
+    else:
+        values = [row[group] for row in rows]
+        bad = [v for v in values if not isinstance(v, (str, int)) or isinstance(v, bool)]
+        if bad:
+            raise ValueError(f"group={group!r}: the column holds {type(bad[0]).__name__} values such as "
+                             f"{bad[0]!r}; a group column holds strings or integers (a word, a template id).")
+        distinct = sorted(set(values), key=lambda v: (str(type(v)), v))
+        if len(distinct) < 2:
+            raise ValueError(f"group={group!r}: every row has the value {distinct[0]!r}; a group split "
+                             "needs at least 2 distinct values (one for train, one for test).")
+        random.Random(seed).shuffle(distinct)
+        k = min(max(1, round(test_fraction * len(distinct))), len(distinct) - 1)
+        test_values = set(distinct[:k])
+        held = {i for i, v in enumerate(values) if v in test_values}
+    test = [rows[i] for i in range(len(rows)) if i in held]
+    train = [rows[i] for i in range(len(rows)) if i not in held]
     return datasets.DatasetDict(train=datasets.Dataset.from_list(train),
                                 test=datasets.Dataset.from_list(test))
 
@@ -126,9 +188,48 @@ def _check_texts(texts: Any, what: str = "texts") -> list[str]:
     if bad:
         raise ValueError(f"{what}: item {bad[0]} is {type(texts[bad[0]]).__name__}, not a string "
                          f"({len(bad)} non-string items).")
+    for i, t in enumerate(texts):
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(
+                f"{what}: item {i} holds {t[err.start]!r} at character {err.start}, a lone surrogate "
+                "(half of a UTF-16 pair, e.g. from a mis-decoded file) that no tokenizer can encode. "
+                "Decode the file as UTF-8, or drop the character: "
+                "t.encode('utf-8', 'replace').decode('utf-8')."
+            ) from None
     if not any(t.strip() for t in texts):
         raise ValueError(f"{what}: all {len(texts)} texts are empty; the corpus has no tokens.")
     return texts
+
+
+def _separator(tok: Any) -> int | None:
+    """The end-of-text id that separates packed texts, when it is a real token of the vocabulary (a
+    BERT tokenizer's stand-in EOS maps to [UNK]: no separator then)."""
+    eos, unk = getattr(tok, "eos_token_id", None), getattr(tok, "unk_token_id", None)
+    if not isinstance(eos, int) or (eos == unk and getattr(tok, "eos_token", None) != getattr(tok, "unk_token", None)):
+        return None
+    return eos
+
+
+def _check_columns(columns: Any, n: int, what: str, reserved: Sequence[str]) -> dict[str, list]:
+    """Extra per-row columns: a mapping of names to one value per text, none shadowing a reserved name."""
+    if columns is None:
+        return {}
+    if not isinstance(columns, Mapping):
+        raise ValueError(f"columns={type(columns).__name__}: give a dict of column name -> one value per "
+                         f"{what[:-1]}, e.g. columns={{'label': [0, 1, ...]}}.")
+    out = {}
+    for col, values in columns.items():
+        if col in reserved:
+            raise ValueError(f"columns: {col!r} is a reserved column name (the task writes "
+                             f"{sorted(reserved)} itself); rename it, e.g. {'user_' + str(col)!r}.")
+        if isinstance(values, str) or not hasattr(values, "__len__"):
+            raise ValueError(f"columns[{col!r}]={values!r}: give a list with one value per {what[:-1]}.")
+        if len(values) != n:
+            raise ValueError(f"columns[{col!r}] has {len(values)} values for {n} {what}.")
+        out[col] = list(values)
+    return out
 
 
 def _padded_rows(ids: list[list[int]], pad: int, first_scored: list[int]) -> list[dict]:
@@ -147,28 +248,31 @@ def _padded_rows(ids: list[list[int]], pad: int, first_scored: list[int]) -> lis
 def split_texts(texts: Iterable[str], tokenizer_or_model: Any, *, max_length: int | None = None,
                 pack: bool = True, truncate: bool = False, columns: Mapping[str, Sequence] | None = None,
                 name: str = "texts", description: str = "", test_fraction: float = 0.1,
-                seed: int = 0) -> tuple[datasets.DatasetDict, str]:
+                seed: int = 0, group: str | None = None) -> tuple[datasets.DatasetDict, str]:
     """``(dataset, description)`` of the task :meth:`interp.tasks.Task.from_texts` builds (see it for
     the arguments; ``name`` only names the task in errors)."""
     texts = _check_texts(texts)
+    _check_fraction(test_fraction)
     tok, d_vocab, n_ctx = resolve_tokenizer(tokenizer_or_model)
     max_length = _check_max_length(max_length, n_ctx, tok)
-    columns = dict(columns or {})
-    for col, values in columns.items():
-        if col in ("input_ids", "target_mask", "attention_mask", "text"):
-            raise ValueError(f"columns: {col!r} is a reserved column name; rename it.")
-        if len(values) != len(texts):
-            raise ValueError(f"columns[{col!r}] has {len(values)} values for {len(texts)} texts.")
+    columns = _check_columns(columns, len(texts), "texts", ("input_ids", "target_mask", "attention_mask", "text"))
     if pack and columns:
         raise ValueError("columns=... needs pack=False: packed rows mix several texts, so per-text "
                          "values have no row to go to.")
+    if pack and group is not None:
+        raise ValueError(f"group={group!r} needs pack=False: packed rows mix several texts, so a row "
+                         "has no single group value.")
+    group = _check_group(group, [*columns, "text"])
     if pack:
-        eos = getattr(tok, "eos_token_id", None)
+        sep = _separator(tok)
+        specials = set(getattr(tok, "all_special_ids", None) or [])
         stream: list[int] = []
         for ids in _encode(tok, [t for t in texts if t.strip()]):
             stream.extend(ids)
-            if isinstance(eos, int) and (not ids or ids[-1] != eos):
-                stream.append(eos)
+            # a separator between texts, unless the tokenizer closed the text with a special token of
+            # its own (BERT's [SEP])
+            if sep is not None and (not ids or (ids[-1] != sep and ids[-1] not in specials)):
+                stream.append(sep)
         _check_ids([stream], d_vocab)
         n_rows = len(stream) // max_length
         if n_rows < 2:
@@ -186,7 +290,7 @@ def split_texts(texts: Iterable[str], tokenizer_or_model: Any, *, max_length: in
         if empty:
             raise ValueError(f"texts: {len(empty)} empty text(s) (first at index {empty[0]}); remove "
                              "them (each text is one row with pack=False).")
-        ids = _encode(tok, texts)
+        ids = _encode(tok, texts, bos=model_bos(tokenizer_or_model, tok))
         long = [i for i, r in enumerate(ids) if len(r) > max_length]
         if long and not truncate:
             raise ValueError(
@@ -206,14 +310,15 @@ def split_texts(texts: Iterable[str], tokenizer_or_model: Any, *, max_length: in
             row.update({c: v[i] for c, v in columns.items()})
     desc = description or (f"{len(texts)} texts, " + ("packed" if pack else "padded")
                            + f" to {max_length} tokens")
-    return _split(name, rows, test_fraction, seed), desc
+    return _split(name, rows, test_fraction, seed, group), desc
 
 
 def split_dataset(dataset: Any, tokenizer_or_model: Any, *, text_column: str = "text",
                   rows: int | None = None, split: str = "train", shuffle: bool = False,
                   max_length: int | None = None, pack: bool = True, truncate: bool = False,
                   keep_columns: Sequence[str] | None = None, name: str = "dataset",
-                  test_fraction: float = 0.1, seed: int = 0) -> tuple[datasets.DatasetDict, str]:
+                  test_fraction: float = 0.1, seed: int = 0,
+                  group: str | None = None) -> tuple[datasets.DatasetDict, str]:
     """``(dataset, description)`` of the task :meth:`interp.tasks.Task.from_dataset` builds (see it
     for the arguments; ``name`` only names the task in errors)."""
     import datasets
@@ -255,37 +360,85 @@ def split_dataset(dataset: Any, tokenizer_or_model: Any, *, text_column: str = "
     columns = {c: [r[c] for r in taken] for c in keep}
     return split_texts(texts, tokenizer_or_model, max_length=max_length, pack=pack, truncate=truncate,
                        columns=columns or None, name=name, test_fraction=test_fraction, seed=seed,
-                       description=f"{len(texts)} texts from a Hugging Face dataset"
+                       group=group, description=f"{len(texts)} texts from a Hugging Face dataset"
                                    f"{' (streamed)' if streaming else ''}")
+
+
+_PAIR_RESERVED = ("input_ids", "target_mask", "attention_mask", "answer_pos", "answer_id", "wrong_id",
+                  "prompt", "answer", "wrong_answer")
+
+
+def _check_answers(values: Any, what: str, n: int) -> list[str]:
+    """One answer string per prompt (a single string is not a list of answers)."""
+    if isinstance(values, str):
+        raise ValueError(
+            f"{what}={values!r}: got one string where one {what[:-1]} per prompt is expected (a string "
+            f"would be split into its characters); pass a list, e.g. {what}=[{values!r}] * {n}."
+        )
+    try:
+        values = list(values)
+    except TypeError:
+        raise ValueError(f"{what}={values!r}: give a list of strings, one per prompt.") from None
+    if len(values) != n:
+        raise ValueError(f"{what}: {len(values)} {what} for {n} prompts; give one each.")
+    bad = [i for i, v in enumerate(values) if not isinstance(v, str)]
+    if bad:
+        raise ValueError(f"{what}: item {bad[0]} is {type(values[bad[0]]).__name__} {values[bad[0]]!r}, "
+                         f"not a string ({len(bad)} non-string item(s)); {what} are text, e.g. ' Mary'.")
+    return values
+
+
+def _check_known(tok: Any, what: str, texts: list[str], ids: list[list[int]]) -> None:
+    """No answer may become the unknown token (id 0 of a word-level tokenizer, BERT's [UNK]) unless
+    it is that token."""
+    unk = getattr(tok, "unk_token_id", None)
+    if not isinstance(unk, int):
+        return
+    bad = [i for i, r in enumerate(ids) if unk in r and texts[i].strip() != getattr(tok, "unk_token", None)]
+    if bad:
+        i = bad[0]
+        raise ValueError(
+            f"{what}: {len(bad)} answer(s) contain text the tokenizer does not know (first: {what}[{i}] = "
+            f"{texts[i]!r} -> {tok.convert_ids_to_tokens(ids[i])}, the unknown token "
+            f"{getattr(tok, 'unk_token', unk)!r}); every such answer would be scored as the same token. "
+            "Use words in the tokenizer's vocabulary."
+        )
 
 
 def split_pairs(prompts: Sequence[str], answers: Sequence[str], tokenizer_or_model: Any,
                 wrong_answers: Sequence[str] | None = None, *, columns: Mapping[str, Sequence] | None = None,
                 max_length: int | None = None, name: str = "pairs", description: str = "",
-                test_fraction: float = 0.2, seed: int = 0) -> tuple[datasets.DatasetDict, str]:
+                test_fraction: float = 0.2, seed: int = 0,
+                group: str | None = None) -> tuple[datasets.DatasetDict, str]:
     """``(dataset, description)`` of the task :meth:`interp.tasks.Task.from_pairs` builds (see it for
     the arguments; ``name`` only names the task in errors)."""
     prompts = _check_texts(prompts, "prompts")
-    answers = list(answers)
-    if len(answers) != len(prompts):
-        raise ValueError(f"answers: {len(answers)} answers for {len(prompts)} prompts; give one each.")
-    if wrong_answers is not None and len(wrong_answers) != len(prompts):
-        raise ValueError(f"wrong_answers: {len(wrong_answers)} for {len(prompts)} prompts; give one each.")
-    columns = dict(columns or {})
-    for col, values in columns.items():
-        if len(values) != len(prompts):
-            raise ValueError(f"columns[{col!r}] has {len(values)} values for {len(prompts)} prompts.")
+    answers = _check_answers(answers, "answers", len(prompts))
+    if wrong_answers is not None:
+        wrong_answers = _check_answers(wrong_answers, "wrong_answers", len(prompts))
+        same = [i for i in range(len(prompts)) if answers[i] == wrong_answers[i]]
+        if same:
+            raise ValueError(
+                f"wrong_answers: {len(same)} pair(s) have the wrong answer equal to the answer (first at "
+                f"index {same[0]}: {answers[same[0]]!r}), so their logit difference is 0 by construction; "
+                "give each prompt a different wrong answer (e.g. the other name).")
+    _check_fraction(test_fraction)
+    columns = _check_columns(columns, len(prompts), "prompts", _PAIR_RESERVED)
+    group = _check_group(group, [*columns, "prompt", "answer"]
+                         + (["wrong_answer"] if wrong_answers is not None else []))
     tok, d_vocab, n_ctx = resolve_tokenizer(tokenizer_or_model)
     limit = max_length if max_length is not None else n_ctx
-    p_ids = _encode(tok, prompts)
+    p_ids = _encode(tok, prompts, bos=model_bos(tokenizer_or_model, tok))
     a_ids = _encode(tok, answers, special=False)
     empty = [i for i, a in enumerate(a_ids) if not a]
     if empty or any(not p for p in p_ids):
         raise ValueError(f"answers/prompts: {len(empty)} answer(s) tokenise to nothing (first at index "
                          f"{empty[0] if empty else '-'}), or a prompt is empty.")
+    _check_known(tok, "answers", answers, a_ids)
     w_ids = None
     if wrong_answers is not None:
         w_ids = _encode(tok, list(wrong_answers), special=False)
+        _check_known(tok, "wrong_answers", wrong_answers, w_ids)
         multi = [i for i in range(len(prompts)) if len(a_ids[i]) != 1 or len(w_ids[i]) != 1]
         if multi:
             i = multi[0]
@@ -293,6 +446,13 @@ def split_pairs(prompts: Sequence[str], answers: Sequence[str], tokenizer_or_mod
                 f"wrong_answers: the logit difference needs single-token answers; {len(multi)} pair(s) "
                 f"are not (first: answer {answers[i]!r} -> {a_ids[i]}, wrong {wrong_answers[i]!r} -> "
                 f"{w_ids[i]}). Use answers that are one token (e.g. ' Mary' with a leading space).")
+        same = [i for i in range(len(prompts)) if a_ids[i] == w_ids[i]]
+        if same:
+            i = same[0]
+            raise ValueError(
+                f"wrong_answers: {len(same)} pair(s) tokenise the answer and the wrong answer to the same "
+                f"token (first: {answers[i]!r} and {wrong_answers[i]!r} -> {a_ids[i]}), so their logit "
+                "difference is 0 by construction; use answers the tokenizer tells apart.")
     ids = [p + a for p, a in zip(p_ids, a_ids)]
     if limit is not None:
         long = [i for i, r in enumerate(ids) if len(r) > limit]
@@ -307,4 +467,4 @@ def split_pairs(prompts: Sequence[str], answers: Sequence[str], tokenizer_or_mod
             row.update(wrong_answer=wrong_answers[i], answer_id=a_ids[i][0], wrong_id=w_ids[i][0])
         row.update({c: v[i] for c, v in columns.items()})
     desc = description or f"{len(prompts)} prompt/answer pairs; loss on the answer tokens"
-    return _split(name, rows, test_fraction, seed), desc
+    return _split(name, rows, test_fraction, seed, group), desc

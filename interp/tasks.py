@@ -9,7 +9,12 @@ assigns). Padded rows carry an ``attention_mask`` (1 = real token; padding on th
 Build a task from text with the model's tokenizer (:mod:`interp.textdata`): :meth:`Task.from_texts`
 (packed or padded rows), :meth:`Task.from_dataset` (a Hugging Face dataset, streaming too) and
 :meth:`Task.from_pairs` (prompt/answer pairs; with wrong answers, :meth:`Task.evaluate` also reports
-the mean logit difference).
+the mean logit difference). Given the model, they decide from it whether the task has a loss (a model
+without a next-token head, such as MiniLM, gives ``has_loss=False``) and tokenise padded texts and
+prompts as ``model.to_tokens`` does, BOS included; given a tokenizer only, as the tokenizer does.
+Rows are split at random, or by group (``group=COLUMN``: hold out whole words, templates or names).
+Loss-based methods (:meth:`Task.loss`, :meth:`Task.evaluate`, :meth:`Task.logit_diff`) refuse a model
+without a next-token head instead of reading its hidden states as logits.
 
 The loss is the per-token mean cross-entropy over scored targets,
 
@@ -99,7 +104,7 @@ class Task:
     def from_texts(cls, texts: Iterable[str], tokenizer_or_model: Any, *, max_length: int | None = None,
                    pack: bool = True, truncate: bool = False, columns: Mapping[str, Sequence] | None = None,
                    name: str = "texts", description: str = "", test_fraction: float = 0.1,
-                   seed: int = 0, has_loss: bool = True) -> Task:
+                   seed: int = 0, has_loss: bool | None = None, group: str | None = None) -> Task:
         """A next-token task from a list of texts, tokenised with the model's tokenizer.
 
         Args:
@@ -114,16 +119,21 @@ class Task:
             columns: per-text extra columns (probe labels, ``Agree`` values); ``pack=False`` only.
             name: the task's name.
             description: one sentence on the task (default: says how it was built).
-            test_fraction: the fraction of rows (at random) in the test split.
+            test_fraction: the fraction of rows (at random) in the test split, or with ``group`` the
+                fraction of the group's values held out.
             seed: seeds that split.
-            has_loss: ``False`` for a model without an LM head (e.g. MiniLM): the rows serve probes
-                and norms, and loss-based code raises instead of reading random logits.
+            has_loss: ``None`` (default): decided from the model (``False`` for a model without a
+                next-token head, e.g. MiniLM; ``True`` given a tokenizer only). ``False``: the rows
+                serve probes and norms, and loss-based code raises instead of reading random logits.
+            group: ``pack=False`` only: a column of ``columns`` (or ``"text"``) whose values are held
+                out together: every row of a held-out value is in the test split.
         """
         from interp._textrows import split_texts
 
+        has_loss = _decide_loss(tokenizer_or_model, has_loss)
         dataset, description = split_texts(
             texts, tokenizer_or_model, max_length=max_length, pack=pack, truncate=truncate, columns=columns,
-            name=name, description=description, test_fraction=test_fraction, seed=seed)
+            name=name, description=description, test_fraction=test_fraction, seed=seed, group=group)
         return cls(name, dataset, description=description, has_loss=has_loss)
 
     @classmethod
@@ -131,7 +141,8 @@ class Task:
                      rows: int | None = None, split: str = "train", shuffle: bool = False,
                      max_length: int | None = None, pack: bool = True, truncate: bool = False,
                      keep_columns: Sequence[str] | None = None, name: str | None = None,
-                     test_fraction: float = 0.1, seed: int = 0, has_loss: bool = True) -> Task:
+                     test_fraction: float = 0.1, seed: int = 0, has_loss: bool | None = None,
+                     group: str | None = None) -> Task:
         """A next-token task from a Hugging Face ``datasets`` dataset's ``text_column``.
 
         ``dataset`` may be a ``Dataset``, a ``DatasetDict`` (``split`` is used) or an
@@ -143,10 +154,11 @@ class Task:
         from interp._textrows import split_dataset
 
         name = name or f"dataset[{text_column}]"
+        has_loss = _decide_loss(tokenizer_or_model, has_loss)
         splits, description = split_dataset(
             dataset, tokenizer_or_model, text_column=text_column, rows=rows, split=split, shuffle=shuffle,
             max_length=max_length, pack=pack, truncate=truncate, keep_columns=keep_columns, name=name,
-            test_fraction=test_fraction, seed=seed)
+            test_fraction=test_fraction, seed=seed, group=group)
         return cls(name, splits, description=description, has_loss=has_loss)
 
     @classmethod
@@ -154,21 +166,30 @@ class Task:
                    wrong_answers: Sequence[str] | None = None, *,
                    columns: Mapping[str, Sequence] | None = None, max_length: int | None = None,
                    name: str = "pairs", description: str = "", test_fraction: float = 0.2,
-                   seed: int = 0) -> Task:
+                   seed: int = 0, has_loss: bool | None = None, group: str | None = None) -> Task:
         """A task from prompt/answer pairs (IOI-style): each row is ``prompt + answer``, the loss is
         the cross-entropy of the answer tokens only.
 
         With ``wrong_answers`` (one per prompt; answers and wrong answers one token each) the rows
         also carry ``answer_id``, ``wrong_id`` and ``answer_pos``, :meth:`logit_diff` gives
         logit(answer) − logit(wrong) per row and :meth:`evaluate` reports its mean. String columns
-        ``prompt``, ``answer`` (``wrong_answer``) and any ``columns`` are kept.
+        ``prompt``, ``answer`` (``wrong_answer``) and any ``columns`` are kept (``columns`` may not
+        reuse those names nor ``input_ids``, ``target_mask``, ``attention_mask``, ``answer_pos``,
+        ``answer_id``, ``wrong_id``).
+
+        Answers must be strings the tokenizer knows (an answer that becomes the unknown token is an
+        error); the wrong answer must differ from the answer. Given the model, prompts are tokenised
+        as ``model.to_tokens(prompt)`` tokenises them (with its BOS), so ``answer_pos`` is the position
+        after ``model.to_tokens(prompt)``'s last token. ``has_loss`` and ``group`` (e.g.
+        ``group="answer"`` holds out names) as in :meth:`from_texts`.
         """
         from interp._textrows import split_pairs
 
+        has_loss = _decide_loss(tokenizer_or_model, has_loss)
         dataset, description = split_pairs(
             prompts, answers, tokenizer_or_model, wrong_answers, columns=columns, max_length=max_length,
-            name=name, description=description, test_fraction=test_fraction, seed=seed)
-        return cls(name, dataset, description=description)
+            name=name, description=description, test_fraction=test_fraction, seed=seed, group=group)
+        return cls(name, dataset, description=description, has_loss=has_loss)
 
     # ------------------------------------------------------------------ data
     def tensors(
@@ -310,6 +331,9 @@ class Task:
         return batch["input_ids"].to(device).long(), batch["target_mask"].to(device)
 
     def _logits(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        from interp.models import check_lm_head
+
+        check_lm_head(model, f"Task {self.name!r} (its loss, accuracy and logit difference)")
         device = model_device(model)
         ids = batch["input_ids"]
         if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
@@ -342,6 +366,25 @@ class Task:
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k}={len(v)}" for k, v in self.dataset.items())
         return f"Task({self.name!r}, {sizes}, columns={self.dataset['train'].column_names})"
+
+
+def _decide_loss(tokenizer_or_model: Any, has_loss: bool | None) -> bool:
+    """``has_loss`` for a task built with ``tokenizer_or_model``: ``None`` decides from the model (a
+    tokenizer alone: ``True``); ``True`` with a model without a next-token head is an error."""
+    from interp.models import _lm_head_problem
+
+    if has_loss is not None and not isinstance(has_loss, bool):
+        raise ValueError(f"has_loss={has_loss!r}: give True, False or None (decide from the model).")
+    is_model = getattr(tokenizer_or_model, "cfg", None) is not None
+    problem = _lm_head_problem(tokenizer_or_model) if is_model else None
+    if has_loss and problem is not None:
+        raise ValueError(
+            f"has_loss=True, but the model has no language-model head: {problem}. Leave has_loss out "
+            "(the task then has no loss: for probing and norms), or pass a model with a causal LM head."
+        )
+    if has_loss is None:
+        return problem is None
+    return has_loss
 
 
 def _check_target_mask(name: str, split: str, ds: datasets.Dataset) -> None:

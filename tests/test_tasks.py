@@ -193,7 +193,7 @@ def test_from_pairs_scores_the_answer_and_reports_logit_diff(tok, small_lm):
     task = Task.from_pairs(prompts, answers, small_lm, wrong, columns={"io": [0, 0, 0, 1, 1, 1]},
                            test_fraction=0.5)
     row = task.dataset["test"][0]
-    n = len(tok("John gave a book to")["input_ids"])
+    n = small_lm.to_tokens("John gave a book to").shape[1]   # rows start as model.to_tokens starts them
     assert row["answer_pos"] == n and row["target_mask"] == [0] * n + [1]
     assert row["input_ids"][n] == row["answer_id"] == tok.convert_tokens_to_ids(row["answer"])
     batch = task.tensors("test")
