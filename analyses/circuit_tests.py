@@ -338,7 +338,7 @@ class CircuitTests(Params):
     ``equivalence_fraction`` (P̂(Δ > 0) over untied rows), ``equivalence_untied``;
     ``independence_p``, ``independence_pass``, ``independence_hsic``, ``model_score_sd``;
     ``minimality_p_min`` (the smallest node p-value), ``minimality_pass``; ``idealised_pass`` (all
-    three); ``sufficiency_p``, ``sufficiency_pass``, ``sufficiency_quantile``,
+    three; NaN when one could not run: minimality and the flexible tests need a node outside C); ``sufficiency_p``, ``sufficiency_pass``, ``sufficiency_quantile``,
     ``partial_necessity_p``, ``partial_necessity_pass``, ``partial_necessity_quantile``;
     ``score_model``, ``score_circuit``, ``score_complement``, ``score_empty``; ``faithfulness``
     (the effect), ``cpr``, ``cmd``; per node v of the claim ``minimality_p_{v}``, ``necessity_{v}``
@@ -488,8 +488,8 @@ class CircuitTests(Params):
             out["minimality_pass"] = float(min(p_nodes) >= cfg.alpha / len(cfg.nodes))
         else:  # the claim is the whole graph: nothing to inflate it with
             out["minimality_p_min"] = out["minimality_pass"] = float("nan")
-        out["idealised_pass"] = float(out["equivalence_pass"] == 1.0 and out["independence_pass"] == 1.0
-                                      and out["minimality_pass"] == 1.0)
+        verdicts = [out["equivalence_pass"], out["independence_pass"], out["minimality_pass"]]
+        out["idealised_pass"] = float("nan") if any(math.isnan(v) for v in verdicts) else float(min(verdicts))
 
         # flexible tests
         def distance(a: np.ndarray) -> float:
