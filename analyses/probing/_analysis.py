@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from analyses._base import Params
@@ -60,10 +61,12 @@ class _ProbeAnalysis(Params):
     def _param_names(cls) -> list[str]:  # the ProbeConfig fields, given as keywords or through config
         return [*_FIELDS, "site", "name"]
 
-    def _metrics(self, acc: Tensor, sites: list[str]) -> dict[str, float]:
+    def _metrics(self, acc: Tensor, sites: list[str], labels: Tensor | None = None) -> dict[str, float]:
         out = {f"acc_{s}": float(a) for s, a in zip(sites, acc.tolist())}
         out["accuracy"] = out[f"acc_{self.site_}"]
         out["acc_mean"] = float(acc.mean())
+        if labels is not None and labels.numel():  # chance: the majority class's share of the test labels
+            out["chance"] = float(torch.unique(labels, return_counts=True)[1].max()) / labels.numel()
         return out
 
     def _fit(self, model: Any, task: Any) -> tuple[RidgeProbe, ProbeData]:
@@ -95,7 +98,9 @@ class FrozenProbe(_ProbeAnalysis):
     effect; ``None``: the best on clean weights), ``name``. Fitted by :meth:`setup`: ``probe_`` (the
     ridge probes), ``sites_`` and ``site_`` (the chosen site; ``site`` itself is never changed).
 
-    Metrics: ``acc_<site>`` per site, ``acc_mean``, and the effect ``accuracy`` at ``site_``.
+    Metrics: ``acc_<site>`` per site, ``acc_mean``, the effect ``accuracy`` at ``site_``, and ``chance`` (the
+    majority class's share of the test labels: the accuracy a probe has with no information, the floor
+    its verdicts are measured from).
     One-shot counterpart: :func:`probe`.
     """
 
@@ -111,7 +116,7 @@ class FrozenProbe(_ProbeAnalysis):
     def __call__(self, model: Any, task: Any) -> dict[str, float]:
         self._check_ready()
         test = probe_data(model, task, self.config, "test")
-        return self._metrics(self.probe_.accuracy(test.x, test.y), test.sites)
+        return self._metrics(self.probe_.accuracy(test.x, test.y), test.sites, test.y)
 
 
 class RefitProbe(_ProbeAnalysis):
@@ -133,4 +138,4 @@ class RefitProbe(_ProbeAnalysis):
         self._check_ready()
         ridge, _ = self._fit(model, task)
         test = probe_data(model, task, self.config, "test")
-        return self._metrics(ridge.accuracy(test.x, test.y), test.sites)
+        return self._metrics(ridge.accuracy(test.x, test.y), test.sites, test.y)
