@@ -18,6 +18,10 @@ with D one of
   value of 0.01 is a change of 10% of the hidden state's RMS norm). ``normalise=False`` leaves out
   s ("squared error").
 
+``"kl"`` needs next-token logits: on a model without a language-model head (MiniLM: its bridge's head
+is randomly initialised) it is an error, and ``"auto"`` picks ``"mse"`` there, saying why in
+``kind_reason`` (and the log).
+
 Both are 0 with zero gradient at w0, so a tempered posterior around w0 is localised by the
 objective itself. For a deep linear network fitted exactly, the squared-error behavioural loss is
 the population loss (up to the input covariance), so Aoyagi's learning coefficient applies.
@@ -167,14 +171,46 @@ def _mse_mask(batch: Mapping[str, torch.Tensor], out: torch.Tensor) -> torch.Ten
     return torch.ones(lead, dtype=torch.bool)
 
 
-def _resolve_kind(kind: str, batch: Mapping[str, torch.Tensor] | None, has_loss: bool | None) -> str:
-    if kind not in _KINDS:
+def _resolve_kind(kind: str, batch: Mapping[str, torch.Tensor] | None, has_loss: bool | None,
+                  model: Any = None) -> tuple[str, str]:
+    """``(kind, why)``: the divergence to use and, for ``"auto"``, why it was chosen."""
+    if not isinstance(kind, str) or kind not in _KINDS:
         raise ValueError(f"kind={kind!r}: use 'kl' (LM head), 'mse' (final hidden state) or 'auto'.")
     if kind != "auto":
-        return kind
+        return kind, f"kind={kind!r} was asked for"
+    if model is not None:
+        from interp.models import _lm_head_problem
+
+        problem = _lm_head_problem(model)
+        if problem is not None:
+            return "mse", f"kind='auto' chose 'mse': the model has no language-model head ({problem})"
     if has_loss is not None:
-        return "kl" if has_loss else "mse"
-    return "kl" if batch is not None and "target_mask" in batch else "mse"
+        return ("kl", "kind='auto' chose 'kl': the task has a next-token loss") if has_loss else (
+            "mse", "kind='auto' chose 'mse': the task has no next-token loss (has_loss=False)")
+    if batch is not None and "target_mask" in batch:
+        return "kl", "kind='auto' chose 'kl': the data has a target_mask"
+    return "mse", "kind='auto' chose 'mse': the data has no target_mask"
+
+
+def _check_kl_model(model: Any, kind: str, forward: Forward | None, owner: str) -> None:
+    """``"kl"`` reads the model's logits: refuse a model without a next-token head."""
+    if kind == "kl" and forward is None:
+        from interp.models import check_lm_head
+
+        check_lm_head(model, f"{owner} with kind='kl' (KL of next-token distributions)")
+
+
+def _check_split(data: Any, split: Any, owner: str) -> None:
+    splits = sorted(data.dataset.keys())
+    if split not in data.dataset:
+        raise ValueError(f"{owner}(split={split!r}): task {data.name!r} has no split {split!r}; it has "
+                         f"{splits}. Use e.g. split={splits[0]!r}.")
+
+
+def _check_rows(rows: Any, owner: str) -> None:
+    if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
+        raise ValueError(f"{owner}(rows={rows!r}): rows must be an integer >= 1 (how many rows, the first "
+                         "ones), or None for all of them.")
 
 
 # ------------------------------------------------------------------------------- references
@@ -257,7 +293,10 @@ class DivergenceMeter:
             raise ValueError(f"batch_size={batch_size!r}: must be a positive integer (rows per forward).")
         if reference not in ("auto", "stored", "recompute"):
             raise ValueError(f"reference={reference!r}: use 'stored', 'recompute' or 'auto'.")
-        self.kind = _resolve_kind(kind, batch, has_loss)
+        self.kind, self.kind_reason = _resolve_kind(kind, batch, has_loss, model)
+        if kind == "auto":
+            log.info("DivergenceMeter: %s", self.kind_reason)
+        _check_kl_model(model, self.kind, forward, "DivergenceMeter")
         self.units = DIVERGENCE_UNITS[self.kind]
         self.batch = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
         n = len(next(iter(self.batch.values())))
@@ -298,6 +337,7 @@ class DivergenceMeter:
         ``task.has_loss`` else ``"mse"``."""
         if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
             raise ValueError(f"rows={rows!r}: must be a positive integer (evaluation rows).")
+        _check_split(task, split, "DivergenceMeter.for_task")
         cols = tuple(c for c in ("input_ids", "target_mask", "attention_mask")
                      if c in task.dataset[split].column_names)
         batch = task.tensors(split, rows=rows, columns=cols)
@@ -359,12 +399,17 @@ class Behavioural:
                  forward: Forward | None = None, split: str = "train", rows: int | None = None,
                  batch_size: int = 32, reference: str = "auto", max_reference_bytes: int = 2 << 30,
                  name: str | None = None) -> None:
+        _check_rows(rows, "Behavioural")
+        if not isinstance(normalise, bool):
+            raise ValueError(f"Behavioural(normalise={normalise!r}): normalise must be True (divide the MSE "
+                             "by the mean squared norm at w0) or False (plain squared error).")
         if isinstance(data, Mapping):
             tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
             if not tensors:
                 raise ValueError("data: a dict with no tensors; give e.g. {'input_ids': ids} or a Task.")
             has_loss, data_name = None, "data"
         elif hasattr(data, "dataset") and hasattr(data, "tensors"):
+            _check_split(data, split, "Behavioural")
             cols = tuple(c for c in ("input_ids", "target_mask", "attention_mask")
                          if c in data.dataset[split].column_names)
             tensors = data.tensors(split, rows=rows, columns=cols)
@@ -384,7 +429,11 @@ class Behavioural:
             raise ValueError(f"reference={reference!r}: use 'stored' (keep f_w0's outputs), 'recompute' "
                              "(keep w0, one extra forward per step) or 'auto'.")
         self.reference = reference
-        self.kind = _resolve_kind(kind, tensors, has_loss)
+        self.kind, self.kind_reason = _resolve_kind(kind, tensors, has_loss)
+        if kind == "auto":
+            log.info("Behavioural: %s", self.kind_reason)
+        self._asked = kind
+        self._forward = forward
         self.normalise = bool(normalise)
         self.units = ("KL nats/token" if self.kind == "kl"
                       else "normalised MSE" if self.normalise else "squared error")
@@ -408,8 +457,20 @@ class Behavioural:
     def prepare(self, model: torch.nn.Module) -> None:
         """At w0, before sampling: store f_w0 on every row, or (``"recompute"``) a copy of w0; and the
         normalisation of ``"mse"``."""
+        if self.kind == "kl" and self._forward is None:
+            from interp.models import _lm_head_problem
+
+            problem = _lm_head_problem(model)
+            if problem is not None:
+                fix = (" kind='auto' chose 'kl' because the task claims a next-token loss; build the task "
+                       "from the model (Task.from_texts(texts, model)) or" if self._asked == "auto" else "")
+                raise ValueError(
+                    f"Behavioural({self.name!r}) with kind='kl' needs next-token logits, but the model has "
+                    f"no language-model head: {problem}.{fix} use kind='mse' (the final hidden state)."
+                )
         chunks = [{k: v[i : i + self.batch_size] for k, v in self._data.items()}
                   for i in range(0, self._n, self.batch_size)]
+        self._check_depends_on_weights(model, chunks[0])
         out, mask = self._impl.outputs(model, chunks[0])
         per_row = out.numel() * out.element_size() / max(1, len(mask))    # bytes of references per row
         need = per_row * self._n
@@ -452,6 +513,22 @@ class Behavioural:
                 raise ValueError(f"Behavioural({self.name!r}): outputs at w0 have mean squared norm "
                                  f"{self._scale}; use normalise=False.")
 
+    def _check_depends_on_weights(self, model: torch.nn.Module, chunk: Mapping[str, torch.Tensor]) -> None:
+        """The outputs must depend on the parameters (a ``forward`` returning a constant has no
+        gradient: SGLD would fail deep inside autograd)."""
+        if not any(p.requires_grad for p in model.parameters()):
+            return
+        with torch.enable_grad():
+            out, _ = self._impl.outputs(model, {k: v[:1] for k, v in chunk.items()})
+        if not isinstance(out, torch.Tensor) or not out.requires_grad:
+            raise ValueError(
+                f"Behavioural({self.name!r}): the outputs "
+                f"{'of forward=' + getattr(self._forward, '__name__', 'fn') if self._forward else ''} do "
+                "not depend on the model's parameters (no gradient: a constant, a detached tensor or a "
+                "computation under torch.no_grad()), so the divergence cannot be sampled. Return the "
+                "model's outputs, computed from model(...) with gradients on."
+            )
+
     def tensors(self) -> dict[str, torch.Tensor]:
         """The rows, plus a ``"row"`` index column."""
         return {**self._data, ROW_COLUMN: torch.arange(self._n)}
@@ -491,12 +568,16 @@ class CorpusLoss:
                 f"CorpusLoss: task {getattr(task, 'name', task)!r} has no next-token loss "
                 "(has_loss=False); use Behavioural(task, kind='mse') instead."
             )
+        _check_split(task, split, "CorpusLoss")
         self.task = task
         self.split = split
         self.name = name or task.name
 
     def prepare(self, model: torch.nn.Module) -> None:
-        """Nothing to capture."""
+        """Checks that the model has a next-token head (nothing to capture)."""
+        from interp.models import check_lm_head
+
+        check_lm_head(model, f"CorpusLoss({self.name!r})")
 
     def tensors(self) -> dict[str, torch.Tensor]:
         cols = tuple(c for c in ("input_ids", "target_mask", "attention_mask")
