@@ -11,8 +11,6 @@ import pytest
 
 from analyses.circuit_tests import (
     CircuitTests,
-    _equivalence_p,
-    _hsic_p,
     assess_claim,
     binomial_tail,
     clopper_pearson,
@@ -22,6 +20,7 @@ from analyses.circuit_tests import (
     graph_nodes,
     wilson_interval,
 )
+from analyses.circuit_tests._stats import equivalence_p, hsic_p
 from interp.organisms import compiled
 
 TRUE = ("embed", "L0H0", "L1H0")  # the compiled organism's circuit (its docstring)
@@ -45,14 +44,14 @@ def test_equivalence_uses_the_fraction_of_wins_not_the_mean_difference():
     # half the rows gain 0.01, half lose 1.0: the mean difference is -0.495, yet the circuit beats the
     # model exactly as often as it loses, so under the paper's H0 |P(Δ>0) − ½| < ε it is equivalent
     delta = np.array([0.01, -1.0] * 50)
-    p, frac, n = _equivalence_p(delta, 0.1, 1e-4)
+    p, frac, n = equivalence_p(delta, 0.1, 1e-4)
     assert (frac, n) == (0.5, 100) and p > 0.5
     # every row worse: rejected
-    p_worse, frac_worse, _ = _equivalence_p(-np.abs(delta), 0.1, 1e-4)
+    p_worse, frac_worse, _ = equivalence_p(-np.abs(delta), 0.1, 1e-4)
     assert frac_worse == 0.0 and p_worse < 1e-10
     # ties (|Δ| ≤ resolution) are dropped as in the sign test; all ties: exactly equivalent
-    assert _equivalence_p(np.zeros(30), 0.1, 1e-4) == (1.0, 0.5, 0)
-    assert _equivalence_p(np.r_[np.zeros(30), 1.0, -1.0], 0.1, 1e-4)[2] == 2
+    assert equivalence_p(np.zeros(30), 0.1, 1e-4) == (1.0, 0.5, 0)
+    assert equivalence_p(np.r_[np.zeros(30), 1.0, -1.0], 0.1, 1e-4)[2] == 2
 
 
 def test_equivalence_p_value_has_its_size_at_the_null_boundary():
@@ -61,21 +60,21 @@ def test_equivalence_p_value_has_its_size_at_the_null_boundary():
     rng = np.random.default_rng(0)
     n, reps = 60, 2000
     wins = rng.random((reps, n)) < 0.6
-    rejected = np.mean([_equivalence_p(np.where(w, 1.0, -1.0), 0.1, 1e-4)[0] < 0.05 for w in wins])
+    rejected = np.mean([equivalence_p(np.where(w, 1.0, -1.0), 0.1, 1e-4)[0] < 0.05 for w in wins])
     assert rejected <= 0.05 + 4 * math.sqrt(0.05 * 0.95 / reps)
     # and it has power far outside: P(Δ > 0) = 0.05
     far = rng.random((200, n)) < 0.05
-    assert np.mean([_equivalence_p(np.where(w, 1.0, -1.0), 0.1, 1e-4)[0] < 0.05 for w in far]) > 0.95
+    assert np.mean([equivalence_p(np.where(w, 1.0, -1.0), 0.1, 1e-4)[0] < 0.05 for w in far]) > 0.95
 
 
 def test_hsic_detects_dependence_and_is_calibrated_under_independence():
     rng = np.random.default_rng(1)
     x = rng.normal(size=80)
-    assert _hsic_p(x, x ** 2 + 0.1 * rng.normal(size=80), 200, 0)[1] < 0.01  # uncorrelated, dependent
+    assert hsic_p(x, x ** 2 + 0.1 * rng.normal(size=80), 200, 0)[1] < 0.01  # uncorrelated, dependent
     # independent pairs: p is uniform, so P(p < 0.05) = 0.05; 100 replicates, bound 0.05 + 4·0.022
-    ps = [_hsic_p(rng.normal(size=40), rng.normal(size=40), 99, i)[1] for i in range(100)]
+    ps = [hsic_p(rng.normal(size=40), rng.normal(size=40), 99, i)[1] for i in range(100)]
     assert np.mean(np.array(ps) < 0.05) <= 0.05 + 4 * math.sqrt(0.05 * 0.95 / 100)
-    assert _hsic_p(np.ones(20), rng.normal(size=20), 99, 0) == (0.0, 1.0)  # a constant is independent
+    assert hsic_p(np.ones(20), rng.normal(size=20), 99, 0) == (0.0, 1.0)  # a constant is independent
 
 
 def test_intervals_against_closed_forms():

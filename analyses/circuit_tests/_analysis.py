@@ -1,98 +1,18 @@
-"""Hypothesis tests for a circuit claim, at the trained weights and on every degraded draw.
+"""The per-draw analysis: Shi et al.'s tests of one circuit claim on a TransformerLens 4 bridge.
 
-A circuit claim names a set C of *nodes* of the model's computational graph and says that C alone
-carries the behaviour the task scores. Shi, Beltran-Velez, Nazaret, Zheng, Garriga-Alonso, Jesson,
-Makar and Blei, "Hypothesis testing the circuit hypothesis in LLMs" (NeurIPS 2024) turn the claim
-into statistical tests; this module implements them on TransformerLens 4 bridges (their reference
-code runs only on the old ``HookedTransformer``), runs them as an :class:`~interp.analysis.Analysis`
-at w0 and at each draw of a sweep, and adds two read-outs over draws that the paper does not have.
-
-**Graph and knockout.** Nodes are the token embedding ``"embed"``, every attention head ``"L{l}H{h}"``
-(its output z_h·W_O[h], computed from ``hook_z`` on every bridge, see :mod:`hooks`) and every MLP
-``"MLP{l}"``. The positional embedding is no node: it is the same for every input, so knocking it
-out by a mean or a resample over inputs is the identity. *Knocking out* a node replaces its output,
-on every row of the evaluation batch, by its **mean** over that batch at the same position
-(``ablation="mean"``, the default) or by its output on **another** row (``ablation="resample"``, a
-fixed derangement of the rows); the replacement is computed from the clean forward at the weights
-in the model, so a degraded draw is knocked out with its own activations. Miller, Chughtai and
-Saunders (COLM 2024) show that faithfulness depends on this choice: it is part of the claim. The
-*circuit* C(x) is the model with every node outside C knocked out; the *complement* M∖C(x) the
-model with the nodes of C knocked out. The tests run on nodes, not edges: an edge knockout
-(sender → receiver) needs the receiver to read an ablated sender while every other reader sees it
-clean, i.e. path patching with one forward per receiver input set, which our per-node hooks do not
-express exactly; the node tests are the node-level analogues of the paper's edge tests.
-
-**Score.** s(M(x)) is the mean log-probability of the task's scored next tokens of row x
-(``target_mask``); Δ(x) = s(C(x)) − s(M(x)). Differences below ``resolution`` (default 1e-4 nats,
-float32 rounding of a log-softmax is about 1e-7) are numerical noise: they are ties in the sign
-test and scores are rounded to that resolution for the independence test.
-
-Idealised tests (Shi et al. §3), each at level α = 0.05:
-
-- *Equivalence*. H0: |P(Δ > 0) − ½| < ε (ε = 0.1): the circuit beats the model as often as it loses.
-  With n untied rows and K of them with Δ > 0, t = |K/n − ½| and
-  p = P(|K'/n − ½| ≥ t) for K' ~ Binomial(n, ½ + ε), the largest rejection probability over H0.
-  The circuit *passes* when H0 is not rejected (p ≥ α). Rows with |Δ| ≤ resolution are ties and
-  are dropped, as in the sign test (Dixon & Mood 1946); a circuit with no untied row is exactly
-  equivalent (p = 1). (This is the paper's definition, the fraction P(Δ > 0), not a mean score
-  difference.)
-- *Independence*. H0: s(M∖C(X)) ⫫ s(M(X)): once C is knocked out, what is left knows nothing of the
-  task. HSIC with Gaussian kernels, bandwidth the median pairwise distance of each variable (Gretton
-  et al. 2007), permutation p-value (1 + #{HSIC_π ≥ HSIC}) / (1 + B) over B = 1000 permutations.
-  Passes when p ≥ α. A constant variable is independent of everything (HSIC = 0, p = 1), so the
-  test is uninformative when the model's score does not vary over rows: ``model_score_sd`` says so.
-- *Minimality*. For each node v ∈ C, δ_v = mean_x (s(C∖v)(x) − s(C)(x))², the knockout effect of v
-  (the reference code's per-example L2). Reference: 100 circuits C⁺_i = C ∪ one random path
-  (a random walk from the embedding through later nodes to the output, with at least one node
-  outside C), each with the effect δ⁺_i of knocking out one random added node. With
-  k_v = #{i: δ_v > δ⁺_i}, H0: P(δ_v > δ⁺) ≥ q* (q* = 0.9) against "less"; p_v = P(Binomial(100, q*)
-  ≤ k_v). The circuit passes when no node is rejected at the Bonferroni level α/|C|.
-
-Flexible tests (Shi et al. §4), against 100 random circuits R of |C| nodes drawn uniformly among
-those other than C:
-
-- *Sufficiency*: C is more faithful than R, d(C) < d(R) with d(C) = mean_x (s(C(x)) − s(M(x)))²,
-  in more than a fraction q = 0.9 of the draws: k = #{d(C) < d(R)}, p = P(Binomial(100, q) ≥ k);
-  passes when p < α. "More faithful" is strict and R is drawn among the circuits other than C: on
-  a small graph many random circuits are equally broken (every circuit without the induction
-  head, say), and counting those ties for C, as the reference code does, lets a circuit that
-  does nothing pass.
-- *Partial necessity*: knocking out C hurts more than knocking out R:
-  k = #{e(C) > e(R)}, e(C) = mean_x (s(M∖C(x)) − s(M(x)))²; p = P(Binomial(100, q) ≥ k); passes
-  when p < α.
-
-Circuit metrics of MIB (Mueller et al., ICML 2025): with m the mean score and ∅ every node knocked
-out, the faithfulness of a circuit is f(C) = (m(C) − m(∅)) / (m(M) − m(∅)). Nodes are ranked (the
-claim's nodes first, each group by its knockout effect on the full model at w0, at ``setup``), the
-circuits of the top k nodes for k = 0..N give the curve f against the size k/N, and
-CPR = ∫ f (higher is better), CMD = ∫ |1 − f| (0 is best), trapezoid rule over the whole grid.
-
-Over draws (what the paper does not have):
-
-- :func:`assess_claim`: the claim *holds at level T* when its tests pass on at least 1 − α of the
-  draws at T (a posterior predictive check), with a Clopper–Pearson interval of the pass rate.
-- :func:`estimate_node_inclusion`: per node of the claim, the fraction of draws at which it is
-  *necessary* (its knockout effect δ_v exceeds the reference δ⁺ in at least q* of the inflated
-  circuits, the minimality test's own criterion), with Wilson and Clopper–Pearson intervals: the
-  core of a circuit against the parts only the trained weights need.
+Nodes, knockout, score and tests as in :mod:`analyses.circuit_tests`: every run knocks out a set S of
+nodes (their outputs replaced by the clean batch mean per position, or by a donor row's output) and
+scores each row by the mean log-probability of its scored targets; runs are memoised per call, so
+100 inflated and 100 random circuits on a small graph cost one forward per distinct set.
 
 Example::
 
-    >>> from analyses.circuit_tests import CircuitTests, graph_nodes
-    >>> CircuitTests(nodes=("embed", "L0H0", "L1H0")).effects
-    ('faithfulness',)
-    >>> from interp.organisms import compiled
-    >>> model, task = compiled.load(n_train=8, n_test=64)            # doctest: +SKIP
-    >>> graph_nodes(model)                                            # doctest: +SKIP
-    ('embed', 'L0H0', 'L0H1', 'L1H0', 'L1H1')
-    >>> out = evaluate_circuit(model, task, ("embed", "L0H0", "L1H0"))  # doctest: +SKIP
-    >>> out["idealised_pass"]                                         # doctest: +SKIP
-    1.0
+    >>> CircuitTests(nodes=("embed", "L0H0", "L1H0"), eval_rows=64)
+    CircuitTests(nodes=('embed', 'L0H0', 'L1H0'), ablation='mean', eval_rows=64, epsilon=0.1, alpha=0.05, q_star=0.9, q=0.9, n_random=100, permutations=1000, resolution=0.0001, seed=0, name='circuit_tests')
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections.abc import Sequence
@@ -105,143 +25,13 @@ from jaxtyping import Float
 
 import hooks
 from analyses._base import Params
+from analyses.circuit_tests._stats import binomial_tail, compute_cpr_cmd, equivalence_p, hsic_p
 from interp.checks import bad_value, check_choice, check_fraction, check_number
 
-__all__ = [
-    "CircuitTests",
-    "CircuitTestsConfig",
-    "assess_claim",
-    "binomial_tail",
-    "clopper_pearson",
-    "compute_cpr_cmd",
-    "estimate_node_inclusion",
-    "evaluate_circuit",
-    "graph_nodes",
-    "wilson_interval",
-]
-
-log = logging.getLogger(__name__)
+__all__ = ["CircuitTests", "CircuitTestsConfig", "evaluate_circuit", "graph_nodes"]
 
 _ABLATIONS = ("mean", "resample")
 _NODE_RE = re.compile(r"^(embed|L(\d+)H(\d+)|MLP(\d+))$")
-
-
-# ------------------------------------------------------------------------------------------------
-# statistics (exact binomial tails, intervals, HSIC): no scipy needed
-
-
-def binomial_tail(k: int, n: int, p: float, *, side: Literal["greater", "less"]) -> float:
-    """P(X ≥ k) (``side="greater"``) or P(X ≤ k) (``"less"``) for X ~ Binomial(n, p), exactly."""
-    if not 0 <= k <= n:
-        return 1.0 if (side == "greater" and k <= 0) or (side == "less" and k >= n) else 0.0
-    ks = range(k, n + 1) if side == "greater" else range(0, k + 1)
-    return float(min(1.0, sum(_binom_pmf(i, n, p) for i in ks)))
-
-
-def _binom_pmf(i: int, n: int, p: float) -> float:
-    if p <= 0.0:
-        return 1.0 if i == 0 else 0.0
-    if p >= 1.0:
-        return 1.0 if i == n else 0.0
-    return math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
-                    + i * math.log(p) + (n - i) * math.log1p(-p))
-
-
-def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion k/n (Wilson 1927); (NaN, NaN) when n = 0."""
-    if n <= 0:
-        return float("nan"), float("nan")
-    z = _normal_quantile(0.5 + level / 2)
-    phat = k / n
-    centre = (phat + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper–Pearson 1934) interval of a binomial proportion: the p with
-    P(X ≥ k | p) = (1 − level)/2 and P(X ≤ k | p) = (1 − level)/2, by bisection; (NaN, NaN) when n = 0."""
-    if n <= 0:
-        return float("nan"), float("nan")
-    tail = (1 - level) / 2
-
-    def solve(f: Any) -> float:  # f increasing in p; root of f(p) = 0 on [0, 1]
-        lo, hi = 0.0, 1.0
-        for _ in range(60):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
-        return (lo + hi) / 2
-
-    low = 0.0 if k == 0 else solve(lambda p: binomial_tail(k, n, p, side="greater") - tail)
-    high = 1.0 if k == n else solve(lambda p: tail - binomial_tail(k, n, p, side="less"))
-    return low, high
-
-
-def _normal_quantile(u: float) -> float:
-    """Standard normal quantile by bisection on erf (enough for interval construction)."""
-    lo, hi = -10.0, 10.0
-    for _ in range(80):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < u else (lo, mid)
-    return (lo + hi) / 2
-
-
-def _equivalence_p(delta: np.ndarray, epsilon: float, resolution: float) -> tuple[float, float, int]:
-    """(p-value, fraction of untied rows with Δ > 0, untied rows) of the equivalence test."""
-    untied = np.abs(delta) > resolution
-    n = int(untied.sum())
-    if n == 0:
-        return 1.0, 0.5, 0
-    k = int((delta[untied] > 0).sum())
-    t = abs(k / n - 0.5)
-    p = sum(_binom_pmf(i, n, 0.5 + epsilon) for i in range(n + 1) if abs(i / n - 0.5) >= t - 1e-12)
-    return float(min(1.0, p)), k / n, n
-
-
-def _gram(x: np.ndarray) -> np.ndarray | None:
-    d2 = (x[:, None] - x[None, :]) ** 2
-    positive = d2[d2 > 0]
-    if positive.size == 0:  # a constant variable
-        return None
-    sigma2 = float(np.median(positive))  # median heuristic on squared distances
-    return np.exp(-d2 / (2 * sigma2))
-
-
-def _hsic_p(x: np.ndarray, y: np.ndarray, permutations: int, seed: int) -> tuple[float, float]:
-    """(HSIC statistic, permutation p-value) of independence of x and y (Gretton et al. 2007)."""
-    n = len(x)
-    kx, ky = _gram(x), _gram(y)
-    if kx is None or ky is None:
-        return 0.0, 1.0
-    h = np.eye(n) - 1.0 / n
-    kc, lc = h @ kx @ h, h @ ky @ h
-    stat = float((kc * lc).sum()) / (n - 1) ** 2
-    rng = np.random.default_rng(seed)
-    exceed = 0
-    for _ in range(permutations):
-        perm = rng.permutation(n)
-        if float((kc * lc[np.ix_(perm, perm)]).sum()) / (n - 1) ** 2 >= stat - 1e-15:
-            exceed += 1
-    return stat, (1 + exceed) / (1 + permutations)
-
-
-def compute_cpr_cmd(sizes: Sequence[float], faithfulness: Sequence[float]) -> tuple[float, float]:
-    """MIB's CPR = ∫ f and CMD = ∫ |1 − f| over circuit sizes in [0, 1] (trapezoid rule).
-
-    >>> compute_cpr_cmd([0.0, 0.5, 1.0], [0.0, 1.0, 1.0])
-    (0.75, 0.25)
-    """
-    x = np.asarray(sizes, dtype=float)
-    f = np.asarray(faithfulness, dtype=float)
-    if x.ndim != 1 or x.shape != f.shape or len(x) < 2 or np.any(np.diff(x) <= 0):
-        raise ValueError(f"compute_cpr_cmd(sizes={list(x)!r}): sizes must be at least two increasing values in "
-                         "[0, 1] with one faithfulness each. Pass the size grid and its faithfulness curve.")
-    gap = np.abs(1.0 - f)
-    return float(np.sum((f[1:] + f[:-1]) / 2 * np.diff(x))), float(np.sum((gap[1:] + gap[:-1]) / 2 * np.diff(x)))
-
-
-# ------------------------------------------------------------------------------------------------
-# graph
 
 
 def graph_nodes(model: Any) -> tuple[str, ...]:
@@ -264,10 +54,6 @@ def _point(node: str) -> str:
     if m.group(2) is not None:
         return hooks.head_out(int(m.group(2)), int(m.group(3)))
     return hooks.mlp_out(int(m.group(4)))
-
-
-# ------------------------------------------------------------------------------------------------
-# configuration
 
 
 @dataclass(frozen=True)
@@ -310,10 +96,6 @@ class CircuitTestsConfig:
         check_number(c, "resolution", self.resolution, zero_ok=True,
                      fix="Score differences below it are ties; 1e-4 nats is the default.")
         check_number(c, "seed", self.seed, integer=True, zero_ok=True, fix="Use a non-negative integer seed.")
-
-
-# ------------------------------------------------------------------------------------------------
-# the analysis
 
 
 class CircuitTests(Params):
@@ -450,7 +232,7 @@ class CircuitTests(Params):
                                  "score_complement": float(s_complement.mean()), "score_empty": m_empty}
 
         # equivalence
-        p_eq, frac, untied = _equivalence_p(s_circuit - s_model, cfg.epsilon, cfg.resolution)
+        p_eq, frac, untied = equivalence_p(s_circuit - s_model, cfg.epsilon, cfg.resolution)
         out.update(equivalence_p=p_eq, equivalence_pass=float(p_eq >= cfg.alpha), equivalence_fraction=frac,
                    equivalence_untied=float(untied))
 
@@ -458,7 +240,7 @@ class CircuitTests(Params):
         def rounded(s: np.ndarray) -> np.ndarray:
             return np.round(s / cfg.resolution) * cfg.resolution if cfg.resolution > 0 else s
 
-        hsic, p_ind = _hsic_p(rounded(s_model), rounded(s_complement), cfg.permutations, cfg.seed)
+        hsic, p_ind = hsic_p(rounded(s_model), rounded(s_complement), cfg.permutations, cfg.seed)
         out.update(independence_p=p_ind, independence_pass=float(p_ind >= cfg.alpha), independence_hsic=hsic,
                    model_score_sd=float(rounded(s_model).std()))
 
@@ -563,80 +345,3 @@ def evaluate_circuit(model: Any, task: Any, nodes: Sequence[str], **kwargs: Any)
     tests = CircuitTests(nodes, **kwargs)
     tests.setup(model, task)
     return tests(model, task)
-
-
-# ------------------------------------------------------------------------------------------------
-# over draws
-
-
-def _rows(results: Any, analysis: str) -> Any:
-    table = results.table
-    if analysis not in set(table["analysis"]):
-        raise ValueError(f"no analysis {analysis!r} in these results; they have {sorted(set(table['analysis']))}. "
-                         "Pass analysis= the CircuitTests name used in the sweep.")
-    return table[table["analysis"] == analysis]
-
-
-def assess_claim(results: Any, analysis: str = "circuit_tests", metric: str = "idealised_pass",
-                 alpha: float = 0.05) -> Any:
-    """Per degradation level: does the claim *hold* (its tests pass on ≥ 1 − α of the draws)?
-
-    Returns a DataFrame with one row per (degradation, level) and the baseline (``level_index`` −1):
-    ``n_draws``, ``n_pass``, ``pass_rate``, its Clopper–Pearson 95% interval ``ci_low``/``ci_high``
-    and ``holds`` (pass_rate ≥ 1 − α). ``metric`` is any 0/1 metric of :class:`CircuitTests`
-    (``idealised_pass``, ``equivalence_pass``, ``sufficiency_pass``, ...). NaN values (a test that
-    could not run) are not counted as draws.
-    """
-    import pandas as pd
-
-    check_fraction("assess_claim", "alpha", alpha, closed=False, fix="Use e.g. alpha=0.05.")
-    rows = _rows(results, analysis)
-    rows = rows[rows["metric"] == metric]
-    if rows.empty:
-        raise ValueError(f"assess_claim(metric={metric!r}): {analysis!r} has no such metric; use a *_pass metric "
-                         "such as 'idealised_pass'.")
-    out = []
-    keys = ["degradation", "level_index"]
-    for (deg, li), g in rows.groupby(keys, sort=True):
-        values = g["value"].dropna().to_numpy()
-        n, k = len(values), int((values == 1.0).sum())
-        low, high = clopper_pearson(k, n)
-        rate = k / n if n else float("nan")
-        out.append({"degradation": deg, "level_index": int(li), "level": g["level"].iloc[0],
-                    "delta_loss": float(g["delta_loss"].mean()) if "delta_loss" in g else float("nan"),
-                    "n_draws": n, "n_pass": k, "pass_rate": rate, "ci_low": low, "ci_high": high,
-                    "holds": bool(n > 0 and rate >= 1 - alpha)})
-    return pd.DataFrame(out)
-
-
-def estimate_node_inclusion(results: Any, analysis: str = "circuit_tests") -> Any:
-    """Posterior node inclusion: per level and node of the claim, the fraction of draws at which the
-    node is necessary (``necessary_{node}``), with Wilson and Clopper–Pearson 95% intervals.
-
-    Returns a DataFrame: ``degradation``, ``level_index`` (−1: the trained weights), ``level``,
-    ``node``, ``n_draws``, ``n_necessary``, ``inclusion``, ``wilson_low``/``wilson_high``,
-    ``cp_low``/``cp_high``, and the mean ``necessity`` (share of the circuit's effect the node's
-    knockout removes).
-    """
-    import pandas as pd
-
-    rows = _rows(results, analysis)
-    flags = rows[rows["metric"].str.startswith("necessary_")]
-    if flags.empty:
-        raise ValueError(f"estimate_node_inclusion: {analysis!r} has no necessary_<node> metrics; is it a "
-                         "CircuitTests analysis?")
-    shares = rows[rows["metric"].str.startswith("necessity_")]
-    out = []
-    for (deg, li, metric), g in flags.groupby(["degradation", "level_index", "metric"], sort=True):
-        node = metric[len("necessary_"):]
-        values = g["value"].dropna().to_numpy()
-        n, k = len(values), int((values == 1.0).sum())
-        wl, wh = wilson_interval(k, n)
-        cl, ch = clopper_pearson(k, n)
-        share = shares[(shares["degradation"] == deg) & (shares["level_index"] == li)
-                       & (shares["metric"] == f"necessity_{node}")]["value"]
-        out.append({"degradation": deg, "level_index": int(li), "level": g["level"].iloc[0], "node": node,
-                    "n_draws": n, "n_necessary": k, "inclusion": k / n if n else float("nan"),
-                    "wilson_low": wl, "wilson_high": wh, "cp_low": cl, "cp_high": ch,
-                    "necessity": float(share.mean()) if len(share) else float("nan")})
-    return pd.DataFrame(out)
