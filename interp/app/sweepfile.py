@@ -241,8 +241,52 @@ def rebuild_report(directory: str | Path) -> Path:
         sweeps = sorted(p.parent for p in directory.glob("*/rows.jsonl"))
         if not sweeps:
             raise FileNotFoundError(f"{directory} holds no results (no results/, table.parquet or rows.jsonl).")
-        results = Results.concat([Results.load(p) for p in sweeps])
+        results = Results.concat(_separate_sweeps([(p, Results.load(p)) for p in sweeps]))
+    if not len(results.table):
+        raise ValueError(f"{directory} holds no rows yet: its sweep stored nothing (it was stopped before its "
+                         "baseline was analysed). Rerun the same `interp sweep`/`interp demo` command to resume, "
+                         "then report.")
     return write_report(results, directory / "report.html", views=load_views(directory))
+
+
+def _separate_sweeps(loaded: list[tuple[Path, Any]]) -> list[Any]:
+    """Several sweeps of one directory, each its own series: two sweeps of the same degradation
+    (say σ 0.05 and σ 0.3 in two directories) are told apart by their directory's name, never pooled
+    by level index; the same sweep twice (a copy: identical configuration) is an error, never a
+    doubled count."""
+    import json
+
+    names: dict[str, list[tuple[Path, Any]]] = {}
+    for path, res in loaded:
+        if not len(res.table):
+            continue  # stored nothing yet: nothing to report from it
+        for name in res.table["degradation"].unique():
+            names.setdefault(str(name), []).append((path, res))
+    out = []
+    for path, res in loaded:
+        if not len(res.table):
+            continue
+        name = str(res.table["degradation"].iloc[0])
+        same = names.get(name, [])
+        if len(same) > 1:
+            config = json.dumps(res.meta.get("config"), sort_keys=True)
+            twins = [str(p) for p, r in same
+                     if p != path and json.dumps(r.meta.get("config"), sort_keys=True) == config]
+            if twins:
+                raise ValueError(
+                    f"{path} and {twins[0]} hold the same sweep (identical config.json): a copy. Reporting both "
+                    "would count every draw twice; move one of them out of this directory and report again."
+                )
+            res = type(res)(res.table.assign(degradation=f"{name} [{path.name}]"),
+                            res.draws, res.meta)
+        out.append(res)
+    return out
+
+
+def _stored_nothing(rows_file: Path) -> bool:
+    """Whether a ``rows.jsonl`` holds no complete record (empty, or one torn line: a killed sweep)."""
+    with open(rows_file, "rb") as f:
+        return not f.readline().endswith(b"\n")
 
 
 def _check_results_directory(directory: Path) -> None:
@@ -261,6 +305,12 @@ def _check_results_directory(directory: Path) -> None:
                          "same `interp sweep`/`interp demo` command: finished draws are kept and it resumes.")
     stores = [p.parent for p in (directory / "rows.jsonl", *directory.glob("*/rows.jsonl")) if p.exists()]
     for store in stores:
+        if not (store / "config.json").exists() and _stored_nothing(store / "rows.jsonl"):
+            running = " (its sweep.lock says a sweep is still writing to it, or was killed)" \
+                if (store / "sweep.lock").exists() else ""
+            raise ValueError(f"{store} holds no rows yet{running}: its sweep stopped before storing its first "
+                             "draw. Rerun the same `interp sweep`/`interp demo` command: it resumes there (or "
+                             "starts, if nothing was stored); then report.")
         if not (store / "config.json").exists():
             raise ValueError(f"{store / 'rows.jsonl'} has no config.json beside it, so its rows cannot be "
                              "told apart from another sweep's: not a complete interp sweep directory. Rerun "

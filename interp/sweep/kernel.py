@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import numbers
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,8 @@ from interp.sweep.store import BASELINE_KEY, SETUP_KEY, Store, asdict, check_out
 __all__ = [
     "weights_digest", "seed_for", "check_inputs", "prepare_analyses", "setup_analyses", "eval_batch",
     "measure_loss", "measure_divergence", "divergence_meter", "divergence_spec", "analyse", "sweep_config",
-    "degradation_name", "level_info", "draw_record",
+    "degradation_name", "level_info", "draw_record", "describe", "describe_value",
+    "data_fingerprint", "objective_fingerprint",
     "make_results", "close_draws",
 ]
 
@@ -290,16 +292,65 @@ def close_draws(draws: Any) -> None:
 # ------------------------------------------------------------------------------ identity, records
 # fields that change how a run looks, not what it computes: not part of a sweep's identity
 _PRESENTATION = frozenset({"progress"})
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def describe_value(v: Any) -> Any:
+    """A JSON-able, address-free description of one parameter value: numbers and strings as they
+    are, tensors and arrays as their shape, dtype and a SHA-256 of their bytes, functions and classes
+    as ``module.qualname``, configured objects as :func:`describe`, anything else as its repr with
+    memory addresses removed (the same in every process)."""
+    if isinstance(v, (str, int, bool)) or v is None:
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else repr(v)
+    if isinstance(v, (list, tuple)):
+        return [describe_value(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): describe_value(x) for k, x in v.items()}
+    if isinstance(v, torch.Tensor) or (hasattr(v, "tobytes") and hasattr(v, "shape") and hasattr(v, "dtype")):
+        t = v.detach().cpu().contiguous() if isinstance(v, torch.Tensor) else torch.as_tensor(v).contiguous()
+        raw = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        return {"shape": list(t.shape), "dtype": str(t.dtype), "sha256": hashlib.sha256(raw).hexdigest()}
+    if inspect.isroutine(v) or isinstance(v, type):
+        return f"{getattr(v, '__module__', '?')}.{getattr(v, '__qualname__', getattr(v, '__name__', '?'))}"
+    if dataclasses.is_dataclass(v) or dataclasses.is_dataclass(getattr(v, "config", None)):
+        return describe(v)
+    return _ADDRESS.sub("", repr(v))
+
+
+def _declared_params(obj: Any) -> dict[str, Any]:
+    """A user object's parameters where it declares them (``get_params()``, the scikit-learn
+    convention), described address-free; nothing otherwise (its ``version`` then says when its
+    output changed)."""
+    get_params = getattr(obj, "get_params", None)
+    if not callable(get_params):
+        return {}
+    try:
+        params = dict(get_params())
+    except Exception:  # noqa: BLE001 - a get_params of another convention: not part of the identity
+        return {}
+    return {str(k): describe_value(v) for k, v in sorted(params.items()) if k != "name"}
+
+
+def _version(obj: Any) -> Any:
+    """The ``version`` a user gave an analysis (or the function it wraps), or None."""
+    version = getattr(obj, "version", None)
+    return None if version is None else describe_value(version)
 
 
 def describe(obj: Any) -> Any:
     """A JSON-able, address-free description of a configured object: its dataclass fields (or those
-    of its ``config`` attribute), else its type and ``name``."""
+    of its ``config`` attribute), else its type, ``name`` and the parameters it declares
+    (``get_params()``); with the ``version`` it declares, if any (a user's analysis bumps it when its
+    output changes: nothing else can tell that its numbers changed meaning)."""
     if isinstance(obj, FunctionAnalysis):  # describe what it wraps
         fn = obj.fn
         if inspect.isroutine(fn) or not hasattr(fn, "__dict__"):
-            return {"type": "function", "name": obj.name,
+            desc = {"type": "function", "name": obj.name,
                     "function": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', obj.name)}"}
+            version = _version(fn)
+            return desc if version is None else {**desc, "version": version}
         return {**describe(fn), "name": obj.name}
     source = obj if dataclasses.is_dataclass(obj) else getattr(obj, "config", None)
     desc: dict[str, Any] = {"type": type(obj).__name__}
@@ -309,16 +360,113 @@ def describe(obj: Any) -> Any:
             for f in dataclasses.fields(source)
             if f.repr and f.name not in _PRESENTATION
         })
-    elif hasattr(obj, "name"):
-        desc["name"] = jsonable(obj.name)
+        if "name" not in desc and isinstance(getattr(obj, "name", None), str) and isinstance(obj, Analysis):
+            desc["name"] = obj.name  # the name its rows are stored under: a renamed analysis is another one
+    else:
+        if hasattr(obj, "name"):
+            desc["name"] = jsonable(obj.name)
+        params = _declared_params(obj)
+        if params:
+            desc["params"] = params
+    version = _version(obj)
+    if version is not None:
+        desc["version"] = version
     return desc
+
+
+# ------------------------------------------------------------------------------- data fingerprints
+def _update_array(h: Any, arr: Any) -> None:
+    """Feed one Arrow array's values (not its buffers: the same values built another way hash the
+    same) into ``h``: lists as their lengths then their flattened values, numbers as int64 /
+    float64, strings and bytes length-prefixed, nulls as a mask."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(arr, pa.ChunkedArray):
+        arr = pa.concat_arrays(arr.chunks) if arr.num_chunks else pa.array([], type=arr.type)
+    t = arr.type
+    h.update(f"|{len(arr)}:{arr.null_count}|".encode())
+    if arr.null_count:
+        h.update(np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=np.uint8).tobytes())
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        lengths = pc.fill_null(pc.list_value_length(arr), -1).to_numpy(zero_copy_only=False)
+        h.update(np.asarray(lengths, dtype=np.int64).tobytes())
+        _update_array(h, pc.list_flatten(arr))
+    elif pa.types.is_integer(t) or pa.types.is_boolean(t):
+        h.update(np.asarray(pc.fill_null(arr, 0).to_numpy(zero_copy_only=False), dtype=np.int64).tobytes())
+    elif pa.types.is_floating(t):
+        h.update(np.asarray(pc.fill_null(arr, 0).to_numpy(zero_copy_only=False), dtype=np.float64).tobytes())
+    elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        for v in arr.to_pylist():
+            b = b"" if v is None else (v.encode("utf-8", "surrogatepass") if isinstance(v, str) else bytes(v))
+            h.update(len(b).to_bytes(8, "little") + b)
+    else:  # structs, dictionaries, timestamps, ...: their values as JSON
+        h.update(json.dumps(arr.to_pylist(), default=repr, sort_keys=True).encode())
+
+
+def data_fingerprint(task: Any) -> str | None:
+    """SHA-256 of a task's data: every split's rows (each column's name and values, in order),
+    from the task's public ``dataset`` (a ``datasets.DatasetDict``); ``None`` for a task without
+    one. Two tasks of the same name built from another corpus or another split seed differ here."""
+    dataset = getattr(task, "dataset", None)
+    if dataset is None or not hasattr(dataset, "keys"):
+        return None
+    h = hashlib.sha256()
+    for split in sorted(dataset.keys()):
+        ds = dataset[split]
+        table = ds.with_format("arrow")[:] if hasattr(ds, "with_format") else None
+        if table is None:
+            return None
+        h.update(f"split {split} rows {table.num_rows}\n".encode())
+        for name in sorted(table.column_names):
+            h.update(f"column {name}\n".encode())
+            _update_array(h, table.column(name))
+    return h.hexdigest()
+
+
+def tensors_fingerprint(tensors: Any) -> str:
+    """SHA-256 of a dict of tensors (names, shapes, dtypes, bytes)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(json.dumps([name, describe_value(tensors[name])]).encode())
+    return h.hexdigest()
+
+
+def objective_fingerprint(degradation: Any) -> str | None:
+    """SHA-256 of the data a degradation samples on when it is not the task's (a posterior's
+    ``objective``): the objective's task's data, else the rows of its ``tensors()``; ``None`` when the
+    degradation samples on the task itself."""
+    objective = getattr(degradation, "objective", None)
+    if objective is None:
+        return None
+    inner = getattr(objective, "task", None)
+    if inner is not None and data_fingerprint(inner) is not None:
+        return data_fingerprint(inner)
+    if data_fingerprint(objective) is not None:  # the objective is a Task
+        return data_fingerprint(objective)
+    tensors = getattr(objective, "tensors", None)
+    if callable(tensors):
+        try:
+            rows = tensors()
+        except Exception as err:  # noqa: BLE001 - an objective that needs prepare() first: not checked
+            log.info("The objective's rows cannot be read before sampling (%s); its data is not part of "
+                     "the sweep's identity.", err)
+            return None
+        if isinstance(rows, dict) and all(isinstance(v, torch.Tensor) for v in rows.values()):
+            return tensors_fingerprint(rows)
+    return None
 
 
 def sweep_config(task: Any, analyses: Sequence[Analysis], degradation: Any, levels: Sequence[Any],
                  seed: int, eval_rows: int, digest: str) -> dict[str, Any]:
-    """What identifies a sweep (its ``config.json``): the executor is not part of it."""
-    return {
+    """What identifies a sweep (its ``config.json``): the executor is not part of it. Besides the
+    configuration it holds fingerprints of the task's data (``task_data``) and, for a posterior
+    sampled on an objective of its own, of the objective's data (``objective_data``), so a resume
+    with other data under the same names is refused (``interp.sweep.store``)."""
+    config = {
         "task": getattr(task, "name", repr(task)),
+        "task_data": data_fingerprint(task),
         "analyses": [describe(a) for a in analyses],
         "degradation": describe(degradation),
         "levels": jsonable(levels),
@@ -327,6 +475,10 @@ def sweep_config(task: Any, analyses: Sequence[Analysis], degradation: Any, leve
         "weights": digest,
         "divergence": divergence_spec(task),
     }
+    objective = objective_fingerprint(degradation)
+    if objective is not None:
+        config["objective_data"] = objective
+    return config
 
 
 def degradation_name(degradation: Any) -> str:

@@ -47,9 +47,9 @@ class LocalExecutor:
         deg_name = kernel.degradation_name(degradation)
         config = kernel.sweep_config(task, analyses, degradation, levels, seed, eval_rows, digest)
         store = Store(out, config)
-        batch = kernel.eval_batch(task, eval_rows)
         blame = "an analysis changed them in setup()"
-        try:
+        try:  # everything after the lock is taken runs inside it, so every failure releases the lock
+            batch = kernel.eval_batch(task, eval_rows)
             kernel.setup_analyses(analyses, model, task, seed, digest)
             blame = "an analysis changed them at the trained weights (its __call__ must leave them as they are)"
             base_loss = kernel.measure_loss(model, task, batch)

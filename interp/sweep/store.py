@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -42,7 +43,7 @@ from typing import Any
 
 __all__ = [
     "COLUMNS", "ADDED_COLUMNS", "BASELINE_KEY", "SETUP_KEY", "Store", "read_records", "read_json", "OutDirInUse",
-    "StoreCorrupt", "LOCK_NAME", "missing_column",
+    "StoreCorrupt", "LOCK_NAME", "missing_column", "config_difference", "legacy_identity", "record_checksum",
 ]
 
 log = logging.getLogger(__name__)
@@ -122,8 +123,16 @@ def missing_column(column: str, key: Any) -> Any:
                      "and resume).")
 
 
-def _check_record(rec: Any) -> str | None:
-    """What is wrong with a parsed record, or None."""
+def record_checksum(key: Any, rows: Any, draw: Any) -> str:
+    """The checksum stored with every record: SHA-256 (first 16 hex digits) of its key, rows and
+    draw as canonical JSON, so a value changed inside a line that still parses is detected."""
+    text = json.dumps([list(key), rows, draw], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check_record(rec: Any, n_levels: int | None = None) -> str | None:
+    """What is wrong with a parsed record, or None (``n_levels``: the sweep's number of levels, to
+    check the key's level index against)."""
     if not isinstance(rec, dict):
         return f"a JSON {type(rec).__name__}, not a record object"
     missing = [k for k in ("key", "rows", "draw") if k not in rec]
@@ -133,21 +142,36 @@ def _check_record(rec: Any) -> str | None:
     if not (isinstance(key, list) and len(key) == 3
             and all(isinstance(k, int) and not isinstance(k, bool) for k in key)):
         return f"a record whose key {key!r} is not [level_index, chain, draw]"
+    if tuple(key) != BASELINE_KEY and (key[0] < 0 or key[1] < 0 or key[2] < 0):
+        return f"a record whose key {key!r} is neither the baseline {list(BASELINE_KEY)} nor a draw (indices >= 0)"
+    if n_levels is not None and key[0] >= n_levels:
+        return (f"a record keyed to level index {key[0]}, but the sweep has {n_levels} level(s) "
+                f"(indices 0 to {n_levels - 1}, in config.json)")
     if not isinstance(rec["rows"], list) or not all(isinstance(r, dict) for r in rec["rows"]):
         return "a record whose rows are not a list of row objects"
+    if not rec["rows"]:
+        return 'a record with no rows ("rows": []): every stored draw has at least one metric'
     if not isinstance(rec["draw"], dict):
         return "a record whose draw is not an object"
     return None
 
 
-def read_records(rows_file: Path, *, repair: bool = False) -> Iterator[dict[str, Any]]:
+def _checksum_problem(rec: dict[str, Any]) -> str | None:
+    if "sha256" in rec and rec["sha256"] != record_checksum(rec["key"], rec["rows"], rec["draw"]):
+        return ("a record whose content does not match its checksum (a value was changed after the sweep "
+                "wrote it)")
+    return None
+
+
+def read_records(rows_file: Path, *, repair: bool = False, n_levels: int | None = None) -> Iterator[dict[str, Any]]:
     """The records of a sweep's ``rows.jsonl``, one at a time, in the order written, each key once.
 
     A torn final line (a crash mid-write: no newline) is skipped with a warning, and with ``repair``
     truncated away so that appending can go on. A line repeating an earlier line byte for byte is
     dropped with a warning. Anything else that is not a record (garbage, a line cut inside the file, a
-    record without ``rows``, one key with two different records) raises :class:`StoreCorrupt`
-    naming the file and the line.
+    record without ``rows`` or with none, a value changed inside a line (its checksum no longer
+    matches), a key outside the sweep's ``n_levels`` levels, one key with two different records)
+    raises :class:`StoreCorrupt` naming the file and the line.
     """
     rows_file = Path(rows_file)
     if not rows_file.exists():
@@ -164,9 +188,12 @@ def read_records(rows_file: Path, *, repair: bool = False) -> Iterator[dict[str,
                 return
             try:
                 rec = json.loads(line)
-                problem = _check_record(rec)
+                problem = _check_record(rec, n_levels)
             except (json.JSONDecodeError, UnicodeDecodeError) as err:
                 problem = f"not JSON ({err})"
+            key = tuple(rec["key"]) if problem is None else None
+            if problem is None and (key not in seen or seen[key][1] == hash(line)):
+                problem = _checksum_problem(rec)  # (a repeated key says more: two sweeps wrote it)
             if problem is not None:
                 raise StoreCorrupt(
                     f"{rows_file} line {lineno} is corrupt: {problem}. The {lineno - 1} lines before it are "
@@ -175,7 +202,6 @@ def read_records(rows_file: Path, *, repair: bool = False) -> Iterator[dict[str,
                     f"{good}) and rerun the same sweep with the same out to recompute the rest; or delete "
                     "the out directory to start over."
                 )
-            key = tuple(rec["key"])
             digest = hash(line)
             if key in seen:
                 first, first_digest = seen[key]
@@ -192,6 +218,89 @@ def read_records(rows_file: Path, *, repair: bool = False) -> Iterator[dict[str,
             seen[key] = (lineno, digest)
             good += len(line)
             yield rec
+
+
+# ------------------------------------------------------------------------------ identity checks
+#: what a sweep's identity gained with the data fingerprints (absent from older config.json files)
+IDENTITY_ADDED = ("task_data", "objective_data")
+_ANALYSIS_ADDED = ("name", "params", "version")
+
+
+def legacy_identity(config: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    """``config`` as a sweep stored before the data fingerprints (``old``) would have recorded it:
+    without the fingerprints, and without the analysis fields ``old`` lacks."""
+    legacy = {k: v for k, v in config.items() if k not in IDENTITY_ADDED}
+    before = old.get("analyses")
+    if isinstance(legacy.get("analyses"), list) and isinstance(before, list) and len(before) == len(legacy["analyses"]):
+        legacy["analyses"] = [
+            {k: v for k, v in a.items() if k not in _ANALYSIS_ADDED or (isinstance(b, dict) and k in b)}
+            if isinstance(a, dict) else a
+            for a, b in zip(legacy["analyses"], before)
+        ]
+    return legacy
+
+
+def _short(value: Any, n: int = 80) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _digest(value: Any) -> str:
+    return "none" if value is None else f"{str(value)[:12]}…"
+
+
+def _analyses_difference(old: Any, new: Any) -> list[str]:
+    if not (isinstance(old, list) and isinstance(new, list)):
+        return [f"analyses differ: {_short(old)} vs {_short(new)}"]
+    name = (lambda a: a.get("name", a.get("type")) if isinstance(a, dict) else a)  # noqa: E731
+    old_by, new_by = {name(a): a for a in old}, {name(a): a for a in new}
+    out = []
+    if list(old_by) != list(new_by):
+        gone, added = [n for n in old_by if n not in new_by], [n for n in new_by if n not in old_by]
+        out.append(f"analyses differ: stored {list(old_by)}, now {list(new_by)}"
+                   + (f" ({gone} not given now, {added} new: a renamed analysis is another analysis, never "
+                      "merged with the old one's rows)" if gone or added else " (another order)"))
+    for n in old_by:
+        a, b = old_by[n], new_by.get(n)
+        if b is None or a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            fields = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            parts = []
+            for k in fields:
+                x, y = a.get(k), b.get(k)
+                if isinstance(x, dict) and isinstance(y, dict):  # constructor parameters: name each one
+                    parts += [f"{k}.{j} {_short(x.get(j), 40)} vs {_short(y.get(j), 40)}"
+                              for j in sorted(set(x) | set(y)) if x.get(j) != y.get(j)]
+                else:
+                    parts.append(f"{k} {_short(x, 40)} vs {_short(y, 40)}")
+            hint = " (its version changed: the analysis says its output changed)" if "version" in fields else ""
+            out.append(f"analysis {n!r} differs: {'; '.join(parts)}{hint}")
+        else:
+            out.append(f"analysis {n!r} differs: {_short(a)} vs {_short(b)}")
+    return out
+
+
+def config_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """What differs between a stored sweep's identity and this one's, in words."""
+    parts = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if key == "task_data":
+            parts.append(f"task data differs: rows digest {_digest(a)} stored vs {_digest(b)} now (a task "
+                         f"named {new.get('task')!r} with other rows: another corpus, split or seed)")
+        elif key == "objective_data":
+            parts.append(f"objective data differs: rows digest {_digest(a)} stored vs {_digest(b)} now (the "
+                         "posterior samples on other data)")
+        elif key == "weights":
+            parts.append(f"the model's weights differ: digest {_digest(a)} stored vs {_digest(b)} now")
+        elif key == "analyses":
+            parts.extend(_analyses_difference(a, b))
+        else:
+            parts.append(f"{key} differs: {_short(a)} stored vs {_short(b)} now")
+    return "What differs: " + "; ".join(parts) + "." if parts else ""
 
 
 # ----------------------------------------------------------------------------------------- lock
@@ -315,6 +424,8 @@ class Store:
         self.file = None
         self.lock: _Lock | None = None
         self.path = None if out is None else Path(out)
+        levels = config.get("levels")
+        self.n_levels = len(levels) if isinstance(levels, list) else None
         if self.path is None:
             return
         check_out(self.path)
@@ -340,13 +451,18 @@ class Store:
             if not isinstance(old, dict):
                 raise StoreCorrupt(f"{cfg_file} is corrupt (a JSON {type(old).__name__}, not a configuration): delete "
                                    "the out directory (or use a new one) and start over.")
+            if "task_data" not in old:  # stored before the data fingerprints: compare what it holds
+                log.warning("%s was written before sweeps recorded their data's fingerprint: resuming it "
+                            "cannot check that the task's data is the same as before.", cfg_file)
+                config = legacy_identity(config, old)
             if old != config:
                 diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
                 raise ValueError(
                     f"{self.path} holds a sweep with a different configuration (differs in {diff}). "
-                    "Use a new output directory, or delete this one to start over."
+                    "Use a new output directory, or delete this one to start over. "
+                    + config_difference(old, config)
                 )
-            for rec in read_records(self.rows_file, repair=True):
+            for rec in read_records(self.rows_file, repair=True, n_levels=self.n_levels):
                 self.keys[tuple(rec["key"])] = None
             info_file = self.path / "levels.json"
             if info_file.exists():
@@ -381,7 +497,7 @@ class Store:
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every stored record (``{"key", "rows", "draw"}``), in the order stored."""
-        return iter(self.memory) if self.path is None else read_records(self.rows_file)
+        return iter(self.memory) if self.path is None else read_records(self.rows_file, n_levels=self.n_levels)
 
     def done(self, key: Key) -> bool:
         return key in self.keys
@@ -391,12 +507,15 @@ class Store:
         key = tuple(key)
         if key in self.keys:
             raise ValueError(f"key {list(key)} is already stored; a sweep stores every draw once.")
+        if not rows:
+            raise ValueError(f"draw {list(key)} has no metrics: every analysis returned an empty dict. An "
+                             "analysis returns at least one named metric, e.g. {'loss': 0.12}.")
         rec = {"key": list(key), "rows": rows, "draw": draw}
         if self.path is None:
             self.keys[key] = None
             self.memory.append(rec)
             return
-        line = json.dumps(rec) + "\n"
+        line = json.dumps({**rec, "sha256": record_checksum(key, rows, draw)}) + "\n"
         self._write_config()
         try:
             self.file.write(line)

@@ -1,0 +1,193 @@
+"""Bad input to sweeps, stores and resumes (docs/bad-input.md, section "Sweeps, stores and resumes").
+
+One test per catalogue row, named ``test_<row id>``: resumes that check what they resume (task data,
+objective data, analysis parameters and version), inputs validated before ``config.json`` and the
+baseline are written, stores whose records were changed, the out lock on early failures, and the
+CLI's ``report``/``sweep``/``organisms`` surface. Everything runs on the tiny 1-layer bridge
+(``tests/reliability_tiny.py``): each sweep takes well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from interp.degradations import WeightNoise
+from interp.sweep import run_sweep
+from interp.sweep.store import StoreCorrupt
+from reliability_tiny import LossProbe, tiny_task
+
+
+def _noise() -> WeightNoise:
+    return WeightNoise(draws_per_level=2, eval_rows=8)
+
+
+def _sweep(model, task, analyses, out, levels=(0.1,), degradation=None, **kw):
+    return run_sweep(model, task, list(analyses), degradation or _noise(), list(levels), out=out, eval_rows=8,
+                     progress=False, **kw)
+
+
+# ------------------------------------------------------------------------------------------ resumes
+def test_resume_with_other_task_data(tiny, tmp_path):
+    model, task = tiny
+    first = _sweep(model, task, [LossProbe()], tmp_path)
+    again = _sweep(model, tiny_task(), [LossProbe()], tmp_path)  # the same data rebuilt: resumes exactly
+    assert again.table.equals(first.table)
+    other = tiny_task(seed=1)  # same name 'tiny', other rows (another split seed / corpus)
+    assert other.name == task.name
+    with pytest.raises(ValueError, match=r"differs in \['task_data'\].*task data differs: rows digest "
+                                         r"[0-9a-f]{12}… stored vs [0-9a-f]{12}… now \(a task named 'tiny' "
+                                         r"with other rows"):
+        _sweep(model, other, [LossProbe()], tmp_path)
+    assert len(list((tmp_path).glob("rows.jsonl"))) == 1
+    assert _sweep(model, task, [LossProbe()], tmp_path).table.equals(first.table)  # nothing was mixed in
+
+
+def test_resume_with_other_objective_data(tiny, tmp_path):
+    from interp.degradations import TemperedPosterior
+    from interp.objectives import CorpusLoss
+
+    model, task = tiny
+    sampler = lambda corpus: TemperedPosterior(localization=100.0, lr=1e-4, chains=1, draws=1, burnin=1,  # noqa: E731
+                                               batch_size=8, eval_rows=8, progress=False,
+                                               objective=CorpusLoss(corpus))
+    _sweep(model, task, [LossProbe()], tmp_path, levels=[300.0], degradation=sampler(tiny_task(seed=2)))
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert re.fullmatch(r"[0-9a-f]{64}", cfg["objective_data"]) and cfg["objective_data"] != cfg["task_data"]
+    with pytest.raises(ValueError, match=r"objective data differs: rows digest [0-9a-f]{12}… stored vs "
+                                         r"[0-9a-f]{12}… now \(the posterior samples on other data\)"):
+        _sweep(model, task, [LossProbe()], tmp_path, levels=[300.0], degradation=sampler(tiny_task(seed=3)))
+
+
+def test_resume_with_other_analysis(tiny, tmp_path):
+    model, task = tiny
+    _sweep(model, task, [LossProbe()], tmp_path)
+    # renamed: another analysis, never resumed beside the old one's rows
+    with pytest.raises(ValueError, match=r"analyses differ: stored \['loss_probe'\], now \['renamed'\] .*a "
+                                         r"renamed analysis is another analysis"):
+        _sweep(model, task, [LossProbe(name="renamed")], tmp_path)
+    # a parameter changed, on a user class that declares its parameters (get_params, the scikit-learn way)
+    class Declared(LossProbe):
+        def __init__(self, rows=8):
+            super().__init__(name="declared")
+            self.rows = rows
+
+        def get_params(self):
+            return {"rows": self.rows}
+
+    _sweep(model, task, [Declared()], tmp_path / "declared")
+    with pytest.raises(ValueError, match=r"analysis 'declared' differs: params\.rows 8 vs 16"):
+        _sweep(model, task, [Declared(rows=16)], tmp_path / "declared")
+    # a shipped analysis: its configuration (every parameter) is part of the identity
+    from analyses import ResidualNorms
+
+    _sweep(model, task, [ResidualNorms(eval_rows=8)], tmp_path / "shipped")
+    with pytest.raises(ValueError, match=r"analysis 'norms' differs: eval_rows 8 vs 4"):
+        _sweep(model, task, [ResidualNorms(eval_rows=4)], tmp_path / "shipped")
+
+
+def test_resume_with_other_analysis_version(tiny, tmp_path):
+    model, task = tiny
+    scale = {"factor": 1.0}
+
+    def score(model, task):
+        return {"score": 4.2 * scale["factor"]}
+
+    _sweep(model, task, [score], tmp_path)
+    scale["factor"] = 1000.0  # the output's scale changed: invisible to any check ...
+    mixed = _sweep(model, task, [score], tmp_path)  # ... so it resumes (the finished draws are kept)
+    assert mixed.table["value"].tolist() == pytest.approx([4.2] * 3)
+    score.version = 2  # ... until the user says so: a version bump
+    with pytest.raises(ValueError, match=r"analysis 'score' differs: version null vs 2 \(its version changed"):
+        _sweep(model, task, [score], tmp_path)
+
+    class Scaled(LossProbe):
+        version = "2024-06"
+
+    _sweep(model, task, [Scaled(name="v")], tmp_path / "cls")
+    Scaled.version = "2024-07"
+    with pytest.raises(ValueError, match=r"analysis 'v' differs: version 2024-06 vs 2024-07"):
+        _sweep(model, task, [Scaled(name="v")], tmp_path / "cls")
+
+
+def test_resume_of_a_sweep_stored_before_fingerprints(tiny, tmp_path, caplog):
+    model, task = tiny
+    first = _sweep(model, task, [LossProbe()], tmp_path)
+    cfg_file = tmp_path / "config.json"
+    cfg = json.loads(cfg_file.read_text())
+    del cfg["task_data"]
+    cfg["analyses"] = [{k: v for k, v in a.items() if k != "params"} for a in cfg["analyses"]]
+    cfg_file.write_text(json.dumps(cfg))  # what an older interp wrote
+    with caplog.at_level("WARNING"):
+        again = _sweep(model, task, [LossProbe()], tmp_path)
+    assert again.table.equals(first.table)
+    assert "cannot check that the task's data is the same" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------- stores
+def _records(tmp_path: Path) -> list[str]:
+    return (tmp_path / "rows.jsonl").read_text().splitlines(keepends=True)
+
+
+def test_store_record_tampered(tiny, tmp_path):
+    model, task = tiny
+    _sweep(model, task, [LossProbe()], tmp_path)
+    rows = tmp_path / "rows.jsonl"
+    lines = _records(tmp_path)
+    good = "".join(lines)
+    rec = json.loads(lines[1])
+    rec["rows"][0]["value"] += 1.0  # a changed value inside a line that still parses
+    rows.write_text(lines[0] + json.dumps(rec) + "\n" + "".join(lines[2:]))
+    with pytest.raises(StoreCorrupt, match=rf"{rows} line 2 is corrupt: a record whose content does not match "
+                                           r"its checksum .* The 1 lines before it are intact"):
+        _sweep(model, task, [LossProbe()], tmp_path)
+    rec = json.loads(lines[1])
+    rec["rows"] = []
+    rec.pop("sha256")
+    rows.write_text(lines[0] + json.dumps(rec) + "\n" + "".join(lines[2:]))
+    with pytest.raises(StoreCorrupt, match=r"line 2 is corrupt: a record with no rows"):
+        _sweep(model, task, [LossProbe()], tmp_path)
+    rec = json.loads(lines[1])
+    rec["key"][0] = 7  # a level the sweep does not have
+    rec.pop("sha256")
+    rows.write_text(good + json.dumps(rec) + "\n")
+    with pytest.raises(StoreCorrupt, match=r"line 4 is corrupt: a record keyed to level index 7, but the sweep "
+                                           r"has 1 level\(s\)"):
+        _sweep(model, task, [LossProbe()], tmp_path)
+    from interp.results import Results
+
+    with pytest.raises(StoreCorrupt, match=r"line 4 is corrupt: a record keyed to level index 7"):
+        Results.load(tmp_path)
+    rows.write_text(good)
+    assert len(_sweep(model, task, [LossProbe()], tmp_path).table) == 3 * 2
+
+
+def test_analysis_returns_no_metrics(tiny, tmp_path):
+    model, task = tiny
+
+    def nothing(model, task):
+        return {}
+
+    with pytest.raises(ValueError, match=r"draw \[-1, -1, -1\] has no metrics: every analysis returned an empty "
+                                         r"dict"):
+        _sweep(model, task, [nothing], tmp_path)
+    assert not (tmp_path / "config.json").exists()  # the fixed rerun is not refused
+
+
+def test_sweep_fails_before_its_loop(tiny, tmp_path):
+    model, task = tiny
+
+    class Broken(type(task)):
+        def tensors(self, *a, **k):
+            raise RuntimeError("tensors failed")
+
+    broken = Broken(task.name, task.dataset)
+    with pytest.raises(RuntimeError, match="tensors failed"):
+        _sweep(model, broken, [LossProbe()], tmp_path)
+    assert not (tmp_path / "sweep.lock").exists()
+    _sweep(model, task, [LossProbe()], tmp_path)  # the rerun in the same process is not refused
