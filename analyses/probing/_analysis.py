@@ -35,7 +35,7 @@ class _ProbeAnalysis(Params):
     collaterals: tuple[str, ...] = ()
 
     def __init__(self, config: ProbeConfig | None = None, *, site: str | None = None, name: str,
-                 label: LabelSpec = "label", positions: tuple[str | int, ...] = (), layers: tuple[int, ...] | None = None,
+                 label: LabelSpec = "label", positions: tuple[str | int, ...] | None = None, layers: tuple[int, ...] | None = None,
                  group: str | None = None, control_type: LabelSpec | None = "token",
                  lams: tuple[float, ...] = DEFAULT_LAMS, folds: int = 5, rows: int | None = None,
                  batch_size: int = 64, seed: int = 0, progress: bool = False):

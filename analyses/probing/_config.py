@@ -16,7 +16,11 @@ from typing import Union
 from analyses.probing._labels import LabelSpec
 from interp.checks import bad_value, check_number
 
-__all__ = ["ProbeConfig", "DEFAULT_LAMS"]
+__all__ = ["ProbeConfig", "DEFAULT_LAMS", "LAST_TOKEN"]
+
+LAST_TOKEN = "last"
+"""The position ``"last"``: each row's last real token (the last 1 of its ``attention_mask``; the
+last position of an unpadded row). Unlike ``-1``, never a padding token."""
 
 DEFAULT_LAMS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
@@ -29,7 +33,10 @@ class ProbeConfig:
         label: a column with one integer label per row, or a callable ``f(data) -> [rows]`` (one
             label per row) or ``-> [rows, pos]`` (one label per token, −1 where not probed).
         positions: for row labels, where to read each row: column names holding a per-row position
-            (``"sep_pos"``) or integer positions (``0``, ``-1``). Empty for per-token labels.
+            (``"sep_pos"``), integer positions (``0``, ``-1``) or ``"last"`` (:data:`LAST_TOKEN`: each
+            row's last real token, padding skipped). ``None`` (default): ``("last",)`` for row labels,
+            none for per-token labels. A position that reads padding in some rows (``-1`` on padded
+            rows) gets a warning.
         layers: layer indices (0 … n_layers; n_layers is the final ``resid_post``); ``None``: all.
         group: column of group ids (strings or ints) for λ cross-validation on held-out groups;
             ``None``: random rows.
@@ -44,7 +51,7 @@ class ProbeConfig:
     """
 
     label: LabelSpec = "label"
-    positions: tuple[Union[str, int], ...] = ()
+    positions: tuple[Union[str, int], ...] | None = None
     layers: tuple[int, ...] | None = None
     group: str | None = None
     control_type: LabelSpec | None = "token"
@@ -58,10 +65,19 @@ class ProbeConfig:
     def __post_init__(self) -> None:
         if not (isinstance(self.label, str) or callable(self.label)):
             raise ValueError(f"label={self.label!r}: give a column name or a callable(data) -> labels.")
+        if self.positions is None:
+            return self._check_rest()
+        if isinstance(self.positions, (str, int)):
+            raise ValueError(f"positions={self.positions!r}: give a tuple of positions, e.g. "
+                             f"positions=({self.positions!r},).")
         object.__setattr__(self, "positions", tuple(self.positions))
         for p in self.positions:
             if not isinstance(p, (str, int)) or isinstance(p, bool):
-                raise ValueError(f"positions entry {p!r}: must be a column name or an int position.")
+                raise ValueError(f"positions entry {p!r}: must be a column name, an int position or "
+                                 f"{LAST_TOKEN!r} (the last real token).")
+        self._check_rest()
+
+    def _check_rest(self) -> None:
         c = "ProbeConfig"
         if self.layers is not None:
             if isinstance(self.layers, (str, bytes)) or not isinstance(self.layers, Sequence) or not self.layers:

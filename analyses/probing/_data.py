@@ -3,6 +3,11 @@
 Layer ``l < n_layers`` is ``resid_pre(l)`` (layer 0 = the embedding), layer ``n_layers`` the final
 ``resid_post``; activations are captured batch by batch (``ProbeConfig.batch_size`` rows per forward).
 
+Positions on padded rows (right padding, ``attention_mask``): ``"last"`` reads each row's last real
+token, position ``len_b − 1`` with ``len_b = Σ_t attention_mask[b, t]``; an integer position or a
+column that lands on padding (``-1`` in every row shorter than the longest) reads a [PAD] token, whose
+representation only measures attention leakage: a warning says in how many rows.
+
 Example::
 
     >>> from analyses.probing import ProbeConfig, probe_data
@@ -13,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +27,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 import hooks
-from analyses.probing._config import ProbeConfig
+from analyses.probing._config import LAST_TOKEN, ProbeConfig
 from analyses.probing._labels import LabelSpec
 
 __all__ = ["layer_point", "ProbeData", "probe_data"]
@@ -76,6 +82,20 @@ def _resolve_label(spec: LabelSpec, data: dict[str, Tensor], split: str) -> Tens
     return torch.as_tensor(spec(data)).long()
 
 
+def _warn_padding(mask: Tensor | None, pos: Tensor, specs: list[str], split: str) -> None:
+    """Warn when a probed position is a padding token (``attention_mask`` 0) in some rows."""
+    if mask is None:
+        return
+    rows = torch.arange(pos.shape[1])
+    for spec, p in zip(specs, pos):
+        n_pad = int((mask[rows, p] == 0).sum())
+        if n_pad:
+            warnings.warn(
+                f"probing at position {spec}: {n_pad} of {len(p)} rows of split {split!r} read a padding "
+                "token there, whose activation is not the text's; use positions=('last',) (each row's last "
+                "real token) or a column of per-row positions.", UserWarning, stacklevel=4)
+
+
 def probe_data(model: Any, task: Any, config: ProbeConfig, split: str = "test") -> ProbeData:
     """Capture the residual stream at every site of ``config`` on one split (one pass per batch)."""
     ds = task.dataset[split]
@@ -89,7 +109,7 @@ def probe_data(model: Any, task: Any, config: ProbeConfig, split: str = "test") 
     rows_range = torch.arange(n_rows)
 
     if label.dim() == 2:  # per-token labels
-        if config.positions:
+        if config.positions:   # None or () for per-token labels
             raise ValueError(
                 f"positions={config.positions!r}: a per-token label chooses its own positions (−1 = not "
                 "probed); leave positions empty."
@@ -99,11 +119,22 @@ def probe_data(model: Any, task: Any, config: ProbeConfig, split: str = "test") 
         pos_per_spec = pos_idx[None]
         y = label[row_idx, pos_idx]
     else:
-        if not config.positions:
-            raise ValueError("positions=(): a per-row label needs positions to read, e.g. ('sep_pos',) or (-1,).")
+        positions = (LAST_TOKEN,) if config.positions is None else config.positions
+        if not positions:
+            raise ValueError("positions=(): a per-row label needs positions to read, e.g. ('sep_pos',), "
+                             f"({LAST_TOKEN!r},) (the last real token) or (-1,).")
         specs, cols = [], []
-        for p in config.positions:
-            if isinstance(p, str):
+        mask_all = data.get("attention_mask")
+        for p in positions:
+            if p == LAST_TOKEN:
+                if mask_all is None:
+                    cols.append(torch.full((n_rows,), ids.shape[1] - 1, dtype=torch.long))
+                else:
+                    lengths = mask_all.long().sum(-1)
+                    if (lengths < 1).any():
+                        raise ValueError(f"split {split!r}: a row has no real token (attention_mask all 0).")
+                    cols.append(lengths - 1)
+            elif isinstance(p, str):
                 if p not in data:
                     raise ValueError(f"position column {p!r} not in split {split!r}; has {sorted(data)}.")
                 cols.append(data[p].long())
@@ -112,6 +143,9 @@ def probe_data(model: Any, task: Any, config: ProbeConfig, split: str = "test") 
             specs.append(str(p))
         row_idx = rows_range
         pos_per_spec = torch.stack(cols)  # [spec, rows]
+        if ((pos_per_spec < 0) | (pos_per_spec >= ids.shape[1])).any():
+            raise ValueError(f"positions={positions!r}: a position lies outside the rows' {ids.shape[1]} tokens.")
+        _warn_padding(mask_all, pos_per_spec, specs, split)
         y = label
     n_spec = len(specs)
     # all (spec, example) pairs flattened, gathered per batch of rows
