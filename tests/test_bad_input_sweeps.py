@@ -191,3 +191,60 @@ def test_sweep_fails_before_its_loop(tiny, tmp_path):
         _sweep(model, broken, [LossProbe()], tmp_path)
     assert not (tmp_path / "sweep.lock").exists()
     _sweep(model, task, [LossProbe()], tmp_path)  # the rerun in the same process is not refused
+
+
+# ------------------------------------------------------------------------------------ interp report
+def _cli(capsys, *argv) -> tuple[int, str]:
+    from interp.app.cli import main
+
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def test_report_pools_sweeps_of_one_degradation(tiny, tmp_path):
+    from interp.app.sweepfile import _separate_sweeps, rebuild_report
+    from interp.results import Results
+
+    model, task = tiny
+    _sweep(model, task, [LossProbe()], tmp_path / "small", levels=[0.05])
+    _sweep(model, task, [LossProbe()], tmp_path / "large", levels=[0.3])
+    loaded = [(p, Results.load(p)) for p in (tmp_path / "large", tmp_path / "small")]
+    s = Results.concat(_separate_sweeps(loaded)).summary()
+    drawn = s[(s["level_index"] == 0) & (s["metric"] == "loss")]
+    # one row per sweep, each with its own 2 draws, never σ 0.05 and 0.3 pooled into 4
+    assert sorted(drawn["degradation"]) == ["WeightNoise [large]", "WeightNoise [small]"]
+    assert drawn["n_draws"].tolist() == [2, 2] and sorted(drawn["level"]) == [0.05, 0.3]
+    import shutil
+
+    shutil.copytree(tmp_path / "small", tmp_path / "small-copy")
+    with pytest.raises(ValueError, match=r"small and .*small-copy hold the same sweep \(identical config.json\): a "
+                                         r"copy\. Reporting both would count every draw twice"):
+        rebuild_report(tmp_path)
+
+
+def test_report_on_unfinished_or_damaged_results(tiny, tmp_path, capsys):
+    model, task = tiny
+    killed = tmp_path / "killed" / "sweep"  # what `interp sweep` leaves when killed before its first record
+    killed.mkdir(parents=True)
+    (killed / "rows.jsonl").write_text('{"key": [-1, -1, -1], "ro')  # a torn first line
+    (killed / "sweep.lock").write_text(json.dumps({"pid": 999999, "host": "h", "started": 0}))
+    code, err = _cli(capsys, "report", str(tmp_path / "killed"))
+    assert code == 2 and "new out directory" not in err
+    assert re.fullmatch(r"interp: error: .*killed/sweep holds no rows yet \(its sweep\.lock says a sweep is still "
+                        r"writing to it, or was killed\): its sweep stopped before storing its first draw\. Rerun "
+                        r"the same `interp sweep`/`interp demo` command: it resumes there .*", err)
+    # corrupt JSON: the file is named
+    done = tmp_path / "done"
+    _sweep(model, task, [LossProbe()], done / "sweep")
+    (done / "sweep" / "config.json").write_text("{")
+    code, err = _cli(capsys, "report", str(done))
+    assert code == 2 and f"{done / 'sweep' / 'config.json'} is corrupt (JSONDecodeError at line 1 column 2)" in err
+    assert "\n" not in err
+    # saved results without draws.parquet
+    saved = tmp_path / "saved"
+    _sweep(model, task, [LossProbe()], None).save(saved / "results")
+    (saved / "results" / "draws.parquet").unlink()
+    code, err = _cli(capsys, "report", str(saved))
+    assert code == 2 and "has table.parquet but not draws.parquet: the results were not saved completely" in err
+    assert "\n" not in err
