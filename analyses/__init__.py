@@ -12,6 +12,7 @@ intervene only through ``hooks``.
 - ``probe``, ``FrozenProbe``, ``RefitProbe`` (``analyses.probing``): linear probes per layer with
   controls and causal checks; frozen (fitted on w0) and refitted on every draw.
 - ``SparseMLP`` (``analyses.transcoders``): a transcoder replacing one MLP, followed across draws.
+- ``LLC`` (``analyses.llc``): weight-restricted learning coefficients of heads, MLPs or hypotheses.
 - ``CircuitTests`` (``analyses.circuit_tests``): Shi et al.'s hypothesis tests of a circuit claim
   (equivalence, independence, minimality, sufficiency, partial necessity) and MIB's CPR/CMD, per
   draw; ``assess_claim`` and ``estimate_node_inclusion`` read them over draws.
@@ -44,6 +45,7 @@ _LAZY = {
     "evaluate_circuit": "analyses.circuit_tests",
     "FrozenProbe": "analyses.probing",
     "HeadAblation": "analyses.ablation",
+    "LLC": "analyses.llc",
     "RefitProbe": "analyses.probing",
     "ResidualNorms": "analyses.norms",
     "SparseMLP": "analyses.transcoders",

@@ -58,7 +58,9 @@ from interp.degradations.calibration import (
     assess_calibration,
     indistinct_levels,
 )
+from interp.degradations._select import head_pattern
 from interp.degradations.llc import LLCEstimate, estimate_llc
+from interp.degradations.llc_table import ComponentLLC, ComponentLLCs
 from interp.degradations.sgld import SamplingRun, TemperedPosterior
 
 __all__ = [
@@ -68,6 +70,8 @@ __all__ = [
     "CalibrationRecord",
     "CalibrationRound",
     "ChainDiagnostics",
+    "ComponentLLC",
+    "ComponentLLCs",
     "Checkpoints",
     "Degradation",
     "Draw",
@@ -82,6 +86,7 @@ __all__ = [
     "assess_calibration",
     "clean_name",
     "estimate_llc",
+    "head_pattern",
     "indistinct_levels",
     "select_parameters",
     "transformerlens_names",

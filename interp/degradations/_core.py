@@ -3,10 +3,9 @@ bit-identical weight snapshots, parameter selection (de-duplicated by storage) a
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, Union, runtime_checkable
 
@@ -148,193 +147,21 @@ class WeightSnapshot:
 
 
 # ---------------------------------------------------------------------------------------- selection
-def clean_name(name: str) -> str:
-    """A parameter name without TransformerBridge's ``._original_component`` wrapper segments."""
-    return name.replace("._original_component", "").replace("_original_component.", "")
-
-
-def _span(p: torch.Tensor) -> tuple[int, int, int]:
-    """(storage id, first element, one past the last element) of a tensor in its storage."""
-    start = p.storage_offset()
-    extent = 1 + sum((s - 1) * st for s, st in zip(p.shape, p.stride())) if p.numel() else 0
-    return p.untyped_storage().data_ptr(), start, start + extent
-
-
-def _elements(p: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-    """Which elements of storage positions ``[lo, hi)`` the tensor ``p`` covers (a bool mask)."""
-    idx = torch.arange(hi - lo).as_strided(p.shape, p.stride(), p.storage_offset() - lo)
-    mask = torch.zeros(hi - lo, dtype=torch.bool)
-    mask[idx.reshape(-1)] = True
-    return mask
-
-
-def _shares_elements(p: torch.Tensor, span: tuple[int, int, int], q: torch.Tensor,
-                     other: tuple[int, int, int]) -> bool:
-    """Whether two tensors share at least one storage element (not just an overlapping extent:
-    the q/k/v column blocks of a fused matrix interleave without sharing any element)."""
-    if span[0] != other[0] or not (span[1] < other[2] and other[1] < span[2]):
-        return False
-    if (p.shape, p.stride(), p.storage_offset()) == (q.shape, q.stride(), q.storage_offset()):
-        return True
-    lo, hi = min(span[1], other[1]), max(span[2], other[2])
-    return bool((_elements(p, lo, hi) & _elements(q, lo, hi)).any())
-
-
-def _unread_fused(model: torch.nn.Module) -> set[int]:
-    """ids of parameters a TransformerBridge holds but its forward never reads: the fused QKV matrix
-    of a joint-QKV attention (GPT-2's ``c_attn``, GPT-NeoX's ``query_key_value``), which the bridge
-    splits at boot into the ``q``/``k``/``v`` projections it actually runs (views of the fused
-    matrix on GPT-2, independent copies on GPT-NeoX). Perturbing it would move nothing (and its
-    gradient is always None), so the sampler must move the split projections instead."""
-    out: set[int] = set()
-    for m in model.modules():
-        fused = getattr(m, "qkv", None) if callable(getattr(m, "split_qkv_matrix", None)) else None
-        if isinstance(fused, torch.nn.Module) and all(
-                isinstance(getattr(m, s, None), torch.nn.Module) for s in ("q", "k", "v")):
-            out.update(id(p) for p in fused.parameters())
-    return out
-
-
-Restrict = Union[None, str, Sequence[str], Callable[[str], bool], Mapping[str, Any]]
-
-
-_WRAP = "_original_component"
-
-
-def _matches(names: Sequence[str], patterns: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatchcase(c, pat) or c == pat or c.startswith(pat + ".") for c in names for pat in patterns)
-
-
-def transformerlens_names(model: torch.nn.Module) -> dict[int, list[str]]:
-    """TransformerLens-style names of a bridge's parameters (``blocks.0.attn.q.weight``,
-    ``blocks.1.mlp.in.weight``, ``embed.weight``, ``unembed.weight``), keyed by ``id(parameter)``.
-
-    A TransformerBridge reaches each parameter along several module paths: through its own
-    components (``blocks``, ``attn``, ``mlp``, ``q``, ...), each wrapping a Hugging Face module as
-    ``_original_component``. A parameter's TransformerLens names are the cleaned paths that pass
-    through the fewest wrappers, then have the fewest segments after the last one: the route
-    through the most specific bridge components (a BERT bridge's ``mlp`` wraps the whole layer, so
-    ``blocks.0.mlp.attention...`` is not a name of the attention weights; ``blocks.0.attn.q.weight``
-    is). ``{}`` for a model that is not a bridge.
-    """
-    if not isinstance(getattr(model, "blocks", None), torch.nn.Module):
-        return {}
-    best: dict[int, tuple[tuple[int, int], set[str]]] = {}
-    for path, p in torch.nn.Module.named_parameters(model, remove_duplicate=False):
-        parts = path.split(".")
-        hops = parts.count(_WRAP)
-        if not hops:
-            continue
-        key = (hops, len(parts) - 1 - max(i for i, x in enumerate(parts) if x == _WRAP))
-        name = clean_name(path)
-        old = best.get(id(p))
-        if old is None or key < old[0]:
-            best[id(p)] = (key, {name})
-        elif key == old[0]:
-            old[1].add(name)
-    return {k: sorted(v) for k, (_, v) in best.items()}
-
-
-def _example_pattern(names: Sequence[str]) -> str | None:
-    """A glob for the first block of a naming scheme (``'blocks.0.*'``, ``'transformer.h.0.*'``)."""
-    for n in names:
-        parts = n.split(".")
-        for i, x in enumerate(parts):
-            if x.isdigit():
-                return ".".join(parts[: i + 1]) + ".*"
-    return None
-
-
-def _no_match_hint(model: torch.nn.Module, named: list[tuple[str, torch.Tensor]],
-                   tl: dict[int, list[str]]) -> str:
-    hf = [clean_name(n) for n, _ in named]
-    lens = [x for _, p in named for x in tl.get(id(p), [])[:1]]
-    parts = [f"Hugging Face-style names: {', '.join(hf[:4])}, ..."]
-    if lens:
-        order = sorted(set(lens), key=lambda x: (not x.startswith("blocks."), lens.index(x)))
-        parts.append(f"TransformerLens-style names: {', '.join(order[:4])}, ...")
-    pats = [p for p in (_example_pattern(lens), _example_pattern(hf)) if p]
-    if lens:
-        pats += ["'blocks.*.attn.*'", "'embed'"]
-    example = " or ".join(repr(p) if not p.startswith("'") else p for p in pats[:4]) or "'*weight'"
-    return (f"names look like: {'; '.join(parts)} Give fnmatch globs or name prefixes of these names "
-            f"(e.g. {example}).")
-
-
-def select_parameters(
-    model: torch.nn.Module, restrict: Restrict = None
-) -> list[tuple[str, torch.nn.Parameter, torch.Tensor | None]]:
-    """The parameters a degradation perturbs: ``[(name, parameter, mask or None)]``.
-
-    De-duplicated by storage: a parameter that shares memory with another selected parameter is
-    dropped, keeping the larger one, so noise is applied once (tied weights listed twice). A
-    bridge's fused QKV matrix, which its forward never reads (GPT-2-style bridges list it next to
-    the q/k/v views they run; GPT-NeoX bridges next to independent q/k/v copies), is left out, so
-    each weight the forward uses is selected exactly once and receives its gradient. ``restrict`` selects a subset: glob patterns or prefixes
-    matched against the raw and the cleaned names, in the Hugging Face scheme
-    (``"transformer.h.1.*"``, ``"bert.encoder.layer.5.*"``, ``"layers.1.*"`` on the organisms) or, on
-    a TransformerBridge, the TransformerLens one (``"blocks.5.*"``, ``"blocks.*.attn.*"``,
-    ``"blocks.0.mlp.*"``, ``"embed"``, ``"unembed"``; :func:`transformerlens_names`); a predicate on
-    the name; or a mapping ``pattern -> mask`` (a 0/1 tensor of the parameter's shape, e.g. one
-    head's rows, or ``None`` for the whole parameter).
-    """
-    unread = _unread_fused(model)
-    named = [(n, p) for n, p in model.named_parameters()
-             if (p.requires_grad or restrict is not None) and id(p) not in unread]
-    masks: dict[str, torch.Tensor | None] = {}
-    if restrict is not None:
-        tl = transformerlens_names(model)
-
-        def cands(n: str, p: torch.Tensor) -> list[str]:
-            return [n, clean_name(n), *tl.get(id(p), [])]
-
-        if isinstance(restrict, str):
-            keep = [(n, p) for n, p in named if _matches(cands(n, p), [restrict])]
-        elif isinstance(restrict, Mapping):
-            keep = []
-            for n, p in named:
-                hit = [pat for pat in restrict if _matches(cands(n, p), [pat])]
-                if hit:
-                    mask = restrict[hit[0]]
-                    if mask is not None:
-                        mask = torch.as_tensor(mask, device=p.device)
-                        if mask.shape != p.shape:
-                            raise ValueError(
-                                f"restrict mask for {n!r} has shape {tuple(mask.shape)}; it must have "
-                                f"the parameter's shape {tuple(p.shape)} (1 = perturb, 0 = keep)."
-                            )
-                        mask = mask.to(p.dtype)
-                    masks[n] = mask
-                    keep.append((n, p))
-        elif callable(restrict):
-            keep = [(n, p) for n, p in named if restrict(n)]
-        elif isinstance(restrict, Sequence):
-            keep = [(n, p) for n, p in named if _matches(cands(n, p), list(restrict))]
-        else:
-            raise ValueError(
-                f"restrict={restrict!r}: expected None, a glob pattern, a list of patterns, a "
-                "predicate name -> bool or a mapping pattern -> mask."
-            )
-        if not keep:
-            raise ValueError(
-                f"restrict={restrict!r} matches no parameter of {type(model).__name__}; "
-                + _no_match_hint(model, named, tl)
-            )
-        named = keep
-    if not named:
-        raise ValueError(f"{type(model).__name__} has no trainable parameters to perturb.")
-    # de-duplicate by storage: keep the largest, drop anything overlapping an already kept tensor
-    order = sorted(range(len(named)), key=lambda i: -named[i][1].numel())
-    kept: list[int] = []
-    spans: list[tuple[int, int, int]] = []
-    for i in order:
-        p, span = named[i][1], _span(named[i][1])
-        if any(_shares_elements(p, span, named[j][1], other) for j, other in zip(kept, spans)):
-            logger.debug("parameter %s shares storage with a selected one: skipped", named[i][0])
-            continue
-        spans.append(span)
-        kept.append(i)
-    return [(named[i][0], named[i][1], masks.get(named[i][0])) for i in sorted(kept)]
+# (moved to interp.degradations._select; these names keep their old import path)
+from interp.degradations._select import (  # noqa: E402,F401
+    _WRAP,
+    Restrict,
+    _elements,
+    _example_pattern,
+    _matches,
+    _no_match_hint,
+    _shares_elements,
+    _span,
+    _unread_fused,
+    clean_name,
+    select_parameters,
+    transformerlens_names,
+)
 
 
 # ------------------------------------------------------------------------------------------ targets

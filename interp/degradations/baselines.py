@@ -17,6 +17,7 @@ import torch
 
 from interp.checks import check_flag, check_number, renamed_arguments
 from interp.degradations._core import Draw, Objective, Restrict, WeightSnapshot, is_task, select_parameters
+from interp.degradations._select import check_restrict
 
 logger = logging.getLogger("interp.degradations")
 
@@ -89,6 +90,13 @@ class WeightNoise(_EvalRowsAlias):
         check_number(c, "draws_per_level", self.draws_per_level, integer=True, minimum=1)
         check_number(c, "seed", self.seed, integer=True, zero_ok=True)
         check_number(c, "eval_rows", self.eval_rows, integer=True, zero_ok=True)
+        check_restrict(self.restrict, c)
+
+    def check(self, model: torch.nn.Module) -> dict[str, int]:
+        """Resolve :attr:`restrict` against ``model`` before any work: ``{parameter name: number of
+        weights perturbed}``; raises the ``ValueError`` drawing would raise. Touches no weight."""
+        return {n: (p.numel() if m is None else int(m.count_nonzero()))
+                for n, p, m in select_parameters(model, self.restrict)}
 
     def draws(self, model: torch.nn.Module, target: Any = None, level: Any = None) -> Iterator[Draw]:
         sigma = _sigma("WeightNoise", level, self.sigma)

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from interp.degradations._chain import ChainDiagnostics
+from interp.degradations._select import check_restrict, select_parameters, selected_size
 from interp.degradations.calibration import CalibrationRecord
+from interp.degradations.llc_table import ComponentLLC, ComponentLLCs
 from interp.degradations.sgld import TemperedPosterior
 
 __all__ = ["LLCEstimate", "estimate_llc", "extrapolation_weights"]
@@ -118,7 +120,8 @@ def extrapolation_weights(lrs: Sequence[float], variances: Sequence[float] | Non
 
 
 def estimate_llc(model: torch.nn.Module, target: Any, level: Any = None, *, extrapolate: bool | int = False,
-                 **sampler_kwargs: Any) -> LLCEstimate:
+                 components: Mapping[str, Any] | None = None, data: Any = None,
+                 **sampler_kwargs: Any) -> LLCEstimate | ComponentLLCs:
     """Estimate the local learning coefficient λ̂ = B·(E[L] − L(w0)) with its standard error.
 
     ``sampler_kwargs`` are :class:`TemperedPosterior` fields (``nbeta``, ``localization``, ``lr``,
@@ -133,8 +136,21 @@ def estimate_llc(model: torch.nn.Module, target: Any, level: Any = None, *, extr
     ε → 0: 2·λ̂(ε/2) − λ̂(ε) (Richardson), or the weighted least-squares line through three points.
     The error is propagated from each point's standard error (independent runs). ε is the level's
     (``lr``, or the one chosen from the curvature or by calibration); B is kept fixed.
+
+    ``components``: ``{name: restrict}``, each what ``restrict=`` accepts (a glob, a list of globs,
+    a head slice ``"blocks.1.attn.head.0"``, a mapping to masks): one **weight-restricted** λ̂ per
+    component, sampling only its weights with the rest at w0 (each with its own calibration for a
+    :class:`LossIncrease` level). Returns a :class:`~interp.degradations.llc_table.ComponentLLCs`
+    table (``est["name"].mean``, ``.interval``, ``to_frame()``) instead of one estimate.
+    ``data``: a **data-restricted** λ̂ (Wang et al. 2025): a Task, loss callable or objective
+    standing for another data distribution q′, or ``{name: target}`` for several; the posterior is
+    built on q′'s loss and λ̂ = B·(E[L′] − L′(w0)) read on it (the definition: sampling on the
+    objective and reading another loss would measure a response, not a learning coefficient).
+    With ``data`` a table is returned too (one row per component and data distribution).
     """
     _check_kwargs(sampler_kwargs)
+    if components is not None or data is not None:
+        return _estimate_table(model, target, level, extrapolate, components, data, sampler_kwargs)
     if extrapolate is False:
         return _from_run(TemperedPosterior(**sampler_kwargs).sample(model, target, level))
     if extrapolate is True:
@@ -163,3 +179,53 @@ def estimate_llc(model: torch.nn.Module, target: Any, level: Any = None, *, extr
     return dataclasses.replace(first, mean=mean, stderr=math.hypot(se_chains, se_init), stderr_chains=se_chains,
                                stderr_init=se_init, calibration=plan.calibration, extrapolation=tuple(points),
                                weights=c)
+
+
+def _estimate_table(model: torch.nn.Module, target: Any, level: Any, extrapolate: bool | int,
+                    components: Mapping[str, Any] | None, data: Any,
+                    sampler_kwargs: dict[str, Any]) -> ComponentLLCs:
+    """Every component × data distribution, validated before any sampling starts."""
+    if components is not None:
+        if not isinstance(components, Mapping) or not components:
+            raise ValueError(f"estimate_llc(components={components!r}): give a non-empty mapping "
+                             "{name: restrict}, e.g. {'head 1.0': 'blocks.1.attn.head.0', 'mlp 0': "
+                             "'blocks.0.mlp.*'}.")
+        if sampler_kwargs.get("restrict") is not None:
+            raise ValueError("estimate_llc: give either restrict= or components=, not both (each component "
+                             "is a restrict of its own).")
+        for name, pattern in components.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"estimate_llc(components=...): component name {name!r} must be a non-empty "
+                                 "string.")
+            if pattern is None:
+                raise ValueError(f"estimate_llc(components={{{name!r}: None}}): a component needs a restrict "
+                                 "(a glob, a list of globs, a head slice such as 'blocks.1.attn.head.0').")
+            check_restrict(pattern, f"estimate_llc(components[{name!r}])")
+        comps = dict(components)
+    else:
+        comps = {"all": sampler_kwargs.get("restrict")}
+    if data is not None and sampler_kwargs.get("objective") is not None:
+        raise ValueError("estimate_llc: give either objective= or data=, not both (data= is the objective "
+                         "of a data-restricted λ̂).")
+    if data is None:
+        datas: dict[str | None, Any] = {None: None}
+    elif isinstance(data, Mapping):
+        if not data:
+            raise ValueError("estimate_llc(data={}): give a target, or a non-empty {name: target}.")
+        datas = dict(data)
+    else:
+        from interp.degradations._core import objective_label
+
+        datas = {objective_label(data)[0]: data}
+    # resolve every restrict against the model first: a typo fails before any chain runs
+    sizes = {name: selected_size(select_parameters(model, r)) for name, r in comps.items()}
+    rows = []
+    for dname, dtarget in datas.items():
+        for name, r in comps.items():
+            kw = dict(sampler_kwargs, restrict=r)
+            if dtarget is not None:
+                kw["objective"] = dtarget
+            est = estimate_llc(model, target, level, extrapolate=extrapolate, **kw)
+            rows.append(ComponentLLC(component=name, restrict=r, n_weights=sizes[name], data=dname,
+                                     estimate=est))
+    return ComponentLLCs(rows)

@@ -23,7 +23,8 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["MonomialPotential", "DeepLinearNetwork", "aoyagi_llc", "rrr_llc", "quadratic_llc"]
+__all__ = ["MonomialPotential", "DeepLinearNetwork", "DeepLinearNetworks", "aoyagi_llc", "rrr_llc",
+           "quadratic_llc"]
 
 
 class MonomialPotential(torch.nn.Module):
@@ -85,6 +86,38 @@ class DeepLinearNetwork(torch.nn.Module):
     @property
     def llc(self) -> float:
         return aoyagi_llc(self.widths, self.rank)
+
+    def forward(self) -> torch.Tensor:
+        return self.loss()
+
+
+class DeepLinearNetworks(torch.nn.Module):
+    """Independent deep linear networks side by side in one module (``nets.0``, ``nets.1``, ...):
+    the loss is the sum of their population losses, so the whole has λ = Σ_i λ_i and sampling only
+    ``nets.i.*`` (the others fixed on their true sets, where their loss is 0) has λ_i, Aoyagi's
+    value of network i: an oracle for per-component (weight-restricted) learning coefficients.
+
+    ``specs``: ``[(widths, rank), ...]``; network i is ``DeepLinearNetwork(widths, rank, seed + i)``.
+    """
+
+    def __init__(self, specs: Sequence[tuple[Sequence[int], int]], seed: int = 0) -> None:
+        super().__init__()
+        if not specs:
+            raise ValueError("specs=[]: give at least one (widths, rank) pair.")
+        self.nets = torch.nn.ModuleList([DeepLinearNetwork(w, r, seed + i) for i, (w, r) in enumerate(specs)])
+
+    def loss(self, model: torch.nn.Module | None = None) -> torch.Tensor:
+        m = self if model is None else model
+        return sum(net.loss() for net in m.nets)
+
+    @property
+    def llcs(self) -> list[float]:
+        """Aoyagi's λ of each network, in order."""
+        return [net.llc for net in self.nets]
+
+    @property
+    def llc(self) -> float:
+        return float(sum(self.llcs))
 
     def forward(self) -> torch.Tensor:
         return self.loss()

@@ -72,6 +72,7 @@ import torch
 from interp.checks import bad_value, check_flag, check_number
 from interp.degradations._chain import ChainDiagnostics, _Engine
 from interp.degradations._core import Draw, Restrict, check_objective, describe_objective
+from interp.degradations._select import check_restrict, select_parameters, selected_size
 from interp.degradations.calibration import (
     CalibrationConfig,
     CalibrationFailed,
@@ -258,6 +259,7 @@ class TemperedPosterior:
                             "calibration=CalibrationConfig(tolerance=0.1, ...).")
         if self.objective is not None:
             check_objective(c, self.objective)
+        check_restrict(self.restrict, c)
 
     def __repr__(self) -> str:
         parts = []
@@ -276,6 +278,16 @@ class TemperedPosterior:
         return self.eval_rows
 
     # ------------------------------------------------------------------------------------- public
+    def check(self, model: torch.nn.Module) -> dict[str, int]:
+        """Resolve :attr:`restrict` against ``model`` before any work: ``{parameter name: number of
+        weights sampled}``. Raises the ``ValueError`` that sampling would raise (a pattern matching
+        nothing, named with the closest valid names; a mask that is not 0/1 or selects nothing), so a
+        sweep can validate before writing anything. Touches no weight."""
+        sel = select_parameters(model, self.restrict)
+        out = {n: (p.numel() if m is None else int(m.count_nonzero())) for n, p, m in sel}
+        logger.debug("restrict %r selects %d weights", self.restrict, selected_size(sel))
+        return out
+
     @classmethod
     def field_names(cls) -> list[str]:
         """Constructor argument names (``draws`` is stored as ``n_draws``)."""
