@@ -506,3 +506,52 @@ def test_extrapolated_llc_on_a_deep_linear_network_matches_aoyagi():
     assert abs(est.mean / exact - 1) < 0.03, (est.mean, est.stderr, [p.mean for p in est.extrapolation])
     assert est.stderr < 0.015 * exact  # 3% is at least two standard errors
     assert est.extrapolation[0].mean / exact - 1 > 0.03  # at ε alone the step-size bias shows
+
+
+# ------------------------------------------------------------ vectorised chains on a user's own loss
+class _LinearDLN(torch.nn.Module):
+    """A deep linear network written the ordinary way (``nn.Linear`` layers, no bridge, no hooks)."""
+
+    def __init__(self, widths, rank, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.layers = torch.nn.ModuleList(
+            [torch.nn.Linear(a, b, bias=False) for a, b in zip(widths[:-1], widths[1:])])
+        with torch.no_grad():
+            for layer in self.layers:
+                layer.weight.zero_()
+                layer.weight[:rank, :rank] = torch.eye(rank) + 0.3 * torch.randn(rank, rank, generator=g)
+            self.true = self.product().clone()
+
+    def product(self, weights=None):
+        ws = weights if weights is not None else [layer.weight for layer in self.layers]
+        out = ws[0]
+        for w in ws[1:]:
+            out = w @ out
+        return out
+
+
+def test_vectorised_chains_check_a_user_loss_that_reads_captured_parameters():
+    """A loss reading parameters captured outside the module (here a list made once) is invisible to
+    ``functional_call``: vectorised, every chain's loss was the live w0's (λ̂ = 0 on [5, 4, 3, 5] rank
+    1, Aoyagi 7.5) with no warning, because at w0 itself the gradient is 0 either way. Checked at
+    distinct points near w0, it falls back to sequential chains with a warning and gives exactly the
+    sequential numbers; an ordinary loss through the module keeps the vectorised path."""
+    net = _LinearDLN([5, 4, 3, 5], rank=1)
+    captured = [layer.weight for layer in net.layers]
+
+    def captured_loss(model):
+        return 0.5 * ((net.product(captured) - net.true) ** 2).sum()
+
+    def module_loss(model):
+        return 0.5 * ((model.product() - model.true) ** 2).sum()
+
+    kw = dict(nbeta=100.0, localization=1.0, chains=4, draws=200, burnin=200, progress=False)
+    seq = estimate_llc(net, captured_loss, vectorize=False, **kw)
+    with pytest.warns(RuntimeWarning, match="vectorised chains disabled"):
+        auto = estimate_llc(net, captured_loss, **kw)
+    assert auto.per_chain == seq.per_chain and seq.mean > 3  # the sequential value, not 0
+    assert not TemperedPosterior(**kw).vectorizes(net, captured_loss)
+    assert TemperedPosterior(**kw).vectorizes(net, module_loss)
+    vec = estimate_llc(net, module_loss, **kw)
+    assert vec.mean == pytest.approx(seq.mean, rel=1e-6)  # same chains up to float rounding

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -324,27 +325,56 @@ class _Engine:
         return grad_and_loss
 
     def _vmap_agrees(self) -> bool:
-        """Check once that the vectorised gradient at w0 equals the plain autograd one (a module that
-        rebuilds Parameters inside forward, or keeps state, breaks ``functional_call``); fall back
-        to sequential chains with a warning if not."""
+        """Check once, before any chain runs, that the vectorised path computes what the sequential
+        one does: at two distinct points near w0 (w0 + δ_c, δ_c ~ 10⁻³·std(w)·N(0, I) inside the
+        masks, so the gradient is not the zero of a minimum and the chains differ), each chain's
+        loss and gradient must equal a plain forward and autograd at that chain's weights. A loss
+        that reads parameters around ``functional_call`` (tensors captured outside the module, a
+        module rebuilt inside forward, state kept between calls) fails here, and the chains run
+        one after another with a warning: it never changes the numbers, only the speed."""
         if getattr(self, "_vmap_ok", None) is not None:
             return self._vmap_ok
         batch = next(self.obj.stream(self.cfg.seed))
+        gen = torch.Generator().manual_seed(self.cfg.seed + 31)
+        points = []
+        for _c in range(2):
+            ws = []
+            for w, m in zip(self.w0, self.masks):
+                scale = float(w.float().std()) if w.numel() > 1 else float(w.abs().max())
+                d = 1e-3 * (scale if scale > 0 and math.isfinite(scale) else 1.0) * torch.randn(
+                    w.shape, generator=gen).to(w)
+                ws.append(w + (d if m is None else d * m))
+            points.append(ws)
+        reason = "the vectorised loss or gradient differs from a plain forward and autograd near w0"
         try:
-            g, val = self._vmap_grad(2)(dict(zip(self.names, [w.unsqueeze(0).repeat(2, *([1] * w.dim())) for w in self.w0])), batch)
-            loss = self.obj.loss(self.model, batch)
-            ref = torch.autograd.grad(loss, self.params, allow_unused=True)
-            ok = torch.allclose(val[0].detach(), loss.detach(), rtol=1e-4, atol=1e-6) and all(
-                torch.allclose(g[n][0], torch.zeros_like(p) if r is None else r, rtol=1e-4, atol=1e-6)
-                for n, p, r in zip(self.names, self.params, ref))
-            reason = "vectorised gradient differs from autograd at w0"
+            g, val = self._vmap_grad(2)(dict(zip(self.names, [torch.stack(ws) for ws in zip(*points)])), batch)
+            ok = True
+            for c, ws in enumerate(points):
+                with torch.no_grad():
+                    for p, w in zip(self.params, ws):
+                        p.copy_(w)
+                loss = self.obj.loss(self.model, batch)
+                ref = torch.autograd.grad(loss, self.params, allow_unused=True)
+                ref = [torch.zeros_like(p) if r is None else r for r, p in zip(ref, self.params)]
+                ok = ok and bool(torch.isfinite(loss)) and torch.allclose(
+                    val[c].detach(), loss.detach(), rtol=1e-4, atol=1e-10)
+                for n, r in zip(self.names, ref):
+                    tol = 1e-6 + 1e-4 * float(r.abs().max()) if r.numel() else 1e-6
+                    ok = ok and torch.allclose(g[n][c], r, rtol=1e-3, atol=tol)
+                if not ok:
+                    reason += f" (chain {c}: vectorised loss {float(val[c]):.6g}, plain {float(loss.detach()):.6g})"
+                    break
         except Exception as e:  # noqa: BLE001 - any failure means: use the sequential path
             ok, reason = False, f"{type(e).__name__}: {e}"
         finally:
             self.snapshot.restore()
         if not ok:
-            logger.warning("vectorised chains disabled for %s (%s); running chains sequentially",
-                           type(self.model).__name__, reason)
+            msg = (f"vectorised chains disabled for {type(self.model).__name__}: {reason}; running the chains "
+                   "one after another (same numbers, slower). A loss that reads parameters captured outside "
+                   "the model, or rebuilds them in forward, cannot be vectorised; pass vectorize=False to "
+                   "skip this check.")
+            logger.warning(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=4)
         self._vmap_ok = ok
         return ok
 
