@@ -8,7 +8,11 @@ stops as soon as every requested point has fired (later layers are not computed)
 logits are not returned (use ``model(inputs)`` for those).
 
 Per-head points (``hooks.head_out(l, h)``) are computed from the captured ``hook_z`` and the live
-``W_O``: ``z[:, :, h] @ W_O[h]`` (see :mod:`hooks._points`).
+``W_O``: ``z[:, :, h] @ W_O[h]`` (see :mod:`hooks._points`). The result is a dict keyed by the points
+as given; per-head outputs are also found under the other spelling: ``acts["blocks.1.attn.hook_result"]``
+(TransformerLens' name, ``[batch, pos, head, d_model]``) stacks ``head_out(1, h)`` when every head was
+captured, and ``acts["blocks.1.attn.hook_result[0]"]`` reads head 0 of ``head_out(1)``. Any other
+missing key is a ``KeyError`` that lists what was captured.
 
 Position axis: 1 for every activation except attention patterns/scores ``[batch, head, q, k]``,
 where ``pos`` selects query positions (axis 2). An int ``pos`` or ``batch`` keeps its axis (length
@@ -30,6 +34,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Sequence
 from typing import Any, Union
 
@@ -40,7 +45,33 @@ from torch import Tensor
 from hooks._hook import add, head_outputs, new_level, remove
 from hooks._points import Resolved, resolve
 
-__all__ = ["capture", "Selection"]
+__all__ = ["capture", "Selection", "Activations"]
+
+_RESULT_RE = re.compile(r"^blocks\.(\d+)\.attn\.hook_result(?:\[(\d+)\])?$")
+
+
+class Activations(dict):
+    """``{point: activation}`` as :func:`capture` returns it: a plain dict, whose per-head outputs
+    are also found under the other spelling (see the module docstring)."""
+
+    n_heads: int | None = None
+
+    def __missing__(self, key: Any) -> Tensor:
+        m = _RESULT_RE.match(key) if isinstance(key, str) else None
+        if m is not None:
+            layer, head = m.group(1), m.group(2)
+            whole = f"blocks.{layer}.attn.hook_result"
+            if head is not None and whole in self:
+                return dict.__getitem__(self, whole)[:, :, int(head)]
+            if head is None and self.n_heads:
+                heads = [f"{whole}[{h}]" for h in range(self.n_heads)]
+                if all(h in self for h in heads):
+                    return torch.stack([dict.__getitem__(self, h) for h in heads], dim=2)
+        hint = ""
+        if m is not None:
+            hint = (f" Capture hooks.head_out({m.group(1)}) for all heads (TransformerLens' hook_result, "
+                    f"[batch, pos, head, d_model]) or hooks.head_out({m.group(1)}, h) for one.")
+        raise KeyError(f"{key!r} was not captured; captured: {sorted(self)}.{hint}")
 
 Selection = Union[int, slice, Sequence[int], Tensor, None]
 """Rows or positions to keep: an int (axis kept, length 1), a slice, a list of ints, an index
@@ -187,7 +218,8 @@ def capture(
     finally:
         remove(added)
 
-    out: dict[str, Tensor] = {}
+    out = Activations()
+    out.n_heads = int(getattr(getattr(model, "cfg", None), "n_heads", 0) or 0) or None
     for r in resolved:
         v = raw.get(id(r.hook_point))
         if v is None:

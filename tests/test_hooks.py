@@ -698,3 +698,16 @@ def test_docstring_examples_run(module):
     assert mod.__doc__ and "Example" in mod.__doc__
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_per_head_output_under_the_transformerlens_name(tiny):
+    """``hook_result`` (all heads, TransformerLens' name) and ``hook_result[h]`` are two spellings of
+    one capture: either is found when the other was captured."""
+    model, task = tiny
+    ids = task.tensors("test", rows=2)["input_ids"]
+    per_head = hooks.capture(model, ids, [hooks.head_out(0, h) for h in range(model.cfg.n_heads)])
+    whole = hooks.capture(model, ids, [hooks.head_out(0)])
+    assert torch.allclose(per_head["blocks.0.attn.hook_result"], whole["blocks.0.attn.hook_result"], atol=1e-6)
+    assert torch.allclose(whole["blocks.0.attn.hook_result[1]"], per_head["blocks.0.attn.hook_result[1]"], atol=1e-6)
+    with pytest.raises(KeyError, match=r"'blocks.1.attn.hook_result' was not captured.*hooks.head_out\(1\)"):
+        per_head["blocks.1.attn.hook_result"]
