@@ -555,3 +555,57 @@ def test_vectorised_chains_check_a_user_loss_that_reads_captured_parameters():
     assert TemperedPosterior(**kw).vectorizes(net, module_loss)
     vec = estimate_llc(net, module_loss, **kw)
     assert vec.mean == pytest.approx(seq.mean, rel=1e-6)  # same chains up to float rounding
+
+
+# -------------------------------------------------------------------- RMSProp-preconditioned SGLD
+RMS = dict(sampler="rmsprop", eval_rows=0, progress=False)
+
+
+def test_rmsprop_monomial_potential_gamma_oracle():
+    """K = ½(w1² + w2⁴), γ = 0: λ = 3/4. The preconditioner G ≤ 1/η, so the quadratic coordinate's
+    step-size bias is at most that of SGLD at ε/η: ½/(1 − (ε/η)·B/4) − ½ (+2.6% at ε/η = 2e-3)."""
+    B, lr = 100.0, 2e-4
+    m = MonomialPotential([2, 4])
+    est = estimate_llc(m, m.loss, nbeta=B, localization=0.0, lr=lr, chains=16, draws=2500, burnin=500, **RMS)
+    bias = quadratic_llc(B, 1.0, 0.0, lr / 0.1) - 0.5
+    assert not est.failed
+    assert -SIGMAS * est.stderr < est.mean - 0.75 < SIGMAS * est.stderr + bias, (est.mean, est.stderr, bias)
+    assert est.stderr < 0.05 * 0.75
+
+
+def test_rmsprop_deep_linear_network_matches_aoyagi():
+    """[4, 3, 4] rank 1 (λ = 6) at B = 100, γ = 1 (κ = 0.1, as the SGLD oracle) with the automatic
+    step (ε·(B·ĥ + γ)/η = 0.2): within 10%, closer to 6 than to the neighbouring ranks (3.5, 7.5)."""
+    net = DeepLinearNetwork([4, 3, 4], 1)
+    est = estimate_llc(net, net.loss, nbeta=100.0, localization=1.0, chains=8, draws=1500, burnin=1000, **RMS)
+    assert abs(est.mean / 6.0 - 1) < 0.10 and est.stderr < 0.05 * 6.0, (est.mean, est.stderr)
+    assert est.lr == pytest.approx(0.1 * TemperedPosterior(nbeta=100.0, localization=1.0).plan(net, net.loss).lr)
+
+
+def test_rmsprop_vectorised_stacked_and_single_chain_runs_agree(organism):
+    """The same chains vectorised (vmap), one after another, and one chain alone (a Ray job), on a
+    deep linear network and on the stacked native-bridge path of the organism."""
+    d = DeepLinearNetwork([3, 2, 3], 1)
+    kw = dict(nbeta=1000.0, localization=10.0, lr=1e-5, chains=3, draws=20, burnin=5, **RMS)
+    a = TemperedPosterior(vectorize=True, **kw).sample(d, d.loss)
+    b = TemperedPosterior(vectorize=False, **kw).sample(d, d.loss)
+    for ca, cb in zip(a.chains, b.chains):
+        assert ca.losses == pytest.approx(cb.losses, rel=1e-9, abs=1e-12)
+    model, task = organism
+    s = TemperedPosterior(nbeta=30.0, localization=100.0, chains=2, draws=3, burnin=3, batch_size=8,
+                          restrict="blocks.1.*", sampler="rmsprop", eval_rows=8, progress=False)
+    assert s.vectorizes(model, task)
+    stacked = s.sample(model, task)
+    alone = s.run_chain(model, task, None, s.plan(model, task), 1)
+    list(alone)
+    assert alone.chains[0].losses == pytest.approx(stacked.chains[1].losses, rel=1e-4)
+
+
+def test_rmsprop_divergence_detected_and_bad_settings_rejected():
+    q = MonomialPotential([2])
+    run = TemperedPosterior(nbeta=144.76, localization=0.0, lr=1.0, chains=2, draws=500, burnin=0,
+                            **RMS).sample(q, q.loss)
+    assert len(run.failed) == 2 and float(q.w.detach()) == 0.0
+    for bad in (dict(sampler="adam"), dict(rmsprop_alpha=1.0), dict(rmsprop_eps=0.0)):
+        with pytest.raises(ValueError, match="TemperedPosterior"):
+            TemperedPosterior(**bad)

@@ -35,7 +35,7 @@ import torch
 
 from interp.degradations._core import Draw, Objective, WeightSnapshot, check_objective, select_parameters
 from interp.degradations._step import (
-    SGLDStep,
+    make_step,
     chain_norms,
     flat_norm,
     gaussian_noise,
@@ -210,8 +210,19 @@ class _Engine:
             logger.info("top curvature at w0: %.4g", self._curv)
         return self._curv
 
+    def step_rule(self, nbeta: float, lr: float) -> Any:
+        """A fresh step rule (``cfg.sampler``) for one chain run at (B, ε)."""
+        cfg = self.cfg
+        return make_step(getattr(cfg, "sampler", "sgld"), nbeta, lr, cfg.localization,
+                         getattr(cfg, "rmsprop_alpha", 0.999), getattr(cfg, "rmsprop_eps", 0.1))
+
+    @property
+    def max_precondition(self) -> float:
+        """The largest factor the step rule puts on ε: 1 for SGLD, 1/η for RMSProp-SGLD."""
+        return 1.0 / self.cfg.rmsprop_eps if getattr(self.cfg, "sampler", "sgld") == "rmsprop" else 1.0
+
     def auto_lr(self, nbeta: float) -> float:
-        a = nbeta * self.curvature() + self.cfg.localization
+        a = self.max_precondition * (nbeta * self.curvature() + self.cfg.localization)
         if a <= 0:
             raise ValueError(
                 "lr=None but the loss has zero curvature at w0 and localization=0, so no stable step "
@@ -398,7 +409,7 @@ class _Engine:
     def _run_one(self, rec: ChainDiagnostics, steps: int, burnin: int, thin: int, level: Any,
                  yield_draws: bool, bar: Any) -> Iterator[Draw]:
         cfg, params, w0, masks = self.cfg, self.params, self.w0, self.masks
-        rule = SGLDStep(rec.nbeta, rec.lr, rec.localization)
+        rule = self.step_rule(rec.nbeta, rec.lr)
         gen = self._gen(rec.chain)
         stream = self.obj.stream(cfg.seed)
         n_draw = 0
@@ -447,7 +458,7 @@ class _Engine:
     def _run_vmap(self, recs: list[ChainDiagnostics], steps: int, burnin: int, thin: int,
                   level: Any, yield_draws: bool, bar: Any) -> Iterator[Draw]:
         C = len(recs)
-        rule = SGLDStep(recs[0].nbeta, recs[0].lr, recs[0].localization)
+        rule = self.step_rule(recs[0].nbeta, recs[0].lr)
         obj, model, names = self.obj, self.model, self.names
         gv = self._vmap_grad(C)
         W = [w.unsqueeze(0).repeat(C, *([1] * w.dim())) for w in self.w0]

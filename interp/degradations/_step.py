@@ -9,6 +9,17 @@ Drift and noise are zeroed outside a parameter's mask (``restrict`` with masks).
 one chain's live parameters or a stack of chains ``[C, ...]`` at once (a 0/1 ``keep`` per chain
 freezes failed chains); both give the same numbers as devinterp's SGLD step.
 
+RMSProp-preconditioned SGLD (Li, Chen, Carlson, Carin 2016; the form devinterp's ``rmsprop_sgld``
+uses, and the most faithful local sampler on Hitchcock & Hoogland's 2025 deep-linear-network
+benchmark) keeps a running mean of the squared minibatch gradient g = ∇L_batch per weight and
+preconditions drift and noise with G = diag(1/(√V + η)):
+
+    V ← α·V + (1 − α)·g²,    w ← w − (ε/2)·G·[B·g + γ(w − w0)] + √ε·√G·ξ
+
+(α = ``rmsprop_alpha``, 0.999 here, 0.99 in devinterp; η = ``rmsprop_eps``; the Γ correction term for a changing G is left out, as
+there: V changes slowly once the chain is in equilibrium). G ≤ 1/η, so ε·(B·ĥ + γ)/η bounds the
+largest effective step; the automatic step size divides by it.
+
 Example::
 
     >>> import torch
@@ -28,7 +39,11 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["SGLDStep", "gaussian_noise", "stacked_gaussian_noise", "flat_norm", "chain_norms"]
+__all__ = ["SGLDStep", "RMSPropSGLDStep", "make_step", "SAMPLERS", "gaussian_noise", "stacked_gaussian_noise",
+           "flat_norm", "chain_norms"]
+
+#: the step rules ``TemperedPosterior(sampler=...)`` accepts.
+SAMPLERS = ("sgld", "rmsprop")
 
 Masks = Sequence["torch.Tensor | None"]
 
@@ -72,6 +87,55 @@ class SGLDStep:
     def grad_to_noise(self, grad_norm: float, noise_norm: float) -> float:
         """‖(ε/2)·B·∇L‖ / ‖√ε·ξ‖: how much of a step is the loss's pull rather than noise."""
         return 0.5 * self.lr * self.nbeta * grad_norm / max(math.sqrt(self.lr) * noise_norm, 1e-30)
+
+
+class RMSPropSGLDStep:
+    """RMSProp-preconditioned SGLD: the :class:`SGLDStep` update with drift and noise scaled per
+    weight by G = 1/(√V + η), V the running mean of squared gradients (stateful: one rule per chain
+    run; a stack of chains keeps one V per chain, so the chains stay independent)."""
+
+    def __init__(self, nbeta: float, lr: float, localization: float, alpha: float = 0.999,
+                 eps: float = 0.1) -> None:
+        self.base = SGLDStep(nbeta, lr, localization)
+        self.nbeta, self.lr, self.localization = nbeta, lr, localization
+        self.alpha, self.eps = alpha, eps
+        self.square_avg: list[torch.Tensor] | None = None
+        self.precond: list[torch.Tensor] | None = None
+
+    displacement = staticmethod(SGLDStep.displacement)
+
+    def drift(self, grads: list[torch.Tensor], diff: list[torch.Tensor],
+              masks: Masks | None = None) -> list[torch.Tensor]:
+        """G·(B·∇L + γ(w − w0)), after V ← αV + (1 − α)·∇L²; zeroed outside ``masks``."""
+        if self.square_avg is None:
+            self.square_avg = [torch.zeros_like(g) for g in grads]
+        torch._foreach_mul_(self.square_avg, self.alpha)
+        torch._foreach_addcmul_(self.square_avg, grads, grads, value=1 - self.alpha)
+        root = torch._foreach_sqrt(self.square_avg)
+        torch._foreach_add_(root, self.eps)
+        self.precond = torch._foreach_reciprocal(root)
+        return torch._foreach_mul(self.base.drift(grads, diff, masks), self.precond)
+
+    def apply_(self, weights: list[torch.Tensor], drift: list[torch.Tensor], noise: list[torch.Tensor],
+               keep: torch.Tensor | None = None) -> None:
+        """w ← w − (ε/2)·drift + √ε·√G·noise (``drift`` already preconditioned by :meth:`drift`)."""
+        if self.precond is None:
+            raise RuntimeError("RMSPropSGLDStep.apply_ before drift(): drift computes the preconditioner")
+        self.base.apply_(weights, drift, torch._foreach_mul(noise, torch._foreach_sqrt(self.precond)), keep)
+
+    def grad_to_noise(self, grad_norm: float, noise_norm: float) -> float:
+        """As for SGLD (unpreconditioned norms): how much of a step is the loss's pull."""
+        return self.base.grad_to_noise(grad_norm, noise_norm)
+
+
+def make_step(sampler: str, nbeta: float, lr: float, localization: float, alpha: float = 0.999,
+              eps: float = 0.1) -> SGLDStep | RMSPropSGLDStep:
+    """The step rule of one chain run: ``"sgld"`` or ``"rmsprop"`` (see :data:`SAMPLERS`)."""
+    if sampler == "rmsprop":
+        return RMSPropSGLDStep(nbeta, lr, localization, alpha, eps)
+    if sampler == "sgld":
+        return SGLDStep(nbeta, lr, localization)
+    raise ValueError(f"sampler={sampler!r}: must be one of {SAMPLERS}.")
 
 
 def mask(ts: list[torch.Tensor], masks: Masks | None) -> list[torch.Tensor]:

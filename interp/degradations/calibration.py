@@ -313,7 +313,8 @@ def _calibrate(eng: Any, target: float) -> CalibrationRecord:
     best: tuple[float, float, float] | None = None  # (|log ratio|, B, lr)
     converged = False
     for _ in range(cal.max_rounds):
-        lr = eng.auto_lr(B) if cfg.lr is None else min(cfg.lr, 2 * cfg.lr_safety / (B * eng.curvature() + cfg.localization))
+        lr = eng.auto_lr(B) if cfg.lr is None else min(cfg.lr, 2 * cfg.lr_safety / (
+            eng.max_precondition * (B * eng.curvature() + cfg.localization)))
         lr *= lr_scale
         recs: list[Any] = []
         burnin = cfg.burnin if cal.pilot_burnin is None else cal.pilot_burnin
