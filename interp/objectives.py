@@ -192,17 +192,9 @@ def _resolve_kind(kind: str, batch: Mapping[str, torch.Tensor] | None, has_loss:
     return "mse", "kind='auto' chose 'mse': the data has no target_mask"
 
 
-def _check_kl_model(model: Any, kind: str, forward: Forward | None, owner: str) -> None:
-    """``"kl"`` reads the model's logits: refuse a model without a next-token head."""
-    if kind == "kl" and forward is None:
-        from interp.models import check_lm_head
-
-        check_lm_head(model, f"{owner} with kind='kl' (KL of next-token distributions)")
-
-
 def _check_split(data: Any, split: Any, owner: str) -> None:
-    splits = sorted(data.dataset.keys())
     if split not in data.dataset:
+        splits = sorted(data.dataset.keys())
         raise ValueError(f"{owner}(split={split!r}): task {data.name!r} has no split {split!r}; it has "
                          f"{splits}. Use e.g. split={splits[0]!r}.")
 
@@ -294,9 +286,10 @@ class DivergenceMeter:
         if reference not in ("auto", "stored", "recompute"):
             raise ValueError(f"reference={reference!r}: use 'stored', 'recompute' or 'auto'.")
         self.kind, self.kind_reason = _resolve_kind(kind, batch, has_loss, model)
-        if kind == "auto":
-            log.info("DivergenceMeter: %s", self.kind_reason)
-        _check_kl_model(model, self.kind, forward, "DivergenceMeter")
+        log.info("DivergenceMeter: %s", self.kind_reason)
+        if self.kind == "kl" and forward is None:   # "kl" reads logits: refuse a model without a head
+            from interp.models import check_lm_head
+            check_lm_head(model, "DivergenceMeter with kind='kl' (KL of next-token distributions)")
         self.units = DIVERGENCE_UNITS[self.kind]
         self.batch = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
         n = len(next(iter(self.batch.values())))
@@ -430,10 +423,8 @@ class Behavioural:
                              "(keep w0, one extra forward per step) or 'auto'.")
         self.reference = reference
         self.kind, self.kind_reason = _resolve_kind(kind, tensors, has_loss)
-        if kind == "auto":
-            log.info("Behavioural: %s", self.kind_reason)
-        self._asked = kind
-        self._forward = forward
+        log.info("Behavioural: %s", self.kind_reason)
+        self._asked, self._forward = kind, forward
         self.normalise = bool(normalise)
         self.units = ("KL nats/token" if self.kind == "kl"
                       else "normalised MSE" if self.normalise else "squared error")

@@ -237,6 +237,7 @@ class Task:
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
     ) -> Float[torch.Tensor, "batch pos"]:
         """Cross-entropy of each scored target token; 0 at unscored positions (see ``target_mask``)."""
+        self._require_loss()
         logits = self._logits(model, batch)
         ids, mask = self._ids_and_mask(batch, logits.device)
         nll = self._scored_nll(logits, ids, mask)
@@ -291,6 +292,7 @@ class Task:
     ) -> dict[str, float]:
         """Held-out ``loss`` (nats/token over scored targets) and ``accuracy`` (argmax = target);
         ``logit_diff`` too (mean over rows) for pair tasks with wrong answers."""
+        self._require_loss()
         total_loss, total_correct, total_n = 0.0, 0, 0
         diffs: list[torch.Tensor] = []
         pairs = self.has_logit_diff
@@ -320,14 +322,17 @@ class Task:
             )
         return self.dataset[split]
 
-    def _ids_and_mask(
-        self, batch: dict[str, torch.Tensor], device: torch.device
-    ) -> tuple[Int[torch.Tensor, "batch pos"], Int[torch.Tensor, "batch pos"]]:
+    def _require_loss(self) -> None:
         if not self.has_loss:
             raise ValueError(
                 f"Task {self.name!r} has no next-token loss (has_loss=False); use it for "
                 "residual-stream analyses (probing, norms), not for loss-based ones."
             )
+
+    def _ids_and_mask(
+        self, batch: dict[str, torch.Tensor], device: torch.device
+    ) -> tuple[Int[torch.Tensor, "batch pos"], Int[torch.Tensor, "batch pos"]]:
+        self._require_loss()
         return batch["input_ids"].to(device).long(), batch["target_mask"].to(device)
 
     def _logits(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

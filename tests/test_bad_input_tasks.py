@@ -62,7 +62,7 @@ def test_model_without_lm_head(minilm, tok):
     # from the model: no loss, so nothing reads the random head's "logits"
     task = Task.from_texts(SENTENCES, model, pack=False, max_length=16, test_fraction=0.5)
     assert not task.has_loss
-    with pytest.raises(ValueError, match="no language-model head"):
+    with pytest.raises(ValueError, match="has no next-token loss"):
         task.evaluate(model)
     with pytest.raises(ValueError, match=r"has_loss=True, but the model has no language-model head: its "
                                          r"checkpoint is a BertModel"):
