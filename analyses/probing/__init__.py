@@ -43,7 +43,8 @@ Sweep analyses: :class:`FrozenProbe` (fitted once on the clean weights, evaluate
 representational drift) and :class:`RefitProbe` (refitted at each draw: is the information still
 there). Layer ``l < n_layers`` is ``resid_pre(l)`` (layer 0 = the embedding), layer ``n_layers`` is the
 final ``resid_post``. In post-LN models (MiniLM) these are LayerNorm outputs, which is what the next
-block reads.
+block reads. Row labels are read at ``positions``; the default, ``"last"`` (:data:`LAST_TOKEN`), is each
+row's last real token, so padded rows are never read at [PAD] (``-1`` would be, with a warning).
 
 The package, one job per module: ``_labels`` (label specifications), ``_config`` (:class:`ProbeConfig`),
 ``_data`` (capturing sites), ``_fit`` (ridge and class-mean fitters, statistics), ``_logistic``
@@ -66,7 +67,7 @@ from __future__ import annotations
 import hooks  # noqa: F401  (``analyses.probing.hooks`` stays reachable, as before the split)
 from analyses.probing._analysis import FrozenProbe, RefitProbe
 from analyses.probing._causal import Behaviour, CausalCheck, SentenceReadout, causal_check, loss_behaviour
-from analyses.probing._config import DEFAULT_LAMS, ProbeConfig
+from analyses.probing._config import DEFAULT_LAMS, LAST_TOKEN, ProbeConfig
 from analyses.probing._data import ProbeData, layer_point, probe_data
 from analyses.probing._fit import (
     MeanProbe,
@@ -115,6 +116,7 @@ __all__ = [
     "plot_probe",
     "layer_point",
     "DEFAULT_LAMS",
+    "LAST_TOKEN",
     "LabelSpec",
     "Behaviour",
 ]
