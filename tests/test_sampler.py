@@ -609,3 +609,21 @@ def test_rmsprop_divergence_detected_and_bad_settings_rejected():
     for bad in (dict(sampler="adam"), dict(rmsprop_alpha=1.0), dict(rmsprop_eps=0.0)):
         with pytest.raises(ValueError, match="TemperedPosterior"):
             TemperedPosterior(**bad)
+
+
+def test_localization_extrapolation_on_the_quadratic():
+    """K = ½w², B = 10: the pull γ = 5 holds λ̂ at ½·B/(B + γ) = 1/3 (exact, with the step-size factor
+    1/(1 − εa/4)); points at γ and γ/2 extrapolated linearly to γ → 0 give exactly the combination
+    2·λ̂(γ/2) − λ̂(γ) of the exact values (0.466 against λ = ½: the rest is the curvature of
+    B/(B + γ) in γ), which the estimate must match within its error."""
+    B, gamma, lr = 10.0, 5.0, 2e-3
+    q = MonomialPotential([2])
+    est = estimate_llc(q, q.loss, nbeta=B, localization=gamma, lr=lr, chains=48, draws=1500, burnin=200,
+                       eval_rows=0, progress=False, extrapolate_localization=2)
+    exact = 2 * quadratic_llc(B, 1.0, gamma / 2, lr) - quadratic_llc(B, 1.0, gamma, lr)
+    assert [p.localization for p in est.extrapolation] == [gamma, gamma / 2]
+    assert est.weights == pytest.approx((-1.0, 2.0))
+    assert abs(est.mean - exact) < SIGMAS * est.stderr, (est.mean, exact, est.stderr)
+    assert abs(est.mean - 0.5) < abs(est.extrapolation[0].mean - 0.5) - 2 * est.stderr
+    with pytest.raises(ValueError, match="no localization bias to remove"):
+        estimate_llc(q, q.loss, nbeta=B, localization=0.0, lr=lr, extrapolate_localization=True)
