@@ -342,6 +342,45 @@ def _divergence_units(meta: dict[str, Any], degradation: str | None) -> str:
 
 
 # ------------------------------------------------------------------------------------------- search
+def _interactive() -> bool:
+    """Whether this process talks to a person: a terminal on stderr, or a Jupyter/IPython kernel."""
+    import builtins
+    import sys
+
+    if "ipykernel" in sys.modules or getattr(builtins, "__IPYTHON__", False):
+        return True
+    stream = getattr(sys, "stderr", None)
+    return bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
+
+
+def _check_metric(model: Any, task: Any, analysis: Any, metric: str, seed: int) -> None:
+    """``metric`` is one the analysis returns, checked before the first level's sweep: from its
+    declared effects and collaterals, else from one call at the trained weights (after its setup,
+    seeded as a sweep seeds it)."""
+    from interp.sweep import kernel
+
+    declared = (*getattr(analysis, "effects", ()), *getattr(analysis, "collaterals", ()))
+    if metric in declared:
+        return
+    if not hasattr(model, "state_dict"):
+        return  # a recipe (Ray): the first sweep's baseline checks it
+    digest = kernel.weights_digest(model)
+    kernel.setup_analyses([analysis], model, task, seed, digest)
+    with kernel.fork_rng():
+        import torch
+
+        torch.manual_seed(kernel.seed_for(seed, (-1, -1, -1)))
+        got = analysis(model, task)
+    if kernel.weights_digest(model) != digest:
+        raise RuntimeError(f"Analysis {analysis.name!r} changed the model's weights at the trained weights; an "
+                           "analysis must leave them as they are.")
+    names = sorted(got) if isinstance(got, dict) else []
+    if metric not in names:
+        raise ValueError(f"metric={metric!r}: {analysis.name} returns {names} at the trained weights"
+                         + (f" (declared effects {list(getattr(analysis, 'effects', ()))})" if declared else "")
+                         + f"; name one of them, e.g. metric={(names or ['recovered'])[0]!r}.")
+
+
 def _axis_of(degradation: Any, axis: str | None) -> str:
     name = type(degradation).__name__
     allowed = {"TemperedPosterior": ("loss_increase", "nbeta"), "WeightNoise": ("sigma",),
@@ -394,7 +433,7 @@ def dissolution(
     max_levels: int = 10,
     seed: int = 0,
     eval_rows: int = 256,
-    progress: bool = False,
+    progress: bool | None = None,
     executor: Any = "local",
 ) -> Dissolution:
     """Find where ``analysis``'s ``metric`` is lost along ``degradation`` (see the module docstring).
@@ -402,7 +441,8 @@ def dissolution(
     Args:
         model: the model, as for :func:`~interp.run_sweep`.
         task: the task, as for :func:`~interp.run_sweep`.
-        analysis: one analysis (with a name), as for :func:`~interp.run_sweep`.
+        analysis: one analysis (an object, or a plain function named by its ``__name__``), as for
+            :func:`~interp.run_sweep`.
         degradation: a :class:`~interp.degradations.TemperedPosterior` (≥ 2 chains), or
             :class:`~interp.degradations.WeightNoise` / ``ActivationNoise`` (≥ 2 draws per level).
         metric: the analysis's metric (larger is stronger).
@@ -418,7 +458,8 @@ def dissolution(
         max_levels: most levels evaluated.
         seed: passed to every :func:`~interp.run_sweep`.
         eval_rows: passed to every :func:`~interp.run_sweep`.
-        progress: passed to every :func:`~interp.run_sweep`.
+        progress: progress bars of every :func:`~interp.run_sweep` (``tqdm.auto``); ``None``
+            (default): on in interactive use (a terminal or a notebook), off otherwise.
         executor: passed to every :func:`~interp.run_sweep` (with ``executor="ray"`` each level's
             chains run as Ray jobs; the search itself stays here).
 
@@ -428,12 +469,19 @@ def dissolution(
     import interp
     from interp.degradations import LossIncrease, NBeta
 
+    from interp.analysis import wrap_analysis
+
     axis = _axis_of(degradation, axis)
-    name = getattr(analysis, "name", None)
-    if not isinstance(name, str):
-        raise ValueError(f"analysis={analysis!r}: give one Analysis (with a name), not a list.")
+    if isinstance(analysis, (list, tuple, set, dict)):
+        raise ValueError(f"analysis={analysis!r}: give one analysis (an Analysis or a function fn(model, task) -> "
+                         "dict), not a collection; search each analysis with its own dissolution call.")
+    analysis = wrap_analysis(analysis)  # a plain function is an analysis too (named by its __name__)
+    name = analysis.name
     if not isinstance(metric, str):
         raise ValueError(f"metric={metric!r}: name one of the analysis's metrics, e.g. 'recovered'.")
+    progress = _interactive() if progress is None else progress
+    if not isinstance(progress, bool):
+        raise ValueError(f"progress={progress!r}: True, False or None (None: on in interactive use).")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 < tolerance < 10:
         raise ValueError(f"tolerance={tolerance!r}: a relative width in (0, 10), e.g. 0.15 (±15%).")
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 1:
@@ -442,10 +490,15 @@ def dissolution(
         raise ValueError(f"max_levels={max_levels!r}: an integer ≥ 2 (levels evaluated).")
     default_start, default_limits = _DEFAULTS[axis]
     start = default_start if start is None else start
+    if limits is not None and (isinstance(limits, (str, bytes)) or not hasattr(limits, "__len__") or len(limits) != 2):
+        raise ValueError(f"limits={limits!r}: give (low, high) on the {axis} axis, e.g. {default_limits}.")
     low, high = default_limits if limits is None else limits
     for n, v in (("start", start), ("limits[0]", low), ("limits[1]", high)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
             raise ValueError(f"{n}={v!r}: must be a finite number > 0 on the {axis} axis.")
+    if not low < high:
+        raise ValueError(f"limits=({low!r}, {high!r}): reversed or empty; give (low, high) with low < high, e.g. "
+                         f"limits=({min(low, high)!r}, {max(low, high)!r}).")
     if not low <= start <= high:
         raise ValueError(f"start={start!r}: must lie within limits=({low!r}, {high!r}).")
     spread = getattr(degradation, "chains", None) or getattr(degradation, "draws_per_level", None) or 0
@@ -454,6 +507,8 @@ def dissolution(
                          "level for noise) to decide held / lost; e.g. chains=4.")
     if threshold is None and relative is None:
         raise ValueError("give threshold= (absolute, e.g. 0.9) or relative= (fraction of the baseline).")
+    _criterion(threshold, relative, 1.0)  # the criterion's own checks, before any sweep
+    _check_metric(model, task, analysis, metric, seed)
     # the search variable u grows with degradation: Δ, σ, or the temperature 1/nβ
     def to_u(v: float) -> float:
         return 1.0 / v if axis == "nbeta" else float(v)

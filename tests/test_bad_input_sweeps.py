@@ -248,3 +248,73 @@ def test_report_on_unfinished_or_damaged_results(tiny, tmp_path, capsys):
     code, err = _cli(capsys, "report", str(saved))
     assert code == 2 and "has table.parquet but not draws.parquet: the results were not saved completely" in err
     assert "\n" not in err
+
+
+# ------------------------------------------------------------------------------- validate first
+def test_sweep_inputs_checked_before_writing(tiny, tmp_path):
+    from interp.degradations import ActivationNoise, Checkpoints, TemperedPosterior
+
+    model, task = tiny
+    garbage = tmp_path / "step100.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    sampler = dict(localization=100.0, lr=1e-4, chains=1, draws=1, burnin=1, batch_size=8, eval_rows=8,
+                   progress=False)
+    bad = [
+        (WeightNoise(draws_per_level=2, eval_rows=8, restrict="blocks.7.*"), [0.1], r"restrict.*'blocks\.7\.\*'"),
+        (TemperedPosterior(restrict=["blocks.9.attn.*"], **sampler), [300.0], r"restrict.*'blocks\.9\.attn\.\*'"),
+        (ActivationNoise(points=["blocks.0.hook_resid_pots"], draws_per_level=2, eval_rows=8), [0.1],
+         r"unknown point 'blocks\.0\.hook_resid_pots'.*closest valid names: 'blocks\.0\.hook_resid_post'"),
+        (Checkpoints([garbage], eval_rows=8), [None], r"step100\.pt cannot be read as a weights-only torch state dict"),
+    ]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for i, (degradation, levels, message) in enumerate(bad):
+        out = tmp_path / f"out{i}"
+        with pytest.raises(ValueError, match=message):
+            _sweep(model, task, [LossProbe()], out, levels=levels, degradation=degradation)
+        assert not (out / "config.json").exists() and not (out / "rows.jsonl").exists()  # nothing to refuse
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    fixed = WeightNoise(draws_per_level=2, eval_rows=8, restrict="blocks.0.*")
+    assert len(_sweep(model, task, [LossProbe()], tmp_path / "out0", degradation=fixed).draws) == 2
+
+
+def test_sweep_file_restrict_checked_before_writing(tmp_path, sweep_file, capsys):
+    path = sweep_file(tmp_path / "sweep.toml", "runs")
+    path.write_text(path.read_text().replace('relative = true', 'relative = true\nrestrict = ["blocks.1.atn.*"]'))
+    code, err = _cli(capsys, "-q", "sweep", str(path))
+    assert code == 2 and "blocks.1.atn.*" in err and "\n" not in err
+    assert not (tmp_path / "runs" / "sweep" / "config.json").exists()
+    path.write_text(path.read_text().replace("blocks.1.atn.*", "blocks.1.attn.*").replace("0.05, 0.3", "0.05"))
+    code, err = _cli(capsys, "-q", "sweep", str(path))  # the corrected file runs in the same out
+    assert code == 0, err
+    assert (tmp_path / "runs" / "report.html").exists()
+
+
+def test_dissolution_arguments_checked_first(tiny, tmp_path):
+    import interp
+
+    model, task = tiny
+    noise = WeightNoise(relative=True, draws_per_level=2, eval_rows=8)
+    calls = {"n": 0}
+
+    def agreement(model, task):  # a plain function is an analysis here too
+        calls["n"] += 1
+        with torch.no_grad():
+            return {"loss": float(task.loss(model, task.tensors("test", rows=8)))}
+
+    bad = [
+        (dict(metric="loss", threshold="0.9"), r"threshold='0\.9': must be a finite number"),
+        (dict(metric="loss", relative=2.0), r"relative=2\.0: must be in \(0, 1\]"),
+        (dict(metric="loss", threshold=1.0, limits=(3.0, 0.003)), r"limits=\(3\.0, 0\.003\): reversed or empty; give "
+                                                                 r"\(low, high\) with low < high, e\.g\. limits=\(0\.003, 3\.0\)"),
+        (dict(metric="los", threshold=1.0), r"metric='los': agreement returns \['loss'\] at the trained weights; "
+                                            r"name one of them, e\.g\. metric='loss'"),
+        (dict(metric="loss", threshold=1.0, progress="yes"), r"progress='yes': True, False or None"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(ValueError, match=message):
+            interp.dissolution(model, task, agreement, noise, eval_rows=8, out=tmp_path, **kwargs)
+        assert not any(tmp_path.iterdir())  # no level's sweep ran
+    assert calls["n"] == 1  # only the metric check called it, once, at the trained weights
+    d = interp.dissolution(model, task, agreement, noise, metric="loss", threshold=0.0, start=0.01,
+                           limits=(0.01, 0.03), eval_rows=8, progress=False)
+    assert d.analysis == "agreement" and d.outcome == "holds_throughout"

@@ -40,7 +40,7 @@ from interp.checks import check_number
 from interp.sweep.store import BASELINE_KEY, SETUP_KEY, Store, asdict, check_out, jsonable
 
 __all__ = [
-    "weights_digest", "seed_for", "check_inputs", "prepare_analyses", "setup_analyses", "eval_batch",
+    "weights_digest", "seed_for", "check_inputs", "check_degradation", "prepare_analyses", "setup_analyses", "eval_batch",
     "measure_loss", "measure_divergence", "divergence_meter", "divergence_spec", "analyse", "sweep_config",
     "degradation_name", "level_info", "draw_record", "describe", "describe_value",
     "data_fingerprint", "objective_fingerprint",
@@ -111,7 +111,36 @@ def check_inputs(model: Any, task: Any, degradation: Any, levels: Any, *, out: A
         if not isinstance(out, (str, Path)) and not hasattr(out, "__fspath__"):
             raise ValueError(f"{owner}(out={out!r}): out must be a directory path (str or Path) or None.")
         check_out(Path(out))
+    if isinstance(model, torch.nn.Module):
+        check_degradation(degradation, model)
     return levels
+
+
+def check_degradation(degradation: Any, model: torch.nn.Module) -> None:
+    """What a degradation would reject at its first draw, checked against the model before any work
+    (so before ``config.json`` and the baseline are written, and the fixed rerun is not refused as
+    another configuration): its ``check(model)`` where it has one (``restrict`` patterns and masks
+    resolved against the model), the hook points of :class:`~interp.degradations.ActivationNoise`,
+    and that every checkpoint file of :class:`~interp.degradations.Checkpoints` can be read. Touches
+    no weight."""
+    from interp.degradations import ActivationNoise, Checkpoints
+
+    check = getattr(degradation, "check", None)
+    if callable(check):
+        check(model)
+    elif getattr(degradation, "restrict", None) is not None:
+        from interp.degradations import select_parameters
+
+        select_parameters(model, degradation.restrict)
+    if isinstance(degradation, ActivationNoise) and degradation.points is not None:
+        import hooks
+
+        for point in degradation.points:
+            hooks.resolve(model, point)  # an unknown point names the closest valid ones
+    if isinstance(degradation, Checkpoints):
+        for _, item in degradation._items():
+            if isinstance(item, Path):
+                Checkpoints._state(item)  # missing, unreadable or not a state dict: its own clear error
 
 
 def _iterable(x: Any) -> bool:
