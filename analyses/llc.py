@@ -64,14 +64,12 @@ class LLC(Params):
         check_number("LLC", "nbeta", nbeta, none_ok=True)
         # every sampler setting is checked here, by the sampler itself
         self._sampler_kwargs = dict(nbeta=nbeta, localization=localization, lr=lr, chains=chains, draws=draws,
-                                    burnin=burnin, batch_size=batch_size, seed=seed, progress=False)
-        if sampler != "sgld":
-            self._sampler_kwargs["sampler"] = sampler
+                                    burnin=burnin, batch_size=batch_size, seed=seed, sampler=sampler, progress=False)
         TemperedPosterior(**self._sampler_kwargs)
         self.effects = tuple(components)
 
     def setup(self, model: Any, task: Any) -> None:
-        for comp, restrict in self.components.items():
+        for restrict in self.components.values():
             TemperedPosterior(**self._sampler_kwargs, restrict=restrict).check(model)
 
     def __call__(self, model: Any, task: Any) -> dict[str, float]:
