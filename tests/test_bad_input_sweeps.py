@@ -318,3 +318,31 @@ def test_dissolution_arguments_checked_first(tiny, tmp_path):
     d = interp.dissolution(model, task, agreement, noise, metric="loss", threshold=0.0, start=0.01,
                            limits=(0.01, 0.03), eval_rows=8, progress=False)
     assert d.analysis == "agreement" and d.outcome == "holds_throughout"
+
+
+# ------------------------------------------------------------------------------------ CLI frictions
+def test_cli_help_and_listing(capsys):
+    from interp.app.cli import _organism_table, build_parser
+
+    rows = [("induction", "a " * 40), ("induction_full", "b"), ("minilm", "c")]
+    for width in (None, 50):
+        lines = _organism_table(rows, width=width).splitlines()
+        col = len("induction_full") + 2  # every description starts in one column
+        assert all(line[:col].rstrip() in ("", "induction", "induction_full", "minilm") and line[col] != " "
+                   for line in lines)
+        assert [line[:col].rstrip() for line in lines if line[0] != " "] == ["induction", "induction_full", "minilm"]
+        assert all(len(line) <= (width or 1000) for line in lines)
+    assert len(_organism_table(rows, width=50).splitlines()) > 3  # wrapped under its column
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices
+    sweep_help, report_help = sub["sweep"].format_help(), sub["report"].format_help()
+    assert "docs/sweep-files.md" in sweep_help and "examples/sweep-weight-noise.toml" in sweep_help
+    assert "interp.app.sweepfile" not in sweep_help and '[[analyses]]' in sweep_help
+    assert "Rebuild DIR/report.html" in report_help
+    root = Path(__file__).resolve().parents[1]
+    assert (root / "examples" / "sweep-weight-noise.toml").exists() and (root / "docs" / "sweep-files.md").exists()
+    # the documented example parses as a sweep file (nothing is run)
+    import tomllib
+
+    example = tomllib.loads((root / "docs" / "sweep-files.md").read_text().split("```toml\n")[1].split("```")[0])
+    assert set(example) == {"out", "seed", "model", "degradation", "levels", "analyses"}

@@ -7,7 +7,7 @@ Commands::
     interp demo [--out DIR]             the main job on the bundled induction organism
     interp demo minilm [--out DIR] [--quick]
                                         MiniLM's subject number under the behavioural posterior
-    interp sweep CONFIG.toml            a sweep described in a TOML file (interp.app.sweepfile)
+    interp sweep CONFIG.toml            a sweep described in a TOML file (docs/sweep-files.md)
     interp sweep CONFIG.toml --executor ray --address ray://HOST:10001
                                         the same sweep, one Ray task per (level, chain) job
     interp report DIR                   rebuild report.html from saved results
@@ -29,6 +29,27 @@ import sys
 from collections.abc import Sequence
 
 __all__ = ["main", "build_parser"]
+
+
+#: the sweep-file format in brief, shown by ``interp sweep --help`` (docs/sweep-files.md has it all)
+SWEEP_FILE_FORMAT = """\
+sweep file format (TOML; every key is checked before anything runs):
+
+  out = "runs/my-sweep"             results directory, relative to the file
+  seed = 0
+  [model]
+  organism = "induction"            see `interp organisms list`
+  [degradation]
+  type = "WeightNoise"              or TemperedPosterior, ActivationNoise, Checkpoints
+  relative = true                   ... the class's own arguments by name
+  [levels]
+  values = [0.05, 0.1]              or loss_increase = [...], or nbeta = [...]
+  [[analyses]]                      one table per analysis
+  type = "HeadAblation"
+  heads = [[1, 0], [1, 1]]
+
+example: examples/sweep-weight-noise.toml   reference: docs/sweep-files.md
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = sub.add_parser(
         "sweep", help="run the sweep a TOML file describes (resumable)",
-        description="Run a sweep described in a TOML file; see interp.app.sweepfile for the format.",
+        description="Run the sweep a TOML file describes (model organism, degradation and levels, "
+                    "analyses, out directory). Rerunning the same command resumes. The format is "
+                    "documented in docs/sweep-files.md; a complete example is "
+                    "examples/sweep-weight-noise.toml.",
+        epilog=SWEEP_FILE_FORMAT, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sweep.add_argument("config", help="path to the sweep's TOML file")
     sweep.add_argument("--executor", choices=("local", "ray"), default="local",
@@ -285,12 +310,30 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _organism_table(rows: list[tuple[str, str]], width: int | None = None) -> str:
+    """Names in one column as wide as the longest, each description beside its name: wrapped to
+    ``width`` (default: the terminal's, when stdout is one) under its own column, else one line per
+    organism (for scripts reading the output)."""
+    import shutil
+    import textwrap
+
+    if width is None and sys.stdout.isatty():
+        width = max(60, shutil.get_terminal_size((100, 24)).columns)
+    col = max(len(name) for name, _ in rows) + 2
+    lines = []
+    for name, text in rows:
+        text = " ".join(text.split())
+        wrapped = textwrap.wrap(text, width=max(30, width - col)) if width else [text]
+        lines.append(f"{name:<{col}}{(wrapped or [''])[0]}")
+        lines.extend(" " * col + part for part in wrapped[1:])
+    return "\n".join(lines) + "\n"
+
+
 def _organisms(args: argparse.Namespace) -> int:
     from interp import organisms
 
     if args.organisms_command == "list":
-        for name in organisms.names():
-            sys.stdout.write(f"{name:<10} {organisms.describe(name)}\n")
+        sys.stdout.write(_organism_table([(name, organisms.describe(name)) for name in organisms.names()]))
         return 0
     mod = organisms.module(args.name)
     if not hasattr(mod, "train"):
