@@ -36,7 +36,7 @@ def test_lazy_names_resolve_and_unknown_name_errors():
     import interp
 
     assert callable(interp.load_model)
-    assert interp.organisms.names() == ["induction", "induction_full", "minilm", "modadd"]
+    assert interp.organisms.names() == ["induction", "induction_full", "induction_ngram", "minilm", "modadd"]
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         interp.nonexistent  # noqa: B018
 
@@ -52,7 +52,7 @@ def test_cli_organisms_list():
     res = subprocess.run(["interp", "organisms", "list"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     names = [line.split()[0] for line in res.stdout.splitlines()]
-    assert names == ["induction", "induction_full", "minilm", "modadd"]
+    assert names == ["induction", "induction_full", "induction_ngram", "minilm", "modadd"]
 
 
 def test_cli_unknown_organism_suggests_close_name():
