@@ -140,16 +140,23 @@ CHECKPOINT_DIR = "induction_ngram_checkpoints"
 #: how :func:`head_types` classifies a head (nats for the ablation effects)
 HEAD_TYPE_THRESHOLDS = {"induction": 0.3, "previous_token": 0.3, "ngram_loss": 0.05}
 
-#: head types of the shipped weights by :func:`head_types` (filled in from the trained model)
-HEAD_TYPES: dict[str, str] = {}
+#: head types of the shipped weights by :func:`head_types`. Scores: induction 0.54/0.44/0.53/0.55 (layer 1;
+#: layer 0 ≤ 0.03), previous-token 0.39 (L0H1; others ≤ 0.22), mean-ablation n-gram-target loss
+#: increase 0.52/0.41/0.16/0.10 nats (layer 0; layer 1 ≤ 0.02), repeated-token 3.80 for L0H1, ≤ 0.05
+#: for every other head (the four induction heads are redundant: each alone costs ≤ 0.015 nats).
+HEAD_TYPES: dict[str, str] = {
+    "L0H0": "ngram", "L0H1": "previous_token", "L0H2": "ngram", "L0H3": "ngram",
+    "L1H0": "induction", "L1H1": "induction", "L1H2": "induction", "L1H3": "induction",
+}
 
 DESCRIPTION = (
-    "2-layer, 4-heads-per-layer, d_model 48 attention-only transformer (LayerNorm) trained on every "
-    f"next token of rows of a BOS plus {SEQ_LEN} tokens: half text rows (random filler tokens holding "
-    f"{NGRAMS_PER_TEXT[0]}-{NGRAMS_PER_TEXT[1]} of {N_GRAMS} fixed trigrams anchor-glue-target), half "
-    f"repeated patterns (period {PERIODS[0]}-{PERIODS[1]}). It grows induction heads for the repeats "
-    "and n-gram heads for the trigram targets (columns repeat_mask and ngram_mask). Training "
-    "checkpoints ship too (for per-head learning coefficients over training)."
+    "2-layer, 4-heads-per-layer, d_model 48 attention-only transformer (LayerNorm) trained on rows of a "
+    f"BOS plus {SEQ_LEN} tokens: half text rows (random filler holding {NGRAMS_PER_TEXT[0]}-"
+    f"{NGRAMS_PER_TEXT[1]} of {N_GRAMS} fixed trigrams anchor-glue-target; the targets scored), half "
+    f"repeated patterns (period {PERIODS[0]}-{PERIODS[1]}; the repeats scored). Head types: induction "
+    "heads L1H0-L1H3 (induction scores 0.44-0.55), previous-token head L0H1 (0.39), n-gram heads L0H0, "
+    "L0H2, L0H3 (mean-ablation raises the trigram-target loss by 0.52/0.16/0.10 nats). Test loss 0.004 "
+    "nats, accuracy 0.999. Training checkpoints at steps 50-600 ship too (the heads form at ~100-300)."
 )
 
 

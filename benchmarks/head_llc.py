@@ -1,0 +1,164 @@
+"""Per-head weight-restricted λ̂ on the induction_ngram organism: does the head-type ordering of Wang,
+Hoogland, van Wingerden, Furman, Murfet (ICLR 2025) hold?
+
+Their finding: at the end of training, induction heads have a *lower* weight-restricted λ̂ than heads
+that memorise n-grams, and per-head λ̂ curves over training separate the head types (they cluster the
+curves with K-means). Here: ``interp.organisms.induction_ngram`` (induction heads L1H0-L1H3, a
+previous-token head L0H1, n-gram heads L0H0/L0H2/L0H3, by ``head_types``), one
+``estimate_llc(model, task, components=head_components(model), ...)`` per checkpoint and at the end,
+on the training loss. The settings are fixed before the run (the defaults below) and the same for
+every head and checkpoint; the step size is the sampler's curvature rule (``lr=None``:
+ε·(B·ĥ + γ) = 0.2 per head), so every head carries the same relative discretisation bias.
+
+Printed: the head scores, the per-head λ̂ table with 95% intervals (end of training, then per
+checkpoint), and three verdicts:
+
+1. end of training: every induction head's λ̂ below every n-gram head's (means), and whether the
+   intervals separate (the largest induction upper bound below the smallest n-gram lower bound);
+2. per checkpoint: the mean over induction heads against the mean over n-gram heads;
+3. clustering: the exact 2-means partition (every split tried) of the per-head curves (λ̂ over the
+   checkpoints, each standardised over the heads at that checkpoint) against the head types.
+
+    flock /tmp/interp-heavy.lock python benchmarks/head_llc.py --out /tmp/head_llc.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import time
+
+import torch
+
+from interp.degradations import estimate_llc
+from interp.organisms import induction_ngram as org
+
+
+def per_head(model: torch.nn.Module, task, a: argparse.Namespace) -> dict[str, dict[str, float]]:
+    est = estimate_llc(model, task, components=org.head_components(model), nbeta=a.nbeta,
+                       localization=a.localization, lr=None, chains=a.chains, draws=a.draws, burnin=a.burnin,
+                       batch_size=a.batch_size, seed=a.seed, progress=False)
+    out = {}
+    for name in org.head_names(model):
+        e = est[name]
+        lo, hi = e.interval
+        out[name] = {"mean": e.mean, "lo": lo, "hi": hi, "lr": e.lr, "failed": len(e.failed),
+                     "n_weights": e.n_weights}
+    return out
+
+
+def two_means(curves: dict[str, list[float]]) -> tuple[set[str], set[str]]:
+    """The 2-partition of the heads minimising the within-cluster sum of squares (exhaustive)."""
+    names = sorted(curves)
+    best, best_split = math.inf, (set(), set())
+    for k in range(1, len(names)):
+        for left in itertools.combinations(names[1:], k - 1):
+            a = {names[0], *left}
+            b = set(names) - a
+            if not b:
+                continue
+            cost = 0.0
+            for group in (a, b):
+                m = [sum(curves[n][i] for n in group) / len(group) for i in range(len(curves[names[0]]))]
+                cost += sum((curves[n][i] - m[i]) ** 2 for n in group for i in range(len(m)))
+            if cost < best - 1e-12:
+                best, best_split = cost, (a, b)
+    return best_split
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nbeta", type=float, default=300.0)
+    ap.add_argument("--localization", type=float, default=100.0)
+    ap.add_argument("--chains", type=int, default=4)
+    ap.add_argument("--burnin", type=int, default=80)
+    ap.add_argument("--draws", type=int, default=80)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, nargs="+", default=[100, 200, 400],
+                    help="shipped checkpoints to measure (the final model is always measured)")
+    ap.add_argument("--out", default=None, help="write every number as JSON here")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    model, task = org.load()
+    types = org.head_types(model, task)
+    ind, prev = org.induction_scores(model), org.previous_token_scores(model, task)
+    abl = org.ablation_effects(model, task)
+    print(f"settings: nbeta={a.nbeta} localization={a.localization} lr=None (eps*(B*h+gamma)=0.2) chains={a.chains} "
+          f"burnin={a.burnin} draws={a.draws} batch={a.batch_size} seed={a.seed}")
+    print("head  type            induction  prev-token  ablation: n-gram loss  repeat loss (nats)")
+    for n in org.head_names(model):
+        layer, h = int(n[1]), int(n[3:])
+        print(f"{n}  {types[n]:<15} {ind[layer, h]:9.3f}  {prev[layer, h]:10.3f}  {abl[n]['ngram']:21.3f}  "
+              f"{abl[n]['repeat']:11.3f}")
+
+    ckpts = dict(org.checkpoints())
+    missing = [s for s in a.steps if s not in ckpts]
+    if missing:
+        raise SystemExit(f"--steps {missing}: not shipped; shipped checkpoints: {sorted(ckpts)}")
+    models = [(s, ckpts[s]) for s in a.steps] + [(org.STEPS, model)]
+    table: dict[int, dict[str, dict[str, float]]] = {}
+    for step, m in models:
+        t = time.perf_counter()
+        table[step] = per_head(m, task, a)
+        print(f"step {step}: {len(table[step])} heads in {time.perf_counter() - t:.0f} s", flush=True)
+
+    groups = {k: [n for n in types if types[n] == k] for k in ("induction", "ngram", "previous_token")}
+    print("\nper-head lambda-hat [95% interval], by step")
+    print("head  type           " + "".join(f"{s:>22}" for s, _ in models))
+    for n in org.head_names(model):
+        cells = "".join(f"{table[s][n]['mean']:7.1f} [{table[s][n]['lo']:5.1f},{table[s][n]['hi']:5.1f}]"
+                        for s, _ in models)
+        print(f"{n}  {types[n]:<14} {cells}")
+
+    final = table[org.STEPS]
+    ind_means = [final[n]["mean"] for n in groups["induction"]]
+    ng_means = [final[n]["mean"] for n in groups["ngram"]]
+    order = max(ind_means) < min(ng_means)
+    separated = max(final[n]["hi"] for n in groups["induction"]) < min(final[n]["lo"] for n in groups["ngram"])
+    print(f"\n1. end of training (step {org.STEPS}): induction heads {min(ind_means):.1f}-{max(ind_means):.1f}, "
+          f"n-gram heads {min(ng_means):.1f}-{max(ng_means):.1f}, previous-token head "
+          f"{', '.join(format(final[n]['mean'], '.1f') for n in groups['previous_token'])}: ordering induction < n-gram "
+          f"{'HOLDS' if order else 'DOES NOT HOLD'}; intervals {'separate' if separated else 'overlap'}")
+    per_step = {}
+    for s, _ in models:
+        mi = sum(table[s][n]["mean"] for n in groups["induction"]) / len(groups["induction"])
+        mn = sum(table[s][n]["mean"] for n in groups["ngram"]) / len(groups["ngram"])
+        per_step[s] = (mi, mn)
+    print("2. mean lambda-hat induction vs n-gram heads per step: "
+          + ", ".join(f"{s}: {mi:.1f} vs {mn:.1f}" for s, (mi, mn) in per_step.items())
+          + f"; induction lower at {sum(mi < mn for mi, mn in per_step.values())}/{len(per_step)} steps")
+
+    def standardised(names: list[str]) -> dict[str, list[float]]:
+        curves = {n: [] for n in names}
+        for s, _ in models:
+            vals = [table[s][n]["mean"] for n in names]
+            mu = sum(vals) / len(vals)
+            sd = math.sqrt(sum((v - mu) ** 2 for v in vals) / len(vals)) or 1.0
+            for n, v in zip(names, vals):
+                curves[n].append((v - mu) / sd)
+        return curves
+
+    typed = groups["induction"] + groups["ngram"]
+    a_, b_ = two_means(standardised(typed))
+    match = {frozenset(a_), frozenset(b_)} == {frozenset(groups["induction"]), frozenset(groups["ngram"])}
+    all_a, all_b = two_means(standardised(org.head_names(model)))
+    print(f"3. 2-means of the curves (induction + n-gram heads): {sorted(a_)} | {sorted(b_)}: "
+          f"{'matches' if match else 'does not match'} the head types; with every head: "
+          f"{sorted(all_a)} | {sorted(all_b)}")
+    total = time.perf_counter() - t0
+    print(f"total {total:.0f} s")
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump({"settings": vars(a), "types": types, "table": {str(k): v for k, v in table.items()},
+                       "ordering_holds": order, "intervals_separate": separated,
+                       "per_step_means": {str(k): v for k, v in per_step.items()}, "clusters_match": match,
+                       "clusters": [sorted(a_), sorted(b_)], "clusters_all": [sorted(all_a), sorted(all_b)],
+                       "seconds": total}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
