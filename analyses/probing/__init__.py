@@ -43,8 +43,8 @@ Sweep analyses: :class:`FrozenProbe` (fitted once on the clean weights, evaluate
 representational drift) and :class:`RefitProbe` (refitted at each draw: is the information still
 there). Layer ``l < n_layers`` is ``resid_pre(l)`` (layer 0 = the embedding), layer ``n_layers`` is the
 final ``resid_post``. In post-LN models (MiniLM) these are LayerNorm outputs, which is what the next
-block reads. Row labels are read at ``positions``; the default, ``"last"`` (:data:`LAST_TOKEN`), is each
-row's last real token, so padded rows are never read at [PAD] (``-1`` would be, with a warning).
+block reads. Row labels are read at ``positions``; on padded rows the default is ``"last"`` (:data:`LAST_TOKEN`),
+each row's last real token, so they are never read at [PAD] (``-1`` would be, with a warning).
 
 The package, one job per module: ``_labels`` (label specifications), ``_config`` (:class:`ProbeConfig`),
 ``_data`` (capturing sites), ``_fit`` (ridge and class-mean fitters, statistics), ``_logistic``

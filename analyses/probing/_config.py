@@ -34,8 +34,8 @@ class ProbeConfig:
             label per row) or ``-> [rows, pos]`` (one label per token, −1 where not probed).
         positions: for row labels, where to read each row: column names holding a per-row position
             (``"sep_pos"``), integer positions (``0``, ``-1``) or ``"last"`` (:data:`LAST_TOKEN`: each
-            row's last real token, padding skipped). ``None`` (default): ``("last",)`` for row labels,
-            none for per-token labels. A position that reads padding in some rows (``-1`` on padded
+            row's last real token, padding skipped). ``None`` (default): ``("last",)`` for row labels
+            on padded rows (with an ``attention_mask``), none for per-token labels. A position that reads padding in some rows (``-1`` on padded
             rows) gets a warning.
         layers: layer indices (0 … n_layers; n_layers is the final ``resid_post``); ``None``: all.
         group: column of group ids (strings or ints) for λ cross-validation on held-out groups;

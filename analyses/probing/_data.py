@@ -119,12 +119,14 @@ def probe_data(model: Any, task: Any, config: ProbeConfig, split: str = "test") 
         pos_per_spec = pos_idx[None]
         y = label[row_idx, pos_idx]
     else:
-        positions = (LAST_TOKEN,) if config.positions is None else config.positions
+        mask_all = data.get("attention_mask")
+        # the default on padded rows: the last real token; unpadded rows have no default position
+        positions = config.positions if config.positions is not None else (
+            (LAST_TOKEN,) if mask_all is not None else ())
         if not positions:
             raise ValueError("positions=(): a per-row label needs positions to read, e.g. ('sep_pos',), "
                              f"({LAST_TOKEN!r},) (the last real token) or (-1,).")
         specs, cols = [], []
-        mask_all = data.get("attention_mask")
         for p in positions:
             if p == LAST_TOKEN:
                 if mask_all is None:
