@@ -2,6 +2,7 @@
 tokenizer checked at load time (missing, empty, mismatched: a clear error; tokenizer=False: ids only)."""
 
 import time
+import warnings
 
 import pytest
 import torch
@@ -65,6 +66,18 @@ def test_local_bert_with_attention_mask(tmp_path):
     ids = torch.randint(0, 40, (2, 6), generator=torch.Generator().manual_seed(2))
     _, cache = model.run_with_cache(ids, names_filter=lambda n: n.endswith("hook_resid_post"))
     assert cache["blocks.1.hook_resid_post"].shape == (2, 6, 32)
+    # a masked LM (with its head) still has no next-token head
+    assert not interp.models.has_lm_head(model)
+
+
+def test_lm_head_is_decided_from_the_model(gpt2_dir, llama_dir):
+    from interp.models import has_lm_head
+
+    for path, tokenizer in ((gpt2_dir[0], None), (llama_dir, False)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert has_lm_head(interp.load_model(path, tokenizer=tokenizer)), path
+    assert has_lm_head(torch.nn.Linear(2, 2))      # a plain module is taken to return logits
 
 
 def test_missing_directory_is_a_clear_error(tmp_path):
