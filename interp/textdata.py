@@ -18,7 +18,15 @@ predicted from position t − 1) and, for padded rows, ``attention_mask``; paddi
   rows also carry ``answer_id``, ``wrong_id`` and ``answer_pos``, and ``Task.evaluate`` reports the
   mean logit difference logit(answer) − logit(wrong) at the position predicting the answer.
 
-Rows are split at random (``seed``) into ``test_fraction`` test rows and the rest train.
+Rows are split at random (``seed``) into ``test_fraction`` test rows and the rest train, or by group
+(``group=COLUMN``: every row of a held-out value, a word, a template or a name, is a test row).
+
+Tokens: given the model, padded texts and prompts are tokenised as ``model.to_tokens(text)`` tokenises
+them, with the BOS it prepends (so ``answer_pos`` is ``model.to_tokens(prompt).shape[1]``); given a
+tokenizer alone, as ``tokenizer(text)`` does. Packed texts are separated by the end-of-text token,
+unless the tokenizer closes each text itself (BERT's ``[SEP]``): a BERT stream reads
+``… [SEP] [CLS] …``, never ``[UNK]``. Given the model, the task has a loss only if the model has a
+next-token head (:func:`interp.models.has_lm_head`).
 
 Example::
 
