@@ -16,7 +16,8 @@ table cells wrap.
 Security: the report renders what is in the results directory, and that data is never run. Every
 string that reaches the page (analysis, metric and degradation names, titles, verdicts, sweep-file
 fields, the tokens of an attention view) is escaped for HTML, and the data given to a circuitsvis
-view is JSON with ``<``, ``>`` and ``&`` escaped, so a token ``</script><script>…`` stays text. The
+view is JSON with ``<``, ``>`` and ``&`` escaped, so a token ``</script><script>…`` stays text, and
+the tokens in it are HTML-escaped too (circuitsvis writes them into the page with ``innerHTML``). The
 views of a results directory are those :func:`save_view` recorded in ``DIR/views.json`` with their
 SHA-256: a file planted in ``views/`` (or changed after it was written) is left out with a warning.
 ``report.html`` is written to a temporary file and renamed, so a full disk never leaves a truncated
@@ -121,7 +122,8 @@ def attention_view(tokens: list[str], pattern: Any, title: str, heads: list[str]
 
     ``heads`` labels the heads (e.g. ``["L0H0", "L0H1", "L1H0", "L1H1"]``; default ``H0, H1, …``).
     Tokens are shown apart (a space after each that has none) and, like the title, never run: the
-    title is HTML-escaped and the tokens reach the page only as script-safe JSON."""
+    title is HTML-escaped, and the tokens are HTML-escaped (circuitsvis writes them into the page as
+    HTML) inside script-safe JSON."""
     import numpy as np
     from circuitsvis.attention import attention_patterns
 
@@ -135,8 +137,9 @@ def attention_view(tokens: list[str], pattern: Any, title: str, heads: list[str]
     labels = [str(h) for h in heads] if heads is not None else [f"H{i}" for i in range(attention.shape[0])]
     if len(labels) != attention.shape[0]:
         raise ValueError(f"attention_view: {len(labels)} head labels for {attention.shape[0]} heads.")
-    shown = [t if (t[-1:].isspace() or (i + 1 < len(tokens) and tokens[i + 1][:1].isspace())) else t + " "
-             for i, t in enumerate(tokens)]
+    # circuitsvis puts each token into the page as HTML (innerHTML): escape it, so it shows as text
+    shown = [html.escape(t if (t[-1:].isspace() or (i + 1 < len(tokens) and tokens[i + 1][:1].isspace()))
+                         else t + " ") for i, t in enumerate(tokens)]
     # local_src embeds the JavaScript bundle (the CDN variant would need the network); only the bundle
     # is kept from it: the render call is rebuilt with escaped data and the head labels
     src = attention_patterns(tokens=["x"], attention=np.zeros((1, 1, 1))).local_src
@@ -450,11 +453,11 @@ def write_report(
                                  main_metric, verdict_lines)
 
     path = Path(path)
-    results = _names_as_text(results)
-    t = results.table
-    if t.empty:
+    if results.table.empty:
         raise ValueError("write_report: these results hold no rows (no analysis returned a metric); "
                          "nothing to report.")
+    results = _names_as_text(results)
+    t = results.table
     axis = resolve_axis(t, axis)
     along = f"{axis_label(axis)} ({axis_units(results.meta, axis) or 'units not recorded'})"
     heading = "loss increase ΔL" if axis == "delta_loss" else "divergence from w0"

@@ -9,7 +9,10 @@ verdict lines are all within the first screen and that nothing makes the page wi
 A copy of the report gets a first script that records uncaught errors, unhandled promise rejections
 and console.error calls into the page; Chromium (Debian package `chromium`) runs it headless with no
 network and dumps the DOM after the scripts ran. The check fails (exit 1) when any error was recorded,
-when a plot image is missing, or when a circuitsvis view stayed empty. Exit 2: Chromium not found.
+when a plot image is missing, when a circuitsvis view stayed empty, or when the page's title changed
+while it ran, or when, after loading, an element carries an ``onerror``/``onload``/… handler or a
+``<script>`` other than the circuitsvis bundles is in the DOM (a script from the data ran, or could: the report must render data, never
+run it). Exit 2: Chromium not found.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from html import unescape
 from pathlib import Path
 
 _CAPTURE = """<script>
@@ -33,6 +37,14 @@ var __origError = console.error; console.error = function () {
 document.addEventListener('DOMContentLoaded', function () {
   var el = document.createElement('pre'); el.id = '__errors'; el.textContent = JSON.stringify(window.__errors);
   document.body.appendChild(el); });
+window.addEventListener('load', function () { setTimeout(function () {
+  document.querySelectorAll('*').forEach(function (el) { for (var i = 0; i < el.attributes.length; i++) {
+    var a = el.attributes[i].name; if (a.slice(0, 2) === 'on') {
+      __record('injected: an element <' + el.tagName.toLowerCase() + '> with the handler ' + a); } } });
+  Array.prototype.forEach.call(document.scripts, function (sc) { var t = sc.textContent.replace(/^\\s+/, '');
+    if (t.indexOf('window.__errors') !== 0 && t.indexOf('"use strict";var CircuitsVis') !== 0) {
+      __record('injected: a script that is not one of the report scripts: ' + t.slice(0, 60)); } });
+}, 300); });
 </script>"""
 
 _FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -61,6 +73,11 @@ def check_report(report: Path, screenshot: Path | None = None) -> list[str]:
             subprocess.run(base + ["--window-size=1300,3000", f"--screenshot={screenshot}", page.as_uri()],
                            capture_output=True, timeout=120)
     problems = []
+    title = re.search(r"<title>(.*?)</title>", html, re.S)
+    shown = re.search(r"<title>(.*?)</title>", dom, re.S)
+    if title is not None and (shown is None or unescape(shown.group(1)) != unescape(title.group(1))):
+        problems.append(f"the page's title changed while it ran ({title.group(1)!r} -> "
+                        f"{shown.group(1) if shown else None!r}): a script from the data ran")
     errors = re.search(r'<pre id="__errors">(.*?)</pre>', dom, re.S)
     if errors is None:
         problems.append("the page did not finish loading (no error record in the DOM)")
@@ -72,6 +89,19 @@ def check_report(report: Path, screenshot: Path | None = None) -> list[str]:
         rendered = re.search(rf'<div id="{view}"[^>]*>(.*?)</div>', dom, re.S)
         if rendered is None or not rendered.group(1).strip():
             problems.append(f"circuitsvis view {view} did not render")
+    return problems
+
+
+def injected_markup(html: str) -> list[str]:
+    """Markup in a report's HTML text that only injected data would put there: an element with an
+    event handler attribute (``onerror=``, ``onload=``, …) or a ``<script>`` that is not a circuitsvis
+    bundle. (In the rendered page the same is checked on the DOM by the recorder script.)"""
+    problems = []
+    for tag in re.findall(r"<[a-zA-Z][^>]*\son[a-z]+\s*=[^>]*>", html):
+        problems.append(f"an element with an event handler is in the page: {tag[:80]}")
+    for script in re.findall(r"<script[^>]*>(.*?)</script>", html, re.S):
+        if not script.lstrip().startswith(("window.__errors", '"use strict";var CircuitsVis')):
+            problems.append(f"a script that is not the report's own is in the page: {script.strip()[:60]!r}")
     return problems
 
 
