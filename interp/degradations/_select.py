@@ -31,7 +31,6 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import logging
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
