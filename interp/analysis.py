@@ -23,6 +23,22 @@ Example::
     >>> isinstance(Loss(), Analysis)
     True
 
+**Resuming and** ``version``: a sweep's ``out`` directory records each analysis's name and
+configuration (a shipped analysis's ``config``; a user object's ``get_params()`` where it has one),
+and a rerun resumes only when they are the same. What a user's code computes cannot be seen from
+outside, so an analysis (class or function) may carry an optional ``version`` attribute: bump it
+whenever its output changes meaning (another scale, another definition), and a resume of an older
+sweep is refused, naming the version, instead of mixing old and new numbers in one level::
+
+    >>> class Loss:
+    ...     name, effects, collaterals, version = "loss", (), (), 2     # was 1: now per token
+    ...     def setup(self, model, task): pass
+    ...     def __call__(self, model, task):
+    ...         return {"loss": task.evaluate(model)["loss"]}
+    >>> def logit_norm(model, task):
+    ...     return {"norm": 1.0}
+    >>> logit_norm.version = "2024-06"                                  # functions take one too
+
 A plain function ``fn(model, task) -> dict[str, float]`` is an analysis too (its name is the
 function's ``__name__``; no setup, no effects, no collaterals), and so is an object that lacks
 ``setup``, ``effects``, ``collaterals`` or ``name`` (the defaults: no setup, no effects, no
@@ -48,6 +64,8 @@ class Analysis(Protocol):
     name: str
     effects: tuple[str, ...]
     collaterals: tuple[str, ...]
+    # optional, not required by the protocol: ``version`` (any JSON value), bumped by the user when
+    # the analysis's output changes meaning; part of a sweep's identity (see the module docstring)
 
     def setup(self, model: Any, task: Any) -> None: ...
 

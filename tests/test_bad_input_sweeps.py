@@ -346,3 +346,50 @@ def test_cli_help_and_listing(capsys):
 
     example = tomllib.loads((root / "docs" / "sweep-files.md").read_text().split("```toml\n")[1].split("```")[0])
     assert set(example) == {"out", "seed", "model", "degradation", "levels", "analyses"}
+
+
+# ------------------------------------------------------------------------------------------ progress
+def test_progress_shows_calibration_and_the_whole_sweep(tiny, capsys, caplog):
+    import logging
+
+    from interp.degradations import LossIncrease
+
+    model, task = tiny
+    calibration_log = logging.getLogger("interp.degradations")
+
+    class Calibrating:
+        """Weight noise whose levels first 'calibrate' in two logged rounds, as the sampler does."""
+
+        name = "Calibrating"
+
+        def draws(self, model, target=None, level=None):
+            for r, b in enumerate((50.0, 120.0)):
+                calibration_log.info("calibration: B=%.4g ΔL=%.4g (target %.4g)", b, 0.05 * (r + 1), level.nats)
+            yield from _noise().draws(model, target, 0.1)
+
+    before = (calibration_log.level, list(calibration_log.filters))
+    with caplog.at_level(logging.WARNING):
+        run_sweep(model, task, [LossProbe()], Calibrating(),
+                  [LossIncrease(0.1), LossIncrease(0.2)], eval_rows=8, progress=True)
+    err = capsys.readouterr().err
+    assert "calibrating LossIncrease(0.1): round 1 done (B=50 ΔL=0.05 (target 0.1)); round 2 running" in err
+    assert "calibrating LossIncrease(0.2): round 2 done (B=120 ΔL=0.1 (target 0.2))" in err
+    assert "Calibrating level 2/2 (LossIncrease(0.2))" in err and "4draw" in err  # the whole sweep, one bar
+    assert not [r for r in caplog.records if r.levelno < logging.WARNING]  # no INFO leaked to handlers
+    assert (calibration_log.level, list(calibration_log.filters)) == before
+    run_sweep(model, task, [LossProbe()], _noise(), [0.1, 0.2], eval_rows=8, progress=True)
+    err = capsys.readouterr().err
+    assert "WeightNoise level 2/2 (0.2)" in err and "4/4" in err  # the total is known for shipped degradations
+    run_sweep(model, task, [LossProbe()], _noise(), [0.1], eval_rows=8, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_dissolution_progress_default():
+    import inspect
+
+    import interp
+
+    assert inspect.signature(interp.dissolution).parameters["progress"].default is None
+    from interp.dissolve import _interactive
+
+    assert _interactive() is False  # pytest's captured stderr is not a terminal: quiet

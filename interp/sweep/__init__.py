@@ -19,7 +19,12 @@ Ctrl-C loses at most the draw in flight; only the completed draws' keys stay in 
 read back from the file at the end). Calling ``run_sweep`` again with the same ``out`` and the same
 configuration resumes: completed draws are not re-analysed (the degradation still replays its
 chains, which are deterministic given its seed); a different configuration in an existing ``out`` is
-an error, never a merge; a second sweep writing into the same ``out`` at the same time is refused.
+an error naming what differs, never a merge. The configuration's identity holds SHA-256 fingerprints
+of the task's rows and of a posterior objective's rows (another corpus or split under the same task
+name is refused), each analysis's name and parameters, and the ``version`` a user's analysis
+declares (bump it when its output changes meaning). A second sweep writing into the same ``out`` at
+the same time is refused. Every input, the degradation resolved against the model included
+(``restrict`` patterns, hook points, checkpoint files), is checked before anything is written.
 
 After the sweep (and on every failure path, Ctrl-C included) the degradation's draw iterator is
 closed, so the model is back at w0 and its hooks are gone; the weights are compared with a digest

@@ -44,7 +44,7 @@ __all__ = [
     "measure_loss", "measure_divergence", "divergence_meter", "divergence_spec", "analyse", "sweep_config",
     "degradation_name", "level_info", "draw_record", "describe", "describe_value",
     "data_fingerprint", "objective_fingerprint",
-    "make_results", "close_draws",
+    "make_results", "close_draws", "expected_draws", "calibration_progress",
 ]
 
 log = logging.getLogger(__name__)
@@ -307,6 +307,75 @@ def analyse(analyses: Sequence[Analysis], model: torch.nn.Module, task: Any, key
                 "metric": metric, "kind": metric_kind(a, metric), "value": value,
             })
     return rows
+
+
+def expected_draws(degradation: Any, level: Any) -> int | None:
+    """How many draws a level yields when no chain fails (for the sweep's progress bar), or None
+    when the degradation does not say."""
+    from interp.degradations import ActivationNoise, Checkpoints, TemperedPosterior, WeightNoise
+
+    if isinstance(degradation, TemperedPosterior):
+        return int(degradation.chains) * int(degradation.n_draws)
+    if isinstance(degradation, (WeightNoise, ActivationNoise)):
+        return int(degradation.draws_per_level)
+    if isinstance(degradation, Checkpoints):
+        try:
+            return 1 if level is not None else len(degradation._items())
+        except (ValueError, OSError):
+            return None
+    return None
+
+
+class _CalibrationTap(logging.Filter):
+    """Shows the sampler's calibration rounds on the sweep's progress bar (from the records the
+    calibration logs), and lets through only the records the logger would have let through."""
+
+    def __init__(self, bar: Any, level: Any, threshold: int) -> None:
+        super().__init__()
+        self.bar, self.level, self.threshold, self.rounds = bar, level, threshold, 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if msg.startswith("calibration"):
+            self.rounds += 1
+            detail = msg.split(": ", 1)[-1]
+            self.bar.set_postfix_str(f"calibrating {self.level}: round {self.rounds} done ({detail}); "
+                                     f"round {self.rounds + 1} running", refresh=True)
+        return record.levelno >= self.threshold
+
+
+class calibration_progress:
+    """Context manager: while a level's first draw is awaited (a ``LossIncrease`` level calibrates
+    its nβ in pilot rounds first, minutes on a large model), the bar says so and shows each round's
+    nβ and ΔL against the target; nothing changes with ``enabled=False``."""
+
+    def __init__(self, bar: Any, level: Any, enabled: bool) -> None:
+        self.bar, self.level, self.enabled = bar, level, enabled
+        self.logger = logging.getLogger("interp.degradations")
+
+    def __enter__(self) -> calibration_progress:
+        if not self.enabled:
+            return self
+        from interp.degradations import LossIncrease
+
+        if isinstance(self.level, LossIncrease):
+            self.bar.set_postfix_str(f"calibrating {self.level}: round 1 running", refresh=True)
+        self.old_level = self.logger.level
+        self.tap = _CalibrationTap(self.bar, self.level, self.logger.getEffectiveLevel())
+        self.logger.addFilter(self.tap)
+        if not self.logger.isEnabledFor(logging.INFO):
+            self.logger.setLevel(logging.INFO)  # so the rounds are logged; the tap drops what was dropped
+        return self
+
+    def sampling(self) -> None:
+        """The first draw arrived: calibration (if any) is over."""
+        if self.enabled:
+            self.bar.set_postfix_str("", refresh=False)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            self.logger.removeFilter(self.tap)
+            self.logger.setLevel(self.old_level)
 
 
 def close_draws(draws: Any) -> None:

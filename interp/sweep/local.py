@@ -62,25 +62,39 @@ class LocalExecutor:
                 store.add(BASELINE_KEY, rows, {})
             blame = (f"the degradation did not restore them ({type(degradation).__name__}), or an analysis "
                      "changed them at a draw")
-            for li, level in enumerate(tqdm(levels, desc=f"{deg_name} levels", disable=not progress)):
-                if store.level_complete(li):
-                    continue  # finished in an earlier run
-                draws = degradation.draws(model, task, level)
-                bar = tqdm(draws, desc=f"level {level}", leave=False, disable=not progress)
-                try:
-                    for draw in bar:
-                        key = (li, int(draw.chain), int(draw.draw))
-                        if store.done(key):
-                            continue
-                        loss = kernel.measure_loss(model, task, batch)
-                        div = kernel.measure_divergence(meter, model)
-                        rows = kernel.analyse(analyses, model, task, key, level, loss, base_loss, seed, deg_name,
-                                              divergence=div)
-                        store.add(key, rows, kernel.draw_record(draw))
-                finally:
-                    bar.close()
-                    kernel.close_draws(draws)  # restores w0 now, on every path
-                store.finish_level(li, kernel.level_info(draws))
+            expected = [kernel.expected_draws(degradation, level) for level in levels]
+            known = all(n is not None for n in expected)
+            bar = tqdm(total=sum(expected) if known else None, desc=deg_name, unit="draw", disable=not progress)
+            try:
+                for li, level in enumerate(levels):
+                    if store.level_complete(li):
+                        bar.update(store.level_info[li]["n_draws"])  # finished in an earlier run
+                        continue
+                    bar.set_description(f"{deg_name} level {li + 1}/{len(levels)} ({level})", refresh=False)
+                    n = 0
+                    draws = degradation.draws(model, task, level)
+                    try:
+                        with kernel.calibration_progress(bar, level, progress) as shown:
+                            for draw in draws:
+                                if n == 0:
+                                    shown.sampling()  # calibrated (if it had to be): sampling now
+                                n += 1
+                                key = (li, int(draw.chain), int(draw.draw))
+                                if not store.done(key):
+                                    loss = kernel.measure_loss(model, task, batch)
+                                    div = kernel.measure_divergence(meter, model)
+                                    rows = kernel.analyse(analyses, model, task, key, level, loss, base_loss, seed,
+                                                          deg_name, divergence=div)
+                                    store.add(key, rows, kernel.draw_record(draw))
+                                bar.update(1)
+                    finally:
+                        kernel.close_draws(draws)  # restores w0 now, on every path
+                    if progress and known and n != expected[li]:  # failed chains yield fewer draws
+                        bar.total = max(bar.n, bar.total - expected[li] + n)
+                        bar.refresh()
+                    store.finish_level(li, kernel.level_info(draws))
+            finally:
+                bar.close()
         finally:
             store.close()
             if kernel.weights_digest(model) != digest:

@@ -5,8 +5,10 @@ A sweep's ``out`` directory holds:
 - ``config.json``: what identifies the sweep (a rerun with another configuration is refused),
   written with the first record, so a sweep that stored nothing leaves nothing to refuse;
 - ``rows.jsonl``: one JSON record per draw, ``{"key": [level_index, chain, draw], "rows": [...],
-  "draw": {...}}``, appended, flushed and fsynced as each draw completes (a crash loses at most the
-  draw in flight; a torn last line is dropped and truncated away on resume);
+  "draw": {...}, "sha256": ...}``, appended, flushed and fsynced as each draw completes (a crash
+  loses at most the draw in flight; a torn last line is dropped and truncated away on resume). The
+  checksum is SHA-256 (16 hex digits) of the record's key, rows and draw as canonical JSON
+  (:func:`record_checksum`), so a value changed inside a line that still parses is detected;
 - ``levels.json``: the levels finished, with what the degradation reported (calibration, chains);
 - ``jobs.json`` / ``failures.json``: the (level, chain) jobs of an executor that runs jobs (Ray);
 - ``sweep.lock`` while a sweep writes to it: ``{"pid", "host", "started"}`` of the writer. A second
@@ -15,8 +17,10 @@ A sweep's ``out`` directory holds:
 
 Every key is stored once. Reading back, a line that repeats an earlier key byte for byte is dropped
 with a warning (it carries nothing new); a repeated key with different content, a line that is not a
-record, a record without ``rows``, and rows without ``config.json`` are errors that name the file and
-the line and say how to resume (:class:`StoreCorrupt`).
+record, a record without ``rows`` or with none, one whose checksum does not match, one keyed to a
+level the sweep does not have, and rows without ``config.json`` are errors that name the file and
+the line and say how to resume (:class:`StoreCorrupt`). A ``config.json`` that differs from the
+rerun's is refused with what differs in words (:func:`config_difference`).
 
 Example::
 
