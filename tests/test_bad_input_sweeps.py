@@ -280,9 +280,10 @@ def test_sweep_inputs_checked_before_writing(tiny, tmp_path):
 def test_sweep_file_restrict_checked_before_writing(tmp_path, sweep_file, capsys):
     path = sweep_file(tmp_path / "sweep.toml", "runs")
     path.write_text(path.read_text().replace('relative = true', 'relative = true\nrestrict = ["blocks.1.atn.*"]'))
-    code, err = _cli(capsys, "-q", "sweep", str(path))
-    assert code == 2 and "blocks.1.atn.*" in err and "\n" not in err
-    assert not (tmp_path / "runs" / "sweep" / "config.json").exists()
+    for executor in ("local", "ray"):  # the Ray jobs load their own model: the driver checks first
+        code, err = _cli(capsys, "-q", "sweep", str(path), "--executor", executor)
+        assert code == 2 and "blocks.1.atn.*" in err and "\n" not in err
+        assert not (tmp_path / "runs" / "sweep" / "config.json").exists()
     path.write_text(path.read_text().replace("blocks.1.atn.*", "blocks.1.attn.*").replace("0.05, 0.3", "0.05"))
     code, err = _cli(capsys, "-q", "sweep", str(path))  # the corrected file runs in the same out
     assert code == 0, err

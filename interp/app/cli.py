@@ -291,6 +291,10 @@ def _sweep(args: argparse.Namespace) -> int:
     path = Path(args.config)
     cfg = load_sweep_config(path)
     _check_out_dir(str(cfg["out"]), f"{path}: out =")
+    from interp.sweep.kernel import check_degradation
+
+    check_degradation(cfg["degradation"], cfg["model"])  # restrict, points, checkpoint files: before any
+    # work on either executor (the Ray jobs load their own model, which the driver never checks)
     if isinstance(executor, LocalExecutor):
         model = place(cfg["model"], args.device, args.dtype)
     else:  # the jobs load the model themselves, from the file's [model] table
