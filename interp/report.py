@@ -93,9 +93,10 @@ body { font-family: system-ui, sans-serif; margin: 1.2em auto; max-width: 1200px
 h1 { font-size: 1.5em; margin: 0.3em 0; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 ul.verdicts { font-size: 1.02em; line-height: 1.45; padding-left: 1.2em; margin: 0.4em 0; }
 ul.verdicts li { margin: 0.25em 0; } li.failed { color: #a33; } .findings { font-size: 0.92em; }
-.wrap { max-width: 100%; }
-table { border-collapse: collapse; font-size: 0.82em; margin: 0.5em 0; max-width: 100%; }
-th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; overflow-wrap: anywhere; }
+.wrap { max-width: 100%; overflow-x: auto; scrollbar-color: #888 #eee; }  /* a fallback: tables wrap to fit */
+table { border-collapse: collapse; font-size: 0.78em; margin: 0.5em 0; max-width: 100%; }
+th, td { border: 1px solid #ccc; padding: 2px 4px; text-align: right; overflow-wrap: break-word; }
+th { overflow-wrap: normal; }
 table.answers { font-size: 0.95em; } table.answers td { text-align: left; }
 .views .cv-title { font-weight: 600; margin-top: 1em; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
@@ -256,6 +257,8 @@ def _table(df: Any, cls: str = "") -> str:
     """A table rounded to 4 significant digits, one mark ("–") for every missing value, cells that wrap
     rather than widen the page; every cell HTML-escaped."""
     df = df.copy()
+    # headers break after an underscore (a zero-width space), never inside a word
+    df.columns = [str(c).replace("_", "_\u200b") for c in df.columns]
     for c in df.columns:
         if df[c].dtype == object:
             df[c] = df[c].map(lambda v: "–" if v is None or (isinstance(v, float) and v != v) else v)

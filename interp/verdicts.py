@@ -441,20 +441,28 @@ def _is_weight_noise(degradation: Any) -> bool:
 def compare_with_noise(posterior: Verdict, noise: Verdict) -> tuple[str, str]:
     """``(answer, sentence)``: whether an effect outlasts the weight-noise baseline at equal ΔL (or
     divergence): ``"outlasts"`` when its interval of dissolution under the posterior lies wholly above
-    the one under weight noise, ``"does not outlast"`` when wholly below, else ``"undecided"``. An
-    effect that holds over a whole grid has the interval [last held, ∞): it outlasts only a baseline
-    lost before that point; one that never holds has none."""
+    the one under weight noise, ``"does not outlast"`` when wholly below, else ``"undecided"``
+    (``:func:`interp.dissolve.compare_dissolutions```). An effect that holds over a whole grid has the
+    interval [last held, ∞); one that never holds at w0 is not compared (``"–"``)."""
     from interp.dissolve import compare_dissolutions
 
     if posterior.outcome == "never_holds" or noise.outcome == "never_holds":
-        return "undecided", "no comparison with weight noise: the effect never holds at the trained weights"
-    c = compare_dissolutions(posterior, noise, names=(f"under {posterior.degradation}", f"under {noise.degradation}"))
-    label = "divergence" if posterior.axis == noise.axis == "divergence" else "ΔL"
+        return "–", "not compared with weight noise: the effect never holds at the trained weights"
+    c = compare_dissolutions(posterior, noise)
+    on_div = posterior.axis == noise.axis == "divergence"
+    label = "divergence" if on_div else "ΔL"
+
+    def span(d: Verdict) -> str:
+        lo, hi = d.divergence_ci if on_div else d.delta_loss_ci
+        return f"[{lo:.2g}, {'∞' if hi == float('inf') else f'{hi:.2g}'}]"
+    where = (f"lost at {label} {span(posterior)} under {posterior.degradation}, against {span(noise)} under "
+             f"{noise.degradation}")
     if c.more_robust == "first":
-        return "outlasts", f"outlasts the weight-noise baseline at equal {label} ({c.statement})"
+        return "outlasts", f"outlasts the weight-noise baseline at equal {label}: {where}"
     if c.more_robust == "second":
-        return "does not outlast", f"does not outlast the weight-noise baseline at equal {label} ({c.statement})"
-    return "undecided", f"undecided against the weight-noise baseline at equal {label} ({c.statement})"
+        return "does not outlast", f"does not outlast the weight-noise baseline at equal {label} (noise spares it longer): {where}"
+    return "undecided", (f"undecided against the weight-noise baseline at equal {label}: the intervals overlap "
+                         f"({where}; more chains or levels narrow them)")
 
 
 def answer_table(results: Any, thresholds: Mapping[str, float] | None = None, *, relative: float = 0.5,

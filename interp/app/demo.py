@@ -91,12 +91,12 @@ def _attention_views(model: Any, task: Any, degradation: Any, level: Any) -> lis
         return torch.cat([cache[n][0] for n in names])  # (layers·heads, q, k)
 
     period = int(row["period"][0])
-    views = [attention_view(tokens, patterns(), f"Trained weights (period {period}): heads L0H0, L0H1, L1H0, L1H1")]
+    heads = [f"L{layer}H{head}" for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)]
+    views = [attention_view(tokens, patterns(), f"Trained weights (period {period})", heads=heads)]
     for draw in degradation.draws(model, task, level):
         views.append(attention_view(
             tokens, patterns(),
-            f"Tempered-posterior draw at nβ = {draw.nbeta:.0f} (loss "
-            f"{draw.loss:.3f} nats/token): heads L0H0, L0H1, L1H0, L1H1",
+            f"Tempered-posterior draw at nβ = {draw.nbeta:.0f} (loss {draw.loss:.3f} nats/token)", heads=heads,
         ))
         break  # leaving the iterator restores the trained weights
     return views
