@@ -132,14 +132,14 @@ def test_decoys_and_wrong_claims_fail(verdicts):
     assert decoys["idealised_pass"] == 0.0
     assert decoys["equivalence_pass"] == 0.0 and decoys["equivalence_fraction"] == 0.0
     assert decoys["minimality_pass"] == 0.0 and decoys["sufficiency_pass"] == 0.0
-    assert all(decoys[f"necessary_{v}"] == 0.0 for v in ("L0H1", "L1H1"))
+    assert all(decoys[f"necessary_{v}"] == 0.0 and decoys[f"necessity_{v}"] == 0.0 for v in DECOYS)
     assert decoys["faithfulness"] == pytest.approx(0.0, abs=1e-6)
     # the claim without the previous-token head is not equivalent; the claim with a decoy added
     # is equivalent but not minimal (the decoy's knockout is below every inflated reference)
     assert verdicts["no_prev_token"]["equivalence_pass"] == 0.0
     extra = verdicts["true_plus_decoy"]
     assert extra["equivalence_pass"] == 1.0 and extra["minimality_pass"] == 0.0
-    assert extra["necessary_L1H1"] == 0.0 and extra["minimality_p_L1H1"] < 0.05 / 4
+    assert extra["necessary_L1H1"] == 0.0 and extra["necessity_L1H1"] == 0.0 and extra["minimality_p_L1H1"] < 0.05 / 4
 
 
 def test_independence_is_vacuous_where_the_model_score_is_constant(verdicts):
@@ -168,6 +168,10 @@ def test_trained_induction_organism(organism):
     full = evaluate_circuit(model, task, ("embed", "L0H1", "L1H0", "L1H1"), eval_rows=64, n_random=50)
     assert full["faithfulness"] > 0.95 and full["minimality_pass"] == 1.0 and full["sufficiency_pass"] == 1.0
     assert full["equivalence_pass"] == 0.0 and full["equivalence_fraction"] < 0.2
+    # the two induction heads back each other up: neither knockout alone breaks the effect, while the
+    # previous-token head's and the embedding's do (each removes more than the model's whole effect)
+    assert full["necessary_L0H1"] == full["necessary_embed"] == 1.0 and full["necessity_L0H1"] > 1.0
+    assert full["necessary_L1H0"] == full["necessary_L1H1"] == 0.0 and full["necessity_L1H0"] < 0.2
     # layer 0 alone does nothing of the task
     layer0 = evaluate_circuit(model, task, ("embed", "L0H0", "L0H1"), eval_rows=64, n_random=50)
     assert layer0["faithfulness"] < 0.2 and layer0["idealised_pass"] == 0.0
@@ -207,6 +211,7 @@ def test_claim_over_draws(organism):
     ({"nodes": ("L0H0",), "epsilon": 0.7}, "epsilon"),
     ({"nodes": ("L0H0",), "q_star": 1.0}, "q_star"),
     ({"nodes": ("L0H0",), "eval_rows": 4}, "eval_rows"),
+    ({"nodes": ("L0H0",), "break_fraction": 0.0}, "break_fraction"),
 ])
 def test_bad_configuration(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -72,9 +72,10 @@ Over draws (what the paper does not have):
 - :func:`assess_claim`: the claim *holds at level T* when its tests pass on at least 1 − α of the
   draws at T (a posterior predictive check), with a Clopper–Pearson interval of the pass rate.
 - :func:`estimate_node_inclusion`: per node of the claim, the fraction of draws at which it is
-  *necessary* (its knockout effect δ_v exceeds the reference δ⁺ in at least q* of the inflated
-  circuits, the minimality test's own criterion), with Wilson and Clopper–Pearson intervals: the
-  core of a circuit against the parts only the trained weights need.
+  *necessary*: its knockout breaks the effect, i.e. removes at least ``break_fraction`` = ½ of the
+  faithfulness, f(C) − f(C∖v) ≥ ½ (half the model's effect over the empty circuit). With Wilson and
+  Clopper–Pearson intervals: the core of a circuit against the parts only the trained weights need
+  (and against redundant parts, which no single knockout breaks).
 
 Example::
 

@@ -8,7 +8,7 @@ scores each row by the mean log-probability of its scored targets; runs are memo
 Example::
 
     >>> CircuitTests(nodes=("embed", "L0H0", "L1H0"), eval_rows=64)
-    CircuitTests(nodes=('embed', 'L0H0', 'L1H0'), ablation='mean', eval_rows=64, epsilon=0.1, alpha=0.05, q_star=0.9, q=0.9, n_random=100, permutations=1000, resolution=0.0001, seed=0, name='circuit_tests')
+    CircuitTests(nodes=('embed', 'L0H0', 'L1H0'), ablation='mean', eval_rows=64, epsilon=0.1, alpha=0.05, q_star=0.9, q=0.9, n_random=100, permutations=1000, resolution=0.0001, seed=0, break_fraction=0.5, name='circuit_tests')
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class CircuitTestsConfig:
     permutations: int = 1000
     resolution: float = 1e-4
     seed: int = 0
+    break_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         c = "CircuitTests"
@@ -96,6 +97,9 @@ class CircuitTestsConfig:
         check_number(c, "resolution", self.resolution, zero_ok=True,
                      fix="Score differences below it are ties; 1e-4 nats is the default.")
         check_number(c, "seed", self.seed, integer=True, zero_ok=True, fix="Use a non-negative integer seed.")
+        check_fraction(c, "break_fraction", self.break_fraction, closed=False,
+                       fix="A node is necessary when its knockout removes this share of the circuit's effect; "
+                           "0.5 is the default.")
 
 
 class CircuitTests(Params):
@@ -114,18 +118,22 @@ class CircuitTests(Params):
         resolution: score differences (nats) below it are ties / numerical noise (1e-4).
         seed: seeds the random circuits, paths, permutations and resample donors (the same at every
             draw, so draws differ only by their weights).
+        break_fraction: a node is *necessary* when knocking it out of the circuit removes at least
+            this much faithfulness, f(C) − f(C∖v) ≥ break_fraction (0.5: half the model's effect).
         name: the analysis name in sweep results.
 
     Metrics (floats; pass/fail as 1.0/0.0): ``equivalence_p``, ``equivalence_pass``,
     ``equivalence_fraction`` (P̂(Δ > 0) over untied rows), ``equivalence_untied``;
     ``independence_p``, ``independence_pass``, ``independence_hsic``, ``model_score_sd``;
     ``minimality_p_min`` (the smallest node p-value), ``minimality_pass``; ``idealised_pass`` (all
-    three; NaN when one could not run: minimality and the flexible tests need a node outside C); ``sufficiency_p``, ``sufficiency_pass``, ``sufficiency_quantile``,
+    three; NaN when one could not run: minimality and the flexible tests need a node outside C);
+    ``sufficiency_p``, ``sufficiency_pass``, ``sufficiency_quantile``,
     ``partial_necessity_p``, ``partial_necessity_pass``, ``partial_necessity_quantile``;
     ``score_model``, ``score_circuit``, ``score_complement``, ``score_empty``; ``faithfulness``
-    (the effect), ``cpr``, ``cmd``; per node v of the claim ``minimality_p_{v}``, ``necessity_{v}``
-    ((m(C) − m(C∖v)) / (m(C) − m(∅))) and ``necessary_{v}`` (1.0 when δ_v beats the inflated
-    reference in at least q* of the draws).
+    f(C) (the effect), ``cpr``, ``cmd``; per node v of the claim ``minimality_p_{v}``,
+    ``necessity_{v}`` = f(C) − f(C∖v) (the faithfulness its knockout removes, in units of the
+    model's effect m(M) − m(∅)) and ``necessary_{v}`` (1.0 when that is at least ``break_fraction``:
+    the knockout breaks the effect). Both NaN when knocking everything out costs nothing.
 
     Fitted by :meth:`setup`: ``batch_``, ``nodes_`` (every node of the graph), ``ranking_`` (the
     CPR/CMD order), ``inflated_`` (the 100 (inflated circuit, knocked node) pairs), ``random_``
@@ -137,15 +145,17 @@ class CircuitTests(Params):
 
     def __init__(self, nodes: Sequence[str], ablation: str = "mean", eval_rows: int = 128, epsilon: float = 0.1,
                  alpha: float = 0.05, q_star: float = 0.9, q: float = 0.9, n_random: int = 100,
-                 permutations: int = 1000, resolution: float = 1e-4, seed: int = 0, name: str = "circuit_tests"):
+                 permutations: int = 1000, resolution: float = 1e-4, seed: int = 0, break_fraction: float = 0.5,
+                 name: str = "circuit_tests"):
         self.nodes, self.ablation, self.eval_rows = nodes, ablation, eval_rows
         self.epsilon, self.alpha, self.q_star, self.q = epsilon, alpha, q_star, q
         self.n_random, self.permutations, self.resolution, self.seed, self.name = (
             n_random, permutations, resolution, seed, name)
+        self.break_fraction = break_fraction
         self.config = CircuitTestsConfig(
             nodes=tuple(nodes) if isinstance(nodes, list) else nodes, ablation=ablation, eval_rows=eval_rows,
             epsilon=epsilon, alpha=alpha, q_star=q_star, q=q, n_random=n_random, permutations=permutations,
-            resolution=resolution, seed=seed)
+            resolution=resolution, seed=seed, break_fraction=break_fraction)
 
     # -------------------------------------------------------------- setup (clean weights)
     def setup(self, model: Any, task: Any) -> None:
@@ -249,22 +259,22 @@ class CircuitTests(Params):
             base = runs.scores(every - circuit)
             return float(np.mean((runs.scores(every - (circuit - {node})) - base) ** 2))
 
-        span = m_circuit - m_empty
+        full_span = m_model - m_empty  # the model's effect over the empty circuit: faithfulness's unit
         reference = None
         if self.inflated_ is not None:
             reference = np.array([effect(c, v) for c, v in self.inflated_])
         p_nodes = []
         for v in cfg.nodes:
             m_without = runs.mean(outside | {v})
-            out[f"necessity_{v}"] = (m_circuit - m_without) / span if abs(span) > cfg.resolution else float("nan")
+            share = (m_circuit - m_without) / full_span if abs(full_span) > cfg.resolution else float("nan")
+            out[f"necessity_{v}"] = share
+            out[f"necessary_{v}"] = float("nan") if math.isnan(share) else float(share >= cfg.break_fraction)
             if reference is None:
-                out[f"minimality_p_{v}"] = out[f"necessary_{v}"] = float("nan")
+                out[f"minimality_p_{v}"] = float("nan")
                 continue
-            k = int((effect(claim, v) > reference).sum())
-            p = binomial_tail(k, len(reference), cfg.q_star, side="less")
+            p = binomial_tail(int((effect(claim, v) > reference).sum()), len(reference), cfg.q_star, side="less")
             p_nodes.append(p)
             out[f"minimality_p_{v}"] = p
-            out[f"necessary_{v}"] = float(k >= cfg.q_star * len(reference))
         if p_nodes:
             out["minimality_p_min"] = min(p_nodes)
             out["minimality_pass"] = float(min(p_nodes) >= cfg.alpha / len(cfg.nodes))
@@ -293,7 +303,6 @@ class CircuitTests(Params):
                        partial_necessity_pass=float(p_nec < cfg.alpha), partial_necessity_quantile=k_nec / n)
 
         # MIB faithfulness, CPR, CMD
-        full_span = m_model - m_empty
         if abs(full_span) > cfg.resolution:
             out["faithfulness"] = (m_circuit - m_empty) / full_span
             curve = [(runs.mean(every - frozenset(self.ranking_[:k])) - m_empty) / full_span
