@@ -319,10 +319,10 @@ def expected_draws(degradation: Any, level: Any) -> int | None:
     if isinstance(degradation, (WeightNoise, ActivationNoise)):
         return int(degradation.draws_per_level)
     if isinstance(degradation, Checkpoints):
-        try:
-            return 1 if level is not None else len(degradation._items())
-        except (ValueError, OSError):
-            return None
+        if level is not None:
+            return 1
+        source = degradation.source  # an organism's name would load its checkpoints just to count them
+        return None if isinstance(source, str) else len(source)
     return None
 
 
