@@ -404,18 +404,31 @@ def _calibration_table(results: Any) -> Any:
     return levels[[c for c in cols if c in levels.columns]]
 
 
+def _calibrated_elsewhere(results: Any) -> list[str]:
+    """The objectives (with units) posterior levels were calibrated on that are not the task's loss."""
+    out = []
+    for part in results.meta.get("parts", [results.meta]):
+        task = str((part.get("config") or {}).get("task") or "")
+        for info in (part.get("levels") or {}).values():
+            cal = (info or {}).get("calibration") if isinstance(info, dict) else None
+            if not isinstance(cal, dict):
+                continue
+            objective, units = cal.get("objective"), cal.get("units")
+            if (units and units != "nats/token") or (objective and task and str(objective) != task):
+                out.append(f"{objective or 'its objective'} ({units or 'units not recorded'})")
+    return sorted(set(out))
+
+
 def _objective_note(results: Any) -> str:
-    """A note when posterior levels were calibrated in other units than the task's ΔL."""
-    levels = results.levels()
-    other = levels[levels["target_units"].notna() & (levels["target_units"] != "nats/token")] \
-        if "target_units" in levels.columns else levels.iloc[:0]
-    if other.empty:
+    """A note when posterior levels were calibrated on another objective (or in other units) than the
+    task's loss, whose ΔL the plots and verdicts use."""
+    other = _calibrated_elsewhere(results)
+    if not other:
         return ""
-    units = ", ".join(sorted(set(map(str, other["target_units"]))))
-    return (f"<p class='note'><strong>Two units.</strong> The posterior's levels were calibrated to a target "
-            f"increase of its own objective ({html.escape(units)}), not of the task's loss; the plots and verdicts "
-            "place each level at the task's <em>measured</em> ΔL (or divergence), so a target Δ=0.1 can sit at a "
-            "far smaller ΔL. The calibration table below gives both.</p>")
+    return (f"<p class='note'><strong>Two axes.</strong> The posterior's levels were calibrated to a target "
+            f"increase of {html.escape(', '.join(other))}, not of the task's loss; the plots and verdicts place each "
+            "level at the task's <em>measured</em> ΔL (or divergence), so a target Δ=0.1 of the objective can "
+            "sit at a far smaller ΔL of the task. The calibration table below gives both.</p>")
 
 
 def write_report(

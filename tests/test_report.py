@@ -165,3 +165,32 @@ def test_checker_catches_a_broken_page(tmp_path):
     problems = check.check_report(page)
     assert any("undefinedFunction" in p for p in problems)
     assert any("circuits-vis-x" in p for p in problems)
+
+
+def test_answer_table_first_units_and_readable_calibration(tmp_path):
+    """The page opens with the answer table (one row per analysis × degradation), defines the axes
+    (what the divergence compares, on which rows), says when the posterior was calibrated on another
+    objective than the task, and gives the calibration as a table, levels in one notation."""
+    from test_bad_input_report import DL, curves
+
+    from interp.report import metric_label, write_report
+
+    res = curves({("TemperedPosterior", "scrub", "recovered", "effect"): (0.95, [0.94, 0.9, 0.6, 0.3], DL),
+                  ("WeightNoise", "scrub", "recovered", "effect"): (0.95, [0.95, 0.94, 0.93, 0.92], DL)},
+                 meta={"config": {"task": "ioi", "eval_rows": 64},
+                       "levels": {"0": {"calibration": {"target": 0.1, "objective": "corpus", "units": "nats/token",
+                                                        "converged": True}}}})
+    html = write_report(res, tmp_path / "r.html", thresholds={"recovered": 0.9}).read_text().replace("\u200b", "")
+    top = html[:html.index("</section>")]
+    assert top.index("<table") < top.index("<ul class='verdicts'>")  # the answers, then the prose
+    for cell in ("<td>scrub</td>", "<td>lost</td>", "<td>dissolves at ΔL 0.2 [0.1, 0.4]</td>", "<td>holds</td>",
+                 "<td>not reached: grid max ΔL 0.8</td>", "<td>does not outlast</td>"):
+        assert cell in top, cell
+    assert "KL(p<sub>w0</sub> ‖ p<sub>w</sub>) of the next-token distributions" in top
+    assert "the sweep's 64 fixed evaluation rows" in top
+    assert "calibrated to a target increase of corpus (nats/token), not of the task's loss" in top
+    calibration = html[html.index("<h2>Calibration</h2>"):]
+    assert calibration.startswith("<h2>Calibration</h2><div class='wrap'><table")
+    assert "<td>σ=0.1</td>" in html and "<td>w0</td>" in html  # one notation for levels
+    assert metric_label("recovered") == "recovered (fraction of the loss gap recovered)"
+    assert metric_label("acc_L3") == "acc_L3 (fraction correct)"
