@@ -168,6 +168,12 @@ def test_verdict_threshold_typo(tmp_path):
         with pytest.raises(ValueError, match=f"--threshold {re.escape(repr(item))}: give METRIC=NUMBER"):
             parse_thresholds([item])
     assert parse_thresholds(["recovered=0.9", "kl_recovered = 0.8"]) == {"recovered": 0.9, "kl_recovered": 0.8}
+    from interp.app.cli import main
+
+    res.save(tmp_path / "saved")
+    assert main(["report", str(tmp_path / "saved"), "--threshold", "typo_metric=0.9"]) == 2
+    assert main(["report", str(tmp_path / "saved"), "--threshold", "recovered=0.85"]) == 0
+    assert "a: holds (recovered ≥ 0.85) up to ΔL" in (tmp_path / "saved" / "report.html").read_text(encoding="utf-8")
 
 
 def test_verdict_effect_order():
