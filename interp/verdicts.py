@@ -4,8 +4,23 @@ clean window exists.
 **Dissolution lines** (:func:`verdict_lines`): for every (analysis, effect metric) with a criterion,
 the crossing on each degradation's grid (``Results.dissolution``: interpolated on the measured ΔL
 axis), said as one line per analysis: "holds (recovered ≥ 0.9) up to ΔL 0.31 [0.25, 0.36] under
-TemperedPosterior; under WeightNoise up to …", or "never holds", "holds over the whole grid",
-undecided and failed levels said as such.
+TemperedPosterior; under WeightNoise up to …", or "never holds", "holds over the whole grid: no
+dissolution point reached (grid max ΔL y)", undecided and failed levels said as such; the same as a
+table, one row per analysis × degradation (:func:`answer_table`).
+
+Criteria that cannot be vacuous. A bounded effect has a *floor*, the value it takes with no finding
+(:func:`effect_floor`): 0 for a recovered fraction, chance for an accuracy (the majority class's
+share, which probes report as ``chance``). The relative criterion is measured from it:
+θ = floor + f·(b − floor) (f = 0.5: half the way from chance to the value b at w0, so a binary probe
+at 0.94 needs ≥ 0.72, not 0.47, which is below chance). A finding less than 10% of its range above
+its floor at w0 (recovered < 0.1, a binary probe below 0.55) is *absent*: it never holds, whatever the
+criterion. A grid whose largest ΔL is under 10% of the effect's loss gap (causal scrubbing's ``gap``)
+gets a warning in the verdict: it cannot test the claim.
+
+**Against weight noise** (:func:`compare_with_noise`): where the results hold a tempered posterior and
+weight noise, each verdict says whether the effect *outlasts the weight-noise baseline at equal ΔL*
+(its interval of dissolution, [last held, first lost] on the measured ΔL, wholly above the noise's),
+does not (wholly below), or is undecided (the intervals overlap).
 
 **Clean window** (:func:`clean_window`): the claim "at some temperature, intervening on the circuit
 still changes the behaviour it is claimed for while disturbing the rest of the model *less* than at
@@ -14,7 +29,10 @@ parts reported). Each chain's draws are averaged first; R's interval is a percen
 chains (chains resampled jointly for both parts, ratio of the resampled means, 2,000 resamples, fixed
 seed; Efron & Tibshirani 1993). A level is *better than w0* when the interval's lower bound exceeds
 the ratio at the trained weights (a single evaluation: its own seed-to-seed spread is not in the
-interval), *worse* when its upper bound is below it. Only metrics the analysis declares as
+interval), *worse* when its upper bound is below it. A better level is *attributable* to the hypothesis
+only when its collateral fell more than the same collateral under the other analyses that measure it
+(the other hypotheses, or a random one of the same size): a collateral that falls for every
+intervention alike says the degraded model does less, not that the hypothesis is cleaner. Only metrics the analysis declares as
 collaterals are used: analyses in ``analyses`` declare one only where the task marks predictions that
 carry a trained behaviour outside the claim (a ``collateral_mask`` column), so a disturbance of
 untrained predictions is never read as collateral.
