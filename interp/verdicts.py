@@ -14,7 +14,7 @@ share, which probes report as ``chance``). The relative criterion is measured fr
 θ = floor + f·(b − floor) (f = 0.5: half the way from chance to the value b at w0, so a binary probe
 at 0.94 needs ≥ 0.72, not 0.47, which is below chance). A finding less than 10% of its range above
 its floor at w0 (recovered < 0.1, a binary probe below 0.55) is *absent*: it never holds, whatever the
-criterion. A grid whose largest ΔL is under 10% of the effect's loss gap (causal scrubbing's ``gap``)
+criterion. A grid whose largest ΔL is under 1% of the effect's loss gap (causal scrubbing's ``gap``)
 gets a warning in the verdict: it cannot test the claim.
 
 **Against weight noise** (:func:`compare_with_noise`): where the results hold a tempered posterior and
@@ -259,8 +259,9 @@ def clean_window_findings(results: Any, cw: pd.DataFrame | None = None, *, axis:
 #: a finding is *absent at w0* when its value there lies less than this share of the metric's range
 #: above its floor (recovered < 0.1; a binary probe's accuracy < chance + 0.1·(1 − chance))
 ABSENT_SHARE = 0.1
-#: a grid whose largest ΔL is below this share of the effect's loss gap cannot test the claim
-REACH_SHARE = 0.1
+#: a grid whose largest ΔL is below this share of the effect's loss gap cannot test the claim (the
+#: induction hypothesis dissolves near 10% of its gap; a grid at 0.3% of it, as on an IOI model, says nothing)
+REACH_SHARE = 0.01
 #: metrics whose value at chance is recorded by the analysis beside them (``chance`` or ``METRIC_chance``)
 _CHANCE_METRICS = ("chance", "majority")
 
@@ -472,9 +473,9 @@ def compare_with_noise(posterior: Verdict, noise: Verdict) -> tuple[str, str]:
 
     def span(d: Verdict) -> str:
         lo, hi = d.divergence_ci if on_div else d.delta_loss_ci
-        return f"[{lo:.2g}, {'∞' if hi == float('inf') else f'{hi:.2g}'}]"
-    where = (f"lost at {label} {span(posterior)} under {posterior.degradation}, against {span(noise)} under "
-             f"{noise.degradation}")
+        return f"[{lo:.2g}, ∞)" if hi == float("inf") else f"[{lo:.2g}, {hi:.2g}]"
+    where = (f"dissolves within {label} {span(posterior)} under {posterior.degradation}, against {span(noise)} "
+             f"under {noise.degradation}")
     if c.more_robust == "first":
         return "outlasts", f"outlasts the weight-noise baseline at equal {label}: {where}"
     if c.more_robust == "second":

@@ -323,7 +323,7 @@ def test_verdict_outlasts_weight_noise():
     both = curves({("TemperedPosterior", "scrub", "recovered", "effect"): (0.96, *late),
                    ("WeightNoise", "scrub", "recovered", "effect"): (0.96, *early)})
     (line,) = both.verdicts({"recovered": 0.9})
-    assert line.endswith("; outlasts the weight-noise baseline at equal ΔL: lost at ΔL [0.8, 1.6] under "
+    assert line.endswith("; outlasts the weight-noise baseline at equal ΔL: dissolves within ΔL [0.8, 1.6] under "
                          "TemperedPosterior, against [0.1, 0.2] under WeightNoise")
     table = answer_table(both, {"recovered": 0.9}).set_index("degradation")
     assert table.loc["TemperedPosterior", "vs_weight_noise"] == "outlasts"

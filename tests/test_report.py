@@ -1,6 +1,7 @@
 """The main job end to end (quick mode) and its HTML report, rendered in headless Chromium if present."""
 
 import importlib.util
+from html import escape as html_escape
 import sys
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def test_demo_answers_first(demo):
     assert any(v.startswith("correct induction hypothesis: ") for v in verdicts)
     assert "wrong-heads hypothesis: never holds (recovered = " in "\n".join(verdicts)
     for v in verdicts:
-        assert v.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") in html[top:top + 20_000]
+        assert html_escape(v) in html[top:top + 20_000]
     # the same verdicts in the notebook view of the saved results (thresholds kept in meta)
     assert Results.load(out / "results").verdicts(names=None)[0].split(": ", 1)[1] in Results.load(
         out / "results")._repr_html_()
