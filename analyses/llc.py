@@ -37,8 +37,14 @@ class LLC(Params):
             ``"blocks.1.attn.head.0"`` and lists of patterns (all the nodes of a hypothesis).
         nbeta: inverse temperature B (``None``: give ``level``).
         level: a level for the estimate instead of ``nbeta`` (e.g. ``LossIncrease(0.05)``).
-        localization, lr, chains, draws, burnin, batch_size, seed, sampler: as for
-            :class:`~interp.degradations.TemperedPosterior`.
+        localization: γ, as for :class:`~interp.degradations.TemperedPosterior`.
+        lr: step size ε (``None``: from the curvature).
+        chains: chains per component.
+        draws: draws per chain.
+        burnin: steps discarded first.
+        batch_size: minibatch rows per step.
+        seed: seeds the noise and the minibatch order.
+        sampler: ``"sgld"`` or ``"rmsprop"``.
         name: the analysis name in sweep results.
 
     The task's loss is the objective. Nothing is fitted: :meth:`setup` only checks the components
