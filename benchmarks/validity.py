@@ -106,13 +106,14 @@ CASES = (
          THRESHOLDS["fve"], "MLP1 neurons MID→OUT relay the prediction; CUR→UNREAD is read by nothing"),
 )
 
-#: levels per degradation (full, quick); LossIncrease targets in the objective's units, σ relative
+#: levels per degradation (full, quick); posterior: full LossIncrease targets in the objective's
+#: units, quick nβ; weight noise σ absolute, activation noise σ relative
 #: (set from pilot ΔL only, before any finding was measured: SGLD at lr ≤ 3e-5 reaches ΔL 0.1-1.5 for
 #: nβ 3000-30; absolute weight noise gives ΔL 0.05-0.2 at σ 0.03 and 45 at σ 0.1; activation noise
 #: on the writes ΔL 0.9 at σ 1 and 30 at σ 3)
 LEVELS = {
-    "posterior(task)": ((0.1, 0.3, 0.6, 1.0, 2.0), (0.3, 1.0)),
-    "posterior(behavioural)": ((0.1, 0.3, 0.6, 1.0, 2.0), (0.3, 1.0)),
+    "posterior(task)": ((0.1, 0.3, 0.6, 1.0, 2.0), (1000.0, 100.0)),
+    "posterior(behavioural)": ((0.1, 0.3, 0.6, 1.0, 2.0), (1000.0, 100.0)),
     "weight noise": ((0.015, 0.025, 0.035, 0.05, 0.07), (0.025, 0.05)),
     "activation noise": ((0.5, 0.8, 1.2, 1.7, 2.4), (0.8, 1.7)),
 }
@@ -120,7 +121,7 @@ LEVELS = {
 SPREAD = (4, 2)
 #: SGLD step size cap (see degradations())
 LR_MAX = 3e-5
-BURNIN = (100, 100)
+BURNIN = (100, 60)
 
 
 # ------------------------------------------------------------------------------------ analyses
@@ -202,7 +203,7 @@ def build_analyses(quick: bool) -> list[Any]:
     from analyses.scrubbing import CausalScrubbing
     from interp.organisms import planted
 
-    rows = 64 if quick else 128
+    rows = 32 if quick else 128
     out: list[Any] = [CausalScrubbing(h, name=f"scrub_{k}", eval_rows=rows, seeds=1, bootstrap=200)
                       for k, h in hypotheses().items()]
     for offset, tag in ((1, "prev"), (2, "prev2")):
@@ -228,12 +229,13 @@ def degradations(task: Any, quick: bool) -> dict[str, tuple[Any, list[Any]]]:
     # lr is an upper bound: the automatic ε = 0.2/(B·ĥ + γ) uses the Hessian at w0, which is tiny where
     # the compiled attention is saturated, and chains at that ε explode within a few steps
     post = dict(chains=spread, draws=1, burnin=burnin, lr=LR_MAX, seed=0, progress=False, calibration=cal)
-    loss = [interp.LossIncrease(x) for x in LEVELS["posterior(task)"][i]]
+    # full: calibrated LossIncrease targets; quick: nβ levels (no calibration rounds)
+    level = interp.NBeta if quick else interp.LossIncrease
     return {
-        "posterior(task)": (interp.TemperedPosterior(**post), loss),
+        "posterior(task)": (interp.TemperedPosterior(**post), [level(x) for x in LEVELS["posterior(task)"][i]]),
         "posterior(behavioural)": (
             interp.TemperedPosterior(**post, objective=Behavioural(task, kind="kl", rows=128)),
-            [interp.LossIncrease(x) for x in LEVELS["posterior(behavioural)"][i]]),
+            [level(x) for x in LEVELS["posterior(behavioural)"][i]]),
         "weight noise": (interp.WeightNoise(relative=False, draws_per_level=spread, seed=0),
                          list(LEVELS["weight noise"][i])),
         "activation noise": (interp.ActivationNoise(relative=True, draws_per_level=spread, seed=0, points=writes),
@@ -351,7 +353,7 @@ def evaluate(model: Any, task: Any, quick: bool, out: str | None = None, log: An
 
 def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small grid, 2 chains (≤ 3 min)")
+    parser.add_argument("--quick", action="store_true", help="2 levels, 2 chains, nβ levels (≤ 3 min)")
     parser.add_argument("--out", default=None, help="directory to keep the sweeps in")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
