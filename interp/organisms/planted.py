@@ -39,17 +39,17 @@ Writing ``s`` for the sharpness (40) and ``c`` for the confidence (15):
   nothing reads (a training-artefact-like norm). Its other neurons are zero.
 - **Unembedding**: logits = c·OUT.
 
-Planted findings (the ``CASES`` table; the suite names them):
+Planted findings (``benchmarks/validity.py`` runs them as its cases):
 
-============  ===========================================  =============================================
-analysis      real (the computation depends on it)         spurious (passes at w0, nothing depends on it)
-============  ===========================================  =============================================
-scrubbing     output ← MLP1 ← {L1H0, L1H1} ← L0H0           output ← MLP1 ← L1H0 ← L0H0 (drops the backup)
-scrubbing     the same complete circuit                    the circuit plus L0H2 claimed on L1's keys
+============  ===========================================  =================================================
+analysis      real (the computation depends on it)         spurious (passes at w0; false by construction)
+============  ===========================================  =================================================
+scrubbing     output ← MLP1 ← {L1H0, L1H1}                 output ← MLP1 ← L1H0 (drops the backup L1H1)
+scrubbing     the same complete circuit                    the circuit plus L0H2 (whose write nothing reads)
 probing       token at t − 1 (PREV, read by L1 keys)       token at t − 2 (PREV2, read by nothing)
 norms         layer-1 attention write (MID)                MLP0's constant write (BIG)
 transcoders   MLP1 features reading MID, writing OUT       MLP1 features reading CUR, writing UNREAD
-============  ===========================================  =============================================
+============  ===========================================  =================================================
 
 Every "read by nothing" is exact: the reading weights are zero, so ablating the component leaves
 the output bit-identical (``tests/test_validity.py`` checks each ground truth).
