@@ -121,8 +121,9 @@ def main() -> None:
     separated = max(final[n]["hi"] for n in groups["induction"]) < min(final[n]["lo"] for n in groups["ngram"])
     print(f"\n1. end of training (step {org.STEPS}): induction heads {min(ind_means):.1f}-{max(ind_means):.1f}, "
           f"n-gram heads {min(ng_means):.1f}-{max(ng_means):.1f}, previous-token head "
-          f"{', '.join(format(final[n]['mean'], '.1f') for n in groups['previous_token'])}: ordering induction < n-gram "
-          f"{'HOLDS' if order else 'DOES NOT HOLD'}; intervals {'separate' if separated else 'overlap'}")
+          f"{', '.join(format(final[n]['mean'], '.1f') for n in groups['previous_token'])}: ordering "
+          f"induction < n-gram {'HOLDS' if order else 'DOES NOT HOLD'}; intervals "
+          f"{'separate' if separated else 'overlap'}")
     per_step = {}
     for s, _ in models:
         mi = sum(table[s][n]["mean"] for n in groups["induction"]) / len(groups["induction"])

@@ -38,7 +38,11 @@ Head scores (attention ``A[q, k]`` from ``blocks.{l}.attn.hook_pattern``):
   repeated-token loss when the head's output ``z`` is replaced by its mean over the test split.
 
 :func:`head_types` classifies each head from these scores with the thresholds of
-:data:`HEAD_TYPE_THRESHOLDS`; the shipped weights' types are :data:`HEAD_TYPES`.
+:data:`HEAD_TYPE_THRESHOLDS`; the shipped weights' types are :data:`HEAD_TYPES`: induction heads
+L1H0-L1H3, previous-token head L0H1, n-gram heads L0H0, L0H2, L0H3. Their weight-restricted λ̂
+(``benchmarks/head_llc.py``, nβ = 300, γ = 100) is ordered as Wang et al. found: induction 4-10, n-gram
+21-31 at the end of training, and lower on average at every checkpoint measured (the types coincide
+with the layers here, so a layer effect is not excluded).
 
 Training (:func:`train`): the loop of :func:`interp.organisms.induction.fit` (AdamW, lr 3e-3, weight
 decay 0.01, batches of 64 rows), :data:`STEPS` steps on ``target_mask``; checkpoints at :data:`CHECKPOINT_STEPS`
@@ -202,7 +206,8 @@ def _generate(n: int, rng: np.random.Generator, text_fraction: float = TEXT_FRAC
 def make_task(seed: int = 0, n_train: int = N_TRAIN, n_test: int = N_TEST) -> Task:
     """The training task: ``input_ids``, ``target_mask`` (the trained loss: ``repeat_mask`` |
     ``ngram_mask``), ``repeat_mask`` (repeated tokens of repeated rows), ``ngram_mask`` (trigram targets
-    of text rows) and ``period`` (:data:`SEQ_LEN` on text rows: nothing repeats). Deterministic in ``seed`` (independent train and test streams)."""
+    of text rows) and ``period`` (:data:`SEQ_LEN` on text rows: nothing repeats). Deterministic in
+    ``seed`` (independent train and test streams)."""
     return Task(
         NAME,
         induction.make_splits(_generate, seed, n_train, n_test),
