@@ -6,11 +6,11 @@ Part A, deep linear networks with Aoyagi's λ (population loss, chains started o
 network has 22,400 weights (chains run one after another there: above the vmap size limit).
 Part B, the induction organism (B = 100, γ = 100, task loss): λ̂, R̂, chain-steps/s per sampler
 and step size. Part C, the localization bias: λ̂ at the default step, extrapolated ε → 0, and
-extrapolated in ε and γ (``extrapolate_localization``), against Aoyagi, 16 chains.
+extrapolated in γ, and in both (``extrapolate_localization``), against Aoyagi (``--chains-c``).
 
 Run (2-core shared CPU, one torch thread, under the shared lock)::
 
-    flock /tmp/interp-heavy.lock python benchmarks/bench_samplers.py [--quick] [--parts ABC]
+    flock /tmp/interp-heavy.lock python benchmarks/bench_samplers.py [--quick] [--parts ABC] [--chains-c 64]
 """
 
 from __future__ import annotations
@@ -100,18 +100,19 @@ def part_b(quick: bool) -> list[dict]:
 C_NETS = [([4, 3, 4], 1), ([5, 4, 3, 5], 1), ([4, 3, 4], 3)]
 
 
-def part_c(quick: bool) -> list[dict]:
+def part_c(quick: bool, chains: int = 16) -> list[dict]:
     rows = []
     for widths, rank in C_NETS:
         net = DeepLinearNetwork(widths, rank)
         lam = aoyagi_llc(widths, rank)
-        kw = dict(nbeta=100.0, localization=1.0, chains=16, draws=500 if quick else 1500,
+        kw = dict(nbeta=100.0, localization=1.0, chains=chains, draws=500 if quick else 1500,
                   burnin=500 if quick else 1500, eval_rows=0, progress=False)
         for setting, extra in (("default ε", {}), ("ε → 0", dict(extrapolate=2)),
+                               ("γ → 0", dict(extrapolate_localization=2)),
                                ("ε → 0, γ → 0", dict(extrapolate=2, extrapolate_localization=2))):
             t = time.perf_counter()
             e = estimate_llc(net, net.loss, **kw, **extra)
-            r = dict(net=f"{widths} r{rank}", aoyagi=lam, setting=setting, llc=e.mean, se=e.stderr,
+            r = dict(net=f"{widths} r{rank}", aoyagi=lam, setting=setting, chains=chains, llc=e.mean, se=e.stderr,
                      rel_err=e.mean / lam - 1, seconds=time.perf_counter() - t)
             rows.append(r)
             print(json.dumps(r), flush=True)
@@ -123,10 +124,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a quarter of the steps (a smoke run)")
     ap.add_argument("--parts", default="ABC", help="which parts to run (A, B, C)")
     ap.add_argument("--out", default=None, help="write all rows as JSON here")
+    ap.add_argument("--chains-c", type=int, default=16, help="chains per estimate in part C")
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = {}
-    for part, fn in (("A", part_a), ("B", part_b), ("C", part_c)):
+    for part, fn in (("A", part_a), ("B", part_b), ("C", lambda q: part_c(q, args.chains_c))):
         if part in args.parts:
             out[part] = fn(args.quick)
     if args.out:
