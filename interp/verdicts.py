@@ -48,14 +48,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from interp.dissolve import Dissolution
-from interp.stats import bootstrap_interval
+from interp._cleanwindow import clean_window, clean_window_findings  # their public home: here
 
 __all__ = ["clean_window", "clean_window_findings", "verdict_lines", "dissolutions", "main_metric", "survival",
            "answer_table", "compare_with_noise", "effect_floor", "check_thresholds", "Verdict"]
@@ -64,196 +62,6 @@ _SURVIVAL_COLUMNS = ["degradation", "analysis", "metric", "baseline", "criterion
                      "axis", "last_held_level", "last_held_delta_loss", "last_held_divergence", "lost_level",
                      "lost_delta_loss", "lost_divergence", "clean_window_delta_loss", "clean_window_divergence",
                      "undecided_levels", "failed_levels"]
-
-_CW_COLUMNS = ["degradation", "analysis", "effect", "collateral", "level_index", "level", "delta_loss",
-               "divergence", "effect_mean", "effect_ci_low", "effect_ci_high", "collateral_mean", "collateral_ci_low",
-               "collateral_ci_high", "ratio", "ratio_ci_low", "ratio_ci_high", "baseline_ratio",
-               "better_than_w0", "worse_than_w0", "n_chains", "status"]
-
-
-def _ratio_interval(effect: np.ndarray, collateral: np.ndarray, resamples: int = 2000,
-                    seed: int = 0) -> tuple[float, float]:
-    n = len(effect)
-    if n < 2 or not (np.isfinite(effect).all() and np.isfinite(collateral).all()):
-        return float("nan"), float("nan")
-    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = effect[idx].mean(1) / collateral[idx].mean(1)
-    r = r[np.isfinite(r)]
-    if len(r) < resamples * 0.95:  # a collateral of 0 in many resamples: no usable interval
-        return float("nan"), float("nan")
-    return float(np.quantile(r, 0.025)), float(np.quantile(r, 0.975))
-
-
-def _mean(d: pd.DataFrame, column: str) -> float:
-    """Mean of a per-draw column, NaN when it is not recorded."""
-    if column not in d.columns or d.empty:
-        return float("nan")
-    values = pd.to_numeric(d[column], errors="coerce")
-    return float(values.mean()) if values.notna().any() else float("nan")
-
-
-def _interval(values: np.ndarray) -> tuple[float, float]:
-    return bootstrap_interval(values)
-
-
-def clean_window(results: Any, *, collateral: str | None = None) -> pd.DataFrame:
-    """Per degradation × analysis × effect × collateral × level: both parts and their ratio with
-    bootstrap intervals over chains, the ratio at w0, whether the level is better or worse than w0,
-    and whether a better level is *attributable* to the hypothesis.
-
-    A ratio can rise because the collateral fell for every intervention alike (the degraded model does
-    less at the unclaimed positions): that says nothing about the hypothesis. So each level's
-    collateral change c/c0 (upper 95% bound) is compared with the mean change of the same collateral
-    under the other analyses that measure it at the same level (the other hypotheses, or a random one
-    of the same size given as an analysis): ``attributable`` is true when it fell significantly more,
-    false when not, ``None`` when no other analysis measures it (``control_collateral_change`` NaN).
-
-    Args:
-        results: a :class:`~interp.results.Results`.
-        collateral: use this metric as every analysis's collateral (e.g. to look at a disturbance the
-            analysis does not declare as one); default: each analysis's declared collaterals. A name
-            that no analysis returns is a ValueError.
-
-    Returns:
-        One row per level (columns in ``interp.verdicts._CW_COLUMNS`` order). When empty,
-        ``frame.attrs["why"]`` says why (no analysis declares a collateral, or no effect).
-    """
-    t = results.table
-    if collateral is not None:
-        known = sorted(set(map(str, t["metric"])))
-        if str(collateral) not in known:
-            raise ValueError(f"clean_window(collateral={collateral!r}): no analysis returns this metric (a typo "
-                             f"selects nothing); metrics: {known}.")
-    levels = results.levels().set_index(["degradation", "level_index"])
-    failed = results.failed_chains()
-    bad = set(zip(failed["degradation"], failed["level_index"], failed["chain"]))
-    rows = []
-    for (deg, analysis), g in t.groupby(["degradation", "analysis"]):
-        kinds = g.drop_duplicates("metric").set_index("metric")["kind"]
-        effects = [m for m, k in kinds.items() if k == "effect"]
-        colls = [collateral] if collateral is not None and collateral in kinds.index else (
-            [] if collateral is not None else [m for m, k in kinds.items() if k == "collateral"])
-        for eff in effects:
-            for coll in colls:
-                base = g[g["baseline"]].set_index("metric")["value"]
-                b_ratio = float(base[eff] / base[coll]) if base[coll] else float("nan")
-                draws = g[~g["baseline"] & g["metric"].isin([eff, coll])]
-                for li, d in draws.groupby("level_index"):
-                    keep = [(deg, li, c) not in bad for c in d["chain"]]
-                    d = d[keep]
-                    if d.empty:
-                        continue
-                    wide = d.pivot_table(index=["chain", "draw"], columns="metric", values="value", aggfunc="first")
-                    per = wide.groupby(level="chain").mean() if wide.index.get_level_values(0).nunique() > 1 \
-                        else wide
-                    e, c = per[eff].to_numpy(float), per[coll].to_numpy(float)
-                    ratio = float(e.mean() / c.mean()) if c.mean() else float("nan")
-                    lo, hi = _ratio_interval(e, c)
-                    info = levels.loc[(deg, li)] if (deg, li) in levels.index else {}
-                    rows.append({
-                        "degradation": deg, "analysis": analysis, "effect": eff, "collateral": coll,
-                        "level_index": int(li), "level": d["level"].iloc[0],
-                        "delta_loss": float(d["delta_loss"].mean()),
-                        "divergence": _mean(d, "divergence"),
-                        "effect_mean": float(e.mean()), **dict(zip(("effect_ci_low", "effect_ci_high"),
-                                                                  _interval(e))),
-                        "collateral_mean": float(c.mean()), **dict(zip(("collateral_ci_low", "collateral_ci_high"),
-                                                                      _interval(c))),
-                        "ratio": ratio, "ratio_ci_low": lo, "ratio_ci_high": hi, "baseline_ratio": b_ratio,
-                        "better_than_w0": bool(math.isfinite(lo) and lo > b_ratio),
-                        "worse_than_w0": bool(math.isfinite(hi) and hi < b_ratio),
-                        "n_chains": int(len(per)), "status": info.get("status", "ok") if len(info) else "ok",
-                    })
-    frame = _attribute(pd.DataFrame(rows, columns=_CW_COLUMNS), t)
-    if frame.empty:
-        kinds = set(t["kind"])
-        frame.attrs["why"] = (
-            "no analysis has an effect metric" if "effect" not in kinds else
-            f"no analysis returns {collateral!r} beside an effect" if collateral is not None else
-            "no analysis declares a collateral (analyses declare one only where the task marks trained "
-            "predictions outside the claim: a collateral_mask column); pass collateral=METRIC to use one")
-    return frame
-
-
-def _attribute(cw: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    """``collateral_change`` (c/c0 and its upper bound), ``control_collateral_change`` (mean c/c0 of the
-    same collateral under the other analyses at the level) and ``attributable`` (see clean_window)."""
-    base = table[table["baseline"]].drop_duplicates(["degradation", "analysis", "metric"]).set_index(
-        ["degradation", "analysis", "metric"])["value"]
-    change, high, control, attributable = [], [], [], []
-    for r in cw.itertuples():
-        c0 = base.get((r.degradation, r.analysis, r.collateral), float("nan"))
-        ch = r.collateral_mean / c0 if c0 else float("nan")
-        hi = r.collateral_ci_high / c0 if c0 else float("nan")
-        others = cw[(cw["degradation"] == r.degradation) & (cw["level_index"] == r.level_index)
-                    & (cw["collateral"] == r.collateral) & (cw["analysis"] != r.analysis)]
-        ctrl = []
-        for o in others.drop_duplicates("analysis").itertuples():
-            o0 = base.get((o.degradation, o.analysis, o.collateral), float("nan"))
-            if o0 and math.isfinite(o0):
-                ctrl.append(o.collateral_mean / o0)
-        cc = float(np.mean(ctrl)) if ctrl else float("nan")
-        change.append(ch), high.append(hi), control.append(cc)
-        attributable.append(None if not ctrl or not math.isfinite(hi) else bool(hi < cc))
-    return cw.assign(collateral_change=change, collateral_change_high=high, control_collateral_change=control,
-                     attributable=pd.Series(attributable, index=cw.index, dtype=object))
-
-
-def clean_window_findings(results: Any, cw: pd.DataFrame | None = None, *, axis: str | None = None) -> list[str]:
-    """One sentence per analysis: where the effect/collateral ratio is significantly better than at
-    w0 (with intervals), that it is nowhere, or that the analysis declares no collateral; levels
-    placed along ``axis`` (``"delta_loss"``, ``"divergence"``, or ``None``: ΔL where the sweep measured
-    a loss, else the divergence)."""
-    from interp._levels import axis_label, axis_units, resolve_axis
-
-    axis = resolve_axis(results.table, axis)
-    cw = clean_window(results) if cw is None else cw
-    out, without = [], []
-    analyses = sorted(set(results.table["analysis"]))
-    for analysis in analyses:
-        sub = cw[(cw["analysis"] == analysis) & (cw["status"] != "failed")]
-        if sub.empty:
-            if "effect" in set(results.table.loc[results.table["analysis"] == analysis, "kind"]):
-                without.append(analysis)
-            continue
-        for (deg, eff, coll), g in sub.groupby(["degradation", "effect", "collateral"]):
-            b = g["baseline_ratio"].iloc[0]
-            better = g[g["better_than_w0"]].sort_values([axis, "level_index"])
-            name = f"{analysis} ({eff}/{coll}) under {deg}"
-            units = "" if axis == "delta_loss" else axis_units(results.meta, axis, deg)
-
-            def at(v: float) -> str:
-                return f"at {axis_label(axis)} {v:.2g}" + (f" {units}" if units else "")
-            if len(better):
-                parts = ", ".join(
-                    f"{r.ratio:.3g} [{r.ratio_ci_low:.3g}, {r.ratio_ci_high:.3g}] {at(getattr(r, axis))}"
-                    for r in better.itertuples())
-                text = f"{name}: better than at w0 ({b:.3g}) {parts}"
-                own = better[better["attributable"].map(lambda v: v is True)]
-                shared = better[better["attributable"].map(lambda v: v is False)]
-                if len(own) == len(better):
-                    text += f"; attributable to the hypothesis ({coll} fell more than under the other analyses)"
-                elif len(shared):
-                    r0 = shared.iloc[0]
-                    text += (f"; NOT attributable to the hypothesis {'there' if len(own) == 0 else 'at some levels'}"
-                             f": {coll} fell as much under the other analyses ({r0['collateral_change']:.2g}× "
-                             f"its w0 value against {r0['control_collateral_change']:.2g}× for the others "
-                             f"{at(r0[axis])}), so the degraded model, not the hypothesis, disturbs less")
-                else:
-                    text += (f"; not attributable yet: no other analysis measures {coll} to compare with (add "
-                             "a random hypothesis of the same size as a second analysis)")
-                out.append(text)
-            else:
-                best = g.sort_values("ratio", ascending=False).iloc[0]
-                out.append(f"{name}: nowhere significantly better than at w0 ({b:.3g}); best "
-                           f"{best['ratio']:.3g} [{best['ratio_ci_low']:.3g}, {best['ratio_ci_high']:.3g}] "
-                           f"{at(best[axis])}")
-    if without:
-        out.append(f"{', '.join(without)}: no collateral measured where a trained behaviour exists (the task "
-                   "marks no trained predictions outside the claim: give it a collateral_mask column, as the "
-                   "induction_full organism has), so no clean window can be claimed")
-    return out
 
 
 #: a finding is *absent at w0* when its value there lies less than this share of the metric's range
@@ -293,26 +101,35 @@ def effect_floor(results: Any, degradation: Any, analysis: Any, metric: str) -> 
     return float("nan"), ""
 
 
-@dataclass(frozen=True, eq=False)
-class Verdict(Dissolution):
-    """A :class:`~interp.dissolve.Dissolution` read for a verdict: the criterion measured from the
-    metric's floor (``floor``: 0 for a recovered fraction, chance for an accuracy), ``absent`` when the
-    finding is not there at w0 (then the outcome is ``"never_holds"`` whatever the criterion),
-    ``grid_max`` (the largest level on the axis) and ``gap`` (the effect's loss gap where the analysis
-    records one, e.g. causal scrubbing's ``gap``) for the reach warning."""
+class Verdict:
+    """A dissolution point (:class:`~interp.dissolve.Dissolution`, whose fields it exposes) read for a
+    verdict: the criterion measured from the metric's floor (``floor``: 0 for a recovered fraction,
+    chance for an accuracy), ``absent`` when the finding is not there at w0 (then ``outcome`` is
+    ``"never_holds"`` whatever the criterion), ``grid_max`` (the largest level on the axis) and ``gap``
+    (the effect's loss gap where the analysis records one, e.g. causal scrubbing's ``gap``) for the
+    reach warning."""
 
-    floor: float = float("nan")
-    floor_name: str = ""
-    relative: float = float("nan")
-    absent: bool = False
-    grid_max: float = float("nan")
-    gap: float = float("nan")
+    def __init__(self, dissolution: Any, *, floor: float = float("nan"), floor_name: str = "",
+                 relative: float = float("nan"), absent: bool = False, grid_max: float = float("nan"),
+                 gap: float = float("nan")) -> None:
+        self.dissolution = dissolution
+        self.floor, self.floor_name, self.relative = floor, floor_name, relative
+        self.absent, self.grid_max, self.gap = absent, grid_max, gap
+        self.outcome = "never_holds" if absent else dissolution.outcome
+
+    def __getattr__(self, name: str) -> Any:  # the dissolution's fields and methods
+        if name == "dissolution":
+            raise AttributeError(name)
+        return getattr(self.dissolution, name)
+
+    def __repr__(self) -> str:
+        return f"Verdict({self.analysis!r}, {self.metric!r}, {self.degradation!r}, outcome={self.outcome!r})"
 
     def criterion_text(self) -> str:
         if self.criterion == "fraction" and math.isfinite(self.floor) and self.floor != 0:
             return (f"{self.metric} ≥ {self.threshold:.3g} = {self.floor_name} {self.floor:.3g} + "
                     f"{self.relative:g}× (value at w0 − {self.floor_name})")
-        return super().criterion_text()
+        return self.dissolution.criterion_text()
 
     def answer(self) -> str:
         """``holds``, ``lost``, ``undecided`` or ``never holds``."""
@@ -333,9 +150,9 @@ class Verdict(Dissolution):
 
     def reach_warning(self) -> str:
         """Empty, or a loud note that the grid's ΔL is tiny against the effect's loss gap."""
-        if self.outcome in ("never_holds",) or not (math.isfinite(self.gap) and math.isfinite(self.grid_max)):
+        if self.outcome == "never_holds" or not (math.isfinite(self.gap) and math.isfinite(self.grid_max)):
             return ""
-        label, _, column, _ = self._along()
+        _, _, column, _ = self._along()
         if column != "delta_loss" or self.grid_max >= REACH_SHARE * abs(self.gap):
             return ""
         return (f"WARNING: the grid moved the loss by at most ΔL {self.grid_max:.2g} nats/token against the "
@@ -355,13 +172,10 @@ class Verdict(Dissolution):
             text = (f"{name}: holds ({self.criterion_text()}) over the whole grid under {self.degradation}: no "
                     f"dissolution point reached (grid max {label} {self.grid_max:.3g}{u})")
         else:
-            text = super().verdict(name)
+            text = self.dissolution.verdict(name).replace(f"({self.dissolution.criterion_text()})",
+                                                          f"({self.criterion_text()})", 1)
         warning = self.reach_warning()
         return f"{text}; {warning}" if warning else text
-
-
-def _as_verdict(d: Dissolution, **extra: Any) -> Verdict:
-    return Verdict(**{f.name: getattr(d, f.name) for f in fields(Dissolution)}, **extra)
 
 
 def check_thresholds(results: Any, thresholds: Mapping[str, float] | None) -> dict[str, float] | None:
@@ -421,9 +235,9 @@ def dissolutions(results: Any, thresholds: Mapping[str, float] | None = None, *,
         grid_max = float(pd.to_numeric(on, errors="coerce").max()) if len(on) else float("nan")
         gap = base_rows[(base_rows["degradation"] == r.degradation) & (base_rows["analysis"] == r.analysis)
                         & (base_rows["metric"] == "gap")]["value"]
-        v = _as_verdict(d, floor=floor, floor_name=floor_name, relative=relative, absent=absent,
+        v = Verdict(d, floor=floor, floor_name=floor_name, relative=relative, absent=absent,
                         grid_max=grid_max, gap=float(gap.iloc[0]) if len(gap) else float("nan"))
-        out.append(replace(v, outcome="never_holds") if absent else v)
+        out.append(v)
     return out
 
 
@@ -460,25 +274,23 @@ def _is_weight_noise(degradation: Any) -> bool:
 def compare_with_noise(posterior: Verdict, noise: Verdict) -> tuple[str, str]:
     """``(answer, sentence)``: whether an effect outlasts the weight-noise baseline at equal ΔL (or
     divergence): ``"outlasts"`` when its interval of dissolution under the posterior lies wholly above
-    the one under weight noise, ``"does not outlast"`` when wholly below, else ``"undecided"``
-    (``:func:`interp.dissolve.compare_dissolutions```). An effect that holds over a whole grid has the
+    the one under weight noise, ``"does not outlast"`` when wholly below, else ``"undecided"`` (as
+    :func:`interp.dissolve.compare_dissolutions` decides). An effect that holds over a whole grid has the
     interval [last held, ∞); one that never holds at w0 is not compared (``"–"``)."""
-    from interp.dissolve import compare_dissolutions
-
     if posterior.outcome == "never_holds" or noise.outcome == "never_holds":
         return "–", "not compared with weight noise: the effect never holds at the trained weights"
-    c = compare_dissolutions(posterior, noise)
     on_div = posterior.axis == noise.axis == "divergence"
     label = "divergence" if on_div else "ΔL"
+    (a_lo, a_hi), (b_lo, b_hi) = ((d.divergence_ci if on_div else d.delta_loss_ci) for d in (posterior, noise))
+    more = "first" if a_lo > b_hi else "second" if b_lo > a_hi else None  # NaN compares false: undecided
 
-    def span(d: Verdict) -> str:
-        lo, hi = d.divergence_ci if on_div else d.delta_loss_ci
+    def span(lo: float, hi: float) -> str:
         return f"[{lo:.2g}, ∞)" if hi == float("inf") else f"[{lo:.2g}, {hi:.2g}]"
-    where = (f"dissolves within {label} {span(posterior)} under {posterior.degradation}, against {span(noise)} "
-             f"under {noise.degradation}")
-    if c.more_robust == "first":
+    where = (f"dissolves within {label} {span(a_lo, a_hi)} under {posterior.degradation}, against "
+             f"{span(b_lo, b_hi)} under {noise.degradation}")
+    if more == "first":
         return "outlasts", f"outlasts the weight-noise baseline at equal {label}: {where}"
-    if c.more_robust == "second":
+    if more == "second":
         return "does not outlast", f"does not outlast the weight-noise baseline at equal {label} (noise spares it longer): {where}"
     return "undecided", (f"undecided against the weight-noise baseline at equal {label}: the intervals overlap "
                          f"({where}; more chains or levels narrow them)")

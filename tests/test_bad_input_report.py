@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import importlib.util
 import logging
+import os
 import re
 import sys
 import warnings
@@ -112,7 +113,7 @@ def test_report_write_fails_midway(tmp_path, monkeypatch):
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(report.os, "fsync", full)
+    monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(OSError, match=re.escape(str(path)) + r" \(No space left on device\): nothing was replaced"):
         report.write_report(res, path, title="second")
     assert path.read_text(encoding="utf-8") == before
