@@ -20,6 +20,11 @@ checkpoint), and three verdicts:
    checkpoints, each standardised over the heads at that checkpoint) against the head types.
 
     flock /tmp/interp-heavy.lock python benchmarks/head_llc.py --out /tmp/head_llc.json
+
+``--hypothesis-nodes``: instead, the weight-restricted λ̂ of the nodes of the induction organism's
+causal-scrubbing hypotheses (``analyses.scrubbing.induction.hypotheses()``: each head alone and all
+together) at nβ = 151, the correct hypothesis's dissolution point under the tempered posterior
+(BENCHMARKS.md, "Dissolution points"): the numbers to read beside that verdict.
 """
 
 from __future__ import annotations
@@ -68,6 +73,28 @@ def two_means(curves: dict[str, list[float]]) -> tuple[set[str], set[str]]:
     return best_split
 
 
+def hypothesis_nodes() -> None:
+    from analyses.scrubbing import Head
+    from analyses.scrubbing.induction import hypotheses
+    from interp import organisms
+    from interp.degradations import head_pattern
+
+    model, task = organisms.load("induction")
+    for name in ("correct", "wrong_heads"):
+        hyp = hypotheses()[name]
+        heads = sorted({(n.layer, n.head) for n in hyp.nodes() if isinstance(n, Head)})
+        comps = {f"L{layer}H{h}": head_pattern(layer, h) for layer, h in heads}
+        comps["all nodes"] = list(comps.values())
+        t = time.perf_counter()
+        est = estimate_llc(model, task, components=comps, nbeta=151.0, localization=100.0, chains=4, draws=100,
+                           burnin=100, seed=0, progress=False)
+        print(f"{name} hypothesis ({time.perf_counter() - t:.0f} s)")
+        for k in comps:
+            e = est[k]
+            print(f"  {k:10} weights {e.n_weights:5d}  lambda-hat {e.mean:7.2f} [{e.interval[0]:.2f}, "
+                  f"{e.interval[1]:.2f}]  lr {e.lr:.2e}  failed chains {len(e.failed)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nbeta", type=float, default=300.0)
@@ -80,8 +107,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, nargs="+", default=[100, 200, 400],
                     help="shipped checkpoints to measure (the final model is always measured)")
     ap.add_argument("--out", default=None, help="write every number as JSON here")
+    ap.add_argument("--hypothesis-nodes", action="store_true",
+                    help="the induction organism's hypothesis nodes' λ̂ at its dissolution point instead")
     a = ap.parse_args()
     torch.set_num_threads(1)
+    if a.hypothesis_nodes:
+        hypothesis_nodes()
+        return
     t0 = time.perf_counter()
     model, task = org.load()
     types = org.head_types(model, task)
