@@ -79,7 +79,7 @@ Over draws (what the paper does not have):
 
 Example::
 
-    >>> from analyses.circuit_tests import CircuitTests, graph_nodes
+    >>> from analyses.circuit_tests import CircuitTests, evaluate_circuit, graph_nodes
     >>> CircuitTests(nodes=("embed", "L0H0", "L1H0")).effects
     ('faithfulness',)
     >>> from interp.organisms import compiled
