@@ -342,45 +342,6 @@ def _divergence_units(meta: dict[str, Any], degradation: str | None) -> str:
 
 
 # ------------------------------------------------------------------------------------------- search
-def _interactive() -> bool:
-    """Whether this process talks to a person: a terminal on stderr, or a Jupyter/IPython kernel."""
-    import builtins
-    import sys
-
-    if "ipykernel" in sys.modules or getattr(builtins, "__IPYTHON__", False):
-        return True
-    stream = getattr(sys, "stderr", None)
-    return bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
-
-
-def _check_metric(model: Any, task: Any, analysis: Any, metric: str, seed: int) -> None:
-    """``metric`` is one the analysis returns, checked before the first level's sweep: from its
-    declared effects and collaterals, else from one call at the trained weights (after its setup,
-    seeded as a sweep seeds it)."""
-    from interp.sweep import kernel
-
-    declared = (*getattr(analysis, "effects", ()), *getattr(analysis, "collaterals", ()))
-    if metric in declared:
-        return
-    if not hasattr(model, "state_dict"):
-        return  # a recipe (Ray): the first sweep's baseline checks it
-    digest = kernel.weights_digest(model)
-    kernel.setup_analyses([analysis], model, task, seed, digest)
-    with kernel.fork_rng():
-        import torch
-
-        torch.manual_seed(kernel.seed_for(seed, (-1, -1, -1)))
-        got = analysis(model, task)
-    if kernel.weights_digest(model) != digest:
-        raise RuntimeError(f"Analysis {analysis.name!r} changed the model's weights at the trained weights; an "
-                           "analysis must leave them as they are.")
-    names = sorted(got) if isinstance(got, dict) else []
-    if metric not in names:
-        raise ValueError(f"metric={metric!r}: {analysis.name} returns {names} at the trained weights"
-                         + (f" (declared effects {list(getattr(analysis, 'effects', ()))})" if declared else "")
-                         + f"; name one of them, e.g. metric={(names or ['recovered'])[0]!r}.")
-
-
 def _axis_of(degradation: Any, axis: str | None) -> str:
     name = type(degradation).__name__
     allowed = {"TemperedPosterior": ("loss_increase", "nbeta"), "WeightNoise": ("sigma",),
@@ -471,6 +432,7 @@ def dissolution(
 
     from interp.analysis import wrap_analysis
 
+    kernel = interp.sweep.kernel  # through the package, as run_sweep: the sweeps call back into results
     axis = _axis_of(degradation, axis)
     if isinstance(analysis, (list, tuple, set, dict)):
         raise ValueError(f"analysis={analysis!r}: give one analysis (an Analysis or a function fn(model, task) -> "
@@ -479,7 +441,7 @@ def dissolution(
     name = analysis.name
     if not isinstance(metric, str):
         raise ValueError(f"metric={metric!r}: name one of the analysis's metrics, e.g. 'recovered'.")
-    progress = _interactive() if progress is None else progress
+    progress = kernel.interactive() if progress is None else progress
     if not isinstance(progress, bool):
         raise ValueError(f"progress={progress!r}: True, False or None (None: on in interactive use).")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 < tolerance < 10:
@@ -508,7 +470,7 @@ def dissolution(
     if threshold is None and relative is None:
         raise ValueError("give threshold= (absolute, e.g. 0.9) or relative= (fraction of the baseline).")
     _criterion(threshold, relative, 1.0)  # the criterion's own checks, before any sweep
-    _check_metric(model, task, analysis, metric, seed)
+    kernel.check_metric(model, task, analysis, metric, seed)
     # the search variable u grows with degradation: Δ, σ, or the temperature 1/nβ
     def to_u(v: float) -> float:
         return 1.0 / v if axis == "nbeta" else float(v)

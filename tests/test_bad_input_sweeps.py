@@ -391,6 +391,6 @@ def test_dissolution_progress_default():
     import interp
 
     assert inspect.signature(interp.dissolution).parameters["progress"].default is None
-    from interp.dissolve import _interactive
+    from interp.sweep.kernel import interactive as _interactive
 
     assert _interactive() is False  # pytest's captured stderr is not a terminal: quiet

@@ -8,6 +8,7 @@ across degradations where their native levels (nβ, σ, a checkpoint step) are n
 
 The package, one direction of imports (each module imports only those above it)::
 
+    identity  fingerprints of the task's and the objective's data, what differs between two identities
     store   the table schema (COLUMNS, keys), the append-only store with its job bookkeeping, the out lock
     kernel  input checks, seeding, analysis setup, loss, one draw's rows, config identity, weights digest
     local   LocalExecutor: the in-process loop          ray   RayExecutor, ModelRecipe, SweepJobsFailed

@@ -37,10 +37,11 @@ import torch
 
 from interp.analysis import Analysis, FunctionAnalysis, metric_kind, wrap_analysis
 from interp.checks import check_number
+from interp.sweep.identity import data_fingerprint, objective_fingerprint
 from interp.sweep.store import BASELINE_KEY, SETUP_KEY, Store, asdict, check_out, jsonable
 
 __all__ = [
-    "weights_digest", "seed_for", "check_inputs", "check_degradation", "prepare_analyses", "setup_analyses", "eval_batch",
+    "weights_digest", "seed_for", "check_inputs", "check_degradation", "check_metric", "interactive", "prepare_analyses", "setup_analyses", "eval_batch",
     "measure_loss", "measure_divergence", "divergence_meter", "divergence_spec", "analyse", "sweep_config",
     "degradation_name", "level_info", "draw_record", "describe", "describe_value",
     "data_fingerprint", "objective_fingerprint",
@@ -181,6 +182,42 @@ def check_level(degradation: Any, level: Any, index: int = 0) -> None:
         available = [s for s, _ in degradation._items()]
         if not any(s == level or str(s) == str(level) for s in available):
             raise ValueError(f"{where}: no checkpoint at this level; available steps: {available}.")
+
+
+def interactive() -> bool:
+    """Whether this process talks to a person (a terminal on stderr, or a Jupyter/IPython kernel):
+    where progress bars are on by default (``interp.dissolution(progress=None)``)."""
+    import builtins
+    import sys
+
+    if "ipykernel" in sys.modules or getattr(builtins, "__IPYTHON__", False):
+        return True
+    stream = getattr(sys, "stderr", None)
+    return bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
+
+
+def check_metric(model: Any, task: Any, analysis: Any, metric: str, seed: int) -> None:
+    """``metric`` is one the analysis returns, checked before the first level's sweep: from its
+    declared effects and collaterals, else from one call at the trained weights (after its setup,
+    seeded as a sweep seeds it)."""
+    declared = (*getattr(analysis, "effects", ()), *getattr(analysis, "collaterals", ()))
+    if metric in declared:
+        return
+    if not hasattr(model, "state_dict"):
+        return  # a recipe (Ray): the first sweep's baseline checks it
+    digest = weights_digest(model)
+    setup_analyses([analysis], model, task, seed, digest)
+    with fork_rng():
+        torch.manual_seed(seed_for(seed, BASELINE_KEY))
+        got = analysis(model, task)
+    if weights_digest(model) != digest:
+        raise RuntimeError(f"Analysis {analysis.name!r} changed the model's weights at the trained weights; an "
+                           "analysis must leave them as they are.")
+    names = sorted(got) if isinstance(got, dict) else []
+    if metric not in names:
+        raise ValueError(f"metric={metric!r}: {analysis.name} returns {names} at the trained weights"
+                         + (f" (declared effects {list(getattr(analysis, 'effects', ()))})" if declared else "")
+                         + f"; name one of them, e.g. metric={(names or ['recovered'])[0]!r}.")
 
 
 def prepare_analyses(analyses: Any) -> list[Analysis]:
@@ -470,90 +507,6 @@ def describe(obj: Any) -> Any:
     if version is not None:
         desc["version"] = version
     return desc
-
-
-# ------------------------------------------------------------------------------- data fingerprints
-def _update_array(h: Any, arr: Any) -> None:
-    """Feed one Arrow array's values (not its buffers: the same values built another way hash the
-    same) into ``h``: lists as their lengths then their flattened values, numbers as int64 /
-    float64, strings and bytes length-prefixed, nulls as a mask."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if isinstance(arr, pa.ChunkedArray):
-        arr = pa.concat_arrays(arr.chunks) if arr.num_chunks else pa.array([], type=arr.type)
-    t = arr.type
-    h.update(f"|{len(arr)}:{arr.null_count}|".encode())
-    if arr.null_count:
-        h.update(np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=np.uint8).tobytes())
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        lengths = pc.fill_null(pc.list_value_length(arr), -1).to_numpy(zero_copy_only=False)
-        h.update(np.asarray(lengths, dtype=np.int64).tobytes())
-        _update_array(h, pc.list_flatten(arr))
-    elif pa.types.is_integer(t) or pa.types.is_boolean(t):
-        h.update(np.asarray(pc.fill_null(arr, 0).to_numpy(zero_copy_only=False), dtype=np.int64).tobytes())
-    elif pa.types.is_floating(t):
-        h.update(np.asarray(pc.fill_null(arr, 0).to_numpy(zero_copy_only=False), dtype=np.float64).tobytes())
-    elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        for v in arr.to_pylist():
-            b = b"" if v is None else (v.encode("utf-8", "surrogatepass") if isinstance(v, str) else bytes(v))
-            h.update(len(b).to_bytes(8, "little") + b)
-    else:  # structs, dictionaries, timestamps, ...: their values as JSON
-        h.update(json.dumps(arr.to_pylist(), default=repr, sort_keys=True).encode())
-
-
-def data_fingerprint(task: Any) -> str | None:
-    """SHA-256 of a task's data: every split's rows (each column's name and values, in order),
-    from the task's public ``dataset`` (a ``datasets.DatasetDict``); ``None`` for a task without
-    one. Two tasks of the same name built from another corpus or another split seed differ here."""
-    dataset = getattr(task, "dataset", None)
-    if dataset is None or not hasattr(dataset, "keys"):
-        return None
-    h = hashlib.sha256()
-    for split in sorted(dataset.keys()):
-        ds = dataset[split]
-        table = ds.with_format("arrow")[:] if hasattr(ds, "with_format") else None
-        if table is None:
-            return None
-        h.update(f"split {split} rows {table.num_rows}\n".encode())
-        for name in sorted(table.column_names):
-            h.update(f"column {name}\n".encode())
-            _update_array(h, table.column(name))
-    return h.hexdigest()
-
-
-def tensors_fingerprint(tensors: Any) -> str:
-    """SHA-256 of a dict of tensors (names, shapes, dtypes, bytes)."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        h.update(json.dumps([name, describe_value(tensors[name])]).encode())
-    return h.hexdigest()
-
-
-def objective_fingerprint(degradation: Any) -> str | None:
-    """SHA-256 of the data a degradation samples on when it is not the task's (a posterior's
-    ``objective``): the objective's task's data, else the rows of its ``tensors()``; ``None`` when the
-    degradation samples on the task itself."""
-    objective = getattr(degradation, "objective", None)
-    if objective is None:
-        return None
-    inner = getattr(objective, "task", None)
-    if inner is not None and data_fingerprint(inner) is not None:
-        return data_fingerprint(inner)
-    if data_fingerprint(objective) is not None:  # the objective is a Task
-        return data_fingerprint(objective)
-    tensors = getattr(objective, "tensors", None)
-    if callable(tensors):
-        try:
-            rows = tensors()
-        except Exception as err:  # noqa: BLE001 - an objective that needs prepare() first: not checked
-            log.info("The objective's rows cannot be read before sampling (%s); its data is not part of "
-                     "the sweep's identity.", err)
-            return None
-        if isinstance(rows, dict) and all(isinstance(v, torch.Tensor) for v in rows.values()):
-            return tensors_fingerprint(rows)
-    return None
 
 
 def sweep_config(task: Any, analyses: Sequence[Analysis], degradation: Any, levels: Sequence[Any],

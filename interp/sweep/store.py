@@ -45,9 +45,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from interp.sweep.identity import config_difference, legacy_identity
+
 __all__ = [
     "COLUMNS", "ADDED_COLUMNS", "BASELINE_KEY", "SETUP_KEY", "Store", "read_records", "read_json", "OutDirInUse",
-    "StoreCorrupt", "LOCK_NAME", "missing_column", "config_difference", "legacy_identity", "record_checksum",
+    "StoreCorrupt", "LOCK_NAME", "missing_column", "record_checksum",
 ]
 
 log = logging.getLogger(__name__)
@@ -222,89 +224,6 @@ def read_records(rows_file: Path, *, repair: bool = False, n_levels: int | None 
             seen[key] = (lineno, digest)
             good += len(line)
             yield rec
-
-
-# ------------------------------------------------------------------------------ identity checks
-#: what a sweep's identity gained with the data fingerprints (absent from older config.json files)
-IDENTITY_ADDED = ("task_data", "objective_data")
-_ANALYSIS_ADDED = ("name", "params", "version")
-
-
-def legacy_identity(config: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
-    """``config`` as a sweep stored before the data fingerprints (``old``) would have recorded it:
-    without the fingerprints, and without the analysis fields ``old`` lacks."""
-    legacy = {k: v for k, v in config.items() if k not in IDENTITY_ADDED}
-    before = old.get("analyses")
-    if isinstance(legacy.get("analyses"), list) and isinstance(before, list) and len(before) == len(legacy["analyses"]):
-        legacy["analyses"] = [
-            {k: v for k, v in a.items() if k not in _ANALYSIS_ADDED or (isinstance(b, dict) and k in b)}
-            if isinstance(a, dict) else a
-            for a, b in zip(legacy["analyses"], before)
-        ]
-    return legacy
-
-
-def _short(value: Any, n: int = 80) -> str:
-    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def _digest(value: Any) -> str:
-    return "none" if value is None else f"{str(value)[:12]}…"
-
-
-def _analyses_difference(old: Any, new: Any) -> list[str]:
-    if not (isinstance(old, list) and isinstance(new, list)):
-        return [f"analyses differ: {_short(old)} vs {_short(new)}"]
-    name = (lambda a: a.get("name", a.get("type")) if isinstance(a, dict) else a)  # noqa: E731
-    old_by, new_by = {name(a): a for a in old}, {name(a): a for a in new}
-    out = []
-    if list(old_by) != list(new_by):
-        gone, added = [n for n in old_by if n not in new_by], [n for n in new_by if n not in old_by]
-        out.append(f"analyses differ: stored {list(old_by)}, now {list(new_by)}"
-                   + (f" ({gone} not given now, {added} new: a renamed analysis is another analysis, never "
-                      "merged with the old one's rows)" if gone or added else " (another order)"))
-    for n in old_by:
-        a, b = old_by[n], new_by.get(n)
-        if b is None or a == b:
-            continue
-        if isinstance(a, dict) and isinstance(b, dict):
-            fields = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-            parts = []
-            for k in fields:
-                x, y = a.get(k), b.get(k)
-                if isinstance(x, dict) and isinstance(y, dict):  # constructor parameters: name each one
-                    parts += [f"{k}.{j} {_short(x.get(j), 40)} vs {_short(y.get(j), 40)}"
-                              for j in sorted(set(x) | set(y)) if x.get(j) != y.get(j)]
-                else:
-                    parts.append(f"{k} {_short(x, 40)} vs {_short(y, 40)}")
-            hint = " (its version changed: the analysis says its output changed)" if "version" in fields else ""
-            out.append(f"analysis {n!r} differs: {'; '.join(parts)}{hint}")
-        else:
-            out.append(f"analysis {n!r} differs: {_short(a)} vs {_short(b)}")
-    return out
-
-
-def config_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """What differs between a stored sweep's identity and this one's, in words."""
-    parts = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if a == b:
-            continue
-        if key == "task_data":
-            parts.append(f"task data differs: rows digest {_digest(a)} stored vs {_digest(b)} now (a task "
-                         f"named {new.get('task')!r} with other rows: another corpus, split or seed)")
-        elif key == "objective_data":
-            parts.append(f"objective data differs: rows digest {_digest(a)} stored vs {_digest(b)} now (the "
-                         "posterior samples on other data)")
-        elif key == "weights":
-            parts.append(f"the model's weights differ: digest {_digest(a)} stored vs {_digest(b)} now")
-        elif key == "analyses":
-            parts.extend(_analyses_difference(a, b))
-        else:
-            parts.append(f"{key} differs: {_short(a)} stored vs {_short(b)} now")
-    return "What differs: " + "; ".join(parts) + "." if parts else ""
 
 
 # ----------------------------------------------------------------------------------------- lock
