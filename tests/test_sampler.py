@@ -551,7 +551,8 @@ def test_vectorised_chains_check_a_user_loss_that_reads_captured_parameters():
     with pytest.warns(RuntimeWarning, match="vectorised chains disabled"):
         auto = estimate_llc(net, captured_loss, **kw)
     assert auto.per_chain == seq.per_chain and seq.mean > 3  # the sequential value, not 0
-    assert not TemperedPosterior(**kw).vectorizes(net, captured_loss)
+    with pytest.warns(RuntimeWarning, match="vectorised chains disabled"):
+        assert not TemperedPosterior(**kw).vectorizes(net, captured_loss)
     assert TemperedPosterior(**kw).vectorizes(net, module_loss)
     vec = estimate_llc(net, module_loss, **kw)
     assert vec.mean == pytest.approx(seq.mean, rel=1e-6)  # same chains up to float rounding
