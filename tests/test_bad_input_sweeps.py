@@ -179,6 +179,21 @@ def test_analysis_returns_no_metrics(tiny, tmp_path):
     assert not (tmp_path / "config.json").exists()  # the fixed rerun is not refused
 
 
+def test_analysis_misses_its_declared_effect(tiny, tmp_path):
+    model, task = tiny
+
+    class Claim:
+        name, effects, collaterals = "claim", ("recovered",), ()
+
+        def __call__(self, model, task):
+            return {"recoverd": 0.9}  # a typo: the declared effect never appears
+
+    with pytest.raises(ValueError, match=r"Analysis 'claim' declares \['recovered'\] in its effects/collaterals but "
+                                         r"its call at the trained weights returned only \['recoverd'\]"):
+        _sweep(model, task, [Claim()], tmp_path)
+    assert not (tmp_path / "config.json").exists()
+
+
 def test_sweep_fails_before_its_loop(tiny, tmp_path):
     model, task = tiny
 

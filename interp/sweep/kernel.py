@@ -318,6 +318,19 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def check_declared(analysis: Analysis, metrics: dict) -> None:
+    """A ValueError when the baseline call of ``analysis`` lacks one of its declared effects or
+    collaterals (verdicts, survival and the report read those names: a missing one selects nothing)."""
+    declared = (*getattr(analysis, "effects", ()), *getattr(analysis, "collaterals", ()))
+    missing = [m for m in declared if m not in metrics]
+    if missing:
+        raise ValueError(
+            f"Analysis {analysis.name!r} declares {missing} in its effects/collaterals but its call at the trained "
+            f"weights returned only {sorted(metrics)[:12]}; return every declared metric, or declare the names "
+            "it returns."
+        )
+
+
 def analyse(analyses: Sequence[Analysis], model: torch.nn.Module, task: Any, key: tuple[int, int, int],
             level: Any, loss: float, base_loss: float, seed: int, deg_name: str,
             divergence: float = float("nan")) -> list[dict]:
@@ -332,6 +345,8 @@ def analyse(analyses: Sequence[Analysis], model: torch.nn.Module, task: Any, key
                 f"Analysis {a.name!r} returned {type(metrics).__name__} {_short(metrics)}; an analysis returns "
                 "a dict of named metrics, e.g. {'loss': 0.12}."
             )
+        if key == BASELINE_KEY:
+            check_declared(a, metrics)
         for metric, value in metrics.items():
             value = _metric_value(a, metric, value)
             if not math.isfinite(value):
