@@ -104,3 +104,14 @@ def test_vectorised_chains_disagree_with_sequential():
     with pytest.warns(RuntimeWarning, match=r"vectorised chains disabled for DeepLinearNetwork: .*one after another"):
         est = estimate_llc(net, loss, **kw)
     assert est.per_chain == estimate_llc(net, loss, vectorize=False, **kw).per_chain
+
+
+def test_objective_does_not_depend_on_weights():
+    net = DeepLinearNetwork([3, 2, 3], rank=1)
+    saved = _weights(net)
+    sampler = TemperedPosterior(nbeta=10.0, localization=1.0, lr=1e-4, chains=1, draws=2, burnin=0, eval_rows=0,
+                                progress=False)
+    with pytest.raises(ValueError, match=r"returned a tensor that does not depend on the model's weights \(1, "
+                                         r"requires_grad=False\): SGLD needs its gradient"):
+        list(sampler.draws(net, lambda model: torch.tensor(1.0), 10.0))
+    assert _same(net, saved)

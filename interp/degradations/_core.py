@@ -303,6 +303,12 @@ class Objective:
                 f"loss of objective {self.name!r} returned {type(out).__name__} "
                 f"{tuple(out.shape) if isinstance(out, torch.Tensor) else ''}: it must return a scalar tensor."
             )
+        if torch.is_grad_enabled() and not out.requires_grad:
+            raise ValueError(
+                f"loss of objective {self.name!r} returned a tensor that does not depend on the model's weights "
+                f"({out.item():.6g}, requires_grad=False): SGLD needs its gradient. Compute the loss from the "
+                "model's forward (or its parameters) inside the callable, without torch.no_grad() or .detach()."
+            )
         return out.reshape(())
 
     def stream(self, seed: int) -> Iterator[dict[str, torch.Tensor] | None]:
