@@ -8,8 +8,8 @@ Declared layering (docs/design.md)::
 Contracts:
 
 - ``hooks`` imports nothing of ours (no ``interp``, no ``analyses``);
-- the ``interp`` core (everything under ``interp/`` except ``interp/app/`` and the deprecation shims
-  that load it) never imports ``analyses`` or ``interp.app``, not even inside a function;
+- the ``interp`` core (everything under ``interp/`` except ``interp/app/`` and ``interp.__main__``)
+  never imports ``analyses`` or ``interp.app``, not even inside a function;
 - no import cycle among the ``interp`` modules (a package's ``__init__`` re-exporting its own
   submodules does not count);
 - ``analyses`` import only public ``interp`` modules and names (no ``interp._x``, ``interp.x._y`` or
@@ -32,9 +32,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("hooks", "interp", "analyses")
-#: the app layer, and the old import paths that load it lazily (deprecation shims)
+#: the app layer, and ``python -m interp`` (which runs the app's command line)
 APP = ("interp.app",)
-APP_SHIMS = ("interp.cli", "interp.demo", "interp.sweepconfig", "interp.__main__")
+APP_ENTRY = ("interp.__main__",)
 MAX_LINES = 600
 
 def _module_name(path: Path) -> str:
@@ -57,7 +57,7 @@ def _is_package(name: str) -> bool:
 def _layer(name: str) -> str:
     top = name.split(".")[0]
     if top == "interp":
-        if name in APP_SHIMS or any(name == a or name.startswith(a + ".") for a in APP):
+        if name in APP_ENTRY or any(name == a or name.startswith(a + ".") for a in APP):
             return "app"
         return "core"
     return top

@@ -63,25 +63,6 @@ def test_cli_unknown_organism_suggests_close_name():
     assert "Unknown organism 'inductoin'" in res.stderr and "'induction'" in res.stderr
 
 
-@pytest.mark.parametrize("old, new, name", [("interp.cli", "interp.app.cli", "main"),
-                                            ("interp.demo", "interp.app.demo", "run_demo"),
-                                            ("interp.sweepconfig", "interp.app.sweepfile", "load_sweep_config")])
-def test_old_app_paths_are_lazy_deprecation_shims(old, new, name):
-    """The app layer moved to interp.app; the old paths load it on first access, with a warning."""
-    out = _run(
-        f"import sys, warnings, importlib; old = importlib.import_module({old!r}); "
-        "print('analyses' in sys.modules, "
-        f"{new!r} in sys.modules, end=' ');\n"
-        "with warnings.catch_warnings(record=True) as w:\n"
-        "    warnings.simplefilter('always')\n"
-        f"    fn = getattr(old, {name!r})\n"
-        f"print(fn is getattr(importlib.import_module({new!r}), {name!r}), "
-        "[str(x.message) for x in w if x.category is DeprecationWarning])"
-    )
-    assert out.startswith("False False True ['"), out
-    assert f"{old}.{name} moved: import it from {new}" in out
-
-
 def test_console_script_points_to_the_app_layer():
     import tomllib
     from pathlib import Path

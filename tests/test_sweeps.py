@@ -439,19 +439,3 @@ def test_save_load_roundtrip_and_plot(tmp_path):
     fig = res.plot()
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 4
     assert "<table" in res._repr_html_()
-
-
-def test_old_import_paths_forward_with_a_deprecation_warning():
-    import interp.executors
-    import interp.sweep
-    import interp.sweeps
-
-    with pytest.warns(DeprecationWarning, match=r"interp.sweeps.run_sweep moved: import it from interp.sweep"):
-        assert interp.sweeps.run_sweep is interp.sweep.run_sweep
-    with pytest.warns(DeprecationWarning, match="interp.executors.RayExecutor moved"):
-        assert interp.executors.RayExecutor is interp.sweep.RayExecutor
-    with pytest.warns(DeprecationWarning):
-        from interp.sweeps import COLUMNS
-    assert COLUMNS is interp.sweep.COLUMNS and "divergence" in COLUMNS
-    with pytest.raises(AttributeError, match="moved to interp.sweep"):
-        interp.sweeps._run_local  # noqa: B018

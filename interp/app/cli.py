@@ -258,7 +258,7 @@ def _check_device(device: str | None) -> None:
 
 
 def _executor(args: argparse.Namespace) -> object:
-    from interp.executors import LocalExecutor, RayExecutor
+    from interp.sweep import LocalExecutor, RayExecutor
 
     if args.executor == "local":
         ray_only = [f"--{k.replace('_', '-')}" for k, default in (
@@ -277,10 +277,10 @@ def _sweep(args: argparse.Namespace) -> int:
     import tomllib
     from pathlib import Path
 
-    from interp.executors import LocalExecutor, ModelRecipe, SweepJobsFailed
+    from interp.sweep import LocalExecutor, ModelRecipe, SweepJobsFailed
     from interp.models import place
     from interp.app.sweepfile import load_sweep_config, rebuild_report
-    from interp.sweeps import run_sweep
+    from interp.sweep import run_sweep
 
     executor = _executor(args)
     _check_device(args.device)

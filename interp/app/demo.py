@@ -117,7 +117,7 @@ def run_demo(out: str | Path = "interp-demo", progress: bool = True, quick: bool
     from interp.organisms import induction
     from interp.report import load_views, save_view, write_report
     from interp.results import Results
-    from interp.sweeps import run_sweep
+    from interp.sweep import run_sweep
 
     out = Path(out)
     model, task = organisms.load("induction")

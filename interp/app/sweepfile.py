@@ -213,7 +213,7 @@ def load_sweep_config(path: str | Path) -> dict[str, Any]:
 
 def run_sweep_file(path: str | Path, progress: bool = True) -> Path:
     """Run the sweep a TOML file describes; saves results and ``report.html`` in its ``out``."""
-    from interp.sweeps import run_sweep
+    from interp.sweep import run_sweep
 
     cfg = load_sweep_config(path)
     results = run_sweep(cfg["model"], cfg["task"], cfg["analyses"], cfg["degradation"], cfg["levels"],
