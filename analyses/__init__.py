@@ -51,7 +51,6 @@ _LAZY = {
     "SparseMLP": "analyses.transcoders",
     "ablate_heads": "analyses.ablation",
     "evaluate_transcoder": "analyses.transcoders",
-    "norm_profile": "analyses.norms",
     "profile_norms": "analyses.norms",
     "probe": "analyses.probing",
 }

@@ -266,18 +266,14 @@ def test_log_linear_fit_recovers_exponential_growth():
     assert math.exp(float(_log_linear_fit(torch.tensor([1.0, 2.0, 4.0]))[0])) == pytest.approx(2.0)
 
 
-def test_profile_norms_takes_a_task_or_token_ids_and_the_old_name_warns(organism):
+def test_profile_norms_takes_a_task_or_token_ids(organism):
     import analyses
-    from analyses.norms import norm_profile
 
     model, task = organism
     ids = task.tensors("test", rows=8)["input_ids"].long()
     from_task = profile_norms(model, task, eval_rows=8, batch_size=4)
     from_ids = profile_norms(model, ids, batch_size=4)
     assert torch.equal(from_task.values["L1"].nan_to_num(-1), from_ids.values["L1"].nan_to_num(-1))
-    with pytest.warns(DeprecationWarning, match="renamed profile_norms"):
-        old = norm_profile(model, ids, batch_size=4)
-    assert torch.equal(old.mask, from_ids.mask)
     assert analyses.profile_norms is profile_norms
     with pytest.raises(ValueError, match=r"profile_norms\(eval_rows=0\)"):
         profile_norms(model, task, eval_rows=0)

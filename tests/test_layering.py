@@ -254,9 +254,7 @@ def test_no_import_cycles_in_interp():
 
 def test_names_moved_to_break_cycles_keep_their_old_paths():
     """The cycles models/tasks/textdata, sgld/llc and results/verdicts were broken by moving names
-    down a layer; the old import paths still give the same objects (the sampler's with a warning)."""
-    import interp.degradations as degradations
-    import interp.degradations.sgld as sgld
+    down a layer; the old import paths still give the same objects."""
     from interp import models, results, stats, textdata, tokenizing
 
     assert models.check_tokenizer is tokenizing.check_tokenizer
@@ -264,9 +262,6 @@ def test_names_moved_to_break_cycles_keep_their_old_paths():
     assert textdata.build_word_tokenizer is tokenizing.build_word_tokenizer
     assert results.bootstrap_interval is stats.bootstrap_interval
     assert results.t_quantile_975 is stats.t_quantile_975
-    for name in ("estimate_llc", "LLCEstimate"):
-        with pytest.warns(DeprecationWarning, match="import it from interp.degradations"):
-            assert getattr(sgld, name) is getattr(degradations, name)
     tok = tokenizing.build_word_tokenizer(["a b c d e"])
     via_alias = textdata.texts_task(["a b c d e"] * 4, tok, max_length=3, name="t", seed=1)
     via_task = type(via_alias).from_texts(["a b c d e"] * 4, tok, max_length=3, name="t", seed=1)

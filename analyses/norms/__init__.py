@@ -77,7 +77,6 @@ from analyses.norms._profile import (
     _log_linear_fit,
     folded_copy,
     log_linear_fit,
-    norm_profile,
     profile_norms,
 )
 
@@ -87,7 +86,6 @@ __all__ = [
     "ResidualNormsConfig",
     "folded_copy",
     "log_linear_fit",
-    "norm_profile",
     "profile_norms",
     "plot_growth",
     "plot_norms_by_layer",

@@ -13,7 +13,6 @@ Example::
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,7 +23,7 @@ from torch import Tensor
 import hooks
 from interp.checks import bad_value, check_choice, check_number
 
-__all__ = ["NormProfile", "profile_norms", "norm_profile", "folded_copy", "log_linear_fit"]
+__all__ = ["NormProfile", "profile_norms", "folded_copy", "log_linear_fit"]
 
 _COORDINATES = ("raw", "folded")
 
@@ -290,15 +289,6 @@ def profile_norms(
             values[k][sl] = v.cpu().where(keep, torch.tensor(float("nan")))
     return NormProfile(values, mask, n, layout.post_ln, coordinates == "folded", skip_positions,
                        _notes(layout, skip_positions, coordinates == "folded"))
-
-
-def norm_profile(model: Any, input_ids: Int[Tensor, "row pos"], attention_mask: Int[Tensor, "row pos"] | None = None,
-                 **kwargs: Any) -> NormProfile:
-    """Deprecated name of :func:`profile_norms` (one-shot functions are verbs: ``probe``,
-    ``profile_norms``, ``evaluate_transcoder``, ``ablate_heads``)."""
-    warnings.warn("analyses.norms.norm_profile is renamed profile_norms; the old name is accepted for one "
-                  "release.", DeprecationWarning, stacklevel=2)
-    return profile_norms(model, input_ids, attention_mask, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------

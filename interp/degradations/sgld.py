@@ -3,8 +3,7 @@
 Its parts, one job per module: the update rule (:mod:`interp.degradations._step`), the chain loop
 (:mod:`interp.degradations._chain`), calibration of loss-increase levels
 (:mod:`interp.degradations.calibration`) and the LLC estimator (:mod:`interp.degradations.llc`,
-:func:`~interp.degradations.estimate_llc`; importable from here for one more release, with a
-DeprecationWarning).
+:func:`~interp.degradations.estimate_llc`).
 
 Target density around the trained weights ``w0`` (Welling & Teh 2011; localized as in
 Lau et al. 2023):
@@ -92,26 +91,13 @@ __all__ = [
     "TemperedPosterior",
     "SamplingRun",
     "LevelPlan",
-    # re-exported from the modules they moved to (old import paths keep working)
+    # re-exported from the modules they live in
     "CalibrationConfig",
     "CalibrationRecord",
     "CalibrationRound",
     "CalibrationFailed",
     "ChainDiagnostics",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # The LLC estimator sits above the sampler (interp.degradations.llc builds a TemperedPosterior), so
-    # this module never imports it: the old path resolves through the package, with a warning.
-    if name in ("LLCEstimate", "estimate_llc"):
-        import interp.degradations as package
-
-        warnings.warn(f"interp.degradations.sgld.{name} is deprecated and goes in the next release; "
-                      f"import it from interp.degradations (from interp.degradations import {name}).",
-                      DeprecationWarning, stacklevel=2)
-        return getattr(package, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True, init=False, repr=False)
