@@ -43,10 +43,8 @@ from interp.degradations._core import (
     LossIncrease,
     NBeta,
     WeightSnapshot,
-    clean_name,
-    select_parameters,
-    transformerlens_names,
 )
+from interp.degradations._select import clean_name, select_parameters, transformerlens_names
 from interp.degradations.baselines import ActivationNoise, Checkpoints, WeightNoise
 from interp.degradations._chain import ChainDiagnostics
 from interp.degradations.calibration import (

@@ -33,7 +33,8 @@ from typing import Any
 
 import torch
 
-from interp.degradations._core import Draw, Objective, WeightSnapshot, check_objective, select_parameters
+from interp.degradations._core import Draw, Objective, WeightSnapshot, check_objective
+from interp.degradations._select import select_parameters
 from interp.degradations._step import (
     make_step,
     chain_norms,

@@ -21,9 +21,6 @@ __all__ = [
     "Level",
     "Target",
     "WeightSnapshot",
-    "select_parameters",
-    "clean_name",
-    "transformerlens_names",
 ]
 
 #: A loss target: a :class:`~interp.tasks.Task` or a plain ``loss(model) -> scalar tensor``.
@@ -144,24 +141,6 @@ class WeightSnapshot:
             if q is p:
                 return s
         raise KeyError("parameter not in snapshot")
-
-
-# ---------------------------------------------------------------------------------------- selection
-# (moved to interp.degradations._select; these names keep their old import path)
-from interp.degradations._select import (  # noqa: E402,F401
-    _WRAP,
-    Restrict,
-    _elements,
-    _example_pattern,
-    _matches,
-    _no_match_hint,
-    _shares_elements,
-    _span,
-    _unread_fused,
-    clean_name,
-    select_parameters,
-    transformerlens_names,
-)
 
 
 # ------------------------------------------------------------------------------------------ targets

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from interp.checks import check_flag, check_number, renamed_arguments
-from interp.degradations._core import Draw, Objective, Restrict, WeightSnapshot, is_task, select_parameters
+from interp.degradations._core import Draw, Objective, WeightSnapshot, is_task
+from interp.degradations._select import Restrict, select_parameters
 from interp.degradations._select import check_restrict
 
 logger = logging.getLogger("interp.degradations")

@@ -70,7 +70,8 @@ import torch
 
 from interp.checks import bad_value, check_choice, check_flag, check_fraction, check_number
 from interp.degradations._chain import ChainDiagnostics, _Engine
-from interp.degradations._core import Draw, Restrict, check_objective, describe_objective
+from interp.degradations._core import Draw, check_objective, describe_objective
+from interp.degradations._select import Restrict
 from interp.degradations._select import check_restrict, select_parameters, selected_size
 from interp.degradations._step import SAMPLERS
 from interp.degradations.calibration import (
