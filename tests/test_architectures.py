@@ -181,7 +181,7 @@ def test_capture_and_ablations_restore(arch):
     acts = hooks.capture(model, ids, points)
     assert acts[hooks.resid_pre(0)].shape == (8, SEQ, D) and acts[hooks.head_out(1, 0)].shape == (8, SEQ, D)
     clean = model(ids)
-    a = HeadAblation(heads=[(1, 0), (1, 2)], rows=64)
+    a = HeadAblation(heads=[(1, 0), (1, 2)], eval_rows=64)
     a.setup(model, task)
     m = a(model, task)
     assert math.isfinite(m["loss_carried"]) and m["kl_claimed"] >= 0
@@ -205,9 +205,9 @@ def test_causal_scrubbing_with_an_mlp_node(arch):
     if model.cfg.parallel_attn_mlp:  # GPT-NeoX: the MLP reads resid_pre; a clear error, before any work
         assert name == "neox"
         with pytest.raises(ValueError, match="parallel"):
-            CausalScrubbing(hyp, rows=64, seeds=1).setup(model, task)
+            CausalScrubbing(hyp, eval_rows=64, seeds=1).setup(model, task)
         hyp = Hypothesis([Embed(tok), Head(1, 0, q=[Embed(tok)])], name="heads")  # heads still work
-    a = CausalScrubbing(hyp, rows=64, seeds=1)
+    a = CausalScrubbing(hyp, eval_rows=64, seeds=1)
     a.setup(model, task)
     m = a(model, task)
     assert math.isfinite(m["loss_scrubbed"]) and m["kl"] >= 0
@@ -223,7 +223,7 @@ def test_probing_and_norms(arch):
     before = _digest(model)
     report = probe(model, task, label="label", positions=(-1,), rows=96, control_type=None)
     assert float(report.accuracy.max()) > 0.8, (name, report.accuracy)
-    norms = analyses.ResidualNorms(rows=32)
+    norms = analyses.ResidualNorms(eval_rows=32)
     norms.setup(model, task)
     out = norms(model, task)
     assert all(math.isfinite(out[f"mean_L{l}"]) and out[f"mean_L{l}"] > 0 for l in range(LAYERS))
@@ -247,7 +247,7 @@ def test_transcoder_on_one_mlp(arch):
 
 # ------------------------------------------------------------------ sweeps
 def _sampler(**kw) -> TemperedPosterior:
-    return TemperedPosterior(localization=100.0, chains=2, draws=2, burnin=4, batch_size=16, eval_size=32,
+    return TemperedPosterior(localization=100.0, chains=2, draws=2, burnin=4, batch_size=16, eval_rows=32,
                              progress=False, **kw)
 
 
@@ -257,7 +257,7 @@ def test_tempered_posterior_sweep_on_the_task_loss(arch, tmp_path):
     from analyses.ablation import HeadAblation
 
     before = _digest(model)
-    res = interp.run_sweep(model, task, [HeadAblation(heads=[(1, 0)], rows=32), analyses.ResidualNorms(rows=32)],
+    res = interp.run_sweep(model, task, [HeadAblation(heads=[(1, 0)], eval_rows=32), analyses.ResidualNorms(eval_rows=32)],
                            _sampler(), levels=[NBeta(50.0)], eval_rows=32, progress=False, out=tmp_path / "s")
     assert len(res.draws) == 4 and res.draws["loss"].notna().all(), res.draws
     assert _digest(model) == before
@@ -271,7 +271,7 @@ def test_tempered_posterior_sweep_on_the_behavioural_objective(arch, tmp_path):
     before = _digest(model)
     obj = objectives.Behavioural(task, rows=64)
     assert obj.kind == "kl"
-    res = interp.run_sweep(model, task, [analyses.ResidualNorms(rows=32)], _sampler(objective=obj),
+    res = interp.run_sweep(model, task, [analyses.ResidualNorms(eval_rows=32)], _sampler(objective=obj),
                            levels=[NBeta(50.0)], eval_rows=32, progress=False, out=tmp_path / "b")
     assert len(res.draws) == 4 and res.draws["loss"].notna().all()
     # the draws were sampled on, and their loss measured in, the behavioural objective (0 at w0)

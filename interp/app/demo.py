@@ -125,8 +125,8 @@ def run_demo(out: str | Path = "interp-demo", progress: bool = True, quick: bool
     log.info("induction organism: test loss %.4f nats/token, accuracy %.4f", clean["loss"], clean["accuracy"])
     hypotheses = induction_hypotheses()
     analyses = [
-        CausalScrubbing(hypotheses["correct"], name="scrub_correct", rows=128, seeds=2),
-        CausalScrubbing(hypotheses["wrong_heads"], name="scrub_wrong_heads", rows=128, seeds=2),
+        CausalScrubbing(hypotheses["correct"], name="scrub_correct", eval_rows=128, seeds=2),
+        CausalScrubbing(hypotheses["wrong_heads"], name="scrub_wrong_heads", eval_rows=128, seeds=2),
         HeadAblation(heads=[induction.PREV_TOKEN_HEAD], name="prev_token_head"),
         ResidualNorms(quantiles=(), weights=False),
         HeadScores(),

@@ -203,7 +203,7 @@ def run_minilm_demo(out: str | Path = "minilm-demo", progress: bool = True, quic
     suite = [
         analyses.FrozenProbe(**probe_cfg),
         analyses.RefitProbe(**probe_cfg),
-        analyses.ResidualNorms(rows=64 if quick else 128, quantiles=(), weights=False),
+        analyses.ResidualNorms(eval_rows=64 if quick else 128, quantiles=(), weights=False),
         ProbeCausalCheck(rows=64 if quick else 128),
     ]
     objective = Behavioural(corpus, kind="mse", rows=None)
