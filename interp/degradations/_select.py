@@ -23,7 +23,7 @@ Example::
     >>> select_parameters(net, ["0.*", "2.weight"])
     Traceback (most recent call last):
     ...
-    ValueError: restrict pattern '2.weight' matches no parameter of Sequential (the other patterns do); closest valid names: '1.weight', '0.weight', ... Fix or drop the pattern.
+    ValueError: restrict pattern '2.weight' matches no parameter of Sequential (the other patterns do) (restrict=['0.*', '2.weight']); closest valid names: '1.weight', '0.weight', ... Fix or drop the pattern.
 """
 
 from __future__ import annotations
@@ -359,8 +359,8 @@ def select_parameters(
                 close = ", ".join(repr(c) for c in _closest(pat, names))
                 more = f" ({len(unmatched)} patterns match nothing: {unmatched})" if len(unmatched) > 1 else ""
                 raise ValueError(
-                    f"restrict pattern {pat!r} matches no parameter of {type(model).__name__}{others}; "
-                    f"closest valid names: {close}, ...{more} Fix or drop the pattern."
+                    f"restrict pattern {pat!r} matches no parameter of {type(model).__name__}{others} "
+                    f"(restrict={list(table)!r}); closest valid names: {close}, ...{more} Fix or drop the pattern."
                     + ("" if others else " " + _no_match_hint(model, named, tl)))
             keep = [(n, p) for n, p in named if n in chosen]
             masks = chosen

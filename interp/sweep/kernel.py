@@ -190,7 +190,7 @@ def interactive() -> bool:
     import builtins
     import sys
 
-    if "ipykernel" in sys.modules or getattr(builtins, "__IPYTHON__", False):
+    if getattr(builtins, "__IPYTHON__", False):  # an IPython shell or a Jupyter kernel runs this process
         return True
     stream = getattr(sys, "stderr", None)
     return bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
