@@ -47,18 +47,16 @@ import torch
 
 import hooks
 from analyses._base import Params
-from interp.checks import bad_value, check_choice, check_number, renamed_arguments
+from interp.checks import bad_value, check_choice, check_number
 
 __all__ = ["HeadAblation", "HeadAblationConfig", "ablate_heads"]
 
 _METHODS = ("mean", "zero", "resample")
 
 
-@renamed_arguments(rows="eval_rows")
 @dataclass(frozen=True)
 class HeadAblationConfig:
-    """Which heads, how to ablate them, and on how many test rows (``eval_rows``; ``rows`` is its
-    deprecated name)."""
+    """Which heads, how to ablate them, and on how many test rows (``eval_rows``)."""
 
     heads: tuple[tuple[int, int], ...]
     method: Literal["mean", "zero", "resample"] = "mean"
@@ -83,7 +81,6 @@ class HeadAblationConfig:
                      fix="Evaluation rows: at least 2 (resampling needs another row).")
 
 
-@renamed_arguments(rows="eval_rows")
 class HeadAblation(Params):
     """Loss carried by a set of heads (effect) and KL on unclaimed positions (collateral).
 

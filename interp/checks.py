@@ -1,8 +1,7 @@
 """Validation of config values and arguments, in one message format for every frozen config and analysis.
 
 An impossible value raises a ``ValueError`` before any work starts, worded as
-``Owner(field=value): field must be <what is allowed>. <the fix>``; a renamed argument is still
-accepted for one release with a ``DeprecationWarning`` that names the new one.
+``Owner(field=value): field must be <what is allowed>. <the fix>``.
 
 Example::
 
@@ -19,21 +18,15 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import functools
 import math
 import numbers
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "bad_value", "check_number", "check_flag", "check_choice", "check_fraction", "check_ints",
-    "renamed_arguments", "take_renamed", "naming_old_names",
 ]
-
-T = TypeVar("T")
 
 
 def bad_value(owner: str, name: str, value: Any, allowed: str, fix: str = "") -> ValueError:
@@ -112,72 +105,3 @@ def check_ints(owner: str, name: str, value: Any, *, minimum: int | None = 0, em
         what = "integers" if minimum is None else f"integers >= {minimum}"
         raise bad_value(owner, name, value, f"{'a' if empty_ok else 'a non-empty'} sequence of {what}", fix)
     return tuple(int(v) for v in value)
-
-
-def take_renamed(owner: str, kwargs: dict[str, Any], renames: Mapping[str, str]) -> dict[str, Any]:
-    """Move deprecated keyword names in ``kwargs`` to their new names (``renames``: old -> new), with a
-    ``DeprecationWarning`` for each; giving both names is an error. Returns ``kwargs`` (modified)."""
-    for old, new in renames.items():
-        if old not in kwargs:
-            continue
-        value = kwargs.pop(old)
-        if new in kwargs:
-            raise bad_value(owner, old, value, f"left out when {new}= is given ({old} is the old name of {new})",
-                            f"Pass only {new}={kwargs[new]!r}.")
-        warnings.warn(f"{owner}({old}=...) is renamed {new}=; the old name is accepted for one release.",
-                      DeprecationWarning, stacklevel=3)
-        kwargs[new] = value
-    return kwargs
-
-
-@contextlib.contextmanager
-def naming_old_names(kwargs: Mapping[str, Any], renames: Mapping[str, str]) -> Iterator[None]:
-    """Around the work done with ``kwargs`` (before :func:`take_renamed` moves them): a ValueError
-    about a new name that was given under its old one says so, so the message names what the
-    caller wrote."""
-    used = [(old, new, kwargs[old]) for old, new in renames.items() if old in kwargs]
-    try:
-        yield
-    except ValueError as err:
-        msg = str(err)
-        notes = [f"given as {old}={value!r}, the old name of {new}" for old, new, value in used if new in msg]
-        if not notes:
-            raise
-        raise ValueError(f"{msg} ({'; '.join(notes)})") from err
-
-
-def renamed_arguments(**renames: str) -> Callable[[T], T]:
-    """Decorator: a function, or a class (its ``__init__``, a frozen dataclass's included), keeps
-    accepting the old keyword names (``old="new"``) with a ``DeprecationWarning``.
-
-    Example::
-
-        >>> @renamed_arguments(rows="eval_rows")
-        ... def f(eval_rows=1):
-        ...     return eval_rows
-        >>> import warnings
-        >>> with warnings.catch_warnings():
-        ...     warnings.simplefilter("ignore")
-        ...     f(rows=3)
-        3
-    """
-
-    def wrap(fn: Callable[..., Any], owner: str) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def inner(*args: Any, **kwargs: Any) -> Any:
-            if not renames.keys() & kwargs.keys():
-                return fn(*args, **kwargs)
-            with naming_old_names(kwargs, renames):
-                take_renamed(owner, kwargs, renames)
-                return fn(*args, **kwargs)
-
-        inner.__renamed_arguments__ = dict(renames)  # type: ignore[attr-defined]  # read by sweep files
-        return inner
-
-    def decorate(obj: T) -> T:
-        if isinstance(obj, type):
-            obj.__init__ = wrap(obj.__init__, obj.__name__)  # type: ignore[misc]
-            return obj
-        return wrap(obj, getattr(obj, "__name__", "function"))  # type: ignore[return-value]
-
-    return decorate

@@ -21,12 +21,12 @@ def test_protocol_and_metric_kinds():
     assert a.config.heads == ((1, 0),)
 
 
-def test_constructor_style_and_renamed_rows():
+def test_constructor_style():
     a = HeadAblation([(1, 0)], eval_rows=8)
     assert a.heads == [(1, 0)] and a.eval_rows == 8  # arguments stored as given
     assert repr(a) == "HeadAblation(heads=[(1, 0)], method='mean', eval_rows=8, name='head_ablation')"
-    with pytest.warns(DeprecationWarning, match=r"rows=...\) is renamed eval_rows="):
-        assert HeadAblation([(1, 0)], rows=16).config.eval_rows == 16
+    with pytest.raises(TypeError, match="rows"):  # one name per argument: eval_rows
+        HeadAblation([(1, 0)], rows=16)
     with pytest.raises(ValueError, match=r"HeadAblation\(eval_rows=1\): eval_rows must be an integer >= 2"):
         HeadAblation([(1, 0)], eval_rows=1)
     with pytest.raises(RuntimeError, match="setup"):

@@ -282,8 +282,6 @@ def test_profile_norms_takes_a_task_or_token_ids(organism):
 def test_config_validation():
     with pytest.raises(ValueError, match=r"ResidualNorms\(eval_rows=0\): eval_rows must be an integer >= 1"):
         ResidualNorms(eval_rows=0)
-    with pytest.warns(DeprecationWarning, match="renamed eval_rows"):
-        assert ResidualNorms(rows=8).config.eval_rows == 8
     assert repr(ResidualNorms(eval_rows=8)).startswith("ResidualNorms(eval_rows=8, batch_size=64,")
     with pytest.raises(ValueError, match="skip_positions=-1"):
         ResidualNorms(skip_positions=-1)

@@ -314,7 +314,7 @@ def test_objective_is_part_of_the_configuration():
         TemperedPosterior(objective=42)
 
 
-def test_draws_round_trip_and_eval_size_deprecated():
+def test_draws_round_trip():
     import dataclasses
 
     s = TemperedPosterior(draws=7, eval_rows=3, chains=2)
@@ -322,9 +322,8 @@ def test_draws_round_trip_and_eval_size_deprecated():
     assert dataclasses.replace(s, chains=3) == TemperedPosterior(draws=7, eval_rows=3, chains=3)
     kwargs = {n: getattr(s, "n_draws" if n == "draws" else n) for n in TemperedPosterior.field_names()}
     assert TemperedPosterior(**kwargs) == s
-    with pytest.warns(DeprecationWarning, match="eval_rows"):
-        old = TemperedPosterior(eval_size=3, draws=7, chains=2)
-    assert old == s
+    with pytest.raises(TypeError, match="eval_size"):  # one name per argument: eval_rows
+        TemperedPosterior(eval_size=3, draws=7, chains=2)
 
 
 # -------------------------------------------------------------- a calibration that missed is failed

@@ -22,7 +22,7 @@ values = [0.05, 0.2]
 type = "HeadAblation"
 name = "induction_heads"
 heads = [[1, 0], [1, 1]]
-rows = 64
+eval_rows = 64
 """
 
 
@@ -49,7 +49,7 @@ def test_valid_file_builds_the_parts(tmp_path):
         (("values = [0.05, 0.2]", "values = []"), "non-empty list"),
         (("values = [0.05, 0.2]", "values = [0.1]\nnbeta = [10.0]"), "exactly one of"),
         (('type = "HeadAblation"', 'type = "HeadAblations"'), "Unknown analysis type"),
-        (("rows = 64", "rowz = 64"), r"\[\[analyses\]\] #1.*'rowz'"),
+        (("eval_rows = 64", "eval_rowz = 64"), r"\[\[analyses\]\] #1.*'eval_rowz'"),
         (('organism = "induction"', 'organism = "inductio"'), "Unknown organism 'inductio'"),
         (("[levels]", "[level]"), "Unknown key"),
         (('type = "HeadAblation"\nname = "induction_heads"\nheads = [[1, 0], [1, 1]]',
@@ -62,8 +62,8 @@ def test_bad_files_name_the_problem(tmp_path, edit, message):
 
 
 def test_ready_made_hypotheses_and_probe_configs_by_name(tmp_path):
-    text = VALID.replace('type = "HeadAblation"\nname = "induction_heads"\nheads = [[1, 0], [1, 1]]\nrows = 64',
-                         'type = "CausalScrubbing"\nhypothesis = "induction.correct"\nrows = 64\n'
+    text = VALID.replace('type = "HeadAblation"\nname = "induction_heads"\nheads = [[1, 0], [1, 1]]\neval_rows = 64',
+                         'type = "CausalScrubbing"\nhypothesis = "induction.correct"\neval_rows = 64\n'
                          '[[analyses]]\ntype = "FrozenProbe"\nlabel = "period"')
     scrub, probe = load_sweep_config(write(tmp_path, text))["analyses"]
     assert scrub.effects == ("recovered", "kl_recovered") and probe.config.label == "period"

@@ -15,7 +15,7 @@ import torch
 from analyses._base import Params
 from analyses.norms._profile import (_COORDINATES, NormProfile, _layout, _notes, _weight_norms, folded_copy,
                                      log_linear_fit, profile_norms)
-from interp.checks import bad_value, check_choice, check_flag, check_number, renamed_arguments
+from interp.checks import bad_value, check_choice, check_flag, check_number
 
 __all__ = ["ResidualNorms", "ResidualNormsConfig"]
 
@@ -24,7 +24,6 @@ log = logging.getLogger("analyses.norms")
 _SPLITS = ("train", "test")
 
 
-@renamed_arguments(rows="eval_rows")
 @dataclass(frozen=True)
 class ResidualNormsConfig:
     """What :class:`ResidualNorms` measures and on which tokens.
@@ -85,7 +84,6 @@ class ResidualNormsConfig:
         check_choice(c, "split", self.split, _SPLITS)
 
 
-@renamed_arguments(rows="eval_rows")
 class ResidualNorms(Params):
     """Per-layer residual-stream norms, write norms, growth factor (no effect/collateral claim).
 

@@ -26,7 +26,7 @@ from torch import Tensor
 import hooks
 from analyses.probing._fit import fit_diffmeans, fit_ridge
 from analyses.probing._report import _cos
-from interp.checks import check_choice, check_number, renamed_arguments
+from interp.checks import check_choice, check_number
 
 __all__ = ["Behaviour", "CausalCheck", "causal_check", "loss_behaviour", "SentenceReadout"]
 
@@ -171,10 +171,9 @@ def causal_check(
     return out
 
 
-@renamed_arguments(rows="eval_rows")
 def loss_behaviour(model: Any, task: Any, eval_rows: int = 256) -> Behaviour:
     """For causal models: ``f(hooks)`` = mean next-token loss on ``eval_rows`` rows of the test split's
-    scored targets (``rows`` is the deprecated name of ``eval_rows``)."""
+    scored targets."""
     check_number("loss_behaviour", "eval_rows", eval_rows, integer=True, minimum=1)
     batch = task.tensors("test", rows=eval_rows, columns=("input_ids", "target_mask"))
 

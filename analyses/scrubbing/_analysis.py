@@ -32,17 +32,13 @@ from analyses.scrubbing._engine import Groups, Scrubber
 from analyses.scrubbing._hypothesis import Hypothesis, VacuousRuleWarning
 from analyses.scrubbing._metrics import summarize
 from analyses._base import Params
-from interp.checks import bad_value, check_number, naming_old_names, renamed_arguments, take_renamed
+from interp.checks import bad_value, check_number
 
 __all__ = ["CausalScrubbing", "ScrubbingConfig"]
 
 log = logging.getLogger(__name__)
 
 
-_RENAMED = {"rows": "eval_rows", "chunk": "batch_size"}
-
-
-@renamed_arguments(**_RENAMED)
 @dataclass(frozen=True)
 class ScrubbingConfig:
     """How a hypothesis is scored.
@@ -116,8 +112,7 @@ class CausalScrubbing(Params):
 
     The keywords ``eval_rows``, ``split``, ``pool_rows``, ``seeds``, ``seed``, ``min_class``,
     ``on_small_class``, ``min_gap``, ``cancel_tol``, ``bootstrap`` and ``batch_size`` are the
-    :class:`ScrubbingConfig` fields (``rows`` and ``chunk`` are the deprecated names of ``eval_rows``
-    and ``batch_size``).
+    :class:`ScrubbingConfig` fields.
 
     Fitted by :meth:`setup`: ``columns_``, ``ids_``, ``mask_`` (the pool), ``refs_`` (the reference
     rows) and ``groups_`` (each rule's classes). One-shot use: ``setup`` then call at the current weights.
@@ -139,14 +134,9 @@ class CausalScrubbing(Params):
                  pool_rows: int | None = None, seeds: int = 4, seed: int = 0, min_class: int = 2,
                  on_small_class: str = "flag", min_gap: float = 0.05, cancel_tol: float = 0.1,
                  bootstrap: int = 1000, batch_size: int = 4096, **unknown: Any) -> None:
-        old_names = {k: unknown[k] for k in _RENAMED if k in unknown}
-        take_renamed("CausalScrubbing", unknown, _RENAMED)
         config = dict(eval_rows=eval_rows, split=split, pool_rows=pool_rows, seeds=seeds, seed=seed,
                       min_class=min_class, on_small_class=on_small_class, min_gap=min_gap,
                       cancel_tol=cancel_tol, bootstrap=bootstrap, batch_size=batch_size)
-        for new in _RENAMED.values():  # an old name given: it replaces the default of the new one
-            if new in unknown:
-                config[new] = unknown.pop(new)
         if not isinstance(hypothesis, Hypothesis):
             raise ValueError(f"hypothesis={hypothesis!r}: must be an analyses.scrubbing.Hypothesis.")
         resolved = baselines
@@ -166,8 +156,7 @@ class CausalScrubbing(Params):
         self.hypothesis, self.baselines = hypothesis, baselines
         for k, v in config.items():
             setattr(self, k, v)
-        with naming_old_names(old_names, _RENAMED):
-            self.config = ScrubbingConfig(**config)
+        self.config = ScrubbingConfig(**config)
         self.baselines_ = resolved
         self.name = name or f"scrub_{hypothesis.name}"  # the sweep's analysis name, resolved
         self._ready = False

@@ -38,7 +38,6 @@ from torch import Tensor
 
 import hooks
 from analyses.scrubbing._hypothesis import MLP, Agree, Embed, Head, Hypothesis, Node, PosEmbed, QueryOffset
-from interp.checks import renamed_arguments
 
 __all__ = ["Groups", "Scrubber"]
 
@@ -113,7 +112,6 @@ def _stable_seed(*parts: object) -> int:
     return zlib.crc32(repr(parts).encode()) & 0x7FFFFFFF
 
 
-@renamed_arguments(chunk="batch_size")
 class Scrubber:
     """Evaluates hypotheses on one model with one pool of inputs and one seed.
 
@@ -123,7 +121,7 @@ class Scrubber:
         groups: ``Groups`` per rule (by identity) for every rule of the hypotheses to run.
         seed: resampling seed; draws are keyed by (seed, node path), so hypotheses sharing a node path
             (e.g. a hypothesis and its baseline) share random inputs (common random numbers).
-        batch_size: the most sequences per forward (``chunk`` is its deprecated name).
+        batch_size: the most sequences per forward.
         min_class: classes with fewer distinct members are counted in ``small``.
         mean_rows: rows of the pool used for ``unclaimed="mean"``.
     """

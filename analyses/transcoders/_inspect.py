@@ -15,7 +15,7 @@ from torch import Tensor
 
 import hooks
 from analyses.transcoders._model import Transcoder
-from interp.checks import check_number, renamed_arguments
+from interp.checks import check_number
 from interp.fourier import fourier_basis
 from interp.tasks import model_device
 
@@ -94,7 +94,6 @@ def _fmt(v: Any) -> str:
 
 
 @torch.no_grad()
-@renamed_arguments(rows="eval_rows")
 def inspect_features(
     model: Any,
     task: Any,
@@ -110,7 +109,7 @@ def inspect_features(
 ) -> FeatureReport:
     """Top-activating examples and a summary of ``latents`` (``None``: every latent that fires).
 
-    Activations are read on ``eval_rows`` rows of ``split`` (``rows`` is its deprecated name),
+    Activations are read on ``eval_rows`` rows of ``split``,
     ``batch_size`` rows per forward, at the transcoder's ``positions``; a token's context is the
     ``context`` tokens before it. ``decode(id) -> str`` names tokens (default: the
     model's tokenizer, else the id).

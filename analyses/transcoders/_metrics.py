@@ -14,7 +14,7 @@ from torch import Tensor
 import hooks
 from analyses.transcoders._model import Transcoder
 from analyses.transcoders._train import mlp_activations
-from interp.checks import check_fraction, check_number, renamed_arguments
+from interp.checks import check_fraction, check_number
 
 __all__ = [
     "splice",
@@ -146,7 +146,6 @@ def _logp_scored(model: Any, task: Any, batch: dict[str, Tensor]) -> tuple[Tenso
     return logp, ids[:, 1:][m]
 
 
-@renamed_arguments(rows="eval_rows")
 @torch.no_grad()
 def evaluate_transcoders(
     model: Any,
@@ -262,7 +261,6 @@ def _recovered(ablated: float, spliced: float, clean: float) -> float:
     return (ablated - spliced) / gap
 
 
-@renamed_arguments(rows="eval_rows")
 def evaluate_transcoder(
     model: Any,
     task: Any,
@@ -275,8 +273,8 @@ def evaluate_transcoder(
     train_rows: int | None = 2048,
 ) -> TranscoderMetrics:
     """Reconstruction, sparsity and splicing metrics of ``transcoder`` in ``model`` (see
-    :class:`TranscoderMetrics`), on ``eval_rows`` rows of ``split`` (``None``: all; ``rows`` is its
-    deprecated name), ``batch_size`` rows per forward. The mean-ablation
+    :class:`TranscoderMetrics`), on ``eval_rows`` rows of ``split`` (``None``: all),
+    ``batch_size`` rows per forward. The mean-ablation
     means and the linear baseline are fitted on up to ``train_rows`` rows of the train split.
     A metric that is undefined (loss recovered when ablating the MLP costs nothing) is NaN."""
     return evaluate_transcoders(model, task, {"t": transcoder}, split=split, eval_rows=eval_rows, batch_size=batch_size,
@@ -299,7 +297,6 @@ def _fit_linear(model: Any, train: dict[str, Tensor], layer: int, positions: Any
 
 
 @torch.no_grad()
-@renamed_arguments(rows="eval_rows")
 def linear_fvu(model: Any, task: Any, layer: int, *, positions: Any = "all", split: str = "test",
                eval_rows: int | None = None, train_rows: int | None = 2048) -> float:
     """FVU of the best affine replacement of block ``layer``'s MLP (fitted on the train split,

@@ -96,9 +96,7 @@ def _build(cls: type, params: dict[str, Any], where: str) -> Any:
     if "hypothesis" in params and "hypothesis" in signature:
         params["hypothesis"] = _hypothesis(params["hypothesis"], where)
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
-        # old keyword names still accepted (with a DeprecationWarning) by interp.checks.renamed_arguments
-        renamed = getattr(cls.__init__, "__renamed_arguments__", {})
-        _unknown(where, set(params), {p for p in signature if p not in ("self", "args")} | set(renamed))
+        _unknown(where, set(params), {p for p in signature if p not in ("self", "args")})
     try:
         return cls(**params)
     except TypeError as err:  # an unknown keyword passed on to a config class

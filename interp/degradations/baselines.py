@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,23 +14,13 @@ from typing import Any
 
 import torch
 
-from interp.checks import check_flag, check_number, renamed_arguments
+from interp.checks import check_flag, check_number
 from interp.degradations._core import Draw, Objective, WeightSnapshot, is_task
-from interp.degradations._select import Restrict, select_parameters
-from interp.degradations._select import check_restrict
+from interp.degradations._select import Restrict, check_restrict, select_parameters
 
 logger = logging.getLogger("interp.degradations")
 
 __all__ = ["WeightNoise", "ActivationNoise", "Checkpoints"]
-
-
-class _EvalRowsAlias:
-    """``eval_size``: the old name of ``eval_rows`` (read access, with a ``DeprecationWarning``)."""
-
-    @property
-    def eval_size(self) -> int:
-        warnings.warn(f"{type(self).__name__}.eval_size is renamed eval_rows.", DeprecationWarning, stacklevel=2)
-        return self.eval_rows  # type: ignore[attr-defined]
 
 
 def _sigma(cls: str, level: Any, default: float) -> float:
@@ -65,16 +54,14 @@ def _named(obj: Objective | None) -> dict[str, str | None]:
     return {"objective": None if obj is None else obj.name, "units": None if obj is None else obj.units}
 
 
-@renamed_arguments(eval_size="eval_rows")
 @dataclass(frozen=True)
-class WeightNoise(_EvalRowsAlias):
+class WeightNoise:
     """Gaussian weight noise: w = w0 + σ·ξ, or with ``relative=True`` w = w0 + σ·std(w0_param)·ξ per
     parameter tensor (so σ is a fraction of each tensor's spread).
 
     ``draws(model, target, level)``: ``level`` is σ (``None``: the configured ``sigma``); ``draws``
     independent draws from ``seed``. ``Draw.loss`` is the target's loss on its fixed evaluation batch
-    (first ``eval_rows`` train rows of a Task, or the callable), NaN without a target. (``eval_rows``
-    was ``eval_size``, still accepted with a ``DeprecationWarning``.)
+    (first ``eval_rows`` train rows of a Task, or the callable), NaN without a target.
     """
 
     sigma: float = 0.01
@@ -122,9 +109,8 @@ class WeightNoise(_EvalRowsAlias):
             snap.restore()
 
 
-@renamed_arguments(eval_size="eval_rows")
 @dataclass(frozen=True)
-class ActivationNoise(_EvalRowsAlias):
+class ActivationNoise:
     """Gaussian noise added to activations at hook points while each draw is held:
     x ← x + σ·ξ (``relative=True``: σ·std(x)·ξ). Weights are untouched; the hooks are removed when
     the iteration ends, breaks or raises.
@@ -181,9 +167,8 @@ class ActivationNoise(_EvalRowsAlias):
                            loss=_eval_loss(obj, model), **_named(obj))
 
 
-@renamed_arguments(eval_size="eval_rows")
 @dataclass(frozen=True)
-class Checkpoints(_EvalRowsAlias):
+class Checkpoints:
     """Earlier training checkpoints as degradations: each draw loads one checkpoint's weights into the
     live model (same architecture), then the original weights come back.
 

@@ -73,7 +73,7 @@ class LLCEstimate:
 
 
 def _check_kwargs(sampler_kwargs: dict[str, Any]) -> None:
-    unknown = set(sampler_kwargs) - set(TemperedPosterior.field_names()) - {"eval_size"}
+    unknown = set(sampler_kwargs) - set(TemperedPosterior.field_names())
     if unknown:
         raise ValueError(
             f"estimate_llc got unknown argument(s) {sorted(unknown)}; allowed: "

@@ -61,7 +61,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -85,8 +84,6 @@ from interp.degradations.calibration import (
 )
 
 logger = logging.getLogger("interp.degradations")
-
-_UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<not given>"})()
 
 __all__ = [
     "TemperedPosterior",
@@ -123,8 +120,7 @@ class TemperedPosterior:
         batch_size: minibatch rows per step for a :class:`~interp.tasks.Task` or objective target.
         eval_rows: rows of the fixed evaluation batch (first rows of the train split, or of the
             objective's ``tensors()``) whose loss is recorded at every draw (``Draw.loss``, specific
-            heat, calibration). 0 turns it off. (Was ``eval_size``, still accepted with a
-            ``DeprecationWarning``.)
+            heat, calibration). 0 turns it off.
         init_batches: how L(w0) in λ̂ is measured. ``None`` (default): on every row of the training
             split when it has at most 4096 rows (no sampling error), else on 64 random minibatches
             without replacement (standard error reported). An integer k: the first k minibatches of
@@ -202,20 +198,10 @@ class TemperedPosterior:
                  max_loss_increase: float | None = None, vectorize: bool | None = None,
                  calibration: CalibrationConfig | None = None, progress: bool = True,
                  objective: Any = None, strict: bool = False, sampler: str = "sgld",
-                 rmsprop_alpha: float = 0.999, rmsprop_eps: float = 0.1, *, eval_size: Any = _UNSET,
+                 rmsprop_alpha: float = 0.999, rmsprop_eps: float = 0.1, *,
                  n_draws: int | None = None) -> None:
         values = dict(locals())
         values.pop("self")
-        old = values.pop("eval_size")
-        if old is not _UNSET:
-            check_number("TemperedPosterior", "eval_size", old, integer=True, zero_ok=True,
-                         fix="Use a non-negative integer, and the new name eval_rows=.")
-            if eval_rows != 256 and eval_rows != old:
-                raise bad_value("TemperedPosterior", "eval_size", old, "left out when eval_rows= is given "
-                                "(eval_size is the old name of eval_rows)", f"Pass only eval_rows={eval_rows!r}.")
-            warnings.warn("TemperedPosterior(eval_size=...) is renamed eval_rows=; the old name is accepted "
-                          "for one release.", DeprecationWarning, stacklevel=2)
-            values["eval_rows"] = old
         stored = values.pop("n_draws")  # the stored name, so dataclasses.replace and configs round-trip
         if stored is not None:
             if draws != 100 and draws != stored:
@@ -278,12 +264,6 @@ class TemperedPosterior:
         if self.objective is not None:
             parts.append(f"objective={self.objective_id}")
         return f"TemperedPosterior({', '.join(parts)})"
-
-    @property
-    def eval_size(self) -> int:
-        """Deprecated name of :attr:`eval_rows`."""
-        warnings.warn("TemperedPosterior.eval_size is renamed eval_rows.", DeprecationWarning, stacklevel=2)
-        return self.eval_rows
 
     # ------------------------------------------------------------------------------------- public
     def check(self, model: torch.nn.Module) -> dict[str, int]:
