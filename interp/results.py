@@ -65,12 +65,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from interp.stats import bootstrap_interval, t_quantile_975  # re-exported: their old home
+from interp.stats import bootstrap_interval, t_quantile_975
 
 if TYPE_CHECKING:  # pragma: no cover
     from interp.dissolve import Dissolution
 
-__all__ = ["Results", "t_quantile_975", "is_bounded", "bootstrap_interval", "BOUNDED_METRICS", "UNBOUNDED_METRICS"]
+__all__ = ["Results", "is_bounded", "BOUNDED_METRICS", "UNBOUNDED_METRICS"]
 
 KEYS = ["degradation", "level_index", "analysis", "metric"]
 

@@ -253,15 +253,13 @@ def test_no_import_cycles_in_interp():
 
 
 def test_names_moved_to_break_cycles_keep_their_old_paths():
-    """The cycles models/tasks/textdata, sgld/llc and results/verdicts were broken by moving names
+    """The cycle models/tasks/textdata was broken by moving names
     down a layer; the old import paths still give the same objects."""
-    from interp import models, results, stats, textdata, tokenizing
+    from interp import models, textdata, tokenizing
 
     assert models.check_tokenizer is tokenizing.check_tokenizer
     assert models.model_vocab is tokenizing.model_vocab
     assert textdata.build_word_tokenizer is tokenizing.build_word_tokenizer
-    assert results.bootstrap_interval is stats.bootstrap_interval
-    assert results.t_quantile_975 is stats.t_quantile_975
     tok = tokenizing.build_word_tokenizer(["a b c d e"])
     via_alias = textdata.texts_task(["a b c d e"] * 4, tok, max_length=3, name="t", seed=1)
     via_task = type(via_alias).from_texts(["a b c d e"] * 4, tok, max_length=3, name="t", seed=1)

@@ -130,7 +130,8 @@ def test_interval_of_a_bounded_metric_stays_in_range():
 
 
 def test_bounded_metric_names_and_bootstrap_is_deterministic():
-    from interp.results import bootstrap_interval, is_bounded
+    from interp.results import is_bounded
+    from interp.stats import bootstrap_interval
 
     assert is_bounded("accuracy") and is_bounded("kl_recovered") and is_bounded("recovered")
     assert not is_bounded("loss") and not is_bounded("kl_unclaimed") and not is_bounded("loss_carried")

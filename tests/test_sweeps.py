@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from interp.results import Results, t_quantile_975
+from interp.results import Results
+from interp.stats import t_quantile_975
 from interp.sweep import COLUMNS, run_sweep, weights_digest
 from interp.tasks import Task
 
