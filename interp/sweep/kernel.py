@@ -345,8 +345,6 @@ def analyse(analyses: Sequence[Analysis], model: torch.nn.Module, task: Any, key
                 f"Analysis {a.name!r} returned {type(metrics).__name__} {_short(metrics)}; an analysis returns "
                 "a dict of named metrics, e.g. {'loss': 0.12}."
             )
-        if key == BASELINE_KEY:
-            check_declared(a, metrics)
         for metric, value in metrics.items():
             value = _metric_value(a, metric, value)
             if not math.isfinite(value):
@@ -358,6 +356,8 @@ def analyse(analyses: Sequence[Analysis], model: torch.nn.Module, task: Any, key
                 "loss": loss, "delta_loss": loss - base_loss, "divergence": divergence, "analysis": a.name,
                 "metric": metric, "kind": metric_kind(a, metric), "value": value,
             })
+        if key == BASELINE_KEY:
+            check_declared(a, metrics)
     return rows
 
 
