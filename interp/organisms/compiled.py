@@ -154,6 +154,26 @@ def subspace(name: str, n_tokens: int = N_TOKENS, seq_len: int = SEQ_LEN) -> Flo
     return eye[:, lay[name]].contiguous()
 
 
+def native_state(W_E: torch.Tensor, W_pos: torch.Tensor, W_U: torch.Tensor, W_Q: torch.Tensor, W_K: torch.Tensor,
+                 W_V: torch.Tensor, W_O: torch.Tensor, b_Q: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The state dict of a native bridge without LayerNorm from weights written the TransformerLens
+    way: ``W_E`` [vocab, d], ``W_pos`` [n_ctx, d], ``W_U`` [vocab, d] (nn.Linear layout),
+    ``W_Q``/``W_K``/``W_V`` [layer, head, d, d_head], ``W_O`` [layer, head, d_head, d], query bias
+    ``b_Q`` [layer, head, d_head]; every other bias zero. Shared by the hand-compiled organisms."""
+    n_layers, n_heads, d, dh = W_Q.shape
+    state: dict[str, torch.Tensor] = {"embed.weight": W_E, "pos_embed.weight": W_pos,
+                                      "unembed.weight": W_U, "unembed.bias": torch.zeros(W_U.shape[0])}
+    for layer in range(n_layers):
+        # nn.Linear layouts: q/k/v.weight [head·d_head, d_model], o.weight [d_model, head·d_head]
+        for name, w in (("q", W_Q), ("k", W_K), ("v", W_V)):
+            state[f"blocks.{layer}.attn.{name}.weight"] = w[layer].permute(0, 2, 1).reshape(n_heads * dh, d)
+            state[f"blocks.{layer}.attn.{name}.bias"] = (b_Q[layer].reshape(-1) if name == "q"
+                                                         else torch.zeros(n_heads * dh))
+        state[f"blocks.{layer}.attn.o.weight"] = W_O[layer].permute(2, 0, 1).reshape(d, n_heads * dh)
+        state[f"blocks.{layer}.attn.o.bias"] = torch.zeros(d)
+    return state
+
+
 def _check_positive(name: str, value: float) -> None:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not number or not math.isfinite(value) or not value > 0:
@@ -218,16 +238,7 @@ def build(n_tokens: int = N_TOKENS, seq_len: int = SEQ_LEN, sharpness: float = S
     W_U = torch.zeros(vocab, d)  # nn.Linear layout [d_vocab, d_model]
     W_U[torch.arange(vocab), [block("OUT", x) for x in range(vocab)]] = confidence
 
-    state: dict[str, torch.Tensor] = {"embed.weight": W_E, "pos_embed.weight": W_pos,
-                                      "unembed.weight": W_U, "unembed.bias": torch.zeros(vocab)}
-    for layer in range(2):
-        # nn.Linear layouts: q/k/v.weight [head·d_head, d_model], o.weight [d_model, head·d_head]
-        for name, w in (("q", W_Q), ("k", W_K), ("v", W_V)):
-            state[f"blocks.{layer}.attn.{name}.weight"] = w[layer].permute(0, 2, 1).reshape(n_heads * dh, d)
-            state[f"blocks.{layer}.attn.{name}.bias"] = (b_Q[layer].reshape(-1) if name == "q"
-                                                         else torch.zeros(n_heads * dh))
-        state[f"blocks.{layer}.attn.o.weight"] = W_O[layer].permute(2, 0, 1).reshape(d, n_heads * dh)
-        state[f"blocks.{layer}.attn.o.bias"] = torch.zeros(d)
+    state = native_state(W_E, W_pos, W_U, W_Q, W_K, W_V, W_O, b_Q)
     model = build_native(cfg)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:  # the bridge's parameter names changed: fail loudly, never half-built

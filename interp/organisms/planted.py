@@ -165,6 +165,7 @@ def build(big_norm: float = BIG_NORM, sharpness: float = SHARPNESS, confidence: 
     and ``confidence`` (c) as in the module docstring (finite numbers > 0).
     """
     from interp.organisms._weights import build_native
+    from interp.organisms.compiled import native_state
 
     if isinstance(big_norm, bool) or not isinstance(big_norm, (int, float)) or not math.isfinite(big_norm) \
             or big_norm < 0:
@@ -220,15 +221,8 @@ def build(big_norm: float = BIG_NORM, sharpness: float = SHARPNESS, confidence: 
     W_U = torch.zeros(vocab, d)
     W_U[torch.arange(vocab), [at("OUT", x) for x in range(vocab)]] = c
 
-    state: dict[str, torch.Tensor] = {"embed.weight": W_E, "pos_embed.weight": W_pos,
-                                      "unembed.weight": W_U, "unembed.bias": torch.zeros(vocab)}
+    state = native_state(W_E, W_pos, W_U, W_Q, W_K, W_V, W_O, b_Q)
     for layer in range(2):
-        for name, w in (("q", W_Q), ("k", W_K), ("v", W_V)):
-            state[f"blocks.{layer}.attn.{name}.weight"] = w[layer].permute(0, 2, 1).reshape(nh * dh, d)
-            state[f"blocks.{layer}.attn.{name}.bias"] = (b_Q[layer].reshape(-1) if name == "q"
-                                                         else torch.zeros(nh * dh))
-        state[f"blocks.{layer}.attn.o.weight"] = W_O[layer].permute(2, 0, 1).reshape(d, nh * dh)
-        state[f"blocks.{layer}.attn.o.bias"] = torch.zeros(d)
         state[f"blocks.{layer}.mlp.in.weight"] = mlp_in[layer]
         state[f"blocks.{layer}.mlp.in.bias"] = mlp_b_in[layer]
         state[f"blocks.{layer}.mlp.out.weight"] = mlp_out[layer]
