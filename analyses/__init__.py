@@ -34,38 +34,21 @@ Example::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-_LAZY = {
-    "CausalScrubbing": "analyses.scrubbing",
-    "CircuitTests": "analyses.circuit_tests",
-    "assess_claim": "analyses.circuit_tests",
-    "estimate_node_inclusion": "analyses.circuit_tests",
-    "evaluate_circuit": "analyses.circuit_tests",
-    "FrozenProbe": "analyses.probing",
-    "HeadAblation": "analyses.ablation",
-    "LLC": "analyses.llc",
-    "RefitProbe": "analyses.probing",
-    "ResidualNorms": "analyses.norms",
-    "SparseMLP": "analyses.transcoders",
-    "ablate_heads": "analyses.ablation",
-    "evaluate_transcoder": "analyses.transcoders",
-    "profile_norms": "analyses.norms",
-    "probe": "analyses.probing",
-}
+from hooks._lazy import attach
 
-__all__ = sorted(_LAZY)
+# The public names, listed once: type checkers read these imports; at run time `attach` reads the
+# same block and imports each analysis on first use of its name.
+if TYPE_CHECKING:  # pragma: no cover
+    from analyses.ablation import HeadAblation, ablate_heads
+    from analyses.circuit_tests import (
+        CircuitTests, assess_claim, estimate_node_inclusion, evaluate_circuit,
+    )
+    from analyses.llc import LLC
+    from analyses.norms import ResidualNorms, profile_norms
+    from analyses.probing import FrozenProbe, RefitProbe, probe
+    from analyses.scrubbing import CausalScrubbing
+    from analyses.transcoders import SparseMLP, evaluate_transcoder
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'analyses' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = attach(__name__, __file__)

@@ -28,27 +28,13 @@ Example::
     True
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-# public name -> private module defining it; loaded on first access so that `import hooks` does not
-# import torch (about 1.3 s) until a hook is actually used.
-_LAZY = {
-    **dict.fromkeys(["Selection", "capture"], "hooks._capture"),
-    **dict.fromkeys(["EditIgnoredError", "Hook", "HookFn", "apply"], "hooks._hook"),
-    **dict.fromkeys(
-        ["mean_ablate", "orthonormal_basis", "patch", "project_out", "resample_ablate", "splice",
-         "steer", "zero_ablate"],
-        "hooks._interventions",
-    ),
-    **dict.fromkeys(
-        ["PointError", "Resolved", "attn_out", "attn_pattern", "attn_z", "embed", "head_out",
-         "is_post_ln", "logits", "mlp_in", "mlp_out", "mlp_post", "resid_mid", "resid_post",
-         "resid_pre", "resolve", "valid_points"],
-        "hooks._points",
-    ),
-}
+from hooks._lazy import attach
 
+# The public names, listed once: type checkers read these imports; at run time `attach` reads the
+# same block and loads each module on first access, so that `import hooks` does not import torch
+# (about 1.3 s) until a hook is actually used.
 if TYPE_CHECKING:  # pragma: no cover
     from hooks._capture import Selection, capture
     from hooks._hook import EditIgnoredError, Hook, HookFn, apply
@@ -60,50 +46,4 @@ if TYPE_CHECKING:  # pragma: no cover
         mlp_in, mlp_out, mlp_post, resid_mid, resid_post, resid_pre, resolve, valid_points,
     )
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hooks' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
-
-
-__all__ = [
-    "Hook",
-    "HookFn",
-    "apply",
-    "capture",
-    "Selection",
-    "EditIgnoredError",
-    "PointError",
-    "Resolved",
-    "resolve",
-    "valid_points",
-    "is_post_ln",
-    "resid_pre",
-    "resid_mid",
-    "resid_post",
-    "attn_out",
-    "attn_z",
-    "attn_pattern",
-    "mlp_in",
-    "mlp_post",
-    "mlp_out",
-    "head_out",
-    "embed",
-    "logits",
-    "zero_ablate",
-    "mean_ablate",
-    "resample_ablate",
-    "patch",
-    "steer",
-    "project_out",
-    "orthonormal_basis",
-    "splice",
-]
+__getattr__, __dir__, __all__ = attach(__name__, __file__)

@@ -18,67 +18,27 @@ Example::
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from hooks._lazy import attach
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it (imported on first access)
-_LAZY = {
-    "Task": "interp.tasks",
-    "load_model": "interp.models",
-    "organisms": "interp.organisms",
-    "Analysis": "interp.analysis",
-    "sweep": "interp.sweep",
-    "run_sweep": "interp.sweep",
-    "LocalExecutor": "interp.sweep",
-    "RayExecutor": "interp.sweep",
-    "ModelRecipe": "interp.sweep",
-    "SweepJobsFailed": "interp.sweep",
-    "Results": "interp.results",
-    "verdicts": "interp.verdicts",
-    "dissolution": "interp.dissolve",
-    "Dissolution": "interp.dissolve",
-    "DissolutionComparison": "interp.dissolve",
-    "compare_dissolutions": "interp.dissolve",
-    "objectives": "interp.objectives",
-    "Objective": "interp.objectives",
-    "Behavioural": "interp.objectives",
-    "CorpusLoss": "interp.objectives",
-    "DivergenceMeter": "interp.objectives",
-    "checks": "interp.checks",
-    "degradations": "interp.degradations",
-    "TemperedPosterior": "interp.degradations",
-    "WeightNoise": "interp.degradations",
-    "ActivationNoise": "interp.degradations",
-    "Checkpoints": "interp.degradations",
-    "Draw": "interp.degradations",
-    "estimate_llc": "interp.degradations",
-    "NBeta": "interp.degradations",
-    "LossIncrease": "interp.degradations",
-}
-
-__all__ = sorted(_LAZY) + ["__version__"]
-
+# The public names, listed once: type checkers read these imports; at run time `attach` reads the
+# same block and imports each module on first access of one of its names.
 if TYPE_CHECKING:  # pragma: no cover
-    from interp import checks, objectives, organisms, sweep, verdicts
-    from interp.models import load_model
+    from interp import checks, degradations, objectives, organisms, sweep, verdicts
     from interp.analysis import Analysis
+    from interp.degradations import (
+        ActivationNoise, Checkpoints, Draw, LossIncrease, NBeta, TemperedPosterior, WeightNoise,
+        estimate_llc,
+    )
+    from interp.dissolve import Dissolution, DissolutionComparison, compare_dissolutions, dissolution
+    from interp.models import load_model
     from interp.objectives import Behavioural, CorpusLoss, DivergenceMeter, Objective
     from interp.results import Results
     from interp.sweep import LocalExecutor, ModelRecipe, RayExecutor, SweepJobsFailed, run_sweep
     from interp.tasks import Task
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'interp' has no attribute {name!r}")
-    mod = importlib.import_module(module)
-    value = mod if module == f"interp.{name}" else getattr(mod, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = attach(__name__, __file__)
+__all__.append("__version__")
