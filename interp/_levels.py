@@ -1,6 +1,6 @@
 """A sweep's level records as numbers and a status: what ``Results.summary`` puts beside each level.
 
-A level is recorded as the sweep was given it (``0.05``, ``"LossIncrease(nats=0.3)"``, a checkpoint
+A level is recorded as the sweep was given it (``0.05``, ``"LossIncrease(0.3)"``, a checkpoint
 step) and described by the degradation's record in ``levels.json`` (the calibration's target and nβ,
 each chain's diagnostics). This module reads both into ``target_delta_loss``, ``nbeta``, ``sigma``,
 ``step``, the measured ΔL, and a ``status`` (``"failed"`` with a ``reason`` when every chain failed,
@@ -16,8 +16,6 @@ Automatic: ΔL where the sweep measured a loss, else the divergence (a model wit
 Example::
 
     >>> parse_level("LossIncrease(0.3)")
-    ('LossIncrease', 0.3)
-    >>> parse_level("LossIncrease(nats=0.3)")  # the form recorded before the units were the objective's
     ('LossIncrease', 0.3)
 """
 
@@ -47,7 +45,7 @@ def parse_level(level: Any) -> tuple[str | None, float]:
         return None, float("nan")
     if isinstance(level, (int, float)):
         return None, float(level)
-    for kind, attr in (("LossIncrease", "nats"), ("NBeta", "value")):
+    for kind, attr in (("LossIncrease", "delta"), ("NBeta", "value")):
         if type(level).__name__ == kind:
             return kind, float(getattr(level, attr))
         if isinstance(level, Mapping) and attr in level:

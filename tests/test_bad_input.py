@@ -240,7 +240,7 @@ def test_invalid_level(tiny):
     model, task = tiny
     with pytest.raises(ValueError, match=r"WeightNoise level='0\.1': a level is σ, a finite number >= 0"):
         list(WeightNoise().draws(model, task, "0.1"))
-    with pytest.raises(ValueError, match=r"LossIncrease\(nats=-0\.1\): the target loss increase must be a "
+    with pytest.raises(ValueError, match=r"LossIncrease\(delta=-0\.1\): the target loss increase must be a "
                                          r"finite number > 0"):
         LossIncrease(-0.1)
     with pytest.raises(ValueError, match=r"Checkpoints: no checkpoint at level=7; available: \[0, 100, 125"):

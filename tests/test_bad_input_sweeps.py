@@ -380,7 +380,7 @@ def test_progress_shows_calibration_and_the_whole_sweep(tiny, capsys, caplog):
 
         def draws(self, model, target=None, level=None):
             for r, b in enumerate((50.0, 120.0)):
-                calibration_log.info("calibration: B=%.4g ΔL=%.4g (target %.4g)", b, 0.05 * (r + 1), level.nats)
+                calibration_log.info("calibration: B=%.4g ΔL=%.4g (target %.4g)", b, 0.05 * (r + 1), level.delta)
             yield from _noise().draws(model, target, 0.1)
 
     before = (calibration_log.level, list(calibration_log.filters))

@@ -143,7 +143,7 @@ def test_invalid_calibration_config_raises_one_clear_error(case):
 def test_invalid_level_types_raise_one_clear_error(value, cls):
     with pytest.raises(ValueError) as err:
         cls(value)
-    assert_clear(err.value, "value" if cls is NBeta else "nats", value)
+    assert_clear(err.value, "value" if cls is NBeta else "delta", value)
 
 
 @SETTINGS

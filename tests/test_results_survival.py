@@ -148,8 +148,8 @@ def test_levels_are_given_as_numbers_beside_their_label():
     res = synthetic({"a": (1.0, [0.9, 0.8])})
     res.table["degradation"] = "TemperedPosterior"
     res.table["level"] = res.table["level"].astype(object)
-    res.table.loc[res.table["level_index"] == 0, "level"] = "LossIncrease(nats=0.1)"
-    res.table.loc[res.table["level_index"] == 1, "level"] = "LossIncrease(nats=0.3)"
+    res.table.loc[res.table["level_index"] == 0, "level"] = "LossIncrease(delta=0.1)"
+    res.table.loc[res.table["level_index"] == 1, "level"] = "LossIncrease(delta=0.3)"
     res.meta = {"config": {"degradation": {"type": "TemperedPosterior"}},
                 "levels": {"0": {"calibration": {"target": 0.1, "nbeta": 800.0, "converged": True, "rounds": []}},
                            "1": {"calibration": {"target": 0.3, "nbeta": 250.0, "converged": False,
@@ -162,7 +162,7 @@ def test_levels_are_given_as_numbers_beside_their_label():
     assert np.isnan(s.loc[0, "sigma"]) and np.isnan(s.loc[0, "step"])
     surv = res.survival(threshold=0.85).iloc[0]
     assert surv["lost_level"] is None and surv["failed_levels"] == [
-        "LossIncrease(nats=0.3): calibration to ΔL 0.3 did not converge in 4 rounds"]
+        "LossIncrease(delta=0.3): calibration to ΔL 0.3 did not converge in 4 rounds"]
     noise = synthetic({"a": (1.0, [0.9])})
     noise.table["degradation"] = "WeightNoise"
     noise.meta = {"config": {"degradation": {"type": "WeightNoise"}, "levels": [0.0]}}

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from interp.degradations._core import Draw, Objective, WeightSnapshot, check_objective
+from interp.degradations._core import Draw, SampledLoss, WeightSnapshot, check_objective
 from interp.degradations._select import select_parameters
 from interp.degradations._step import (
     make_step,
@@ -126,7 +126,7 @@ class _Engine:
         self.d = int(sum(p.numel() if m is None else int(m.count_nonzero()) for p, m in zip(self.params, self.masks)))
         self.snapshot = WeightSnapshot(model)
         try:  # an objective's prepare(model) runs here, at w0, before anything else
-            self.obj = Objective(source, cfg.batch_size, cfg.eval_rows, model=model)
+            self.obj = SampledLoss(source, cfg.batch_size, cfg.eval_rows, model=model)
         finally:
             self.snapshot.restore()
         self.w0 = [self.snapshot.saved(p) for p in self.params]
@@ -523,7 +523,7 @@ class _LossModule(torch.nn.Module):
     """``forward(batch) = objective.loss(model, batch)``, so ``functional_call`` can swap the model's
     parameters for a callable target too."""
 
-    def __init__(self, model: torch.nn.Module, obj: Objective) -> None:
+    def __init__(self, model: torch.nn.Module, obj: SampledLoss) -> None:
         super().__init__()
         self.model = model
         object.__setattr__(self, "_obj", obj)

@@ -38,7 +38,7 @@ class NBeta:
         if not (isinstance(self.value, (int, float)) and math.isfinite(self.value) and self.value > 0):
             raise ValueError(
                 f"NBeta(value={self.value!r}): the inverse temperature must be a finite number > 0 "
-                "(e.g. NBeta(1000.0)); for a loss budget use LossIncrease(nats) instead."
+                "(e.g. NBeta(1000.0)); for a loss budget use LossIncrease(delta) instead."
             )
 
 
@@ -50,22 +50,22 @@ class LossIncrease:
 
     The sampler calibrates ``B`` so that the mean loss of its draws, on a fixed evaluation batch, sits
     Δ above the loss at ``w0`` (Lau et al. 2023: E[L] − L(w0) ≈ λ/B, so B ≈ λ̂/Δ, refined by bisection on
-    log B). The field keeps its historical name ``nats``; the repr is unit-free,
+    log B). The repr is unit-free,
     ``LossIncrease(0.1)``, since the units are the objective's.
     """
 
-    nats: float
+    delta: float
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.nats, (int, float)) and math.isfinite(self.nats) and self.nats > 0):
+        if not (isinstance(self.delta, (int, float)) and math.isfinite(self.delta) and self.delta > 0):
             raise ValueError(
-                f"LossIncrease(nats={self.nats!r}): the target loss increase must be a finite number "
+                f"LossIncrease(delta={self.delta!r}): the target loss increase must be a finite number "
                 "> 0 in the units of the posterior's objective (nats/token for a task's next-token loss), "
                 "e.g. LossIncrease(0.1)."
             )
 
     def __repr__(self) -> str:
-        return f"LossIncrease({self.nats!r})"
+        return f"LossIncrease({self.delta!r})"
 
 
 #: What ``draws(..., level=...)`` accepts: ``None`` (the configured value), a number (nβ for the
@@ -223,7 +223,7 @@ def _functorch_wrapped(t: torch.Tensor) -> bool:
     return bool(check is not None and check(t))
 
 
-class Objective:
+class SampledLoss:
     """A loss target made uniform: minibatch stream, differentiable loss, fixed evaluation batch.
 
     ``target``: a :class:`~interp.tasks.Task` (minibatches of its train split; ``kind="task"``), an
@@ -232,7 +232,7 @@ class Objective:
     ``loss(model)`` (``kind="callable"``). ``name`` and ``units`` say what the loss is.
     """
 
-    def __init__(self, target: Any, batch_size: int, eval_size: int, split: str = "train",
+    def __init__(self, target: Any, batch_size: int, eval_rows: int, split: str = "train",
                  model: torch.nn.Module | None = None) -> None:
         self.target = target
         self.batch_size = batch_size
@@ -262,13 +262,13 @@ class Objective:
             self.kind = "rows"
         elif callable(target) and not isinstance(target, type):
             self.data, self.n, self.kind = None, 0, "callable"
-            self.fixed = {} if eval_size > 0 else None  # the callable itself is the evaluation
+            self.fixed = {} if eval_rows > 0 else None  # the callable itself is the evaluation
             return
         else:
             check_objective("Objective", target)
         self.n = len(next(iter(self.data.values())))
         self.fixed = (
-            {k: v[: min(eval_size, self.n)] for k, v in self.data.items()} if eval_size > 0 else None
+            {k: v[: min(eval_rows, self.n)] for k, v in self.data.items()} if eval_rows > 0 else None
         )
 
     @property

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from interp.checks import check_flag, check_number
-from interp.degradations._core import Draw, Objective, WeightSnapshot, is_task
+from interp.degradations._core import Draw, SampledLoss, WeightSnapshot, is_task
 from interp.degradations._select import Restrict, check_restrict, select_parameters
 
 logger = logging.getLogger("interp.degradations")
@@ -34,11 +34,11 @@ def _sigma(cls: str, level: Any, default: float) -> float:
     return float(level)
 
 
-def _eval_loss(obj: Objective | None, model: torch.nn.Module) -> float:
+def _eval_loss(obj: SampledLoss | None, model: torch.nn.Module) -> float:
     return obj.eval_loss(model) if obj is not None and obj.fixed is not None else math.nan
 
 
-def _objective(target: Any, eval_rows: int, model: torch.nn.Module) -> Objective | None:
+def _objective(target: Any, eval_rows: int, model: torch.nn.Module) -> SampledLoss | None:
     """The target's loss on its fixed evaluation batch (an objective is prepared at w0 first).
 
     ``None`` (``Draw.loss`` NaN) without a target and for a Task without a loss (``has_loss=False``,
@@ -46,10 +46,10 @@ def _objective(target: Any, eval_rows: int, model: torch.nn.Module) -> Objective
     behavioural divergence from w0 as the degradation axis of such a model."""
     if target is None or (is_task(target) and not getattr(target, "has_loss", True)):
         return None
-    return Objective(target, batch_size=1, eval_size=eval_rows, model=model)
+    return SampledLoss(target, batch_size=1, eval_rows=eval_rows, model=model)
 
 
-def _named(obj: Objective | None) -> dict[str, str | None]:
+def _named(obj: SampledLoss | None) -> dict[str, str | None]:
     """``Draw`` fields naming what its loss measures."""
     return {"objective": None if obj is None else obj.name, "units": None if obj is None else obj.units}
 

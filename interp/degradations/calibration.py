@@ -270,7 +270,7 @@ def resolve_level(eng: Any, level: Any) -> LevelPlan:
     raises :class:`CalibrationFailed` with ``strict=True``)."""
     cfg = eng.cfg
     if isinstance(level, LossIncrease):
-        calibration = _calibrate(eng, level.nats)
+        calibration = _calibrate(eng, level.delta)
         if not calibration.converged:
             best = min((r for r in calibration.rounds if r.failed is None and r.loss_increase > 0),
                        key=lambda r: abs(math.log(r.loss_increase / calibration.target)))
@@ -286,7 +286,7 @@ def resolve_level(eng: Any, level: Any) -> LevelPlan:
         if cfg.nbeta is None:
             raise ValueError(
                 "TemperedPosterior(nbeta=None) and no level given: pass level=NBeta(B), "
-                "a number B or LossIncrease(nats), or set nbeta=... on the sampler."
+                "a number B or LossIncrease(delta), or set nbeta=... on the sampler."
             )
         nbeta = float(cfg.nbeta)
     elif isinstance(level, NBeta):
@@ -296,7 +296,7 @@ def resolve_level(eng: Any, level: Any) -> LevelPlan:
     else:
         raise ValueError(
             f"level={level!r}: TemperedPosterior takes None, a number or NBeta (inverse "
-            "temperature B) or LossIncrease(nats)."
+            "temperature B) or LossIncrease(delta)."
         )
     return LevelPlan(nbeta, cfg.lr if cfg.lr is not None else eng.auto_lr(nbeta), None)
 

@@ -174,7 +174,7 @@ def check_level(degradation: Any, level: Any, index: int = 0) -> None:
             return
         if isinstance(level, bool) or not isinstance(level, numbers.Real) or not math.isfinite(level) or level <= 0:
             raise ValueError(f"{where}: a TemperedPosterior level is an inverse temperature nβ, a finite "
-                             "number > 0 (or NBeta(B), or LossIncrease(nats) for a target loss increase). "
+                             "number > 0 (or NBeta(B), or LossIncrease(delta) for a target loss increase). "
                              "Use e.g. levels=[100, 1000].")
     elif isinstance(degradation, Checkpoints):
         if level is None:
