@@ -1,24 +1,33 @@
-"""Benchmark: SGLD chain-steps per second on a Hugging Face GPT-2 bridge, interp vs devinterp 2.0.1.
+"""Benchmark: SGLD chain-steps per second on a Hugging Face GPT-2 bridge: interp, devinterp 2.0.1 and a
+plain PyTorch loop, each as a fraction of this machine's own matrix-multiply peak.
 
-A GPT-2-architecture model (4 layers, d_model 256, 4 heads, vocab 512, random init) is saved with
-``save_pretrained`` and loaded back twice: as the plain Hugging Face module (``GPT2LMHeadModel``,
-what devinterp samples: it deep-copies the model per chain, which breaks on TransformerBridges) and as
-a ``TransformerBridge`` (``interp.load_model``, what interp samples). Same weights (checked: identical
-logits), same batch (``--batch-size`` rows of ``--seq`` tokens), chains, steps, nβ, ε and γ, one
-thread, side by side and interleaved in one run:
+A GPT-2-architecture model (4 layers, d_model 256, 4 heads, vocab 512, random init, every dropout 0) is
+saved with ``save_pretrained`` and loaded back twice: as the plain Hugging Face module
+(``GPT2LMHeadModel``, what devinterp samples: it deep-copies the model per chain, puts the copy in
+``train()`` mode, so dropout must be 0 for it to sample the same loss, and breaks on TransformerBridges)
+and as a ``TransformerBridge`` (``interp.load_model``, what interp samples). Same weights (checked:
+identical logits), same batch (``--shapes``: rows x tokens, all shapes side by side in one run), chains,
+steps, nβ, ε and γ, one thread, interleaved repeats:
 
 - devinterp: its chain loop ``devinterp.slt.sampler.sample_single_chain`` once per chain (what its
   ``sample()``/LLC entry points call, minus the zarr writing) with ``make_evaluate_fn()``;
+- plain: the SGLD step written out in PyTorch on the Hugging Face module, chain after chain (the
+  reference a sampler must at least match: no framework, no diagnostics);
 - interp, default: ``TemperedPosterior(...).sample`` on the bridge: all chains stacked in one
-  hand-batched forward (``interp.degradations.stacked.StackedForward``, which covers GPT-2 bridges;
-  checked against the bridge's own gradient at w0 before use);
+  hand-batched forward (``interp.degradations.stacked.StackedForward``, checked against the bridge's
+  own gradient at w0 before use);
 - interp, ``vectorize=False``: chains one after another through the bridge itself.
 
-Memory per chain: each sampler runs in a fresh subprocess with 1 and with ``--chains`` chains, and the
-resident memory the run adds at its peak is measured (RSS polled every 2 ms, minus the RSS before);
-the difference divided by the extra chains is what a chain costs.
+Machine peak: the median time of ``torch.matmul`` on two 2048 x 2048 float32 matrices (one thread),
+2·n³ FLOP each. A chain-step costs ≈ 6 × weights × tokens FLOP (forward + backward, attention scores
+left out), so each sampler's achieved FLOP/s = 6·N·tokens·(chain-steps/s), printed as a fraction of the
+peak.
 
-    python benchmarks/bench_hf_sampler.py [--steps 30] [--repeats 3] [--chains 4]
+Memory per chain (``--memory``): each sampler runs in a fresh subprocess with 1 and with ``--chains``
+chains, and the resident memory the run adds at its peak is measured (RSS polled every 2 ms, minus the
+RSS before); the difference divided by the extra chains is what a chain costs.
+
+    python benchmarks/bench_hf_sampler.py [--steps 20] [--repeats 3] [--chains 4] [--shapes 8x32,16x64]
 """
 
 from __future__ import annotations
@@ -45,7 +54,8 @@ def build(path: Path) -> None:
 
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(n_layer=LAYERS, n_embd=D_MODEL, n_head=HEADS, vocab_size=VOCAB,
-                                  n_positions=CTX, bos_token_id=0, eos_token_id=0)
+                                  n_positions=CTX, bos_token_id=0, eos_token_id=0,
+                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     transformers.GPT2LMHeadModel(cfg).eval().save_pretrained(path)
 
 
@@ -61,8 +71,9 @@ def task(rows: int, seq: int):
     return interp.Task("random", datasets.DatasetDict(train=ds, test=ds))
 
 
-def samplers(path: Path, args: argparse.Namespace, chains: int):
-    """name -> zero-argument function that runs ``chains`` chains of ``args.steps`` steps."""
+def samplers(path: Path, args: argparse.Namespace, chains: int, batch: int, seq: int):
+    """name -> zero-argument function that runs ``chains`` chains of ``args.steps`` steps at ``batch`` rows
+    of ``seq`` tokens."""
     import transformers
     from devinterp.optim import SGLD
     from devinterp.slt.lm_loss import make_evaluate_fn
@@ -73,7 +84,7 @@ def samplers(path: Path, args: argparse.Namespace, chains: int):
 
     hf = transformers.GPT2LMHeadModel.from_pretrained(path).eval()
     bridge = interp.load_model(path, device="cpu", tokenizer=False)
-    t = task(256, args.seq)
+    t = task(256, seq)
     ids = t.tensors("test", rows=4)["input_ids"]
     with torch.no_grad():
         diff = float((hf(ids).logits - bridge(ids)).abs().max())
@@ -87,12 +98,31 @@ def samplers(path: Path, args: argparse.Namespace, chains: int):
                 hf, ds, evaluate, {n: None for n, _ in hf.named_parameters()},
                 num_draws=args.steps, num_burnin_steps=0, num_steps_bw_draws=1, sampling_method=SGLD,
                 sampling_method_kwargs=dict(lr=LR, nbeta=NBETA, localization=GAMMA),
-                chain=c, seed=c, dataloader_seed=0, batch_size=args.batch_size, device="cpu",
+                chain=c, seed=c, dataloader_seed=0, batch_size=batch, device="cpu",
             )
 
+    rows = t.tensors("train", columns=("input_ids",))["input_ids"]
+
+    def plain() -> None:  # the SGLD step in plain PyTorch on the HF module, chain after chain
+        params = list(hf.parameters())
+        w0 = [p.detach().clone() for p in params]
+        for c in range(chains):
+            gen = torch.Generator().manual_seed(c)
+            for step in range(args.steps):
+                x = rows[(step * batch) % len(rows):][:batch]
+                loss = hf(x, labels=x).loss
+                grads = torch.autograd.grad(loss, params)
+                with torch.no_grad():
+                    for p, g, p0 in zip(params, grads, w0):
+                        drift = g.mul_(NBETA).add_(p - p0, alpha=GAMMA)
+                        p.add_(drift, alpha=-LR / 2).add_(torch.randn(p.shape, generator=gen), alpha=LR**0.5)
+            with torch.no_grad():
+                for p, p0 in zip(params, w0):
+                    p.copy_(p0)
+
     def ours(vectorize: bool | None):
-        sampler = TemperedPosterior(nbeta=NBETA, lr=LR, localization=GAMMA, chains=chains, draws=args.steps,
-                                    burnin=0, thin=1, batch_size=args.batch_size, eval_rows=0,
+        sampler = TemperedPosterior(nbeta=NBETA, lr=LR, localization=GAMMA, chains=chains, n_draws=args.steps,
+                                    burnin=0, thin=1, batch_size=batch, eval_rows=0,
                                     init_batches=1, progress=False, vectorize=vectorize)
 
         def run() -> None:
@@ -101,7 +131,21 @@ def samplers(path: Path, args: argparse.Namespace, chains: int):
 
         return run
 
-    return {"devinterp": devinterp, "interp": ours(None), "interp_sequential": ours(False)}
+    return {"devinterp": devinterp, "plain": plain, "interp": ours(None), "interp_sequential": ours(False)}
+
+
+def matmul_peak(n: int = 2048, repeats: int = 7) -> float:
+    """This machine's float32 matrix-multiply FLOP/s on the current thread count: the median time of
+    ``torch.matmul`` on two n x n matrices, 2·n³ FLOP each."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
+    torch.matmul(a, b)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.matmul(a, b)
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / sorted(times)[len(times) // 2]
 
 
 def quiet_tqdm() -> None:
@@ -126,7 +170,8 @@ def memory_child(path: Path, args: argparse.Namespace) -> None:
     (RSS polled every 2 ms while it runs, minus the RSS before it started), in MiB."""
     import threading
 
-    fns = samplers(path, args, args.chains)
+    batch, seq = parse_shape(args.shapes)
+    fns = samplers(path, args, args.chains, batch, seq)
     before = _rss_mib()
     peak = [before]
     done = threading.Event()
@@ -144,13 +189,80 @@ def memory_child(path: Path, args: argparse.Namespace) -> None:
     print(json.dumps({"extra_mib": max(peak[0], _rss_mib()) - before}))
 
 
+def parse_shape(text: str) -> tuple[int, int]:
+    """``"16x64"`` -> (16, 64)."""
+    try:
+        rows, seq = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--shapes: {text!r} is not ROWSxTOKENS, e.g. 16x64") from None
+    if rows < 1 or not 2 <= seq <= CTX:
+        raise SystemExit(f"--shapes: {text!r}: rows must be >= 1 and tokens in [2, {CTX}]")
+    return rows, seq
+
+
+def median(xs: list[float]) -> float:
+    return sorted(xs)[len(xs) // 2]
+
+
+NAMES = ["devinterp", "plain", "interp", "interp_sequential"]
+
+
+def bench_shape(path: Path, args: argparse.Namespace, shape: str, n_params: int, peak: float) -> None:
+    batch, seq = parse_shape(shape)
+    fns = samplers(path, args, args.chains, batch, seq)
+    errors: dict[str, str] = {}
+    for n in NAMES:  # warm-up, and find out what runs
+        try:
+            fns[n]()
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors[n] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+    live = [n for n in NAMES if n not in errors]
+    rates: dict[str, list[float]] = {n: [] for n in live}
+    for _ in range(args.repeats):  # interleaved so all see the same machine load
+        for n in live:
+            t = time.perf_counter()
+            fns[n]()
+            rates[n].append(args.chains * args.steps / (time.perf_counter() - t))
+    flop = 6 * n_params * batch * seq  # per chain-step
+    print(f"\nbatch {shape}: {args.chains} chains x {args.steps} steps, {flop / 1e9:.2f} GFLOP per chain-step")
+    for n in live:
+        r = median(rates[n])
+        print(f"  {n:18s} {r:7.2f} chain-steps/s  {r * flop / 1e9:6.1f} GFLOP/s = {r * flop / peak:5.1%} of peak"
+              f"   runs {[round(x, 2) for x in rates[n]]}")
+    for n, e in errors.items():
+        print(f"  {n:18s} did not run: {e}")
+    for n in ("interp", "interp_sequential"):
+        for ref in ("devinterp", "plain"):
+            if n in live and ref in live:
+                ratios = [a / b for a, b in zip(rates[n], rates[ref])]
+                print(f"  ratio {n}/{ref}: {median(ratios):.2f}x (median of interleaved repeats)")
+    if args.memory:
+        memory(path, args, shape, live, n_params)
+
+
+def memory(path: Path, args: argparse.Namespace, shape: str, live: list[str], n_params: int) -> None:
+    """Memory per chain: peak RSS of a fresh process with 1 and with C chains."""
+    for n in live:
+        peaks = []
+        for c in (1, args.chains):
+            out = subprocess.run(
+                [sys.executable, __file__, "--memory-of", n, "--path", str(path), "--chains", str(c),
+                 "--steps", "5", "--shapes", shape],
+                capture_output=True, text=True, check=True)
+            peaks.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        per_chain = (peaks[1]["extra_mib"] - peaks[0]["extra_mib"]) / max(args.chains - 1, 1)
+        print(f"  memory {n:18s} sampling adds {peaks[0]['extra_mib']:.1f} MiB (1 chain), "
+              f"{peaks[1]['extra_mib']:.1f} MiB ({args.chains} chains): {per_chain:.1f} MiB per extra chain "
+              f"(the model is {n_params * 4 / 2**20:.1f} MiB in float32)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=30, help="SGLD steps per chain")
+    ap.add_argument("--steps", type=int, default=20, help="SGLD steps per chain")
     ap.add_argument("--chains", type=int, default=4)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--seq", type=int, default=64)
+    ap.add_argument("--shapes", default="8x32,16x64", help="comma-separated ROWSxTOKENS batches")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--memory", action="store_true", help="also measure the memory per chain (subprocesses)")
     ap.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--path", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -162,55 +274,17 @@ def main() -> None:
         memory_child(Path(args.path), args)
         return
 
-    path = Path(tempfile.mkdtemp()) / "gpt2"
-    build(path)
-    fns = samplers(path, args, args.chains)
-    names = ["devinterp", "interp", "interp_sequential"]
-    errors: dict[str, str] = {}
-    for n in names:  # warm-up, and find out what runs
-        try:
-            fns[n]()
-        except Exception as err:  # noqa: BLE001 - reported below
-            errors[n] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
-    live = [n for n in names if n not in errors]
-    rates: dict[str, list[float]] = {n: [] for n in live}
-    for _ in range(args.repeats):  # interleaved so all see the same machine load
-        for n in live:
-            t = time.perf_counter()
-            fns[n]()
-            rates[n].append(args.chains * args.steps / (time.perf_counter() - t))
-
-    def median(xs: list[float]) -> float:
-        return sorted(xs)[len(xs) // 2]
-
     import transformers
 
+    path = Path(tempfile.mkdtemp()) / "gpt2"
+    build(path)
     n_params = sum(p.numel() for p in transformers.GPT2LMHeadModel.from_pretrained(path).parameters())
+    peak = matmul_peak()
     print(f"GPT-2-style HF model: {LAYERS} layers, d_model {D_MODEL}, vocab {VOCAB}, {n_params / 1e6:.2f}M "
-          f"parameters; batch {args.batch_size}x{args.seq}, {args.chains} chains x {args.steps} steps, "
-          "threads=1")
-    for n in live:
-        print(f"{n:18s} {median(rates[n]):7.1f} chain-steps/s   runs {[round(x, 1) for x in rates[n]]}")
-    for n, e in errors.items():
-        print(f"{n:18s} did not run: {e}")
-    for n in live:
-        if n != "devinterp" and "devinterp" in live:
-            ratios = [a / b for a, b in zip(rates[n], rates["devinterp"])]
-            print(f"ratio {n}/devinterp: {median(ratios):.2f}x (median of interleaved repeats)")
-
-    # memory per chain: peak RSS of a fresh process with 1 and with C chains
-    for n in live:
-        peaks = []
-        for c in (1, args.chains):
-            out = subprocess.run(
-                [sys.executable, __file__, "--memory-of", n, "--path", str(path), "--chains", str(c),
-                 "--steps", "5", "--batch-size", str(args.batch_size), "--seq", str(args.seq)],
-                capture_output=True, text=True, check=True)
-            peaks.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        per_chain = (peaks[1]["extra_mib"] - peaks[0]["extra_mib"]) / max(args.chains - 1, 1)
-        print(f"memory {n:18s} sampling adds {peaks[0]['extra_mib']:.1f} MiB (1 chain), "
-              f"{peaks[1]['extra_mib']:.1f} MiB ({args.chains} chains): {per_chain:.1f} MiB per extra chain "
-              f"(the model is {n_params * 4 / 2**20:.1f} MiB in float32)")
+          f"parameters, dropout 0; threads=1; matmul peak (2048x2048 float32, median) {peak / 1e9:.1f} GFLOP/s")
+    for shape in args.shapes.split(","):
+        bench_shape(path, args, shape.strip(), n_params, peak)
+    print(f"matmul peak after the run: {matmul_peak() / 1e9:.1f} GFLOP/s")
 
 
 if __name__ == "__main__":
