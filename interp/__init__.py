@@ -33,7 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
         ActivationNoise, Checkpoints, Draw, LossIncrease, NBeta, TemperedPosterior, WeightNoise,
         estimate_llc,
     )
-    from interp.dissolve import Dissolution, DissolutionComparison, compare_dissolutions, dissolution
+    from interp.crossing import Dissolution, DissolutionComparison, compare_dissolutions
+    from interp.dissolve import dissolution
     from interp.models import load_model
     from interp.objectives import Behavioural, CorpusLoss, DivergenceMeter, Objective
     from interp.results import Results
