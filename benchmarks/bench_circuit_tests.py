@@ -72,7 +72,7 @@ def draws(chains: int) -> None:
     pd.set_option("display.max_columns", 20)
     model, task = interp.organisms.load("induction")
     analyses = [CircuitTests(nodes, eval_rows=64, name=f"ct_{name}") for name, nodes in CLAIMS["induction"].items()]
-    sampler = interp.TemperedPosterior(chains=chains, draws=1, burnin=100, seed=0, progress=False,
+    sampler = interp.TemperedPosterior(chains=chains, n_draws=1, burnin=100, seed=0, progress=False,
                                        calibration=CalibrationConfig(tolerance=0.2, max_rounds=4))
     noise = interp.WeightNoise(relative=True, draws_per_level=chains, seed=0)
     runs = [("tempered posterior", sampler, [interp.LossIncrease(x) for x in (0.1, 0.3, 1.0)]),

@@ -49,7 +49,7 @@ def main() -> None:
     hyps = hypotheses()
     cols = ["x", "target_delta_loss", "nbeta", "sigma", "delta_loss", "mean", "ci_low", "ci_high", "decision",
             "status"]
-    sampler = interp.TemperedPosterior(chains=args.chains, draws=1, burnin=100, seed=0, progress=False,
+    sampler = interp.TemperedPosterior(chains=args.chains, n_draws=1, burnin=100, seed=0, progress=False,
                                        calibration=CalibrationConfig(tolerance=0.2, max_rounds=4))
     noise = interp.WeightNoise(relative=True, draws_per_level=args.chains, seed=0)
     found = {}
@@ -91,7 +91,7 @@ def clean_window(chains: int) -> None:
     model, task = interp.organisms.load("induction")
     analyses = [CausalScrubbing(hypotheses()["correct"], eval_rows=64, seeds=1, name="scrub_correct"),
                 HeadAblation([induction.PREV_TOKEN_HEAD], name="prev_token_head")]
-    sampler = interp.TemperedPosterior(chains=chains, draws=1, burnin=100, seed=0, progress=False,
+    sampler = interp.TemperedPosterior(chains=chains, n_draws=1, burnin=100, seed=0, progress=False,
                                        calibration=CalibrationConfig(tolerance=0.2, max_rounds=4))
     t = time.perf_counter()
     res = interp.run_sweep(model, task, analyses, sampler, [interp.LossIncrease(x) for x in (0.1, 0.3, 0.6, 1.0)],

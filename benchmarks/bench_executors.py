@@ -34,7 +34,7 @@ def main() -> None:
     from interp.sweep import ModelRecipe, RayExecutor
 
     model, task = interp.organisms.load("induction", device="cpu")
-    sampler = TemperedPosterior(chains=args.chains, draws=args.draws, burnin=50, batch_size=32,
+    sampler = TemperedPosterior(chains=args.chains, n_draws=args.draws, burnin=50, batch_size=32,
                                 eval_rows=64, vectorize=False, progress=False)
     levels = [NBeta(300.0), NBeta(1000.0)]
 
@@ -51,7 +51,7 @@ def main() -> None:
     ex = RayExecutor(cpus_per_job=1)
     # a 1-level, 1-chain, 1-draw warm-up: worker processes start and import torch/TransformerLens
     t = time.perf_counter()
-    tiny = TemperedPosterior(chains=1, draws=1, burnin=1, batch_size=8, eval_rows=8, vectorize=False, progress=False)
+    tiny = TemperedPosterior(chains=1, n_draws=1, burnin=1, batch_size=8, eval_rows=8, vectorize=False, progress=False)
     interp.run_sweep(ModelRecipe(organism="induction"), task, analyses(), tiny, [NBeta(300.0)], eval_rows=8,
                      progress=False, executor=ex)
     t_warm = time.perf_counter() - t

@@ -112,7 +112,7 @@ def main() -> None:
         return C * S / (time.perf_counter() - t)
 
     def make(vectorize: bool | None) -> TemperedPosterior:
-        return TemperedPosterior(nbeta=nbeta, lr=lr, localization=gamma, chains=C, draws=S, burnin=0,
+        return TemperedPosterior(nbeta=nbeta, lr=lr, localization=gamma, chains=C, n_draws=S, burnin=0,
                                  thin=1, batch_size=bs, eval_rows=0, init_batches=1, progress=False,
                                  vectorize=vectorize)
 

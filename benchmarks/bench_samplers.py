@@ -74,7 +74,7 @@ def part_a(quick: bool) -> list[dict]:
                 if quick:
                     draws, burnin = draws // 4, burnin // 4
                 r = run(net, net.loss, sampler, nbeta=100.0, localization=1.0, lr_safety=safety, chains=chains,
-                        draws=draws, burnin=burnin, eval_rows=0)
+                        n_draws=draws, burnin=burnin, eval_rows=0)
                 r.update(net=f"{widths} r{rank}", weights=sum(p.numel() for p in net.parameters()), aoyagi=lam,
                          sampler=sampler, lr_safety=safety, rel_err=r["llc"] / lam - 1)
                 rows.append(r)
@@ -90,7 +90,7 @@ def part_b(quick: bool) -> list[dict]:
     for safety in (0.1, 0.2, 0.4):
         for sampler in ("sgld", "rmsprop"):
             r = run(model, task, sampler, nbeta=100.0, localization=100.0, lr_safety=safety, chains=4,
-                    draws=50 if quick else 200, burnin=50 if quick else 200, batch_size=32, eval_rows=0)
+                    n_draws=50 if quick else 200, burnin=50 if quick else 200, batch_size=32, eval_rows=0)
             r.update(net="induction organism", sampler=sampler, lr_safety=safety)
             rows.append(r)
             print(json.dumps(r), flush=True)
@@ -105,7 +105,7 @@ def part_c(quick: bool, chains: int = 16) -> list[dict]:
     for widths, rank in C_NETS:
         net = DeepLinearNetwork(widths, rank)
         lam = aoyagi_llc(widths, rank)
-        kw = dict(nbeta=100.0, localization=1.0, chains=chains, draws=500 if quick else 1500,
+        kw = dict(nbeta=100.0, localization=1.0, chains=chains, n_draws=500 if quick else 1500,
                   burnin=500 if quick else 1500, eval_rows=0, progress=False)
         for setting, extra in (("default ε", {}), ("ε → 0", dict(extrapolate=2)),
                                ("γ → 0", dict(extrapolate_localization=2)),

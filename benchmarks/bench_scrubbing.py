@@ -83,7 +83,7 @@ def sweep() -> None:
     model, task = interp.organisms.load("induction")
     hyps = hypotheses()
     analyses = [CausalScrubbing(hyps[k], eval_rows=128, seeds=2, name=k) for k in ("correct", "wrong_heads")]
-    deg = interp.TemperedPosterior(chains=2, draws=2, burnin=100, thin=20, seed=0, progress=False)
+    deg = interp.TemperedPosterior(chains=2, n_draws=2, burnin=100, thin=20, seed=0, progress=False)
     levels = [interp.LossIncrease(x) for x in (0.1, 0.3, 1.0)]
     t = time.perf_counter()
     res = interp.run_sweep(model, task, analyses, deg, levels, progress=False)

@@ -62,9 +62,9 @@ def main() -> None:
         return [CausalScrubbing(hyp, eval_rows=64, seeds=1, name="scrub_correct"),
                 HeadAblation([induction_full.PREV_TOKEN_HEAD], eval_rows=args.eval_rows, name="prev_token_head")]
 
-    sampler = interp.TemperedPosterior(chains=args.chains, draws=1, burnin=100, seed=0, progress=False,
+    sampler = interp.TemperedPosterior(chains=args.chains, n_draws=1, burnin=100, seed=0, progress=False,
                                        calibration=CalibrationConfig(tolerance=0.2, max_rounds=4))
-    trained = interp.TemperedPosterior(chains=args.chains, draws=1, burnin=100, seed=0, progress=False,
+    trained = interp.TemperedPosterior(chains=args.chains, n_draws=1, burnin=100, seed=0, progress=False,
                                        calibration=CalibrationConfig(tolerance=0.2, max_rounds=4),
                                        objective=induction_full.score_every_token(task))
     noise = interp.WeightNoise(relative=True, draws_per_level=args.chains, seed=0)

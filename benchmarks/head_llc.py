@@ -5,7 +5,7 @@ Their finding: at the end of training, induction heads have a *lower* weight-res
 that memorise n-grams, and per-head λ̂ curves over training separate the head types (they cluster the
 curves with K-means). Here: ``interp.organisms.induction_ngram`` (induction heads L1H0-L1H3, a
 previous-token head L0H1, n-gram heads L0H0/L0H2/L0H3, by ``head_types``), one
-``estimate_llc(model, task, components=head_components(model), ...)`` per checkpoint and at the end,
+``estimate_component_llcs(model, task, components=head_components(model), ...)`` per checkpoint and at the end,
 on the training loss. The settings are fixed before the run (the defaults below) and the same for
 every head and checkpoint; the step size is the sampler's curvature rule (``lr=None``:
 ε·(B·ĥ + γ) = 0.2 per head), so every head carries the same relative discretisation bias.
@@ -37,14 +37,14 @@ import time
 
 import torch
 
-from interp.degradations import estimate_llc
+from interp.degradations import estimate_component_llcs
 from interp.organisms import induction_ngram as org
 
 
 def per_head(model: torch.nn.Module, task, a: argparse.Namespace) -> dict[str, dict[str, float]]:
-    est = estimate_llc(model, task, components=org.head_components(model), nbeta=a.nbeta,
-                       localization=a.localization, lr=None, chains=a.chains, draws=a.draws, burnin=a.burnin,
-                       batch_size=a.batch_size, seed=a.seed, progress=False)
+    est = estimate_component_llcs(model, task, components=org.head_components(model), nbeta=a.nbeta,
+                                  localization=a.localization, lr=None, chains=a.chains, n_draws=a.draws,
+                                  burnin=a.burnin, batch_size=a.batch_size, seed=a.seed, progress=False)
     out = {}
     for name in org.head_names(model):
         e = est[name]
@@ -86,8 +86,8 @@ def hypothesis_nodes() -> None:
         comps = {f"L{layer}H{h}": head_pattern(layer, h) for layer, h in heads}
         comps["all nodes"] = list(comps.values())
         t = time.perf_counter()
-        est = estimate_llc(model, task, components=comps, nbeta=151.0, localization=100.0, chains=4, draws=100,
-                           burnin=100, seed=0, progress=False)
+        est = estimate_component_llcs(model, task, components=comps, nbeta=151.0, localization=100.0, chains=4,
+                                      n_draws=100, burnin=100, seed=0, progress=False)
         print(f"{name} hypothesis ({time.perf_counter() - t:.0f} s)")
         for k in comps:
             e = est[k]
@@ -120,7 +120,7 @@ def main() -> None:
     ind, prev = org.induction_scores(model), org.previous_token_scores(model, task)
     abl = org.ablation_effects(model, task)
     print(f"settings: nbeta={a.nbeta} localization={a.localization} lr=None (eps*(B*h+gamma)=0.2) chains={a.chains} "
-          f"burnin={a.burnin} draws={a.draws} batch={a.batch_size} seed={a.seed}")
+          f"burnin={a.burnin} n_draws={a.draws} batch={a.batch_size} seed={a.seed}")
     print("head  type            induction  prev-token  ablation: n-gram loss  repeat loss (nats)")
     for n in org.head_names(model):
         layer, h = int(n[1]), int(n[3:])

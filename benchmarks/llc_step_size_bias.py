@@ -39,7 +39,7 @@ def main() -> None:
     exact = aoyagi_llc(a.widths, a.rank)
     t = time.perf_counter()
     est = estimate_llc(net, net.loss, nbeta=a.nbeta, localization=a.localization, lr=None, chains=a.chains,
-                       draws=a.draws, burnin=a.burnin, eval_rows=0, seed=a.seed, progress=False, extrapolate=3)
+                       n_draws=a.draws, burnin=a.burnin, eval_rows=0, seed=a.seed, progress=False, extrapolate=3)
     print(f"DLN {a.widths} rank {a.rank} (Aoyagi λ = {exact:g}), B = {a.nbeta:g}, γ = {a.localization:g}, "
           f"{a.chains} chains, burn-in {a.burnin} + {a.draws} draws at ε ({time.perf_counter() - t:.0f} s)")
     pts = est.extrapolation

@@ -228,7 +228,7 @@ def degradations(task: Any, quick: bool) -> dict[str, tuple[Any, list[Any]]]:
     cal = CalibrationConfig(tolerance=0.25, max_rounds=3 if quick else 5)
     # lr is an upper bound: the automatic ε = 0.2/(B·ĥ + γ) uses the Hessian at w0, which is tiny where
     # the compiled attention is saturated, and chains at that ε explode within a few steps
-    post = dict(chains=spread, draws=1, burnin=burnin, lr=LR_MAX, seed=0, progress=False, calibration=cal)
+    post = dict(chains=spread, n_draws=1, burnin=burnin, lr=LR_MAX, seed=0, progress=False, calibration=cal)
     # full: calibrated LossIncrease targets; quick: nβ levels (no calibration rounds)
     level = interp.NBeta if quick else interp.LossIncrease
     return {

@@ -40,7 +40,7 @@ or on the divergence when both lie on it (two hypotheses, or one under two degra
 Example::
 
     >>> import interp                                                    # doctest: +SKIP
-    >>> d = interp.dissolution(model, task, scrub, interp.TemperedPosterior(chains=8, draws=1),
+    >>> d = interp.dissolution(model, task, scrub, interp.TemperedPosterior(chains=8, n_draws=1),
     ...                        metric="recovered", threshold=0.9, out="runs/dissolve")  # doctest: +SKIP
     >>> print(d.verdict("correct induction hypothesis"))                 # doctest: +SKIP
     correct induction hypothesis: holds (recovered ≥ 0.9) up to ΔL 0.73 [0.54, 1.1] under
@@ -358,7 +358,7 @@ def _axis_of(degradation: Any, axis: str | None) -> str:
 
 def _with_nbeta(sampler: Any, nbeta: float) -> Any:
     """A copy of a TemperedPosterior whose calibration starts from ``nbeta``."""
-    kwargs = {n: getattr(sampler, "n_draws" if n == "draws" else n) for n in type(sampler).field_names()}
+    kwargs = {n: getattr(sampler, n) for n in type(sampler).field_names()}
     kwargs["nbeta"] = float(nbeta)
     return type(sampler)(**kwargs)
 

@@ -120,7 +120,7 @@ def fault_degradation(kind: str):
     from interp.degradations import TemperedPosterior, WeightNoise
 
     if kind == "TemperedPosterior":
-        return TemperedPosterior(localization=100.0, lr=1e-4, chains=2, draws=3, burnin=2, batch_size=8,
+        return TemperedPosterior(localization=100.0, lr=1e-4, chains=2, n_draws=3, burnin=2, batch_size=8,
                                  eval_rows=8, init_batches=2, progress=False)
     return WeightNoise(relative=True, draws_per_level=4, eval_rows=8)
 

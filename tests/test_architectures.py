@@ -247,7 +247,7 @@ def test_transcoder_on_one_mlp(arch):
 
 # ------------------------------------------------------------------ sweeps
 def _sampler(**kw) -> TemperedPosterior:
-    return TemperedPosterior(localization=100.0, chains=2, draws=2, burnin=4, batch_size=16, eval_rows=32,
+    return TemperedPosterior(localization=100.0, chains=2, n_draws=2, burnin=4, batch_size=16, eval_rows=32,
                              progress=False, **kw)
 
 

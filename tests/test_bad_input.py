@@ -188,7 +188,7 @@ def test_non_finite_loss_at_trained_weights(tiny):
     _, task = tiny
     model = _nan_model()
     before = state_bytes(model)
-    sampler = TemperedPosterior(nbeta=100.0, lr=1e-4, chains=1, draws=2, burnin=0, batch_size=8, eval_rows=8,
+    sampler = TemperedPosterior(nbeta=100.0, lr=1e-4, chains=1, n_draws=2, burnin=0, batch_size=8, eval_rows=8,
                                 progress=False)
     with pytest.raises(ValueError, match=r"loss at the original weights is not finite; cannot sample"):
         list(sampler.draws(model, task))
@@ -197,7 +197,7 @@ def test_non_finite_loss_at_trained_weights(tiny):
 
 def test_diverging_chain(tiny):
     model, task = tiny
-    run = TemperedPosterior(nbeta=1e6, localization=1.0, lr=1e-2, chains=2, draws=2, burnin=1, batch_size=8,
+    run = TemperedPosterior(nbeta=1e6, localization=1.0, lr=1e-2, chains=2, n_draws=2, burnin=1, batch_size=8,
                             eval_rows=8, progress=False).draws(model, task)
     assert list(run) == []  # no draw of a diverged chain is handed out
     assert [c.failed for c in run.chains] == [True, True]
@@ -225,7 +225,7 @@ def test_level_cannot_be_calibrated(tiny):
     model, task = tiny
     before = state_bytes(model)
     # any rise of the loss above 1e-9 nats counts as divergence, so every pilot chain fails
-    sampler = TemperedPosterior(localization=100.0, chains=1, draws=2, burnin=1, batch_size=8, eval_rows=8,
+    sampler = TemperedPosterior(localization=100.0, chains=1, n_draws=2, burnin=1, batch_size=8, eval_rows=8,
                                 max_loss_increase=1e-9, progress=False,
                                 calibration=CalibrationConfig(max_rounds=2))
     with pytest.raises(RuntimeError, match=r"Calibration to a loss increase of 0\.1 nats/token failed: every "

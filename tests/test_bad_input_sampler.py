@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp.degradations import LossIncrease, TemperedPosterior, WeightNoise, estimate_llc
+from interp.degradations import LossIncrease, TemperedPosterior, WeightNoise, estimate_component_llcs, estimate_llc
 from interp.degradations.oracles import DeepLinearNetwork
 
 TORCH_THREADS = 1
@@ -25,7 +25,7 @@ def test_restrict_pattern_matches_nothing(organism):
     saved = _weights(model)
     bad = ["blocks.1.attn.*", "blocks.0.atn.q.weight"]
     for call in (lambda: TemperedPosterior(restrict=bad, progress=False).check(model),
-                 lambda: list(TemperedPosterior(restrict=bad, chains=1, draws=1, burnin=0,
+                 lambda: list(TemperedPosterior(restrict=bad, chains=1, n_draws=1, burnin=0,
                                                 progress=False).draws(model, task, 10.0)),
                  lambda: list(WeightNoise(restrict=bad).draws(model, task, 0.1))):
         with pytest.raises(ValueError, match=r"'blocks\.0\.atn\.q\.weight' matches no parameter .*the other "
@@ -41,7 +41,7 @@ def test_restrict_mask_all_zeros(organism):
         with pytest.raises(ValueError, match=r"is all zeros: it selects no weight.*ΔL 0"):
             make(restrict=zeros)
     with pytest.raises(ValueError, match=r"is all zeros"):
-        estimate_llc(model, model, components={"q": zeros}, nbeta=10.0)
+        estimate_component_llcs(model, model, components={"q": zeros}, nbeta=10.0)
 
 
 def test_restrict_mask_values_not_zero_one():
@@ -77,17 +77,21 @@ def test_head_slice_out_of_range(organism):
 
 def test_components_not_usable():
     net = DeepLinearNetwork([3, 2, 3], rank=1)
-    kw = dict(nbeta=10.0, chains=1, draws=1, burnin=0, progress=False)
+    kw = dict(nbeta=10.0, chains=1, n_draws=1, burnin=0, progress=False)
     with pytest.raises(ValueError, match=r"components=\{\}\): give a non-empty mapping"):
-        estimate_llc(net, net.loss, components={}, **kw)
+        estimate_component_llcs(net, net.loss, components={}, **kw)
     with pytest.raises(ValueError, match=r"a component needs a restrict"):
-        estimate_llc(net, net.loss, components={"a": None}, **kw)
+        estimate_component_llcs(net, net.loss, components={"a": None}, **kw)
     with pytest.raises(ValueError, match=r"either restrict= or components="):
-        estimate_llc(net, net.loss, components={"a": "weights.0"}, restrict="weights.1", **kw)
+        estimate_component_llcs(net, net.loss, components={"a": "weights.0"}, restrict="weights.1", **kw)
     before = _weights(net)
     with pytest.raises(ValueError, match=r"'weights\.9' matches no parameter.*closest valid names"):
-        estimate_llc(net, net.loss, components={"a": "weights.0", "b": "weights.9"}, **kw)
+        estimate_component_llcs(net, net.loss, components={"a": "weights.0", "b": "weights.9"}, **kw)
     assert _same(net, before)
+    with pytest.raises(ValueError, match=r"components=None, data=None\): give components="):
+        estimate_component_llcs(net, net.loss, **kw)
+    with pytest.raises(ValueError, match=r"unknown argument\(s\) \['components'\].*estimate_component_llcs\("):
+        estimate_llc(net, net.loss, components={"a": "weights.0"}, **kw)
 
 
 def test_vectorised_chains_disagree_with_sequential():
@@ -100,7 +104,7 @@ def test_vectorised_chains_disagree_with_sequential():
             out = w @ out
         return 0.5 * ((out - net.true) ** 2).sum()
 
-    kw = dict(nbeta=100.0, localization=1.0, chains=2, draws=20, burnin=20, progress=False)
+    kw = dict(nbeta=100.0, localization=1.0, chains=2, n_draws=20, burnin=20, progress=False)
     with pytest.warns(RuntimeWarning, match=r"vectorised chains disabled for DeepLinearNetwork: .*one after another"):
         est = estimate_llc(net, loss, **kw)
     assert est.per_chain == estimate_llc(net, loss, vectorize=False, **kw).per_chain
@@ -109,7 +113,7 @@ def test_vectorised_chains_disagree_with_sequential():
 def test_objective_does_not_depend_on_weights():
     net = DeepLinearNetwork([3, 2, 3], rank=1)
     saved = _weights(net)
-    sampler = TemperedPosterior(nbeta=10.0, localization=1.0, lr=1e-4, chains=1, draws=2, burnin=0, eval_rows=0,
+    sampler = TemperedPosterior(nbeta=10.0, localization=1.0, lr=1e-4, chains=1, n_draws=2, burnin=0, eval_rows=0,
                                 progress=False)
     with pytest.raises(ValueError, match=r"returned a tensor that does not depend on the model's weights \(1, "
                                          r"requires_grad=False\): SGLD needs its gradient"):

@@ -53,7 +53,7 @@ def test_resume_with_other_objective_data(tiny, tmp_path):
     from interp.objectives import CorpusLoss
 
     model, task = tiny
-    sampler = lambda corpus: TemperedPosterior(localization=100.0, lr=1e-4, chains=1, draws=1, burnin=1,  # noqa: E731
+    sampler = lambda corpus: TemperedPosterior(localization=100.0, lr=1e-4, chains=1, n_draws=1, burnin=1,  # noqa: E731
                                                batch_size=8, eval_rows=8, progress=False,
                                                objective=CorpusLoss(corpus))
     _sweep(model, task, [LossProbe()], tmp_path, levels=[300.0], degradation=sampler(tiny_task(seed=2)))
@@ -272,7 +272,7 @@ def test_sweep_inputs_checked_before_writing(tiny, tmp_path):
     model, task = tiny
     garbage = tmp_path / "step100.pt"
     garbage.write_bytes(b"not a checkpoint")
-    sampler = dict(localization=100.0, lr=1e-4, chains=1, draws=1, burnin=1, batch_size=8, eval_rows=8,
+    sampler = dict(localization=100.0, lr=1e-4, chains=1, n_draws=1, burnin=1, batch_size=8, eval_rows=8,
                    progress=False)
     bad = [
         (WeightNoise(draws_per_level=2, eval_rows=8, restrict="blocks.7.*"), [0.1], r"restrict.*'blocks\.7\.\*'"),

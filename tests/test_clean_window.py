@@ -173,7 +173,7 @@ def test_no_clean_window_for_the_previous_token_head_under_the_trained_posterior
     from interp.organisms import induction_full
 
     model, task = full
-    sampler = interp.TemperedPosterior(chains=4, draws=1, burnin=100, seed=0, progress=False,
+    sampler = interp.TemperedPosterior(chains=4, n_draws=1, burnin=100, seed=0, progress=False,
                                        calibration=CalibrationConfig(tolerance=0.2, max_rounds=4),
                                        objective=induction_full.score_every_token(task))
     res = interp.run_sweep(model, task, [HeadAblation([induction_full.PREV_TOKEN_HEAD], eval_rows=64)], sampler,

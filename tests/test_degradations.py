@@ -35,7 +35,7 @@ def _identical(model, saved) -> bool:
 
 
 def _sampler(**kw):
-    base = dict(nbeta=2000.0, chains=2, draws=3, burnin=2, thin=2, batch_size=8, eval_rows=16, progress=False)
+    base = dict(nbeta=2000.0, chains=2, n_draws=3, burnin=2, thin=2, batch_size=8, eval_rows=16, progress=False)
     base.update(kw)
     return TemperedPosterior(**base)
 
@@ -59,7 +59,7 @@ def test_restore_between_chains(organism):
     model, task = organism
     saved = _state(model)
     first = {}
-    for d in _sampler(chains=2, draws=1, burnin=0).draws(model, task):
+    for d in _sampler(chains=2, n_draws=1, burnin=0).draws(model, task):
         first[d.chain] = _state(model)
     # each chain starts from w0: after one step-free draw the weights equal w0
     assert _identical(model, saved)
@@ -107,7 +107,7 @@ def test_restore_after_exception_in_loss():
         return model.loss(model)
 
     with pytest.raises(ValueError, match="blew up"):
-        for _ in TemperedPosterior(nbeta=10.0, lr=1e-3, chains=1, draws=50, burnin=0, eval_rows=0,
+        for _ in TemperedPosterior(nbeta=10.0, lr=1e-3, chains=1, n_draws=50, burnin=0, eval_rows=0,
                                    vectorize=False, progress=False).draws(m, loss):
             pass
     assert _identical(m, saved)
@@ -129,7 +129,7 @@ def test_vectorised_chains_restore_bit_identical(how):
             raise ValueError("loss blew up")
         return model.loss(model)
 
-    sampler = TemperedPosterior(nbeta=1000.0, localization=10.0, lr=1e-4, chains=3, draws=4, burnin=2,
+    sampler = TemperedPosterior(nbeta=1000.0, localization=10.0, lr=1e-4, chains=3, n_draws=4, burnin=2,
                                 thin=2, eval_rows=1, vectorize=True, progress=False)
     if how == "sample":
         run = sampler.sample(net, loss)
@@ -160,7 +160,7 @@ def test_validation_messages():
     with pytest.raises(ValueError, match="nbeta"):
         TemperedPosterior(nbeta=-1.0)
     with pytest.raises(ValueError, match="draws"):
-        TemperedPosterior(draws=0)
+        TemperedPosterior(n_draws=0)
     with pytest.raises(ValueError, match="lr_safety"):
         TemperedPosterior(lr_safety=5.0)
     with pytest.raises(ValueError, match="LossIncrease"):
@@ -200,7 +200,7 @@ def test_parameters_deduplicated_by_storage():
     assert [n for n, _, _ in sel] == ["fused"]
     # noise applied once: one step from w0 = 0 with a tiny lr has per-coordinate variance ε
     eps = 1e-6
-    run = TemperedPosterior(nbeta=1.0, localization=0.0, lr=eps, chains=1, draws=2, burnin=0, thin=1,
+    run = TemperedPosterior(nbeta=1.0, localization=0.0, lr=eps, chains=1, n_draws=2, burnin=0, thin=1,
                             eval_rows=0, progress=False, vectorize=False).draws(m, m.loss)
     next(run)
     next(run)  # the second draw holds w after one step
@@ -226,7 +226,7 @@ def test_restrict_to_a_layer(organism):
 
 def test_diagnostics_recorded(organism):
     model, task = organism
-    run = _sampler(chains=1, draws=4, burnin=2, thin=1).sample(model, task)
+    run = _sampler(chains=1, n_draws=4, burnin=2, thin=1).sample(model, task)
     (c,) = run.chains
     assert c.steps == 2 + 3 + 1 and len(c.eval_losses) == 4 and len(c.distances) == 4
     assert len(c.grad_noise) == 4 and all(g > 0 for g in c.grad_noise)
@@ -293,7 +293,7 @@ def test_run_chain_equals_chain_of_sequential_sampler(organism, level):
     the sequential sampler (what a Ray job per chain relies on), and restores the weights."""
     model, task = organism
     saved = _state(model)
-    sampler = _sampler(chains=3, draws=2, burnin=1, thin=2, vectorize=False, seed=3)
+    sampler = _sampler(chains=3, n_draws=2, burnin=1, thin=2, vectorize=False, seed=3)
     seq = {}
     run = sampler.draws(model, task, level)
     for d in run:
@@ -337,7 +337,7 @@ def test_run_chain_of_a_plain_module_and_vectorizes():
 
     net = DeepLinearNetwork([3, 2, 3], 1)
     saved = _state(net)
-    kw = dict(nbeta=1000.0, localization=10.0, lr=1e-4, chains=3, draws=3, burnin=2, eval_rows=1,
+    kw = dict(nbeta=1000.0, localization=10.0, lr=1e-4, chains=3, n_draws=3, burnin=2, eval_rows=1,
               progress=False)
     assert TemperedPosterior(**kw).vectorizes(net, net.loss)
     assert not TemperedPosterior(vectorize=False, **kw).vectorizes(net, net.loss)

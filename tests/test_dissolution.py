@@ -190,7 +190,7 @@ def test_calibration_of_a_new_level_starts_from_its_neighbours():
     assert _nbeta_hint(pts, 0.2) == pytest.approx(400.0)  # log-log between (0.1, 800) and (0.4, 200)
     assert _nbeta_hint(pts, 0.8) == pytest.approx(100.0)  # beyond: nβ ∝ 1/Δ from the nearest
     assert _nbeta_hint(pts[:1], 0.2) is None
-    s = TemperedPosterior(chains=3, draws=2, burnin=7, seed=5, progress=False,
+    s = TemperedPosterior(chains=3, n_draws=2, burnin=7, seed=5, progress=False,
                           calibration=CalibrationConfig(tolerance=0.2, max_rounds=3))
     c = _with_nbeta(s, 123.0)
     assert c.nbeta == 123.0 and c.n_draws == 2 and c.chains == 3 and c.burnin == 7 and c.seed == 5

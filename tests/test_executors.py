@@ -59,7 +59,7 @@ def analyses(**drift):
 
 
 def sampler(**kw):
-    return TemperedPosterior(chains=2, draws=2, burnin=2, batch_size=8, eval_rows=16, progress=False,
+    return TemperedPosterior(chains=2, n_draws=2, burnin=2, batch_size=8, eval_rows=16, progress=False,
                              calibration=CalibrationConfig(max_rounds=2), **kw)
 
 

@@ -87,7 +87,7 @@ def test_diverging_chain_is_recorded_failed_with_its_reason_and_excluded(tmp_pat
     before = state_bytes(model)
     # chain 1's noise is the same as chain 0's at a different seed; max_loss_increase makes any chain
     # whose loss rises by more than 1e-6 fail: at B = 1e5, ε = 1e-3 both chains blow past it at once
-    sampler = TemperedPosterior(localization=1.0, lr=1e-3, chains=2, draws=3, burnin=1, batch_size=8,
+    sampler = TemperedPosterior(localization=1.0, lr=1e-3, chains=2, n_draws=3, burnin=1, batch_size=8,
                                 eval_rows=8, init_batches=1, max_loss_increase=0.5, progress=False)
     res = run_sweep(model, task, [LossProbe()], sampler, [10.0, 1e5], out=tmp_path, eval_rows=8, progress=False)
     assert state_bytes(model) == before
@@ -124,7 +124,7 @@ def test_chain_failing_midway_keeps_its_reason_and_only_its_finite_draws():
             out = self.task.loss(model, batch)
             return out * math.nan if 8 <= calls["n"] <= 9 else out
 
-    run = TemperedPosterior(nbeta=100.0, localization=100.0, lr=1e-4, chains=2, draws=4, burnin=0,
+    run = TemperedPosterior(nbeta=100.0, localization=100.0, lr=1e-4, chains=2, n_draws=4, burnin=0,
                             batch_size=8, eval_rows=0, init_batches=1, progress=False).draws(model, NaNAfter(task))
     draws = list(run)
     assert state_bytes(model) == before
@@ -169,7 +169,7 @@ class PoisonAfter(LossProbe):
 def _midway_sweep():
     model, task = tiny_bridge(), tiny_task()
     poisoned = PoisonedTask(task)
-    sampler = TemperedPosterior(nbeta=100.0, localization=100.0, lr=1e-4, chains=2, draws=4, burnin=0,
+    sampler = TemperedPosterior(nbeta=100.0, localization=100.0, lr=1e-4, chains=2, n_draws=4, burnin=0,
                                 batch_size=8, eval_rows=8, init_batches=1, vectorize=False, progress=False)
     before = state_bytes(model)
     res = run_sweep(model, poisoned, [PoisonAfter(poisoned, 2)], sampler, [100.0], eval_rows=8, progress=False)
@@ -253,7 +253,7 @@ def _degradations(model):
     states = [(s, {k: v + 0.1 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
                    for k, v in model.state_dict().items()}) for s in (10, 20, 30)]
     return {
-        "TemperedPosterior": (TemperedPosterior(nbeta=100.0, localization=100.0, lr=1e-4, chains=2, draws=3,
+        "TemperedPosterior": (TemperedPosterior(nbeta=100.0, localization=100.0, lr=1e-4, chains=2, n_draws=3,
                                                 burnin=1, batch_size=8, eval_rows=8, init_batches=2,
                                                 progress=False), None),
         "WeightNoise": (WeightNoise(sigma=0.1, draws_per_level=4, eval_rows=8), None),
@@ -301,7 +301,7 @@ def test_weights_bit_identical_after_failure_anywhere(kind, where, fail_at, exc)
 def test_vectorised_chains_restore_after_failure_anywhere(where, fail_at, exc):
     model, task = TinyLM(), tiny_task()
     before, flags, n_hooks = state_bytes(model), model_flags(model), hook_count(model)
-    sampler = TemperedPosterior(nbeta=100.0, localization=10.0, lr=1e-3, chains=3, draws=3, burnin=1,
+    sampler = TemperedPosterior(nbeta=100.0, localization=10.0, lr=1e-3, chains=3, n_draws=3, burnin=1,
                                 batch_size=8, eval_rows=8, init_batches=2, vectorize=True, progress=False)
     target = FailingTask(task, fail_at, exc) if where == "loss" else task
     try:
@@ -343,7 +343,7 @@ states = [(s, {k: v + 0.1 * torch.randn(v.shape, generator=g) if v.is_floating_p
                for k, v in model.state_dict().items()}) for s in (10, 20, 30)]
 kinds = {
     "WeightNoise": (WeightNoise(relative=True, draws_per_level=3, eval_rows=8), [0.1]),
-    "TemperedPosterior": (TemperedPosterior(localization=100.0, lr=1e-4, chains=2, draws=2, burnin=1,
+    "TemperedPosterior": (TemperedPosterior(localization=100.0, lr=1e-4, chains=2, n_draws=2, burnin=1,
                                             batch_size=8, eval_rows=8, init_batches=2, progress=False), [300.0]),
     "Checkpoints": (Checkpoints(source=states, eval_rows=8), [None]),
     "ActivationNoise": (ActivationNoise(sigma=0.5, draws_per_level=3, eval_rows=8), [0.5]),

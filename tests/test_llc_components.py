@@ -11,7 +11,7 @@ import torch
 
 import analyses
 import hooks
-from interp.degradations import TemperedPosterior, WeightNoise, estimate_llc, select_parameters
+from interp.degradations import TemperedPosterior, WeightNoise, estimate_component_llcs, select_parameters
 from interp.degradations.oracles import DeepLinearNetworks, aoyagi_llc
 
 SPECS = [([4, 3, 4], 3), ([3, 2, 3], 2), ([3, 3, 2], 1)]
@@ -77,8 +77,8 @@ def test_components_match_aoyagi_on_independent_deep_linear_networks():
     their sum, 14.5, so a component that sampled the wrong weights fails."""
     net = DeepLinearNetworks(SPECS)
     comps = {f"net{i}": f"nets.{i}.*" for i in range(len(SPECS))}
-    est = estimate_llc(net, net.loss, components=comps, nbeta=100.0, localization=1.0, chains=6, draws=500,
-                       burnin=500, progress=False)
+    est = estimate_component_llcs(net, net.loss, components=comps, nbeta=100.0, localization=1.0, chains=6,
+                                  n_draws=500, burnin=500, progress=False)
     assert list(est) == list(comps)
     for i, (widths, rank) in enumerate(SPECS):
         row, truth = est[f"net{i}"], aoyagi_llc(widths, rank)
@@ -103,8 +103,8 @@ def test_data_restricted_llc_reads_the_other_data():
     def second(m):
         return m.nets[1].loss()
 
-    est = estimate_llc(net, net.loss, data={"net0": first, "net1": second}, nbeta=100.0, localization=1.0,
-                       lr=2e-4, chains=4, draws=400, burnin=400, progress=False)
+    est = estimate_component_llcs(net, net.loss, data={"net0": first, "net1": second}, nbeta=100.0,
+                                  localization=1.0, lr=2e-4, chains=4, n_draws=400, burnin=400, progress=False)
     assert set(est) == {("all", "net0"), ("all", "net1")}
     for key, truth in ((("all", "net0"), 7.5), (("all", "net1"), 4.0)):
         row = est[key]
@@ -120,7 +120,7 @@ def test_llc_analysis_per_head_in_a_sweep(organism, tmp_path):
     model, task = organism
     comps = {"L1H0": "blocks.1.attn.head.0", "L1H1": "blocks.1.attn.head.1", "hyp": ["blocks.0.attn.head.0",
                                                                                       "blocks.1.attn.head.1"]}
-    a = analyses.LLC(components=comps, nbeta=30.0, localization=100.0, chains=2, draws=8, burnin=8, batch_size=8)
+    a = analyses.LLC(components=comps, nbeta=30.0, localization=100.0, chains=2, n_draws=8, burnin=8, batch_size=8)
     assert a.effects == ("L1H0", "L1H1", "hyp")
     res = run_sweep(model, task, [a], WeightNoise(relative=True, draws_per_level=1, seed=0), levels=[0.01],
                     eval_rows=8, progress=False)

@@ -274,7 +274,7 @@ def test_behavioural_dln_oracle_gives_aoyagi():
     net, obj = _whitened_dln([4, 3, 4], 1)
     w0 = [p.detach().clone() for p in net.parameters()]
     est = estimate_llc(net, obj, batch_size=len(obj), nbeta=50.0, localization=1.0, lr=6e-4, chains=8,
-                       draws=3000, burnin=1500, eval_rows=0, progress=False)
+                       n_draws=3000, burnin=1500, eval_rows=0, progress=False)
     exact = aoyagi_llc([4, 3, 4], 1)
     assert not est.failed
     assert abs(est.mean / exact - 1) < 0.10, (est.mean, exact, est.stderr)
@@ -314,7 +314,7 @@ def test_behavioural_regular_model_gives_half_the_dimension():
     exact = sum(quadratic_llc(B, float(v), gamma, eps) for v in h)
     assert abs(exact / (d / 2) - 1) < 0.02
     est = estimate_llc(net, obj, batch_size=64, nbeta=B, localization=gamma, lr=eps, chains=16,
-                       draws=3000, burnin=500, eval_rows=0, progress=False)
+                       n_draws=3000, burnin=500, eval_rows=0, progress=False)
     assert not est.failed
     assert abs(est.mean - exact) < 4 * est.stderr, (est.mean, exact, est.stderr)
     assert est.stderr < 0.025 * exact                   # 4 standard errors stay within 10% of d/2
@@ -412,7 +412,7 @@ def test_sweep_samples_a_corpus_objective_not_the_prompt_task(trained_gpt2):
             return super().loss(model, batch)
 
     objective = Spy(corpus, name="corpus-nt")
-    sampler = TemperedPosterior(objective=objective, chains=2, draws=2, burnin=3, batch_size=8,
+    sampler = TemperedPosterior(objective=objective, chains=2, n_draws=2, burnin=3, batch_size=8,
                                 eval_rows=16, init_batches=2, progress=False)
 
     def logit_diff(model, task):
@@ -483,7 +483,7 @@ def test_behavioural_recompute_under_the_sampler(bridge):
     task = _task(_batch(rows=8))
     runs = []
     for ref in ("stored", "recompute"):
-        sampler = TemperedPosterior(nbeta=100.0, lr=1e-4, chains=1, draws=3, burnin=2, batch_size=4,
+        sampler = TemperedPosterior(nbeta=100.0, lr=1e-4, chains=1, n_draws=3, burnin=2, batch_size=4,
                                     eval_rows=4, init_batches=1, progress=False,
                                     objective=Behavioural(task, reference=ref))
         runs.append([d.loss for d in sampler.draws(bridge, task)])

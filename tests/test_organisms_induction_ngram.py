@@ -65,14 +65,14 @@ def test_checkpoints_load_as_float32_and_span_the_heads_formation(shipped):
 
 
 def test_a_per_head_llc_call_runs(shipped):
-    from interp.degradations import estimate_llc
+    from interp.degradations import estimate_component_llcs
 
     model, task = shipped
     comps = org.head_components(model)
     assert list(comps) == org.head_names(model) and comps["L1H2"] == "blocks.1.attn.head.2"
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    est = estimate_llc(model, task, components={k: comps[k] for k in ("L0H0", "L1H0")}, nbeta=300.0,
-                       localization=100.0, lr=1e-4, chains=2, draws=10, burnin=10, progress=False)
+    est = estimate_component_llcs(model, task, components={k: comps[k] for k in ("L0H0", "L1H0")}, nbeta=300.0,
+                                  localization=100.0, lr=1e-4, chains=2, n_draws=10, burnin=10, progress=False)
     d_head, d_model = model.cfg.d_head, model.cfg.d_model
     assert est["L1H0"].n_weights == 4 * d_head * d_model + 3 * d_head  # Q/K/V rows, biases, O columns
     assert all(np.isfinite(est[k].mean) and not est[k].failed for k in ("L0H0", "L1H0"))

@@ -328,7 +328,7 @@ def test_tempered_posterior_sweep_gives_frozen_and_refit_curves(induction):
     frozen, refit = FrozenProbe(cfg, site="L2"), RefitProbe(cfg, site="L2")
     assert isinstance(frozen, Analysis) and isinstance(refit, Analysis)
     assert (frozen.name, refit.name) == ("frozen_probe", "refit_probe")
-    sampler = TemperedPosterior(localization=100.0, lr=1e-4, chains=1, draws=2, burnin=2, thin=1, batch_size=16,
+    sampler = TemperedPosterior(localization=100.0, lr=1e-4, chains=1, n_draws=2, burnin=2, thin=1, batch_size=16,
                                 eval_rows=16, seed=0, progress=False)
     levels = [NBeta(3000.0), NBeta(30.0)]
     res = interp.run_sweep(model, task, [frozen, refit], sampler, levels, progress=False, eval_rows=64)

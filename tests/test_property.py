@@ -78,7 +78,7 @@ SAMPLER_VALID = {
     "localization": st.sampled_from([0.0, 10.0, 100.0]),
     "lr": st.sampled_from([1e-5, 1e-4, 3e-4]),
     "chains": st.integers(1, 3),
-    "draws": st.integers(1, 3),
+    "n_draws": st.integers(1, 3),
     "burnin": st.integers(0, 2),
     "thin": st.integers(1, 2),
     "seed": st.integers(0, 2**31),
@@ -95,7 +95,7 @@ SAMPLER_INVALID = {
     "localization": st.sampled_from([-1.0, float("nan"), float("inf"), "100", True]),
     "lr": st.sampled_from([0.0, -1e-4, float("nan"), "1e-4", True]),
     "chains": st.sampled_from([0, -1, 1.5, True, "2"]),
-    "draws": st.sampled_from([0, -3, 2.0, False, None]),
+    "n_draws": st.sampled_from([0, -3, 2.0, False, None]),
     "burnin": st.sampled_from([-1, 0.5, True, None]),
     "thin": st.sampled_from([0, -1, 1.0, None]),
     "seed": st.sampled_from([-1, 0.5, "0", None]),
@@ -159,19 +159,19 @@ def test_valid_sampler_config_runs_and_restores(kwargs, level):
     for c in run.chains:
         mine = [d for d in draws if d.chain == c.chain]
         if c.failed:
-            assert c.reason and len(mine) < kwargs["draws"]
+            assert c.reason and len(mine) < kwargs["n_draws"]
         else:
-            assert [d.draw for d in mine] == list(range(kwargs["draws"]))
+            assert [d.draw for d in mine] == list(range(kwargs["n_draws"]))
             assert all(math.isfinite(d.loss) for d in mine)
 
 
 @FEW
-@given(chains=st.integers(1, 2), draws=st.integers(1, 2), nbeta=st.floats(10.0, 1e3),
+@given(chains=st.integers(1, 2), n_draws=st.integers(1, 2), nbeta=st.floats(10.0, 1e3),
        vectorize=st.sampled_from([None, False]))
 def test_valid_sampler_config_runs_on_a_bridge(chains, draws, nbeta, vectorize):
     model, task = bridge()
     before, n_hooks = state_bytes(model), hook_count(model)
-    sampler = TemperedPosterior(nbeta=nbeta, lr=1e-4, chains=chains, draws=draws, burnin=1, batch_size=8,
+    sampler = TemperedPosterior(nbeta=nbeta, lr=1e-4, chains=chains, n_draws=draws, burnin=1, batch_size=8,
                                 eval_rows=8, init_batches=1, vectorize=vectorize, progress=False)
     got = [(d.chain, d.draw) for d in sampler.draws(model, task)]
     assert sorted(got) == [(c, i) for c in range(chains) for i in range(draws)]
@@ -580,7 +580,7 @@ DEGRADATION_DOCS = st.one_of(
     st.fixed_dictionaries({"type": st.just("ActivationNoise"), "draws_per_level": st.integers(1, 2),
                            "points": st.sampled_from([["blocks.0.hook_resid_post"], ["blocks.1.attn.hook_z"]]),
                            "eval_rows": st.just(8)}),
-    st.fixed_dictionaries({"type": st.just("TemperedPosterior"), "chains": st.integers(1, 2), "draws": st.integers(1, 2),
+    st.fixed_dictionaries({"type": st.just("TemperedPosterior"), "chains": st.integers(1, 2), "n_draws": st.integers(1, 2),
                            "burnin": st.integers(0, 1), "lr": st.just(1e-5), "batch_size": st.just(8),
                            "eval_rows": st.just(8), "init_batches": st.just(1), "progress": st.just(False)}),
 )

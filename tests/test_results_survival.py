@@ -87,7 +87,7 @@ def test_correct_hypothesis_survives_a_tempered_posterior_longer_than_the_wrong_
     hyps = hypotheses()
     analyses = [CausalScrubbing(hyps[k], baselines={"treeified": hyps[k].unconditional()}, eval_rows=64, seeds=1,
                                 bootstrap=100, name=k) for k in ("correct", "wrong_heads")]
-    sampler = interp.TemperedPosterior(chains=4, draws=1, burnin=100, seed=0, progress=False,
+    sampler = interp.TemperedPosterior(chains=4, n_draws=1, burnin=100, seed=0, progress=False,
                                        calibration=CalibrationConfig(tolerance=0.3, max_rounds=4))
     res = interp.run_sweep(model, task, analyses, sampler, [interp.LossIncrease(x) for x in (0.1, 0.5)],
                            progress=False)
@@ -186,7 +186,7 @@ def test_a_level_whose_chains_all_failed_keeps_its_rows_with_nan_statistics(tmp_
     from reliability_tiny import LossProbe, tiny_bridge, tiny_task
 
     model, task = tiny_bridge(), tiny_task()
-    sampler = TemperedPosterior(localization=1.0, lr=1e-3, chains=2, draws=3, burnin=1, batch_size=8,
+    sampler = TemperedPosterior(localization=1.0, lr=1e-3, chains=2, n_draws=3, burnin=1, batch_size=8,
                                 eval_rows=8, init_batches=1, max_loss_increase=0.5, progress=False)
     res = run_sweep(model, task, [LossProbe()], sampler, [10.0, 1e5], out=tmp_path, eval_rows=8, progress=False)
     for r in (res, Results.load(tmp_path)):
@@ -210,7 +210,7 @@ def test_calibration_that_missed_its_target_is_marked_failed_not_a_result():
     torch.manual_seed(0)
     model, task = interp.organisms.load("modadd")
     # one pilot round cannot reach 0.5 nats from the default start: the level fails by construction
-    sampler = TemperedPosterior(chains=2, draws=1, burnin=5, progress=False, eval_rows=64, batch_size=64,
+    sampler = TemperedPosterior(chains=2, n_draws=1, burnin=5, progress=False, eval_rows=64, batch_size=64,
                                 calibration=CalibrationConfig(tolerance=0.01, max_rounds=1, acceptance=0.01))
     res = interp.run_sweep(model, task, [LossProbe()], sampler, [LossIncrease(0.5)], eval_rows=64, progress=False)
     cal = res.meta["levels"][0]["calibration"]

@@ -49,7 +49,7 @@ def test_monomial_potential_gamma_mean_and_variance():
     coordinate's exact step-size bias (½/(1 − εB/4), mean; variance 2·mean²) is added."""
     B, eps, burn = 100.0, 2e-3, 500
     m = MonomialPotential([2, 4])
-    run = TemperedPosterior(nbeta=B, localization=0.0, lr=eps, chains=16, draws=2500, burnin=burn,
+    run = TemperedPosterior(nbeta=B, localization=0.0, lr=eps, chains=16, n_draws=2500, burnin=burn,
                             eval_rows=0, progress=False).sample(m, m.loss)
     assert not run.failed
     means, variances = _chain_stats(run, burn, B)
@@ -68,7 +68,7 @@ def test_quadratic_exact_step_size_bias(eps, gamma):
     """K = ½w², B = 144.76: λ̂ = ½·(B/a)/(1 − εa/4), a = B + γ (0.5188 and 1.8104 for γ = 0)."""
     B = 144.76
     q = MonomialPotential([2])
-    est = estimate_llc(q, q.loss, nbeta=B, localization=gamma, lr=eps, chains=16, draws=2000,
+    est = estimate_llc(q, q.loss, nbeta=B, localization=gamma, lr=eps, chains=16, n_draws=2000,
                        burnin=300, eval_rows=0, progress=False)
     exact = quadratic_llc(B, 1.0, gamma, eps)
     assert not est.failed
@@ -81,12 +81,12 @@ def test_divergence_detected_at_eps_a_ge_4(factor):
     B = 144.76
     q = MonomialPotential([2])
     eps = factor * 4.0 / B
-    run = TemperedPosterior(nbeta=B, localization=0.0, lr=eps, chains=4, draws=3000, burnin=0,
+    run = TemperedPosterior(nbeta=B, localization=0.0, lr=eps, chains=4, n_draws=3000, burnin=0,
                             eval_rows=0, progress=False).sample(q, q.loss)
     assert len(run.failed) == 4
     assert all("explosion" in c.reason or "non-finite" in c.reason for c in run.failed)
     with pytest.raises(RuntimeError, match="Every chain failed"):
-        estimate_llc(q, q.loss, nbeta=B, localization=0.0, lr=eps, chains=2, draws=3000, burnin=0,
+        estimate_llc(q, q.loss, nbeta=B, localization=0.0, lr=eps, chains=2, n_draws=3000, burnin=0,
                      eval_rows=0, progress=False)
     assert float(q.w.detach()) == 0.0  # restored
 
@@ -100,7 +100,7 @@ def test_nan_chain_reported_not_averaged():
         out = model.loss(model)
         return out * float("nan") if calls["n"] == 2000 else out
 
-    est = estimate_llc(m, loss, nbeta=100.0, localization=0.0, lr=1e-3, chains=3, draws=1500,
+    est = estimate_llc(m, loss, nbeta=100.0, localization=0.0, lr=1e-3, chains=3, n_draws=1500,
                        burnin=100, eval_rows=0, vectorize=False, progress=False)
     assert len(est.failed) == 1 and "non-finite" in est.failed[0][1]
     assert len(est.per_chain) == 2 and all(math.isfinite(x) for x in est.per_chain)
@@ -111,7 +111,7 @@ def test_loss_scale_invariance():
     c = 4.0
     a = MonomialPotential([2, 4])
     b = MonomialPotential([2, 4], scale=c)
-    kw = dict(localization=0.0, lr=1e-3, chains=2, draws=200, burnin=0, eval_rows=0, progress=False)
+    kw = dict(localization=0.0, lr=1e-3, chains=2, n_draws=200, burnin=0, eval_rows=0, progress=False)
     ra = TemperedPosterior(nbeta=64.0, **kw).sample(a, a.loss)
     rb = TemperedPosterior(nbeta=64.0 / c, **kw).sample(b, b.loss)
     for ca, cb in zip(ra.chains, rb.chains):
@@ -133,7 +133,7 @@ def test_regular_model_d_over_2():
     model = Quad()
     B, eps = 50.0, 4e-4
     est = estimate_llc(model, lambda m: 0.5 * m.w @ H @ m.w, nbeta=B, localization=0.0, lr=eps,
-                       chains=16, draws=2000, burnin=300, eval_rows=0, progress=False)
+                       chains=16, n_draws=2000, burnin=300, eval_rows=0, progress=False)
     exact = sum(quadratic_llc(B, float(x), 0.0, eps) for x in h)
     assert abs(exact - 3.0) < 0.1  # d/2 up to the known step-size bias
     assert abs(est.mean - exact) < SIGMAS * est.stderr, (est.mean, exact, est.stderr)
@@ -177,7 +177,7 @@ def test_deep_linear_network_matches_aoyagi(widths, rank, B, gamma, eps, burn, d
     (+2.3%), [6,4,4,6] r=2 11.85 ± 0.30 (−1.3%).
     """
     net = DeepLinearNetwork(widths, rank)
-    est = estimate_llc(net, net.loss, nbeta=B, localization=gamma, lr=eps, chains=8, draws=draws,
+    est = estimate_llc(net, net.loss, nbeta=B, localization=gamma, lr=eps, chains=8, n_draws=draws,
                        burnin=burn, eval_rows=0, progress=False)
     exact = aoyagi_llc(widths, rank)
     assert not est.failed
@@ -189,7 +189,7 @@ def test_deep_linear_network_matches_aoyagi(widths, rank, B, gamma, eps, burn, d
 
 def test_vectorised_equals_sequential():
     d = DeepLinearNetwork([3, 2, 3], 1)
-    kw = dict(nbeta=1000.0, localization=10.0, lr=1e-5, chains=3, draws=20, burnin=5, eval_rows=0,
+    kw = dict(nbeta=1000.0, localization=10.0, lr=1e-5, chains=3, n_draws=20, burnin=5, eval_rows=0,
               progress=False)
     a = TemperedPosterior(vectorize=True, **kw).sample(d, d.loss)
     b = TemperedPosterior(vectorize=False, **kw).sample(d, d.loss)
@@ -209,7 +209,7 @@ def test_calibration_hits_loss_increase_targets():
 
     model, task = organisms.load("induction")
     saved = {k: v.clone() for k, v in model.state_dict().items()}
-    sampler = TemperedPosterior(chains=2, draws=30, burnin=100, thin=5, progress=False)
+    sampler = TemperedPosterior(chains=2, n_draws=30, burnin=100, thin=5, progress=False)
     for target in (0.02, 0.1, 0.3):
         run = sampler.sample(model, task, LossIncrease(target))
         assert run.calibration is not None and run.calibration.rounds
@@ -258,7 +258,7 @@ def test_objective_is_sampled_on_and_named_everywhere():
     x = torch.randn(16, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     model, obj = _linear(), _Behavioural(x)
     w0 = model.weight.detach().clone()
-    sampler = TemperedPosterior(objective=obj, nbeta=50.0, localization=0.0, lr=1e-3, chains=2, draws=3,
+    sampler = TemperedPosterior(objective=obj, nbeta=50.0, localization=0.0, lr=1e-3, chains=2, n_draws=3,
                                 burnin=5, batch_size=16, eval_rows=16, vectorize=False, progress=False)
     draws = list(sampler.draws(model, _never))
     assert obj.prepared == 1 and len(draws) == 6
@@ -266,7 +266,7 @@ def test_objective_is_sampled_on_and_named_everywhere():
     assert all(d.loss > 0 for d in draws)  # the objective is 0 at w0 and > 0 away from it
     assert torch.equal(model.weight, w0)
     est = estimate_llc(model, _never, objective=obj, nbeta=50.0, localization=0.0, lr=1e-3, chains=2,
-                       draws=20, burnin=5, batch_size=16, eval_rows=16, progress=False)
+                       n_draws=20, burnin=5, batch_size=16, eval_rows=16, progress=False)
     assert (est.objective, est.units) == ("behavioural-mse", "squared error")
     assert all(c.units == "squared error" for c in est.chains)
 
@@ -277,7 +277,7 @@ def test_objective_regular_model_gives_exact_llc():
     x = torch.randn(32, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     model, obj = _linear(), _Behavioural(x)
     B, eps = 40.0, 2e-3
-    est = estimate_llc(model, None, objective=obj, nbeta=B, localization=0.0, lr=eps, chains=16, draws=1500,
+    est = estimate_llc(model, None, objective=obj, nbeta=B, localization=0.0, lr=eps, chains=16, n_draws=1500,
                        burnin=300, batch_size=32, eval_rows=0, progress=False)
     h = torch.linalg.eigvalsh(2 * x.T @ x / len(x)).tolist() * 2
     exact = sum(quadratic_llc(B, v, 0.0, eps) for v in h)
@@ -289,7 +289,7 @@ def test_objective_regular_model_gives_exact_llc():
 def test_loss_increase_calibrates_in_the_objectives_units():
     x = torch.randn(32, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     model, obj = _linear(), _Behavioural(x)
-    sampler = TemperedPosterior(objective=obj, localization=1.0, chains=2, draws=200, thin=5, burnin=100,
+    sampler = TemperedPosterior(objective=obj, localization=1.0, chains=2, n_draws=200, thin=5, burnin=100,
                                 batch_size=32, eval_rows=32, progress=False)
     run = sampler.sample(model, None, LossIncrease(0.05))
     rec = run.calibration
@@ -317,13 +317,13 @@ def test_objective_is_part_of_the_configuration():
 def test_draws_round_trip():
     import dataclasses
 
-    s = TemperedPosterior(draws=7, eval_rows=3, chains=2)
-    assert s.n_draws == 7 and "draws=7" in repr(s) and "n_draws" not in repr(s)
-    assert dataclasses.replace(s, chains=3) == TemperedPosterior(draws=7, eval_rows=3, chains=3)
-    kwargs = {n: getattr(s, "n_draws" if n == "draws" else n) for n in TemperedPosterior.field_names()}
+    s = TemperedPosterior(n_draws=7, eval_rows=3, chains=2)
+    assert s.n_draws == 7 and "n_draws=7" in repr(s) and "n_draws" not in repr(s)
+    assert dataclasses.replace(s, chains=3) == TemperedPosterior(n_draws=7, eval_rows=3, chains=3)
+    kwargs = {n: getattr(s, n) for n in TemperedPosterior.field_names()}
     assert TemperedPosterior(**kwargs) == s
     with pytest.raises(TypeError, match="eval_size"):  # one name per argument: eval_rows
-        TemperedPosterior(eval_size=3, draws=7, chains=2)
+        TemperedPosterior(eval_size=3, n_draws=7, chains=2)
 
 
 # -------------------------------------------------------------- a calibration that missed is failed
@@ -336,12 +336,12 @@ def test_calibration_that_missed_is_marked_failed_or_raises():
 
     model, task = organisms.load("modadd")
     saved = {k: v.clone() for k, v in model.state_dict().items()}
-    run = TemperedPosterior(chains=2, draws=1, burnin=20, progress=False).sample(model, task, LossIncrease(0.5))
+    run = TemperedPosterior(chains=2, n_draws=1, burnin=20, progress=False).sample(model, task, LossIncrease(0.5))
     rec = run.calibration
     assert rec.failed is not None and not rec.ok and "did not converge" in rec.failed
     assert rec.measured is not None and rec.acceptance == 0.5
     with pytest.raises(CalibrationFailed, match=r"LossIncrease\(0.5\) failed: calibration to ΔL = 0.5 nats/token"):
-        list(TemperedPosterior(chains=2, draws=1, burnin=20, strict=True, progress=False).draws(
+        list(TemperedPosterior(chains=2, n_draws=1, burnin=20, strict=True, progress=False).draws(
             model, task, LossIncrease(0.5)))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in saved.items())
 
@@ -352,7 +352,7 @@ def test_final_chains_outside_acceptance_fail_the_level():
 
     x = torch.randn(32, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     model, obj = _linear(), _Behavioural(x)
-    kw = dict(objective=obj, localization=1.0, chains=2, draws=200, thin=5, burnin=100, batch_size=32,
+    kw = dict(objective=obj, localization=1.0, chains=2, n_draws=200, thin=5, burnin=100, batch_size=32,
               eval_rows=32, vectorize=False, progress=False)
     good = TemperedPosterior(**kw).sample(model, None, LossIncrease(0.05)).calibration
     assert good.ok and abs(good.measured / 0.05 - 1) < 0.3 and good.measured_se > 0
@@ -422,7 +422,7 @@ def test_init_loss_on_the_whole_small_split_has_no_seed_dependence():
     from interp import organisms
 
     model, task = organisms.load("modadd")
-    kw = dict(nbeta=100.0, chains=2, draws=2, burnin=1, batch_size=32, eval_rows=8, progress=False)
+    kw = dict(nbeta=100.0, chains=2, n_draws=2, burnin=1, batch_size=32, eval_rows=8, progress=False)
     runs = [TemperedPosterior(seed=s, **kw).sample(model, task) for s in (0, 1)]
     assert runs[0].init_loss == runs[1].init_loss and runs[0].init_loss_se == 0.0
     train = task.tensors("train", columns=("input_ids", "target_mask"))
@@ -447,18 +447,18 @@ def test_llc_stderr_includes_the_init_loss_error():
             return super().loss(model, batch) + batch["x"][:, 0].square().mean()
 
     model, obj = _linear(), Noisy(x)
-    kw = dict(objective=obj, nbeta=50.0, localization=0.0, lr=2e-3, chains=4, draws=100, burnin=50,
+    kw = dict(objective=obj, nbeta=50.0, localization=0.0, lr=2e-3, chains=4, n_draws=100, burnin=50,
               batch_size=32, eval_rows=0, progress=False)
     est = estimate_llc(model, None, **kw)
     assert est.stderr_init == pytest.approx(50.0 * est.init_loss_se) and est.stderr_init > 0
     assert est.stderr == pytest.approx(math.hypot(est.stderr_chains, est.stderr_init))
-    l0 = [TemperedPosterior(seed=s, chains=1, draws=1, burnin=0, **{k: v for k, v in kw.items() if k not in
-                                                                   ("chains", "draws", "burnin")}).sample(model, None)
+    l0 = [TemperedPosterior(seed=s, chains=1, n_draws=1, burnin=0, **{k: v for k, v in kw.items() if k not in
+                                                                   ("chains", "n_draws", "burnin")}).sample(model, None)
           for s in range(12)]
     spread = st.stdev(r.init_loss for r in l0)
     assert 0.5 < spread / est.init_loss_se < 1.6, (spread, est.init_loss_se)  # sd of an sd over 12 seeds ≈ 21%
     quad = MonomialPotential([2])
-    q = estimate_llc(quad, quad.loss, nbeta=100.0, localization=0.0, lr=1e-3, chains=4, draws=200,
+    q = estimate_llc(quad, quad.loss, nbeta=100.0, localization=0.0, lr=1e-3, chains=4, n_draws=200,
                      burnin=50, eval_rows=0, progress=False)
     assert q.stderr_init == 0.0 and q.stderr == q.stderr_chains
 
@@ -471,7 +471,7 @@ def test_extrapolated_llc_matches_the_exact_limit_on_the_quadratic():
     d, B = 20, 144.76
     q = MonomialPotential([2] * d)
     eps = 0.4 / B
-    est = estimate_llc(q, q.loss, nbeta=B, localization=0.0, lr=eps, chains=16, draws=1000, burnin=100,
+    est = estimate_llc(q, q.loss, nbeta=B, localization=0.0, lr=eps, chains=16, n_draws=1000, burnin=100,
                        eval_rows=0, progress=False, extrapolate=True)
     (at_eps, at_half) = est.extrapolation
     assert at_eps.lr == eps and at_half.lr == eps / 2 and est.weights == pytest.approx((-1.0, 2.0))
@@ -497,7 +497,7 @@ def test_extrapolated_llc_on_a_deep_linear_network_matches_aoyagi():
     which no step-size extrapolation can remove.
     """
     net = DeepLinearNetwork([4, 3, 4], 3)
-    est = estimate_llc(net, net.loss, nbeta=100.0, localization=1.0, chains=32, draws=3000, burnin=2000,
+    est = estimate_llc(net, net.loss, nbeta=100.0, localization=1.0, chains=32, n_draws=3000, burnin=2000,
                        eval_rows=0, progress=False, extrapolate=3)
     exact = aoyagi_llc([4, 3, 4], 3)
     assert [p.lr for p in est.extrapolation] == pytest.approx([est.lr, est.lr / 2, est.lr / 4])
@@ -545,7 +545,7 @@ def test_vectorised_chains_check_a_user_loss_that_reads_captured_parameters():
     def module_loss(model):
         return 0.5 * ((model.product() - model.true) ** 2).sum()
 
-    kw = dict(nbeta=100.0, localization=1.0, chains=4, draws=200, burnin=200, progress=False)
+    kw = dict(nbeta=100.0, localization=1.0, chains=4, n_draws=200, burnin=200, progress=False)
     seq = estimate_llc(net, captured_loss, vectorize=False, **kw)
     with pytest.warns(RuntimeWarning, match="vectorised chains disabled"):
         auto = estimate_llc(net, captured_loss, **kw)
@@ -566,7 +566,7 @@ def test_rmsprop_monomial_potential_gamma_oracle():
     step-size bias is at most that of SGLD at ε/η: ½/(1 − (ε/η)·B/4) − ½ (+2.6% at ε/η = 2e-3)."""
     B, lr = 100.0, 2e-4
     m = MonomialPotential([2, 4])
-    est = estimate_llc(m, m.loss, nbeta=B, localization=0.0, lr=lr, chains=16, draws=2500, burnin=500, **RMS)
+    est = estimate_llc(m, m.loss, nbeta=B, localization=0.0, lr=lr, chains=16, n_draws=2500, burnin=500, **RMS)
     bias = quadratic_llc(B, 1.0, 0.0, lr / 0.1) - 0.5
     assert not est.failed
     assert -SIGMAS * est.stderr < est.mean - 0.75 < SIGMAS * est.stderr + bias, (est.mean, est.stderr, bias)
@@ -577,7 +577,7 @@ def test_rmsprop_deep_linear_network_matches_aoyagi():
     """[4, 3, 4] rank 1 (λ = 6) at B = 100, γ = 1 (κ = 0.1, as the SGLD oracle) with the automatic
     step (ε·(B·ĥ + γ)/η = 0.2): within 10%, closer to 6 than to the neighbouring ranks (3.5, 7.5)."""
     net = DeepLinearNetwork([4, 3, 4], 1)
-    est = estimate_llc(net, net.loss, nbeta=100.0, localization=1.0, chains=8, draws=1500, burnin=1000, **RMS)
+    est = estimate_llc(net, net.loss, nbeta=100.0, localization=1.0, chains=8, n_draws=1500, burnin=1000, **RMS)
     assert abs(est.mean / 6.0 - 1) < 0.10 and est.stderr < 0.05 * 6.0, (est.mean, est.stderr)
     assert est.lr == pytest.approx(0.1 * TemperedPosterior(nbeta=100.0, localization=1.0).plan(net, net.loss).lr)
 
@@ -586,13 +586,13 @@ def test_rmsprop_vectorised_stacked_and_single_chain_runs_agree(organism):
     """The same chains vectorised (vmap), one after another, and one chain alone (a Ray job), on a
     deep linear network and on the stacked native-bridge path of the organism."""
     d = DeepLinearNetwork([3, 2, 3], 1)
-    kw = dict(nbeta=1000.0, localization=10.0, lr=1e-5, chains=3, draws=20, burnin=5, **RMS)
+    kw = dict(nbeta=1000.0, localization=10.0, lr=1e-5, chains=3, n_draws=20, burnin=5, **RMS)
     a = TemperedPosterior(vectorize=True, **kw).sample(d, d.loss)
     b = TemperedPosterior(vectorize=False, **kw).sample(d, d.loss)
     for ca, cb in zip(a.chains, b.chains):
         assert ca.losses == pytest.approx(cb.losses, rel=1e-9, abs=1e-12)
     model, task = organism
-    s = TemperedPosterior(nbeta=30.0, localization=100.0, chains=2, draws=3, burnin=3, batch_size=8,
+    s = TemperedPosterior(nbeta=30.0, localization=100.0, chains=2, n_draws=3, burnin=3, batch_size=8,
                           restrict="blocks.1.*", sampler="rmsprop", eval_rows=8, progress=False)
     assert s.vectorizes(model, task)
     stacked = s.sample(model, task)
@@ -603,7 +603,7 @@ def test_rmsprop_vectorised_stacked_and_single_chain_runs_agree(organism):
 
 def test_rmsprop_divergence_detected_and_bad_settings_rejected():
     q = MonomialPotential([2])
-    run = TemperedPosterior(nbeta=144.76, localization=0.0, lr=1.0, chains=2, draws=500, burnin=0,
+    run = TemperedPosterior(nbeta=144.76, localization=0.0, lr=1.0, chains=2, n_draws=500, burnin=0,
                             **RMS).sample(q, q.loss)
     assert len(run.failed) == 2 and float(q.w.detach()) == 0.0
     for bad in (dict(sampler="adam"), dict(rmsprop_alpha=1.0), dict(rmsprop_eps=0.0)):
@@ -618,7 +618,7 @@ def test_localization_extrapolation_on_the_quadratic():
     B/(B + γ) in γ), which the estimate must match within its error."""
     B, gamma, lr = 10.0, 5.0, 2e-3
     q = MonomialPotential([2])
-    est = estimate_llc(q, q.loss, nbeta=B, localization=gamma, lr=lr, chains=48, draws=1500, burnin=200,
+    est = estimate_llc(q, q.loss, nbeta=B, localization=gamma, lr=lr, chains=48, n_draws=1500, burnin=200,
                        eval_rows=0, progress=False, extrapolate_localization=2)
     exact = 2 * quadratic_llc(B, 1.0, gamma / 2, lr) - quadratic_llc(B, 1.0, gamma, lr)
     assert [p.localization for p in est.extrapolation] == [gamma, gamma / 2]

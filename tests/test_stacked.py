@@ -53,7 +53,7 @@ def test_logits_and_gradients_equal_the_bridge_per_chain(organism):
 def test_stacked_chains_equal_sequential_chains():
     """Same seeds: the stacked path and chain-by-chain bridge path give the same draws (float rounding)."""
     model, task = organisms.load("induction")
-    kw = dict(nbeta=1000.0, localization=100.0, lr=3e-6, chains=3, draws=3, burnin=4, thin=3,
+    kw = dict(nbeta=1000.0, localization=100.0, lr=3e-6, chains=3, n_draws=3, burnin=4, thin=3,
               eval_rows=32, progress=False)
     a = {(d.chain, d.draw): d.loss for d in TemperedPosterior(vectorize=None, **kw).draws(model, task)}
     b = {(d.chain, d.draw): d.loss for d in TemperedPosterior(vectorize=False, **kw).draws(model, task)}
@@ -66,7 +66,7 @@ def test_restricted_parameters_only_move():
     """With ``restrict`` only the selected parameters are stacked; the rest enter as they are."""
     model, task = organisms.load("induction")
     saved = {k: v.clone() for k, v in model.state_dict().items()}
-    kw = dict(nbeta=1000.0, lr=3e-6, chains=2, draws=2, burnin=2, thin=2, eval_rows=16,
+    kw = dict(nbeta=1000.0, lr=3e-6, chains=2, n_draws=2, burnin=2, thin=2, eval_rows=16,
               restrict="layers.1.*", progress=False)
     a = {}
     for d in TemperedPosterior(**kw).draws(model, task):
@@ -90,7 +90,7 @@ def test_unsupported_models_fall_back_with_a_reason():
         with pytest.raises(ValueError, match="hooks are attached"):
             StackedForward(model, list(model.parameters()))
         # sampling still works (chains run through the bridge, hooks active)
-        run = TemperedPosterior(nbeta=1000.0, lr=3e-6, chains=2, draws=1, burnin=1, eval_rows=8,
+        run = TemperedPosterior(nbeta=1000.0, lr=3e-6, chains=2, n_draws=1, burnin=1, eval_rows=8,
                                 progress=False).sample(model, task)
         assert len(run.chains) == 2 and not run.failed
     assert unsupported_reason(model) is None

@@ -323,7 +323,7 @@ def test_sparse_mlp_sweep_over_tempered_posterior_levels(modadd, clean):
     a = SparseMLP(layer=0, pretrained=clean, refit_steps=40, eval_rows=256)
     assert isinstance(a, Analysis) and a.config.pretrained is not None
     # modadd sits at a near-zero loss where the automatic step size explodes: ε ≤ 3e-4 (halved on divergence)
-    sampler = TemperedPosterior(chains=1, draws=2, burnin=20, thin=2, batch_size=64, eval_rows=64, lr=3e-4, progress=False,
+    sampler = TemperedPosterior(chains=1, n_draws=2, burnin=20, thin=2, batch_size=64, eval_rows=64, lr=3e-4, progress=False,
                                 calibration=CalibrationConfig(tolerance=0.5, max_rounds=3))
     res = interp.run_sweep(model, task, [a], sampler, [LossIncrease(0.05), LossIncrease(0.5)], progress=False)
     t = res.table

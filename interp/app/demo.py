@@ -135,7 +135,7 @@ def run_demo(out: str | Path = "interp-demo", progress: bool = True, quick: bool
     schedule = dict(localization=100.0, burnin=30 if quick else 200, thin=5 if quick else 25, seed=0,
                     progress=False)
     sampler = TemperedPosterior(
-        chains=2 if quick else 3, draws=2 if quick else 3, **schedule,
+        chains=2 if quick else 3, n_draws=2 if quick else 3, **schedule,
         calibration=CalibrationConfig(tolerance=0.25, max_rounds=4) if quick else None,
     )
     tp_levels = [LossIncrease(x) for x in levels["tempered_posterior"]]
@@ -151,7 +151,7 @@ def run_demo(out: str | Path = "interp-demo", progress: bool = True, quick: bool
     if not (out / "views").exists():
         # one draw at the hottest level's calibrated B (no second calibration)
         nbeta = parts[0].meta["levels"][len(tp_levels) - 1]["calibration"]["nbeta"]
-        one_draw = TemperedPosterior(chains=1, draws=1, **schedule)
+        one_draw = TemperedPosterior(chains=1, n_draws=1, **schedule)
         for i, view in enumerate(_attention_views(model, task, one_draw, NBeta(nbeta))):
             save_view(out, f"attention_{i}", view)
     report = write_report(results, out / "report.html", views=load_views(out),

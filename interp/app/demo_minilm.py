@@ -210,7 +210,7 @@ def run_minilm_demo(out: str | Path = "minilm-demo", progress: bool = True, quic
     levels = QUICK_LEVELS if quick else DEMO_LEVELS
     burnin, draws, thin = (20, 2, 5) if quick else (30, 3, 5)
     sampler = TemperedPosterior(
-        objective=objective, localization=100.0, chains=2, draws=draws, burnin=burnin, thin=thin,
+        objective=objective, localization=100.0, chains=2, n_draws=draws, burnin=burnin, thin=thin,
         batch_size=16, eval_rows=64, init_batches=1, restrict=restrict, seed=0, progress=False,
         # pilots as long as the chains (the default): SGLD at this step size is still relaxing after
         # 10-20 steps, so a shorter pilot calibrates to a smaller ΔL than the chains then show

@@ -16,7 +16,7 @@ Example (``sweep.toml``)::
     type = "TemperedPosterior"         # or WeightNoise, ActivationNoise, Checkpoints
     localization = 100.0
     chains = 2
-    draws = 4
+    n_draws = 4
 
     [levels]
     loss_increase = [0.03, 0.1, 0.3]   # or: nbeta = [...], or: values = [...] (σ, steps, ...)

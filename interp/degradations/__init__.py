@@ -57,7 +57,7 @@ from interp.degradations.calibration import (
     indistinct_levels,
 )
 from interp.degradations._select import head_pattern
-from interp.degradations.llc import LLCEstimate, estimate_llc
+from interp.degradations.llc import LLCEstimate, estimate_component_llcs, estimate_llc
 from interp.degradations.llc_table import ComponentLLC, ComponentLLCs
 from interp.degradations.sgld import SamplingRun, TemperedPosterior
 
@@ -83,6 +83,7 @@ __all__ = [
     "WeightSnapshot",
     "assess_calibration",
     "clean_name",
+    "estimate_component_llcs",
     "estimate_llc",
     "head_pattern",
     "indistinct_levels",

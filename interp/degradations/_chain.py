@@ -15,7 +15,7 @@ Example::
     >>> from interp.degradations import TemperedPosterior
     >>> from interp.degradations.oracles import MonomialPotential
     >>> m = MonomialPotential([2])
-    >>> run = TemperedPosterior(nbeta=10.0, localization=0.0, lr=1e-3, chains=1, draws=3, burnin=0,
+    >>> run = TemperedPosterior(nbeta=10.0, localization=0.0, lr=1e-3, chains=1, n_draws=3, burnin=0,
     ...                         eval_rows=0, progress=False).sample(m, m.loss)
     >>> run.chains[0].steps, run.chains[0].failed
     (3, False)

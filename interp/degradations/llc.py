@@ -8,7 +8,7 @@ Example::
 
     >>> from interp.degradations.oracles import MonomialPotential
     >>> q = MonomialPotential([2])                       # λ = 1/2
-    >>> est = estimate_llc(q, q.loss, nbeta=100.0, localization=0.0, lr=1e-3, chains=4, draws=400,
+    >>> est = estimate_llc(q, q.loss, nbeta=100.0, localization=0.0, lr=1e-3, chains=4, n_draws=400,
     ...                    burnin=100, eval_rows=0, progress=False)
     >>> 0.3 < est.mean < 0.8
     True
@@ -30,7 +30,7 @@ from interp.degradations.calibration import CalibrationRecord
 from interp.degradations.llc_table import ComponentLLC, ComponentLLCs
 from interp.degradations.sgld import TemperedPosterior
 
-__all__ = ["LLCEstimate", "estimate_llc", "extrapolation_weights"]
+__all__ = ["LLCEstimate", "estimate_component_llcs", "estimate_llc", "extrapolation_weights"]
 
 
 @dataclass(frozen=True)
@@ -72,13 +72,17 @@ class LLCEstimate:
     weights: tuple[float, ...] = ()
 
 
-def _check_kwargs(sampler_kwargs: dict[str, Any]) -> None:
+def _check_kwargs(sampler_kwargs: dict[str, Any], func: str = "estimate_llc") -> None:
     unknown = set(sampler_kwargs) - set(TemperedPosterior.field_names())
     if unknown:
+        table = func == "estimate_llc" and bool(unknown & {"components", "data"})
+        fix = (" A table of per-component or data-restricted λ̂ is estimate_component_llcs(model, target, "
+               "components={name: restrict}, data=...)." if table else "")
+        extra = ("extrapolate, extrapolate_localization" if func == "estimate_llc"
+                 else "components, data, extrapolate")
         raise ValueError(
-            f"estimate_llc got unknown argument(s) {sorted(unknown)}; allowed: "
-            f"{', '.join(TemperedPosterior.field_names())}, extrapolate, extrapolate_localization, "
-            "components, data."
+            f"{func} got unknown argument(s) {sorted(unknown)}; allowed: "
+            f"{', '.join(TemperedPosterior.field_names())}, {extra}.{fix}"
         )
 
 
@@ -121,8 +125,7 @@ def extrapolation_weights(lrs: Sequence[float], variances: Sequence[float] | Non
 
 
 def estimate_llc(model: torch.nn.Module, target: Any, level: Any = None, *, extrapolate: bool | int = False,
-                 extrapolate_localization: bool | int = False, components: Mapping[str, Any] | None = None,
-                 data: Any = None, **sampler_kwargs: Any) -> LLCEstimate | ComponentLLCs:
+                 extrapolate_localization: bool | int = False, **sampler_kwargs: Any) -> LLCEstimate:
     """Estimate the local learning coefficient λ̂ = B·(E[L] − L(w0)) with its standard error.
 
     ``sampler_kwargs`` are :class:`TemperedPosterior` fields (``nbeta``, ``localization``, ``lr``,
@@ -138,16 +141,8 @@ def estimate_llc(model: torch.nn.Module, target: Any, level: Any = None, *, extr
     The error is propagated from each point's standard error (independent runs). ε is the level's
     (``lr``, or the one chosen from the curvature or by calibration); B is kept fixed.
 
-    ``components``: ``{name: restrict}``, each what ``restrict=`` accepts (a glob, a list of globs,
-    a head slice ``"blocks.1.attn.head.0"``, a mapping to masks): one **weight-restricted** λ̂ per
-    component, sampling only its weights with the rest at w0 (each with its own calibration for a
-    :class:`LossIncrease` level). Returns a :class:`~interp.degradations.llc_table.ComponentLLCs`
-    table (``est["name"].mean``, ``.interval``, ``to_frame()``) instead of one estimate.
-    ``data``: a **data-restricted** λ̂ (Wang et al. 2025): a Task, loss callable or objective
-    standing for another data distribution q′, or ``{name: target}`` for several; the posterior is
-    built on q′'s loss and λ̂ = B·(E[L′] − L′(w0)) read on it (the definition: sampling on the
-    objective and reading another loss would measure a response, not a learning coefficient).
-    With ``data`` a table is returned too (one row per component and data distribution).
+    ``restrict=`` samples only some weights (a weight-restricted λ̂ of one component); for several
+    components, or several data distributions, in one table use :func:`estimate_component_llcs`.
 
     ``extrapolate_localization``: ``False`` (default), ``True`` or ``2`` (γ, γ/2), or ``3`` (γ, γ/2,
     γ/4): the localization bias too. The pull γ/2·‖w − w0‖² freezes directions whose curvature B·h
@@ -160,11 +155,6 @@ def estimate_llc(model: torch.nn.Module, target: Any, level: Any = None, *, extr
     which setting is within 3% of Aoyagi's value on which networks.
     """
     _check_kwargs(sampler_kwargs)
-    if components is not None or data is not None:
-        if extrapolate_localization:
-            raise ValueError("estimate_llc: extrapolate_localization= is not combined with components= or data=; "
-                             "run estimate_llc per component with restrict= for it.")
-        return _estimate_table(model, target, level, extrapolate, components, data, sampler_kwargs)
     if extrapolate_localization is not False:
         return _extrapolate_localization(model, target, level, extrapolate, extrapolate_localization,
                                          sampler_kwargs)
@@ -198,37 +188,66 @@ def estimate_llc(model: torch.nn.Module, target: Any, level: Any = None, *, extr
                                weights=c)
 
 
-def _estimate_table(model: torch.nn.Module, target: Any, level: Any, extrapolate: bool | int,
-                    components: Mapping[str, Any] | None, data: Any,
-                    sampler_kwargs: dict[str, Any]) -> ComponentLLCs:
-    """Every component × data distribution, validated before any sampling starts."""
+def estimate_component_llcs(model: torch.nn.Module, target: Any, level: Any = None, *,
+                            components: Mapping[str, Any] | None = None, data: Any = None,
+                            extrapolate: bool | int = False, **sampler_kwargs: Any) -> ComponentLLCs:
+    """Per-component (weight-restricted) and data-restricted λ̂ as a
+    :class:`~interp.degradations.llc_table.ComponentLLCs` table (``est["name"].mean``, ``.interval``,
+    ``to_frame()``), one :func:`estimate_llc` per component and data distribution.
+
+    ``components``: ``{name: restrict}``, each what ``restrict=`` accepts (a glob, a list of globs,
+    a head slice ``"blocks.1.attn.head.0"``, a mapping to masks): one **weight-restricted** λ̂ per
+    component, sampling only its weights with the rest at w0 (each with its own calibration for a
+    :class:`LossIncrease` level). ``None``: one row ``"all"`` (the ``restrict=`` given, or every weight).
+    ``data``: a **data-restricted** λ̂ (Wang et al. 2025): a Task, loss callable or objective
+    standing for another data distribution q′, or ``{name: target}`` for several; the posterior is
+    built on q′'s loss and λ̂ = B·(E[L′] − L′(w0)) read on it (the definition: sampling on the
+    objective and reading another loss would measure a response, not a learning coefficient).
+    With several data distributions the table is keyed by ``(component, data)``.
+    ``extrapolate`` and ``sampler_kwargs`` are :func:`estimate_llc`'s. Every component is resolved
+    against the model before any chain runs (a typo fails first).
+
+    Example::
+
+        >>> from interp.degradations.oracles import DeepLinearNetworks
+        >>> net = DeepLinearNetworks([([3, 2, 3], 1), ([2, 2, 2], 0)])
+        >>> est = estimate_component_llcs(net, net.loss, components={"a": "nets.0.*", "b": "nets.1.*"},
+        ...                               nbeta=100.0, lr=1e-3, localization=1.0, chains=2, n_draws=20, burnin=10,
+        ...                               progress=False)
+        >>> list(est), est["a"].n_weights
+        (['a', 'b'], 12)
+    """
+    _check_kwargs(sampler_kwargs, "estimate_component_llcs")
+    if components is None and data is None:
+        raise ValueError("estimate_component_llcs(components=None, data=None): give components={name: restrict} "
+                         "and/or data=...; for one λ̂ of the whole model (or of one restrict=) call estimate_llc.")
     if components is not None:
         if not isinstance(components, Mapping) or not components:
-            raise ValueError(f"estimate_llc(components={components!r}): give a non-empty mapping "
+            raise ValueError(f"estimate_component_llcs(components={components!r}): give a non-empty mapping "
                              "{name: restrict}, e.g. {'head 1.0': 'blocks.1.attn.head.0', 'mlp 0': "
                              "'blocks.0.mlp.*'}.")
         if sampler_kwargs.get("restrict") is not None:
-            raise ValueError("estimate_llc: give either restrict= or components=, not both (each component "
-                             "is a restrict of its own).")
+            raise ValueError("estimate_component_llcs: give either restrict= or components=, not both (each "
+                             "component is a restrict of its own).")
         for name, pattern in components.items():
             if not isinstance(name, str) or not name:
-                raise ValueError(f"estimate_llc(components=...): component name {name!r} must be a non-empty "
-                                 "string.")
+                raise ValueError(f"estimate_component_llcs(components=...): component name {name!r} must be a "
+                                 "non-empty string.")
             if pattern is None:
-                raise ValueError(f"estimate_llc(components={{{name!r}: None}}): a component needs a restrict "
-                                 "(a glob, a list of globs, a head slice such as 'blocks.1.attn.head.0').")
-            check_restrict(pattern, f"estimate_llc(components[{name!r}])")
+                raise ValueError(f"estimate_component_llcs(components={{{name!r}: None}}): a component needs a "
+                                 "restrict (a glob, a list of globs, a head slice such as 'blocks.1.attn.head.0').")
+            check_restrict(pattern, f"estimate_component_llcs(components[{name!r}])")
         comps = dict(components)
     else:
         comps = {"all": sampler_kwargs.get("restrict")}
     if data is not None and sampler_kwargs.get("objective") is not None:
-        raise ValueError("estimate_llc: give either objective= or data=, not both (data= is the objective "
-                         "of a data-restricted λ̂).")
+        raise ValueError("estimate_component_llcs: give either objective= or data=, not both (data= is the "
+                         "objective of a data-restricted λ̂).")
     if data is None:
         datas: dict[str | None, Any] = {None: None}
     elif isinstance(data, Mapping):
         if not data:
-            raise ValueError("estimate_llc(data={}): give a target, or a non-empty {name: target}.")
+            raise ValueError("estimate_component_llcs(data={}): give a target, or a non-empty {name: target}.")
         datas = dict(data)
     else:
         from interp.degradations._core import objective_label
@@ -270,7 +289,7 @@ def _extrapolate_localization(model: torch.nn.Module, target: Any, level: Any, e
     for j in range(points):
         f = 0.5 ** j
         kw = dict(sampler_kwargs, localization=base.localization * f, nbeta=plan.nbeta,
-                  burnin=round(base.burnin / f), draws=round(base.n_draws / f), seed=base.seed + 104_729 * j)
+                  burnin=round(base.burnin / f), n_draws=round(base.n_draws / f), seed=base.seed + 104_729 * j)
         kw.pop("n_draws", None)
         ests.append(estimate_llc(model, target, NBeta(plan.nbeta), extrapolate=extrapolate, **kw))
     c = extrapolation_weights([e.localization for e in ests], [e.stderr ** 2 for e in ests])

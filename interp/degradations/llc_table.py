@@ -1,5 +1,5 @@
 """Per-component learning coefficients as a table: :class:`ComponentLLCs`, what
-``estimate_llc(..., components=...)`` returns.
+``estimate_component_llcs(..., components=...)`` returns.
 
 A component's **weight-restricted** λ̂ samples only its weights (a head's Q/K/V rows and O columns,
 an MLP, the embedding, every node of a hypothesis), the rest held at w0; a **data-restricted** λ̂
@@ -15,11 +15,11 @@ or by ``(component, data)`` when several data distributions were given.
 
 Example::
 
-    >>> from interp.degradations import estimate_llc
+    >>> from interp.degradations import estimate_component_llcs
     >>> from interp.degradations.oracles import DeepLinearNetworks
     >>> net = DeepLinearNetworks([([3, 2, 3], 1), ([2, 2, 2], 0)])
-    >>> est = estimate_llc(net, net.loss, components={"a": "nets.0.*", "b": "nets.1.*"}, nbeta=100.0, lr=1e-3,
-    ...                    localization=1.0, chains=2, draws=20, burnin=10, progress=False)
+    >>> est = estimate_component_llcs(net, net.loss, components={"a": "nets.0.*", "b": "nets.1.*"}, nbeta=100.0,
+    ...                               lr=1e-3, localization=1.0, chains=2, n_draws=20, burnin=10, progress=False)
     >>> list(est), est["a"].n_weights
     (['a', 'b'], 12)
     >>> sorted(est.to_frame().columns)[:3]

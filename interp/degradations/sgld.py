@@ -53,7 +53,7 @@ Example::
     >>> from interp.degradations.oracles import DeepLinearNetwork
     >>> net = DeepLinearNetwork([4, 3, 4], rank=1)
     >>> est = estimate_llc(net, net.loss, nbeta=100.0, localization=1.0, lr=6e-4, chains=2,
-    ...                    draws=50, burnin=10, eval_rows=0, progress=False)
+    ...                    n_draws=50, burnin=10, eval_rows=0, progress=False)
     >>> est.mean > 0
     True
 """
@@ -111,8 +111,7 @@ class TemperedPosterior:
             needed; see the module docstring for the measured step-size bias). A number is used as
             given (with a :class:`LossIncrease` level it is an upper bound).
         chains: number of chains.
-        draws: draws per chain (stored as ``n_draws``: ``draws`` is also the method that samples).
-            A chain runs ``burnin + (draws − 1)·thin + 1`` steps.
+        n_draws: draws per chain. A chain runs ``burnin + (n_draws − 1)·thin + 1`` steps.
         burnin: steps discarded first.
         thin: steps between draws.
         seed: seeds the noise (chain ``c`` uses ``seed·1000003 + c``) and the minibatch order (shared
@@ -192,23 +191,15 @@ class TemperedPosterior:
     objective_id: str | None = field(default=None, init=False)
 
     def __init__(self, nbeta: float | None = None, localization: float = 100.0, lr: float | None = None,
-                 chains: int = 4, draws: int = 100, burnin: int = 100, thin: int = 1, seed: int = 0,
+                 chains: int = 4, n_draws: int = 100, burnin: int = 100, thin: int = 1, seed: int = 0,
                  batch_size: int = 32, eval_rows: int = 256, init_batches: int | None = None,
                  restrict: Restrict = None, lr_safety: float = 0.2, divergence: float = 100.0,
                  max_loss_increase: float | None = None, vectorize: bool | None = None,
                  calibration: CalibrationConfig | None = None, progress: bool = True,
                  objective: Any = None, strict: bool = False, sampler: str = "sgld",
-                 rmsprop_alpha: float = 0.999, rmsprop_eps: float = 0.1, *,
-                 n_draws: int | None = None) -> None:
+                 rmsprop_alpha: float = 0.999, rmsprop_eps: float = 0.1) -> None:
         values = dict(locals())
         values.pop("self")
-        stored = values.pop("n_draws")  # the stored name, so dataclasses.replace and configs round-trip
-        if stored is not None:
-            if draws != 100 and draws != stored:
-                raise bad_value("TemperedPosterior", "n_draws", stored, f"equal to draws={draws!r} when both "
-                                "are given (n_draws is the stored name of draws)", "Pass only draws=...")
-            draws = stored
-        values["n_draws"] = values.pop("draws") if stored is None else draws
         if values["calibration"] is None:
             values["calibration"] = CalibrationConfig()
         for k, v in values.items():
@@ -224,7 +215,7 @@ class TemperedPosterior:
                      fix="Use γ >= 0 (0 = no localization; 100 is a common choice).")
         check_number(c, "lr", self.lr, none_ok=True, fix="Use a step size > 0, e.g. lr=1e-4, or None "
                      "to choose it from the curvature.")
-        for n, attr in (("chains", "chains"), ("draws", "n_draws"), ("thin", "thin"),
+        for n, attr in (("chains", "chains"), ("n_draws", "n_draws"), ("thin", "thin"),
                         ("batch_size", "batch_size")):
             check_number(c, n, getattr(self, attr), integer=True, fix=f"Use a positive integer for {n}.")
         check_number(c, "init_batches", self.init_batches, integer=True, none_ok=True,
@@ -260,7 +251,7 @@ class TemperedPosterior:
         for f in fields(self):
             if not f.init or f.name == "objective":
                 continue
-            parts.append(f"{'draws' if f.name == 'n_draws' else f.name}={getattr(self, f.name)!r}")
+            parts.append(f"{f.name}={getattr(self, f.name)!r}")
         if self.objective is not None:
             parts.append(f"objective={self.objective_id}")
         return f"TemperedPosterior({', '.join(parts)})"
@@ -278,8 +269,8 @@ class TemperedPosterior:
 
     @classmethod
     def field_names(cls) -> list[str]:
-        """Constructor argument names (``draws`` is stored as ``n_draws``)."""
-        return ["draws" if f.name == "n_draws" else f.name for f in fields(cls) if f.init]
+        """Constructor argument names."""
+        return [f.name for f in fields(cls) if f.init]
 
     def draws(self, model: torch.nn.Module, target: Any, level: Any = None) -> SamplingRun:
         """Iterate over posterior draws with the sampled weights live in ``model``.

@@ -55,9 +55,9 @@ Example::
     >>> model, task = induction_ngram.load()                                  # doctest: +SKIP
     >>> induction_ngram.head_types(model, task)["L1H0"]                       # doctest: +SKIP
     'induction'
-    >>> from interp.degradations import estimate_llc
-    >>> est = estimate_llc(model, task, components=induction_ngram.head_components(model),
-    ...                    nbeta=300.0, lr=1e-4, chains=4, draws=100)      # doctest: +SKIP
+    >>> from interp.degradations import estimate_component_llcs
+    >>> est = estimate_component_llcs(model, task, components=induction_ngram.head_components(model),
+    ...                               nbeta=300.0, lr=1e-4, chains=4, n_draws=100)  # doctest: +SKIP
     >>> est["L1H0"].interval                                                  # doctest: +SKIP
 """
 
@@ -329,7 +329,7 @@ def head_types(model: torch.nn.Module, task: Task, thresholds: dict[str, float] 
 
 def head_components(model: torch.nn.Module) -> dict[str, str]:
     """``{"L0H0": "blocks.0.attn.head.0", ...}``: every head as a component of
-    ``estimate_llc(model, task, components=...)`` (its Q/K/V rows and O columns: a weight-restricted λ̂
+    ``estimate_component_llcs(model, task, components=...)`` (its Q/K/V rows and O columns: a weight-restricted λ̂
     per head)."""
     from interp.degradations import head_pattern
 
