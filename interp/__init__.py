@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from interp.objectives import Behavioural, CorpusLoss, DivergenceMeter, Objective
     from interp.results import Results
     from interp.sweep import LocalExecutor, ModelRecipe, RayExecutor, SweepJobsFailed, run_sweep
+    from interp.sweep.plan import SweepPlan, plan
     from interp.tasks import Task
 
 __getattr__, __dir__, __all__ = attach(__name__, __file__)

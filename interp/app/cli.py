@@ -5,9 +5,10 @@ Commands::
     interp organisms list               the shipped model organisms
     interp organisms train NAME --out DIR   re-run an organism's deterministic training recipe
     interp demo [--out DIR]             the main job on the bundled induction organism
-    interp demo minilm [--out DIR] [--quick]
+    interp demo minilm [--out DIR] [--quick] [--plan]
                                         MiniLM's subject number under the behavioural posterior
     interp sweep CONFIG.toml            a sweep described in a TOML file (docs/sweep-files.md)
+    interp sweep CONFIG.toml --plan     its expected wall time and peak memory, before any work
     interp sweep CONFIG.toml --executor ray --address ray://HOST:10001
                                         the same sweep, one Ray task per (level, chain) job
     interp report DIR                   rebuild report.html from saved results
@@ -79,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="output directory (default: ./interp-demo, or ./minilm-demo for minilm)")
     demo.add_argument("--quick", action="store_true",
                       help="one level per degradation, few draws: a smoke run, too few numbers for conclusions")
+    demo.add_argument("--plan", action="store_true",
+                      help="minilm only: print each sweep's expected wall time and peak memory, measured on a "
+                           "few steps, and exit; writes nothing")
 
     sweep = sub.add_parser(
         "sweep", help="run the sweep a TOML file describes (resumable)",
@@ -89,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=SWEEP_FILE_FORMAT, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sweep.add_argument("config", help="path to the sweep's TOML file")
+    sweep.add_argument("--plan", action="store_true",
+                       help="print the sweep's expected wall time and peak memory, measured on a few steps "
+                            "(setup, one baseline call, a short sampler probe), and exit; writes nothing")
     sweep.add_argument("--executor", choices=("local", "ray"), default="local",
                        help="where the (level, chain) jobs run: this process (default) or a Ray cluster")
     sweep.add_argument("--address", default=None,
@@ -185,6 +192,17 @@ _OURS = ("interp", "hooks", "analyses")
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "organisms":
         return _organisms(args)
+    if args.command == "demo" and args.plan:
+        if args.which != "minilm":
+            raise ValueError("--plan is for `interp demo minilm`; the induction demo takes a few minutes (for "
+                             "a sweep file: interp sweep FILE --plan).")
+        from interp.app.demo_minilm import plan_minilm_demo
+
+        plans = plan_minilm_demo(quick=args.quick)
+        total = sum(p.seconds for p in plans.values())
+        sys.stdout.write("".join(f"{name}:\n{p}\n\n" for name, p in plans.items())
+                         + f"the demo's sweeps together: about {total / 60:.1f} min (plus its report)\n")
+        return 0
     if args.command == "demo" and args.which == "minilm":
         from interp.app.demo_minilm import run_minilm_demo
 
@@ -295,6 +313,16 @@ def _sweep(args: argparse.Namespace) -> int:
 
     check_degradation(cfg["degradation"], cfg["model"])  # restrict, points, checkpoint files: before any
     # work on either executor (the Ray jobs load their own model, which the driver never checks)
+    if args.plan:
+        from interp.sweep.plan import plan
+
+        estimate = plan(place(cfg["model"], args.device, args.dtype), cfg["task"], cfg["analyses"],
+                        cfg["degradation"], cfg["levels"], out=cfg["out"] / "sweep", seed=cfg["seed"],
+                        progress=not args.quiet)
+        note = "" if isinstance(executor, LocalExecutor) else \
+            " (for this process; a Ray cluster runs the (level, chain) jobs in parallel)"
+        sys.stdout.write(f"{estimate}{note}\n")
+        return 0
     if isinstance(executor, LocalExecutor):
         model = place(cfg["model"], args.device, args.dtype)
     else:  # the jobs load the model themselves, from the file's [model] table

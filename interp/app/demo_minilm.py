@@ -52,7 +52,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["run_minilm_demo", "ProbeCausalCheck", "DEMO_LEVELS", "QUICK_LEVELS", "RESTRICT", "check_imports",
+__all__ = ["run_minilm_demo", "plan_minilm_demo", "ProbeCausalCheck", "DEMO_LEVELS", "QUICK_LEVELS", "RESTRICT", "check_imports",
            "corpus_texts"]
 
 log = logging.getLogger(__name__)
@@ -171,28 +171,14 @@ class ProbeCausalCheck:
         }
 
 
-def run_minilm_demo(out: str | Path = "minilm-demo", progress: bool = True, quick: bool = False,
-                    restrict: Any = RESTRICT) -> dict[str, Any]:
-    """Run the MiniLM study into ``out``; returns a short summary (also logged) with the report path.
-
-    Args:
-        out: directory for the results, the per-degradation sweeps (resumable) and ``report.html``.
-        progress: show progress bars.
-        quick: one level per degradation, fewer draws and rows: the same code path in about a minute,
-            for smoke tests; too few numbers for conclusions.
-        restrict: the parameters both degradations perturb (default :data:`RESTRICT`, blocks 2–3);
-            ``None``: all 22.7M weights (hours on a CPU, see the module docstring).
-    """
-    check_imports()
+def _study(quick: bool, restrict: Any) -> dict[str, Any]:
+    """The demo's model, task, analyses and its two sweeps ``(name, degradation, levels)``."""
     import analyses
     import interp
     from interp import organisms
     from interp.degradations import CalibrationConfig, LossIncrease, TemperedPosterior, WeightNoise
     from interp.objectives import Behavioural
-    from interp.report import write_report
-    from interp.results import Results
 
-    out = Path(out)
     model, task = organisms.load("minilm")
     corpus = interp.Task.from_texts(corpus_texts(CORPUS_SIZE // 4 if quick else CORPUS_SIZE), model,
                                     pack=False, truncate=True, max_length=20, name="minilm-corpus",
@@ -217,12 +203,48 @@ def run_minilm_demo(out: str | Path = "minilm-demo", progress: bool = True, quic
         calibration=CalibrationConfig(tolerance=0.5, max_rounds=2 if quick else 3),
     )
     noise = WeightNoise(relative=True, draws_per_level=2 if quick else 3, restrict=restrict, seed=0)
-    parts = [
-        interp.run_sweep(model, task, suite, sampler, [LossIncrease(x) for x in levels["tempered_posterior"]],
-                         out=out / "tempered_posterior", progress=progress),
-        interp.run_sweep(model, task, suite, noise, list(levels["weight_noise"]), out=out / "weight_noise",
-                         progress=progress),
-    ]
+    return {"model": model, "task": task, "suite": suite, "objective": objective, "sweeps": [
+        ("tempered_posterior", sampler, [LossIncrease(x) for x in levels["tempered_posterior"]]),
+        ("weight_noise", noise, list(levels["weight_noise"])),
+    ]}
+
+
+def plan_minilm_demo(quick: bool = False, restrict: Any = RESTRICT, probe_steps: int = 4) -> dict[str, Any]:
+    """The demo's cost before it runs (``interp demo minilm --plan``): one :class:`~interp.SweepPlan`
+    per sweep (``"tempered_posterior"``, ``"weight_noise"``), measured by :func:`interp.plan` on a few
+    steps; writes nothing. Arguments as for :func:`run_minilm_demo`."""
+    check_imports()
+    import interp
+
+    study = _study(quick, restrict)
+    return {name: interp.plan(study["model"], study["task"], study["suite"], degradation, levels,
+                              progress=False, probe_steps=probe_steps)
+            for name, degradation, levels in study["sweeps"]}
+
+
+def run_minilm_demo(out: str | Path = "minilm-demo", progress: bool = True, quick: bool = False,
+                    restrict: Any = RESTRICT) -> dict[str, Any]:
+    """Run the MiniLM study into ``out``; returns a short summary (also logged) with the report path.
+
+    Args:
+        out: directory for the results, the per-degradation sweeps (resumable) and ``report.html``.
+        progress: show progress bars.
+        quick: one level per degradation, fewer draws and rows: the same code path in about a minute,
+            for smoke tests; too few numbers for conclusions.
+        restrict: the parameters both degradations perturb (default :data:`RESTRICT`, blocks 2–3);
+            ``None``: all 22.7M weights (hours on a CPU, see the module docstring).
+    """
+    check_imports()
+    import interp
+    from interp.report import write_report
+    from interp.results import Results
+
+    out = Path(out)
+    study = _study(quick, restrict)
+    objective = study["objective"]
+    parts = [interp.run_sweep(study["model"], study["task"], study["suite"], degradation, levels,
+                              out=out / name, progress=progress)
+             for name, degradation, levels in study["sweeps"]]
     results = Results.concat(parts)
     results.save(out / "results")
     report = write_report(results, out / "report.html",

@@ -7,6 +7,9 @@ analysis is run and stored
 every path (an exception, Ctrl-C), so its own ``finally`` restores w0 and removes its hooks at once,
 also when the caller keeps the exception (and with it this frame) alive, as IPython does.
 
+The progress bar (``tqdm.auto``) spans the whole sweep, so its ETA is the sweep's: for the tempered
+posterior it counts SGLD steps (calibration pilots, burn-in and thinning included), else draws.
+
 Example::
 
     >>> from interp.sweep import LocalExecutor, run_sweep
@@ -62,13 +65,12 @@ class LocalExecutor:
                 store.add(BASELINE_KEY, rows, {})
             blame = (f"the degradation did not restore them ({type(degradation).__name__}), or an analysis "
                      "changed them at a draw")
-            expected = [kernel.expected_draws(degradation, level) for level in levels]
-            known = all(n is not None for n in expected)
-            bar = tqdm(total=sum(expected) if known else None, desc=deg_name, unit="draw", disable=not progress)
+            work = _Work(degradation, levels)
+            bar = tqdm(total=work.total, desc=deg_name, unit=work.unit, disable=not progress)
             try:
                 for li, level in enumerate(levels):
                     if store.level_complete(li):
-                        bar.update(store.level_info[li]["n_draws"])  # finished in an earlier run
+                        bar.update(work.expected[li])  # finished in an earlier run
                         continue
                     bar.set_description(f"{deg_name} level {li + 1}/{len(levels)} ({level})", refresh=False)
                     n = 0
@@ -78,6 +80,7 @@ class LocalExecutor:
                             for draw in draws:
                                 if n == 0:
                                     shown.sampling()  # calibrated (if it had to be): sampling now
+                                    work.calibrated(bar, li, draws)
                                 n += 1
                                 key = (li, int(draw.chain), int(draw.draw))
                                 if not store.done(key):
@@ -86,12 +89,10 @@ class LocalExecutor:
                                     rows = kernel.analyse(analyses, model, task, key, level, loss, base_loss, seed,
                                                           deg_name, divergence=div)
                                     store.add(key, rows, kernel.draw_record(draw))
-                                bar.update(1)
+                                bar.update(work.advance(li, draw))
                     finally:
                         kernel.close_draws(draws)  # restores w0 now, on every path
-                    if progress and known and n != expected[li]:  # failed chains yield fewer draws
-                        bar.total = max(bar.n, bar.total - expected[li] + n)
-                        bar.refresh()
+                    work.finish(bar, li)  # failed chains yield fewer draws
                     store.finish_level(li, kernel.level_info(draws))
             finally:
                 bar.close()
@@ -104,3 +105,66 @@ class LocalExecutor:
                     raise RuntimeError(msg)
                 log.error(msg)  # do not mask the exception in flight
         return kernel.make_results(store, config)
+
+
+class _Work:
+    """What the sweep's progress bar counts, so that its ETA is the whole sweep's: SGLD steps for the
+    tempered posterior (each level's calibration pilots and every chain's burn-in and thinning
+    included: a draw advances the bar by the steps since its chain's previous draw), draws for the
+    other degradations. A calibrated level is counted with :data:`GUESS_ROUNDS` pilot rounds until
+    its calibration has run; then with the rounds it took."""
+
+    #: pilot rounds a calibrated level is assumed to take until it has been calibrated
+    GUESS_ROUNDS = 2
+
+    def __init__(self, degradation: Any, levels: list[Any]) -> None:
+        from interp.degradations import LossIncrease, TemperedPosterior
+
+        self.sampler = isinstance(degradation, TemperedPosterior)
+        self.unit = "step" if self.sampler else "draw"
+        self.pilot = 0
+        if self.sampler:
+            d, cal = degradation, degradation.calibration
+            self.burnin, self.thin = d.burnin, d.thin
+            steps = d.burnin + (d.n_draws - 1) * d.thin + 1
+            p_burnin = d.burnin if cal.pilot_burnin is None else cal.pilot_burnin
+            p_draws = d.n_draws if cal.pilot_draws is None else cal.pilot_draws
+            p_thin = d.thin if cal.pilot_thin is None else cal.pilot_thin
+            self.pilot = cal.pilot_chains * (p_burnin + (p_draws - 1) * p_thin + 1)
+            rounds = [min(self.GUESS_ROUNDS, cal.max_rounds) if isinstance(lv, LossIncrease) else 0 for lv in levels]
+            self.expected: list[int | None] = [r * self.pilot + d.chains * steps for r in rounds]
+            self.guessed = rounds
+        else:
+            self.expected = [kernel.expected_draws(degradation, level) for level in levels]
+            self.guessed = [0] * len(levels)
+        self.total = sum(self.expected) if all(n is not None for n in self.expected) else None
+        self.done = [0] * len(levels)
+
+    def calibrated(self, bar: Any, li: int, draws: Any) -> None:
+        """A level's first draw: its calibration (if any) is over; count the rounds it took."""
+        record = getattr(draws, "calibration", None)
+        if not self.sampler or record is None:
+            return
+        rounds = len(getattr(record, "rounds", ()))
+        extra = (rounds - self.guessed[li]) * self.pilot
+        self.expected[li] += extra
+        if bar.total is not None:
+            bar.total += extra
+        self.done[li] += rounds * self.pilot
+        bar.update(rounds * self.pilot)
+
+    def advance(self, li: int, draw: Any) -> int:
+        """How far one draw moves the bar."""
+        n = 1
+        if self.sampler:
+            n = self.burnin + 1 if int(draw.draw) == 0 else self.thin
+        self.done[li] += n
+        return n
+
+    def finish(self, bar: Any, li: int) -> None:
+        """A level is over: what it did not do (failed chains stop early) leaves the total."""
+        if self.expected[li] is None or self.done[li] == self.expected[li] or bar.total is None:
+            return
+        bar.total = max(bar.n, bar.total - self.expected[li] + self.done[li])
+        self.expected[li] = self.done[li]
+        bar.refresh()
