@@ -12,7 +12,8 @@ intervene only through ``hooks``.
 - ``probe``, ``FrozenProbe``, ``RefitProbe`` (``analyses.probing``): linear probes per layer with
   controls and causal checks; frozen (fitted on w0) and refitted on every draw.
 - ``SparseMLP`` (``analyses.transcoders``): a transcoder replacing one MLP, followed across draws.
-- ``LLC`` (``analyses.llc``): weight-restricted learning coefficients of heads, MLPs or hypotheses.
+- ``LLC`` (``analyses.llc``): weight-restricted learning coefficients of heads, MLPs or hypotheses;
+  ``estimate_node_llcs`` for the nodes of a causal-scrubbing hypothesis, beside its verdict.
 - ``CircuitTests`` (``analyses.circuit_tests``): Shi et al.'s hypothesis tests of a circuit claim
   (equivalence, independence, minimality, sufficiency, partial necessity) and MIB's CPR/CMD, per
   draw; ``assess_claim`` and ``estimate_node_inclusion`` read them over draws.
@@ -45,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from analyses.circuit_tests import (
         CircuitTests, assess_claim, estimate_node_inclusion, evaluate_circuit,
     )
-    from analyses.llc import LLC
+    from analyses.llc import LLC, estimate_node_llcs, node_components
     from analyses.norms import ResidualNorms, profile_norms
     from analyses.probing import FrozenProbe, RefitProbe, probe
     from analyses.scrubbing import CausalScrubbing

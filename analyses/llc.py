@@ -8,12 +8,21 @@ Furman, Murfet 2025, "Differentiation and specialization of attention heads via 
 learning coefficient", ICLR). It wraps ``interp.degradations.estimate_component_llcs``.
 Metrics per component ``c``: ``c`` (λ̂) and ``c_stderr``.
 
+Beside a verdict, :func:`estimate_node_llcs` gives the weight-restricted λ̂ of a causal-scrubbing
+hypothesis's nodes (all of them together, and each alone): the complexity of the weights a claim rests
+on, to read next to the temperature at which the claim dissolves (the survival heuristic: at equal
+importance, a circuit of lower λ̂ should be noised away later). :func:`node_components` names the
+nodes' weights as ``restrict=`` patterns.
+
 Example::
 
     >>> import analyses
     >>> a = analyses.LLC(components={"L1H0": "blocks.1.attn.head.0"}, nbeta=30.0, chains=2, n_draws=10)
     >>> a.effects
     ('L1H0',)
+    >>> from analyses.scrubbing import MLP, Head, Hypothesis
+    >>> node_components(Hypothesis([MLP(1, inputs=[Head(1, 0)])]))
+    {'MLP1': 'blocks.1.mlp.*', 'L1H0': 'blocks.1.attn.head.0'}
 """
 
 from __future__ import annotations
@@ -24,9 +33,62 @@ from typing import Any
 
 from analyses._base import Params
 from interp.checks import bad_value, check_number
-from interp.degradations import TemperedPosterior, estimate_component_llcs
+from interp.degradations import ComponentLLCs, TemperedPosterior, estimate_component_llcs, head_pattern
 
-__all__ = ["LLC"]
+__all__ = ["LLC", "estimate_node_llcs", "node_components"]
+
+#: the row of :func:`estimate_node_llcs` for every node of the hypothesis together
+ALL_NODES = "all nodes"
+
+
+def node_components(hypothesis: Any) -> dict[str, Any]:
+    """``{label: restrict}`` for the weights of every node a causal-scrubbing hypothesis claims, in
+    the order :meth:`~analyses.scrubbing.Hypothesis.nodes` walks them: ``"L{l}H{h}"`` a head's slice
+    (its Q/K/V rows and O columns), ``"MLP{l}"`` the block's MLP weights, ``"embed"`` / ``"pos_embed"``
+    the embeddings. A node claimed twice (read through two paths) appears once."""
+    nodes = getattr(hypothesis, "nodes", None)
+    if not callable(nodes):
+        raise bad_value("node_components", "hypothesis", hypothesis, "a causal-scrubbing Hypothesis (with nodes())",
+                        "Build one with analyses.scrubbing.Hypothesis([...]), or give restrict patterns to "
+                        "interp.degradations.estimate_component_llcs directly.")
+    out: dict[str, Any] = {}
+    for node in nodes():
+        summands = getattr(node, "summands", None)
+        for s in (summands() if callable(summands) else ()):
+            if s[0] == "head":
+                out.setdefault(f"L{s[1]}H{s[2]}", head_pattern(s[1], s[2]))
+            elif s[0] == "mlp":
+                out.setdefault(f"MLP{s[1]}", f"blocks.{s[1]}.mlp.*")
+            elif s[0] in ("embed", "pos_embed"):
+                out.setdefault(s[0], s[0])
+            else:
+                raise bad_value("node_components", "node", node, "a Head, MLP, Embed or PosEmbed node",
+                                "Weights of other nodes have no restrict pattern; give them to "
+                                "estimate_component_llcs as a glob or a mask.")
+    if not out:
+        raise bad_value("node_components", "hypothesis", hypothesis, "a hypothesis that claims at least one node",
+                        "Hypothesis([]) claims nothing, so it has no weights to sample.")
+    return out
+
+
+def estimate_node_llcs(model: Any, target: Any, hypothesis: Any, level: Any = None, *, each: bool = True,
+                       **kwargs: Any) -> ComponentLLCs:
+    """Weight-restricted λ̂ of a hypothesis's nodes: the row ``"all nodes"`` samples every node's
+    weights together (the rest at w0), and with ``each`` every node alone too (rows named as in
+    :func:`node_components`). ``level`` and ``kwargs`` are
+    :func:`~interp.degradations.estimate_component_llcs`'s (``nbeta``, ``localization``, ``lr``,
+    ``chains``, ...); at the hypothesis's dissolution point use its ``nbeta``.
+
+    Example::
+
+        est = estimate_node_llcs(model, task, hypothesis, nbeta=dissolution.nbeta, localization=100.0)
+        est["all nodes"].mean, est["L1H0"].interval
+    """
+    comps = node_components(hypothesis)
+    table = {ALL_NODES: list(comps.values())}
+    if each:
+        table.update(comps)
+    return estimate_component_llcs(model, target, level, components=table, **kwargs)
 
 
 class LLC(Params):

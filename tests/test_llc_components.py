@@ -137,3 +137,33 @@ def test_sampler_check_resolves_a_restrict_before_any_work(organism):
     got = TemperedPosterior(restrict=["blocks.1.attn.head.0", "embed"]).check(model)
     assert sum(got.values()) == 4 * 16 * 32 + 3 * 16 + 65 * 32
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_node_llcs_of_a_hypothesis(organism):
+    """estimate_node_llcs: one row for all the hypothesis's nodes together, one per node; the nodes'
+    weights are disjoint, so the whole set moves exactly the sum of the nodes' weights."""
+    from analyses.llc import estimate_node_llcs, node_components
+    from analyses.scrubbing import MLP, Embed, Head, Hypothesis
+    from analyses.scrubbing.induction import hypotheses
+
+    model, task = organism
+    hyp = hypotheses()["correct"]
+    comps = node_components(hyp)
+    assert set(comps) == {"L1H0", "L1H1", "L0H1", "embed"} and comps["L0H1"] == "blocks.0.attn.head.1"
+    before = [p.detach().clone() for p in model.parameters()]
+    est = estimate_node_llcs(model, task, hyp, nbeta=30.0, localization=100.0, chains=2, n_draws=4, burnin=4,
+                             batch_size=8, progress=False)
+    assert list(est) == ["all nodes", *comps]
+    assert est["all nodes"].n_weights == sum(est[k].n_weights for k in comps)
+    assert all(math.isfinite(est[k].mean) for k in est)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    only = estimate_node_llcs(model, task, hyp, nbeta=30.0, each=False, chains=2, n_draws=2, burnin=2,
+                              batch_size=8, progress=False)
+    assert list(only) == ["all nodes"]
+    nested = Hypothesis([MLP(1, inputs=[Head(1, 0, q=[Embed()]), Head(0, 1)])])
+    assert node_components(nested) == {"MLP1": "blocks.1.mlp.*", "L1H0": "blocks.1.attn.head.0",
+                                       "embed": "embed", "L0H1": "blocks.0.attn.head.1"}
+    with pytest.raises(ValueError, match="claims at least one node"):
+        node_components(Hypothesis([]))
+    with pytest.raises(ValueError, match="a causal-scrubbing Hypothesis"):
+        node_components(["blocks.1.attn.head.0"])
