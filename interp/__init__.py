@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from interp.analysis import Analysis
     from interp.degradations import (
         ActivationNoise, Checkpoints, Draw, LossIncrease, NBeta, TemperedPosterior, WeightNoise,
-        estimate_llc,
+        estimate_component_llcs, estimate_llc,
     )
     from interp.crossing import Dissolution, DissolutionComparison, compare_dissolutions
     from interp.dissolve import dissolution
