@@ -136,3 +136,30 @@ def test_sweep_progress_counts_every_step_of_the_sweep():
     assert bar.n == bar.total == 3 * 21 + 42 + 21
     noise = _Work(WeightNoise(draws_per_level=4), [0.1, 0.2])
     assert noise.unit == "draw" and noise.total == 8
+
+
+def test_curvature_is_measured_once_per_sweep(organism):
+    """The levels of a sweep each build a sampler engine at the same w0: the top curvature (20
+    Hessian-vector products) is computed once; other weights are measured afresh."""
+    from interp.degradations._chain import _Engine
+
+    model, task = organism
+    cfg = _sampler(lr=None, eval_rows=8)
+    first = _Engine(cfg, model, task)
+    h = first.curvature()
+    first.snapshot.restore()
+    second = _Engine(cfg, model, task)
+    second.obj.loss = None  # a recomputation would call it
+    assert second.curvature() == h
+    second.snapshot.restore()
+    param = model.blocks[1].attn.W_O
+    saved = param.detach().clone()
+    try:
+        with torch.no_grad():
+            param.mul_(1.5)
+        third = _Engine(cfg, model, task)
+        assert third.curvature() != h
+        third.snapshot.restore()
+    finally:
+        with torch.no_grad():
+            param.copy_(saved)
