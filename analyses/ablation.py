@@ -48,6 +48,7 @@ import torch
 import hooks
 from analyses._base import Params
 from interp.checks import bad_value, check_choice, check_number
+from interp.models import device_of
 
 __all__ = ["HeadAblation", "HeadAblationConfig", "ablate_heads"]
 
@@ -128,7 +129,7 @@ class HeadAblation(Params):
     def __call__(self, model: Any, task: Any) -> dict[str, float]:
         if not hasattr(self, "batch_"):
             raise RuntimeError(f"{self.name}: call setup(model, task) on the clean weights first.")
-        device = next(model.parameters()).device
+        device = device_of(model)
         ids = self.batch_["input_ids"].long().to(device)
         scored = self.batch_["target_mask"].to(device)[:, 1:].bool()  # logits at t-1 predict token t
         clean = torch.log_softmax(model(ids)[:, :-1].float(), -1)

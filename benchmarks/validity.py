@@ -74,6 +74,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from interp.models import device_of
 
 #: criterion θ per metric (absolute; the norm score is already relative to w0)
 THRESHOLDS = {"recovered": 0.9, "accuracy": 0.9, "stable": 0.0, "fve": 0.9}
@@ -172,7 +173,7 @@ class FeatureGroups:
     def __call__(self, model: Any, task: Any) -> dict[str, float]:
         import hooks
 
-        device = next(model.parameters()).device
+        device = device_of(model)
         cap = hooks.capture(model, self.ids_.to(device), ["blocks.1.mlp.hook_in", "blocks.1.hook_mlp_out"])
         x = cap["blocks.1.mlp.hook_in"].reshape(-1, self.enc_.shape[1]).float().cpu()
         y = cap["blocks.1.hook_mlp_out"].reshape(-1, self.dec_.shape[0]).float().cpu()

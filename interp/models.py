@@ -53,7 +53,7 @@ import torch
 
 from interp.tokenizing import _NO_TOKENIZER_FIX, build_word_tokenizer, check_tokenizer, model_vocab
 
-__all__ = ["load_model", "hub_reachable", "default_device", "resolve_device", "resolve_dtype", "place",
+__all__ = ["load_model", "device_of", "hub_reachable", "default_device", "resolve_device", "resolve_dtype", "place",
            "check_tokenizer", "model_vocab", "has_lm_head", "check_lm_head"]
 
 # the seed under which load_model initialises whatever the checkpoint lacks (e.g. a missing LM head)
@@ -78,6 +78,13 @@ _DTYPES = {
 def default_device() -> torch.device:
     """``cuda`` when a CUDA device is available, else ``cpu``."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    """The device of a module's first parameter (CPU for a module without parameters): where its inputs go."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -51,6 +51,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
+from interp.models import device_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from interp.tasks import Task
@@ -86,12 +87,6 @@ class Objective(Protocol):
 
 
 # ----------------------------------------------------------------------------------- forwards
-def _device(model: torch.nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 def _is_bridge(model: Any) -> bool:
     return hasattr(model, "hook_dict") and hasattr(getattr(model, "cfg", None), "n_layers")
 
@@ -121,14 +116,14 @@ def _check_ids(model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
 
 def _forward_kwargs(model: Any, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if _is_bridge(model) and "attention_mask" in batch:
-        return {"attention_mask": batch["attention_mask"].to(_device(model))}
+        return {"attention_mask": batch["attention_mask"].to(device_of(model))}
     return {}
 
 
 def _logits(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """The model's next-token logits ``[batch, pos, vocab]`` on ``batch['input_ids']``."""
     ids = _check_ids(model, batch)
-    out = model(ids.to(_device(model)).long(), **_forward_kwargs(model, batch))
+    out = model(ids.to(device_of(model)).long(), **_forward_kwargs(model, batch))
     return out if isinstance(out, torch.Tensor) else out.logits
 
 
@@ -143,7 +138,7 @@ def _final_hidden(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> 
 
     ids = _check_ids(model, batch)
     point = hooks.resid_post(model.cfg.n_layers - 1)
-    acts = hooks.capture(model, ids.to(_device(model)).long(), [point], detach=False,
+    acts = hooks.capture(model, ids.to(device_of(model)).long(), [point], detach=False,
                          **_forward_kwargs(model, batch))
     return acts[point]
 

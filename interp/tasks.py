@@ -43,21 +43,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float, Int
+from interp.models import device_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
 
-__all__ = ["Task", "model_device"]
+__all__ = ["Task"]
 
 _SEQUENCE_COLUMNS = ("input_ids", "target_mask", "attention_mask")
 _PAIR_COLUMNS = ("answer_id", "wrong_id", "answer_pos")
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    """The device of a module's first parameter (CPU for a module without parameters)."""
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -262,7 +256,7 @@ class Task:
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Float[torch.Tensor, ""]:
         """Per-token mean cross-entropy over the batch's scored targets (differentiable)."""
         mask = batch["target_mask"]
-        return self.token_losses(model, batch).sum() / mask.sum().clamp(min=1).to(model_device(model))
+        return self.token_losses(model, batch).sum() / mask.sum().clamp(min=1).to(device_of(model))
 
     @property
     def has_logit_diff(self) -> bool:
@@ -339,7 +333,7 @@ class Task:
         from interp.models import check_lm_head
 
         check_lm_head(model, f"Task {self.name!r} (its loss, accuracy and logit difference)")
-        device = model_device(model)
+        device = device_of(model)
         ids = batch["input_ids"]
         if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
             raise ValueError(

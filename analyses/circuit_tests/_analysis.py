@@ -27,6 +27,7 @@ import hooks
 from analyses._base import Params
 from analyses.circuit_tests._stats import binomial_tail, compute_cpr_cmd, equivalence_p, hsic_p
 from interp.checks import bad_value, check_choice, check_fraction, check_number
+from interp.models import device_of
 
 __all__ = ["CircuitTests", "CircuitTestsConfig", "evaluate_circuit", "graph_nodes"]
 
@@ -321,7 +322,7 @@ class _Runs:
 
     def __init__(self, tests: CircuitTests, model: Any) -> None:
         self.model = model
-        device = next(model.parameters()).device
+        device = device_of(model)
         self.ids = tests.batch_["input_ids"].long().to(device)
         mask = tests.batch_["target_mask"].to(device)[:, 1:].float()
         self.mask, self.count = mask, mask.sum(1)

@@ -22,6 +22,7 @@ from torch import Tensor
 
 import hooks
 from interp.checks import bad_value, check_choice, check_number
+from interp.models import device_of
 
 __all__ = ["NormProfile", "profile_norms", "folded_copy", "log_linear_fit"]
 
@@ -259,7 +260,7 @@ def profile_norms(
             keys += [f"mlp_write_L{i}" for i in range(n)] + [f"mlp_dsq_L{i}" for i in range(n)]
     values = {k: torch.full(ids.shape, float("nan"), dtype=torch.float32) for k in keys}
     points = layout.points(writes)
-    device = next(iter(model.parameters())).device
+    device = device_of(model)
     for start in tqdm(range(0, len(ids), batch_size), desc="norms", disable=not progress, leave=False):
         sl = slice(start, start + batch_size)
         kwargs = {} if attention_mask is None else {"attention_mask": attention_mask[sl].to(device)}
@@ -311,13 +312,13 @@ def folded_copy(model: Any) -> Any:
             "coordinates='folded' on a post-LN model (BERT, MiniLM): LayerNorm folding is defined for "
             "pre-LN blocks only; use coordinates='raw' (the post-LN pre-LN sums are already reported)."
         )
-    device = next(iter(model.parameters())).device
+    device = device_of(model)
     if getattr(model.cfg, "architecture", None) == "TransformerLensNative":
         from transformer_lens.model_bridge import TransformerBridge
 
         twin = TransformerBridge.boot_native(copy.deepcopy(model.cfg))
         twin.load_state_dict(model.state_dict(), strict=True)
-        if next(iter(twin.parameters())).device != device:
+        if device_of(twin) != device:
             twin = twin.to(device)
         twin = twin.eval()
     else:
@@ -339,7 +340,7 @@ def _check_isolated(model: Any, twin: Any) -> None:
 
     with hooks.apply(twin, [hooks.Hook(hooks.resid_pre(0), mark)]):
         with torch.no_grad():
-            model(torch.zeros((1, 1), dtype=torch.long, device=next(iter(model.parameters())).device))
+            model(torch.zeros((1, 1), dtype=torch.long, device=device_of(model)))
     if fired:
         raise RuntimeError(
             "folded_copy: a hook added to the deep copy fired in the original model (TL4 deep copies share "

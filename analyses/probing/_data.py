@@ -29,6 +29,7 @@ from torch import Tensor
 import hooks
 from analyses.probing._config import LAST_TOKEN, ProbeConfig
 from analyses.probing._labels import LabelSpec
+from interp.models import device_of
 
 __all__ = ["layer_point", "ProbeData", "probe_data"]
 
@@ -159,7 +160,7 @@ def probe_data(model: Any, task: Any, config: ProbeConfig, split: str = "test") 
     from tqdm.auto import tqdm
 
     starts = range(0, n_rows, config.batch_size)
-    device = next(model.parameters()).device
+    device = device_of(model)
     for start in tqdm(starts, desc=f"capture {split}", disable=not config.progress):
         stop = min(start + config.batch_size, n_rows)
         sel = ((all_rows >= start) & (all_rows < stop)).nonzero(as_tuple=True)[0]

@@ -33,6 +33,7 @@ from analyses.scrubbing._hypothesis import Hypothesis, VacuousRuleWarning
 from analyses.scrubbing._metrics import summarize
 from analyses._base import Params
 from interp.checks import bad_value, check_number
+from interp.models import device_of
 
 __all__ = ["CausalScrubbing", "ScrubbingConfig"]
 
@@ -228,7 +229,7 @@ class CausalScrubbing(Params):
         if not self._ready:
             raise RuntimeError(f"{self.name}: call setup(model, task) first.")
         cfg = self.config
-        device = next(model.parameters()).device
+        device = device_of(model)
         ids = self.ids_[self.refs_]
         scored = self.mask_[self.refs_][:, 1:].to(device)
         unscored = self.unclaimed_[self.refs_][:, 1:].to(device)

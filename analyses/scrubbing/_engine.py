@@ -38,6 +38,7 @@ from torch import Tensor
 
 import hooks
 from analyses.scrubbing._hypothesis import MLP, Agree, Embed, Head, Hypothesis, Node, PosEmbed, QueryOffset
+from interp.models import device_of
 
 __all__ = ["Groups", "Scrubber"]
 
@@ -129,7 +130,7 @@ class Scrubber:
     def __init__(self, model: Any, ids: Int[Tensor, "rows pos"], groups: dict[int, Groups], seed: int,
                  batch_size: int = 4096, min_class: int = 2, mean_rows: int = 512) -> None:
         self.model = model
-        self.device = next(model.parameters()).device
+        self.device = device_of(model)
         self.ids = ids
         self.groups = groups
         self.seed = seed

@@ -17,7 +17,7 @@ import hooks
 from analyses.transcoders._model import Transcoder
 from interp.checks import check_number
 from interp.fourier import fourier_basis
-from interp.tasks import model_device
+from interp.models import device_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -119,7 +119,7 @@ def inspect_features(
     from analyses.transcoders._train import token_mask
 
     decode = _decoder(model, decode)
-    device = model_device(model)
+    device = device_of(model)
     layer = transcoder.layer
     data = task.tensors(split, rows=eval_rows)
     ids_all = data["input_ids"].long()
@@ -219,7 +219,7 @@ def modadd_fourier(model: Any, transcoder: Transcoder, p: int | None = None, *,
     a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
     ids = torch.stack([a.flatten(), b.flatten(), torch.full((p * p,), eq), (a + b).flatten() % p], 1)
     point = hooks.mlp_in(layer)
-    x = hooks.capture(model, ids.to(model_device(model)), [point], pos=2)[point][:, 0].float()
+    x = hooks.capture(model, ids.to(device_of(model)), [point], pos=2)[point][:, 0].float()
     pre = transcoder.pre_activations(x)
     z = transcoder.encode(x)
     basis = fourier_basis(p).to(x.device)

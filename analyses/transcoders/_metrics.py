@@ -175,9 +175,9 @@ def evaluate_transcoders(
     data = _rows(task, split, eval_rows)
     train = task.tensors("train", rows=train_rows)
     out_point = hooks.mlp_out(layer)
-    from interp.tasks import model_device
+    from interp.models import device_of
 
-    ids_train = train["input_ids"].long().to(model_device(model))
+    ids_train = train["input_ids"].long().to(device_of(model))
     mean_out = hooks.capture(model, ids_train, [out_point])[out_point].float().mean(0)
     lin = _fit_linear(model, train, layer, positions)
 

@@ -46,9 +46,9 @@ def mlp_activations(
 
     Input is ``blocks.{l}.mlp.hook_in`` (after LayerNorm, γ/β applied), output ``blocks.{l}.hook_mlp_out``.
     """
-    from interp.tasks import model_device
+    from interp.models import device_of
 
-    device = model_device(model)
+    device = device_of(model)
     points = [hooks.mlp_in(layer), hooks.mlp_out(layer)]
     kwargs = {"attention_mask": data["attention_mask"].to(device)} if "attention_mask" in data else {}
     acts = hooks.capture(model, data["input_ids"].long().to(device), points, **kwargs)
@@ -187,12 +187,12 @@ def train_transcoder(
     """
     from tqdm.auto import tqdm
 
-    from interp.tasks import model_device
+    from interp.models import device_of
 
     config = config or TranscoderConfig()
     if not 0 <= layer < model.cfg.n_layers:
         raise ValueError(f"layer={layer!r}: the model has blocks 0 … {model.cfg.n_layers - 1}.")
-    device = model_device(model)
+    device = device_of(model)
     buf = ActivationBuffer(model, task, layer, batch_size=config.batch_size,
                            buffer_tokens=config.buffer_tokens, rows_per_forward=config.rows_per_forward,
                            positions=config.positions, seed=config.order_seed)

@@ -50,6 +50,7 @@ from jaxtyping import Float
 
 from interp.organisms._weights import WEIGHTS_DIR, load_bridge, save_bridge
 from interp.tasks import Task
+from interp.models import device_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
@@ -165,7 +166,7 @@ def _patterns(
     data = task.tensors(split, rows=rows, columns=("input_ids", "period"))
     ids = data["input_ids"].long()
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
-    device = next(model.parameters()).device
+    device = device_of(model)
     with torch.no_grad():
         _, cache = model.run_with_cache(ids.to(device), names_filter=lambda name: name in names)
     pattern = torch.stack([cache[name].float().cpu() for name in names])

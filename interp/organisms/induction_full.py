@@ -50,6 +50,7 @@ import torch
 from interp.organisms import induction
 from interp.organisms._weights import WEIGHTS_DIR, load_bridge, save_bridge
 from interp.tasks import Task
+from interp.models import device_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformer_lens.model_bridge import TransformerBridge
@@ -154,7 +155,7 @@ def position_losses(model: torch.nn.Module, task: Task, split: str = "test", row
     (mean probability the model puts on tokens already seen, at first-seen positions).
     """
     data = task.tensors(split, rows=rows, columns=("input_ids", "target_mask", "collateral_mask"))
-    device = next(model.parameters()).device
+    device = device_of(model)
     ids = data["input_ids"].long().to(device)
     logp = torch.log_softmax(model(ids)[:, :-1].float(), -1)
     target = ids[:, 1:]

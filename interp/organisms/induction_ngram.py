@@ -74,6 +74,7 @@ from jaxtyping import Float
 from interp.organisms import induction
 from interp.organisms._weights import WEIGHTS_DIR, load_bridge, read_metadata, save_bridge
 from interp.tasks import Task
+from interp.models import device_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformer_lens.model_bridge import TransformerBridge
@@ -257,7 +258,7 @@ def ablation_effects(model: torch.nn.Module, task: Task, split: str = "test",
     head's ``z`` is replaced by its mean over the ``rows`` rows (mean ablation), plus ``"all"``
     (every scored token)."""
     data = task.tensors(split, rows=rows, columns=("input_ids", "target_mask", "repeat_mask", "ngram_mask"))
-    device = next(model.parameters()).device
+    device = device_of(model)
     ids = data["input_ids"].long().to(device)
     masks = {k: data[f"{k}_mask"][:, 1:].bool().to(device) for k in ("ngram", "repeat", "target")}
     d_head = model.cfg.d_head
