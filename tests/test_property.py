@@ -166,7 +166,7 @@ def test_valid_sampler_config_runs_and_restores(kwargs, level):
 
 
 @FEW
-@given(chains=st.integers(1, 2), n_draws=st.integers(1, 2), nbeta=st.floats(10.0, 1e3),
+@given(chains=st.integers(1, 2), draws=st.integers(1, 2), nbeta=st.floats(10.0, 1e3),
        vectorize=st.sampled_from([None, False]))
 def test_valid_sampler_config_runs_on_a_bridge(chains, draws, nbeta, vectorize):
     model, task = bridge()

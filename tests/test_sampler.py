@@ -318,12 +318,12 @@ def test_draws_round_trip():
     import dataclasses
 
     s = TemperedPosterior(n_draws=7, eval_rows=3, chains=2)
-    assert s.n_draws == 7 and "n_draws=7" in repr(s) and "n_draws" not in repr(s)
+    assert s.n_draws == 7 and "n_draws=7" in repr(s)
     assert dataclasses.replace(s, chains=3) == TemperedPosterior(n_draws=7, eval_rows=3, chains=3)
     kwargs = {n: getattr(s, n) for n in TemperedPosterior.field_names()}
     assert TemperedPosterior(**kwargs) == s
-    with pytest.raises(TypeError, match="eval_size"):  # one name per argument: eval_rows
-        TemperedPosterior(eval_size=3, n_draws=7, chains=2)
+    with pytest.raises(TypeError, match="draws"):  # one name per argument: the method is draws()
+        TemperedPosterior(draws=7)
 
 
 # -------------------------------------------------------------- a calibration that missed is failed
