@@ -51,6 +51,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
+from interp.checks import check_number
 from interp.models import device_of
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -319,16 +320,16 @@ class DivergenceMeter:
                 )
 
     @classmethod
-    def for_task(cls, model: torch.nn.Module, task: Task, rows: int = 64, split: str = "test",
+    def for_task(cls, model: torch.nn.Module, task: Task, eval_rows: int = 64, split: str = "test",
                  kind: str = "auto", **kwargs: Any) -> DivergenceMeter:
-        """A meter on the first ``rows`` rows of ``task``'s ``split``; ``"auto"`` picks ``"kl"`` when
+        """A meter on the first ``eval_rows`` rows of ``task``'s ``split``; ``"auto"`` picks ``"kl"`` when
         ``task.has_loss`` else ``"mse"``."""
-        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
-            raise ValueError(f"rows={rows!r}: must be a positive integer (evaluation rows).")
+        check_number("DivergenceMeter.for_task", "eval_rows", eval_rows, integer=True, minimum=1,
+                     fix="Evaluation rows: e.g. eval_rows=64.")
         _check_split(task, split, "DivergenceMeter.for_task")
         cols = tuple(c for c in ("input_ids", "target_mask", "attention_mask")
                      if c in task.dataset[split].column_names)
-        batch = task.tensors(split, rows=rows, columns=cols)
+        batch = task.tensors(split, rows=eval_rows, columns=cols)
         return cls(model, batch, kind, has_loss=bool(getattr(task, "has_loss", True)), **kwargs)
 
     @torch.no_grad()
@@ -346,8 +347,8 @@ class DivergenceMeter:
         return total / count
 
     def __repr__(self) -> str:
-        rows = len(next(iter(self.batch.values())))
-        return f"DivergenceMeter(kind={self.kind!r}, rows={rows}, units={self.units!r}, reference={self.mode!r})"
+        eval_rows = len(next(iter(self.batch.values())))
+        return f"DivergenceMeter(kind={self.kind!r}, eval_rows={eval_rows}, units={self.units!r}, reference={self.mode!r})"
 
 
 # -------------------------------------------------------------------------------- objectives

@@ -221,7 +221,7 @@ def test_probing_and_norms(arch):
     from analyses.probing import probe
 
     before = _digest(model)
-    report = probe(model, task, label="label", positions=(-1,), rows=96, control_type=None)
+    report = probe(model, task, label="label", positions=(-1,), eval_rows=96, control_type=None)
     assert float(report.accuracy.max()) > 0.8, (name, report.accuracy)
     norms = analyses.ResidualNorms(eval_rows=32)
     norms.setup(model, task)

@@ -85,10 +85,10 @@ def test_model_without_lm_head(minilm, tok):
         Behavioural(claims, rows=4).prepare(model)
     auto = Behavioural(task, rows=4)
     assert (auto.kind, auto.units) == ("mse", "normalised MSE") and "no next-token loss" in auto.kind_reason
-    meter = DivergenceMeter.for_task(model, claims, rows=2)
+    meter = DivergenceMeter.for_task(model, claims, eval_rows=2)
     assert meter.kind == "mse" and "no language-model head" in meter.kind_reason
     with pytest.raises(ValueError, match=r"DivergenceMeter with kind='kl'.*no language-model head"):
-        DivergenceMeter.for_task(model, claims, rows=2, kind="kl")
+        DivergenceMeter.for_task(model, claims, eval_rows=2, kind="kl")
     with pytest.raises(ValueError, match=r"CorpusLoss\('texts'\) needs next-token logits"):
         CorpusLoss(claims).prepare(model)
     with pytest.raises(ValueError, match="has no next-token loss"):

@@ -64,7 +64,7 @@ def test_bad_causal_check_config_is_a_clear_error():
     with pytest.raises(ValueError, match="layer=0"):
         ProbeCausalCheck(layer=0)
     with pytest.raises(ValueError, match="rows=4"):
-        ProbeCausalCheck(rows=4)
+        ProbeCausalCheck(eval_rows=4)
 
 
 def test_demo_checks_its_imports_first(monkeypatch, tmp_path):

@@ -116,10 +116,10 @@ def test_meter_for_task_picks_kind_by_has_loss(bridge):
     b = _batch(rows=6)
     ds = datasets.Dataset.from_dict({k: v.tolist() for k, v in b.items()})
     with_loss = Task("t", datasets.DatasetDict(train=ds, test=ds))
-    meter = DivergenceMeter.for_task(bridge, with_loss, rows=4)
+    meter = DivergenceMeter.for_task(bridge, with_loss, eval_rows=4)
     assert meter.kind == "kl" and len(meter.batch["input_ids"]) == 4
     no_loss = Task("u", datasets.DatasetDict(train=ds, test=ds), has_loss=False)
-    assert DivergenceMeter.for_task(bridge, no_loss, rows=4).kind == "mse"
+    assert DivergenceMeter.for_task(bridge, no_loss, eval_rows=4).kind == "mse"
 
 
 def test_meter_bad_input_is_a_clear_error(bridge):
@@ -132,7 +132,7 @@ def test_meter_bad_input_is_a_clear_error(bridge):
     with pytest.raises(ValueError, match="not one"):
         DivergenceMeter(torch.nn.Sequential(torch.nn.Embedding(11, 11)), _batch(), kind="mse")
     with pytest.raises(ValueError, match="rows=0"):
-        DivergenceMeter.for_task(bridge, None, rows=0)
+        DivergenceMeter.for_task(bridge, None, eval_rows=0)
 
 
 def test_minilm_meter_and_behavioural_objective_are_normalised_mse():
@@ -140,7 +140,7 @@ def test_minilm_meter_and_behavioural_objective_are_normalised_mse():
     from interp import organisms
 
     model, task = organisms.load("minilm", device="cpu")
-    meter = DivergenceMeter.for_task(model, task, rows=8)
+    meter = DivergenceMeter.for_task(model, task, eval_rows=8)
     assert meter.kind == "mse" and meter(model) == 0.0
     from interp.objectives import Behavioural
 

@@ -91,8 +91,8 @@ def test_scores_pick_out_the_right_positions(task):
         for b, period in enumerate(periods):  # L1H0: induction where defined, else BOS
             pat[1, b, 0, q, q - period + 1 if q >= period + 1 else 0] = 1.0
     fake = _FakeModel(pat)
-    prev = induction.previous_token_scores(fake, task, rows=16)
-    ind = induction.induction_scores(fake, task, rows=16)
+    prev = induction.previous_token_scores(fake, task, eval_rows=16)
+    ind = induction.induction_scores(fake, task, eval_rows=16)
     torch.testing.assert_close(prev, torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
     torch.testing.assert_close(ind, torch.tensor([[0.0, 0.0], [1.0, 0.0]]))
 
@@ -124,7 +124,7 @@ def test_checkpoints_span_the_phase_change(shipped, task):
     steps = [step for step, _ in ckpts]
     assert steps == sorted(steps) == list(induction.CHECKPOINT_STEPS)
     assert 4 <= len(ckpts) <= 6
-    best = [float(ind_scores(m, task, rows=128)[1].max()) for _, m in ckpts]
+    best = [float(ind_scores(m, task, eval_rows=128)[1].max()) for _, m in ckpts]
     losses = [task.evaluate(m)["loss"] for _, m in ckpts]
     assert best[0] < MAX_RANDOM_SCORE and best[-1] > MIN_HEAD_SCORE
     assert any(MAX_RANDOM_SCORE / 1.5 < b < MIN_HEAD_SCORE for b in best), best  # one mid-formation

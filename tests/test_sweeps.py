@@ -283,7 +283,7 @@ def test_divergence_from_w0_is_recorded_at_every_draw():
         name, effects, collaterals = "meter", (), ()
 
         def setup(self, model, task):
-            self.meter = DivergenceMeter.for_task(model, task, rows=16)
+            self.meter = DivergenceMeter.for_task(model, task, eval_rows=16)
 
         def __call__(self, model, task):
             return {"kl": self.meter(model)}

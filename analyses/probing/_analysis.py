@@ -26,7 +26,7 @@ from interp.checks import bad_value
 __all__ = ["FrozenProbe", "RefitProbe"]
 
 
-_FIELDS = ("label", "positions", "layers", "group", "control_type", "lams", "folds", "rows", "batch_size",
+_FIELDS = ("label", "positions", "layers", "group", "control_type", "lams", "folds", "eval_rows", "batch_size",
            "seed", "progress")
 
 
@@ -37,10 +37,10 @@ class _ProbeAnalysis(Params):
     def __init__(self, config: ProbeConfig | None = None, *, site: str | None = None, name: str,
                  label: LabelSpec = "label", positions: tuple[str | int, ...] | None = None, layers: tuple[int, ...] | None = None,
                  group: str | None = None, control_type: LabelSpec | None = "token",
-                 lams: tuple[float, ...] = DEFAULT_LAMS, folds: int = 5, rows: int | None = None,
+                 lams: tuple[float, ...] = DEFAULT_LAMS, folds: int = 5, eval_rows: int | None = None,
                  batch_size: int = 64, seed: int = 0, progress: bool = False):
         given = dict(label=label, positions=positions, layers=layers, group=group, control_type=control_type,
-                     lams=lams, folds=folds, rows=rows, batch_size=batch_size, seed=seed, progress=progress)
+                     lams=lams, folds=folds, eval_rows=eval_rows, batch_size=batch_size, seed=seed, progress=progress)
         if config is not None:
             if not isinstance(config, ProbeConfig):
                 raise bad_value(type(self).__name__, "config", config, "a ProbeConfig or None",

@@ -193,13 +193,13 @@ class SentenceReadout:
     ``source`` read as another class, ``damage(hooks)`` is 1 − mean cos(clean, intervened embedding).
     """
 
-    def __init__(self, model: Any, task: Any, label: str = "label", rows: int | None = None,
+    def __init__(self, model: Any, task: Any, label: str = "label", eval_rows: int | None = None,
                  batch_size: int = 128, source: int = 0):
         self.model, self.batch_size, self.source = model, batch_size, source
         n = model.cfg.n_layers
         self.point = hooks.resid_post(n - 1)
-        tr = task.tensors("train", rows=rows)
-        self.test = task.tensors("test", rows=rows)
+        tr = task.tensors("train", rows=eval_rows)
+        self.test = task.tensors("test", rows=eval_rows)
         self.y_test = self.test[label].long()
         emb_tr = self.embed([], tr)
         self.readout = fit_ridge(emb_tr[None], tr[label].long(), lams=(1e-2,), folds=2)

@@ -44,7 +44,7 @@ class ProbeConfig:
             :class:`token_at`, or ``"token"`` (the token at the probed position).
         lams: ridge penalties λ (on standardised features, per example: ``λ·n``).
         folds: cross-validation folds for λ.
-        rows: rows per split (``None``: all).
+        eval_rows: rows taken from each split, train (fitting) and test (evaluation); ``None``: all.
         batch_size: rows per forward pass.
         seed: control labels, folds and the control split.
         progress: show progress bars.
@@ -57,7 +57,7 @@ class ProbeConfig:
     control_type: LabelSpec | None = "token"
     lams: tuple[float, ...] = DEFAULT_LAMS
     folds: int = 5
-    rows: int | None = None
+    eval_rows: int | None = None
     batch_size: int = 64
     seed: int = 0
     progress: bool = False
@@ -93,7 +93,7 @@ class ProbeConfig:
                          fix=f"Give positive ridge penalties, e.g. {DEFAULT_LAMS}; got {self.lams!r}.")
         object.__setattr__(self, "lams", tuple(float(x) for x in self.lams))
         check_number(c, "folds", self.folds, integer=True, minimum=2, fix="Cross-validation needs at least 2 folds.")
-        check_number(c, "rows", self.rows, integer=True, minimum=4, none_ok=True,
+        check_number(c, "eval_rows", self.eval_rows, integer=True, minimum=4, none_ok=True,
                      fix="At least 4 rows per split, or None for all.")
         check_number(c, "batch_size", self.batch_size, integer=True)
         check_number(c, "seed", self.seed, integer=True, zero_ok=True)

@@ -100,7 +100,7 @@ def _warn_padding(mask: Tensor | None, pos: Tensor, specs: list[str], split: str
 def probe_data(model: Any, task: Any, config: ProbeConfig, split: str = "test") -> ProbeData:
     """Capture the residual stream at every site of ``config`` on one split (one pass per batch)."""
     ds = task.dataset[split]
-    n_rows = len(ds) if config.rows is None else min(config.rows, len(ds))
+    n_rows = len(ds) if config.eval_rows is None else min(config.eval_rows, len(ds))
     data = task.tensors(split, rows=n_rows)
     ids = data["input_ids"].long()
     n_layers = model.cfg.n_layers

@@ -67,8 +67,8 @@ class HeadScores:
     def __call__(self, model: Any, task: Any) -> dict[str, float]:
         from interp.organisms import induction
 
-        prev = induction.previous_token_scores(model, task, rows=128)
-        ind = induction.induction_scores(model, task, rows=128)
+        prev = induction.previous_token_scores(model, task, eval_rows=128)
+        ind = induction.induction_scores(model, task, eval_rows=128)
         layer, head = induction.PREV_TOKEN_HEAD
         out = {f"prev_token_L{layer}H{head}": prev[layer, head].item()}
         for layer, head in induction.INDUCTION_HEADS:

@@ -122,14 +122,14 @@ class ProbeCausalCheck:
     effects: tuple[str, ...] = ("erasure_effect",)
     collaterals: tuple[str, ...] = ("damage_erased",)
 
-    def __init__(self, layer: int = CHECK_LAYER, rows: int = 128, n_random: int = 2,
+    def __init__(self, layer: int = CHECK_LAYER, eval_rows: int = 128, n_random: int = 2,
                  name: str = "probe_causal_check") -> None:
         if not isinstance(layer, int) or isinstance(layer, bool) or layer < 1:
             raise ValueError(f"ProbeCausalCheck.layer={layer!r}: must be an int ≥ 1 (a layer after the "
                              "embeddings), e.g. layer=4.")
-        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 16:
-            raise ValueError(f"ProbeCausalCheck.rows={rows!r}: must be an int ≥ 16, e.g. rows=128.")
-        self.layer, self.rows, self.n_random, self.name = layer, rows, n_random, name
+        if not isinstance(eval_rows, int) or isinstance(eval_rows, bool) or eval_rows < 16:
+            raise ValueError(f"ProbeCausalCheck(eval_rows={eval_rows!r}): must be an int ≥ 16, e.g. eval_rows=128.")
+        self.layer, self.eval_rows, self.n_random, self.name = layer, eval_rows, n_random, name
 
     def setup(self, model: Any, task: Any) -> None:
         from analyses import probing
@@ -137,8 +137,8 @@ class ProbeCausalCheck:
         if self.layer > model.cfg.n_layers:
             raise ValueError(f"ProbeCausalCheck.layer={self.layer}: the model has {model.cfg.n_layers} layers.")
         self.point = probing.layer_point(model, self.layer)
-        self.readout = probing.SentenceReadout(model, task, rows=self.rows)
-        self.data = task.tensors("train", rows=self.rows)
+        self.readout = probing.SentenceReadout(model, task, eval_rows=self.eval_rows)
+        self.data = task.tensors("train", rows=self.eval_rows)
 
     @torch.no_grad()
     def __call__(self, model: Any, task: Any) -> dict[str, float]:
@@ -185,12 +185,12 @@ def _study(quick: bool, restrict: Any) -> dict[str, Any]:
                                     description="ordinary English sentences (Python documentation prose)")
     rows = 96 if quick else 256
     probe_cfg = dict(label="label", positions=("sep_pos",), layers=PROBE_LAYERS, group="noun",
-                     control_type=None, rows=rows, lams=(1.0, 10.0, 100.0), folds=3)
+                     control_type=None, eval_rows=eval_rows, lams=(1.0, 10.0, 100.0), folds=3)
     suite = [
         analyses.FrozenProbe(**probe_cfg),
         analyses.RefitProbe(**probe_cfg),
         analyses.ResidualNorms(eval_rows=64 if quick else 128, quantiles=(), weights=False),
-        ProbeCausalCheck(rows=64 if quick else 128),
+        ProbeCausalCheck(eval_rows=64 if quick else 128),
     ]
     objective = Behavioural(corpus, kind="mse", rows=None)
     levels = QUICK_LEVELS if quick else DEMO_LEVELS

@@ -161,9 +161,9 @@ def make_splits(generate: Callable[[int, np.random.Generator], dict[str, list]],
 
 # ------------------------------------------------------------------------------------------- scores
 def _patterns(
-    model: torch.nn.Module, task: Task, split: str, rows: int
+    model: torch.nn.Module, task: Task, split: str, eval_rows: int
 ) -> tuple[Float[torch.Tensor, "layer batch head q k"], torch.Tensor, torch.Tensor]:
-    data = task.tensors(split, rows=rows, columns=("input_ids", "period"))
+    data = task.tensors(split, rows=eval_rows, columns=("input_ids", "period"))
     ids = data["input_ids"].long()
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
     device = device_of(model)
@@ -174,23 +174,23 @@ def _patterns(
 
 
 def previous_token_scores(
-    model: torch.nn.Module, task: Task, split: str = "test", rows: int = 256
+    model: torch.nn.Module, task: Task, split: str = "test", eval_rows: int = 256
 ) -> Float[torch.Tensor, "layer head"]:
     """Mean attention from each query ``q ≥ 2`` to ``q − 1``, per (layer, head)."""
-    pattern, _, _ = _patterns(model, task, split, rows)
+    pattern, _, _ = _patterns(model, task, split, eval_rows)
     q = torch.arange(2, pattern.shape[-1])
     return pattern[..., q, q - 1].mean(dim=(1, 3))
 
 
 def induction_scores(
-    model: torch.nn.Module, task: Task, split: str = "test", rows: int = 256
+    model: torch.nn.Module, task: Task, split: str = "test", eval_rows: int = 256
 ) -> Float[torch.Tensor, "layer head"]:
     """Mean attention from each repeated-token query ``q`` to ``q − period + 1``, per (layer, head).
 
     Needs a ``period`` column (as in :func:`make_task`). Queries are the positions whose token occurred
     before, ``q ≥ period + 1`` (position 0 is BOS).
     """
-    pattern, ids, periods = _patterns(model, task, split, rows)
+    pattern, ids, periods = _patterns(model, task, split, eval_rows)
     n_pos = ids.shape[1]
     q = torch.arange(n_pos)
     valid = q[None, :] >= periods[:, None] + 1  # [batch, q]

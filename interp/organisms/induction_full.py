@@ -145,7 +145,7 @@ def load(seed: int = 0) -> tuple[TransformerBridge, Task]:
 
 # -------------------------------------------------------------------------------------- measurement
 @torch.no_grad()
-def position_losses(model: torch.nn.Module, task: Task, split: str = "test", rows: int = 1024) -> dict[str, float]:
+def position_losses(model: torch.nn.Module, task: Task, split: str = "test", eval_rows: int = 1024) -> dict[str, float]:
     """Mean next-token loss (nats/token) on the repeated (``target_mask``) and first-seen
     (``collateral_mask``) tokens, with references for the first-seen ones.
 
@@ -154,7 +154,7 @@ def position_losses(model: torch.nn.Module, task: Task, split: str = "test", row
     tokens not yet seen in the sequence, with no hedge for the pattern's end) and ``mass_on_seen``
     (mean probability the model puts on tokens already seen, at first-seen positions).
     """
-    data = task.tensors(split, rows=rows, columns=("input_ids", "target_mask", "collateral_mask"))
+    data = task.tensors(split, rows=eval_rows, columns=("input_ids", "target_mask", "collateral_mask"))
     device = device_of(model)
     ids = data["input_ids"].long().to(device)
     logp = torch.log_softmax(model(ids)[:, :-1].float(), -1)

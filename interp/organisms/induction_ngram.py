@@ -232,16 +232,16 @@ def head_names(model: torch.nn.Module) -> list[str]:
 
 
 def previous_token_scores(model: torch.nn.Module, task: Task, split: str = "test",
-                          rows: int = 256) -> Float[torch.Tensor, "layer head"]:
+                          eval_rows: int = 256) -> Float[torch.Tensor, "layer head"]:
     """Mean attention from each query ``q ≥ 2`` to ``q − 1``, per (layer, head)."""
-    return induction.previous_token_scores(model, task, split, rows)
+    return induction.previous_token_scores(model, task, split, eval_rows)
 
 
 def induction_scores(model: torch.nn.Module, task: Task | None = None, split: str = "test",
-                     rows: int = 256) -> Float[torch.Tensor, "layer head"]:
+                     eval_rows: int = 256) -> Float[torch.Tensor, "layer head"]:
     """Mean attention from each repeated-token query ``q`` to ``q − period + 1`` on repeated random
     tokens (``task``: :func:`repeated_tokens_task` by default), per (layer, head)."""
-    return induction.induction_scores(model, task or repeated_tokens_task(), split, rows)
+    return induction.induction_scores(model, task or repeated_tokens_task(), split, eval_rows)
 
 
 def _head_slice(z: torch.Tensor, head: int, d_head: int) -> tuple[Any, ...]:
@@ -252,12 +252,12 @@ def _head_slice(z: torch.Tensor, head: int, d_head: int) -> tuple[Any, ...]:
 
 @torch.no_grad()
 def ablation_effects(model: torch.nn.Module, task: Task, split: str = "test",
-                     rows: int = 512) -> dict[str, dict[str, float]]:
+                     eval_rows: int = 512) -> dict[str, dict[str, float]]:
     """Per head (``"L1H0"``, ...): the loss increase (nats/token) on the n-gram targets
     (``"ngram"``, ``ngram_mask``) and on the repeated tokens (``"repeat"``, ``repeat_mask``) when the
-    head's ``z`` is replaced by its mean over the ``rows`` rows (mean ablation), plus ``"all"``
+    head's ``z`` is replaced by its mean over the ``eval_rows`` rows (mean ablation), plus ``"all"``
     (every scored token)."""
-    data = task.tensors(split, rows=rows, columns=("input_ids", "target_mask", "repeat_mask", "ngram_mask"))
+    data = task.tensors(split, rows=eval_rows, columns=("input_ids", "target_mask", "repeat_mask", "ngram_mask"))
     device = device_of(model)
     ids = data["input_ids"].long().to(device)
     masks = {k: data[f"{k}_mask"][:, 1:].bool().to(device) for k in ("ngram", "repeat", "target")}

@@ -282,7 +282,7 @@ def divergence_meter(model: torch.nn.Module, task: Any, eval_rows: int) -> Any:
     from interp.objectives import DivergenceMeter
 
     try:
-        return DivergenceMeter.for_task(model, task, rows=eval_rows, kind=divergence_spec(task)["kind"])
+        return DivergenceMeter.for_task(model, task, eval_rows=eval_rows, kind=divergence_spec(task)["kind"])
     except (ValueError, TypeError, RuntimeError, AttributeError, KeyError) as err:
         log.warning("The divergence from w0 cannot be measured on this model and task (%s: %s); the "
                     "divergence column is NaN.", type(err).__name__, err)
