@@ -1,0 +1,510 @@
+"""A GPT-2-small-sized study end to end, offline: build, train quickly, then run the whole pipeline.
+
+What it does, in order, each step timed (wall time) and memory-measured (peak resident set size
+sampled every 10 ms by a thread with ``psutil``; ``tracemalloc`` does not see torch's allocations):
+
+1. **build**: GPT-2 small's architecture from its config (12 layers, d_model 768, 12 heads, context
+   1024, vocabulary 50,257: 124.4M weights) with ``transformers.GPT2LMHeadModel``, or Pythia-160M's
+   (``--arch pythia160m``: GPT-NeoX, parallel attention/MLP, rotary on 25% of each head, vocabulary
+   50,304: 162.3M weights), random init, dropout 0;
+2. **train**: a quick AdamW training on a synthetic corpus (:func:`make_corpus`): 80% indirect-object
+   sentences (IOI, Wang et al. 2022, "Interpretability in the wild"), e.g. "When Mary and John went
+   to the store , John gave a drink to Mary", in four templates and both name orders (ABBA, BABA),
+   20% filler sentences with the same names, places and objects. A word-level tokenizer (ids 0 to a
+   few hundred; the rest of the 50k vocabulary is unused but present, so the weights are GPT-2
+   small's). The weights are cached under ``--cache`` (default: the temp directory), never in the
+   package; rerunning loads them. The recipe is this file.
+3. **load** the saved checkpoint with ``interp.load_model`` (Hugging Face → TransformerBridge);
+4. **evaluate** the IOI task (``Task.from_pairs``, answer = indirect object, wrong = subject): the
+   logit difference logit(IO) − logit(S) at the answer position, and the answer's accuracy. Whether a
+   quick training finds IOI is a measurement: a positive mean logit difference with accuracy well
+   above 50% (the two names are equally frequent in the prompt) says it did;
+5. **capture** the residual stream at every layer;
+6. **head ablation** (mean ablation): a scan of each layer's heads together, then of each head of the
+   two layers that carry most of the answer loss; the top three heads are the "circuit";
+7. **causal scrubbing** of the hypothesis "the output reads the top heads, each of which depends on
+   the input only through (template, indirect-object name)" against the same claim for three other
+   heads of the last layer (Chan et al. 2022): loss recovered and KL;
+8. **probes** (ridge, per layer) of "is the indirect object the first name" at the last prompt token;
+9. **residual norms** per layer;
+10. **transcoder** (top-k sparse MLP) replacing the MLP of the middle block: fraction of variance
+    unexplained and the KL of the spliced model;
+11. **posterior, restricted**: the behavioural tempered posterior (localized SGLD on the KL from the
+    trained model's next-token distribution over a corpus of filler sentences; Bushnaq et al. 2024)
+    of the last ``--restrict-blocks`` blocks only, calibrated to target KL increases, with head
+    ablation, scrubbing, norms and the IOI logit difference measured at every draw;
+12. **posterior, all weights**: the same objective on every weight, one chain, a few steps at a fixed
+    nβ (what a CPU allows; the cost per step is the number to read);
+13. **weight noise**: Gaussian noise relative to each tensor's spread, all weights, three σ;
+14. **dissolution**: an adaptive search for the σ at which the IOI logit difference falls to half of
+    its trained value under weight noise (``interp.dissolution``).
+
+At the end a table of wall time and peak memory per part is printed (and written as JSON with
+``--json``). The restriction choices are what a user on a laptop would make: the posterior's analyses
+run on a few evaluation rows, calibration has at most two rounds, and the all-weights posterior runs
+a handful of steps (a GPU makes it minutes; see ``benchmarks/gpu_check.sh``).
+
+    flock /tmp/interp-heavy.lock python benchmarks/gpt2_small_study.py --json /tmp/gpt2_study.json
+    python benchmarks/gpt2_small_study.py --arch pythia160m
+    python benchmarks/gpt2_small_study.py --quick          # a tiny config, the same code path, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import random
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger("gpt2_small_study")
+
+NAMES = ("Mary", "John", "Alice", "Bob", "Sarah", "Tom", "Anna", "James", "Emma", "David", "Laura", "Paul",
+         "Kate", "Mark", "Lucy", "Peter")
+PLACES = ("store", "park", "school", "office", "garden", "station", "library", "market")
+OBJECTS = ("drink", "book", "ring", "bag", "letter", "gift", "key", "ball")
+TEMPLATES = (
+    "When {a} and {b} went to the {p} , {s} gave a {o} to",
+    "After {a} and {b} went to the {p} , {s} handed a {o} to",
+    "While {a} and {b} were working at the {p} , {s} gave a {o} to",
+    "Then , {a} and {b} had a long day at the {p} . {s} gave a {o} to",
+)
+FILLERS = (
+    "{a} went to the {p} and bought a {o} .",
+    "The {p} was closed , so {a} went home .",
+    "{a} likes the {o} from the {p} .",
+    "{a} and {b} walked to the {p} together .",
+    "At the {p} , {a} found a {o} .",
+)
+
+
+# --------------------------------------------------------------------------- measurement
+class Meter:
+    """Wall time and peak RSS of named parts; RSS sampled every ``interval`` s by a daemon thread."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        import psutil
+
+        self.proc, self.interval, self.rows = psutil.Process(), interval, []
+        self._peak, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self._peak = max(self._peak, self.proc.memory_info().rss)
+            time.sleep(self.interval)
+
+    @contextlib.contextmanager
+    def part(self, name: str, note: str = ""):
+        start_rss = self.proc.memory_info().rss
+        self._peak = start_rss
+        t = time.perf_counter()
+        row = {"part": name, "note": note}
+        try:
+            yield row
+        finally:
+            time.sleep(2 * self.interval)
+            peak = max(self._peak, self.proc.memory_info().rss)
+            row.update(wall_s=time.perf_counter() - t, peak_rss_mib=peak / 2**20,
+                       peak_over_start_mib=(peak - start_rss) / 2**20)
+            self.rows.append(row)
+            log.info("%-22s %8.1f s  peak %7.0f MiB (+%.0f)  %s", name, row["wall_s"], row["peak_rss_mib"],
+                     row["peak_over_start_mib"], row["note"])
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def table(self) -> str:
+        lines = ["| part | wall (s) | peak RSS (MiB) | peak over start (MiB) | note |", "|---|---:|---:|---:|---|"]
+        for r in self.rows:
+            lines.append(f"| {r['part']} | {r['wall_s']:.1f} | {r['peak_rss_mib']:.0f} | "
+                         f"{r['peak_over_start_mib']:.0f} | {r['note']} |")
+        total = sum(r["wall_s"] for r in self.rows)
+        lines.append(f"| **total** | **{total:.1f}** | **{max(r['peak_rss_mib'] for r in self.rows):.0f}** | | |")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- corpus and tasks
+def ioi_prompt(rng: random.Random) -> dict[str, Any]:
+    """One IOI prompt: names A, B (distinct), subject S repeated, indirect object IO the other."""
+    a, b = rng.sample(NAMES, 2)
+    io_first = rng.random() < 0.5  # ABBA (S = B, IO = A first) or BABA (S = A, IO = B second)
+    s, io = (b, a) if io_first else (a, b)
+    template = rng.randrange(len(TEMPLATES))
+    text = TEMPLATES[template].format(a=a, b=b, s=s, p=rng.choice(PLACES), o=rng.choice(OBJECTS))
+    return {"prompt": text, "answer": io, "wrong": s, "template": template, "io_first": int(io_first)}
+
+
+def filler(rng: random.Random) -> str:
+    a, b = rng.sample(NAMES, 2)
+    return rng.choice(FILLERS).format(a=a, b=b, p=rng.choice(PLACES), o=rng.choice(OBJECTS))
+
+
+def make_corpus(n: int, seed: int, ioi_fraction: float = 0.8) -> list[str]:
+    """``n`` training sentences: IOI prompts followed by their answer, and filler sentences."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        if rng.random() < ioi_fraction:
+            row = ioi_prompt(rng)
+            out.append(f"{row['prompt']} {row['answer']}")
+        else:
+            out.append(filler(rng))
+    return out
+
+
+def vocabulary() -> list[str]:
+    words = set(" ".join(TEMPLATES + FILLERS).replace("{", " ").replace("}", " ").split())
+    words |= set(NAMES) | set(PLACES) | set(OBJECTS)
+    words -= {"a", "b", "s", "p", "o"}
+    return sorted(words | {"a"})  # "a" (the article) is a word of the templates too
+
+
+def tokenizer():
+    from interp.textdata import build_word_tokenizer
+
+    return build_word_tokenizer([" ".join(vocabulary())])
+
+
+# --------------------------------------------------------------------------- model
+def hf_config(arch: str, quick: bool):
+    import transformers
+
+    if arch == "gpt2":
+        size = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=512) if quick else \
+            dict(n_layer=12, n_embd=768, n_head=12, vocab_size=50257)
+        return transformers.GPT2Config(n_positions=64 if quick else 1024, resid_pdrop=0.0, embd_pdrop=0.0,
+                                       attn_pdrop=0.0, bos_token_id=1, eos_token_id=1, **size)
+    if arch == "pythia160m":
+        size = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=256,
+                    vocab_size=512) if quick else \
+            dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072,
+                 vocab_size=50304)
+        return transformers.GPTNeoXConfig(max_position_embeddings=64 if quick else 2048, rotary_pct=0.25,
+                                          use_parallel_residual=True, tie_word_embeddings=False,
+                                          attention_dropout=0.0, hidden_dropout=0.0, bos_token_id=1,
+                                          eos_token_id=1, **size)
+    raise ValueError(f"--arch {arch!r}: must be 'gpt2' or 'pythia160m'.")
+
+
+def hf_model(arch: str, quick: bool, seed: int) -> torch.nn.Module:
+    import transformers
+
+    torch.manual_seed(seed)
+    cfg = hf_config(arch, quick)
+    cls = transformers.GPT2LMHeadModel if arch == "gpt2" else transformers.GPTNeoXForCausalLM
+    return cls(cfg)
+
+
+def train(hf: torch.nn.Module, texts: list[str], tok, a: argparse.Namespace) -> dict[str, float]:
+    """AdamW on next-token loss over whole sentences (BOS first, padding ignored), linear warm-up then
+    cosine decay, gradient clipping at 1."""
+    eos = tok.eos_token_id
+    rows = [[eos] + tok(t)["input_ids"] for t in texts]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), eos, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r)
+        labels[i, 1:len(r)] = torch.tensor(r[1:])
+    opt = torch.optim.AdamW(hf.parameters(), lr=a.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    warm = max(1, a.train_steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / a.train_steps))))
+    g = torch.Generator().manual_seed(a.seed)
+    hf.train()
+    losses = []
+    for step in range(a.train_steps):
+        idx = torch.randint(0, len(ids), (a.train_batch,), generator=g)
+        loss = hf(ids[idx], labels=labels[idx]).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if step % 10 == 0 or step == a.train_steps - 1:
+            log.info("train step %d/%d loss %.3f", step + 1, a.train_steps, losses[-1])
+    hf.eval()
+    del opt
+    return {"first_loss": losses[0], "last_loss": sum(losses[-5:]) / len(losses[-5:])}
+
+
+def checkpoint(a: argparse.Namespace, meter: Meter) -> tuple[Path, dict[str, Any]]:
+    """The trained checkpoint's directory under the cache, trained (and saved) when missing."""
+    recipe = dict(arch=a.arch, quick=a.quick, steps=a.train_steps, batch=a.train_batch, lr=a.lr, seed=a.seed,
+                  corpus=a.corpus, templates=TEMPLATES, fillers=FILLERS, names=NAMES)
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    path = Path(a.cache) / f"{a.arch}{'-quick' if a.quick else ''}-{key}"
+    info_file = path / "training.json"
+    if info_file.exists():
+        with meter.part("build+train", "loaded from cache (trained by an earlier run)"):
+            pass
+        return path, json.loads(info_file.read_text())
+    tok = tokenizer()
+    with meter.part("build", f"{a.arch} from its config, random init") as row:
+        hf = hf_model(a.arch, a.quick, a.seed)
+        n = sum(p.numel() for p in hf.parameters())
+        row["note"] += f": {n / 1e6:.1f}M weights"
+    with meter.part("train", f"{a.train_steps} AdamW steps x {a.train_batch} sentences") as row:
+        t = time.perf_counter()
+        info = train(hf, make_corpus(a.corpus, a.seed), tok, a)
+        info.update(weights=n, train_s=time.perf_counter() - t, recipe=recipe)
+        row["note"] += f", loss {info['first_loss']:.2f} -> {info['last_loss']:.2f}"
+    with meter.part("save", "save_pretrained + tokenizer"):
+        path.mkdir(parents=True, exist_ok=True)
+        hf.save_pretrained(path)
+        tok.save_pretrained(path)
+        info_file.write_text(json.dumps(info, indent=1))
+    del hf
+    return path, info
+
+
+def ioi_task(model, n: int, seed: int):
+    import interp
+
+    rng = random.Random(seed + 1)  # other sentences than the training corpus's stream
+    rows = [ioi_prompt(rng) for _ in range(n)]
+    task = interp.Task.from_pairs([r["prompt"] for r in rows], [f" {r['answer']}" for r in rows], model,
+                                  [f" {r['wrong']}" for r in rows],
+                                  columns={"template": [r["template"] for r in rows],
+                                           "io_first": [r["io_first"] for r in rows]},
+                                  name="ioi", description="indirect object identification (4 templates)",
+                                  test_fraction=0.3, seed=seed)
+    # the last prompt token (where the answer is predicted): the probes read it
+    ds = task.dataset.map(lambda r: {"end_pos": r["answer_pos"] - 1})
+    return interp.Task(task.name, ds, description=task.description)
+
+
+def corpus_task(model, n: int, seed: int):
+    import interp
+
+    rng = random.Random(seed + 2)
+    return interp.Task.from_texts([filler(rng) for _ in range(n)], model, pack=False, max_length=16,
+                                  name="filler-corpus", description="filler sentences (no IOI)")
+
+
+def ioi_logit_diff(model, task) -> dict[str, float]:
+    """Mean logit(IO) − logit(S) and answer accuracy on the first 64 test rows (a plain-function
+    analysis: its effect is the logit difference)."""
+    with torch.no_grad():
+        batch = task.tensors("test", rows=64)
+        diff = task.logit_diff(model, batch)
+    return {"logit_diff": float(diff.mean()), "io_preferred": float((diff > 0).float().mean())}
+
+
+ioi_logit_diff.effects = ("logit_diff",)
+
+
+# --------------------------------------------------------------------------- the study
+def run(a: argparse.Namespace) -> dict[str, Any]:
+    import analyses
+    import hooks
+    import interp
+    from analyses.ablation import ablate_heads
+    from analyses.scrubbing import Agree, CausalScrubbing, Head, Hypothesis
+    from interp.degradations import CalibrationConfig, LossIncrease, NBeta, TemperedPosterior, WeightNoise
+    from interp.objectives import Behavioural
+
+    torch.set_num_threads(a.threads)
+    # the word-level tokenizer uses a few dozen of the 50k ids on purpose (GPT-2 small's vocabulary size)
+    warnings.filterwarnings("ignore", message=r".*tokenizer (of \S+ )?holds \d+ tokens")
+    meter = Meter()
+    out: dict[str, Any] = {"args": vars(a)}
+    runs = Path(tempfile.mkdtemp(prefix="gpt2-study-"))
+    try:
+        path, info = checkpoint(a, meter)
+        out["training"] = info
+        with meter.part("load_model", "HF checkpoint -> TransformerBridge"):
+            model = interp.load_model(path, device="cpu")
+        cfg = model.cfg
+        with meter.part("tasks", "IOI pairs + filler corpus"):
+            task = ioi_task(model, a.ioi_rows, a.seed)
+            corpus = corpus_task(model, a.corpus_rows, a.seed)
+        with meter.part("evaluate", "IOI test split") as row:
+            ev = task.evaluate(model)
+            row["note"] = (f"logit diff {ev['logit_diff']:.2f}, answer acc {ev['accuracy']:.3f}, "
+                           f"loss {ev['loss']:.3f}")
+        out["ioi"] = ev
+        with meter.part("capture", f"resid_post of {cfg.n_layers} layers, 64 rows"):
+            ids = task.tensors("test", rows=64)["input_ids"].long()
+            acts = hooks.capture(model, ids, [hooks.resid_post(l) for l in range(cfg.n_layers)])
+            assert acts[hooks.resid_post(cfg.n_layers - 1)].shape[-1] == cfg.d_model
+            del acts
+
+        # ---------------------------------------------------------------- head ablation scan
+        rows = a.eval_rows
+        with meter.part("head_ablation", "") as row:
+            by_layer = {l: ablate_heads(model, task, [(l, h) for h in range(cfg.n_heads)], eval_rows=rows)["loss_carried"]
+                        for l in range(cfg.n_layers)}
+            top_layers = sorted(by_layer, key=by_layer.get, reverse=True)[:2]
+            by_head = {(l, h): ablate_heads(model, task, [(l, h)], eval_rows=rows)["loss_carried"]
+                       for l in top_layers for h in range(cfg.n_heads)}
+            top = sorted(by_head, key=by_head.get, reverse=True)[:3]
+            row["note"] = (f"{cfg.n_layers + len(by_head)} ablations; top heads "
+                           + ", ".join(f"L{l}H{h} ({by_head[(l, h)]:+.3f})" for l, h in top))
+        out["ablation"] = {"by_layer": by_layer, "top_heads": top,
+                           "by_head": {f"L{l}H{h}": v for (l, h), v in by_head.items()}}
+        others = [(cfg.n_layers - 1, h) for h in range(cfg.n_heads) if (cfg.n_layers - 1, h) not in top][:3]
+
+        # ---------------------------------------------------------------- causal scrubbing
+        same = Agree.on(lambda c: c["template"].long() * 1000 + c["answer_id"].long(), "same template and IO")
+        hyp = Hypothesis([Head(l, h, same) for l, h in top], name="top_heads")
+        wrong = Hypothesis([Head(l, h, same) for l, h in others], name="other_heads")
+        scrub = CausalScrubbing(hyp, name="scrub_top", eval_rows=rows, seeds=2, bootstrap=200)
+        scrub_other = CausalScrubbing(wrong, name="scrub_other", eval_rows=rows, seeds=2, bootstrap=200)
+        with meter.part("causal_scrubbing", "") as row:
+            m = {}
+            for s in (scrub, scrub_other):
+                s.setup(model, task)
+                m[s.name] = s(model, task)
+            row["note"] = ", ".join(f"{k}: recovered {v['recovered']:.2f}, KL {v['kl']:.3f}" for k, v in m.items())
+        out["scrubbing"] = m
+
+        # ---------------------------------------------------------------- probes, norms, transcoder
+        layers = tuple(sorted({0, cfg.n_layers // 4, cfg.n_layers // 2, 3 * cfg.n_layers // 4, cfg.n_layers}))
+        with meter.part("probes", f"ridge, layers {layers}") as row:
+            rep = analyses.probe(model, task, label="io_first", positions=("end_pos",), layers=layers,
+                                 rows=a.probe_rows, control_type=None)
+            acc = [float(x) for x in rep.accuracy]
+            row["note"] = "IO-first accuracy " + " ".join(f"{x:.2f}" for x in acc)
+        out["probes"] = dict(zip(map(str, layers), acc))
+        with meter.part("residual_norms", "") as row:
+            prof = analyses.profile_norms(model, task, eval_rows=rows)
+            norms = analyses.ResidualNorms(eval_rows=rows, quantiles=(), weights=False)
+            norms.setup(model, task)
+            nm = norms(model, task)
+            row["note"] = f"growth {nm.get('growth', float('nan')):.2f}"
+            del prof
+        mid = cfg.n_layers // 2
+        transcoder = analyses.SparseMLP(layer=mid, n_latents=a.tc_latents, k=a.tc_k, steps=a.tc_steps,
+                                        batch_size=256, buffer_tokens=a.tc_tokens, rows_per_forward=32,
+                                        refit_steps=5, eval_rows=rows)
+        with meter.part("transcoder", f"block {mid}, {a.tc_latents} latents, top-{a.tc_k}") as row:
+            transcoder.setup(model, task)
+            tm = transcoder(model, task)
+            row["note"] += f", FVU {tm['refit_fvu']:.3f}, spliced KL {tm['refit_kl']:.3f} nats/token"
+        out["transcoder"] = tm
+
+        suite = [ioi_logit_diff, analyses.HeadAblation(heads=top, eval_rows=rows, name="top_heads"), scrub, norms]
+
+        # ---------------------------------------------------------------- posterior, restricted
+        blocks = list(range(cfg.n_layers - a.restrict_blocks, cfg.n_layers))
+        restrict = [f"blocks.{b}.*" for b in blocks]
+        objective = Behavioural(corpus, kind="kl", rows=a.kl_rows)
+        sampler = TemperedPosterior(objective=objective, localization=100.0, chains=a.chains, draws=a.draws,
+                                    burnin=a.burnin, thin=a.thin, batch_size=a.sgld_batch, eval_rows=a.kl_rows,
+                                    restrict=restrict, seed=a.seed, progress=False,
+                                    calibration=CalibrationConfig(tolerance=0.5, max_rounds=2))
+        levels = [LossIncrease(x) for x in a.kl_levels]
+        n_sel = sum(sampler.check(model).values()) if hasattr(sampler, "check") else None
+        with meter.part("posterior_restricted",
+                        f"blocks {blocks[0]}-{blocks[-1]}, KL levels {a.kl_levels}, {a.chains} chains") as row:
+            res = interp.run_sweep(model, task, suite, sampler, levels, out=runs / "posterior", progress=False,
+                                   eval_rows=rows)
+            row["note"] += _sweep_note(res)
+        out["posterior_restricted"] = _sweep_numbers(res)
+        out["posterior_restricted"]["weights"] = n_sel
+
+        # ---------------------------------------------------------------- posterior, all weights
+        full = TemperedPosterior(objective=objective, localization=100.0, chains=1, draws=2,
+                                 burnin=a.full_steps - 1, thin=1, batch_size=a.sgld_batch, eval_rows=a.kl_rows,
+                                 lr=a.full_lr, seed=a.seed, progress=False)
+        with meter.part("posterior_all_weights", f"nβ {a.full_nbeta:g}, lr {a.full_lr:g}, "
+                        f"{a.full_steps + 1} steps, 1 chain") as row:
+            t = time.perf_counter()
+            res_full = interp.run_sweep(model, task, [ioi_logit_diff], full, [NBeta(a.full_nbeta)],
+                                        out=runs / "posterior_full", progress=False, eval_rows=rows)
+            row["note"] += _sweep_note(res_full)
+            out["posterior_all_weights"] = {**_sweep_numbers(res_full), "wall_s": time.perf_counter() - t}
+
+        # ---------------------------------------------------------------- weight noise, dissolution
+        noise = WeightNoise(relative=True, draws_per_level=2, seed=a.seed)
+        with meter.part("weight_noise", f"all weights, relative σ {a.sigmas}") as row:
+            res_noise = interp.run_sweep(model, task, suite, noise, list(a.sigmas), out=runs / "noise",
+                                         progress=False, eval_rows=rows)
+            row["note"] += _sweep_note(res_noise)
+        out["weight_noise"] = _sweep_numbers(res_noise)
+        with meter.part("dissolution", "IOI logit diff to half its value, weight noise") as row:
+            d = interp.dissolution(model, task, ioi_logit_diff, WeightNoise(relative=True, draws_per_level=3,
+                                                                              seed=a.seed),
+                                   metric="logit_diff", relative=0.5, axis="sigma", start=0.05,
+                                   max_levels=a.dissolve_levels, out=runs / "dissolve", progress=False,
+                                   eval_rows=rows)
+            row["note"] = d.verdict("IOI logit difference")
+        out["dissolution"] = row["note"]
+    finally:
+        meter.close()
+    out["table"] = meter.rows
+    print(meter.table())
+    total = sum(r["wall_s"] for r in meter.rows)
+    print(f"\ntotal {total / 60:.1f} min; IOI at the trained weights: logit diff {out['ioi']['logit_diff']:.2f}, "
+          f"accuracy {out['ioi']['accuracy']:.3f}; machine: {torch.get_num_threads()} torch threads")
+    return out
+
+
+def _sweep_numbers(res) -> dict[str, Any]:
+    s = res.summary()
+    keep = s[s["metric"].isin(["logit_diff", "recovered", "loss_carried", "growth"])]
+    return {"summary": json.loads(keep.to_json(orient="records")),
+            "draws": int(len(res.draws)), "mean_loss": float(res.draws["loss"].mean())}
+
+
+def _sweep_note(res) -> str:
+    s = res.summary()
+    ld = s[s["metric"] == "logit_diff"]
+    parts = [f"{len(res.draws)} draws"]
+    if len(ld):
+        parts.append("logit diff by level " + " ".join(f"{v:.2f}" for v in ld["mean"]))
+    return ", " + ", ".join(parts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", choices=("gpt2", "pythia160m"), default="gpt2")
+    ap.add_argument("--quick", action="store_true", help="a tiny config (2 layers, d_model 64), seconds")
+    ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "interp-study-cache"),
+                    help="where the trained checkpoint is kept (outside the package)")
+    ap.add_argument("--json", default=None, help="write every number here")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-steps", type=int, default=None)
+    ap.add_argument("--train-batch", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--corpus", type=int, default=20000, help="training sentences")
+    a = ap.parse_args()
+    q = a.quick
+    # the sizes of the run: the full ones fit 30 minutes on a 2-core CPU (BENCHMARKS.md)
+    defaults = dict(train_steps=60 if q else 100, train_batch=32, lr=3e-3 if q else 1e-3)
+    for k, v in defaults.items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    sizes = dict(ioi_rows=300 if q else 600, corpus_rows=128, eval_rows=32 if q else 24, probe_rows=128 if q else 160,
+                 tc_latents=128 if q else 1536, tc_k=8 if q else 32, tc_steps=30 if q else 150,
+                 tc_tokens=2048 if q else 4096, restrict_blocks=1 if q else 2, kl_rows=32 if q else 24,
+                 chains=2, draws=2, burnin=6 if q else 12, thin=2 if q else 3, sgld_batch=8,
+                 kl_levels=(0.05,) if q else (0.02, 0.1), full_nbeta=100.0, full_lr=1e-5, full_steps=3 if q else 4,
+                 sigmas=(0.1,) if q else (0.01, 0.03, 0.1), dissolve_levels=2 if q else 4)
+    for k, v in sizes.items():
+        setattr(a, k, v)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("interp").setLevel(logging.WARNING)
+    result = run(a)
+    if a.json:
+        Path(a.json).write_text(json.dumps(result, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
