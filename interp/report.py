@@ -327,9 +327,8 @@ def write_report(
     import matplotlib
 
     matplotlib.use("Agg")
-    from interp._levels import axis_label, axis_title, axis_units, resolve_axis
-    from interp.verdicts import (answer_table, check_thresholds, clean_window, clean_window_findings, dissolutions,
-                                 main_metric, verdict_lines)
+    from interp._levels import resolve_axis
+    from interp.verdicts import check_thresholds, clean_window, dissolutions
 
     path = Path(path)
     if results.table.empty:
@@ -338,32 +337,48 @@ def write_report(
     results = _names_as_text(results)
     t = results.table
     axis = resolve_axis(t, axis)
-    along = f"{axis_label(axis)} ({axis_units(results.meta, axis) or 'units not recorded'})"
-    heading = "loss increase ΔL" if axis == "delta_loss" else "divergence from w0"
     title = str(title) if title is not None else (
         f"interp sweep: {', '.join(sorted(t['degradation'].unique()))} "
         f"on {results.meta.get('config', {}).get('task', 'task')}"
     )
     thresholds = check_thresholds(results, thresholds or _THRESHOLDS.get() or results.meta.get("thresholds") or None)
     found = dissolutions(results, thresholds, axis=axis)
-    answers = answer_table(results, thresholds, names=names, axis=axis)
-    lines = verdict_lines(results, thresholds, names=names, axis=axis)
-    levels = results.levels()
-    failed = levels[levels["status"] == "failed"]
     cw = clean_window(results)
-    findings = clean_window_findings(results, cw, axis=axis)
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'>"
              f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{e(title)}</title>",
              f"<style>{_STYLE}</style></head><body><h1>{e(title)}</h1>"]
-    # ---- the answers first
+    parts.append(_verdict_section(results, thresholds, names, axis, cw))
+    parts += _dissolution_sections(results, thresholds, found, axis, cw)
+    parts += _survival_sections(results, thresholds, axis)
+    parts += _plot_sections(results, plot_metrics, axis)
+    parts += _table_sections(results, views)
+    parts.append("</body></html>")
+    write_atomic(path, "\n".join(parts))
+    return path
+
+
+def _verdict_section(results: Any, thresholds: dict[str, float] | None, names: dict[str, str] | None,
+                     axis: str, cw: Any) -> str:
+    """The answers first: the verdict table and lines, failed levels, how to read them, and the
+    clean-window findings."""
+    from interp._levels import axis_label, axis_units
+    from interp.verdicts import answer_table, clean_window_findings, verdict_lines
+
+    along = f"{axis_label(axis)} ({axis_units(results.meta, axis) or 'units not recorded'})"
+    answers = answer_table(results, thresholds, names=names, axis=axis)
+    lines = verdict_lines(results, thresholds, names=names, axis=axis)
+    levels = results.levels()
+    failed = levels[levels["status"] == "failed"]
+    findings = clean_window_findings(results, cw, axis=axis)
+    e = html.escape
     items = [f"<li>{e(line)}</li>" for line in lines]
     items += [f"<li class='failed'>{e(str(r.degradation))} level {e(_level_text(r.level, r.degradation))}: "
               f"failed ({e(str(r.reason))}); its numbers are not a result</li>" for r in failed.itertuples()]
     crit = ", ".join(f"{m} ≥ {v:g}" for m, v in (thresholds or {}).items())
     shown = answers.rename(columns={"vs_weight_noise": "vs weight noise (equal ΔL)"})
     shown = shown.drop(columns=[c for c in ("vs weight noise (equal ΔL)", "warning") if not shown[c].astype(bool).any()])
-    parts.append(
+    return (
         "<section id='verdicts'><h2>Verdicts</h2>" + _table(shown, "answers")
         + "<ul class='verdicts'>" + "".join(items) + "</ul>"
         "<p class='note'>An effect <em>holds</em> at a level when its 95% interval over chains lies above the "
@@ -377,6 +392,17 @@ def write_report(
         + _objective_note(results)
         + "<div class='findings'><strong>Clean window</strong> (effect/collateral ratio against the trained "
         "weights): <ul>" + "".join(f"<li>{e(f)}</li>" for f in findings) + "</ul></div></section>")
+
+
+def _dissolution_sections(results: Any, thresholds: dict[str, float] | None, found: list[Any], axis: str,
+                          cw: Any) -> list[str]:
+    """The dissolution figure (each analysis's main effect), the dissolution points and the clean
+    window per level."""
+    from interp._levels import axis_title
+    from interp.verdicts import main_metric
+
+    e = html.escape
+    parts: list[str] = []
     effects: dict[str, list[str]] = {}
     for d in found:
         effects.setdefault(d.analysis, []).append(d.metric)
@@ -403,6 +429,13 @@ def write_report(
                          "degradation", "analysis", "effect", "collateral", "level", "delta_loss", "divergence",
                          "effect_mean", "collateral_mean", "ratio", "ratio_ci_low", "ratio_ci_high",
                          "baseline_ratio", "better_than_w0", "worse_than_w0", "attributable"])))
+    return parts
+
+
+def _survival_sections(results: Any, thresholds: dict[str, float] | None, axis: str) -> list[str]:
+    """Survival of every effect (half the baseline), and against the absolute thresholds if given."""
+    e = html.escape
+    parts: list[str] = []
     survival = results.survival(axis=axis)
     cols = ["degradation", "analysis", "metric", "baseline", "threshold", "held_at_baseline", "last_held_level",
             "last_held_delta_loss", "last_held_divergence", "lost_level", "lost_delta_loss", "lost_divergence",
@@ -416,6 +449,13 @@ def write_report(
             "<h3>Against absolute thresholds</h3><p class='note'>The same, with a fixed threshold for "
             f"every analysis ({e(named)}): an effect that starts below it never holds, however "
             "slowly it decays (<em>held_at_baseline</em>).</p>" + _table(_readable(absolute, cols)))
+    return parts
+
+
+def _plot_sections(results: Any, plot_metrics: list[str] | None, axis: str) -> list[str]:
+    """Effects and collaterals, then the other metrics (those chosen), against the axis."""
+    heading = "loss increase ΔL" if axis == "delta_loss" else "divergence from w0"
+    parts: list[str] = []
     claims = results.table["kind"].isin(["effect", "collateral"])
     if claims.any():
         parts.append(f"<h2>Effects and collateral against {heading}</h2>"
@@ -428,6 +468,13 @@ def write_report(
         if shown_m:
             parts.append(f"<h2>Other metrics against {heading}</h2>" + note + "<img alt='metrics' "
                          f"src='{_figure_png(_label_units(results.plot(metrics=shown_m, kinds=['other'], axis=axis)))}'>")
+    return parts
+
+
+def _table_sections(results: Any, views: list[str] | None) -> list[str]:
+    """The summary and calibration tables, the raw tables, diagnostics, configuration and views."""
+    e = html.escape
+    parts: list[str] = []
     summary = results.summary()
     main = summary[summary["kind"].isin(["effect", "collateral"])]
     parts.append("<h2>Summary of effects and collaterals</h2>" + _table(_readable(main, [
@@ -445,9 +492,7 @@ def write_report(
                  + e(json.dumps(results.meta.get("config", {}), indent=1, default=repr)) + "</pre></details>")
     if views:
         parts.append("<h2>Attention</h2><div class='views'>" + "\n".join(views) + "</div>")
-    parts.append("</body></html>")
-    write_atomic(path, "\n".join(parts))
-    return path
+    return parts
 
 
 def _label_units(fig: Any) -> Any:
