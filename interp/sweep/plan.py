@@ -17,7 +17,9 @@ L(w0), curvature), and for a :class:`~interp.degradations.LossIncrease` level R_
 of P pilot chains of S_p steps and D_p draws (``CalibrationConfig``). The number of rounds is not
 known before the pilots run: since ΔL ≈ λ/B (Lau et al. 2023), the probe's λ̂ = B·ΔL gives each
 level's first-guess ratio ΔL/Δ, and the calibration's own update (a jump of B by that ratio, at
-most 30× per round, then a round at the right B) gives R_ℓ; the bound uses ``max_rounds``.
+most 30× per round, then a round at the right B) gives R_ℓ; the bound uses ``max_rounds``. The probe
+is shorter than a pilot, and a chain spreading from w0 gains variance ε per step along its flat
+directions, so its ΔL is scaled by the ratio of a pilot's mean draw step to the probe's steps.
 Other degradations: one draw is timed per level. Peak memory is the process's resident set (CPU) or
 ``torch.cuda.max_memory_allocated`` (CUDA) while all of this runs: the sweep does the same work, one
 draw at a time, so its peak is the same up to the store's rows.
@@ -290,7 +292,7 @@ def _posterior_plan(cfg: Any, model: Any, task: Any, levels: list[Any], probe_st
         else:
             level_plan = resolve_level(eng, first)
             nbeta, lr = level_plan.nbeta, level_plan.lr
-        t_step1, t_eval, llc = _probe(eng, nbeta, lr, 1, probe_steps)
+        t_step1, t_eval, probe_llc = _probe(eng, nbeta, lr, 1, probe_steps)
         costs["step"], costs["eval"] = t_step1, t_eval
         if stacked:
             t_stack, _, _ = _probe(eng, nbeta, lr, cfg.chains, probe_steps)
@@ -306,6 +308,10 @@ def _posterior_plan(cfg: Any, model: Any, task: Any, levels: list[Any], probe_st
     p_thin = cfg.thin if cal.pilot_thin is None else cal.pilot_thin
     p_steps = p_burnin + (p_draws - 1) * p_thin + 1
     round_cost = cal.pilot_chains * (p_steps * t_step1 + p_draws * t_eval)
+    # a pilot's ΔL is the mean over its draws, at p_burnin + j·p_thin steps; the probe's after
+    # probe_steps: ΔL grows about linearly with the steps while the chain is still spreading from w0
+    # (each step adds ε of variance along the flat directions), so it is scaled by the ratio
+    llc = probe_llc * (p_burnin + (p_draws - 1) * p_thin / 2) / probe_steps
     rounds = [_expected_rounds(lv, cfg, eng.d, llc) if isinstance(lv, LossIncrease) else 0 for lv in levels]
     bound = [cal.max_rounds if isinstance(lv, LossIncrease) else 0 for lv in levels]
     chains_cost = steps * t_stack + cfg.chains * cfg.n_draws * t_eval
@@ -352,9 +358,8 @@ def _probe(eng: Any, nbeta: float, lr: float, chains: int, steps: int) -> tuple[
 
 def _expected_rounds(level: Any, cfg: Any, d: int, llc: float) -> int:
     """Calibration rounds for a target Δ: the calibration's own updates replayed on ΔL(B) = λ̂/B
-    (λ̂ from the probe): a first guess B0, jumps of B by ΔL/Δ (at most 30×), stopping within
-    ``tolerance``; one more round when the first guess is off, since the real ΔL(B) is not exactly
-    λ/B; at most ``max_rounds``."""
+    (λ̂ from the probe, scaled to a pilot's length): a first guess B0, jumps of B by ΔL/Δ (at most
+    30×), stopping within ``tolerance``; at most ``max_rounds``."""
     cal = cfg.calibration
     if not math.isfinite(llc) or llc <= 0:
         return cal.max_rounds
