@@ -40,46 +40,34 @@ One-shot function and sweep analysis come in pairs across ``analyses``: :func:`a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from functools import partial
+from typing import Any
 
 import torch
 
 import hooks
 from analyses._base import Params
-from interp.checks import bad_value, check_choice, check_number
+from interp.checks import bad_value, check_choice, check_is_fitted, check_number
 from interp.models import device_of
 
-__all__ = ["HeadAblation", "HeadAblationConfig", "ablate_heads"]
+__all__ = ["HeadAblation", "ablate_heads"]
 
 _METHODS = ("mean", "zero", "resample")
 
 
-@dataclass(frozen=True)
-class HeadAblationConfig:
-    """Which heads, how to ablate them, and on how many test rows (``eval_rows``)."""
+def check_heads(owner: str, name: str, value: Any) -> None:
+    """``value`` must be a non-empty sequence of ``(layer, head)`` pairs of non-negative integers."""
 
-    heads: tuple[tuple[int, int], ...]
-    method: Literal["mean", "zero", "resample"] = "mean"
-    eval_rows: int = 256
+    def index(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
-    def __post_init__(self) -> None:
-        c = "HeadAblation"
+    def pair(h: Any) -> bool:
+        return isinstance(h, (tuple, list)) and len(h) == 2 and all(index(v) for v in h)
 
-        def index(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-        def pair(h: Any) -> bool:
-            return isinstance(h, (tuple, list)) and len(h) == 2 and all(index(v) for v in h)
-
-        if isinstance(self.heads, (str, bytes)) or not isinstance(self.heads, (tuple, list)) or not self.heads \
-                or not all(pair(h) for h in self.heads):
-            raise bad_value(c, "heads", self.heads, "a non-empty sequence of (layer, head) pairs of non-negative "
-                            "integers", "Use e.g. heads=((1, 0), (1, 1)).")
-        object.__setattr__(self, "heads", tuple(tuple(h) for h in self.heads))
-        check_choice(c, "method", self.method, _METHODS)
-        check_number(c, "eval_rows", self.eval_rows, integer=True, minimum=2,
-                     fix="Evaluation rows: at least 2 (resampling needs another row).")
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)) or not value \
+            or not all(pair(h) for h in value):
+        raise bad_value(owner, name, value, "a non-empty sequence of (layer, head) pairs of non-negative integers",
+                        "Use e.g. heads=((1, 0), (1, 1)).")
 
 
 class HeadAblation(Params):
@@ -88,47 +76,50 @@ class HeadAblation(Params):
     Args:
         heads: ``(layer, head)`` pairs ablated together.
         method: ``"mean"``, ``"zero"`` or ``"resample"`` (see the module docstring).
-        eval_rows: test rows of the fixed evaluation batch (was ``rows``).
+        eval_rows: test rows of the fixed evaluation batch.
         name: the analysis name in sweep results.
 
-    Fitted by :meth:`setup`: ``batch_`` (the evaluation batch).
+    Parameters are checked by :meth:`setup` (``param_constraints``). Fitted by :meth:`setup`:
+    ``batch_`` (the evaluation batch).
     """
 
     effects = ("loss_carried",)
     collaterals = ("kl_unclaimed",)
+    param_constraints = {
+        "heads": check_heads,
+        "method": partial(check_choice, choices=_METHODS),
+        "eval_rows": partial(check_number, integer=True, minimum=2,
+                             fix="Evaluation rows: at least 2 (resampling needs another row)."),
+    }
 
-    def __init__(self, heads: Any, method: str = "mean", eval_rows: int = 256, name: str = "head_ablation"):
+    def __init__(self, heads: Any, *, method: str = "mean", eval_rows: int = 256, name: str = "head_ablation"):
         self.heads, self.method, self.eval_rows, self.name = heads, method, eval_rows, name
-        self.config = HeadAblationConfig(heads=heads, method=method, eval_rows=eval_rows)
 
     def setup(self, model: Any, task: Any) -> None:
+        self.validate_params()
         # collateral only where the task marks trained predictions outside the claim (module docstring)
         trained = "collateral_mask" in task.dataset["test"].column_names
         self.collaterals = ("kl_unclaimed",) if trained else ()
         columns = ("input_ids", "target_mask", "collateral_mask")[: 3 if trained else 2]
-        self.batch_ = task.tensors("test", rows=self.config.eval_rows, columns=columns)
+        self.batch_ = task.tensors("test", rows=self.eval_rows, columns=columns)
         n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-        bad = [h for h in self.config.heads if h[0] >= n_layers or h[1] >= n_heads]
+        bad = [tuple(h) for h in self.heads if h[0] >= n_layers or h[1] >= n_heads]
         if bad:
-            raise ValueError(f"heads {bad} do not exist in a model with {n_layers} layers × {n_heads} heads.")
-
-    @property
-    def batch(self) -> dict[str, torch.Tensor]:  # the name before the trailing-underscore convention
-        return self.batch_
+            raise bad_value("HeadAblation", "heads", self.heads, f"heads of this model ({n_layers} layers × "
+                            f"{n_heads} heads); {bad} do not exist", "Use (layer, head) pairs within the model.")
 
     def _hooks(self, model: Any, ids: torch.Tensor) -> list[hooks.Hook]:
-        points = [hooks.head_out(layer, head) for layer, head in self.config.heads]
-        if self.config.method == "zero":
+        points = [hooks.head_out(layer, head) for layer, head in self.heads]
+        if self.method == "zero":
             return [hooks.zero_ablate(p) for p in points]
-        if self.config.method == "resample":
+        if self.method == "resample":
             return [hooks.resample_ablate(p, seed=i) for i, p in enumerate(points)]
         acts = hooks.capture(model, ids, points)
         return [hooks.mean_ablate(p, acts[p].mean(0)) for p in points]
 
     @torch.no_grad()
     def __call__(self, model: Any, task: Any) -> dict[str, float]:
-        if not hasattr(self, "batch_"):
-            raise RuntimeError(f"{self.name}: call setup(model, task) on the clean weights first.")
+        check_is_fitted(self, "batch_")
         device = device_of(model)
         ids = self.batch_["input_ids"].long().to(device)
         scored = self.batch_["target_mask"].to(device)[:, 1:].bool()  # logits at t-1 predict token t

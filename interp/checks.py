@@ -14,6 +14,24 @@ Example::
     Traceback (most recent call last):
     ...
     ValueError: HeadAblation(method='man'): method must be one of ('mean', 'zero'). Did you mean 'mean'?
+
+An analysis declares its constraints once, as ``{parameter: check}`` with the ``check_*`` functions
+above partially applied, and checks them with :func:`check_params` when work starts (scikit-learn's
+``_parameter_constraints``, Buitinck et al. 2013); :func:`check_is_fitted` guards what needs ``setup``::
+
+    >>> from functools import partial
+    >>> class Thing:
+    ...     constraints = {"folds": partial(check_number, integer=True, minimum=2)}
+    ...     def __init__(self, folds=5):
+    ...         self.folds = folds
+    >>> check_params(Thing(folds=1), Thing.constraints)
+    Traceback (most recent call last):
+    ...
+    ValueError: Thing(folds=1): folds must be an integer >= 2.
+    >>> check_is_fitted(Thing(), "probe_")
+    Traceback (most recent call last):
+    ...
+    RuntimeError: Thing: call setup(model, task) on the clean weights first (it sets probe_).
 """
 
 from __future__ import annotations
@@ -21,12 +39,16 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 __all__ = [
     "bad_value", "check_number", "check_flag", "check_choice", "check_fraction", "check_ints",
+    "Constraint", "check_params", "check_is_fitted",
 ]
+
+#: a parameter's check, called as ``check(owner, name, value)``: raises :func:`bad_value`'s error
+Constraint = Callable[[str, str, Any], Any]
 
 
 def bad_value(owner: str, name: str, value: Any, allowed: str, fix: str = "") -> ValueError:
@@ -105,3 +127,21 @@ def check_ints(owner: str, name: str, value: Any, *, minimum: int | None = 0, em
         what = "integers" if minimum is None else f"integers >= {minimum}"
         raise bad_value(owner, name, value, f"{'a' if empty_ok else 'a non-empty'} sequence of {what}", fix)
     return tuple(int(v) for v in value)
+
+
+def check_params(obj: Any, constraints: Mapping[str, Constraint]) -> None:
+    """Check each parameter of ``obj`` named in ``constraints`` (its value: ``getattr(obj, name)``)
+    with its constraint, in declaration order; the owner in the message is ``obj``'s class name."""
+    owner = type(obj).__name__
+    for name, constraint in constraints.items():
+        constraint(owner, name, getattr(obj, name))
+
+
+def check_is_fitted(obj: Any, *attributes: str) -> None:
+    """A ``RuntimeError`` unless ``obj`` has every fitted attribute in ``attributes`` (set, not
+    ``None``): what ``setup(model, task)`` fits on the clean weights before any call."""
+    missing = [a for a in attributes if getattr(obj, a, None) is None]
+    if missing:
+        name = getattr(obj, "name", None) or type(obj).__name__
+        raise RuntimeError(f"{name}: call setup(model, task) on the clean weights first (it sets "
+                           f"{', '.join(missing)}).")

@@ -18,7 +18,7 @@ def test_protocol_and_metric_kinds():
     a = HeadAblation(heads=[(1, 0)])
     assert isinstance(a, Analysis)
     assert a.effects == ("loss_carried",) and a.collaterals == ("kl_unclaimed",)
-    assert a.config.heads == ((1, 0),)
+    assert a.heads == [(1, 0)]
 
 
 def test_constructor_style():
@@ -28,7 +28,7 @@ def test_constructor_style():
     with pytest.raises(TypeError, match="rows"):  # one name per argument: eval_rows
         HeadAblation([(1, 0)], rows=16)
     with pytest.raises(ValueError, match=r"HeadAblation\(eval_rows=1\): eval_rows must be an integer >= 2"):
-        HeadAblation([(1, 0)], eval_rows=1)
+        HeadAblation([(1, 0)], eval_rows=1).validate_params()
     with pytest.raises(RuntimeError, match="setup"):
         a(None, None)
 
@@ -74,8 +74,8 @@ def test_ablation_leaves_the_model_unhooked(organism):
 def test_bad_configs_are_clear_errors(organism):
     model, task = organism
     with pytest.raises(ValueError, match="method='median'"):
-        HeadAblation(heads=[(0, 0)], method="median")
+        HeadAblation(heads=[(0, 0)], method="median").validate_params()
     with pytest.raises(ValueError, match="heads=\\[\\]"):
-        HeadAblation(heads=[])
+        HeadAblation(heads=[]).validate_params()
     with pytest.raises(ValueError, match="do not exist"):
         HeadAblation(heads=[(5, 0)]).setup(model, task)

@@ -150,7 +150,7 @@ def test_bos_is_excluded_unless_asked(organism):
         cache["blocks.0.hook_resid_pre"].norm(dim=-1).mean().item(), rel=1e-5
     )
     assert without(model, task)["mean_L0"] != pytest.approx(with_bos(model, task)["mean_L0"], rel=1e-3)
-    assert "BOS" in without.notes and without(model, task)["skip_positions"] == 1.0
+    assert "BOS" in without.notes_ and without(model, task)["skip_positions"] == 1.0
 
 
 def test_padding_is_masked_in_statistics_and_in_the_forward():
@@ -281,19 +281,19 @@ def test_profile_norms_takes_a_task_or_token_ids(organism):
 
 def test_config_validation():
     with pytest.raises(ValueError, match=r"ResidualNorms\(eval_rows=0\): eval_rows must be an integer >= 1"):
-        ResidualNorms(eval_rows=0)
+        ResidualNorms(eval_rows=0).validate_params()
     assert repr(ResidualNorms(eval_rows=8)).startswith("ResidualNorms(eval_rows=8, batch_size=64,")
     with pytest.raises(ValueError, match="skip_positions=-1"):
-        ResidualNorms(skip_positions=-1)
+        ResidualNorms(skip_positions=-1).validate_params()
     with pytest.raises(ValueError, match="coordinates='hooked'"):
-        ResidualNorms(coordinates="hooked")
+        ResidualNorms(coordinates="hooked").validate_params()
     with pytest.raises(ValueError, match="quantiles"):
-        ResidualNorms(quantiles=(0.5, 1.0))
+        ResidualNorms(quantiles=(0.5, 1.0)).validate_params()
     with pytest.raises(ValueError, match="positions"):
-        ResidualNorms(positions=(0,))  # position 0 is excluded by skip_positions=1
+        ResidualNorms(positions=(0,)).validate_params()  # position 0 is excluded by skip_positions=1
     with pytest.raises(ValueError, match="fit_layers"):
-        ResidualNorms(fit_layers=(3, 1))
-    ResidualNorms(positions=(0,), skip_positions=0)
+        ResidualNorms(fit_layers=(3, 1)).validate_params()
+    ResidualNorms(positions=(0,), skip_positions=0).validate_params()
 
 
 def test_sweep_over_checkpoints_and_plots(organism, tmp_path):

@@ -42,7 +42,7 @@ sum before its last LayerNorm (``blocks.{l}.ln2.hook_in``); ``mid_mean_L{l}`` is
 attention LayerNorm (``blocks.{l}.ln1.hook_in``). The LayerNorm outputs are reported as
 ``ln_mean_L{l}``/``ln_median_L{l}``, dsq is relative to the LN output the write is added to, the
 growth fit starts at L1 (L0 is not a sum of an LN output and a write), and ``post_ln = 1`` is in the
-output with a note logged at setup (``ResidualNorms.notes``). TL 4.3 caveat checked here: on BERT,
+output with a note logged at setup (``ResidualNorms.notes_``). TL 4.3 caveat checked here: on BERT,
 TransformerLens' own ``hook_attn_out`` holds residual + attention after LayerNorm; ``hooks.attn_out``
 resolves to the raw attention write (``attn.o.hook_out``), which is what is measured.
 
@@ -69,7 +69,7 @@ Example::
     torch.Size([33])
 """
 
-from analyses.norms._analysis import ResidualNorms, ResidualNormsConfig
+from analyses.norms._analysis import ResidualNorms
 from analyses.norms._plot import plot_growth, plot_norms_by_layer
 from analyses.norms._profile import (
     NormProfile,
@@ -83,7 +83,6 @@ from analyses.norms._profile import (
 __all__ = [
     "NormProfile",
     "ResidualNorms",
-    "ResidualNormsConfig",
     "folded_copy",
     "log_linear_fit",
     "profile_norms",

@@ -1,4 +1,4 @@
-"""``ResidualNorms``: the sweep analysis of residual-stream norms, its config and its metrics.
+"""``ResidualNorms``: the sweep analysis of residual-stream norms, its parameters and its metrics.
 
 One-shot counterpart: :func:`analyses.norms.profile_norms` (per-token values at the current weights).
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -15,73 +15,36 @@ import torch
 from analyses._base import Params
 from analyses.norms._profile import (_COORDINATES, NormProfile, _layout, _notes, _weight_norms, folded_copy,
                                      log_linear_fit, profile_norms)
-from interp.checks import bad_value, check_choice, check_flag, check_number
+from interp.checks import bad_value, check_choice, check_flag, check_is_fitted, check_number
 
-__all__ = ["ResidualNorms", "ResidualNormsConfig"]
+__all__ = ["ResidualNorms"]
 
 log = logging.getLogger("analyses.norms")
 
 _SPLITS = ("train", "test")
 
 
-@dataclass(frozen=True)
-class ResidualNormsConfig:
-    """What :class:`ResidualNorms` measures and on which tokens.
+def _check_quantiles(owner: str, name: str, value: Any) -> None:
+    if not isinstance(value, (tuple, list)) or not all(
+            isinstance(q, (int, float)) and not isinstance(q, bool) and 0.0 < q < 1.0 for q in value):
+        raise bad_value(owner, name, value, "a sequence of numbers in (0, 1)",
+                        "Use e.g. quantiles=(0.05, 0.95); the median is always reported.")
 
-    Attributes:
-        eval_rows: evaluation rows of ``split`` (was ``rows``).
-        batch_size: rows per forward (memory is one batch's activations at the measured points).
-        skip_positions: leading real tokens of each row excluded (1: BOS / [CLS]).
-        quantiles: reported as ``q{100·q:g}_L{l}`` (e.g. ``q5_L0``), in (0, 1).
-        positions: report ``mean_L{l}_pos{t}`` at these positions (each ≥ ``skip_positions``).
-        writes: also measure the attention/MLP write norms and their squared-norm increments.
-        weights: also report ``wov_L{l}``, ``wout_L{l}``, ``param_norm``.
-        coordinates: ``"raw"`` (model weights as they are) or ``"folded"`` (LayerNorm folded and
-            writing weights centred, on a copy: the HookedTransformer view of published numbers).
-        fit_layers: ``(first, last)`` stream points of the growth fit, inclusive; ``None``: all
-            (from L1 on post-LN models).
-        split: ``"test"`` or ``"train"``.
-    """
 
-    eval_rows: int = 256
-    batch_size: int = 64
-    skip_positions: int = 1
-    quantiles: tuple[float, ...] = (0.05, 0.25, 0.75, 0.95)
-    positions: tuple[int, ...] = ()
-    writes: bool = True
-    weights: bool = True
-    coordinates: Literal["raw", "folded"] = "raw"
-    fit_layers: tuple[int, int] | None = None
-    split: str = "test"
+def _check_positions(owner: str, name: str, value: Any) -> None:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)) or any(
+            isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in value):
+        raise bad_value(owner, name, value, "a sequence of ints >= skip_positions (excluded positions have no "
+                        "tokens)", "Lower skip_positions to see position 0.")
 
-    def __post_init__(self) -> None:
-        c = "ResidualNorms"
-        check_number(c, "eval_rows", self.eval_rows, integer=True, minimum=1, fix="Use e.g. eval_rows=256.")
-        check_number(c, "batch_size", self.batch_size, integer=True, minimum=1,
-                     fix="Rows per forward, e.g. batch_size=64.")
-        check_number(c, "skip_positions", self.skip_positions, integer=True, zero_ok=True, fix="0 keeps BOS.")
-        if not isinstance(self.quantiles, (tuple, list)) or not all(
-                isinstance(q, (int, float)) and not isinstance(q, bool) and 0.0 < q < 1.0 for q in self.quantiles):
-            raise bad_value(c, "quantiles", self.quantiles, "a sequence of numbers in (0, 1)",
-                            "Use e.g. quantiles=(0.05, 0.95); the median is always reported.")
-        object.__setattr__(self, "quantiles", tuple(float(q) for q in self.quantiles))
-        if isinstance(self.positions, (str, bytes)) or not isinstance(self.positions, (tuple, list)) or any(
-                isinstance(t, bool) or not isinstance(t, int) or t < self.skip_positions for t in self.positions):
-            raise bad_value(c, "positions", self.positions,
-                            f"a sequence of ints >= skip_positions={self.skip_positions} (excluded positions "
-                            "have no tokens)", "Lower skip_positions to see position 0.")
-        object.__setattr__(self, "positions", tuple(self.positions))
-        check_flag(c, "writes", self.writes)
-        check_flag(c, "weights", self.weights)
-        check_choice(c, "coordinates", self.coordinates, _COORDINATES)
-        if self.fit_layers is not None:
-            fl = tuple(self.fit_layers) if isinstance(self.fit_layers, (tuple, list)) else ()
-            if len(fl) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in fl) or not 0 <= fl[0] < fl[1]:
-                raise bad_value(c, "fit_layers", self.fit_layers,
-                                "(first, last) stream points with 0 <= first < last, or None for all",
-                                "Use e.g. fit_layers=(1, 6).")
-            object.__setattr__(self, "fit_layers", fl)
-        check_choice(c, "split", self.split, _SPLITS)
+
+def _check_fit_layers(owner: str, name: str, value: Any) -> None:
+    if value is None:
+        return
+    fl = tuple(value) if isinstance(value, (tuple, list)) else ()
+    if len(fl) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in fl) or not 0 <= fl[0] < fl[1]:
+        raise bad_value(owner, name, value, "(first, last) stream points with 0 <= first < last, or None for all",
+                        "Use e.g. fit_layers=(1, 6).")
 
 
 class ResidualNorms(Params):
@@ -93,17 +56,44 @@ class ResidualNorms(Params):
     ``wout_L{l}``, ``param_norm``; ``growth``, ``growth_r2``, ``fit_from``, ``fit_to``; and the
     statements ``skip_positions``, ``post_ln``, ``folded``, ``n_tokens``.
 
-    Arguments: the fields of :class:`ResidualNormsConfig` (``eval_rows``, was ``rows``), and ``name``.
-    Fitted by :meth:`setup`: ``data_`` (the evaluation rows), ``fit_range_`` (the growth fit's stream
-    points), ``notes_`` (what the numbers mean on this model). One-shot counterpart:
-    :func:`profile_norms`.
+    Args:
+        eval_rows: evaluation rows of ``split``.
+        batch_size: rows per forward (memory is one batch's activations at the measured points).
+        skip_positions: leading real tokens of each row excluded (1: BOS / [CLS]).
+        quantiles: reported as ``q{100·q:g}_L{l}`` (e.g. ``q5_L0``), in (0, 1).
+        positions: report ``mean_L{l}_pos{t}`` at these positions (each ≥ ``skip_positions``).
+        writes: also measure the attention/MLP write norms and their squared-norm increments.
+        weights: also report ``wov_L{l}``, ``wout_L{l}``, ``param_norm``.
+        coordinates: ``"raw"`` (model weights as they are) or ``"folded"`` (LayerNorm folded and
+            writing weights centred, on a copy: the HookedTransformer view of published numbers).
+        fit_layers: ``(first, last)`` stream points of the growth fit, inclusive; ``None``: all
+            (from L1 on post-LN models).
+        split: ``"test"`` or ``"train"``.
+        name: the analysis name in sweep results.
+
+    Parameters are checked by :meth:`setup` (``param_constraints``). Fitted by :meth:`setup`:
+    ``data_`` (the evaluation rows), ``fit_range_`` (the growth fit's stream points), ``notes_``
+    (what the numbers mean on this model). One-shot counterpart: :func:`profile_norms`.
     """
 
     effects: tuple[str, ...] = ()
     collaterals: tuple[str, ...] = ()
+    param_constraints = {
+        "eval_rows": partial(check_number, integer=True, minimum=1, fix="Use e.g. eval_rows=256."),
+        "batch_size": partial(check_number, integer=True, minimum=1, fix="Rows per forward, e.g. batch_size=64."),
+        "skip_positions": partial(check_number, integer=True, zero_ok=True, fix="0 keeps BOS."),
+        "quantiles": _check_quantiles,
+        "positions": _check_positions,
+        "writes": check_flag,
+        "weights": check_flag,
+        "coordinates": partial(check_choice, choices=_COORDINATES),
+        "fit_layers": _check_fit_layers,
+        "split": partial(check_choice, choices=_SPLITS),
+    }
 
     def __init__(
         self,
+        *,
         eval_rows: int = 256,
         batch_size: int = 64,
         skip_positions: int = 1,
@@ -119,21 +109,19 @@ class ResidualNorms(Params):
         self.eval_rows, self.batch_size, self.skip_positions = eval_rows, batch_size, skip_positions
         self.quantiles, self.positions, self.writes, self.weights = quantiles, positions, writes, weights
         self.coordinates, self.fit_layers, self.split = coordinates, fit_layers, split
-        self.config = ResidualNormsConfig(
-            eval_rows=eval_rows, batch_size=batch_size, skip_positions=skip_positions, quantiles=quantiles,
-            positions=positions, writes=writes, weights=weights, coordinates=coordinates,
-            fit_layers=fit_layers, split=split,
-        )
         self.name = name
-        self.notes_ = ""
 
-    @property
-    def notes(self) -> str:
-        """What the numbers mean on the model given to :meth:`setup` (coordinates, tokens, post-LN)."""
-        return self.notes_
+    def validate_params(self) -> None:
+        """:attr:`param_constraints`, then: every reported position is at least ``skip_positions``."""
+        super().validate_params()
+        if any(t < self.skip_positions for t in self.positions):
+            raise bad_value("ResidualNorms", "positions", self.positions,
+                            f"a sequence of ints >= skip_positions={self.skip_positions} (excluded positions "
+                            "have no tokens)", "Lower skip_positions to see position 0.")
 
     def setup(self, model: Any, task: Any) -> None:
-        cfg = self.config
+        self.validate_params()
+        cfg = self
         self.data_ = task.tensors(cfg.split, rows=cfg.eval_rows)
         if "input_ids" not in self.data_:
             raise ValueError(f"task {getattr(task, 'name', task)!r} has no numeric input_ids column.")
@@ -157,9 +145,8 @@ class ResidualNorms(Params):
 
     @torch.no_grad()
     def __call__(self, model: Any, task: Any) -> dict[str, float]:
-        if not hasattr(self, "data_"):
-            raise RuntimeError(f"{self.name}: call setup(model, task) on the clean weights first.")
-        cfg = self.config
+        check_is_fitted(self, "data_")
+        cfg = self
         prof = profile_norms(
             model, self.data_["input_ids"], self.data_.get("attention_mask"), batch_size=cfg.batch_size,
             skip_positions=cfg.skip_positions, writes=cfg.writes, coordinates=cfg.coordinates,
@@ -170,7 +157,7 @@ class ResidualNorms(Params):
 
     def metrics(self, prof: NormProfile, model: Any | None = None) -> dict[str, float]:
         """Flatten a :class:`NormProfile` into this analysis's metrics (``model``: weight norms)."""
-        cfg = self.config
+        cfg = self
         n = prof.n_layers
         qs = [0.5, *cfg.quantiles]
         out: dict[str, float] = {}
