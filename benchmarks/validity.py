@@ -256,7 +256,7 @@ def _point(d: Any) -> float:
 
 def decide(real: Any, spurious: Any) -> str:
     """``separates`` / ``inverted`` / ``does not`` / ``undecided`` (module docstring)."""
-    from interp.dissolve import compare_dissolutions
+    from interp.crossing import compare_dissolutions
 
     if "undecided" in (real.outcome, spurious.outcome) or real.outcome == spurious.outcome == "holds_throughout":
         return "undecided"

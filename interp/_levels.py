@@ -59,20 +59,21 @@ def parse_level(level: Any) -> tuple[str | None, float]:
     return None, float("nan")
 
 
-def level_numbers(deg_type: str, level: Any, info: Mapping[str, Any], draw_nbeta: float,
-                   failed: pd.DataFrame, deg: Any, li: int, rows: pd.DataFrame) -> dict[str, Any]:
-    """A level's numbers and status from its record (``levels.json`` entry), its draws and rows."""
+def level_numbers(axis: str | None, level: Any, info: Mapping[str, Any], draw_nbeta: float,
+                  failed: pd.DataFrame, deg: Any, li: int, rows: pd.DataFrame) -> dict[str, Any]:
+    """A level's numbers and status from its record (``levels.json`` entry), its draws and rows.
+
+    ``axis``: the name of the degradation's level axis (``config.json``'s ``level_axis``): a
+    plain-number level goes in the column of that name (``nbeta``, ``sigma`` or ``step``)."""
     nan = float("nan")
     kind, number = parse_level(level)
+    plain = {axis: number} if kind is None and axis else {}
     cal = info.get("calibration") if isinstance(info.get("calibration"), Mapping) else {}
-    deg_type = str(deg_type or "")
     target = float(cal["target"]) if "target" in cal else (number if kind == "LossIncrease" else nan)
     nbeta = draw_nbeta
     if not math.isfinite(nbeta):
-        nbeta = float(cal["nbeta"]) if "nbeta" in cal else (
-            number if kind == "NBeta" or (kind is None and "Posterior" in deg_type) else nan)
-    sigma = number if kind is None and "Noise" in deg_type else nan
-    step = number if kind is None and "Checkpoint" in deg_type else nan
+        nbeta = float(cal["nbeta"]) if "nbeta" in cal else (number if kind == "NBeta" else plain.get("nbeta", nan))
+    sigma, step = plain.get("sigma", nan), plain.get("step", nan)
     mine = failed[(failed["level_index"] == li) & ((failed["degradation"] == deg) | failed["degradation"].isna())]
     failed_chains = set(mine["chain"].tolist())
     kept = rows[~rows["chain"].isin(failed_chains)] if len(rows) else rows

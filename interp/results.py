@@ -68,7 +68,7 @@ import pandas as pd
 from interp.stats import bootstrap_interval, t_quantile_975
 
 if TYPE_CHECKING:  # pragma: no cover
-    from interp.dissolve import Dissolution
+    from interp.crossing import Dissolution
 
 __all__ = ["Results", "is_bounded", "BOUNDED_METRICS", "UNBOUNDED_METRICS"]
 
@@ -223,8 +223,7 @@ class Results:
         draws = t[~t["baseline"]]
         for part in self._parts():
             deg, config = part["degradation"], part["config"]
-            deg_type = (config.get("degradation") or {}).get("type", deg) if isinstance(
-                config.get("degradation"), dict) else deg
+            axis = (config.get("level_axis") or {}).get("name")
             recorded = config.get("levels") or []
             infos = {int(k): v for k, v in (part.get("levels") or {}).items()}
             in_table = draws[draws["degradation"] == deg] if deg is not None else draws
@@ -234,7 +233,7 @@ class Results:
                 li = int(li)
                 g = in_table[in_table["level_index"] == li]
                 level = g["level"].iloc[0] if len(g) else (recorded[li] if li < len(recorded) else None)
-                rows[(deg, li)] = level_numbers(deg_type, level, infos.get(li) or {},
+                rows[(deg, li)] = level_numbers(axis, level, infos.get(li) or {},
                                                  self._draw_nbeta(deg, li), failed, deg, li, g)
         frame = pd.DataFrame(
             [{"degradation": d, "level_index": li, **r} for (d, li), r in rows.items()],
@@ -321,12 +320,12 @@ class Results:
                 else the divergence (a model without a loss, e.g. MiniLM).
 
         Returns:
-            :class:`~interp.dissolve.Dissolution` (its ``axis`` says which; the crossing is given in
+            :class:`~interp.crossing.Dissolution` (its ``axis`` says which; the crossing is given in
             ΔL and in divergence either way).
         """
-        from interp.dissolve import from_results
+        from interp.crossing import read_dissolution
 
-        return from_results(self, analysis, metric, threshold=threshold, relative=relative,
+        return read_dissolution(self, analysis, metric, threshold=threshold, relative=relative,
                             degradation=degradation, axis=axis)
 
     def clean_window(self, *, collateral: str | None = None) -> pd.DataFrame:

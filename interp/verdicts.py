@@ -102,7 +102,7 @@ def effect_floor(results: Any, degradation: Any, analysis: Any, metric: str) -> 
 
 
 class Verdict:
-    """A dissolution point (:class:`~interp.dissolve.Dissolution`, whose fields it exposes) read for a
+    """A dissolution point (:class:`~interp.crossing.Dissolution`, whose fields it exposes) read for a
     verdict: the criterion measured from the metric's floor (``floor``: 0 for a recovered fraction,
     chance for an accuracy), ``absent`` when the finding is not there at w0 (then ``outcome`` is
     ``"never_holds"`` whatever the criterion), ``grid_max`` (the largest level on the axis) and ``gap``
@@ -275,7 +275,7 @@ def compare_with_noise(posterior: Verdict, noise: Verdict) -> tuple[str, str]:
     """``(answer, sentence)``: whether an effect outlasts the weight-noise baseline at equal ΔL (or
     divergence): ``"outlasts"`` when its interval of dissolution under the posterior lies wholly above
     the one under weight noise, ``"does not outlast"`` when wholly below, else ``"undecided"`` (as
-    :func:`interp.dissolve.compare_dissolutions` decides). An effect that holds over a whole grid has the
+    :func:`interp.crossing.compare_dissolutions` decides). An effect that holds over a whole grid has the
     interval [last held, ∞); one that never holds at w0 is not compared (``"–"``)."""
     if posterior.outcome == "never_holds" or noise.outcome == "never_holds":
         return "–", "not compared with weight noise: the effect never holds at the trained weights"

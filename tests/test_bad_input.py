@@ -243,7 +243,7 @@ def test_invalid_level(tiny):
     with pytest.raises(ValueError, match=r"LossIncrease\(delta=-0\.1\): the target loss increase must be a "
                                          r"finite number > 0"):
         LossIncrease(-0.1)
-    with pytest.raises(ValueError, match=r"Checkpoints: no checkpoint at level=7; available: \[0, 100, 125"):
+    with pytest.raises(ValueError, match=r"Checkpoints level=7: no checkpoint at this level; available steps: \[0, 100, 125"):
         list(Checkpoints(source="induction").draws(*induction(), level=7))
 
 
@@ -581,8 +581,9 @@ def _sweep(tiny, **kw):
 
 
 @pytest.mark.parametrize("degradation, message", [
-    (None, r"run_sweep\(degradation=None\): degradation must be an object with draws\(model, task, level\)"),
-    ("WeightNoise", r"run_sweep\(degradation='WeightNoise'\): degradation must be an object with draws"),
+    (None, r"run_sweep\(degradation=None\): not a degradation: it lacks \['chain_jobs', .*'level_axis', .*\] of the "
+           r"interp.degradations.Degradation protocol. Pass one of .*TemperedPosterior\(...\), WeightNoise\(...\)"),
+    ("WeightNoise", r"run_sweep\(degradation='WeightNoise'\): not a degradation: it lacks"),
     (WeightNoise, r"run_sweep\(degradation=WeightNoise\): pass an instance, e.g. WeightNoise\(\), not the class"),
 ])
 def test_sweep_degradation_not_an_instance(tiny, degradation, message):
@@ -600,7 +601,7 @@ def test_sweep_task_not_a_task(tiny):
     (None, r"run_sweep\(levels=None\): levels must be a list of the degradation's levels"),
     ("0.1", r"run_sweep\(levels='0.1'\): levels must be a list"),
     ([], r"levels is empty"),
-    ([0.1, -0.1], r"run_sweep\(levels\[1\]=-0.1\): a WeightNoise level is σ, a finite number >= 0"),
+    ([0.1, -0.1], r"run_sweep\(levels\[1\]=-0.1\): WeightNoise level=-0.1: a level is σ, a finite number >= 0"),
 ])
 def test_sweep_levels_not_a_list_of_levels(tiny, levels, message):
     with pytest.raises(ValueError, match=message):

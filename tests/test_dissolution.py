@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import interp
-from interp.degradations import WeightNoise
-from interp.dissolve import compare_dissolutions, crossing
+from interp.degradations import Checkpoints, WeightNoise
+from interp.crossing import compare_dissolutions, crossing
 from interp.results import Results
 from reliability_tiny import tiny_bridge, tiny_task
 
@@ -99,8 +99,12 @@ def test_bad_arguments_are_refused_before_any_work(tiny):
     with pytest.raises(ValueError, match="draws per level"):
         interp.dissolution(model, task, Agreement(), WeightNoise(draws_per_level=1), metric="agreement",
                            threshold=0.8)
-    with pytest.raises(ValueError, match="continuous level"):
+    with pytest.raises(ValueError, match="not a degradation"):
         interp.dissolution(model, task, Agreement(), object(), metric="agreement", threshold=0.8)
+    with pytest.raises(ValueError, match=r"fixed grid .* Results.dissolution"):
+        interp.dissolution(model, task, Agreement(), Checkpoints([(0, model)]), metric="agreement", threshold=0.8)
+    with pytest.raises(ValueError, match=r"axis='nbeta': WeightNoise searches along \('sigma',\)"):
+        interp.dissolution(model, task, Agreement(), noise, metric="agreement", threshold=0.8, axis="nbeta")
     with pytest.raises(ValueError, match="start=20"):
         interp.dissolution(model, task, Agreement(), noise, metric="agreement", threshold=0.8, start=20)
 
@@ -183,15 +187,16 @@ def test_grid_without_a_loss_dissolves_along_the_divergence():
 def test_calibration_of_a_new_level_starts_from_its_neighbours():
     """A LossIncrease level's calibration starts from nβ interpolated log-log between calibrated
     neighbours (ΔL ≈ λ/nβ beyond them), on a copy of the sampler that differs only in nbeta."""
-    from interp.degradations import CalibrationConfig, TemperedPosterior
-    from interp.dissolve import _nbeta_hint, _with_nbeta
+    from interp.degradations import CalibrationConfig, LossIncrease, NBeta, TemperedPosterior
 
-    pts = pd.DataFrame({"x": [0.0, 0.1, 0.4], "nbeta": [np.inf, 800.0, 200.0]})
-    assert _nbeta_hint(pts, 0.2) == pytest.approx(400.0)  # log-log between (0.1, 800) and (0.4, 200)
-    assert _nbeta_hint(pts, 0.8) == pytest.approx(100.0)  # beyond: nβ ∝ 1/Δ from the nearest
-    assert _nbeta_hint(pts[:1], 0.2) is None
     s = TemperedPosterior(chains=3, n_draws=2, burnin=7, seed=5, progress=False,
                           calibration=CalibrationConfig(tolerance=0.2, max_rounds=3))
-    c = _with_nbeta(s, 123.0)
-    assert c.nbeta == 123.0 and c.n_draws == 2 and c.chains == 3 and c.burnin == 7 and c.seed == 5
+    known = [{"value": 0.1, "nbeta": 800.0}, {"value": 0.4, "nbeta": 200.0}]
+    level, c = s.search_level("loss_increase", 0.2, known)
+    assert level == LossIncrease(0.2)
+    assert c.nbeta == pytest.approx(400.0)  # log-log between (0.1, 800) and (0.4, 200)
+    assert s.search_level("loss_increase", 0.8, known)[1].nbeta == pytest.approx(100.0)  # beyond: nβ ∝ 1/Δ
+    assert s.search_level("loss_increase", 0.2, []) == (LossIncrease(0.2), s)  # no neighbour: as configured
+    assert s.search_level("nbeta", 50.0, known) == (NBeta(50.0), s)
+    assert c.n_draws == 2 and c.chains == 3 and c.burnin == 7 and c.seed == 5
     assert c.calibration == s.calibration

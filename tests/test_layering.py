@@ -14,6 +14,9 @@ Contracts:
   submodules does not count);
 - ``analyses`` import only public ``interp`` modules and names (no ``interp._x``, ``interp.x._y`` or
   ``from interp.x import _y``) and never the app layer;
+- a use through a lazy package root counts as an import of the module that defines the name:
+  ``import interp`` then ``interp.run_sweep(...)`` (or ``interp.sweep.kernel.x``) inside a function
+  imports ``interp.sweep`` (``interp.sweep.kernel``), as the root's lazy loader would;
 - importing any module alone works and loads nothing above its layer;
 - every module states its one job in a docstring that opens the file, and none is over 600 lines.
 """
@@ -67,13 +70,28 @@ def _ours(target: str) -> bool:
     return target.split(".")[0] in PACKAGES
 
 
-class _Imports(ast.NodeVisitor):
-    """Every import of one module: (target module, imported name or None, line, at import time)."""
+@cache
+def _lazy_names(package: str) -> dict[str, str]:
+    """A lazy package root's public names -> the module defining each (what its loader imports)."""
+    from hooks._lazy import read_names
 
-    def __init__(self, name: str, is_package: bool) -> None:
+    return read_names(package, ROOT / package / "__init__.py")
+
+
+class _Imports(ast.NodeVisitor):
+    """Every import of one module: (target module, imported name or None, line, at import time).
+
+    Besides import statements: ``importlib.import_module("x")``, "module:Class" registry strings, and
+    attribute chains through a package root bound by ``import interp`` (``interp.run_sweep`` is an
+    import of ``interp.sweep``, resolved by the root's lazy names; ``interp.sweep.kernel.f`` of
+    ``interp.sweep.kernel``)."""
+
+    def __init__(self, name: str, is_package: bool, modules: set[str] | None = None) -> None:
         self.package = name if is_package else name.rpartition(".")[0]
         self.found: list[tuple[str, str | None, int, bool]] = []
         self.depth = 0  # > 0 inside a function or an `if TYPE_CHECKING:` block
+        self.roots: dict[str, str] = {}  # local name -> package root it is bound to (`import interp`)
+        self.modules = modules
 
     def _resolve(self, module: str | None, level: int) -> str:
         if level == 0:
@@ -85,6 +103,26 @@ class _Imports(ast.NodeVisitor):
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             self.found.append((alias.name, None, node.lineno, self.depth == 0))
+            root = alias.name.split(".")[0]
+            if root in PACKAGES:  # `import interp.x` binds `interp`; `import interp.x as y` binds y to interp.x
+                self.roots[alias.asname or root] = alias.name if alias.asname else root
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        chain, inner = [], node
+        while isinstance(inner, ast.Attribute):
+            chain.append(inner.attr)
+            inner = inner.value
+        if not (isinstance(inner, ast.Name) and inner.id in self.roots):
+            self.generic_visit(node)
+            return
+        parts = self.roots[inner.id].split(".") + chain[::-1]
+        modules = self.modules if self.modules is not None else set(_modules())
+        # the longest prefix that is a module; one step past a package root goes through its lazy names
+        k = max(i for i in range(1, len(parts) + 1) if ".".join(parts[:i]) in modules or i == 1)
+        target = ".".join(parts[:k])
+        if k < len(parts) and target in PACKAGES:
+            target = _lazy_names(target).get(parts[k], target)
+        self.found.append((target, None, node.lineno, self.depth == 0))
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         module = self._resolve(node.module, node.level)
@@ -164,6 +202,40 @@ def test_the_checker_sees_lazy_relative_and_string_imports(tmp_path):
     assert ("analyses.norms", "ResidualNorms", False) in found
     assert ("analyses.probing", None, False) in found
     assert not any(m.startswith("see") for m, *_ in found)
+
+
+def test_the_checker_sees_uses_through_the_lazy_package_root():
+    """``import interp`` then ``interp.X`` inside a function is an import of X's module (resolved by
+    the root's lazy names), and ``interp.sweep.kernel.f`` one of ``interp.sweep.kernel``."""
+    src = ("def f(model):\n    import interp\n    res = interp.run_sweep(model)\n"
+           "    return interp.sweep.kernel.interactive(), interp.Results, res\n"
+           "def g():\n    import interp.objectives as obj\n    return obj.Behavioural\n")
+    visitor = _Imports("interp.results", is_package=False)
+    visitor.visit(ast.parse(src))
+    found = {(m, eager) for m, n, _, eager in visitor.found}
+    assert {("interp.sweep", False), ("interp.sweep.kernel", False), ("interp.results", False),
+            ("interp.objectives", False)} <= found
+
+
+def test_a_cycle_through_the_lazy_package_root_is_caught(monkeypatch):
+    """Planted: the sweep kernel builds Results, Results reads a dissolution through ``interp.X`` of
+    a module that runs sweeps: the cycle finder sees it only through the lazy root."""
+    planted = {
+        "interp.sweep.kernel": "def make(): from interp.results import Results\n",
+        "interp.results": "def read(self):\n    import interp\n    return interp.dissolution(self)\n",
+        "interp.dissolve": "def dissolution():\n    import interp\n    return interp.sweep.kernel.analyse()\n",
+    }
+    names = set(_modules())
+
+    def imports(m):
+        v = _Imports(m, is_package=False, modules=names)
+        v.visit(ast.parse(planted[m]))
+        return tuple(v.found)
+
+    monkeypatch.setattr(sys.modules[__name__], "_modules",
+                        lambda: {m: Path(f"/x/{m.replace('.', '_')}.py") for m in planted})
+    monkeypatch.setattr(sys.modules[__name__], "_imports", imports)
+    assert _cycles("core") == [["interp.dissolve", "interp.results", "interp.sweep.kernel"]]
 
 
 def test_every_package_module_is_found():

@@ -165,7 +165,8 @@ def test_levels_are_given_as_numbers_beside_their_label():
         "LossIncrease(delta=0.3): calibration to ΔL 0.3 did not converge in 4 rounds"]
     noise = synthetic({"a": (1.0, [0.9])})
     noise.table["degradation"] = "WeightNoise"
-    noise.meta = {"config": {"degradation": {"type": "WeightNoise"}, "levels": [0.0]}}
+    noise.meta = {"config": {"degradation": {"type": "WeightNoise"}, "levels": [0.0],
+                             "level_axis": {"name": "sigma", "units": "standard deviations of Gaussian noise"}}}
     row = noise.summary().query("level_index == 0").iloc[0]
     assert row["sigma"] == 0.0 and np.isnan(row["nbeta"]) and np.isnan(row["target_delta_loss"])
 

@@ -13,7 +13,7 @@ Example (``sweep.toml``)::
     # weights = "retrained/induction.safetensors"   # optional: other weights of the same organism
 
     [degradation]
-    type = "TemperedPosterior"         # or WeightNoise, ActivationNoise, Checkpoints
+    type = "TemperedPosterior"         # or WeightNoise, ActivationNoise, Checkpoints, or a registered one
     localization = 100.0
     chains = 2
     n_draws = 4
@@ -25,6 +25,11 @@ Example (``sweep.toml``)::
     type = "HeadAblation"
     name = "induction_heads"
     heads = [[1, 0], [1, 1]]
+
+The degradation ``type`` is any registered degradation's class name
+(:func:`interp.degradations.registered_degradations`: the shipped four, and every class decorated
+with :func:`~interp.degradations.register_degradation` in a module imported before the file is
+run); its table's keys are the class's constructor arguments.
 
 This module belongs to the app layer (``interp.app``), so it may name classes of ``analyses``.
 """
@@ -38,7 +43,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_sweep_config", "run_sweep_file", "rebuild_report", "ANALYSES", "DEGRADATIONS"]
+__all__ = ["load_sweep_config", "run_sweep_file", "rebuild_report", "ANALYSES"]
 
 #: analysis type name -> "module:Class"
 ANALYSES = {
@@ -51,11 +56,6 @@ ANALYSES = {
 }
 #: ready-made causal-scrubbing hypotheses, named "SET.NAME" in sweep files (e.g. "induction.correct")
 HYPOTHESES = {"induction": "analyses.scrubbing.induction:hypotheses"}
-#: degradation type name -> "module:Class"
-DEGRADATIONS = {
-    name: f"interp.degradations:{name}"
-    for name in ("TemperedPosterior", "WeightNoise", "ActivationNoise", "Checkpoints")
-}
 
 _TOP = {"out", "seed", "model", "degradation", "levels", "analyses"}
 _MODEL = {"organism", "weights"}
@@ -70,11 +70,21 @@ def _unknown(where: str, keys: set[str], allowed: set[str]) -> None:
         raise ValueError(f"Unknown key(s) in {where}: {hint}. Allowed: {sorted(allowed)}.")
 
 
-def _class(registry: dict[str, str], name: Any, what: str) -> type:
+def _degradations() -> dict[str, type]:
+    """The degradation types a sweep file can name: every registered degradation."""
+    from interp.degradations import registered_degradations
+
+    return registered_degradations()
+
+
+def _class(registry: dict[str, Any], name: Any, what: str) -> type:
+    """The class ``name`` names in ``registry`` (a class, or a "module:Class" string imported now)."""
     if name not in registry:
         close = difflib.get_close_matches(str(name), sorted(registry), n=2)
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise ValueError(f"Unknown {what} type {name!r}; available: {sorted(registry)}.{hint}")
+    if isinstance(registry[name], type):
+        return registry[name]
     module, cls = registry[name].split(":")
     return getattr(importlib.import_module(module), cls)
 
@@ -177,7 +187,7 @@ def load_sweep_config(path: str | Path) -> dict[str, Any]:
     for where, cfg in [(f"{path} [degradation]", deg_cfg)] + [
             (f"{path} [[analyses]] #{i + 1}", a) for i, a in enumerate(specs)]:
         if not isinstance(cfg.get("type"), str):
-            registry = DEGRADATIONS if "degradation" in where else ANALYSES
+            registry = _degradations() if "degradation" in where else ANALYSES
             raise _bad(where, "type", cfg.get("type"), f"a name in quotes, one of {sorted(registry)}")
     _unknown(f"{path} [levels]", set(levels_cfg), _LEVELS)
     if len(levels_cfg) != 1:
@@ -192,7 +202,7 @@ def load_sweep_config(path: str | Path) -> dict[str, Any]:
 
         model = load_bridge((path.parent / model_cfg["weights"]).resolve())
 
-    deg_cls = _class(DEGRADATIONS, deg_cfg.pop("type"), "degradation")
+    deg_cls = _class(_degradations(), deg_cfg.pop("type"), "degradation")
     degradation = _build(deg_cls, deg_cfg, f"{path} [degradation]")
 
     from interp.degradations import LossIncrease, NBeta

@@ -40,9 +40,14 @@ Example::
 from interp.degradations._core import (
     Degradation,
     Draw,
+    LevelAxis,
     LossIncrease,
     NBeta,
+    SearchAxis,
     WeightSnapshot,
+    register_degradation,
+    registered_degradations,
+    unregister_degradation,
 )
 from interp.degradations._select import clean_name, select_parameters, transformerlens_names
 from interp.degradations.baselines import ActivationNoise, Checkpoints, WeightNoise
@@ -74,10 +79,12 @@ __all__ = [
     "Degradation",
     "Draw",
     "LLCEstimate",
+    "LevelAxis",
     "LevelPlan",
     "LossIncrease",
     "NBeta",
     "SamplingRun",
+    "SearchAxis",
     "TemperedPosterior",
     "WeightNoise",
     "WeightSnapshot",
@@ -89,4 +96,7 @@ __all__ = [
     "indistinct_levels",
     "select_parameters",
     "transformerlens_names",
+    "register_degradation",
+    "registered_degradations",
+    "unregister_degradation",
 ]

@@ -1,13 +1,47 @@
-"""Shared pieces of the degradations: the ``Draw`` record, the ``Degradation`` protocol, level types,
-bit-identical weight snapshots, parameter selection (de-duplicated by storage) and loss targets."""
+"""Shared pieces of the degradations: the ``Draw`` record, the ``Degradation`` protocol with its level
+axis and registry, level types, bit-identical weight snapshots and loss targets.
+
+A degradation owns its level axis: what a level is (:class:`LevelAxis`: its name and units, the
+column of ``Results.levels()`` a plain-number level fills), how a level is checked
+(``check_level``), how ``interp.dissolution`` searches along it (:class:`SearchAxis`: start,
+limits, which way is "more degraded", log or linear midpoints; ``search_level`` turns a value on
+the axis into a level), and how an executor splits a level into jobs (``chain_jobs``). The sweep,
+the dissolution search, ``Results.levels`` and sweep files ask these members and never name a
+degradation class, so adding one is one class: subclass :class:`Degradation` (its defaults fill the
+optional members) and decorate it with :func:`register_degradation` to make sweep files know it.
+
+Example::
+
+    >>> from interp.degradations import (Degradation, LevelAxis, SearchAxis, register_degradation,
+    ...                                  registered_degradations, unregister_degradation)
+    >>> @register_degradation
+    ... class Scale(Degradation):
+    ...     level_axis = LevelAxis("shrink", "fraction of each weight removed",
+    ...                            search=(SearchAxis("shrink", 0.1, (0.01, 0.9)),))
+    ...     def __init__(self, draws_per_level=2):
+    ...         self.draws_per_level = draws_per_level
+    ...     def check_level(self, level):
+    ...         if not (isinstance(level, float) and 0 <= level < 1):
+    ...             raise ValueError(f"Scale level={level!r}: a fraction in [0, 1), e.g. 0.1.")
+    ...     def replicates(self):
+    ...         return self.draws_per_level
+    ...     def draws(self, model, target=None, level=None):
+    ...         yield from ()                      # a real one puts w0·(1 − level) live here
+    >>> Scale().check_level(0.2)
+    >>> Scale().chain_jobs(None, None)           # the default: one job per level
+    [None]
+    >>> "Scale" in registered_degradations()
+    True
+    >>> unregister_degradation("Scale")
+"""
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Union, runtime_checkable
+from typing import Any, ClassVar, Protocol, Union, runtime_checkable
 
 import torch
 
@@ -16,6 +50,11 @@ logger = logging.getLogger("interp.degradations")
 __all__ = [
     "Draw",
     "Degradation",
+    "LevelAxis",
+    "SearchAxis",
+    "register_degradation",
+    "registered_degradations",
+    "unregister_degradation",
     "LossIncrease",
     "NBeta",
     "Level",
@@ -103,12 +142,159 @@ class Draw:
     units: str | None = None
 
 
+# ------------------------------------------------------------------------------------ level axis
+@dataclass(frozen=True)
+class SearchAxis:
+    """One axis ``interp.dissolution`` can search a degradation's level along.
+
+    Attributes:
+        name: the axis's name, as ``dissolution(axis=...)`` takes it (``"sigma"``, ``"nbeta"``, ...).
+        start: the first value evaluated.
+        limits: ``(low, high)``: the search never leaves them.
+        increasing: whether larger values degrade more (σ, a loss increase Δ); ``False`` for an
+            inverse temperature nβ, searched on its reciprocal, the temperature.
+        scale: ``"log"`` (bracket by factors, bisect at geometric midpoints: values > 0 spanning
+            decades) or ``"linear"`` (bisect at arithmetic midpoints: a bounded fraction).
+    """
+
+    name: str
+    start: float
+    limits: tuple[float, float]
+    increasing: bool = True
+    scale: str = "log"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.name, str) and self.name.isidentifier()):
+            raise ValueError(f"SearchAxis(name={self.name!r}): the axis name must be an identifier, e.g. 'sigma'.")
+        low, high = self.limits
+        for what, v in (("start", self.start), ("limits[0]", low), ("limits[1]", high)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"SearchAxis({self.name!r}, {what}={v!r}): must be a finite number > 0.")
+        if not low <= self.start <= high:
+            raise ValueError(f"SearchAxis({self.name!r}): start={self.start!r} must lie within limits={self.limits!r}.")
+        if self.scale not in ("log", "linear"):
+            raise ValueError(f"SearchAxis({self.name!r}, scale={self.scale!r}): 'log' or 'linear'.")
+
+
+@dataclass(frozen=True)
+class LevelAxis:
+    """What a degradation's levels are.
+
+    Attributes:
+        name: what a plain-number level measures (``"sigma"``, ``"nbeta"``, ``"step"``, ...);
+            ``Results.levels()`` puts a plain-number level in the column of that name where it has
+            one (``nbeta``, ``sigma``, ``step``).
+        units: the units of that number, in words.
+        search: the axes ``interp.dissolution`` can search along, the default first; empty for a
+            degradation whose levels are a fixed grid (checkpoints: read the grid with
+            ``Results.dissolution``).
+    """
+
+    name: str
+    units: str
+    search: tuple[SearchAxis, ...] = ()
+
+    def search_axis(self, owner: str, axis: str | None) -> SearchAxis:
+        """The search axis named ``axis`` (``None``: the default), or a ValueError naming the choices."""
+        if not self.search:
+            raise ValueError(f"degradation={owner}: its levels ({self.name}) are a fixed grid that "
+                             "interp.dissolution cannot search; run a sweep over them and read the crossing "
+                             "with Results.dissolution.")
+        names = [a.name for a in self.search]
+        if axis is None:
+            return self.search[0]
+        if axis not in names:
+            raise ValueError(f"axis={axis!r}: {owner} searches along {tuple(names)}; pass one of them, "
+                             f"e.g. axis={names[0]!r}.")
+        return self.search[names.index(axis)]
+
+
+# ---------------------------------------------------------------------------------------- protocol
 @runtime_checkable
 class Degradation(Protocol):
-    """Puts degraded weights into the live model, one :class:`Draw` at a time, and always restores
-    the original weights (bit-identically) when the iterator finishes, breaks or raises."""
+    """What the sweep, ``interp.dissolution``, the Ray executor and sweep files need of a degradation.
+
+    Required: ``level_axis`` (a :class:`LevelAxis`), ``draws(model, target, level)`` (puts degraded
+    weights live, one :class:`Draw` at a time, and always restores the original weights
+    bit-identically when the iterator finishes, breaks or raises), ``check_level(level)`` (a
+    ValueError naming the level unless the degradation can use it) and ``replicates()``
+    (independent draws per level: what a level's interval is over). Subclassing gives defaults for
+    the rest: ``check(model)`` (resolve what a first draw would reject against the model, before
+    any work; default: nothing), ``expected_draws(level)`` (for progress bars; default: unknown),
+    ``search_level(axis, value, evaluated)`` (a searched value as a level, and the degradation to
+    run it with; default: the value itself) and ``chain_jobs(model, target)`` (how an executor
+    splits a level: ``[None]``, one job per level, the default; or chain indices, each a job run
+    with the degradation's ``plan(model, target, level)``, ``run_chain(model, target, level,
+    plan, chain)`` and ``assess(calibration, chains)``).
+    """
+
+    level_axis: ClassVar[LevelAxis]
 
     def draws(self, model: torch.nn.Module, target: Any, level: Level = None) -> Iterator[Draw]: ...
+
+    def check_level(self, level: Level) -> None: ...
+
+    def replicates(self) -> int: ...
+
+    def check(self, model: torch.nn.Module) -> Any:
+        """What a first draw would reject, checked against ``model`` before any work (no weight
+        touched); a ValueError naming it. The return value is the degradation's own."""
+        return None
+
+    def expected_draws(self, level: Level) -> int | None:
+        """How many draws ``level`` yields when nothing fails, or ``None`` when unknown."""
+        return None
+
+    def search_level(self, axis: str, value: float, evaluated: Sequence[Mapping[str, float]]
+                     ) -> tuple[Any, Degradation]:
+        """The level ``interp.dissolution`` runs for ``value`` on search axis ``axis`` and the
+        degradation to run it with; ``evaluated`` holds the levels already run (``value`` and the
+        numbers measured there: ``nbeta``, ``delta_loss``, ...), e.g. to start a calibration near
+        its neighbours'."""
+        return value, self
+
+    def chain_jobs(self, model: torch.nn.Module, target: Any) -> list[int | None]:
+        """The jobs one level splits into on an executor: ``[None]`` (the whole level one job)."""
+        return [None]
+
+
+#: sweep-file name -> degradation class (:func:`register_degradation`)
+_REGISTRY: dict[str, type] = {}
+_MEMBERS = ("draws", "check_level", "replicates", "check", "expected_draws", "search_level", "chain_jobs")
+
+
+def register_degradation(cls: type) -> type:
+    """Class decorator: make ``cls`` a degradation that sweep files name by its class name
+    (``[degradation] type = "NAME"``). Checks the protocol's members are there."""
+    if not isinstance(cls, type):
+        raise ValueError(f"register_degradation({cls!r}): decorate a class (@register_degradation above "
+                         "class MyDegradation(Degradation): ...).")
+    missing = [m for m in _MEMBERS if not callable(getattr(cls, m, None))]
+    if not isinstance(getattr(cls, "level_axis", None), LevelAxis):
+        missing.insert(0, "level_axis (a LevelAxis)")
+    if missing:
+        raise ValueError(f"register_degradation({cls.__name__}): lacks {missing} of the Degradation protocol; "
+                         "subclass interp.degradations.Degradation for the defaults and define the rest.")
+    old = _REGISTRY.get(cls.__name__)
+    if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"register_degradation({cls.__module__}.{cls.__qualname__}): the name {cls.__name__!r} "
+                         f"is taken by {old.__module__}.{old.__qualname__}; rename the class.")
+    _REGISTRY[cls.__name__] = cls
+    return cls
+
+
+def unregister_degradation(name: str) -> None:
+    """Forget the registered degradation ``name`` (a ValueError naming the registered ones if absent)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unregister_degradation({name!r}): not registered; registered: {sorted(_REGISTRY)}.")
+    del _REGISTRY[name]
+
+
+def registered_degradations() -> dict[str, type]:
+    """Every registered degradation by its sweep-file name (the shipped ones register on import)."""
+    import interp.degradations  # noqa: F401 - the shipped degradations register themselves
+
+    return dict(sorted(_REGISTRY.items()))
 
 
 # ----------------------------------------------------------------------------------------- snapshot

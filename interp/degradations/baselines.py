@@ -15,7 +15,16 @@ from typing import Any
 import torch
 
 from interp.checks import check_flag, check_number
-from interp.degradations._core import Draw, SampledLoss, WeightSnapshot, is_task
+from interp.degradations._core import (
+    Degradation,
+    Draw,
+    LevelAxis,
+    SampledLoss,
+    SearchAxis,
+    WeightSnapshot,
+    is_task,
+    register_degradation,
+)
 from interp.degradations._select import Restrict, check_restrict, select_parameters
 
 logger = logging.getLogger("interp.degradations")
@@ -23,15 +32,25 @@ logger = logging.getLogger("interp.degradations")
 __all__ = ["WeightNoise", "ActivationNoise", "Checkpoints"]
 
 
+def _check_sigma(cls: str, level: Any, default: float) -> None:
+    """A ValueError unless ``level`` is a σ: ``None`` (the configured one) or a finite number >= 0."""
+    if level is not None and (isinstance(level, bool) or not isinstance(level, (int, float))
+                              or not math.isfinite(level) or level < 0):
+        raise ValueError(
+            f"{cls} level={level!r}: a level is σ, a finite number >= 0 (or None for sigma={default}); "
+            "e.g. levels=[0.05, 0.1]."
+        )
+
+
 def _sigma(cls: str, level: Any, default: float) -> float:
     """The σ a level stands for: ``None`` (the configured one) or a finite number >= 0."""
-    if level is None:
-        return float(default)
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not math.isfinite(level) or level < 0:
-        raise ValueError(
-            f"{cls} level={level!r}: a level is σ, a finite number >= 0 (or None for sigma={default})."
-        )
-    return float(level)
+    _check_sigma(cls, level, default)
+    return float(default if level is None else level)
+
+
+#: σ levels: searched on a log scale from 0.05
+_SIGMA_AXIS = LevelAxis("sigma", "standard deviations of Gaussian noise",
+                        search=(SearchAxis("sigma", 0.05, (1e-4, 10.0)),))
 
 
 def _eval_loss(obj: SampledLoss | None, model: torch.nn.Module) -> float:
@@ -54,8 +73,9 @@ def _named(obj: SampledLoss | None) -> dict[str, str | None]:
     return {"objective": None if obj is None else obj.name, "units": None if obj is None else obj.units}
 
 
+@register_degradation
 @dataclass(frozen=True)
-class WeightNoise:
+class WeightNoise(Degradation):
     """Gaussian weight noise: w = w0 + σ·ξ, or with ``relative=True`` w = w0 + σ·std(w0_param)·ξ per
     parameter tensor (so σ is a fraction of each tensor's spread).
 
@@ -86,6 +106,18 @@ class WeightNoise:
         return {n: (p.numel() if m is None else int(m.count_nonzero()))
                 for n, p, m in select_parameters(model, self.restrict)}
 
+    level_axis = _SIGMA_AXIS
+
+    def check_level(self, level: Any) -> None:
+        """A ValueError unless ``level`` is σ (a finite number >= 0) or ``None``."""
+        _check_sigma("WeightNoise", level, self.sigma)
+
+    def replicates(self) -> int:
+        return int(self.draws_per_level)
+
+    def expected_draws(self, level: Any) -> int:
+        return int(self.draws_per_level)
+
     def draws(self, model: torch.nn.Module, target: Any = None, level: Any = None) -> Iterator[Draw]:
         sigma = _sigma("WeightNoise", level, self.sigma)
         obj = _objective(target, self.eval_rows, model)
@@ -109,8 +141,9 @@ class WeightNoise:
             snap.restore()
 
 
+@register_degradation
 @dataclass(frozen=True)
-class ActivationNoise:
+class ActivationNoise(Degradation):
     """Gaussian noise added to activations at hook points while each draw is held:
     x ← x + σ·ξ (``relative=True``: σ·std(x)·ξ). Weights are untouched; the hooks are removed when
     the iteration ends, breaks or raises.
@@ -143,6 +176,26 @@ class ActivationNoise:
         check_number(c, "seed", self.seed, integer=True, zero_ok=True)
         check_number(c, "eval_rows", self.eval_rows, integer=True, zero_ok=True)
 
+    level_axis = _SIGMA_AXIS
+
+    def check(self, model: torch.nn.Module) -> None:
+        """Resolve :attr:`points` against ``model`` before any work (an unknown point names the
+        closest valid ones). Touches no weight."""
+        import hooks
+
+        for point in self.points or ():
+            hooks.resolve(model, point)
+
+    def check_level(self, level: Any) -> None:
+        """A ValueError unless ``level`` is σ (a finite number >= 0) or ``None``."""
+        _check_sigma("ActivationNoise", level, self.sigma)
+
+    def replicates(self) -> int:
+        return int(self.draws_per_level)
+
+    def expected_draws(self, level: Any) -> int:
+        return int(self.draws_per_level)
+
     def draws(self, model: torch.nn.Module, target: Any = None, level: Any = None) -> Iterator[Draw]:
         import hooks
 
@@ -167,8 +220,9 @@ class ActivationNoise:
                            loss=_eval_loss(obj, model), **_named(obj))
 
 
+@register_degradation
 @dataclass(frozen=True)
-class Checkpoints:
+class Checkpoints(Degradation):
     """Earlier training checkpoints as degradations: each draw loads one checkpoint's weights into the
     live model (same architecture), then the original weights come back.
 
@@ -189,6 +243,34 @@ class Checkpoints:
                 "state_dict) pairs or of .safetensors/.pt paths."
             )
         check_number("Checkpoints", "eval_rows", self.eval_rows, integer=True, zero_ok=True)
+
+    #: a fixed grid of training steps: not searched by interp.dissolution
+    level_axis = LevelAxis("step", "training steps")
+
+    def check(self, model: torch.nn.Module) -> None:
+        """Every checkpoint file can be read (missing, unreadable or not a state dict: its own clear
+        error), before any work. Touches no weight."""
+        for _, item in self._items():
+            if isinstance(item, Path):
+                self._state(item)
+
+    def check_level(self, level: Any) -> None:
+        """A ValueError unless ``level`` is ``None`` (every checkpoint) or one of the steps."""
+        if level is None:
+            return
+        available = [s for s, _ in self._items()]
+        if not any(s == level or str(s) == str(level) for s in available):
+            raise ValueError(f"Checkpoints level={level!r}: no checkpoint at this level; available steps: "
+                             f"{available}.")
+
+    def replicates(self) -> int:
+        return 1
+
+    def expected_draws(self, level: Any) -> int | None:
+        if level is not None:
+            return 1
+        # an organism's name would load its checkpoints just to count them
+        return None if isinstance(self.source, str) else len(self.source)
 
     def _items(self) -> list[tuple[Any, Any]]:
         src = self.source
@@ -239,11 +321,8 @@ class Checkpoints:
         raise ValueError(f"Cannot read a checkpoint from {type(obj).__name__}.")
 
     def draws(self, model: torch.nn.Module, target: Any = None, level: Any = None) -> Iterator[Draw]:
-        items = self._items()
-        if level is not None:
-            items = [(s, m) for s, m in items if s == level or str(s) == str(level)]
-            if not items:
-                raise ValueError(f"Checkpoints: no checkpoint at level={level!r}; available: {[s for s, _ in self._items()]}.")
+        self.check_level(level)
+        items = [(s, m) for s, m in self._items() if level is None or s == level or str(s) == str(level)]
         obj = _objective(target, self.eval_rows, model)
         snap = WeightSnapshot(model)
         own = model.state_dict()

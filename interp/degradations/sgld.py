@@ -61,7 +61,9 @@ Example::
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import math
+import numbers
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -69,7 +71,17 @@ import torch
 
 from interp.checks import bad_value, check_choice, check_flag, check_fraction, check_number
 from interp.degradations._chain import ChainDiagnostics, _Engine
-from interp.degradations._core import Draw, check_objective, describe_objective
+from interp.degradations._core import (
+    Degradation,
+    Draw,
+    LevelAxis,
+    LossIncrease,
+    NBeta,
+    SearchAxis,
+    check_objective,
+    describe_objective,
+    register_degradation,
+)
 from interp.degradations._select import Restrict
 from interp.degradations._select import check_restrict, select_parameters, selected_size
 from interp.degradations._step import SAMPLERS
@@ -98,8 +110,9 @@ __all__ = [
 ]
 
 
+@register_degradation
 @dataclass(frozen=True, init=False, repr=False)
-class TemperedPosterior:
+class TemperedPosterior(Degradation):
     """Localized SGLD sampler of the tempered local posterior around the trained weights.
 
     Args:
@@ -267,6 +280,51 @@ class TemperedPosterior:
         logger.debug("restrict %r selects %d weights", self.restrict, selected_size(sel))
         return out
 
+    # ------------------------------------------------------------- the Degradation protocol's level axis
+    #: a plain-number level is nβ; interp.dissolution searches a target loss increase Δ (calibrated,
+    #: the default) or nβ itself (on the temperature 1/nβ, which grows with degradation)
+    level_axis = LevelAxis("nbeta", "inverse temperature nβ on the per-token mean loss", search=(
+        SearchAxis("loss_increase", 0.1, (0.003, 3.0)),
+        SearchAxis("nbeta", 1000.0, (1.0, 1e6), increasing=False),
+    ))
+
+    def check_level(self, level: Any) -> None:
+        """A ValueError unless ``level`` is nβ (a finite number > 0 or :class:`NBeta`), a
+        :class:`LossIncrease`, or ``None`` with ``nbeta`` configured."""
+        if isinstance(level, (NBeta, LossIncrease)) or level is None and self.nbeta is not None:
+            return
+        if isinstance(level, bool) or not isinstance(level, numbers.Real) or not math.isfinite(level) or level <= 0:
+            raise ValueError(f"TemperedPosterior level={level!r}: a level is an inverse temperature nβ, a finite "
+                             "number > 0 (or NBeta(B), or LossIncrease(nats) for a target loss increase; None "
+                             "only with nbeta=... set). Use e.g. levels=[100, 1000].")
+
+    def replicates(self) -> int:
+        """Independent draws per level: the chains (a level's interval is over them)."""
+        return int(self.chains)
+
+    def expected_draws(self, level: Any) -> int:
+        return int(self.chains) * int(self.n_draws)
+
+    def search_level(self, axis: str, value: float, evaluated: Sequence[Mapping[str, float]]
+                     ) -> tuple[Any, TemperedPosterior]:
+        """``NBeta(value)``, or ``LossIncrease(value)`` run by a copy whose calibration starts from the
+        nβ interpolated log-log between the calibrated neighbours in ``evaluated`` (ΔL ≈ λ/nβ beyond
+        them), so it usually converges in a round."""
+        if axis == "nbeta":
+            return NBeta(value), self
+        if axis != "loss_increase":
+            raise ValueError(f"axis={axis!r}: TemperedPosterior searches along 'loss_increase' or 'nbeta'.")
+        hint = _nbeta_hint(evaluated, value)
+        if hint is None:
+            return LossIncrease(value), self
+        kwargs = {n: getattr(self, n) for n in self.field_names()}
+        return LossIncrease(value), type(self)(**{**kwargs, "nbeta": hint})
+
+    def chain_jobs(self, model: torch.nn.Module, target: Any) -> list[int | None]:
+        """One job per chain, each run with :meth:`plan`, :meth:`run_chain` and :meth:`assess`;
+        ``[None]`` (the level one job, exactly the local computation) when :meth:`vectorizes`."""
+        return [None] if self.vectorizes(model, target) else list(range(self.chains))
+
     @classmethod
     def field_names(cls) -> list[str]:
         """Constructor argument names."""
@@ -335,6 +393,23 @@ class TemperedPosterior:
             return bool(eng.use_vmap(self.chains) and eng._vmap_agrees())
         finally:
             eng.snapshot.restore()
+
+
+def _nbeta_hint(evaluated: Sequence[Mapping[str, float]], target: float) -> float | None:
+    """nβ for a target Δ interpolated log-log between calibrated neighbours (``value``: their Δ,
+    ``nbeta``: their calibrated nβ; ΔL ≈ λ/nβ beyond them); ``None`` without one."""
+    import numpy as np
+
+    known = sorted((float(p["value"]), float(p["nbeta"])) for p in evaluated
+                   if float(p.get("value", 0.0)) > 0 and math.isfinite(float(p.get("nbeta", math.nan))))
+    if not known:
+        return None
+    x, b = np.log([k[0] for k in known]), np.log([k[1] for k in known])
+    t = math.log(target)
+    if len(known) == 1 or t <= x[0] or t >= x[-1]:
+        i = 0 if t <= x[0] else -1
+        return float(math.exp(b[i] - (t - x[i])))
+    return float(math.exp(np.interp(t, x, b)))
 
 
 # -------------------------------------------------------------------------------------------- run

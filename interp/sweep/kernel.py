@@ -23,25 +23,24 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
 import logging
 import math
 import numbers
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from interp.analysis import Analysis, FunctionAnalysis, metric_kind, wrap_analysis
+from interp.analysis import Analysis, metric_kind, wrap_analysis
 from interp.checks import check_number
+from interp.sweep.describe import describe, describe_value
 from interp.sweep.identity import data_fingerprint, objective_fingerprint
 from interp.sweep.store import BASELINE_KEY, SETUP_KEY, Store, asdict, check_out, jsonable
 
 __all__ = [
-    "weights_digest", "seed_for", "check_inputs", "check_degradation", "check_metric", "interactive", "prepare_analyses", "setup_analyses", "eval_batch",
+    "weights_digest", "seed_for", "check_inputs", "check_protocol", "check_degradation", "check_metric", "interactive", "prepare_analyses", "setup_analyses", "eval_batch",
     "measure_loss", "measure_divergence", "divergence_meter", "divergence_spec", "analyse", "sweep_config",
     "degradation_name", "level_info", "draw_record", "describe", "describe_value",
     "data_fingerprint", "objective_fingerprint",
@@ -73,9 +72,6 @@ def fork_rng() -> Any:
 
 
 # ----------------------------------------------------------------------------------- input checks
-_DEGRADATIONS = "TemperedPosterior(...), WeightNoise(...), ActivationNoise(...) or Checkpoints(...)"
-
-
 def check_inputs(model: Any, task: Any, degradation: Any, levels: Any, *, out: Any, seed: Any,
                  eval_rows: Any, progress: Any) -> list[Any]:
     """Every argument of ``run_sweep`` checked before any work (and before ``config.json`` is
@@ -84,9 +80,7 @@ def check_inputs(model: Any, task: Any, degradation: Any, levels: Any, *, out: A
     if isinstance(degradation, type):
         raise ValueError(f"{owner}(degradation={degradation.__name__}): pass an instance, e.g. "
                          f"{degradation.__name__}(), not the class.")
-    if not callable(getattr(degradation, "draws", None)):
-        raise ValueError(f"{owner}(degradation={degradation!r}): degradation must be an object with "
-                         f"draws(model, task, level), e.g. {_DEGRADATIONS}.")
+    check_protocol(degradation)
     if isinstance(task, (str, bytes)) or not callable(getattr(task, "tensors", None)):
         raise ValueError(f"{owner}(task={task!r}): task must be an interp.Task (with tensors(...) and "
                          "loss(...)), e.g. the task interp.organisms.load('induction') returns.")
@@ -117,31 +111,29 @@ def check_inputs(model: Any, task: Any, degradation: Any, levels: Any, *, out: A
     return levels
 
 
+def check_protocol(degradation: Any) -> None:
+    """A ValueError naming the members of the Degradation protocol that ``degradation`` lacks."""
+    from interp.degradations import Degradation, LevelAxis, registered_degradations
+
+    if isinstance(degradation, Degradation) and isinstance(degradation.level_axis, LevelAxis):
+        return
+    members = ("level_axis", "draws", "check_level", "replicates", "check", "expected_draws", "search_level",
+               "chain_jobs")
+    missing = [m for m in members if not hasattr(degradation, m)]
+    if not isinstance(getattr(degradation, "level_axis", None), LevelAxis):
+        missing = sorted(set(missing) | {"level_axis"})
+    raise ValueError(f"run_sweep(degradation={degradation!r}): not a degradation: it lacks {missing} of the "
+                     "interp.degradations.Degradation protocol. Pass one of "
+                     f"{', '.join(f'{n}(...)' for n in registered_degradations())}, or subclass Degradation "
+                     "(its defaults fill the optional members).")
+
+
 def check_degradation(degradation: Any, model: torch.nn.Module) -> None:
     """What a degradation would reject at its first draw, checked against the model before any work
     (so before ``config.json`` and the baseline are written, and the fixed rerun is not refused as
-    another configuration): its ``check(model)`` where it has one (``restrict`` patterns and masks
-    resolved against the model), the hook points of :class:`~interp.degradations.ActivationNoise`,
-    and that every checkpoint file of :class:`~interp.degradations.Checkpoints` can be read. Touches
-    no weight."""
-    from interp.degradations import ActivationNoise, Checkpoints
-
-    check = getattr(degradation, "check", None)
-    if callable(check):
-        check(model)
-    elif getattr(degradation, "restrict", None) is not None:
-        from interp.degradations import select_parameters
-
-        select_parameters(model, degradation.restrict)
-    if isinstance(degradation, ActivationNoise) and degradation.points is not None:
-        import hooks
-
-        for point in degradation.points:
-            hooks.resolve(model, point)  # an unknown point names the closest valid ones
-    if isinstance(degradation, Checkpoints):
-        for _, item in degradation._items():
-            if isinstance(item, Path):
-                Checkpoints._state(item)  # missing, unreadable or not a state dict: its own clear error
+    another configuration): its ``check(model)`` (``restrict`` patterns and masks, hook points,
+    checkpoint files resolved against the model). Touches no weight."""
+    degradation.check(model)
 
 
 def _iterable(x: Any) -> bool:
@@ -160,28 +152,12 @@ def _n_rows(task: Any, split: str) -> int | None:
 
 
 def check_level(degradation: Any, level: Any, index: int = 0) -> None:
-    """A level the degradation can use (for the shipped degradations), before any work."""
-    from interp.degradations import ActivationNoise, Checkpoints, LossIncrease, NBeta, TemperedPosterior, WeightNoise
-
-    name = type(degradation).__name__
-    where = f"run_sweep(levels[{index}]={level!r})"
-    if isinstance(degradation, (WeightNoise, ActivationNoise)):
-        if level is not None and (isinstance(level, bool) or not isinstance(level, numbers.Real)
-                                  or not math.isfinite(level) or level < 0):
-            raise ValueError(f"{where}: a {name} level is σ, a finite number >= 0. Use e.g. levels=[0.05, 0.1].")
-    elif isinstance(degradation, TemperedPosterior):
-        if isinstance(level, (NBeta, LossIncrease)) or level is None and degradation.nbeta is not None:
-            return
-        if isinstance(level, bool) or not isinstance(level, numbers.Real) or not math.isfinite(level) or level <= 0:
-            raise ValueError(f"{where}: a TemperedPosterior level is an inverse temperature nβ, a finite "
-                             "number > 0 (or NBeta(B), or LossIncrease(delta) for a target loss increase). "
-                             "Use e.g. levels=[100, 1000].")
-    elif isinstance(degradation, Checkpoints):
-        if level is None:
-            return
-        available = [s for s, _ in degradation._items()]
-        if not any(s == level or str(s) == str(level) for s in available):
-            raise ValueError(f"{where}: no checkpoint at this level; available steps: {available}.")
+    """A level the degradation can use (its ``check_level``), before any work; the error names the
+    level's place in ``levels``."""
+    try:
+        degradation.check_level(level)
+    except ValueError as err:
+        raise ValueError(f"run_sweep(levels[{index}]={level!r}): {err}") from None
 
 
 def interactive() -> bool:
@@ -364,18 +340,7 @@ def analyse(analyses: Sequence[Analysis], model: torch.nn.Module, task: Any, key
 def expected_draws(degradation: Any, level: Any) -> int | None:
     """How many draws a level yields when no chain fails (for the sweep's progress bar), or None
     when the degradation does not say."""
-    from interp.degradations import ActivationNoise, Checkpoints, TemperedPosterior, WeightNoise
-
-    if isinstance(degradation, TemperedPosterior):
-        return int(degradation.chains) * int(degradation.n_draws)
-    if isinstance(degradation, (WeightNoise, ActivationNoise)):
-        return int(degradation.draws_per_level)
-    if isinstance(degradation, Checkpoints):
-        if level is not None:
-            return 1
-        source = degradation.source  # an organism's name would load its checkpoints just to count them
-        return None if isinstance(source, str) else len(source)
-    return None
+    return degradation.expected_draws(level)
 
 
 class _CalibrationTap(logging.Filter):
@@ -440,90 +405,6 @@ def close_draws(draws: Any) -> None:
 
 
 # ------------------------------------------------------------------------------ identity, records
-# fields that change how a run looks, not what it computes: not part of a sweep's identity
-_PRESENTATION = frozenset({"progress"})
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
-
-
-def describe_value(v: Any) -> Any:
-    """A JSON-able, address-free description of one parameter value: numbers and strings as they
-    are, tensors and arrays as their shape, dtype and a SHA-256 of their bytes, functions and classes
-    as ``module.qualname``, configured objects as :func:`describe`, anything else as its repr with
-    memory addresses removed (the same in every process)."""
-    if isinstance(v, (str, int, bool)) or v is None:
-        return v
-    if isinstance(v, float):
-        return v if math.isfinite(v) else repr(v)
-    if isinstance(v, (list, tuple)):
-        return [describe_value(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): describe_value(x) for k, x in v.items()}
-    if isinstance(v, torch.Tensor) or (hasattr(v, "tobytes") and hasattr(v, "shape") and hasattr(v, "dtype")):
-        t = v.detach().cpu().contiguous() if isinstance(v, torch.Tensor) else torch.as_tensor(v).contiguous()
-        raw = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        return {"shape": list(t.shape), "dtype": str(t.dtype), "sha256": hashlib.sha256(raw).hexdigest()}
-    if inspect.isroutine(v) or isinstance(v, type):
-        return f"{getattr(v, '__module__', '?')}.{getattr(v, '__qualname__', getattr(v, '__name__', '?'))}"
-    if dataclasses.is_dataclass(v) or dataclasses.is_dataclass(getattr(v, "config", None)):
-        return describe(v)
-    return _ADDRESS.sub("", repr(v))
-
-
-def _declared_params(obj: Any) -> dict[str, Any]:
-    """A user object's parameters where it declares them (``get_params()``, the scikit-learn
-    convention), described address-free; nothing otherwise (its ``version`` then says when its
-    output changed)."""
-    get_params = getattr(obj, "get_params", None)
-    if not callable(get_params):
-        return {}
-    try:
-        params = dict(get_params())
-    except Exception:  # noqa: BLE001 - a get_params of another convention: not part of the identity
-        return {}
-    return {str(k): describe_value(v) for k, v in sorted(params.items()) if k != "name"}
-
-
-def _version(obj: Any) -> Any:
-    """The ``version`` a user gave an analysis (or the function it wraps), or None."""
-    version = getattr(obj, "version", None)
-    return None if version is None else describe_value(version)
-
-
-def describe(obj: Any) -> Any:
-    """A JSON-able, address-free description of a configured object: its dataclass fields (or those
-    of its ``config`` attribute), else its type, ``name`` and the parameters it declares
-    (``get_params()``); with the ``version`` it declares, if any (a user's analysis bumps it when its
-    output changes: nothing else can tell that its numbers changed meaning)."""
-    if isinstance(obj, FunctionAnalysis):  # describe what it wraps
-        fn = obj.fn
-        if inspect.isroutine(fn) or not hasattr(fn, "__dict__"):
-            desc = {"type": "function", "name": obj.name,
-                    "function": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', obj.name)}"}
-            version = _version(fn)
-            return desc if version is None else {**desc, "version": version}
-        return {**describe(fn), "name": obj.name}
-    source = obj if dataclasses.is_dataclass(obj) else getattr(obj, "config", None)
-    desc: dict[str, Any] = {"type": type(obj).__name__}
-    if dataclasses.is_dataclass(source) and not isinstance(source, type):
-        desc.update({
-            f.name: jsonable(getattr(source, f.name))
-            for f in dataclasses.fields(source)
-            if f.repr and f.name not in _PRESENTATION
-        })
-        if "name" not in desc and isinstance(getattr(obj, "name", None), str) and isinstance(obj, Analysis):
-            desc["name"] = obj.name  # the name its rows are stored under: a renamed analysis is another one
-    else:
-        if hasattr(obj, "name"):
-            desc["name"] = jsonable(obj.name)
-        params = _declared_params(obj)
-        if params:
-            desc["params"] = params
-    version = _version(obj)
-    if version is not None:
-        desc["version"] = version
-    return desc
-
-
 def sweep_config(task: Any, analyses: Sequence[Analysis], degradation: Any, levels: Sequence[Any],
                  seed: int, eval_rows: int, digest: str) -> dict[str, Any]:
     """What identifies a sweep (its ``config.json``): the executor is not part of it. Besides the
@@ -540,6 +421,7 @@ def sweep_config(task: Any, analyses: Sequence[Analysis], degradation: Any, leve
         "eval_rows": eval_rows,
         "weights": digest,
         "divergence": divergence_spec(task),
+        "level_axis": {"name": degradation.level_axis.name, "units": degradation.level_axis.units},
     }
     objective = objective_fingerprint(degradation)
     if objective is not None:

@@ -8,15 +8,15 @@ cluster Ray is connected to). Both produce the same table, bit for bit on the sa
 - the analyses are set up once on w0 with their randomness seeded by s(seed, SETUP) and every draw's
   analyses by s(seed, ℓ, c, d), s = first 8 bytes of SHA-256 of the JSON list (the same seeds in any
   process, :func:`interp.sweep.kernel.seed_for`);
-- a :class:`~interp.degradations.TemperedPosterior` level is planned once (``sampler.plan``: its
-  nβ = B and step size ε; for a :class:`~interp.degradations.LossIncrease` level the calibration,
-  shared by all chains) and each chain c then runs alone (``sampler.run_chain``) with its own noise
-  stream (seed·1000003 + c) and the shared minibatch order, exactly as chain c of the sequential
-  in-process sampler;
-- other degradations (weight/activation noise, checkpoints: a single chain) run one job per level,
-  and so does a sampler level whose chains the sampler runs as one vectorised batch (small plain
-  modules, ``sampler.vectorizes``): that job is the local computation, so the table stays
-  bit-identical.
+- each degradation says how a level splits into jobs (``chain_jobs(model, task)``, asked once in the
+  setup job): ``[None]``, one job per level that runs ``draws`` exactly as locally (the noise
+  baselines, checkpoints, and a sampler that runs its chains as one vectorised batch), or chain
+  indices: the level is then planned once (``degradation.plan``; for the tempered posterior its nβ =
+  B and step size ε, for a :class:`~interp.degradations.LossIncrease` level the calibration, shared
+  by all chains), each chain c runs alone (``degradation.run_chain``, for the sampler with its own
+  noise stream seed·1000003 + c and the shared minibatch order, exactly as chain c of the sequential
+  in-process sampler), and the level's record is assessed on all its chains
+  (``degradation.assess``); so the table stays bit-identical.
 
 The Ray path never ships a live model: a job loads it from a :class:`ModelRecipe` (an organism name,
 a ``load_model`` name or directory, or a safetensors weights file) and checks that its weights digest
@@ -275,7 +275,7 @@ class RayExecutor:
             try:
                 if not store.done(BASELINE_KEY):
                     store.add(BASELINE_KEY, summary["rows"], {})
-                chains_of = {li: _chains(degradation, summary["vectorized"]) for li in range(len(levels))}
+                chains_of = {li: list(summary["chain_jobs"]) for li in range(len(levels))}
                 pending: dict[Any, tuple[int, int | None, Any]] = {}
                 for li, level in enumerate(levels):
                     if store.level_complete(li):
@@ -359,31 +359,13 @@ class SweepJobsFailed(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------- job layout
-def _chains(degradation: Any, vectorized: bool) -> list[int | None]:
-    """The chain jobs of one level: one per sampler chain, else a single job (``None``) per level
-    (other degradations, and a sampler that runs its chains as one vectorised batch: that job is
-    then exactly the local computation)."""
-    from interp.degradations import TemperedPosterior
-
-    if isinstance(degradation, TemperedPosterior) and not vectorized:
-        return list(range(degradation.chains))
-    return [None]
-
-
-def _vectorized(degradation: Any, model: Any, task: Any) -> bool:
-    """Whether ``TemperedPosterior.draws`` would run this model's chains as one vmapped batch."""
-    from interp.degradations import TemperedPosterior
-
-    return isinstance(degradation, TemperedPosterior) and degradation.vectorizes(model, task)
-
-
 def _job_name(li: int, chain: int | None) -> str:
     return f"{li}/{'*' if chain is None else chain}"
 
 
 def _finish_level(store: Any, li: int, chains: list[int | None], degradation: Any) -> None:
     """Mark a level complete with the same record the local executor writes (a calibrated level's
-    record assessed on all its chains, ``TemperedPosterior.assess``, as ``draws`` does)."""
+    record assessed on all its chains, the degradation's ``assess``, as ``draws`` does)."""
     infos = [store.jobs()[_job_name(li, c)] for c in chains]
     if chains == [None]:
         info = infos[0]["level_info"]
@@ -433,8 +415,8 @@ def _check_restored(model: Any, digest: str, what: str,
 def _setup_job(recipe: ModelRecipe, task: Any, analyses: list[Any], degradation: Any, seed: int,
                eval_rows: int, deg_name: str, threads: int) -> tuple[list[Any], dict[str, Any]]:
     """Set the analyses up on w0 and analyse the baseline; returns the set-up analyses (they stay
-    in Ray's object store for the jobs) and the weights digest, baseline loss and rows, and whether
-    the sampler vectorises its chains on this model (:func:`_chains`)."""
+    in Ray's object store for the jobs) and the weights digest, baseline loss and rows, and the jobs
+    a level splits into on this model (the degradation's ``chain_jobs``)."""
     model = _worker_model(recipe, None, threads)
     digest = weights_digest(model)
     try:
@@ -446,15 +428,19 @@ def _setup_job(recipe: ModelRecipe, task: Any, analyses: list[Any], degradation:
     rows = kernel.analyse(analyses, model, task, BASELINE_KEY, None, base_loss, base_loss, seed, deg_name,
                           divergence=0.0)
     _check_restored(model, digest, "the analyses at the trained weights", "an analysis changed them")
-    vectorized = _vectorized(degradation, model, task)
-    _check_restored(model, digest, "checking the sampler's vectorisation")
-    return analyses, {"digest": digest, "base_loss": base_loss, "rows": rows, "vectorized": vectorized}
+    chain_jobs = degradation.chain_jobs(model, task)
+    _check_restored(model, digest, "asking the degradation how it splits a level into jobs (chain_jobs)")
+    if not (isinstance(chain_jobs, list) and chain_jobs and (chain_jobs == [None] or all(
+            isinstance(c, int) and not isinstance(c, bool) for c in chain_jobs))):
+        raise ValueError(f"{type(degradation).__name__}.chain_jobs returned {chain_jobs!r}: it must return [None] "
+                         "(one job per level) or a non-empty list of chain indices.")
+    return analyses, {"digest": digest, "base_loss": base_loss, "rows": rows, "chain_jobs": chain_jobs}
 
 
 def _prepare_job(recipe: ModelRecipe, task: Any, degradation: Any, level: Any, digest: str,
                  threads: int) -> Any:
     """A sampler level's plan (B and ε, calibrated for a loss-increase level), shared by its chains:
-    ``TemperedPosterior.plan``, the same step as ``draws`` before its chains."""
+    the degradation's ``plan``, the same step as ``draws`` before its chains."""
     model = _worker_model(recipe, digest, threads)
     plan = degradation.plan(model, task, level)
     _check_restored(model, digest, "calibration")
