@@ -51,11 +51,19 @@ def test_cli_has_the_minilm_demo():
     from interp.app.cli import build_parser
 
     args = build_parser().parse_args(["demo", "minilm", "--quick", "--out", "x"])
-    assert (args.which, args.quick, args.out) == ("minilm", True, "x")
+    assert (args.which, args.quick, args.out, args.plan) == ("minilm", True, "x", False)
+    assert build_parser().parse_args(["demo", "minilm", "--plan"]).plan
     args = build_parser().parse_args(["demo"])
     assert args.which == "induction" and args.out is None
     with pytest.raises(SystemExit):
         build_parser().parse_args(["demo", "bert"])
+
+
+def test_plan_is_for_the_minilm_demo(capsys):
+    from interp.app.cli import main
+
+    assert main(["demo", "--plan"]) == 2
+    assert "--plan is for `interp demo minilm`" in capsys.readouterr().err
 
 
 def test_bad_causal_check_config_is_a_clear_error():
