@@ -239,3 +239,26 @@ def test_unregistering_removes_it_from_sweep_files():
             unregister_degradation("WeightMask")
     finally:
         register_degradation(WeightMask)
+
+
+def test_an_installed_package_registers_one_through_its_entry_point(tmp_path, monkeypatch):
+    """What ``[project.entry-points."interp.degradations"]`` in a package's pyproject.toml declares is
+    registered when the registry is read (so the ``interp sweep`` command line knows it)."""
+    import importlib.metadata
+
+    (tmp_path / "masks_pkg.py").write_text(
+        "from interp.degradations import Degradation, LevelAxis\n"
+        "class Shrink(Degradation):\n"
+        "    level_axis = LevelAxis('shrink', 'fraction of each weight removed')\n"
+        "    def draws(self, model, target=None, level=None):\n        yield from ()\n"
+        "    def check_level(self, level):\n        pass\n"
+        "    def replicates(self):\n        return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ep = importlib.metadata.EntryPoint(name="Shrink", value="masks_pkg:Shrink", group="interp.degradations")
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda **kw: [ep] if kw.get("group") == "interp.degradations" else real(**kw))
+    try:
+        assert registered_degradations()["Shrink"].__module__ == "masks_pkg"
+    finally:
+        unregister_degradation("Shrink")

@@ -29,7 +29,9 @@ Example (``sweep.toml``)::
 The degradation ``type`` is any registered degradation's class name
 (:func:`interp.degradations.registered_degradations`: the shipped four, and every class decorated
 with :func:`~interp.degradations.register_degradation` in a module imported before the file is
-run); its table's keys are the class's constructor arguments.
+run, and those installed packages declare in the ``interp.degradations`` entry-point group, which
+is how the ``interp sweep`` command line finds them); its table's keys are the class's constructor
+arguments.
 
 This module belongs to the app layer (``interp.app``), so it may name classes of ``analyses``.
 """

@@ -290,10 +290,25 @@ def unregister_degradation(name: str) -> None:
     del _REGISTRY[name]
 
 
+#: the entry-point group through which an installed package registers its degradations
+ENTRY_POINT_GROUP = "interp.degradations"
+
+
 def registered_degradations() -> dict[str, type]:
-    """Every registered degradation by its sweep-file name (the shipped ones register on import)."""
+    """Every registered degradation by its sweep-file name: the shipped ones, those decorated with
+    :func:`register_degradation` in modules imported so far, and those installed packages declare
+    in the ``interp.degradations`` entry-point group (``[project.entry-points."interp.degradations"]
+    WeightMask = "mypackage.masks:WeightMask"`` in their ``pyproject.toml``; loaded here, so the
+    ``interp sweep`` command line knows them)."""
+    from importlib.metadata import entry_points
+
     import interp.degradations  # noqa: F401 - the shipped degradations register themselves
 
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in _REGISTRY:
+            cls = ep.load()  # importing its module may register it already
+            if _REGISTRY.get(cls.__name__) is not cls:
+                register_degradation(cls)
     return dict(sorted(_REGISTRY.items()))
 
 
