@@ -12,8 +12,8 @@ with the fixed-batch evaluation of a draw. The costs it measures add up to the s
 
 with N_ℓ = C·D the draws of level ℓ (C chains of D draws, S = burnin + (D − 1)·thin + 1 steps),
 t_1 / t_C the measured cost of one step of one chain / of the C stacked chains (C·t_1 when the
-chains run one after another), e one fixed-batch evaluation, T_level the per-level overhead (engine,
-L(w0), curvature), and for a :class:`~interp.degradations.LossIncrease` level R_ℓ calibration rounds
+chains run one after another), e one fixed-batch evaluation, T_level the per-level overhead (the
+sampler's engine and L(w0); T_setup includes the top curvature, computed once per sweep), and for a :class:`~interp.degradations.LossIncrease` level R_ℓ calibration rounds
 of P pilot chains of S_p steps and D_p draws (``CalibrationConfig``). The number of rounds is not
 known before the pilots run: since ΔL ≈ λ/B (Lau et al. 2023), the probe's λ̂ = B·ΔL gives each
 level's first-guess ratio ΔL/Δ, and the calibration's own update (a jump of B by that ratio, at
@@ -279,8 +279,7 @@ def _posterior_plan(cfg: Any, model: Any, task: Any, levels: list[Any], probe_st
         costs["level"] = _clock() - t
         calibrated = [lv for lv in levels if isinstance(lv, LossIncrease)]
         if cfg.lr is None or calibrated:
-            _, costs["curvature"] = _timed(eng.curvature)
-            costs["level"] += costs["curvature"]
+            _, costs["curvature"] = _timed(eng.curvature)  # once per sweep (the sampler caches it)
         stacked = cfg.chains > 1 and eng.use_vmap(cfg.chains)
         if stacked:
             stacked, t_check = _timed(eng._vmap_agrees)
@@ -319,6 +318,7 @@ def _posterior_plan(cfg: Any, model: Any, task: Any, levels: list[Any], probe_st
     return {
         "draws": n * cfg.chains * cfg.n_draws,
         "parts": {"sampler set-up per level": n * costs["level"],
+                  "step-size curvature (once)": costs.get("curvature", 0.0),
                   "calibration pilots": sum(rounds) * round_cost,
                   "chains": n * chains_cost},
         "counts": {"chains": cfg.chains, "steps per chain": steps, "calibration rounds": sum(rounds),
