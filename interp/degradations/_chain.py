@@ -37,14 +37,7 @@ import torch
 
 from interp.degradations._core import Draw, SampledLoss, WeightSnapshot, check_objective
 from interp.degradations._select import select_parameters
-from interp.degradations._step import (
-    make_step,
-    chain_norms,
-    flat_norm,
-    gaussian_noise,
-    mask,
-    stacked_gaussian_noise,
-)
+from interp.degradations._step import NoiseBuffer, StepNorms, flat_norm, make_step
 from interp.degradations.stacked import StackedForward, unsupported_reason
 
 logger = logging.getLogger("interp.degradations")
@@ -442,7 +435,9 @@ class _Engine:
                  yield_draws: bool, bar: Any) -> Iterator[Draw]:
         cfg, params, w0, masks = self.cfg, self.params, self.w0, self.masks
         rule = self.step_rule(rec.nbeta, rec.lr)
-        gen = self._gen(rec.chain)
+        gens = [self._gen(rec.chain)]
+        noise_buf = NoiseBuffer(params)
+        diff = [torch.empty_like(p) for p in params]
         stream = self.obj.stream(cfg.seed)
         n_draw = 0
         for t in range(steps):
@@ -456,15 +451,14 @@ class _Engine:
                 return
             grads = torch.autograd.grad(loss_t, params, allow_unused=True)
             grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
-            with torch.no_grad():
-                diff = rule.displacement(params, w0)
-                drift = rule.drift(grads, diff, masks)
-                noise = mask(gaussian_noise(params, gen), masks)
-                is_draw = t >= burnin and (t - burnin) % thin == 0
-                if is_draw:
-                    rec.distances.append(flat_norm(diff))
-                    rec.grad_noise.append(rule.grad_to_noise(flat_norm(mask(grads, masks)), flat_norm(noise)))
-            if is_draw:
+            is_draw = t >= burnin and (t - burnin) % thin == 0
+            noise = noise_buf.draw(gens)
+            if is_draw:  # read the draw at w_t, then move
+                norms = StepNorms()
+                rule.update_(params, grads, w0, noise, diff, masks, norms=norms, apply=False)
+                (dist,), (gnorm,), (nnorm,) = norms.per_chain()
+                rec.distances.append(dist)
+                rec.grad_noise.append(rule.grad_to_noise(gnorm, nnorm))
                 if self.obj.fixed is not None:
                     ev = self.obj.eval_loss(self.model)
                     rec.eval_losses.append(ev)
@@ -476,9 +470,11 @@ class _Engine:
                                loss=rec.eval_losses[-1] if rec.eval_losses else loss,
                                nbeta=rule.nbeta, lr=rule.lr, step=t, objective=self.obj.name, units=self.obj.units)
                 n_draw += 1
-            if t == steps - 1:
-                break
-            rule.apply_(params, drift, noise)
+                if t == steps - 1:
+                    break
+                rule.commit_(params, grads, noise)
+            else:  # the whole step, one pass per parameter
+                rule.update_(params, grads, w0, noise, diff, masks)
             if bar is not None:
                 bar.update(1)
             if t % 50 == 49:
@@ -497,6 +493,8 @@ class _Engine:
         W0 = [w.unsqueeze(0).expand_as(x) for w, x in zip(self.w0, W)]
         masks = [None if m is None else m.unsqueeze(0) for m in self.masks]
         gens = [self._gen(r.chain) for r in recs]
+        noise_buf = NoiseBuffer(self.params, C)
+        diff = [torch.empty_like(w) for w in W]
         stream = obj.stream(self.cfg.seed)
         alive = [True] * C
         keep: torch.Tensor | None = None  # per-chain 0/1 update mask once a chain has failed
@@ -516,36 +514,38 @@ class _Engine:
             if not any(alive):
                 return
             grads = [g[n] for n in names]
-            with torch.no_grad():
-                diff = rule.displacement(W, W0)
-                drift = rule.drift(grads, diff, masks)
-                noise = mask(stacked_gaussian_noise(self.params, gens), masks)
-                is_draw = t >= burnin and (t - burnin) % thin == 0
-                if is_draw:
-                    dist, gnorm, nnorm = (chain_norms(x) for x in (diff, mask(grads, masks), noise))
-                    for c, r in enumerate(recs):
-                        if alive[c]:
-                            r.distances.append(dist[c])
-                            r.grad_noise.append(rule.grad_to_noise(gnorm[c], nnorm[c]))
-            if is_draw:
-                if yield_draws or obj.fixed is not None:
-                    for c, r in enumerate(recs):
-                        if not alive[c]:
-                            continue
-                        with torch.no_grad():
-                            for p, w in zip(self.params, W):
-                                p.copy_(w[c])
-                        if obj.fixed is not None:
-                            r.eval_losses.append(obj.eval_loss(model))
-                        if yield_draws:
-                            yield Draw(level=level, chain=r.chain, draw=n_draw,
-                                       loss=r.eval_losses[-1] if r.eval_losses else Ls[c], nbeta=rule.nbeta,
-                                       lr=rule.lr, step=t, objective=obj.name, units=obj.units)
-                    self.snapshot.restore()
-                n_draw += 1
+            is_draw = t >= burnin and (t - burnin) % thin == 0
+            noise = noise_buf.draw(gens)
+            if not is_draw:  # the whole step, one pass per parameter
+                rule.update_(W, grads, W0, noise, diff, masks, keep)
+                if bar is not None:
+                    bar.update(C)
+                continue
+            norms = StepNorms(C)
+            rule.update_(W, grads, W0, noise, diff, masks, keep, norms=norms, apply=False)
+            dist, gnorm, nnorm = norms.per_chain()
+            for c, r in enumerate(recs):
+                if alive[c]:
+                    r.distances.append(dist[c])
+                    r.grad_noise.append(rule.grad_to_noise(gnorm[c], nnorm[c]))
+            if yield_draws or obj.fixed is not None:
+                for c, r in enumerate(recs):
+                    if not alive[c]:
+                        continue
+                    with torch.no_grad():
+                        for p, w in zip(self.params, W):
+                            p.copy_(w[c])
+                    if obj.fixed is not None:
+                        r.eval_losses.append(obj.eval_loss(model))
+                    if yield_draws:
+                        yield Draw(level=level, chain=r.chain, draw=n_draw,
+                                   loss=r.eval_losses[-1] if r.eval_losses else Ls[c], nbeta=rule.nbeta,
+                                   lr=rule.lr, step=t, objective=obj.name, units=obj.units)
+                self.snapshot.restore()
+            n_draw += 1
             if t == steps - 1:
                 break
-            rule.apply_(W, drift, noise, keep)
+            rule.commit_(W, grads, noise)
             if bar is not None:
                 bar.update(C)
 

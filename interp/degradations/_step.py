@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["SGLDStep", "RMSPropSGLDStep", "make_step", "SAMPLERS", "gaussian_noise", "stacked_gaussian_noise",
-           "flat_norm", "chain_norms"]
+           "NoiseBuffer", "StepNorms", "flat_norm", "chain_norms"]
 
 #: the step rules ``TemperedPosterior(sampler=...)`` accepts.
 SAMPLERS = ("sgld", "rmsprop")
@@ -88,6 +88,45 @@ class SGLDStep:
         """‖(ε/2)·B·∇L‖ / ‖√ε·ξ‖: how much of a step is the loss's pull rather than noise."""
         return 0.5 * self.lr * self.nbeta * grad_norm / max(math.sqrt(self.lr) * noise_norm, 1e-30)
 
+    def update_(self, weights: list[torch.Tensor], grads: list[torch.Tensor], w0: list[torch.Tensor],
+                noise: list[torch.Tensor], diff: list[torch.Tensor], masks: Masks | None = None,
+                keep: torch.Tensor | None = None, norms: StepNorms | None = None, apply: bool = True) -> None:
+        """The whole step in one pass per parameter, in place, with no allocation (the fast path of
+        :meth:`displacement`, :meth:`drift` and :meth:`apply_`, the same operations in the same order,
+        so the same numbers as devinterp's step). For each tensor: ``diff ← w − w0`` (into the
+        preallocated ``diff``), ``grad ← B·grad + γ·diff`` (the drift, overwriting ``grads``), drift and
+        ``noise`` zeroed outside the mask and for chains with ``keep`` 0 (``noise`` is overwritten:
+        a :class:`NoiseBuffer` draw), ``w ← w − (ε/2)·drift``, ``w ← w + √ε·noise``; all of one tensor
+        while it is in cache. ``norms``: accumulate ‖w − w0‖², ‖masked ∇L‖² and ‖ξ‖² per chain.
+        ``apply=False``: everything but the two updates of ``w``, which :meth:`commit_` then does (so a
+        draw can be read at the current weights first)."""
+        eps, sq, B, gamma = self.lr, math.sqrt(self.lr), self.nbeta, self.localization
+        masks = masks if masks is not None else [None] * len(weights)
+        with torch.no_grad():
+            for w, g, w0_, x, d, m in zip(weights, grads, w0, noise, diff, masks):
+                torch.sub(w, w0_, out=d)
+                if m is not None:
+                    x.mul_(m)
+                if norms is not None:
+                    norms.add(d, g if m is None else g * m, x)
+                g.mul_(B)
+                if gamma:
+                    g.add_(d, alpha=gamma)
+                if m is not None:
+                    g.mul_(m)
+                if keep is not None:
+                    k = keep.view((len(keep),) + (1,) * (w.dim() - 1))
+                    g.mul_(k)
+                    x.mul_(k)
+                if apply:
+                    w.add_(g, alpha=-eps / 2)
+                    w.add_(x, alpha=sq)
+
+    def commit_(self, weights: list[torch.Tensor], drift: list[torch.Tensor], noise: list[torch.Tensor]) -> None:
+        """The last part of :meth:`update_` with ``apply=False`` (``drift`` and ``noise`` as it left
+        them): w ← w − (ε/2)·drift, then w ← w + √ε·noise."""
+        self.apply_(weights, drift, noise)
+
 
 class RMSPropSGLDStep:
     """RMSProp-preconditioned SGLD: the :class:`SGLDStep` update with drift and noise scaled per
@@ -126,6 +165,35 @@ class RMSPropSGLDStep:
     def grad_to_noise(self, grad_norm: float, noise_norm: float) -> float:
         """As for SGLD (unpreconditioned norms): how much of a step is the loss's pull."""
         return self.base.grad_to_noise(grad_norm, noise_norm)
+
+    def update_(self, weights: list[torch.Tensor], grads: list[torch.Tensor], w0: list[torch.Tensor],
+                noise: list[torch.Tensor], diff: list[torch.Tensor], masks: Masks | None = None,
+                keep: torch.Tensor | None = None, norms: StepNorms | None = None, apply: bool = True) -> None:
+        """:meth:`SGLDStep.update_`'s contract (``grads`` left holding the preconditioned drift,
+        ``noise`` the masked, preconditioned noise), with fused ``torch._foreach_*`` passes; the norms
+        are of the unpreconditioned quantities."""
+        with torch.no_grad():
+            torch._foreach_copy_(diff, torch._foreach_sub(weights, w0))
+            if masks is not None:
+                for x, m in zip(noise, masks):
+                    if m is not None:
+                        x.mul_(m)
+            if norms is not None:
+                for d, g, x in zip(diff, mask(grads, masks), noise):
+                    norms.add(d, g, x)
+            torch._foreach_copy_(grads, self.drift(grads, diff, masks))
+            torch._foreach_mul_(noise, torch._foreach_sqrt(self.precond))
+            if keep is not None:
+                for g, x in zip(grads, noise):
+                    k = keep.view((len(keep),) + (1,) * (g.dim() - 1))
+                    g.mul_(k)
+                    x.mul_(k)
+            if apply:
+                self.commit_(weights, grads, noise)
+
+    def commit_(self, weights: list[torch.Tensor], drift: list[torch.Tensor], noise: list[torch.Tensor]) -> None:
+        """The last part of :meth:`update_` with ``apply=False``: w ← w − (ε/2)·drift + √ε·noise."""
+        self.base.commit_(weights, drift, noise)
 
 
 def make_step(sampler: str, nbeta: float, lr: float, localization: float, alpha: float = 0.999,
@@ -166,6 +234,72 @@ def stacked_gaussian_noise(params: Sequence[torch.Tensor], gens: Sequence[torch.
         out.append(flat[:, i:i + p.numel()].reshape(len(gens), *p.shape).to(device=p.device, dtype=p.dtype))
         i += p.numel()
     return out
+
+
+class NoiseBuffer:
+    """ξ ~ N(0, I) for one chain (``chains=None``: views shaped like the parameters) or a stack of
+    chains (views ``[C, *shape]``), drawn in place into one preallocated float32 buffer: chain c's
+    row is one ``torch.randn`` call on its generator, so the numbers are those of
+    :func:`gaussian_noise` (and :func:`stacked_gaussian_noise`), without allocating or copying.
+    Parameters that are not CPU float32 get a preallocated copy on their device and dtype."""
+
+    def __init__(self, params: Sequence[torch.Tensor], chains: int | None = None) -> None:
+        self.total = sum(p.numel() for p in params)
+        rows = 1 if chains is None else chains
+        self.flat = torch.empty((rows, self.total), dtype=torch.float32)
+        self._host: list[torch.Tensor] = []
+        self.views: list[torch.Tensor] = []
+        self._copies: list[tuple[torch.Tensor, torch.Tensor]] = []
+        off, base = 0, self.flat.storage_offset()
+        for p in params:
+            shape = tuple(p.shape)
+            strides = tuple(torch.empty(shape, device="meta").stride())
+            if chains is None:
+                v = self.flat.as_strided(shape, strides, base + off)
+            else:
+                v = self.flat.as_strided((rows, *shape), (self.total, *strides), base + off)
+            off += p.numel()
+            if p.device.type != "cpu" or p.dtype != torch.float32:
+                dev = torch.empty(v.shape, dtype=p.dtype, device=p.device)
+                self._copies.append((dev, v))
+                v = dev
+            self.views.append(v)
+
+    def draw(self, gens: Sequence[torch.Generator]) -> list[torch.Tensor]:
+        """Fill the buffer (one generator per row) and return the per-parameter views (reused:
+        the next draw overwrites them)."""
+        if len(gens) != len(self.flat):
+            raise ValueError(f"NoiseBuffer.draw: {len(gens)} generators for {len(self.flat)} chains; pass one "
+                             "generator per chain.")
+        for row, g in zip(self.flat, gens):
+            torch.randn(self.total, generator=g, out=row)
+        for dev, v in self._copies:
+            dev.copy_(v, non_blocking=True)
+        return self.views
+
+
+class StepNorms:
+    """Squared norms accumulated over a step's tensors, per chain: ‖w − w0‖², ‖∇L‖², ‖ξ‖²
+    (tensors with a leading chain axis when ``chains`` is given, else one chain)."""
+
+    def __init__(self, chains: int | None = None) -> None:
+        self.chains = chains
+        self.sq: list[torch.Tensor | float] = [0.0, 0.0, 0.0]
+
+    def add(self, *ts: torch.Tensor) -> None:
+        for i, t in enumerate(ts):
+            if self.chains is None:
+                self.sq[i] = self.sq[i] + torch.linalg.vector_norm(t).square()
+            else:
+                self.sq[i] = self.sq[i] + torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=1).square()
+
+    def per_chain(self) -> tuple[list[float], list[float], list[float]]:
+        """(‖w − w0‖, ‖∇L‖, ‖ξ‖), one value per chain."""
+        out = []
+        for s in self.sq:
+            t = torch.as_tensor(s, dtype=torch.float64).sqrt().reshape(-1)
+            out.append(t.tolist() if self.chains is None or t.numel() > 1 else t.tolist() * self.chains)
+        return out[0], out[1], out[2]
 
 
 def flat_norm(ts: list[torch.Tensor]) -> float:
