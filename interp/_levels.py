@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["parse_level", "level_numbers", "AXES", "resolve_axis", "axis_units", "axis_label", "axis_title",
+__all__ = ["parse_level", "level_numbers", "levels_table", "AXES", "resolve_axis", "axis_units", "axis_label", "axis_title",
            "divergence_units"]
 
 #: the axes levels can be ordered and reported along
@@ -106,6 +106,46 @@ def level_numbers(axis: str | None, level: Any, info: Mapping[str, Any], draw_nb
     return {"level": level, "target_delta_loss": target, "target_units": units, "nbeta": nbeta, "sigma": sigma,
             "step": step, "measured_delta_loss": measured, "measured_divergence": measured_divergence, "n_failed_chains": len(failed_chains),
             "status": "failed" if reasons else "ok", "reason": "; ".join(reasons) or None}
+
+
+def levels_table(table: pd.DataFrame, draws: pd.DataFrame, meta: Mapping[str, Any],
+                 failed: pd.DataFrame) -> pd.DataFrame:
+    """``Results.levels()``: one row per (degradation, level) of a sweep's long ``table``, its
+    ``draws`` records, its ``meta`` (one sweep's, or ``{"parts": [...]}`` of several) and its
+    ``failed`` chains (``Results.failed_chains()``)."""
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    drawn = table[~table["baseline"]]
+    for part in meta.get("parts", [meta]):
+        deg, config = part.get("degradation_name"), part.get("config") or {}
+        if deg is None:  # a single sweep's results: one degradation
+            names = table["degradation"].unique()
+            deg = names[0] if len(names) == 1 else None
+        axis = (config.get("level_axis") or {}).get("name")
+        recorded = config.get("levels") or []
+        infos = {int(k): v for k, v in (part.get("levels") or {}).items()}
+        in_table = drawn[drawn["degradation"] == deg] if deg is not None else drawn
+        indices = sorted(set(infos) | set(in_table["level_index"].unique().tolist()) | set(range(len(recorded))))
+        for li in map(int, indices):
+            g = in_table[in_table["level_index"] == li]
+            level = g["level"].iloc[0] if len(g) else (recorded[li] if li < len(recorded) else None)
+            rows[(deg, li)] = level_numbers(axis, level, infos.get(li) or {}, _draw_nbeta(draws, deg, li),
+                                            failed, deg, li, g)
+    frame = pd.DataFrame(
+        [{"degradation": d, "level_index": li, **r} for (d, li), r in rows.items()],
+        columns=["degradation", "level_index", "level", "target_delta_loss", "target_units", "nbeta", "sigma",
+                 "step", "measured_delta_loss", "measured_divergence", "n_failed_chains", "status", "reason"])
+    return frame.sort_values(["degradation", "level_index"], ignore_index=True)
+
+
+def _draw_nbeta(draws: pd.DataFrame, deg: Any, li: int) -> float:
+    """The mean nβ the draws of level ``li`` recorded (NaN where none did)."""
+    if not len(draws) or "nbeta" not in draws.columns:
+        return float("nan")
+    sel = draws["level_index"] == li
+    if "degradation" in draws.columns and deg is not None:
+        sel &= draws["degradation"] == deg
+    values = pd.to_numeric(draws.loc[sel, "nbeta"], errors="coerce")
+    return float(values.mean()) if values.notna().any() else float("nan")
 
 
 def _finite(table: pd.DataFrame, column: str) -> bool:

@@ -215,53 +215,9 @@ class Results:
         (means over the draws of chains that did not fail),
         ``n_failed_chains``, ``status`` (``"ok"`` or ``"failed"``) and ``reason``.
         """
-        from interp._levels import level_numbers
+        from interp._levels import levels_table
 
-        t = self.table
-        rows: dict[tuple[str, int], dict[str, Any]] = {}
-        failed = self.failed_chains()
-        draws = t[~t["baseline"]]
-        for part in self._parts():
-            deg, config = part["degradation"], part["config"]
-            axis = (config.get("level_axis") or {}).get("name")
-            recorded = config.get("levels") or []
-            infos = {int(k): v for k, v in (part.get("levels") or {}).items()}
-            in_table = draws[draws["degradation"] == deg] if deg is not None else draws
-            indices = sorted(set(infos) | set(in_table["level_index"].unique().tolist())
-                             | set(range(len(recorded))))
-            for li in indices:
-                li = int(li)
-                g = in_table[in_table["level_index"] == li]
-                level = g["level"].iloc[0] if len(g) else (recorded[li] if li < len(recorded) else None)
-                rows[(deg, li)] = level_numbers(axis, level, infos.get(li) or {},
-                                                 self._draw_nbeta(deg, li), failed, deg, li, g)
-        frame = pd.DataFrame(
-            [{"degradation": d, "level_index": li, **r} for (d, li), r in rows.items()],
-            columns=["degradation", "level_index", "level", "target_delta_loss", "target_units", "nbeta", "sigma",
-                     "step", "measured_delta_loss", "measured_divergence", "n_failed_chains", "status", "reason"])
-        return frame.sort_values(["degradation", "level_index"], ignore_index=True)
-
-    def _parts(self) -> list[dict[str, Any]]:
-        """Each sweep in these results: ``degradation`` (name), ``config``, ``levels`` (level info)."""
-        parts = []
-        for part in self.meta.get("parts", [self.meta]):
-            deg = part.get("degradation_name")
-            if deg is None:
-                names = self.table["degradation"].unique()
-                deg = names[0] if len(names) == 1 else None
-            parts.append({"degradation": deg, "config": part.get("config") or {},
-                          "levels": part.get("levels") or {}})
-        return parts
-
-    def _draw_nbeta(self, deg: Any, li: int) -> float:
-        d = self.draws
-        if not len(d) or "nbeta" not in d.columns:
-            return float("nan")
-        sel = d["level_index"] == li
-        if "degradation" in d.columns and deg is not None:
-            sel &= d["degradation"] == deg
-        values = pd.to_numeric(d.loc[sel, "nbeta"], errors="coerce")
-        return float(values.mean()) if values.notna().any() else float("nan")
+        return levels_table(self.table, self.draws, self.meta, self.failed_chains())
 
     def survival(
         self,
