@@ -312,62 +312,78 @@ def select_parameters(
              if (p.requires_grad or restrict is not None) and id(p) not in unread]
     masks: dict[str, torch.Tensor | None] = {}
     if restrict is not None:
-        tl = transformerlens_names(model)
-
-        def cands(n: str, p: torch.Tensor) -> list[str]:
-            return [n, clean_name(n), *tl.get(id(p), [])]
-
-        if callable(restrict) and not isinstance(restrict, (str, Mapping)):
-            keep = [(n, p) for n, p in named if restrict(n)]
-            if not keep:
-                raise ValueError(f"restrict={restrict!r} (a predicate) is False for every parameter of "
-                                 f"{type(model).__name__}; " + _no_match_hint(model, named, tl))
-        else:
-            table = dict(restrict) if isinstance(restrict, Mapping) else dict.fromkeys(
-                [restrict] if isinstance(restrict, str) else list(restrict))
-            chosen: dict[str, torch.Tensor | None] = {}
-            unmatched = []
-            for pat, value in table.items():
-                head = _HEAD.match(pat)
-                if head:
-                    hm = _head_masks(model, pat, int(head.group(1)), int(head.group(2)), tl, named)
-                    if value is not None:
-                        raise ValueError(f"restrict[{pat!r}]: a head slice takes no mask of its own (its mask "
-                                         "is the head's rows and columns); give None.")
-                    for n, m in hm.items():
-                        chosen[n] = _or(chosen[n], m) if n in chosen else m
-                    continue
-                hits = [(n, p) for n, p in named if _matches(cands(n, p), [pat])]
-                if not hits:
-                    unmatched.append(pat)
-                    continue
-                for n, p in hits:
-                    m = None
-                    if value is not None:
-                        m = _mask_tensor("restrict", pat, value).to(device=p.device)
-                        if m.shape != p.shape:
-                            raise ValueError(
-                                f"restrict mask for {n!r} has shape {tuple(m.shape)}; it must have "
-                                f"the parameter's shape {tuple(p.shape)} (1 = perturb, 0 = keep)."
-                            )
-                        m = m.to(p.dtype)
-                    chosen[n] = _or(chosen[n], m) if n in chosen else m
-            if unmatched:
-                names = [x for n, p in named for x in (tl.get(id(p), [])[:1] or [clean_name(n)])]
-                pat = unmatched[0]
-                others = " (the other patterns do)" if len(unmatched) < len(table) else ""
-                close = ", ".join(repr(c) for c in _closest(pat, names))
-                more = f" ({len(unmatched)} patterns match nothing: {unmatched})" if len(unmatched) > 1 else ""
-                raise ValueError(
-                    f"restrict pattern {pat!r} matches no parameter of {type(model).__name__}{others} "
-                    f"(restrict={list(table)!r}); closest valid names: {close}, ...{more} Fix or drop the pattern."
-                    + ("" if others else " " + _no_match_hint(model, named, tl)))
-            keep = [(n, p) for n, p in named if n in chosen]
-            masks = chosen
-        named = keep
+        named, masks = _restricted(model, named, restrict)
     if not named:
         raise ValueError(f"{type(model).__name__} has no trainable parameters to perturb.")
-    # de-duplicate by storage: keep the largest, drop anything overlapping an already kept tensor
+    out = [(n, p, masks.get(n)) for n, p in _distinct_storage(named)]
+    if selected_size(out) == 0:
+        raise ValueError(f"restrict={restrict!r} selects 0 weights of {type(model).__name__} (every mask is "
+                         "zero where the parameters are): nothing would be sampled. Put 1 in the masks "
+                         "where weights should move.")
+    return out
+
+
+_Named = list[tuple[str, torch.nn.Parameter]]
+
+
+def _restricted(model: torch.nn.Module, named: _Named, restrict: Restrict
+                ) -> tuple[_Named, dict[str, torch.Tensor | None]]:
+    """The parameters of ``named`` that ``restrict`` selects, and their masks (``None``: whole)."""
+    tl = transformerlens_names(model)
+    if callable(restrict) and not isinstance(restrict, (str, Mapping)):
+        keep = [(n, p) for n, p in named if restrict(n)]
+        if not keep:
+            raise ValueError(f"restrict={restrict!r} (a predicate) is False for every parameter of "
+                             f"{type(model).__name__}; " + _no_match_hint(model, named, tl))
+        return keep, {}
+    table = dict(restrict) if isinstance(restrict, Mapping) else dict.fromkeys(
+        [restrict] if isinstance(restrict, str) else list(restrict))
+    chosen: dict[str, torch.Tensor | None] = {}
+    unmatched = [pat for pat, value in table.items() if not _choose(model, named, tl, pat, value, chosen)]
+    if unmatched:
+        names = [x for n, p in named for x in (tl.get(id(p), [])[:1] or [clean_name(n)])]
+        pat = unmatched[0]
+        others = " (the other patterns do)" if len(unmatched) < len(table) else ""
+        close = ", ".join(repr(c) for c in _closest(pat, names))
+        more = f" ({len(unmatched)} patterns match nothing: {unmatched})" if len(unmatched) > 1 else ""
+        raise ValueError(
+            f"restrict pattern {pat!r} matches no parameter of {type(model).__name__}{others} "
+            f"(restrict={list(table)!r}); closest valid names: {close}, ...{more} Fix or drop the pattern."
+            + ("" if others else " " + _no_match_hint(model, named, tl)))
+    return [(n, p) for n, p in named if n in chosen], chosen
+
+
+def _choose(model: torch.nn.Module, named: _Named, tl: dict[int, list[str]], pat: str, value: Any,
+            chosen: dict[str, torch.Tensor | None]) -> bool:
+    """Add what one restrict pattern (a head slice or a glob, with its mask ``value``) selects to
+    ``chosen`` (masks of a parameter chosen twice are OR-ed); whether it matched anything."""
+    head = _HEAD.match(pat)
+    if head:
+        hm = _head_masks(model, pat, int(head.group(1)), int(head.group(2)), tl, named)
+        if value is not None:
+            raise ValueError(f"restrict[{pat!r}]: a head slice takes no mask of its own (its mask "
+                             "is the head's rows and columns); give None.")
+        for n, m in hm.items():
+            chosen[n] = _or(chosen[n], m) if n in chosen else m
+        return True
+    hits = [(n, p) for n, p in named if _matches([n, clean_name(n), *tl.get(id(p), [])], [pat])]
+    for n, p in hits:
+        m = None
+        if value is not None:
+            m = _mask_tensor("restrict", pat, value).to(device=p.device)
+            if m.shape != p.shape:
+                raise ValueError(
+                    f"restrict mask for {n!r} has shape {tuple(m.shape)}; it must have "
+                    f"the parameter's shape {tuple(p.shape)} (1 = perturb, 0 = keep)."
+                )
+            m = m.to(p.dtype)
+        chosen[n] = _or(chosen[n], m) if n in chosen else m
+    return bool(hits)
+
+
+def _distinct_storage(named: _Named) -> _Named:
+    """``named`` without the parameters that share memory with a larger one (tied weights listed
+    twice), in the original order: the largest is kept, anything overlapping it dropped."""
     order = sorted(range(len(named)), key=lambda i: -named[i][1].numel())
     kept: list[int] = []
     spans: list[tuple[int, int, int]] = []
@@ -378,12 +394,7 @@ def select_parameters(
             continue
         spans.append(span)
         kept.append(i)
-    out = [(named[i][0], named[i][1], masks.get(named[i][0])) for i in sorted(kept)]
-    if selected_size(out) == 0:
-        raise ValueError(f"restrict={restrict!r} selects 0 weights of {type(model).__name__} (every mask is "
-                         "zero where the parameters are): nothing would be sampled. Put 1 in the masks "
-                         "where weights should move.")
-    return out
+    return [named[i] for i in sorted(kept)]
 
 
 def selected_size(selection: Sequence[tuple[str, torch.Tensor, torch.Tensor | None]]) -> int:
