@@ -71,14 +71,22 @@ def test_plan_of_other_degradations_counts_their_draws(organism, tmp_path):
 
 
 def test_calibration_rounds_replay_the_calibration():
-    """ΔL = λ/B exactly: the first guess B0 = min(d/2, 100)/Δ is right when λ = min(d/2, 100) (one
-    round); a λ k times larger needs one jump per factor 30 of k, then the round at the right B."""
-    sampler = _sampler(lr=None)
-    d = 10_000  # B0 = 100/Δ
-    assert _expected_rounds(LossIncrease(0.1), sampler, d, llc=100.0) == 1
-    assert _expected_rounds(LossIncrease(0.1), sampler, d, llc=1000.0) == 2  # 10x: one jump
-    assert _expected_rounds(LossIncrease(0.1), sampler, d, llc=100.0 * 900) == 3  # 900x: 30x twice
-    assert _expected_rounds(LossIncrease(0.1), sampler, d, llc=float("nan")) == sampler.calibration.max_rounds
+    """With ΔL(B) = λ/B (γ negligible: B·ĥ ≫ γ) the first guess B0 = min(d/2, 100)/Δ is right when
+    λ = min(d/2, 100) (one round); a λ k times larger needs one jump per factor 30 of k, the round
+    at the right B, and one round more (the real law is not exact). Where γ dominates, ΔL hardly moves with B and the calibration runs out."""
+    sampler = _sampler(lr=None, localization=1e-6)
+    d, target = 10_000, LossIncrease(0.1)  # B0 = 1000
+    b0, h = 1000.0, 5.0
+
+    def probe(lam):  # (B_p, the pilot's ΔL at B_p, B_p·ĥ + γ)
+        return (b0, lam / b0, b0 * h + sampler.localization)
+
+    assert _expected_rounds(target, sampler, d, probe(100.0)) == 1
+    assert _expected_rounds(target, sampler, d, probe(1000.0)) == 3  # 10x: one jump, one refinement
+    assert _expected_rounds(target, sampler, d, probe(100.0 * 900)) == 4  # 900x: 30x twice, one refinement
+    assert _expected_rounds(target, sampler, d, (b0, float("nan"), 1.0)) == sampler.calibration.max_rounds
+    stiff = _sampler(lr=None, localization=1e9)  # γ ≫ B·ĥ: ΔL(B) flat, never reaches a far target
+    assert _expected_rounds(target, stiff, d, (b0, 0.01, b0 * h + 1e9)) == stiff.calibration.max_rounds
 
 
 def test_plan_checks_its_inputs(organism):
