@@ -48,7 +48,9 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
-from interp.organisms._weights import WEIGHTS_DIR, load_bridge, save_bridge
+from interp.organisms._weights import (
+    WEIGHTS_DIR, check_steps, checkpoint_saver, load_bridge, load_checkpoints, save_trained,
+)
 from interp.tasks import Task
 from interp.models import device_of
 
@@ -216,24 +218,15 @@ def train(
     :data:`CHECKPOINT_STEPS` to ``out_dir/induction_checkpoints/step_NNNNN.safetensors`` (nothing is
     written when ``out_dir`` is ``None``). Returns the trained model in eval mode.
     """
-    steps = STEPS if steps is None else steps
-    if steps < 0:
-        raise ValueError(f"steps={steps!r}: must be a non-negative integer (None: {STEPS}).")
-    out = Path(out_dir) if out_dir is not None else None
-
-    def save_checkpoint(model: torch.nn.Module, step: int) -> None:
-        if out is not None and step in CHECKPOINT_STEPS:
-            path = out / CHECKPOINT_DIR / f"step_{step:05d}.safetensors"
-            save_bridge(model, CONFIG, path, step=step, seed=seed, organism="induction")
-
+    steps = check_steps(steps, STEPS)
+    save_checkpoint = checkpoint_saver(CONFIG, out_dir, CHECKPOINT_DIR, CHECKPOINT_STEPS,
+                                       organism="induction", seed=seed)
     task = make_task(seed)
     model = fit(task, CONFIG, seed=seed, steps=steps, progress=progress, name="induction",
                 on_step=save_checkpoint)
     metrics = task.evaluate(model)
     logger.info("induction: trained %d steps, test loss %.4f, accuracy %.4f", steps, *metrics.values())
-    if out is not None:
-        path = save_bridge(model, CONFIG, out / WEIGHTS_FILE, step=steps, seed=seed, organism="induction")
-        logger.info("induction: wrote %s", path)
+    save_trained(model, CONFIG, out_dir, "induction", step=steps, seed=seed)
     return model
 
 
@@ -289,13 +282,4 @@ def load(seed: int = 0) -> tuple[TransformerBridge, Task]:
 
 def checkpoints() -> list[tuple[int, TransformerBridge]]:
     """The shipped training checkpoints as ``[(step, model), ...]`` sorted by step (eval mode)."""
-    from interp.organisms._weights import read_metadata
-
-    files = sorted((WEIGHTS_DIR / CHECKPOINT_DIR).glob("step_*.safetensors"))
-    if not files:
-        raise FileNotFoundError(
-            f"No checkpoints under {WEIGHTS_DIR / CHECKPOINT_DIR}; regenerate them with "
-            "`interp organisms train induction`."
-        )
-    out = [(int(read_metadata(f)["step"]), load_bridge(f)) for f in files]
-    return sorted(out, key=lambda pair: pair[0])
+    return load_checkpoints(CHECKPOINT_DIR, "induction")

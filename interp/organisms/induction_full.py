@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from interp.organisms import induction
-from interp.organisms._weights import WEIGHTS_DIR, load_bridge, save_bridge
+from interp.organisms._weights import WEIGHTS_DIR, check_steps, load_bridge, save_trained
 from interp.tasks import Task
 from interp.models import device_of
 
@@ -126,15 +126,11 @@ def train(
     :data:`STEPS` steps. With ``out_dir`` the weights go to ``out_dir/induction_full.safetensors``.
     Returns the trained model in eval mode.
     """
-    steps = STEPS if steps is None else steps
-    if steps < 0:
-        raise ValueError(f"steps={steps!r}: must be a non-negative integer (None: {STEPS}).")
+    steps = check_steps(steps, STEPS)
     task = make_task(seed)
     model = induction.fit(score_every_token(task), CONFIG, seed=seed, steps=steps, progress=progress, name=NAME)
     logger.info("%s: trained %d steps, %s", NAME, steps, position_losses(model, task))
-    if out_dir is not None:
-        path = save_bridge(model, CONFIG, Path(out_dir) / WEIGHTS_FILE, step=steps, seed=seed, organism=NAME)
-        logger.info("%s: wrote %s", NAME, path)
+    save_trained(model, CONFIG, out_dir, NAME, step=steps, seed=seed)
     return model
 
 

@@ -72,7 +72,9 @@ import torch
 from jaxtyping import Float
 
 from interp.organisms import induction
-from interp.organisms._weights import WEIGHTS_DIR, load_bridge, read_metadata, save_bridge
+from interp.organisms._weights import (
+    WEIGHTS_DIR, check_steps, checkpoint_saver, load_bridge, load_checkpoints, save_trained,
+)
 from interp.tasks import Task
 from interp.models import device_of
 
@@ -339,16 +341,6 @@ def head_components(model: torch.nn.Module) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------ training
-class _Float16View:
-    """What :func:`save_bridge` needs of a model (``state_dict``), with float16 tensors."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self._model = model
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().to(torch.float16) for k, v in self._model.state_dict().items()}
-
-
 def train(out_dir: str | Path | None = None, seed: int = 0, steps: int | None = None,
           progress: bool = True) -> TransformerBridge:
     """Train the organism from scratch (deterministic on one machine for a given ``seed``).
@@ -359,23 +351,14 @@ def train(out_dir: str | Path | None = None, seed: int = 0, steps: int | None = 
     :data:`CHECKPOINT_STEPS` to ``out_dir/induction_ngram_checkpoints/step_NNNNN.safetensors``
     (float16). Returns the trained model in eval mode.
     """
-    steps = STEPS if steps is None else steps
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps={steps!r}: must be a non-negative integer (None: {STEPS}).")
-    out = Path(out_dir) if out_dir is not None else None
-
-    def save_checkpoint(model: torch.nn.Module, step: int) -> None:
-        if out is not None and step in CHECKPOINT_STEPS:
-            path = out / CHECKPOINT_DIR / f"step_{step:05d}.safetensors"
-            save_bridge(_Float16View(model), CONFIG, path, step=step, seed=seed, organism=NAME)
-
+    steps = check_steps(steps, STEPS)
+    save_checkpoint = checkpoint_saver(CONFIG, out_dir, CHECKPOINT_DIR, CHECKPOINT_STEPS, organism=NAME,
+                                       seed=seed, dtype=torch.float16)
     task = make_task(seed)
     model = induction.fit(task, CONFIG, seed=seed, steps=steps, progress=progress, name=NAME,
                           on_step=save_checkpoint)
     logger.info("%s: trained %d steps, %s", NAME, steps, task.evaluate(model))
-    if out is not None:
-        path = save_bridge(model, CONFIG, out / WEIGHTS_FILE, step=steps, seed=seed, organism=NAME)
-        logger.info("%s: wrote %s", NAME, path)
+    save_trained(model, CONFIG, out_dir, NAME, step=steps, seed=seed)
     return model
 
 
@@ -387,8 +370,4 @@ def load(seed: int = 0) -> tuple[TransformerBridge, Task]:
 
 def checkpoints() -> list[tuple[int, TransformerBridge]]:
     """The shipped training checkpoints as ``[(step, model), ...]`` sorted by step (eval mode, float32)."""
-    files = sorted((WEIGHTS_DIR / CHECKPOINT_DIR).glob("step_*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"No checkpoints under {WEIGHTS_DIR / CHECKPOINT_DIR}; regenerate them with "
-                                f"`interp organisms train {NAME}`.")
-    return sorted(((int(read_metadata(f)["step"]), load_bridge(f)) for f in files), key=lambda p: p[0])
+    return load_checkpoints(CHECKPOINT_DIR, NAME)

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
-from interp.organisms._weights import WEIGHTS_DIR, load_bridge, save_bridge
+from interp.organisms._weights import WEIGHTS_DIR, check_steps, load_bridge, save_trained
 from interp.tasks import Task
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -195,9 +195,7 @@ def train(
 
     from interp.organisms._weights import build_native
 
-    steps = STEPS if steps is None else steps
-    if steps < 0:
-        raise ValueError(f"steps={steps!r}: must be a non-negative integer (None: {STEPS}).")
+    steps = check_steps(steps, STEPS)
     task = make_task(seed)
     batch = task.tensors("train", columns=("input_ids", "target_mask"))
     test = task.tensors("test", columns=("input_ids", "target_mask"))
@@ -221,11 +219,7 @@ def train(
     model.eval()
     metrics = task.evaluate(model)
     logger.info("modadd: trained %d steps, test loss %.4f, accuracy %.4f", steps, *metrics.values())
-    if out_dir is not None:
-        path = save_bridge(
-            model, CONFIG, Path(out_dir) / WEIGHTS_FILE, step=steps, seed=seed, organism="modadd", p=P
-        )
-        logger.info("modadd: wrote %s", path)
+    save_trained(model, CONFIG, out_dir, "modadd", step=steps, seed=seed, p=P)
     return model
 
 
