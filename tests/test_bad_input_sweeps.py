@@ -368,15 +368,23 @@ def test_cli_help_and_listing(capsys):
 def test_progress_shows_calibration_and_the_whole_sweep(tiny, capsys, caplog):
     import logging
 
-    from interp.degradations import LossIncrease
+    from interp.degradations import Degradation, LevelAxis, LossIncrease
 
     model, task = tiny
     calibration_log = logging.getLogger("interp.degradations")
 
-    class Calibrating:
+    class Calibrating(Degradation):
         """Weight noise whose levels first 'calibrate' in two logged rounds, as the sampler does."""
 
         name = "Calibrating"
+        level_axis = LevelAxis("delta", "target loss increase")
+
+        def check_level(self, level):
+            if not isinstance(level, LossIncrease):
+                raise ValueError(f"Calibrating level={level!r}: a LossIncrease.")
+
+        def replicates(self):
+            return 1
 
         def draws(self, model, target=None, level=None):
             for r, b in enumerate((50.0, 120.0)):

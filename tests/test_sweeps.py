@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from interp.degradations import Degradation, LevelAxis
 from interp.results import Results
 from interp.stats import t_quantile_975
 from interp.sweep import COLUMNS, run_sweep, weights_digest
@@ -42,13 +43,22 @@ class Draw:
 
 
 @dataclasses.dataclass(frozen=True)
-class ScaledNoise:
+class ScaledNoise(Degradation):
     """Test degradation: w0 + level·N(0, 1) per (chain, draw), restored in `finally`."""
 
     chains: int = 2
     n_draws: int = 3
     seed: int = 0
     restore: bool = True
+
+    level_axis = LevelAxis("scale", "standard deviations of the added noise")
+
+    def check_level(self, level):
+        if not isinstance(level, float) or level < 0:
+            raise ValueError(f"ScaledNoise level={level!r}: a float >= 0.")
+
+    def replicates(self):
+        return self.chains
 
     def draws(self, model, task, level):
         saved = {k: v.detach().clone() for k, v in model.named_parameters()}
