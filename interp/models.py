@@ -327,28 +327,13 @@ def load_model(
     target = _check_source(name_or_path)
     given_device, device, dtype = device, resolve_device(device), resolve_dtype(dtype)
     _check_available(device, given_device)
-    path = Path(target).expanduser()
-    is_local = path.exists()
-    if not is_local and target.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"Model directory {target!r} does not exist.")
-    if is_local:
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(
-                f"{path} has no config.json: expected a directory written by save_pretrained()."
-            )
-        target = str(path.resolve())
+    target, local_dir = _locate(target)
+    is_local = local_dir is not None
     if offline is None:
         offline = is_local or not hub_reachable()
         if offline and not is_local:
             log.info("Hugging Face hub unreachable: loading %r from the local cache only.", target)
-    if tokenizer is True or (tokenizer is not None and tokenizer is not False
-                             and not isinstance(tokenizer, (str, os.PathLike)) and not _is_tokenizer(tokenizer)):
-        raise ValueError(f"tokenizer={tokenizer!r}: give None (the checkpoint's own), a tokenizer "
-                         "object (e.g. transformers.AutoTokenizer.from_pretrained(...); a plain function "
-                         "is not one), a hub name or directory, or False (token ids only).")
-    if tokenizer is None and is_local and not _has_tokenizer_files(path):
-        raise ValueError(f"{path} has no tokenizer files ({', '.join(_TOKENIZER_FILES[:5])}, ...): "
-                         "it was saved without its tokenizer. Fix: " + _NO_TOKENIZER_FIX)
+    _check_tokenizer_argument(tokenizer, local_dir)
     tok = None
     if tokenizer is False:
         tok = _placeholder_tokenizer()
@@ -371,13 +356,7 @@ def load_model(
                 ) from err
             raise
     if tokenizer is False:
-        model.tokenizer = None
-        driver = getattr(model, "_driver", None)
-        if driver is not None and hasattr(driver, "tokenizer"):
-            driver.tokenizer = None
-        for method in _TOKENIZER_METHODS:
-            if hasattr(model, method):
-                object.__setattr__(model, method, _needs_tokenizer(str(name_or_path), method))
+        _drop_tokenizer(model, str(name_or_path))
         warnings.warn(f"load_model({str(name_or_path)!r}, tokenizer=False): no tokenizer; the model "
                       "takes token ids only (model.tokenizer is None).", UserWarning, stacklevel=2)
     elif getattr(model, "tokenizer", None) is None:
@@ -385,3 +364,44 @@ def load_model(
     else:
         check_tokenizer(model.tokenizer, model_vocab(model), what=f"the tokenizer of {target}")
     return model.eval()
+
+
+def _locate(target: str) -> tuple[str, Path | None]:
+    """``(target, local directory or None)``: a local model directory (``target`` resolved, checked
+    to hold ``config.json``) or a hub name; a local-looking path that does not exist is a
+    FileNotFoundError."""
+    path = Path(target).expanduser()
+    is_local = path.exists()
+    if not is_local and target.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"Model directory {target!r} does not exist.")
+    if is_local:
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{path} has no config.json: expected a directory written by save_pretrained()."
+            )
+        target = str(path.resolve())
+    return target, path if is_local else None
+
+
+def _check_tokenizer_argument(tokenizer: Any, local_dir: Path | None) -> None:
+    """A ValueError for a ``tokenizer`` argument that is none of the allowed kinds, or for ``None``
+    (the checkpoint's own) when the local directory ``local_dir`` holds no tokenizer files."""
+    if tokenizer is True or (tokenizer is not None and tokenizer is not False
+                             and not isinstance(tokenizer, (str, os.PathLike)) and not _is_tokenizer(tokenizer)):
+        raise ValueError(f"tokenizer={tokenizer!r}: give None (the checkpoint's own), a tokenizer "
+                         "object (e.g. transformers.AutoTokenizer.from_pretrained(...); a plain function "
+                         "is not one), a hub name or directory, or False (token ids only).")
+    if tokenizer is None and local_dir is not None and not _has_tokenizer_files(local_dir):
+        raise ValueError(f"{local_dir} has no tokenizer files ({', '.join(_TOKENIZER_FILES[:5])}, ...): "
+                         "it was saved without its tokenizer. Fix: " + _NO_TOKENIZER_FIX)
+
+
+def _drop_tokenizer(model: Any, name: str) -> None:
+    """Remove the bridge's tokenizer (``tokenizer=False``): its text methods raise a clear error."""
+    model.tokenizer = None
+    driver = getattr(model, "_driver", None)
+    if driver is not None and hasattr(driver, "tokenizer"):
+        driver.tokenizer = None
+    for method in _TOKENIZER_METHODS:
+        if hasattr(model, method):
+            object.__setattr__(model, method, _needs_tokenizer(name, method))
