@@ -156,7 +156,13 @@ def _kl_mask(batch: Mapping[str, torch.Tensor], shape: torch.Size) -> torch.Tens
             if tuple(m.shape) != tuple(shape):
                 raise ValueError(f"batch[{col!r}] has shape {tuple(m.shape)}, input_ids {tuple(shape)}.")
             return m[:, 1:].bool()
-    return torch.ones(shape[0], shape[1] - 1, dtype=torch.bool)
+    return torch.ones(shape[0], shape[1] - 1, dtype=torch.bool, device=_batch_device(batch))
+
+
+def _batch_device(batch: Mapping[str, torch.Tensor]) -> torch.device | None:
+    """Where the batch's token ids are (``None``: the default device), so masks built for it live there."""
+    ids = batch.get("input_ids")
+    return ids.device if isinstance(ids, torch.Tensor) else None
 
 
 def _mse_mask(batch: Mapping[str, torch.Tensor], out: torch.Tensor) -> torch.Tensor:
@@ -164,7 +170,7 @@ def _mse_mask(batch: Mapping[str, torch.Tensor], out: torch.Tensor) -> torch.Ten
     lead = out.shape[:-1] if out.dim() > 1 else out.shape
     if "attention_mask" in batch and out.dim() == 3 and tuple(batch["attention_mask"].shape) == tuple(lead):
         return batch["attention_mask"].bool()
-    return torch.ones(lead, dtype=torch.bool)
+    return torch.ones(lead, dtype=torch.bool, device=_batch_device(batch))
 
 
 def _resolve_kind(kind: str, batch: Mapping[str, torch.Tensor] | None, has_loss: bool | None,
@@ -214,14 +220,16 @@ class _Outputs:
         """(scored outputs ``[n_scored, features]``, mask) at the model's current weights."""
         if self.kind == "kl":
             logits = self.forward(model, batch) if self.forward is not None else _logits(model, batch)
-            mask = _kl_mask(batch, logits.shape[:2]).to(logits.device)
+            # the mask stays where the batch is (the sampler's batches are on the CPU): its integer
+            # indices are then found without a device-to-host sync and index the logits on any device
+            mask = _kl_mask(batch, logits.shape[:2])
             logp = torch.log_softmax(_at_least_float32(logits[:, :-1]), dim=-1)
             return logp[mask.nonzero(as_tuple=True)], mask   # integer indices: works under vmap
         out = self.forward(model, batch) if self.forward is not None else _final_hidden(model, batch)
         out = _at_least_float32(out)
         if out.dim() == 1:
             out = out[:, None]
-        mask = _mse_mask(batch, out).to(out.device)
+        mask = _mse_mask(batch, out)
         return out[mask.nonzero(as_tuple=True)], mask
 
     def divergence(self, new: torch.Tensor, ref: torch.Tensor, scale: float) -> torch.Tensor:
@@ -533,8 +541,9 @@ class Behavioural:
                 ref = torch.func.functional_call(
                     wrapper, {f"model.{k}": v for k, v in self._w0.items()}, (batch,))
         else:
-            rows = batch[ROW_COLUMN].cpu().long()
-            ref = self._ref[self._index[rows][mask.cpu().nonzero(as_tuple=True)]].to(new.device)
+            rows = batch[ROW_COLUMN].to(self._index.device).long()
+            mask = mask.to(self._index.device)
+            ref = self._ref[self._index[rows][mask.nonzero(as_tuple=True)]].to(new.device)
         return self._impl.divergence(new, ref, self._scale)
 
     def __repr__(self) -> str:
