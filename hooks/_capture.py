@@ -181,7 +181,16 @@ def capture(
     b_idx = _as_index(batch, "batch")
     p_idx = _as_index(pos, "pos")
 
-    # group points by the hook point they read from
+    raw = _record(model, inputs, resolved, b_idx, p_idx, detach=detach, device=device,
+                  stop_early=stop_early, forward_kwargs=forward_kwargs)
+    return _assemble(model, resolved, raw, detach)
+
+
+def _record(model: Any, inputs: Any, resolved: list[Resolved], b_idx: slice | Tensor, p_idx: slice | Tensor,
+            *, detach: bool, device: torch.device | str | None, stop_early: bool,
+            forward_kwargs: dict[str, Any]) -> dict[int, Tensor]:
+    """One forward with a recording hook on each distinct hook point (keyed by ``id``); the hooks are
+    removed afterwards, even on error. With ``stop_early`` the forward ends once all have fired."""
     groups: dict[int, tuple[Any, list[Resolved]]] = {}
     for r in resolved:
         groups.setdefault(id(r.hook_point), (r.hook_point, []))[1].append(r)
@@ -217,7 +226,12 @@ def capture(
                 pass
     finally:
         remove(added)
+    return raw
 
+
+def _assemble(model: Any, resolved: list[Resolved], raw: dict[int, Tensor], detach: bool) -> Activations:
+    """The recorded tensors keyed by point as requested, per-head outputs computed from ``hook_z``;
+    a point whose hook never fired is a RuntimeError."""
     out = Activations()
     out.n_heads = int(getattr(getattr(model, "cfg", None), "n_heads", 0) or 0) or None
     for r in resolved:
