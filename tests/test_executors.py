@@ -98,7 +98,9 @@ def same(a: Results, b: Results) -> None:
     (NOISE, [0.05, 0.3]),
     (sampler(vectorize=False), [LossIncrease(0.05), NBeta(300.0)]),  # one job per (level, chain)
     (sampler(), [NBeta(300.0)]),  # chains vectorised locally: one job per level
-], ids=["weight-noise", "sampler-per-chain", "sampler-vectorised"])
+    # RMSProp-SGLD per chain: each job's preconditioner starts afresh, as in the local chain
+    (sampler(vectorize=False, sampler="rmsprop"), [LossIncrease(0.05)]),
+], ids=["weight-noise", "sampler-per-chain", "sampler-vectorised", "rmsprop-per-chain"])
 def test_ray_table_identical_to_local(cluster, organism, degradation, levels):
     model, task = organism
     local = interp.run_sweep(model, task, analyses(), degradation, levels, eval_rows=32, progress=False)
