@@ -102,7 +102,6 @@ def fit_logistic_batched(
         return ll.mean(1).sum(-1) + 0.5 * lam * (ww * ww).sum((-1, -2))
 
     obj = objective(logits, w)
-    steps = (1.0, 0.5, 0.25, 0.1, 0.03, 0.01)
     done = 0
     for done in range(1, max_iter + 1):
         p = torch.sigmoid(logits)
@@ -112,27 +111,11 @@ def fit_logistic_batched(
         grad = torch.cat([g_w, g_b], 1)  # [site, d1, k]
         if grad.abs().amax((1, 2)).max() <= tol:
             break
-        curv = (p * (1 - p)).transpose(1, 2)  # [site, k, n]
-        h = torch.empty(s_n, k, d + 1, d + 1, dtype=torch.float64)
-        for j in range(k):
-            zd = z * curv[:, j, :, None].sqrt()
-            h[:, j, :d, :d] = zd.transpose(1, 2) @ zd
-            h[:, j, :d, d] = h[:, j, d, :d] = (curv[:, j : j + 1] @ z)[:, 0]
-            h[:, j, d, d] = curv[:, j].sum(-1)
-        h = h / n + lam * pen + 1e-10 * eye
+        h = _hessian(z, (p * (1 - p)).transpose(1, 2)) + lam * pen + 1e-10 * eye
         step = _chol_solve(torch.linalg.cholesky(h), grad.transpose(1, 2)[..., None].double())[..., 0]
         step = step.float().transpose(1, 2)  # [site, d1, k]
         zs = torch.baddbmm(step[:, d:], z, step[:, :d])  # [site, n, k]
-        decrease = (grad * step).sum((1, 2))
-        alpha = torch.zeros(s_n)
-        new_obj = obj.clone()
-        for a in steps:  # the first step length with sufficient decrease, per site
-            cand = objective(logits - a * zs, w - a * step[:, :d])
-            take = (alpha == 0) & (cand <= obj - 1e-4 * a * decrease)
-            alpha = torch.where(take, a, alpha)
-            new_obj = torch.where(take, cand, new_obj)
-            if bool((alpha > 0).all()):
-                break
+        alpha, new_obj = _armijo(objective, obj, logits, w, zs, step[:, :d], (grad * step).sum((1, 2)))
         if not bool((alpha > 0).any()):
             break  # no site can decrease its objective further in float32
         a3 = alpha[:, None, None]
@@ -142,6 +125,40 @@ def fit_logistic_batched(
     rw = (w / scale.transpose(1, 2)).transpose(1, 2)  # [site, k, d] raw coordinates
     rb = b[:, 0] - (rw * mean).sum(-1)
     return BatchedLogisticProbe(rw, rb, c, done)
+
+
+def _hessian(z: Float[Tensor, "site n d"], curv: Float[Tensor, "site k n"]) -> Tensor:
+    """(1/n)·ZᵀDZ per site and class, ``Z = [z, 1]``, ``D = diag(curv)``: ``[site, k, d+1, d+1]``
+    in float64 (one float32 GEMM per site and class)."""
+    s_n, n, d = z.shape
+    k = curv.shape[1]
+    h = torch.empty(s_n, k, d + 1, d + 1, dtype=torch.float64)
+    for j in range(k):
+        zd = z * curv[:, j, :, None].sqrt()
+        h[:, j, :d, :d] = zd.transpose(1, 2) @ zd
+        h[:, j, :d, d] = h[:, j, d, :d] = (curv[:, j : j + 1] @ z)[:, 0]
+        h[:, j, d, d] = curv[:, j].sum(-1)
+    return h / n
+
+
+#: step lengths tried by the line search, longest first
+_STEP_LENGTHS = (1.0, 0.5, 0.25, 0.1, 0.03, 0.01)
+
+
+def _armijo(objective: Any, obj: Tensor, logits: Tensor, w: Tensor, zs: Tensor, step_w: Tensor,
+            decrease: Tensor) -> tuple[Tensor, Tensor]:
+    """Backtracking line search per site: the first step length α with sufficient decrease,
+    f(w − αΔ) ≤ f(w) − 10⁻⁴·α·∇·Δ (0 where none has), and the objective there."""
+    alpha = torch.zeros(len(obj))
+    new_obj = obj.clone()
+    for a in _STEP_LENGTHS:
+        cand = objective(logits - a * zs, w - a * step_w)
+        take = (alpha == 0) & (cand <= obj - 1e-4 * a * decrease)
+        alpha = torch.where(take, a, alpha)
+        new_obj = torch.where(take, cand, new_obj)
+        if bool((alpha > 0).all()):
+            break
+    return alpha, new_obj
 
 
 @dataclass
