@@ -404,7 +404,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         blocks = list(range(cfg.n_layers - a.restrict_blocks, cfg.n_layers))
         restrict = [f"blocks.{b}.*" for b in blocks]
         objective = Behavioural(corpus, kind="kl", rows=a.kl_rows)
-        sampler = TemperedPosterior(objective=objective, localization=100.0, chains=a.chains, draws=a.draws,
+        sampler = TemperedPosterior(objective=objective, localization=100.0, chains=a.chains, n_draws=a.draws,
                                     burnin=a.burnin, thin=a.thin, batch_size=a.sgld_batch, eval_rows=a.kl_rows,
                                     restrict=restrict, seed=a.seed, progress=False,
                                     calibration=CalibrationConfig(tolerance=0.5, max_rounds=2))
@@ -419,7 +419,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         out["posterior_restricted"]["weights"] = n_sel
 
         # ---------------------------------------------------------------- posterior, all weights
-        full = TemperedPosterior(objective=objective, localization=100.0, chains=1, draws=2,
+        full = TemperedPosterior(objective=objective, localization=100.0, chains=1, n_draws=2,
                                  burnin=a.full_steps - 1, thin=1, batch_size=a.sgld_batch, eval_rows=a.kl_rows,
                                  lr=a.full_lr, seed=a.seed, progress=False)
         with meter.part("posterior_all_weights", f"nβ {a.full_nbeta:g}, lr {a.full_lr:g}, "
