@@ -231,6 +231,35 @@ def profile_norms(
     check_choice(c, "coordinates", coordinates, _COORDINATES)
     check_number(c, "batch_size", batch_size, integer=True, minimum=1, fix="Rows per forward, e.g. batch_size=64.")
     check_number(c, "skip_positions", skip_positions, integer=True, zero_ok=True, fix="0 keeps BOS.")
+    ids, attention_mask = _rows(data, attention_mask, eval_rows, split)
+    if coordinates == "folded":
+        model = folded_copy(model)
+    layout = _layout(model)
+    mask = _token_mask(attention_mask, ids.shape, skip_positions)
+    n = layout.n_layers
+    values = {k: torch.full(ids.shape, float("nan"), dtype=torch.float32) for k in _keys(layout, writes)}
+    points = layout.points(writes)
+    device = device_of(model)
+    for start in tqdm(range(0, len(ids), batch_size), desc="norms", disable=not progress, leave=False):
+        sl = slice(start, start + batch_size)
+        kwargs = {} if attention_mask is None else {"attention_mask": attention_mask[sl].to(device)}
+        acts = hooks.capture(model, ids[sl].to(device), points, **kwargs)
+        if writes and start == 0:
+            _check_decomposition(acts, layout, mask[sl].to(device))
+        out = _batch_norms(acts, layout, writes)
+        del acts
+        keep = mask[sl]
+        for k, v in out.items():
+            values[k][sl] = v.cpu().where(keep, torch.tensor(float("nan")))
+    return NormProfile(values, mask, n, layout.post_ln, coordinates == "folded", skip_positions,
+                       _notes(layout, skip_positions, coordinates == "folded"))
+
+
+def _rows(data: Any, attention_mask: Tensor | None, eval_rows: int | None, split: str
+          ) -> tuple[Int[Tensor, "row pos"], Tensor | None]:
+    """Token ids ``[row, pos]`` and the attention mask (or ``None``) of ``data``: a task's split (its
+    own mask) or token ids (with the mask given)."""
+    c = "profile_norms"
     if hasattr(data, "tensors"):  # a task
         check_number(c, "eval_rows", eval_rows, integer=True, minimum=1, none_ok=True)
         if attention_mask is not None:
@@ -241,15 +270,17 @@ def profile_norms(
         input_ids, attention_mask = rows["input_ids"], rows.get("attention_mask")
     else:
         input_ids = data
-    if coordinates == "folded":
-        model = folded_copy(model)
-    layout = _layout(model)
     ids = torch.as_tensor(input_ids).long()
     if ids.dim() != 2:
         raise ValueError(f"input_ids must be [row, pos], got shape {tuple(ids.shape)}.")
     if attention_mask is not None and tuple(attention_mask.shape) != tuple(ids.shape):
         raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(ids.shape)}.")
-    mask = _token_mask(attention_mask, ids.shape, skip_positions)
+    return ids, attention_mask
+
+
+def _keys(layout: _Layout, writes: bool) -> list[str]:
+    """The quantities measured per token: ``L{i}`` stream norms, post-LN ``ln_L{i}``/``mid_L{i}``, and
+    with ``writes`` the attention/MLP write norms and squared-norm increments."""
     n = layout.n_layers
     keys = [f"L{i}" for i in range(n + 1)]
     if layout.post_ln:
@@ -258,38 +289,29 @@ def profile_norms(
         keys += [f"attn_write_L{i}" for i in range(n)] + [f"attn_dsq_L{i}" for i in range(n)]
         if layout.has_mlp:
             keys += [f"mlp_write_L{i}" for i in range(n)] + [f"mlp_dsq_L{i}" for i in range(n)]
-    values = {k: torch.full(ids.shape, float("nan"), dtype=torch.float32) for k in keys}
-    points = layout.points(writes)
-    device = device_of(model)
-    for start in tqdm(range(0, len(ids), batch_size), desc="norms", disable=not progress, leave=False):
-        sl = slice(start, start + batch_size)
-        kwargs = {} if attention_mask is None else {"attention_mask": attention_mask[sl].to(device)}
-        acts = hooks.capture(model, ids[sl].to(device), points, **kwargs)
-        if writes and start == 0:
-            _check_decomposition(acts, layout, mask[sl].to(device))
-        out: dict[str, Tensor] = {}
-        for i, p in enumerate(layout.stream):
-            out[f"L{i}"] = acts[p].float().norm(dim=-1)
-        for i, p in enumerate(layout.ln_out):
-            out[f"ln_L{i}"] = acts[p].float().norm(dim=-1)
-        if writes:
-            for layer in range(n):
-                x, a = acts[layout.block_in[layer]].float(), acts[layout.attn[layer]].float()
-                out[f"attn_write_L{layer}"] = a.norm(dim=-1)
-                out[f"attn_dsq_L{layer}"] = _dsq(x, a)
-                if layout.post_ln:
-                    out[f"mid_L{layer}"] = acts[layout.mid[layer]].float().norm(dim=-1)
-                if layout.has_mlp:
-                    m = acts[layout.mlp[layer]].float()
-                    base = acts[layout.mid_ln[layer]].float() if layout.post_ln else x + a
-                    out[f"mlp_write_L{layer}"] = m.norm(dim=-1)
-                    out[f"mlp_dsq_L{layer}"] = _dsq(base, m)
-        del acts
-        keep = mask[sl]
-        for k, v in out.items():
-            values[k][sl] = v.cpu().where(keep, torch.tensor(float("nan")))
-    return NormProfile(values, mask, n, layout.post_ln, coordinates == "folded", skip_positions,
-                       _notes(layout, skip_positions, coordinates == "folded"))
+    return keys
+
+
+def _batch_norms(acts: dict[str, Tensor], layout: _Layout, writes: bool) -> dict[str, Tensor]:
+    """Per-token norms of one batch's captured activations, keyed as :func:`_keys`."""
+    out: dict[str, Tensor] = {}
+    for i, p in enumerate(layout.stream):
+        out[f"L{i}"] = acts[p].float().norm(dim=-1)
+    for i, p in enumerate(layout.ln_out):
+        out[f"ln_L{i}"] = acts[p].float().norm(dim=-1)
+    if writes:
+        for layer in range(layout.n_layers):
+            x, a = acts[layout.block_in[layer]].float(), acts[layout.attn[layer]].float()
+            out[f"attn_write_L{layer}"] = a.norm(dim=-1)
+            out[f"attn_dsq_L{layer}"] = _dsq(x, a)
+            if layout.post_ln:
+                out[f"mid_L{layer}"] = acts[layout.mid[layer]].float().norm(dim=-1)
+            if layout.has_mlp:
+                m = acts[layout.mlp[layer]].float()
+                base = acts[layout.mid_ln[layer]].float() if layout.post_ln else x + a
+                out[f"mlp_write_L{layer}"] = m.norm(dim=-1)
+                out[f"mlp_dsq_L{layer}"] = _dsq(base, m)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
