@@ -98,7 +98,19 @@ def summarize(
     per_seed = (bl.sum(1) - scrubbed.sum(1)) / (bl.sum(1) - clean.sum())
     out["recovered_seed_sd"] = float(per_seed.std()) if n_seeds > 1 else math.nan
 
-    # two-level bootstrap: examples and seeds with replacement
+    out.update(_bootstrap_intervals(clean, counts, scrubbed, kl, bl, bk, bootstrap, seed))
+    out.update(_cancellation(clean, counts, scrubbed, total))
+    scale = max(out["gap"], min_gap)
+    out["flag_cancellation"] = float(out["cancelled"] > cancel_tol * scale)
+    out["flag_ratio_unreliable"] = float(not out["gap_ci_low"] >= min_gap)
+    return out
+
+
+def _bootstrap_intervals(clean: torch.Tensor, counts: torch.Tensor, scrubbed: torch.Tensor, kl: torch.Tensor,
+                         bl: torch.Tensor, bk: torch.Tensor, bootstrap: int, seed: int) -> dict[str, float]:
+    """95% percentile intervals (``*_ci_low``/``*_ci_high``) of the token-weighted metrics under a
+    two-level bootstrap: examples and seeds resampled with replacement (float64 inputs)."""
+    n_seeds, n = scrubbed.shape
     g = torch.Generator().manual_seed(seed)
     ex = torch.randint(n, (bootstrap, n), generator=g)
     ex_w = torch.zeros(bootstrap, n, dtype=torch.float64).scatter_add_(
@@ -113,6 +125,7 @@ def summarize(
 
     b_clean, b_scr, b_kl, b_bl, b_bk = boot(clean), boot(scrubbed), boot(kl), boot(bl), boot(bk)
     b_gap = b_bl - b_clean
+    out: dict[str, float] = {}
     for key, vals in {
         "recovered": (b_bl - b_scr) / b_gap,
         "kl_recovered": 1 - b_kl / b_bk,
@@ -121,15 +134,16 @@ def summarize(
         "gap": b_gap,
     }.items():
         out[f"{key}_ci_low"], out[f"{key}_ci_high"] = _ci(vals)
+    return out
 
-    # cancellation over (seed, example) pairs, token-weighted
+
+def _cancellation(clean: torch.Tensor, counts: torch.Tensor, scrubbed: torch.Tensor, total: torch.Tensor
+                  ) -> dict[str, float]:
+    """How much per-example ΔL cancels in the mean, over (seed, example) pairs, token-weighted."""
+    n_seeds, n = scrubbed.shape
     delta = scrubbed / counts - clean / counts  # [seed, n] per-token ΔL of each example
     w = counts.expand(n_seeds, n) / (n_seeds * total)
-    out["delta_loss_mean"] = float((delta * w).sum())
-    out["delta_loss_abs"] = float((delta.abs() * w).sum())
+    out = {"delta_loss_mean": float((delta * w).sum()), "delta_loss_abs": float((delta.abs() * w).sum())}
     out["cancelled"] = out["delta_loss_abs"] - abs(out["delta_loss_mean"])
     out["frac_better"] = float((delta < 0).double().mean())
-    scale = max(out["gap"], min_gap)
-    out["flag_cancellation"] = float(out["cancelled"] > cancel_tol * scale)
-    out["flag_ratio_unreliable"] = float(not out["gap_ci_low"] >= min_gap)
     return out
