@@ -255,12 +255,28 @@ class CircuitTests(Params):
         out.update(independence_p=p_ind, independence_pass=float(p_ind >= cfg.alpha), independence_hsic=hsic,
                    model_score_sd=float(rounded(s_model).std()))
 
-        # minimality and per-node necessity
+        full_span = m_model - m_empty  # the model's effect over the empty circuit: faithfulness's unit
+        out.update(self._minimality(runs, m_circuit, full_span))
+        verdicts = [out["equivalence_pass"], out["independence_pass"], out["minimality_pass"]]
+        out["idealised_pass"] = float("nan") if any(math.isnan(v) for v in verdicts) else float(min(verdicts))
+        out.update(self._flexible(runs, s_model, s_circuit, s_complement))
+        out.update(self._mib(runs, m_circuit, m_empty, full_span))
+        out["forwards"] = float(runs.forwards)
+        return out
+
+
+    def _minimality(self, runs: _Runs, m_circuit: float, full_span: float) -> dict[str, float]:
+        """Per-node necessity (the share of the model's effect lost without the node) and Shi et al.'s
+        minimality test against the inflated circuits (Bonferroni over the claim's nodes)."""
+        cfg = self.config
+        every, claim = frozenset(self.nodes_), frozenset(cfg.nodes)
+        outside = every - claim
+        out: dict[str, float] = {}
+
         def effect(circuit: frozenset[str], node: str) -> float:
             base = runs.scores(every - circuit)
             return float(np.mean((runs.scores(every - (circuit - {node})) - base) ** 2))
 
-        full_span = m_model - m_empty  # the model's effect over the empty circuit: faithfulness's unit
         reference = None
         if self.inflated_ is not None:
             reference = np.array([effect(c, v) for c, v in self.inflated_])
@@ -281,39 +297,46 @@ class CircuitTests(Params):
             out["minimality_pass"] = float(min(p_nodes) >= cfg.alpha / len(cfg.nodes))
         else:  # the claim is the whole graph: nothing to inflate it with
             out["minimality_p_min"] = out["minimality_pass"] = float("nan")
-        verdicts = [out["equivalence_pass"], out["independence_pass"], out["minimality_pass"]]
-        out["idealised_pass"] = float("nan") if any(math.isnan(v) for v in verdicts) else float(min(verdicts))
+        return out
 
-        # flexible tests
+    def _flexible(self, runs: _Runs, s_model: np.ndarray, s_circuit: np.ndarray, s_complement: np.ndarray
+                  ) -> dict[str, float]:
+        """The flexible tests: sufficiency and partial necessity of the claim against random circuits
+        of its size (binomial tests on the quantile q)."""
+        cfg = self.config
+        every = frozenset(self.nodes_)
+        out: dict[str, float] = {}
+
         def distance(a: np.ndarray) -> float:
             return float(np.mean((a - s_model) ** 2))
 
         if self.random_ is None:  # C is the whole graph: no other circuit of its size
             for key in ("sufficiency", "partial_necessity"):
                 out[f"{key}_p"] = out[f"{key}_pass"] = out[f"{key}_quantile"] = float("nan")
-        else:
-            d_claim, e_claim = distance(s_circuit), distance(s_complement)
-            d_random = np.array([distance(runs.scores(every - r)) for r in self.random_])
-            e_random = np.array([distance(runs.scores(r)) for r in self.random_])
-            n = len(self.random_)
-            k_suf, k_nec = int((d_claim < d_random).sum()), int((e_claim > e_random).sum())
-            p_suf = binomial_tail(k_suf, n, cfg.q, side="greater")
-            p_nec = binomial_tail(k_nec, n, cfg.q, side="greater")
-            out.update(sufficiency_p=p_suf, sufficiency_pass=float(p_suf < cfg.alpha),
-                       sufficiency_quantile=k_suf / n, partial_necessity_p=p_nec,
-                       partial_necessity_pass=float(p_nec < cfg.alpha), partial_necessity_quantile=k_nec / n)
-
-        # MIB faithfulness, CPR, CMD
-        if abs(full_span) > cfg.resolution:
-            out["faithfulness"] = (m_circuit - m_empty) / full_span
-            curve = [(runs.mean(every - frozenset(self.ranking_[:k])) - m_empty) / full_span
-                     for k in range(len(self.ranking_) + 1)]
-            sizes = np.arange(len(curve)) / (len(curve) - 1)
-            out["cpr"], out["cmd"] = compute_cpr_cmd(sizes, curve)
-        else:  # knocking everything out costs nothing: the task is not done by this graph at all
-            out["faithfulness"] = out["cpr"] = out["cmd"] = float("nan")
-        out["forwards"] = float(runs.forwards)
+            return out
+        d_claim, e_claim = distance(s_circuit), distance(s_complement)
+        d_random = np.array([distance(runs.scores(every - r)) for r in self.random_])
+        e_random = np.array([distance(runs.scores(r)) for r in self.random_])
+        n = len(self.random_)
+        k_suf, k_nec = int((d_claim < d_random).sum()), int((e_claim > e_random).sum())
+        p_suf = binomial_tail(k_suf, n, cfg.q, side="greater")
+        p_nec = binomial_tail(k_nec, n, cfg.q, side="greater")
+        out.update(sufficiency_p=p_suf, sufficiency_pass=float(p_suf < cfg.alpha),
+                   sufficiency_quantile=k_suf / n, partial_necessity_p=p_nec,
+                   partial_necessity_pass=float(p_nec < cfg.alpha), partial_necessity_quantile=k_nec / n)
         return out
+
+    def _mib(self, runs: _Runs, m_circuit: float, m_empty: float, full_span: float) -> dict[str, float]:
+        """MIB's faithfulness of the claim, and CPR / CMD of the faithfulness curve along the ranking."""
+        if abs(full_span) <= self.config.resolution:
+            # knocking everything out costs nothing: the task is not done by this graph at all
+            return {"faithfulness": float("nan"), "cpr": float("nan"), "cmd": float("nan")}
+        every = frozenset(self.nodes_)
+        curve = [(runs.mean(every - frozenset(self.ranking_[:k])) - m_empty) / full_span
+                 for k in range(len(self.ranking_) + 1)]
+        sizes = np.arange(len(curve)) / (len(curve) - 1)
+        cpr, cmd = compute_cpr_cmd(sizes, curve)
+        return {"faithfulness": (m_circuit - m_empty) / full_span, "cpr": cpr, "cmd": cmd}
 
 
 class _Runs:
