@@ -660,14 +660,14 @@ def test_sweep_out_not_writable(tiny, tmp_path, monkeypatch):
     resumes to the table of an uninterrupted run."""
     import errno
 
-    from interp.sweep import store
+    from interp.sweep import lock, store
 
     model, task = tiny
     def read_only(self):
         raise PermissionError(errno.EACCES, "Permission denied", str(self.path))
 
     with monkeypatch.context() as m:
-        m.setattr(store._Lock, "_create", read_only)
+        m.setattr(lock.DirLock, "_create", read_only)
         with pytest.raises(PermissionError, match=rf"Cannot write {tmp_path / 'ro'} \(Permission denied\): "
                                                   r"nothing was written"):
             _sweep(tiny, out=tmp_path / "ro")
@@ -698,7 +698,7 @@ def test_sweep_out_in_use(tiny, tmp_path):
     import json
     import socket
 
-    from interp.sweep.store import OutDirInUse
+    from interp.sweep.lock import OutDirInUse
 
     (tmp_path / "sweep.lock").write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))
     with pytest.raises(OutDirInUse, match=rf"{tmp_path} is in use by another sweep: the lock "

@@ -456,7 +456,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, caplog):
     import json
     import socket
 
-    from interp.sweep.store import OutDirInUse
+    from interp.sweep.lock import OutDirInUse
 
     model, task = shared_bridge()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -466,7 +466,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, caplog):
     (out / "sweep.lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": 0}))
     sweep = functools.partial(run_sweep, model, task, [LossProbe()], WeightNoise(draws_per_level=2, eval_rows=8),
                               [0.1], eval_rows=8, progress=False, out=out)
-    with caplog.at_level("WARNING", logger="interp.sweep.store"):
+    with caplog.at_level("WARNING", logger="interp.sweep.lock"):
         res = sweep()
     assert f"Taking over the stale lock {out / 'sweep.lock'} of process {dead.pid}" in caplog.text
     assert len(res.draws) == 2 and not (out / "sweep.lock").exists()

@@ -130,7 +130,7 @@ def run_sweep(
 
     Raises:
         ValueError: a bad argument (naming it), a different sweep already in ``out``, ``out`` in use
-            by another live sweep (``interp.sweep.store.OutDirInUse``) or a corrupt store file
+            by another live sweep (``interp.sweep.lock.OutDirInUse``) or a corrupt store file
             (``interp.sweep.store.StoreCorrupt``, naming the file and line and how to resume).
         SweepJobsFailed: (Ray) some (level, chain) jobs failed after their retries; the others are
             saved, the failures are listed (and in ``out/failures.json``), and running the same

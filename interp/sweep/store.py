@@ -11,9 +11,8 @@ A sweep's ``out`` directory holds:
   (:func:`record_checksum`), so a value changed inside a line that still parses is detected;
 - ``levels.json``: the levels finished, with what the degradation reported (calibration, chains);
 - ``jobs.json`` / ``failures.json``: the (level, chain) jobs of an executor that runs jobs (Ray);
-- ``sweep.lock`` while a sweep writes to it: ``{"pid", "host", "started"}`` of the writer. A second
-  writer is refused (:class:`OutDirInUse`, naming the lock and the pid); a lock whose process is dead
-  (same host) is stale and taken over with a warning.
+- ``sweep.lock`` while a sweep writes to it (:mod:`interp.sweep.lock`): a second writer is refused
+  (``OutDirInUse``); a lock whose process is dead (same host) is taken over with a warning.
 
 Every key is stored once. Reading back, a line that repeats an earlier key byte for byte is dropped
 with a warning (it carries nothing new); a repeated key with different content, a line that is not a
@@ -39,17 +38,16 @@ import json
 import logging
 import math
 import os
-import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from interp.sweep.identity import config_difference, legacy_identity
+from interp.sweep.lock import DirLock
 
 __all__ = [
-    "COLUMNS", "ADDED_COLUMNS", "BASELINE_KEY", "SETUP_KEY", "Store", "read_records", "read_json", "OutDirInUse",
-    "StoreCorrupt", "LOCK_NAME", "missing_column", "record_checksum",
+    "COLUMNS", "ADDED_COLUMNS", "BASELINE_KEY", "SETUP_KEY", "Store", "read_records", "read_json",
+    "StoreCorrupt", "missing_column", "record_checksum",
 ]
 
 log = logging.getLogger(__name__)
@@ -66,14 +64,8 @@ COLUMNS = [
 #: columns added after sweeps were first stored, with the value an older record gets
 #: (``divergence``: stored before the behavioural divergence meter, so not measured)
 ADDED_COLUMNS: dict[str, Any] = {"divergence": float("nan")}
-#: the out directory's lock file
-LOCK_NAME = "sweep.lock"
 
 Key = tuple[int, int, int]
-
-
-class OutDirInUse(ValueError):
-    """Another live process is writing a sweep into this ``out`` directory."""
 
 
 class StoreCorrupt(ValueError):
@@ -226,105 +218,6 @@ def read_records(rows_file: Path, *, repair: bool = False, n_levels: int | None 
             yield rec
 
 
-# ----------------------------------------------------------------------------------------- lock
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
-
-
-class _Lock:
-    """An exclusive lock on a directory: a file created atomically (hard link of a complete file)."""
-
-    def __init__(self, directory: Path):
-        self.path = directory / LOCK_NAME
-        self.owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-        self.held = False
-
-    def acquire(self) -> None:
-        for _ in range(3):
-            if self._create():
-                self.held = True
-                return
-            holder = self._holder()
-            if holder is None:
-                continue  # it vanished (released, or taken over and released): try again
-            pid, host = holder.get("pid"), holder.get("host")
-            same_host = host == self.owner["host"]
-            if same_host and isinstance(pid, int) and not _pid_alive(pid):
-                log.warning("Taking over the stale lock %s of process %s on %s, which is no longer running "
-                            "(killed mid-sweep); resuming its sweep.", self.path, pid, host)
-                self._remove_if(holder)
-                continue
-            raise OutDirInUse(
-                f"{self.path.parent} is in use by another sweep: the lock {self.path} is held by process "
-                f"{pid} on {host}. Wait for it to finish (the same sweep then resumes from its rows), use "
-                f"another out directory, or, if process {pid} is gone" + ("" if same_host else f" on {host}")
-                + f", delete {self.path}."
-            )
-        raise OutDirInUse(f"Could not take the lock {self.path}: other processes keep taking it. Retry.")
-
-    def _create(self) -> bool:
-        tmp = self.path.with_name(f"{LOCK_NAME}.{self.owner['pid']}.tmp")
-        try:
-            tmp.write_text(json.dumps(self.owner))
-            try:
-                os.link(tmp, self.path)  # atomic; fails when the lock exists
-            except FileExistsError:
-                return False
-            except OSError:  # a file system without hard links
-                try:
-                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                except FileExistsError:
-                    return False
-                with os.fdopen(fd, "w") as f:
-                    f.write(json.dumps(self.owner))
-            return True
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-
-    def _holder(self) -> dict[str, Any] | None:
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return None
-        try:
-            holder = json.loads(text)
-            return holder if isinstance(holder, dict) else {"pid": None, "host": None}
-        except json.JSONDecodeError:
-            return {"pid": None, "host": f"unknown (unreadable lock file: {text[:40]!r})"}
-
-    def _remove_if(self, holder: dict[str, Any]) -> None:
-        """Remove the lock if it is still ``holder``'s (two processes taking over one stale lock:
-        only the first removes it)."""
-        aside = self.path.with_name(f"{LOCK_NAME}.stale.{self.owner['pid']}")
-        try:
-            os.replace(self.path, aside)
-        except FileNotFoundError:
-            return
-        try:
-            if json.loads(aside.read_text()) != holder:  # someone else's fresh lock: put it back
-                with contextlib.suppress(FileExistsError):
-                    os.link(aside, self.path)
-        except (OSError, json.JSONDecodeError):
-            pass
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                aside.unlink()
-
-    def release(self) -> None:
-        if self.held:
-            self.held = False
-            if self._holder() == self.owner:
-                with contextlib.suppress(FileNotFoundError):
-                    self.path.unlink()
-
-
 # ---------------------------------------------------------------------------------------- store
 def _write_error(path: Path, err: OSError, what: str) -> OSError:
     return type(err)(err.errno, f"Cannot write {path} ({err.strerror or err}): {what}")
@@ -345,7 +238,7 @@ class Store:
         self._jobs: dict[str, Any] | None = None
         self._pending_config: dict[str, Any] | None = None
         self.file = None
-        self.lock: _Lock | None = None
+        self.lock: DirLock | None = None
         self.path = None if out is None else Path(out)
         levels = config.get("levels")
         self.n_levels = len(levels) if isinstance(levels, list) else None
@@ -354,7 +247,7 @@ class Store:
         check_out(self.path)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            self.lock = _Lock(self.path)
+            self.lock = DirLock(self.path)
             self.lock.acquire()
         except OSError as err:
             raise _write_error(self.path, err, "nothing was written; give a writable out directory.") from err
