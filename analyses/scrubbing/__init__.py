@@ -34,20 +34,9 @@ Example::
 from analyses.scrubbing._analysis import CausalScrubbing, ScrubbingConfig
 from analyses.scrubbing._engine import Groups, Scrubber
 from analyses.scrubbing._graph import Graph, GraphHypothesis, scrub_graph
-from analyses.scrubbing._hypothesis import (
-    EXACT,
-    MLP,
-    UNCONDITIONAL,
-    Agree,
-    Embed,
-    Head,
-    Hypothesis,
-    Node,
-    PosEmbed,
-    QueryOffset,
-    VacuousRuleWarning,
-)
+from analyses.scrubbing._hypothesis import MLP, Embed, Head, Hypothesis, Node, PosEmbed, VacuousRuleWarning
 from analyses.scrubbing._metrics import summarize
+from analyses.scrubbing._rules import EXACT, UNCONDITIONAL, Agree, QueryOffset
 
 __all__ = [
     "Agree",

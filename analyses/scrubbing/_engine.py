@@ -37,7 +37,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 import hooks
-from analyses.scrubbing._hypothesis import MLP, Agree, Embed, Head, Hypothesis, Node, PosEmbed, QueryOffset
+from analyses.scrubbing._hypothesis import MLP, Embed, Head, Hypothesis, Node, PosEmbed
+from analyses.scrubbing._rules import Agree, QueryOffset
 from interp.models import device_of
 
 __all__ = ["Groups", "Scrubber"]

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from analyses.scrubbing._engine import Groups, _stable_seed
-from analyses.scrubbing._hypothesis import Agree
+from analyses.scrubbing._rules import Agree
 from analyses.scrubbing._metrics import summarize
 
 __all__ = ["Graph", "GraphHypothesis", "scrub_graph"]

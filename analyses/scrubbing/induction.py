@@ -38,7 +38,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from analyses.scrubbing._hypothesis import Agree, Embed, Head, Hypothesis
+from analyses.scrubbing._hypothesis import Embed, Head, Hypothesis
+from analyses.scrubbing._rules import Agree
 
 __all__ = ["hypotheses", "build", "compiled_hypotheses"]
 
