@@ -37,9 +37,7 @@ Example::
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import logging
 import math
@@ -49,6 +47,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+from interp._figures import dissolution_figure, figure_png, label_units
 from interp._views import attention_view, load_views, save_view, write_atomic  # their public home: here
 
 log = logging.getLogger(__name__)
@@ -84,7 +83,7 @@ def parse_thresholds(items: list[str] | tuple[str, ...]) -> dict[str, float] | N
         out[name.strip()] = number
     return out or None
 
-__all__ = ["write_report", "attention_view", "save_view", "load_views", "metric_label", "default_thresholds",
+__all__ = ["write_report", "attention_view", "save_view", "load_views", "default_thresholds",
            "parse_thresholds"]
 
 _STYLE = """
@@ -105,15 +104,6 @@ details { margin: 0.6em 0; } summary { cursor: pointer; font-weight: 600; }
 pre { background: #f7f7f7; padding: 0.8em; font-size: 0.78em; overflow-x: auto; white-space: pre-wrap;
       word-break: break-word; }
 """
-
-
-def _figure_png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def _table(df: Any, cls: str = "") -> str:
@@ -169,64 +159,6 @@ def _readable(df: Any, columns: list[str]) -> Any:
         elif df[c].map(lambda v: isinstance(v, (list, tuple))).any():
             df[c] = df[c].map(lambda v: ("; ".join(map(str, v)) or "–") if isinstance(v, (list, tuple)) else v)
     return df
-
-
-def _plain(text: Any) -> str:
-    """``text`` for a matplotlib label: ``$`` escaped, so a name is never parsed as mathtext."""
-    return str(text).replace("$", r"\$")
-
-
-#: units of well-known metrics, for axis labels (others: "as the analysis returns it")
-_METRIC_UNITS = (("kl_recovered", "fraction of the KL recovered"), ("loss_recovered", "fraction of the loss recovered"),
-                 ("recovered", "fraction of the loss gap recovered"), ("accuracy", "fraction correct"),
-                 ("acc", "fraction correct"), ("loss", "nats/token"), ("kl", "nats/token"), ("norm", "L2 norm"),
-                 ("fvu", "fraction of variance unexplained"), ("fraction", "fraction"), ("gap", "nats/token"))
-
-
-def metric_label(metric: Any) -> str:
-    """An axis label for a metric with its units, e.g. ``recovered (fraction of the loss gap recovered)``."""
-    name = str(metric)
-    low = name.lower()
-    for key, units in _METRIC_UNITS:
-        if low == key or low.endswith("_" + key) or low.startswith(key + "_"):
-            return f"{name} ({units})"
-    return f"{name} (units as the analysis returns it)"
-
-
-def _dissolution_figure(results: Any, found: list[Any], chosen: dict[Any, str], axis: str = "delta_loss") -> Any:
-    """One panel per analysis × degradation (each degradation on its own readable range): the chosen
-    effect against ΔL (or the divergence) with its 95% band, the criterion (dashed) and the dissolution
-    point with its interval; both axes labelled with their units."""
-    import matplotlib.pyplot as plt
-
-    from interp._levels import axis_title
-
-    s = results.summary()
-    panels = [(a, d) for a in chosen for d in found if d.analysis == a and d.metric == chosen[a]]
-    ncol = min(3, len(panels))
-    nrow = -(-len(panels) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.1 * ncol, 3.0 * nrow), squeeze=False)
-    for ax, (analysis, d) in zip(axes.flat, panels):
-        metric = chosen[analysis]
-        g = s[(s["analysis"] == analysis) & (s["metric"] == metric) & (s["degradation"] == d.degradation)
-              & (s["status"] != "failed")]
-        g = g.assign(**{axis: g[axis].where(g["level_index"] >= 0, 0.0)}).sort_values(axis)
-        line = ax.plot(g[axis], g["mean"], marker="o", ms=3)[0]
-        ax.fill_between(g[axis], g["ci_low"], g["ci_high"], alpha=0.2, color=line.get_color())
-        ax.axhline(d.threshold, color="0.4", lw=0.8, ls="--")
-        if d.outcome == "dissolves":
-            x = getattr(d, axis)
-            lo, hi = getattr(d, f"{axis}_ci")
-            ax.errorbar([x], [d.threshold], xerr=[[max(x - lo, 0)], [max(hi - x, 0)]],
-                        fmt="D", ms=6, color=line.get_color(), capsize=3)
-        ax.set_title(_plain(f"{analysis} under {d.degradation}"), fontsize=9)
-        ax.set_xlabel(_plain(axis_title(results.meta, axis)), fontsize=8)
-        ax.set_ylabel(_plain(metric_label(metric)), fontsize=8)
-        ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
-    fig.tight_layout()
-    return fig
 
 
 def _names_as_text(results: Any) -> Any:
@@ -313,8 +245,9 @@ def write_report(
         views: extra HTML fragments (e.g. :func:`attention_view`) appended in a section of their own.
             They are included as they are: pass only fragments you made (or :func:`load_views`).
         title: page title (default: the task and degradations).
-        plot_metrics: the metrics without an effect/collateral role to plot (default: all of them);
-            effects and collaterals are always plotted, and every metric is in the summary table.
+        plot_metrics: the metrics without an effect/collateral role to plot (default: the first of
+            them in the table's order, up to 24 panels); effects and collaterals are always plotted,
+            and every metric is in the summary table.
         thresholds: ``effect metric -> θ``: absolute criteria for the verdicts (e.g.
             ``{"recovered": 0.9}``) and a survival table with them; other effects use half the way
             from their floor (0, or chance for an accuracy) to their value at w0. A name that is not
@@ -412,7 +345,7 @@ def _dissolution_sections(results: Any, thresholds: dict[str, float] | None, fou
                      f"{e(axis_title(results.meta, axis))}, one panel per degradation "
                      "(mean over chains, 95% band), the criterion (dashed) and the dissolution point with its "
                      "interval (diamond).</p>"
-                     f"<img alt='dissolution' src='{_figure_png(_dissolution_figure(results, found, chosen, axis))}'>")
+                     f"<img alt='dissolution' src='{figure_png(dissolution_figure(results, found, chosen, axis))}'>")
     # ---- details
     parts.append("<h2>Dissolution points</h2>" + _table(_frame([{
         "degradation": d.degradation, "analysis": d.analysis, "metric": d.metric, "criterion": d.criterion_text(),
@@ -459,16 +392,36 @@ def _plot_sections(results: Any, plot_metrics: list[str] | None, axis: str) -> l
     claims = results.table["kind"].isin(["effect", "collateral"])
     if claims.any():
         parts.append(f"<h2>Effects and collateral against {heading}</h2>"
-                     f"<img alt='effects' src='{_figure_png(_label_units(results.plot(kinds=['effect', 'collateral'], axis=axis)))}'>")
+                     f"<img alt='effects' src='{figure_png(label_units(results.plot(kinds=['effect', 'collateral'], axis=axis)))}'>")
     others = list(dict.fromkeys(results.table.loc[~claims, "metric"]))
     if others:
-        shown_m = others if plot_metrics is None else [m for m in others if m in set(map(str, plot_metrics))]
+        shown_m = _first_panels(results.table[~claims], others) if plot_metrics is None else [
+            m for m in others if m in set(map(str, plot_metrics))]
         note = "" if len(shown_m) == len(others) else (
-            f"<p class='note'>{len(shown_m)} of {len(others)} other metrics shown; all are in the summary.</p>")
+            f"<p class='note'>{len(shown_m)} of {len(others)} other metrics shown; all are in the summary "
+            "(<code>plot_metrics</code> chooses them).</p>")
         if shown_m:
             parts.append(f"<h2>Other metrics against {heading}</h2>" + note + "<img alt='metrics' "
-                         f"src='{_figure_png(_label_units(results.plot(metrics=shown_m, kinds=['other'], axis=axis)))}'>")
+                         f"src='{figure_png(label_units(results.plot(metrics=shown_m, kinds=['other'], axis=axis)))}'>")
     return parts
+
+
+#: the most panels the "other metrics" figure gets by default: a study's 100 metrics would be a
+#: figure 100 inches tall that takes a minute to draw
+OTHER_PANELS = 24
+
+
+def _first_panels(rows: Any, metrics: list[str]) -> list[str]:
+    """The first of ``metrics`` (in table order) whose panels, one per analysis reporting the metric,
+    number at most :data:`OTHER_PANELS` together (at least one metric)."""
+    per_metric = rows[["analysis", "metric"]].drop_duplicates()["metric"].value_counts()
+    shown, panels = [], 0
+    for m in metrics:
+        panels += int(per_metric.get(m, 1))
+        if shown and panels > OTHER_PANELS:
+            break
+        shown.append(m)
+    return shown
 
 
 def _table_sections(results: Any, views: list[str] | None) -> list[str]:
@@ -493,17 +446,6 @@ def _table_sections(results: Any, views: list[str] | None) -> list[str]:
     if views:
         parts.append("<h2>Attention</h2><div class='views'>" + "\n".join(views) + "</div>")
     return parts
-
-
-def _label_units(fig: Any) -> Any:
-    """Give every panel of a :meth:`Results.plot` figure a y label with the metric's units (the
-    panel's title is ``analysis: metric``)."""
-    for ax in fig.axes:
-        if ax.get_visible() and not ax.get_ylabel():
-            metric = ax.get_title().rsplit(": ", 1)[-1].replace(r"\$", "$")
-            ax.set_ylabel(_plain(metric_label(metric)), fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 def _frame(rows: list[dict[str, Any]]) -> Any:

@@ -174,7 +174,8 @@ def test_answer_table_first_units_and_readable_calibration(tmp_path):
     objective than the task, and gives the calibration as a table, levels in one notation."""
     from test_bad_input_report import DL, curves
 
-    from interp.report import metric_label, write_report
+    from interp._figures import metric_label
+    from interp.report import write_report
 
     res = curves({("TemperedPosterior", "scrub", "recovered", "effect"): (0.95, [0.94, 0.9, 0.6, 0.3], DL),
                   ("WeightNoise", "scrub", "recovered", "effect"): (0.95, [0.95, 0.94, 0.93, 0.92], DL)},

@@ -1,0 +1,101 @@
+r"""The report's figures: the dissolution panels, units on every axis, figures as inline PNGs.
+
+:func:`dissolution_figure` draws one panel per analysis × degradation (each on its own readable
+range): the chosen effect against ΔL or the divergence with its 95% band over chains, the criterion
+(dashed) and the dissolution point with its interval. :func:`metric_label` names a metric's units
+for an axis; :func:`plain` escapes ``$`` so that a name is never parsed as mathtext;
+:func:`figure_png` inlines a figure as a ``data:`` URI, so the report is one offline file.
+
+Example::
+
+    >>> from interp._figures import metric_label, plain
+    >>> metric_label("recovered"), plain("a$b")
+    ('recovered (fraction of the loss gap recovered)', 'a\\$b')
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+__all__ = ["dissolution_figure", "figure_png", "label_units", "metric_label", "plain"]
+
+
+def figure_png(fig: Any) -> str:
+    """``fig`` as a PNG data URI (110 dpi); the figure is closed."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def plain(text: Any) -> str:
+    """``text`` for a matplotlib label: ``$`` escaped, so a name is never parsed as mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+#: units of well-known metrics, for axis labels (others: "as the analysis returns it")
+_METRIC_UNITS = (("kl_recovered", "fraction of the KL recovered"), ("loss_recovered", "fraction of the loss recovered"),
+                 ("recovered", "fraction of the loss gap recovered"), ("accuracy", "fraction correct"),
+                 ("acc", "fraction correct"), ("loss", "nats/token"), ("kl", "nats/token"), ("norm", "L2 norm"),
+                 ("fvu", "fraction of variance unexplained"), ("fraction", "fraction"), ("gap", "nats/token"))
+
+
+def metric_label(metric: Any) -> str:
+    """An axis label for a metric with its units, e.g. ``recovered (fraction of the loss gap recovered)``."""
+    name = str(metric)
+    low = name.lower()
+    for key, units in _METRIC_UNITS:
+        if low == key or low.endswith("_" + key) or low.startswith(key + "_"):
+            return f"{name} ({units})"
+    return f"{name} (units as the analysis returns it)"
+
+
+def dissolution_figure(results: Any, found: list[Any], chosen: dict[Any, str], axis: str = "delta_loss") -> Any:
+    """One panel per analysis × degradation (each degradation on its own readable range): the chosen
+    effect against ΔL (or the divergence) with its 95% band, the criterion (dashed) and the dissolution
+    point with its interval; both axes labelled with their units."""
+    import matplotlib.pyplot as plt
+
+    from interp._levels import axis_title
+
+    s = results.summary()
+    panels = [(a, d) for a in chosen for d in found if d.analysis == a and d.metric == chosen[a]]
+    ncol = min(3, len(panels))
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.1 * ncol, 3.0 * nrow), squeeze=False)
+    for ax, (analysis, d) in zip(axes.flat, panels):
+        metric = chosen[analysis]
+        g = s[(s["analysis"] == analysis) & (s["metric"] == metric) & (s["degradation"] == d.degradation)
+              & (s["status"] != "failed")]
+        g = g.assign(**{axis: g[axis].where(g["level_index"] >= 0, 0.0)}).sort_values(axis)
+        line = ax.plot(g[axis], g["mean"], marker="o", ms=3)[0]
+        ax.fill_between(g[axis], g["ci_low"], g["ci_high"], alpha=0.2, color=line.get_color())
+        ax.axhline(d.threshold, color="0.4", lw=0.8, ls="--")
+        if d.outcome == "dissolves":
+            x = getattr(d, axis)
+            lo, hi = getattr(d, f"{axis}_ci")
+            ax.errorbar([x], [d.threshold], xerr=[[max(x - lo, 0)], [max(hi - x, 0)]],
+                        fmt="D", ms=6, color=line.get_color(), capsize=3)
+        ax.set_title(plain(f"{analysis} under {d.degradation}"), fontsize=9)
+        ax.set_xlabel(plain(axis_title(results.meta, axis)), fontsize=8)
+        ax.set_ylabel(plain(metric_label(metric)), fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def label_units(fig: Any) -> Any:
+    """Give every panel of a :meth:`Results.plot` figure a y label with the metric's units (the
+    panel's title is ``analysis: metric``)."""
+    for ax in fig.axes:
+        if ax.get_visible() and not ax.get_ylabel():
+            metric = ax.get_title().rsplit(": ", 1)[-1].replace(r"\$", "$")
+            ax.set_ylabel(plain(metric_label(metric)), fontsize=8)
+    fig.tight_layout()
+    return fig
