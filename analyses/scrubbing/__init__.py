@@ -31,7 +31,7 @@ Example::
     (True, 0.0)
 """
 
-from analyses.scrubbing._analysis import CausalScrubbing, ScrubbingConfig
+from analyses.scrubbing._analysis import CausalScrubbing
 from analyses.scrubbing._engine import Groups, Scrubber
 from analyses.scrubbing._graph import Graph, GraphHypothesis, scrub_graph
 from analyses.scrubbing._hypothesis import MLP, Embed, Head, Hypothesis, Node, PosEmbed, VacuousRuleWarning
@@ -51,7 +51,6 @@ __all__ = [
     "QueryOffset",
     "VacuousRuleWarning",
     "CausalScrubbing",
-    "ScrubbingConfig",
     "Scrubber",
     "Groups",
     "summarize",

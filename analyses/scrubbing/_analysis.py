@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -32,55 +32,25 @@ from analyses.scrubbing._engine import Groups, Scrubber
 from analyses.scrubbing._hypothesis import Hypothesis, VacuousRuleWarning
 from analyses.scrubbing._metrics import summarize
 from analyses._base import Params
-from interp.checks import bad_value, check_number
+from interp.checks import bad_value, check_choice, check_is_fitted, check_number
 from interp.models import device_of
 
-__all__ = ["CausalScrubbing", "ScrubbingConfig"]
+__all__ = ["CausalScrubbing"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ScrubbingConfig:
-    """How a hypothesis is scored.
+def _check_hypothesis(owner: str, name: str, value: Any) -> None:
+    if not isinstance(value, Hypothesis):
+        raise bad_value(owner, name, value, "an analyses.scrubbing.Hypothesis", "Build one with Hypothesis([...]).")
 
-    Args:
-        eval_rows: reference inputs (drawn from the pool with ``seed``; was ``rows``).
-        split: the task split references and resampled inputs come from.
-        pool_rows: rows of ``split`` to resample from (``None``: all).
-        seeds: resampling seeds (each a full treeified evaluation of the hypothesis and baselines).
-        seed: base seed (reference draw, resampling, bootstrap).
-        min_class: classes of a rule with fewer distinct members than this are flagged.
-        on_small_class: ``"flag"`` (report ``small_class_fraction``, warn) or ``"raise"``.
-        min_gap: the baseline−clean loss gap (nats/token) below which % recovered is flagged.
-        cancel_tol: ``flag_cancellation`` when E|ΔL| − |EΔL| > cancel_tol · max(gap, min_gap).
-        bootstrap: bootstrap replicates for the 95% intervals.
-        batch_size: the most sequences per forward pass (was ``chunk``).
-    """
 
-    eval_rows: int = 256
-    split: str = "test"
-    pool_rows: int | None = None
-    seeds: int = 4
-    seed: int = 0
-    min_class: int = 2
-    on_small_class: str = "flag"
-    min_gap: float = 0.05
-    cancel_tol: float = 0.1
-    bootstrap: int = 1000
-    batch_size: int = 4096
-
-    def __post_init__(self) -> None:
-        c = "ScrubbingConfig"
-        for name, lo in (("eval_rows", 2), ("seeds", 1), ("min_class", 1), ("bootstrap", 10), ("batch_size", 1)):
-            check_number(c, name, getattr(self, name), integer=True, minimum=lo)
-        check_number(c, "pool_rows", self.pool_rows, integer=True, minimum=2, none_ok=True,
-                     fix="None resamples from the whole split.")
-        check_number(c, "seed", self.seed, integer=True, zero_ok=True)
-        if self.on_small_class not in ("flag", "raise"):
-            raise bad_value(c, "on_small_class", self.on_small_class, "'flag' or 'raise'")
-        for name in ("min_gap", "cancel_tol"):
-            check_number(c, name, getattr(self, name), zero_ok=True)
+def _check_baselines(owner: str, name: str, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict) or not value or not all(isinstance(b, Hypothesis) for b in value.values()):
+        raise bad_value(owner, name, value, "a non-empty dict name -> Hypothesis, or None",
+                        "None uses {'treeified': hypothesis.unconditional(), 'resample_all': Hypothesis([])}.")
 
 
 def _determines_target(groups: Groups, ids: torch.Tensor, mask: torch.Tensor) -> bool:
@@ -110,13 +80,22 @@ class CausalScrubbing(Params):
             ``"resample_all"`` (``Hypothesis([])``: the whole model on one random input, Chan et al.'s
             fully scrubbed model). Both are reported; ``recovered`` is against the first.
         name: the analysis name in sweep results (default ``"scrub_" + hypothesis.name``).
+        eval_rows: reference inputs (drawn from the pool with ``seed``).
+        split: the task split references and resampled inputs come from.
+        pool_rows: rows of ``split`` to resample from (``None``: all).
+        seeds: resampling seeds (each a full treeified evaluation of the hypothesis and baselines).
+        seed: base seed (reference draw, resampling, bootstrap).
+        min_class: classes of a rule with fewer distinct members than this are flagged.
+        on_small_class: ``"flag"`` (report ``small_class_fraction``, warn) or ``"raise"``.
+        min_gap: the baseline−clean loss gap (nats/token) below which % recovered is flagged.
+        cancel_tol: ``flag_cancellation`` when E|ΔL| − |EΔL| > cancel_tol · max(gap, min_gap).
+        bootstrap: bootstrap replicates for the 95% intervals.
+        batch_size: the most sequences per forward pass.
 
-    The keywords ``eval_rows``, ``split``, ``pool_rows``, ``seeds``, ``seed``, ``min_class``,
-    ``on_small_class``, ``min_gap``, ``cancel_tol``, ``bootstrap`` and ``batch_size`` are the
-    :class:`ScrubbingConfig` fields.
-
-    Fitted by :meth:`setup`: ``columns_``, ``ids_``, ``mask_`` (the pool), ``refs_`` (the reference
-    rows) and ``groups_`` (each rule's classes). One-shot use: ``setup`` then call at the current weights.
+    Parameters are checked by :meth:`setup` (``param_constraints``). Fitted by :meth:`setup`:
+    ``baselines_`` (the baselines used), ``columns_``, ``ids_``, ``mask_`` (the pool), ``refs_``
+    (the reference rows) and ``groups_`` (each rule's classes). One-shot use: ``setup`` then call
+    at the current weights.
 
     Metrics (all floats; see :func:`analyses.scrubbing.summarize`): ``loss_clean``,
     ``loss_scrubbed``, ``loss_<baseline>``, ``recovered`` (+ ``_ci_low``/``_ci_high``,
@@ -130,42 +109,41 @@ class CausalScrubbing(Params):
     effects = ("recovered", "kl_recovered")
     collaterals = ("kl_unclaimed",)
 
-    def __init__(self, hypothesis: Hypothesis, baselines: dict[str, Hypothesis] | None = None,
-                 name: str | None = None, *, eval_rows: int = 256, split: str = "test",
+    param_constraints = {
+        "hypothesis": _check_hypothesis,
+        "baselines": _check_baselines,
+        "eval_rows": partial(check_number, integer=True, minimum=2),
+        "split": partial(check_choice, choices=("train", "test")),
+        "pool_rows": partial(check_number, integer=True, minimum=2, none_ok=True,
+                             fix="None resamples from the whole split."),
+        "seeds": partial(check_number, integer=True, minimum=1),
+        "seed": partial(check_number, integer=True, zero_ok=True),
+        "min_class": partial(check_number, integer=True, minimum=1),
+        "on_small_class": partial(check_choice, choices=("flag", "raise")),
+        "min_gap": partial(check_number, zero_ok=True),
+        "cancel_tol": partial(check_number, zero_ok=True),
+        "bootstrap": partial(check_number, integer=True, minimum=10),
+        "batch_size": partial(check_number, integer=True, minimum=1),
+    }
+
+    def __init__(self, hypothesis: Hypothesis, *, baselines: dict[str, Hypothesis] | None = None,
+                 name: str | None = None, eval_rows: int = 256, split: str = "test",
                  pool_rows: int | None = None, seeds: int = 4, seed: int = 0, min_class: int = 2,
                  on_small_class: str = "flag", min_gap: float = 0.05, cancel_tol: float = 0.1,
-                 bootstrap: int = 1000, batch_size: int = 4096, **unknown: Any) -> None:
-        config = dict(eval_rows=eval_rows, split=split, pool_rows=pool_rows, seeds=seeds, seed=seed,
-                      min_class=min_class, on_small_class=on_small_class, min_gap=min_gap,
-                      cancel_tol=cancel_tol, bootstrap=bootstrap, batch_size=batch_size)
-        if not isinstance(hypothesis, Hypothesis):
-            raise ValueError(f"hypothesis={hypothesis!r}: must be an analyses.scrubbing.Hypothesis.")
-        resolved = baselines
-        if resolved is None:
-            resolved = {"treeified": hypothesis.unconditional(),
-                        "resample_all": Hypothesis([], name="resample_all")}
-        if not isinstance(resolved, dict) or not resolved or not all(isinstance(b, Hypothesis) for b in resolved.values()):
-            raise ValueError(
-                f"baselines={baselines!r}: give a non-empty dict name -> Hypothesis "
-                "(default {'resample_all': Hypothesis([])})."
-            )
-        if unknown:
-            raise ValueError(
-                f"CausalScrubbing: unknown option(s) {sorted(unknown)}; allowed: "
-                f"{sorted(ScrubbingConfig.__dataclass_fields__)}."
-            )
+                 bootstrap: int = 1000, batch_size: int = 4096) -> None:
         self.hypothesis, self.baselines = hypothesis, baselines
-        for k, v in config.items():
-            setattr(self, k, v)
-        self.config = ScrubbingConfig(**config)
-        self.baselines_ = resolved
-        self.name = name or f"scrub_{hypothesis.name}"  # the sweep's analysis name, resolved
-        self._ready = False
+        self.name = name if name is not None else f"scrub_{getattr(hypothesis, 'name', 'hypothesis')}"
+        self.eval_rows, self.split, self.pool_rows, self.seeds, self.seed = eval_rows, split, pool_rows, seeds, seed
+        self.min_class, self.on_small_class, self.min_gap = min_class, on_small_class, min_gap
+        self.cancel_tol, self.bootstrap, self.batch_size = cancel_tol, bootstrap, batch_size
 
     # ------------------------------------------------------------------------- setup
     def setup(self, model: Any, task: Any) -> None:
         """Validate against the model, load the pool, group it on every rule, draw references."""
-        cfg = self.config
+        self.validate_params()
+        cfg = self
+        self.baselines_ = self.baselines if self.baselines is not None else {
+            "treeified": self.hypothesis.unconditional(), "resample_all": Hypothesis([], name="resample_all")}
         for h in (self.hypothesis, *self.baselines_.values()):
             h.validate(model)
         if not task.has_loss:
@@ -197,7 +175,6 @@ class CausalScrubbing(Params):
                                if a.kind == "function" and _determines_target(self.groups_[id(a)], self.ids_, self.mask_)]
         self._small_warned = False
         self._small_calls = 0
-        self._ready = True
 
     def _warn_vacuous(self, recovered: float) -> None:
         """At the first call: warn about a rule that determines the predicted token only when the
@@ -221,14 +198,13 @@ class CausalScrubbing(Params):
     # ------------------------------------------------------------------------- call
     def scrubber(self, model: Any, seed: int) -> Scrubber:
         """The engine for one resampling seed (used by benchmarks and tests)."""
-        c = self.config
+        c = self
         return Scrubber(model, self.ids_, self.groups_, seed=seed, batch_size=c.batch_size, min_class=c.min_class)
 
     @torch.no_grad()
     def __call__(self, model: Any, task: Any) -> dict[str, float]:
-        if not self._ready:
-            raise RuntimeError(f"{self.name}: call setup(model, task) first.")
-        cfg = self.config
+        check_is_fitted(self, "refs_", "groups_")
+        cfg = self
         device = device_of(model)
         ids = self.ids_[self.refs_]
         scored = self.mask_[self.refs_][:, 1:].to(device)
