@@ -215,7 +215,7 @@ def test_claim_over_draws(organism):
 ])
 def test_bad_configuration(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        CircuitTests(**kwargs)
+        CircuitTests(**kwargs).validate_params()
 
 
 def test_nodes_outside_the_graph(organism):

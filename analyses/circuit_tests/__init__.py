@@ -90,13 +90,12 @@ Example::
     >>> out["idealised_pass"]                                         # doctest: +SKIP
     1.0
 """
-from analyses.circuit_tests._analysis import CircuitTests, CircuitTestsConfig, evaluate_circuit, graph_nodes
+from analyses.circuit_tests._analysis import CircuitTests, evaluate_circuit, graph_nodes
 from analyses.circuit_tests._draws import assess_claim, estimate_node_inclusion
 from analyses.circuit_tests._stats import binomial_tail, clopper_pearson, compute_cpr_cmd, wilson_interval
 
 __all__ = [
     "CircuitTests",
-    "CircuitTestsConfig",
     "assess_claim",
     "binomial_tail",
     "clopper_pearson",

@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,10 +26,10 @@ from jaxtyping import Float
 import hooks
 from analyses._base import Params
 from analyses.circuit_tests._stats import binomial_tail, compute_cpr_cmd, equivalence_p, hsic_p
-from interp.checks import bad_value, check_choice, check_fraction, check_number
+from interp.checks import bad_value, check_choice, check_fraction, check_is_fitted, check_number
 from interp.models import device_of
 
-__all__ = ["CircuitTests", "CircuitTestsConfig", "evaluate_circuit", "graph_nodes"]
+__all__ = ["CircuitTests", "evaluate_circuit", "graph_nodes"]
 
 _ABLATIONS = ("mean", "resample")
 _NODE_RE = re.compile(r"^(embed|L(\d+)H(\d+)|MLP(\d+))$")
@@ -57,50 +57,13 @@ def _point(node: str) -> str:
     return hooks.mlp_out(int(m.group(4)))
 
 
-@dataclass(frozen=True)
-class CircuitTestsConfig:
-    """The claim (``nodes``), how it is knocked out and the tests' constants (module docstring)."""
-
-    nodes: tuple[str, ...]
-    ablation: Literal["mean", "resample"] = "mean"
-    eval_rows: int = 128
-    epsilon: float = 0.1
-    alpha: float = 0.05
-    q_star: float = 0.9
-    q: float = 0.9
-    n_random: int = 100
-    permutations: int = 1000
-    resolution: float = 1e-4
-    seed: int = 0
-    break_fraction: float = 0.5
-
-    def __post_init__(self) -> None:
-        c = "CircuitTests"
-        nodes = self.nodes
-        if isinstance(nodes, str) or not isinstance(nodes, (tuple, list)) or not nodes \
-                or not all(isinstance(n, str) and _NODE_RE.match(n) for n in nodes):
-            raise bad_value(c, "nodes", nodes, "a non-empty sequence of node names 'embed', 'L{layer}H{head}' or "
-                            "'MLP{layer}'", "Use e.g. nodes=('embed', 'L0H0', 'L1H0'); graph_nodes(model) lists them.")
-        if len(set(nodes)) != len(nodes):
-            raise bad_value(c, "nodes", nodes, "distinct node names", "Remove the repeated node.")
-        object.__setattr__(self, "nodes", tuple(nodes))
-        check_choice(c, "ablation", self.ablation, _ABLATIONS)
-        check_number(c, "eval_rows", self.eval_rows, integer=True, minimum=8,
-                     fix="The tests need rows to count: at least 8 (128 is the default).")
-        check_number(c, "epsilon", self.epsilon, maximum=0.5, fix="The paper's margin is epsilon=0.1.")
-        check_fraction(c, "alpha", self.alpha, closed=False, fix="Use e.g. alpha=0.05.")
-        check_fraction(c, "q_star", self.q_star, closed=False, fix="The paper's quantile is q_star=0.9.")
-        check_fraction(c, "q", self.q, closed=False, fix="The paper's quantile is q=0.9.")
-        check_number(c, "n_random", self.n_random, integer=True, minimum=1,
-                     fix="The paper draws n_random=100 random/inflated circuits.")
-        check_number(c, "permutations", self.permutations, integer=True, minimum=1,
-                     fix="Use e.g. permutations=1000.")
-        check_number(c, "resolution", self.resolution, zero_ok=True,
-                     fix="Score differences below it are ties; 1e-4 nats is the default.")
-        check_number(c, "seed", self.seed, integer=True, zero_ok=True, fix="Use a non-negative integer seed.")
-        check_fraction(c, "break_fraction", self.break_fraction, closed=False,
-                       fix="A node is necessary when its knockout removes this share of the circuit's effect; "
-                           "0.5 is the default.")
+def _check_nodes(owner: str, name: str, nodes: Any) -> None:
+    if isinstance(nodes, str) or not isinstance(nodes, (tuple, list)) or not nodes \
+            or not all(isinstance(n, str) and _NODE_RE.match(n) for n in nodes):
+        raise bad_value(owner, name, nodes, "a non-empty sequence of node names 'embed', 'L{layer}H{head}' or "
+                        "'MLP{layer}'", "Use e.g. nodes=('embed', 'L0H0', 'L1H0'); graph_nodes(model) lists them.")
+    if len(set(nodes)) != len(nodes):
+        raise bad_value(owner, name, nodes, "distinct node names", "Remove the repeated node.")
 
 
 class CircuitTests(Params):
@@ -123,6 +86,8 @@ class CircuitTests(Params):
             this much faithfulness, f(C) − f(C∖v) ≥ break_fraction (0.5: half the model's effect).
         name: the analysis name in sweep results.
 
+    Parameters are checked by :meth:`setup` (``param_constraints``).
+
     Metrics (floats; pass/fail as 1.0/0.0): ``equivalence_p``, ``equivalence_pass``,
     ``equivalence_fraction`` (P̂(Δ > 0) over untied rows), ``equivalence_untied``;
     ``independence_p``, ``independence_pass``, ``independence_hsic``, ``model_score_sd``;
@@ -144,7 +109,27 @@ class CircuitTests(Params):
     effects = ("faithfulness",)
     collaterals = ()
 
-    def __init__(self, nodes: Sequence[str], ablation: str = "mean", eval_rows: int = 128, epsilon: float = 0.1,
+    param_constraints = {
+        "nodes": _check_nodes,
+        "ablation": partial(check_choice, choices=_ABLATIONS),
+        "eval_rows": partial(check_number, integer=True, minimum=8,
+                             fix="The tests need rows to count: at least 8 (128 is the default)."),
+        "epsilon": partial(check_number, maximum=0.5, fix="The paper's margin is epsilon=0.1."),
+        "alpha": partial(check_fraction, closed=False, fix="Use e.g. alpha=0.05."),
+        "q_star": partial(check_fraction, closed=False, fix="The paper's quantile is q_star=0.9."),
+        "q": partial(check_fraction, closed=False, fix="The paper's quantile is q=0.9."),
+        "n_random": partial(check_number, integer=True, minimum=1,
+                            fix="The paper draws n_random=100 random/inflated circuits."),
+        "permutations": partial(check_number, integer=True, minimum=1, fix="Use e.g. permutations=1000."),
+        "resolution": partial(check_number, zero_ok=True,
+                              fix="Score differences below it are ties; 1e-4 nats is the default."),
+        "seed": partial(check_number, integer=True, zero_ok=True, fix="Use a non-negative integer seed."),
+        "break_fraction": partial(check_fraction, closed=False,
+                                  fix="A node is necessary when its knockout removes this share of the circuit's "
+                                      "effect; 0.5 is the default."),
+    }
+
+    def __init__(self, nodes: Sequence[str], *, ablation: str = "mean", eval_rows: int = 128, epsilon: float = 0.1,
                  alpha: float = 0.05, q_star: float = 0.9, q: float = 0.9, n_random: int = 100,
                  permutations: int = 1000, resolution: float = 1e-4, seed: int = 0, break_fraction: float = 0.5,
                  name: str = "circuit_tests"):
@@ -153,22 +138,19 @@ class CircuitTests(Params):
         self.n_random, self.permutations, self.resolution, self.seed, self.name = (
             n_random, permutations, resolution, seed, name)
         self.break_fraction = break_fraction
-        self.config = CircuitTestsConfig(
-            nodes=tuple(nodes) if isinstance(nodes, list) else nodes, ablation=ablation, eval_rows=eval_rows,
-            epsilon=epsilon, alpha=alpha, q_star=q_star, q=q, n_random=n_random, permutations=permutations,
-            resolution=resolution, seed=seed, break_fraction=break_fraction)
 
     # -------------------------------------------------------------- setup (clean weights)
     def setup(self, model: Any, task: Any) -> None:
+        self.validate_params()
         if not getattr(task, "has_loss", True) or "target_mask" not in task.dataset["test"].column_names:
             raise ValueError(f"{self.name}: task {getattr(task, 'name', task)!r} has no 'target_mask' column; the "
                              "circuit tests score the task's next-token targets. Use a task with a next-token loss.")
         self.nodes_ = graph_nodes(model)
-        missing = [n for n in self.config.nodes if n not in self.nodes_]
+        missing = [n for n in self.nodes if n not in self.nodes_]
         if missing:
             raise ValueError(f"{self.name}: nodes {missing} are not in this model's graph; it has {list(self.nodes_)}. "
                              "Name heads as 'L{layer}H{head}', MLPs as 'MLP{layer}', the embedding 'embed'.")
-        self.batch_ = task.tensors("test", rows=self.config.eval_rows, columns=("input_ids", "target_mask"))
+        self.batch_ = task.tensors("test", rows=self.eval_rows, columns=("input_ids", "target_mask"))
         n_rows = len(self.batch_["input_ids"])
         if n_rows < 8:
             raise ValueError(f"{self.name}: the task's test split has {n_rows} rows; the tests need at least 8. "
@@ -176,28 +158,28 @@ class CircuitTests(Params):
         if not bool((self.batch_["target_mask"][:, 1:].sum(1) > 0).all()):
             raise ValueError(f"{self.name}: some evaluation rows have no scored target; every row is one example "
                              "of the tests. Use a task whose rows each score at least one token.")
-        rng = np.random.default_rng(self.config.seed)
+        rng = np.random.default_rng(self.seed)
         self.inflated_ = self._sample_inflated(rng)
         self.random_ = self._sample_random(rng)
-        if self.config.ablation == "resample":
+        if self.ablation == "resample":
             n = n_rows
             self.donors_ = torch.as_tensor((np.arange(n) + rng.integers(1, n, size=n)) % n)
         runs = _Runs(self, model)
         full = runs.mean(frozenset())
         effect = {v: full - runs.mean(frozenset([v])) for v in self.nodes_}
-        claim = sorted(self.config.nodes, key=lambda v: -effect[v])
-        rest = sorted((v for v in self.nodes_ if v not in self.config.nodes), key=lambda v: -effect[v])
+        claim = sorted(self.nodes, key=lambda v: -effect[v])
+        rest = sorted((v for v in self.nodes_ if v not in self.nodes), key=lambda v: -effect[v])
         self.ranking_ = tuple(claim + rest)
 
     def _sample_inflated(self, rng: np.random.Generator) -> list[tuple[frozenset[str], str]] | None:
         """(inflated circuit, added node knocked out) × n_random; None when C is the whole graph."""
-        claim = set(self.config.nodes)
+        claim = set(self.nodes)
         outside = [v for v in self.nodes_ if v not in claim]
         if not outside:
             return None
         order = {v: i for i, v in enumerate(self.nodes_)}
         out = []
-        while len(out) < self.config.n_random:
+        while len(out) < self.n_random:
             path, here = [], 0  # a random walk from the embedding (index 0) to the output
             path.append(self.nodes_[0])
             while True:
@@ -214,11 +196,11 @@ class CircuitTests(Params):
     def _sample_random(self, rng: np.random.Generator) -> list[frozenset[str]] | None:
         """n_random circuits of |C| nodes drawn uniformly among those other than C; None when C is
         the only one (the whole graph)."""
-        size, claim = len(self.config.nodes), frozenset(self.config.nodes)
+        size, claim = len(self.nodes), frozenset(self.nodes)
         if math.comb(len(self.nodes_), size) < 2:
             return None
         out: list[frozenset[str]] = []
-        while len(out) < self.config.n_random:
+        while len(out) < self.n_random:
             r = frozenset(self.nodes_[i] for i in rng.choice(len(self.nodes_), size=size, replace=False))
             if r != claim:
                 out.append(r)
@@ -227,9 +209,8 @@ class CircuitTests(Params):
     # -------------------------------------------------------------- per draw
     @torch.no_grad()
     def __call__(self, model: Any, task: Any) -> dict[str, float]:
-        if not hasattr(self, "batch_"):
-            raise RuntimeError(f"{self.name}: call setup(model, task) on the clean weights first.")
-        cfg = self.config
+        check_is_fitted(self, "batch_")
+        cfg = self
         runs = _Runs(self, model)
         every = frozenset(self.nodes_)
         claim = frozenset(cfg.nodes)
@@ -268,7 +249,7 @@ class CircuitTests(Params):
     def _minimality(self, runs: _Runs, m_circuit: float, full_span: float) -> dict[str, float]:
         """Per-node necessity (the share of the model's effect lost without the node) and Shi et al.'s
         minimality test against the inflated circuits (Bonferroni over the claim's nodes)."""
-        cfg = self.config
+        cfg = self
         every, claim = frozenset(self.nodes_), frozenset(cfg.nodes)
         outside = every - claim
         out: dict[str, float] = {}
@@ -303,7 +284,7 @@ class CircuitTests(Params):
                   ) -> dict[str, float]:
         """The flexible tests: sufficiency and partial necessity of the claim against random circuits
         of its size (binomial tests on the quantile q)."""
-        cfg = self.config
+        cfg = self
         every = frozenset(self.nodes_)
         out: dict[str, float] = {}
 
@@ -328,7 +309,7 @@ class CircuitTests(Params):
 
     def _mib(self, runs: _Runs, m_circuit: float, m_empty: float, full_span: float) -> dict[str, float]:
         """MIB's faithfulness of the claim, and CPR / CMD of the faithfulness curve along the ranking."""
-        if abs(full_span) <= self.config.resolution:
+        if abs(full_span) <= self.resolution:
             # knocking everything out costs nothing: the task is not done by this graph at all
             return {"faithfulness": float("nan"), "cpr": float("nan"), "cmd": float("nan")}
         every = frozenset(self.nodes_)
@@ -351,7 +332,7 @@ class _Runs:
         self.mask, self.count = mask, mask.sum(1)
         self.points = {v: _point(v) for v in tests.nodes_}
         acts = hooks.capture(model, self.ids, list(self.points.values()))
-        if tests.config.ablation == "mean":
+        if tests.ablation == "mean":
             self.values = {v: acts[p].mean(0, keepdim=True) for v, p in self.points.items()}
         else:
             donors = tests.donors_.to(device)
