@@ -246,7 +246,7 @@ def write_report(
             They are included as they are: pass only fragments you made (or :func:`load_views`).
         title: page title (default: the task and degradations).
         plot_metrics: the metrics without an effect/collateral role to plot (default: the first of
-            them in the table's order, up to 24 panels); effects and collaterals are always plotted,
+            them in the table's order, up to 12 panels); effects and collaterals are always plotted,
             and every metric is in the summary table.
         thresholds: ``effect metric -> θ``: absolute criteria for the verdicts (e.g.
             ``{"recovered": 0.9}``) and a survival table with them; other effects use half the way
@@ -407,8 +407,8 @@ def _plot_sections(results: Any, plot_metrics: list[str] | None, axis: str) -> l
 
 
 #: the most panels the "other metrics" figure gets by default: a study's 100 metrics would be a
-#: figure 100 inches tall that takes a minute to draw
-OTHER_PANELS = 24
+#: figure 100 inches tall that took a minute to draw
+OTHER_PANELS = 12
 
 
 def _first_panels(rows: Any, metrics: list[str]) -> list[str]:
