@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,9 +74,49 @@ def _named(obj: SampledLoss | None) -> dict[str, str | None]:
     return {"objective": None if obj is None else obj.name, "units": None if obj is None else obj.units}
 
 
+class _GaussianNoise(Degradation):
+    """The core the two Gaussian-noise baselines share: σ levels (:data:`_SIGMA_AXIS`; ``None``: the
+    configured ``sigma``), ``draws_per_level`` draws per level, each held live by the subclass's
+    :meth:`_holder` while its :class:`Draw` is out, ``Draw.loss`` on the target's fixed evaluation
+    batch. Subclasses are frozen dataclasses with ``sigma``, ``relative``, ``draws_per_level``,
+    ``seed`` and ``eval_rows`` fields."""
+
+    level_axis = _SIGMA_AXIS
+
+    def _check_noise_fields(self) -> None:
+        c = type(self).__name__
+        check_flag(c, "relative", self.relative)
+        check_number(c, "draws_per_level", self.draws_per_level, integer=True, minimum=1)
+        check_number(c, "seed", self.seed, integer=True, zero_ok=True)
+        check_number(c, "eval_rows", self.eval_rows, integer=True, zero_ok=True)
+
+    def check_level(self, level: Any) -> None:
+        """A ValueError unless ``level`` is σ (a finite number >= 0) or ``None``."""
+        _check_sigma(type(self).__name__, level, self.sigma)
+
+    def replicates(self) -> int:
+        return int(self.draws_per_level)
+
+    def expected_draws(self, level: Any) -> int:
+        return int(self.draws_per_level)
+
+    def _holder(self, model: torch.nn.Module, sigma: float) -> Callable[[int], AbstractContextManager[None]]:
+        """``hold(i)``: a context inside which draw ``i``'s noisy model is live (undone on exit)."""
+        raise NotImplementedError
+
+    def draws(self, model: torch.nn.Module, target: Any = None, level: Any = None) -> Iterator[Draw]:
+        sigma = _sigma(type(self).__name__, level, self.sigma)
+        obj = _objective(target, self.eval_rows, model)
+        hold = self._holder(model, sigma)
+        for i in range(self.draws_per_level):
+            with hold(i):
+                yield Draw(level=level if level is not None else sigma, chain=0, draw=i,
+                           loss=_eval_loss(obj, model), **_named(obj))
+
+
 @register_degradation
 @dataclass(frozen=True)
-class WeightNoise(Degradation):
+class WeightNoise(_GaussianNoise):
     """Gaussian weight noise: w = w0 + σ·ξ, or with ``relative=True`` w = w0 + σ·std(w0_param)·ξ per
     parameter tensor (so σ is a fraction of each tensor's spread).
 
@@ -92,13 +133,9 @@ class WeightNoise(Degradation):
     eval_rows: int = 256
 
     def __post_init__(self) -> None:
-        c = "WeightNoise"
-        check_number(c, "sigma", self.sigma, zero_ok=True)
-        check_flag(c, "relative", self.relative)
-        check_number(c, "draws_per_level", self.draws_per_level, integer=True, minimum=1)
-        check_number(c, "seed", self.seed, integer=True, zero_ok=True)
-        check_number(c, "eval_rows", self.eval_rows, integer=True, zero_ok=True)
-        check_restrict(self.restrict, c)
+        check_number("WeightNoise", "sigma", self.sigma, zero_ok=True)
+        self._check_noise_fields()
+        check_restrict(self.restrict, "WeightNoise")
 
     def check(self, model: torch.nn.Module) -> dict[str, int]:
         """Resolve :attr:`restrict` against ``model`` before any work: ``{parameter name: number of
@@ -106,44 +143,34 @@ class WeightNoise(Degradation):
         return {n: (p.numel() if m is None else int(m.count_nonzero()))
                 for n, p, m in select_parameters(model, self.restrict)}
 
-    level_axis = _SIGMA_AXIS
-
-    def check_level(self, level: Any) -> None:
-        """A ValueError unless ``level`` is σ (a finite number >= 0) or ``None``."""
-        _check_sigma("WeightNoise", level, self.sigma)
-
-    def replicates(self) -> int:
-        return int(self.draws_per_level)
-
-    def expected_draws(self, level: Any) -> int:
-        return int(self.draws_per_level)
-
-    def draws(self, model: torch.nn.Module, target: Any = None, level: Any = None) -> Iterator[Draw]:
-        sigma = _sigma("WeightNoise", level, self.sigma)
-        obj = _objective(target, self.eval_rows, model)
+    def _holder(self, model: torch.nn.Module, sigma: float) -> Callable[[int], AbstractContextManager[None]]:
+        """Draw i: w0 + σ·s·ξ written into the selected parameters from one generator seeded by
+        ``seed`` (draws consume it in turn); w0 restored bit-identically on exit, also on error."""
         sel = select_parameters(model, self.restrict)
         snap = WeightSnapshot(model)
         w0 = [snap.saved(p) for _, p, _ in sel]
         scales = [float(w.float().std()) if (self.relative and w.numel() > 1) else 1.0 for w in w0]
         gen = torch.Generator().manual_seed(self.seed)
-        try:
-            for i in range(self.draws_per_level):
+
+        @contextmanager
+        def hold(i: int) -> Iterator[None]:
+            try:
                 with torch.no_grad():
                     for (_, p, m), w, s in zip(sel, w0, scales):
                         x = torch.randn(p.shape, generator=gen, dtype=torch.float32).to(p)
                         if m is not None:
                             x = x * m
                         p.copy_(w + sigma * s * x)
-                yield Draw(level=level if level is not None else sigma, chain=0, draw=i,
-                           loss=_eval_loss(obj, model), **_named(obj))
+                yield
+            finally:
                 snap.restore()
-        finally:
-            snap.restore()
+
+        return hold
 
 
 @register_degradation
 @dataclass(frozen=True)
-class ActivationNoise(Degradation):
+class ActivationNoise(_GaussianNoise):
     """Gaussian noise added to activations at hook points while each draw is held:
     x ← x + σ·ξ (``relative=True``: σ·std(x)·ξ). Weights are untouched; the hooks are removed when
     the iteration ends, breaks or raises.
@@ -171,12 +198,7 @@ class ActivationNoise(Degradation):
                 f"ActivationNoise(points={self.points!r}): give a non-empty list of hook names, e.g. "
                 "['blocks.0.hook_resid_post'] (a single name still goes in a list)."
             )
-        check_flag(c, "relative", self.relative)
-        check_number(c, "draws_per_level", self.draws_per_level, integer=True, minimum=1)
-        check_number(c, "seed", self.seed, integer=True, zero_ok=True)
-        check_number(c, "eval_rows", self.eval_rows, integer=True, zero_ok=True)
-
-    level_axis = _SIGMA_AXIS
+        self._check_noise_fields()
 
     def check(self, model: torch.nn.Module) -> None:
         """Resolve :attr:`points` against ``model`` before any work (an unknown point names the
@@ -186,21 +208,11 @@ class ActivationNoise(Degradation):
         for point in self.points or ():
             hooks.resolve(model, point)
 
-    def check_level(self, level: Any) -> None:
-        """A ValueError unless ``level`` is σ (a finite number >= 0) or ``None``."""
-        _check_sigma("ActivationNoise", level, self.sigma)
-
-    def replicates(self) -> int:
-        return int(self.draws_per_level)
-
-    def expected_draws(self, level: Any) -> int:
-        return int(self.draws_per_level)
-
-    def draws(self, model: torch.nn.Module, target: Any = None, level: Any = None) -> Iterator[Draw]:
+    def _holder(self, model: torch.nn.Module, sigma: float) -> Callable[[int], AbstractContextManager[None]]:
+        """Draw i: noise hooks at the points (default: every ``resid_post``), their generator
+        re-seeded with ``seed·1000003 + i``; the hooks are removed on exit."""
         import hooks
 
-        sigma = _sigma("ActivationNoise", level, self.sigma)
-        obj = _objective(target, self.eval_rows, model)
         pts = (list(self.points) if self.points is not None
                else [hooks.resid_post(layer) for layer in range(model.cfg.n_layers)])
         for p in pts:
@@ -213,11 +225,11 @@ class ActivationNoise(Degradation):
             scale = x.detach().float().std() if relative else 1.0
             return x + sigma * scale * eps
 
-        for i in range(self.draws_per_level):
+        def hold(i: int) -> AbstractContextManager[None]:
             gen.manual_seed(self.seed * 1_000_003 + i)
-            with hooks.apply(model, [hooks.Hook(p, noise) for p in pts]):
-                yield Draw(level=level if level is not None else sigma, chain=0, draw=i,
-                           loss=_eval_loss(obj, model), **_named(obj))
+            return hooks.apply(model, [hooks.Hook(p, noise) for p in pts])
+
+        return hold
 
 
 @register_degradation
