@@ -324,8 +324,8 @@ def test_tempered_posterior_sweep_gives_frozen_and_refit_curves(induction):
 
     model, task, halves = induction
     cfg = ProbeConfig(label=token_class(halves, offset=1, scored=True), layers=(1, 2), control_type=None,
-                      rows=64, lams=(0.01, 1.0), folds=2)
-    frozen, refit = FrozenProbe(cfg, site="L2"), RefitProbe(cfg, site="L2")
+                      eval_rows=64, lams=(0.01, 1.0), folds=2)
+    frozen, refit = FrozenProbe(**vars(cfg), site="L2"), RefitProbe(**vars(cfg), site="L2")
     assert isinstance(frozen, Analysis) and isinstance(refit, Analysis)
     assert (frozen.name, refit.name) == ("frozen_probe", "refit_probe")
     sampler = TemperedPosterior(localization=100.0, lr=1e-4, chains=1, n_draws=2, burnin=2, thin=1, batch_size=16,
@@ -349,8 +349,8 @@ def test_refit_recovers_what_frozen_loses(modadd):
     model, task = modadd
     key = interp.organisms.modadd.fourier_key_frequencies(model)[0]
     cfg = ProbeConfig(label=fourier_component(key), positions=(2,), layers=(1,), control_type=None,
-                      rows=600, lams=(0.01, 1.0))
-    frozen, refit = FrozenProbe(cfg), RefitProbe(cfg)
+                      eval_rows=600, lams=(0.01, 1.0))
+    frozen, refit = FrozenProbe(**vars(cfg)), RefitProbe(**vars(cfg))
     frozen.setup(model, task)
     refit.setup(model, task)
     # fitted state in *_ attributes; the constructor argument site=None is never overwritten
@@ -363,13 +363,15 @@ def test_refit_recovers_what_frozen_loses(modadd):
     assert f < 0.75 and r > 0.95
 
 
-def test_probe_analyses_take_explicit_keywords_or_a_config_not_both():
+def test_probe_analyses_take_explicit_keywords_checked_at_setup():
     a = FrozenProbe(label="label", positions=(-1,), folds=3, name="p")
-    assert a.folds == 3 and a.config == ProbeConfig(label="label", positions=(-1,), folds=3)
+    assert a.folds == 3 and a.get_params()["positions"] == (-1,)  # stored as given
     assert repr(a).startswith("FrozenProbe(label='label', positions=(-1,),") and "name='p'" in repr(a)
-    assert RefitProbe(ProbeConfig(folds=4)).folds == 4
-    with pytest.raises(ValueError, match=r"either config=ProbeConfig\(...\) or its fields.*\['folds'\]"):
-        FrozenProbe(ProbeConfig(folds=3), folds=4)
+    assert RefitProbe().name == "refit_probe"
+    with pytest.raises(TypeError):  # keywords only: one constructor style
+        FrozenProbe(ProbeConfig(folds=3))
+    with pytest.raises(ValueError, match=r"folds=1"):
+        RefitProbe(folds=1).validate_params()
     with pytest.raises(RuntimeError, match="setup"):
         a(None, None)
 

@@ -66,7 +66,7 @@ def test_ready_made_hypotheses_and_probe_configs_by_name(tmp_path):
                          'type = "CausalScrubbing"\nhypothesis = "induction.correct"\neval_rows = 64\n'
                          '[[analyses]]\ntype = "FrozenProbe"\nlabel = "period"')
     scrub, probe = load_sweep_config(write(tmp_path, text))["analyses"]
-    assert scrub.effects == ("recovered", "kl_recovered") and probe.config.label == "period"
+    assert scrub.effects == ("recovered", "kl_recovered") and probe.label == "period"
     bad = text.replace('label = "period"', 'labl = "period"')
     with pytest.raises(ValueError, match="labl"):
         load_sweep_config(write(tmp_path, bad, "bad.toml"))
