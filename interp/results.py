@@ -54,6 +54,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -155,29 +156,33 @@ class Results:
         numbers (``target_delta_loss``, ``nbeta``, ``sigma``, ``step``; NaN where they do not apply);
         ``divergence`` is the mean behavioural divergence of the draws where the sweep recorded it.
         """
+        return self._memoised("summary", self._compute_summary)
+
+    def _compute_summary(self) -> pd.DataFrame:
         t = self.table
         out = []
         base = t[t["baseline"]]
-        for (deg, analysis, metric), g in base.groupby(["degradation", "analysis", "metric"]):
+        # one pass over numpy columns per group (positions from groupby): a groupby.apply with a
+        # DataFrame per group took minutes on a 3,277-row study's table once the verdicts asked for it
+        cols = _Columns(base)
+        for (deg, analysis, metric), idx in _group_positions(base, ["degradation", "analysis", "metric"]):
             out.append({"degradation": deg, "level_index": -1, "level": "baseline", "analysis": analysis,
-                        "metric": metric, "kind": g["kind"].iloc[0], "delta_loss": 0.0,
-                        "divergence": _mean_of(g, "divergence"),
-                        **_mean_ci(g, is_bounded(metric)), "sem": 0.0, "ci_over": "-",
-                        "n_failed_chains": 0, "status": "ok", "reason": None})
+                        "metric": metric, "kind": cols.kind[idx[0]], "delta_loss": 0.0,
+                        "divergence": cols.divergence_mean(idx), **cols.mean_ci(idx, is_bounded(metric)),
+                        "sem": 0.0, "ci_over": "-", "n_failed_chains": 0, "status": "ok", "reason": None})
             out[-1].update(ci_low=out[-1]["mean"], ci_high=out[-1]["mean"], n_chains=0, ci_method="-")
         chain_key = ["degradation", "level_index", "chain"]
         failed = self.failed_chains().drop_duplicates(chain_key)
         draws = t[~t["baseline"]]
-        in_failed = pd.MultiIndex.from_frame(draws[chain_key]).isin(pd.MultiIndex.from_frame(failed[chain_key]))
-        ok = pd.Series(~in_failed, index=draws.index)
+        ok = ~pd.MultiIndex.from_frame(draws[chain_key]).isin(pd.MultiIndex.from_frame(failed[chain_key]))
         levels = self.levels()
-        info = levels.set_index(["degradation", "level_index"])
-        for keys, g in draws.groupby(KEYS):
+        cols = _Columns(draws)
+        for keys, idx in _group_positions(draws, KEYS):
             key = dict(zip(KEYS, keys))
-            kept = g[ok[g.index]]
-            out.append({**key, "level": g["level"].iloc[0], "kind": g["kind"].iloc[0],
-                        "delta_loss": kept["delta_loss"].mean(),
-                        "divergence": _mean_of(kept, "divergence"), **_mean_ci(kept, is_bounded(key["metric"]))})
+            kept = idx[ok[idx]]
+            out.append({**key, "level": cols.level[idx[0]], "kind": cols.kind[idx[0]],
+                        "delta_loss": cols.delta_loss_mean(kept), "divergence": cols.divergence_mean(kept),
+                        **cols.mean_ci(kept, is_bounded(key["metric"]))})
         # levels without a single row (every chain failed before its first draw): keep them, NaN
         seen = {(r["degradation"], r["level_index"]) for r in out}
         metrics = base[["degradation", "analysis", "metric", "kind"]].drop_duplicates()
@@ -188,19 +193,20 @@ class Results:
                 out.append({"degradation": lv["degradation"], "level_index": lv["level_index"],
                             "level": lv["level"], "analysis": m["analysis"], "metric": m["metric"],
                             "kind": m["kind"], "delta_loss": float("nan"), "divergence": float("nan"),
-                            **_mean_ci(draws.iloc[:0], is_bounded(m["metric"]))})
+                            **cols.mean_ci(np.arange(0), is_bounded(m["metric"]))})
         frame = pd.DataFrame(out)
         defaults = {"status": "ok", "reason": None, "n_failed_chains": 0}
+        info = {(r["degradation"], r["level_index"]): r for r in levels.to_dict("records")}
         for col in [*_LEVEL_COLUMNS, "n_failed_chains"]:
             frame[col] = [
-                info.loc[(d, li), col] if li >= 0 and (d, li) in info.index else defaults.get(col, np.nan)
+                info[(d, li)][col] if li >= 0 and (d, li) in info else defaults.get(col, np.nan)
                 for d, li in zip(frame["degradation"], frame["level_index"])
             ] if len(frame) else []
-        cols = ["degradation", "level_index", "level", "target_delta_loss", "nbeta", "sigma", "step",
-                "analysis", "metric", "kind", "delta_loss", "divergence", "mean", "sem", "ci_low", "ci_high",
-                "ci_method", "n_chains", "n_draws", "ci_over", "n_nonfinite", "n_failed_chains",
-                "status", "reason"]
-        return frame.reindex(columns=cols).sort_values(
+        order = ["degradation", "level_index", "level", "target_delta_loss", "nbeta", "sigma", "step",
+                 "analysis", "metric", "kind", "delta_loss", "divergence", "mean", "sem", "ci_low", "ci_high",
+                 "ci_method", "n_chains", "n_draws", "ci_over", "n_nonfinite", "n_failed_chains",
+                 "status", "reason"]
+        return frame.reindex(columns=order).sort_values(
             ["degradation", "analysis", "metric", "level_index"], ignore_index=True
         )
 
@@ -215,9 +221,24 @@ class Results:
         (means over the draws of chains that did not fail),
         ``n_failed_chains``, ``status`` (``"ok"`` or ``"failed"``) and ``reason``.
         """
+        return self._memoised("levels", self._compute_levels)
+
+    def _compute_levels(self) -> pd.DataFrame:
         from interp._levels import levels_table
 
         return levels_table(self.table, self.draws, self.meta, self.failed_chains())
+
+    def _memoised(self, name: str, compute: Any) -> pd.DataFrame:
+        """A copy of ``compute()``, computed once for these contents of ``table``, ``draws`` and ``meta``
+        (:func:`_fingerprint`): verdicts and the report read the summary dozens of times, and a table
+        changed in place is noticed, never answered from a stale copy."""
+        key = _fingerprint(self.table, self.draws, self.meta)
+        memo = self.__dict__.get("_memo")
+        if memo is None or memo[0] != key:
+            memo = self.__dict__["_memo"] = (key, {})
+        if name not in memo[1]:
+            memo[1][name] = compute()
+        return memo[1][name].copy()
 
     def survival(
         self,
@@ -469,34 +490,93 @@ def _plain(text: Any) -> str:
     return str(text).replace("$", r"\$")
 
 
-def _mean_of(g: pd.DataFrame, column: str) -> float:
-    """Mean of a per-draw column (e.g. the behavioural ``divergence``), NaN when it is not recorded."""
-    if column not in g.columns or g.empty:
+def _fingerprint(table: pd.DataFrame, draws: pd.DataFrame, meta: Mapping[str, Any]) -> bytes:
+    """A digest of the contents of a table, its draws and its metadata, for this process: numeric
+    columns by their bytes, other columns by Python's hash of their values (``repr`` for unhashable
+    ones, e.g. a level recorded as a dict), the metadata as JSON. About a millisecond for a
+    3,000-row table; a changed value changes the digest."""
+    digest = hashlib.blake2b(digest_size=16)
+    for frame in (table, draws):
+        digest.update(repr((list(frame.columns), [str(d) for d in frame.dtypes], frame.shape)).encode())
+        for column in [frame.index, *(frame[name] for name in frame.columns)]:
+            values = column.to_numpy()
+            if values.dtype.kind in "biufcmM":
+                digest.update(np.ascontiguousarray(values).tobytes())
+                continue
+            try:
+                digest.update(hash(tuple(values.tolist())).to_bytes(8, "little", signed=True))
+            except TypeError:  # unhashable values
+                digest.update(repr(values.tolist()).encode())
+    digest.update(json.dumps(meta, default=repr).encode())
+    return digest.digest()
+
+
+def _group_positions(frame: pd.DataFrame, keys: list[str]) -> list[tuple[tuple[Any, ...], np.ndarray]]:
+    """``(key, positions)`` of each group of ``frame`` by ``keys`` (positions in table order; groups
+    with a missing key are left out, as ``groupby`` leaves them out)."""
+    if frame.empty:
+        return []
+    return list(frame.groupby(keys, sort=False).indices.items())
+
+
+class _Columns:
+    """The columns of a long table that :meth:`Results.summary` reads, as numpy arrays, and the
+    statistics of a group of rows given by their positions."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.value = frame["value"].to_numpy(dtype=float)
+        self.chain = frame["chain"].to_numpy()
+        self.kind = frame["kind"].to_numpy()
+        self.level = frame["level"].to_numpy()
+        self.delta_loss = frame["delta_loss"].to_numpy()
+        self.divergence = (pd.to_numeric(frame["divergence"], errors="coerce").to_numpy()
+                           if "divergence" in frame.columns else None)
+
+    def delta_loss_mean(self, idx: np.ndarray) -> float:
+        """Mean ΔL of the rows, NaN skipped (NaN for none)."""
+        return _nanmean(self.delta_loss[idx])
+
+    def divergence_mean(self, idx: np.ndarray) -> float:
+        """Mean behavioural divergence of the rows, NaN when it is not recorded."""
+        if self.divergence is None or not len(idx):
+            return float("nan")
+        return float(_nanmean(self.divergence[idx]))
+
+    def mean_ci(self, idx: np.ndarray, bounded: bool = False) -> dict[str, Any]:
+        """Mean and 95% CI across chains (chain means first); over draws when there is one chain (NaN
+        statistics for no rows at all). Student-t, or a percentile bootstrap for a bounded metric."""
+        if not len(idx):
+            nan = float("nan")
+            return {"mean": nan, "sem": nan, "ci_low": nan, "ci_high": nan, "ci_method": "-", "n_chains": 0,
+                    "n_draws": 0, "ci_over": "-", "n_nonfinite": 0}
+        value = self.value[idx]
+        chains, inverse = np.unique(self.chain[idx], return_inverse=True)
+        if len(chains) > 1:  # numpy means: a NaN value makes its chain's mean NaN (never skipped)
+            values = np.array([float(np.mean(value[inverse == k])) for k in range(len(chains))])
+            over = "chains"
+        else:
+            values, over = value, "draws"
+        n = len(values)
+        mean = float(values.mean())
+        sem = float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+        if bounded:
+            low, high = bootstrap_interval(values)
+            method = "bootstrap"
+        else:
+            half = t_quantile_975(n - 1) * sem
+            low, high, method = mean - half, mean + half, "t"
+        return {"mean": mean, "sem": sem, "ci_low": low, "ci_high": high, "ci_method": method,
+                "n_chains": int(len(chains)), "n_draws": int(len(idx)), "ci_over": over,
+                "n_nonfinite": int((~np.isfinite(value)).sum())}
+
+
+def _nanmean(values: np.ndarray) -> float:
+    """The mean of the non-NaN values (NaN for none), summed as pandas' ``Series.mean`` sums them: NaN
+    replaced by 0, one pairwise sum, divided by the count (the same number to the last bit)."""
+    if values.dtype.kind != "f":
+        return pd.Series(values).mean()
+    missing = np.isnan(values)
+    count = values.size - int(missing.sum())
+    if count == 0:
         return float("nan")
-    values = pd.to_numeric(g[column], errors="coerce")
-    return float(values.mean()) if values.notna().any() else float("nan")
-
-
-def _mean_ci(g: pd.DataFrame, bounded: bool = False) -> dict[str, Any]:
-    """Mean and 95% CI across chains (chain means first); over draws when there is one chain (NaN
-    statistics for no rows at all). Student-t, or a percentile bootstrap for a bounded metric."""
-    if g.empty:
-        nan = float("nan")
-        return {"mean": nan, "sem": nan, "ci_low": nan, "ci_high": nan, "ci_method": "-", "n_chains": 0,
-                "n_draws": 0, "ci_over": "-", "n_nonfinite": 0}
-    # numpy means: a NaN value makes its chain's mean NaN (never skipped as pandas would)
-    per_chain = g.groupby("chain")["value"].agg(lambda v: float(np.mean(v.to_numpy(dtype=float))))
-    values, over = (per_chain, "chains") if len(per_chain) > 1 else (g["value"], "draws")
-    values = values.to_numpy(dtype=float)
-    n = len(values)
-    mean = float(values.mean())
-    sem = float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-    if bounded:
-        low, high = bootstrap_interval(values)
-        method = "bootstrap"
-    else:
-        half = t_quantile_975(n - 1) * sem
-        low, high, method = mean - half, mean + half, "t"
-    return {"mean": mean, "sem": sem, "ci_low": low, "ci_high": high, "ci_method": method,
-            "n_chains": int(len(per_chain)), "n_draws": int(len(g)), "ci_over": over,
-            "n_nonfinite": int((~np.isfinite(g["value"].to_numpy(dtype=float))).sum())}
+    return np.where(missing, 0.0, values).sum() / np.float64(count)
