@@ -378,7 +378,7 @@ def test_invalid_head_ablation_raises_one_clear_error(case):
 
     kwargs, field, value = case
     with pytest.raises(ValueError) as err:
-        HeadAblation(**kwargs)
+        HeadAblation(**kwargs).validate_params()
     assert_clear(err.value, field, value)
 
 
@@ -431,7 +431,7 @@ def test_invalid_residual_norms_raises_one_clear_error(case):
     if field == "positions":
         kwargs["skip_positions"] = 0
     with pytest.raises(ValueError) as err:
-        ResidualNorms(**kwargs)
+        ResidualNorms(**kwargs).validate_params()
     assert_clear(err.value, field, value)
 
 
@@ -476,7 +476,7 @@ def test_invalid_scrubbing_config_raises_one_clear_error(case):
 
     kwargs, field, value = case
     with pytest.raises(ValueError) as err:
-        CausalScrubbing(hypotheses()["correct"], **kwargs)
+        CausalScrubbing(hypotheses()["correct"], **kwargs).validate_params()
     assert_clear(err.value, field, value)
 
 
@@ -512,7 +512,7 @@ def test_scrubbing_hypothesis_outside_the_model_is_one_clear_error(layer, head):
 PROBE_VALID = {
     "label": st.just("label"), "positions": st.sampled_from([("pos",), (-1,), (0, "pos")]),
     "layers": st.sampled_from([None, (0,), (0, 1)]), "lams": st.sampled_from([(1e-2,), (1e-2, 1.0)]),
-    "folds": st.integers(2, 3), "rows": st.sampled_from([None, 12, 24]), "batch_size": st.integers(1, 16),
+    "folds": st.integers(2, 3), "eval_rows": st.sampled_from([None, 12, 24]), "batch_size": st.integers(1, 16),
 }
 PROBE_INVALID = {
     "label": st.sampled_from([3, None]),
@@ -520,7 +520,7 @@ PROBE_INVALID = {
     "layers": st.sampled_from([(), (-1,), (0.5,), "0"]),
     "lams": st.sampled_from([(), (0.0,), (-1.0,), "ab", (float("nan"),)]),
     "folds": st.sampled_from([1, 0, "3", 2.5]),
-    "rows": st.sampled_from([3, 0, 10.5]),
+    "eval_rows": st.sampled_from([3, 0, 10.5]),
     "batch_size": st.sampled_from([0, -1, 2.5]),
     "seed": st.sampled_from([-1, True]),
 }
@@ -533,7 +533,7 @@ def test_invalid_probe_config_raises_one_clear_error(cls, case):
 
     kwargs, field, value = case
     with pytest.raises(ValueError) as err:
-        getattr(probing, cls)(**kwargs)
+        getattr(probing, cls)(**kwargs).validate_params()
     shown = value[0] if field == "positions" else value  # the message names the bad entry
     assert_clear(err.value, "positions" if field == "positions" else field, shown)
 
@@ -724,15 +724,15 @@ def test_sweep_file_is_data_not_code(tmp_path, small_organisms):
 # Values these configs once accepted silently or rejected with an unrelated message (float counts,
 # bools, NaN/inf tolerances, strings for sequences), each checked every run, not only when drawn.
 ONCE_ACCEPTED = [
-    ("analyses.scrubbing:ScrubbingConfig", "min_gap", float("nan")),
-    ("analyses.scrubbing:ScrubbingConfig", "cancel_tol", True),
-    ("analyses.scrubbing:ScrubbingConfig", "cancel_tol", float("inf")),
+    ("analyses.scrubbing:CausalScrubbing", "min_gap", float("nan")),
+    ("analyses.scrubbing:CausalScrubbing", "cancel_tol", True),
+    ("analyses.scrubbing:CausalScrubbing", "cancel_tol", float("inf")),
     ("analyses.probing:ProbeConfig", "folds", "3"),
     ("analyses.probing:ProbeConfig", "folds", 2.5),
     ("analyses.probing:ProbeConfig", "lams", "ab"),
     ("analyses.probing:ProbeConfig", "layers", (0.5,)),
     ("analyses.probing:ProbeConfig", "batch_size", 2.5),
-    ("analyses.probing:ProbeConfig", "rows", 10.5),
+    ("analyses.probing:ProbeConfig", "eval_rows", 10.5),
     ("analyses.probing:ProbeConfig", "seed", -1),
 ]
 
@@ -744,5 +744,10 @@ def test_config_value_once_accepted_is_one_clear_error(where, field, value):
 
     module, cls = where.split(":")
     with pytest.raises(ValueError) as err:
-        getattr(importlib.import_module(module), cls)(**{field: value})
+        if cls == "CausalScrubbing":  # an analysis: its parameters are checked when work starts
+            from analyses.scrubbing.induction import hypotheses
+
+            getattr(importlib.import_module(module), cls)(hypotheses()["correct"], **{field: value}).validate_params()
+        else:
+            getattr(importlib.import_module(module), cls)(**{field: value})
     assert_clear(err.value, field, value)

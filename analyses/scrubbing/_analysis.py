@@ -113,7 +113,6 @@ class CausalScrubbing(Params):
         "hypothesis": _check_hypothesis,
         "baselines": _check_baselines,
         "eval_rows": partial(check_number, integer=True, minimum=2),
-        "split": partial(check_choice, choices=("train", "test")),
         "pool_rows": partial(check_number, integer=True, minimum=2, none_ok=True,
                              fix="None resamples from the whole split."),
         "seeds": partial(check_number, integer=True, minimum=1),
