@@ -487,7 +487,7 @@ def main() -> None:
     a = ap.parse_args()
     q = a.quick
     # the sizes of the run: the full ones fit 30 minutes on a 2-core CPU (BENCHMARKS.md)
-    defaults = dict(train_steps=60 if q else 100, train_batch=32, lr=3e-3 if q else 1e-3)
+    defaults = dict(train_steps=60 if q else 80, train_batch=32, lr=3e-3 if q else 1e-3)
     for k, v in defaults.items():
         if getattr(a, k) is None:
             setattr(a, k, v)
