@@ -44,7 +44,7 @@ import logging
 import os
 import socket
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -78,6 +78,21 @@ _DTYPES = {
 def default_device() -> torch.device:
     """``cuda`` when a CUDA device is available, else ``cpu``."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class ModelCall(torch.nn.Module):
+    """``forward(*args) = fn(model, *args)`` with ``model`` as the submodule ``model``, so that
+    ``torch.func.functional_call(ModelCall(model, fn), {"model." + name: tensor}, args)`` evaluates
+    ``fn`` at other parameter values (w0, or one chain's weights under ``vmap``) without touching
+    the live ones. ``fn`` is kept outside the module tree (it holds no parameters of its own)."""
+
+    def __init__(self, model: torch.nn.Module, fn: Callable[..., Any]) -> None:
+        super().__init__()
+        self.model = model
+        object.__setattr__(self, "_fn", fn)
+
+    def forward(self, *args: Any) -> Any:
+        return self._fn(self.model, *args)
 
 
 def device_of(model: torch.nn.Module) -> torch.device:

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from interp.checks import check_number
-from interp.models import device_of
+from interp.models import ModelCall, device_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from interp.tasks import Task
@@ -232,6 +232,10 @@ class _Outputs:
         mask = _mse_mask(batch, out)
         return out[mask.nonzero(as_tuple=True)], mask
 
+    def scored_outputs(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The scored outputs alone (what ``functional_call`` evaluates at w0, via ``ModelCall``)."""
+        return self.outputs(model, batch)[0]
+
     def divergence(self, new: torch.Tensor, ref: torch.Tensor, scale: float) -> torch.Tensor:
         """Mean over scored positions of D(new, ref) (``ref`` at w0)."""
         if new.shape[0] == 0:
@@ -240,19 +244,6 @@ class _Outputs:
             # Σ_v p0 (log p0 − log p): exactly 0 where the log-probs are identical
             return (ref.exp() * (ref - new)).sum(-1).mean()
         return ((new - ref) ** 2).sum(-1).mean() / scale
-
-
-class _OutputsAt(torch.nn.Module):
-    """``forward(batch)`` = the scored outputs of ``model``, so ``functional_call`` can evaluate them
-    at a frozen copy of w0."""
-
-    def __init__(self, model: torch.nn.Module, impl: _Outputs) -> None:
-        super().__init__()
-        self.model = model
-        object.__setattr__(self, "_impl", impl)
-
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self._impl.outputs(self.model, batch)[0]
 
 
 class DivergenceMeter:
@@ -348,7 +339,7 @@ class DivergenceMeter:
             if self._refs is not None:
                 ref = self._refs[i].to(new.device)
             else:
-                ref = torch.func.functional_call(_OutputsAt(model, self._impl), {
+                ref = torch.func.functional_call(ModelCall(model, self._impl.scored_outputs), {
                     f"model.{k}": v for k, v in self._w0.items()}, (chunk,))
             total += float(self._impl.divergence(new, ref, self._scale)) * new.shape[0]
             count += new.shape[0]
@@ -537,7 +528,7 @@ class Behavioural:
         new, mask = self._impl.outputs(model, batch)
         if self.mode == "recompute":
             with torch.no_grad():
-                wrapper = _OutputsAt(model, self._impl)
+                wrapper = ModelCall(model, self._impl.scored_outputs)
                 ref = torch.func.functional_call(
                     wrapper, {f"model.{k}": v for k, v in self._w0.items()}, (batch,))
         else:
