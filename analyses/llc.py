@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from analyses._base import Params
@@ -91,6 +92,12 @@ def estimate_node_llcs(model: Any, target: Any, hypothesis: Any, level: Any = No
     return estimate_component_llcs(model, target, level, components=table, **kwargs)
 
 
+def _check_components(owner: str, name: str, value: Any) -> None:
+    if not isinstance(value, Mapping) or not value or not all(isinstance(k, str) and k for k in value):
+        raise bad_value(owner, name, value, "a non-empty mapping {name: restrict}",
+                        "Use e.g. components={'L1H0': 'blocks.1.attn.head.0', 'mlp0': 'blocks.0.mlp.*'}.")
+
+
 class LLC(Params):
     """Weight-restricted λ̂ of named components at every draw.
 
@@ -109,40 +116,51 @@ class LLC(Params):
         sampler: ``"sgld"`` or ``"rmsprop"``.
         name: the analysis name in sweep results.
 
-    The task's loss is the objective. Nothing is fitted: :meth:`setup` only checks the components
-    against the model (a typo fails before any work).
+    The task's loss is the objective. Parameters are checked by :meth:`setup` (``param_constraints``,
+    then the sampler settings by :class:`~interp.degradations.TemperedPosterior` itself), which also
+    checks the components against the model (a typo fails before any work); nothing is fitted.
     """
 
     collaterals = ()
+    param_constraints = {
+        "components": _check_components,
+        "nbeta": partial(check_number, none_ok=True, fix="Use e.g. nbeta=100.0, or level=LossIncrease(0.05)."),
+    }
 
-    def __init__(self, components: Mapping[str, Any], nbeta: float | None = 100.0, level: Any = None,
+    def __init__(self, components: Mapping[str, Any], *, nbeta: float | None = 100.0, level: Any = None,
                  localization: float = 100.0, lr: float | None = None, chains: int = 4, n_draws: int = 100,
                  burnin: int = 100, batch_size: int = 32, seed: int = 0, sampler: str = "sgld",
                  name: str = "llc") -> None:
         self.components, self.nbeta, self.level, self.localization = components, nbeta, level, localization
         self.lr, self.chains, self.n_draws, self.burnin = lr, chains, n_draws, burnin
         self.batch_size, self.seed, self.sampler, self.name = batch_size, seed, sampler, name
-        if not isinstance(components, Mapping) or not components or not all(
-                isinstance(k, str) and k for k in components):
-            raise bad_value("LLC", "components", components, "a non-empty mapping {name: restrict}",
-                            "Use e.g. components={'L1H0': 'blocks.1.attn.head.0', 'mlp0': 'blocks.0.mlp.*'}.")
-        if nbeta is None and level is None:
-            raise bad_value("LLC", "nbeta", nbeta, "a number > 0 when no level is given",
+
+    @property
+    def effects(self) -> tuple[str, ...]:
+        """One effect per component: its λ̂."""
+        return tuple(self.components) if isinstance(self.components, Mapping) else ()
+
+    def _sampler_kwargs(self) -> dict[str, Any]:
+        return dict(nbeta=self.nbeta, localization=self.localization, lr=self.lr, chains=self.chains,
+                    n_draws=self.n_draws, burnin=self.burnin, batch_size=self.batch_size, seed=self.seed,
+                    sampler=self.sampler, progress=False)
+
+    def validate_params(self) -> None:
+        """:attr:`param_constraints`, a level or ``nbeta``, and every sampler setting (checked by the sampler)."""
+        super().validate_params()
+        if self.nbeta is None and self.level is None:
+            raise bad_value("LLC", "nbeta", self.nbeta, "a number > 0 when no level is given",
                             "Use e.g. nbeta=100.0, or level=LossIncrease(0.05).")
-        check_number("LLC", "nbeta", nbeta, none_ok=True)
-        # every sampler setting is checked here, by the sampler itself
-        self._sampler_kwargs = dict(nbeta=nbeta, localization=localization, lr=lr, chains=chains, n_draws=n_draws,
-                                    burnin=burnin, batch_size=batch_size, seed=seed, sampler=sampler, progress=False)
-        TemperedPosterior(**self._sampler_kwargs)
-        self.effects = tuple(components)
+        TemperedPosterior(**self._sampler_kwargs())
 
     def setup(self, model: Any, task: Any) -> None:
+        self.validate_params()
         for restrict in self.components.values():
-            TemperedPosterior(**self._sampler_kwargs, restrict=restrict).check(model)
+            TemperedPosterior(**self._sampler_kwargs(), restrict=restrict).check(model)
 
     def __call__(self, model: Any, task: Any) -> dict[str, float]:
         table = estimate_component_llcs(model, task, self.level, components=dict(self.components),
-                                        **self._sampler_kwargs)
+                                        **self._sampler_kwargs())
         out: dict[str, float] = {}
         for comp in self.components:
             row = table[comp]

@@ -129,6 +129,10 @@ def test_llc_analysis_per_head_in_a_sweep(organism, tmp_path):
     assert len(vals) == 2 and all(math.isfinite(v) for v in vals)  # the baseline and one draw
     with pytest.raises(ValueError, match="closest valid names"):
         analyses.LLC(components={"x": "blocks.1.atn.head.0"}, nbeta=30.0).setup(model, task)
+    with pytest.raises(ValueError, match=r"LLC\(components=\{\}\): components must be a non-empty mapping"):
+        analyses.LLC(components={}).validate_params()
+    with pytest.raises(ValueError, match=r"chains=0"):  # the sampler's own check, at setup
+        analyses.LLC(components=comps, chains=0).setup(model, task)
 
 
 def test_sampler_check_resolves_a_restrict_before_any_work(organism):
