@@ -43,6 +43,17 @@ def build_native(config: dict[str, Any]):
     return TransformerBridge.boot_native(TransformerBridgeConfig(**config))
 
 
+def build_with_state(config: dict[str, Any], state: dict[str, torch.Tensor], owner: str):
+    """A native bridge (eval mode) built from ``config`` holding the hand-set weights ``state``: every
+    parameter set, no name unknown (a RuntimeError naming ``owner`` otherwise: never half-built)."""
+    model = build_native(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:  # the bridge's parameter names changed: fail loudly
+        raise RuntimeError(f"{owner}: bridge state mismatch: missing {sorted(missing)[:5]}, "
+                           f"unexpected {sorted(unexpected)[:5]}.")
+    return model.eval()
+
+
 def save_bridge(model: torch.nn.Module, config: dict[str, Any], path: str | Path, *,
                 dtype: torch.dtype | None = None, **meta: Any) -> Path:
     """Write ``model``'s weights and ``config`` (plus JSON-able ``meta``) to a safetensors file.

@@ -191,7 +191,7 @@ def build(n_tokens: int = N_TOKENS, seq_len: int = SEQ_LEN, sharpness: float = S
             relative to it).
         confidence: c, the logit given to the predicted token.
     """
-    from interp.organisms._weights import build_native
+    from interp.organisms._weights import build_with_state
 
     _check_positive("sharpness", sharpness)
     _check_positive("confidence", confidence)
@@ -239,12 +239,7 @@ def build(n_tokens: int = N_TOKENS, seq_len: int = SEQ_LEN, sharpness: float = S
     W_U[torch.arange(vocab), [block("OUT", x) for x in range(vocab)]] = confidence
 
     state = native_state(W_E, W_pos, W_U, W_Q, W_K, W_V, W_O, b_Q)
-    model = build_native(cfg)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:  # the bridge's parameter names changed: fail loudly, never half-built
-        raise RuntimeError(f"compiled.build: bridge state mismatch: missing {sorted(missing)[:5]}, "
-                           f"unexpected {sorted(unexpected)[:5]}.")
-    return model.eval()
+    return build_with_state(cfg, state, "compiled.build")
 
 
 def load(seed: int = 0, n_train: int | None = None, n_test: int | None = None, **kwargs: Any

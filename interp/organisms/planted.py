@@ -164,7 +164,7 @@ def build(big_norm: float = BIG_NORM, sharpness: float = SHARPNESS, confidence: 
     ``big_norm``: the norm of MLP0's unread constant write (a finite number ≥ 0); ``sharpness`` (s)
     and ``confidence`` (c) as in the module docstring (finite numbers > 0).
     """
-    from interp.organisms._weights import build_native
+    from interp.organisms._weights import build_with_state
     from interp.organisms.compiled import native_state
 
     if isinstance(big_norm, bool) or not isinstance(big_norm, (int, float)) or not math.isfinite(big_norm) \
@@ -227,12 +227,7 @@ def build(big_norm: float = BIG_NORM, sharpness: float = SHARPNESS, confidence: 
         state[f"blocks.{layer}.mlp.in.bias"] = mlp_b_in[layer]
         state[f"blocks.{layer}.mlp.out.weight"] = mlp_out[layer]
         state[f"blocks.{layer}.mlp.out.bias"] = torch.zeros(d)
-    model = build_native(cfg)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:  # the bridge's parameter names changed: fail loudly, never half-built
-        raise RuntimeError(f"planted.build: bridge state mismatch: missing {sorted(missing)[:5]}, "
-                           f"unexpected {sorted(unexpected)[:5]}.")
-    return model.eval()
+    return build_with_state(cfg, state, "planted.build")
 
 
 def token_back(offset: int, n_classes: int = 4, start: int = 2):
