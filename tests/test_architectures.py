@@ -236,11 +236,11 @@ def test_transcoder_on_one_mlp(arch):
     from analyses.transcoders import SparseMLP
 
     before = _digest(model)
-    a = SparseMLP(layer=1, n_latents=64, k=8, steps=60, batch_size=128, buffer_tokens=1024,
-                  rows_per_forward=64, refit_steps=5, eval_rows=64)
+    a = SparseMLP(layer=1, transcoder=dict(n_latents=64, k=8, steps=60, batch_size=128, buffer_tokens=1024,
+                                           rows_per_forward=64), refit_steps=5, eval_rows=64)
     a.setup(model, task)
     m = a(model, task)
-    assert 0 <= a.clean.fvu < 1, (name, a.clean)
+    assert 0 <= a.clean_.fvu < 1, (name, a.clean_)
     assert math.isfinite(m["refit_kl"])
     assert _digest(model) == before
 

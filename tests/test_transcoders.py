@@ -321,7 +321,7 @@ def test_sparse_mlp_sweep_over_tempered_posterior_levels(modadd, clean):
 
     model, task = modadd
     a = SparseMLP(layer=0, pretrained=clean, refit_steps=40, eval_rows=256)
-    assert isinstance(a, Analysis) and a.config.pretrained is not None
+    assert isinstance(a, Analysis) and a.pretrained is clean
     # modadd sits at a near-zero loss where the automatic step size explodes: ε ≤ 3e-4 (halved on divergence)
     sampler = TemperedPosterior(chains=1, n_draws=2, burnin=20, thin=2, batch_size=64, eval_rows=64, lr=3e-4, progress=False,
                                 calibration=CalibrationConfig(tolerance=0.5, max_rounds=3))
@@ -386,20 +386,21 @@ def test_sparse_mlp_from_a_sweep_file(tmp_path, monkeypatch):
     assert analyses.SparseMLP is SparseMLP
     f = tmp_path / "sweep.toml"
     f.write_text('[model]\norganism = "modadd"\n[degradation]\ntype = "WeightNoise"\n[levels]\nvalues = [0.01]\n'
-                 '[[analyses]]\ntype = "SparseMLP"\nlayer = 0\nn_latents = 256\nk = 16\nsteps = 300\n'
-                 'positions = [2]\nrefit_steps = 20\n')
+                 '[[analyses]]\ntype = "SparseMLP"\nlayer = 0\nrefit_steps = 20\n'
+                 '[analyses.transcoder]\nn_latents = 256\nk = 16\nsteps = 300\npositions = [2]\n')
     cfg = sweepconfig.load_sweep_config(f)
     (a,) = cfg["analyses"]
-    assert isinstance(a, SparseMLP) and a.config.refit_steps == 20
-    assert a.config.transcoder.n_latents == 256 and a.config.transcoder.positions == (2,)
-    assert not a.config.transcoder.progress
-    f.write_text(f.read_text() + "widht = 3\n")
+    assert isinstance(a, SparseMLP) and a.refit_steps == 20
+    a.validate_params()
+    assert a.transcoder_config_.n_latents == 256 and a.transcoder_config_.positions == (2,)
+    assert not a.transcoder_config_.progress
+    f.write_text(f.read_text().replace("refit_steps = 20\n", "refit_steps = 20\nwidht = 3\n"))
     with pytest.raises(ValueError, match="widht"):
         sweepconfig.load_sweep_config(f)
     with pytest.raises(ValueError, match=r"SparseMLP\(refit_steps="):
-        SparseMLP(refit_steps=0)
+        SparseMLP(refit_steps=0).validate_params()
     with pytest.raises(ValueError, match=r"SparseMLP\(refit_from='scratch'"):
-        SparseMLP(refit_from="scratch")
+        SparseMLP(refit_from="scratch").validate_params()
 
 
 def test_refit_from_init_reproduces_the_clean_transcoder_at_w0(modadd):

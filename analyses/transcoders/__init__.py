@@ -50,7 +50,7 @@ Example::
     >>> tc.save("modadd_l0")            # modadd_l0.safetensors + modadd_l0.json      # doctest: +SKIP
 """
 
-from analyses.transcoders._analysis import MATCH_THRESHOLDS, SparseMLP, SparseMLPConfig
+from analyses.transcoders._analysis import MATCH_THRESHOLDS, SparseMLP
 from analyses.transcoders._inspect import FeatureReport, inspect_features, modadd_fourier
 from analyses.transcoders._metrics import (
     TranscoderMetrics,
@@ -85,7 +85,6 @@ __all__ = [
     "inspect_features",
     "modadd_fourier",
     "SparseMLP",
-    "SparseMLPConfig",
     "MATCH_THRESHOLDS",
     "SPARSE_DECODE_MIN_LATENTS",
 ]

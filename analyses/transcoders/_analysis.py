@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
-import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import torch
@@ -15,9 +14,9 @@ from analyses._base import Params
 from analyses.transcoders._metrics import TranscoderMetrics, evaluate_transcoders, match_features
 from analyses.transcoders._model import Transcoder, TranscoderConfig
 from analyses.transcoders._train import train_transcoder
-from interp.checks import bad_value
+from interp.checks import bad_value, check_choice, check_is_fitted, check_number
 
-__all__ = ["SparseMLP", "SparseMLPConfig", "MATCH_THRESHOLDS"]
+__all__ = ["SparseMLP", "MATCH_THRESHOLDS"]
 
 log = logging.getLogger(__name__)
 
@@ -31,78 +30,28 @@ def _suffix(t: float) -> str:
     return f"{round(t * 10):02d}"
 
 
-@dataclass(frozen=True)
-class SparseMLPConfig:
-    """What :class:`SparseMLP` trains and measures.
-
-    Args:
-        layer: the block whose MLP is replaced.
-        transcoder: shape and training of the clean transcoder (trained once on w0).
-        refit_steps: optimizer steps of each draw's warm-started refit (cheap on purpose: the refit
-            starts from the clean transcoder).
-        refit_lr: the refits' learning rate; ``None``: half of ``transcoder.lr``.
-        eval_rows: test rows for every metric (``None``: the whole split).
-        refit_from: ``"clean"``: each refit is warm-started from the clean transcoder T₀ (cheap; but
-            its decoder starts at T₀'s, so short refits match T₀ almost by construction);
-            ``"init"``: each refit trains from T₀'s initialisation (same init seed, ``refit_steps``
-            steps at the training lr and warm-up), the protocol behind the 9% / 77% matching
-            figures of docs/science.md ("Transcoders"); costly (a full training per draw).
-        pretrained: digest of a transcoder given to :class:`SparseMLP` instead of training one (set
-            by the constructor; part of a sweep's identity).
-    """
-
-    layer: int = 0
-    transcoder: TranscoderConfig = field(default_factory=TranscoderConfig)
-    refit_steps: int = 100
-    refit_lr: float | None = None
-    eval_rows: int | None = 512
-    refit_from: str = "clean"
-    pretrained: str | None = None
-
-    def __post_init__(self) -> None:
-        def bad(name: str, allowed: str, fix: str) -> ValueError:
-            return bad_value("SparseMLP", name, getattr(self, name), allowed.removeprefix("must be "), fix)
-
-        if not isinstance(self.layer, int) or isinstance(self.layer, bool) or self.layer < 0:
-            raise bad("layer", "must be an int ≥ 0", "Use the index of a block with an MLP, e.g. layer=0.")
-        if not isinstance(self.transcoder, TranscoderConfig):
-            raise bad("transcoder", "must be a TranscoderConfig", "Pass TranscoderConfig(...) or its fields as keywords.")
-        if not isinstance(self.refit_steps, int) or isinstance(self.refit_steps, bool) or self.refit_steps < 1:
-            raise bad("refit_steps", "must be a positive int", "Use e.g. refit_steps=100.")
-        if self.refit_lr is not None and not (isinstance(self.refit_lr, (int, float)) and self.refit_lr > 0
-                                              and math.isfinite(self.refit_lr)):
-            raise bad("refit_lr", "must be a finite number > 0 or None", "Use None (half the training lr).")
-        if self.eval_rows is not None and (not isinstance(self.eval_rows, int) or self.eval_rows < 1):
-            raise bad("eval_rows", "must be a positive int or None", "Use e.g. eval_rows=512 or None (all).")
-        if self.refit_from not in ("clean", "init"):
-            raise bad("refit_from", "must be 'clean' (warm start from T₀) or 'init' (T₀'s initialisation)",
-                      "Use refit_from='clean' unless you can afford a full training per draw.")
-
-    def refit_config(self, order_seed: int) -> TranscoderConfig:
-        """The refits' training config: the clean one with ``refit_steps``, the given data order, quiet;
-        warm starts (``refit_from="clean"``) use ``refit_lr`` (default half the lr) and no warm-up."""
-        t = self.transcoder
-        if self.refit_from == "init":
-            return dataclasses.replace(t, steps=self.refit_steps, lr=t.lr if self.refit_lr is None else self.refit_lr, data_seed=order_seed,
-                                       progress=False)
-        return dataclasses.replace(
-            t, steps=self.refit_steps, lr=self.refit_lr if self.refit_lr is not None else t.lr / 2,
-            warmup=0.0, data_seed=order_seed, progress=False)
+def _check_layer(owner: str, name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise bad_value(owner, name, value, "an int >= 0", "Use the index of a block with an MLP, e.g. layer=0.")
 
 
-def _digest(tc: Transcoder) -> str:
-    h = hashlib.sha256()
-    for k, v in tc.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
+def _check_transcoder(owner: str, name: str, value: Any) -> None:
+    if value is not None and not isinstance(value, (TranscoderConfig, Mapping)):
+        raise bad_value(owner, name, value, "a TranscoderConfig, a mapping of its fields, or None (the defaults)",
+                        "Use e.g. transcoder=TranscoderConfig(n_latents=512, k=32) or, in a sweep file, a "
+                        "[analyses.transcoder] table.")
+
+
+def _check_pretrained(owner: str, name: str, value: Any) -> None:
+    if value is not None and not isinstance(value, Transcoder):
+        raise bad_value(owner, name, value, "a trained Transcoder or None", "Train one with train_transcoder(...).")
 
 
 class SparseMLP(Params):
     """A sparse replacement of one MLP, trained on w0 and followed across degraded weights.
 
     ``setup`` trains the clean transcoder T₀ on w0 (or takes ``pretrained``), records its metrics
-    (:attr:`clean`), and measures the *same-init, different-data-order baseline*: a refit of T₀ on
+    (``clean_``), and measures the *same-init, different-data-order baseline*: a refit of T₀ on
     the clean weights with the data order ``order_seed + 1`` instead of ``order_seed``; the share of
     T₀'s live decoder rows it matches at cosine 0.7 / 0.9 is what a refit changes by data order
     alone (compare survival against it, never against 0: docs/science.md, "Transcoders").
@@ -141,7 +90,7 @@ class SparseMLP(Params):
         >>> import interp
         >>> from analyses.transcoders import SparseMLP
         >>> model, task = interp.organisms.load("modadd")                       # doctest: +SKIP
-        >>> a = SparseMLP(layer=0, n_latents=512, k=32, steps=400)               # doctest: +SKIP
+        >>> a = SparseMLP(layer=0, transcoder=TranscoderConfig(n_latents=512, k=32, steps=400))  # doctest: +SKIP
         >>> a.setup(model, task); a(model, task)["refit_loss_recovered"] > 0.9  # doctest: +SKIP
         True
     """
@@ -149,61 +98,72 @@ class SparseMLP(Params):
     effects: tuple[str, ...] = ("refit_loss_recovered", "survival_07")
     collaterals: tuple[str, ...] = ("refit_kl",)
 
-    def __init__(self, layer: int = 0, *, transcoder: TranscoderConfig | None = None, refit_steps: int = 100,
-                 refit_lr: float | None = None, eval_rows: int | None = 512, refit_from: str = "clean",
-                 pretrained: Transcoder | None = None,
-                 name: str = "sparse_mlp", **transcoder_kwargs: Any) -> None:
-        given = transcoder
-        if transcoder is not None and transcoder_kwargs:
-            raise ValueError(f"SparseMLP: give either transcoder=TranscoderConfig(...) or its fields as keywords "
-                             f"({sorted(transcoder_kwargs)}), not both.")
-        if transcoder is None:
-            transcoder = TranscoderConfig(**{"progress": False, **transcoder_kwargs})
-        if pretrained is not None:
-            if pretrained.layer not in (None, layer):
-                raise ValueError(f"SparseMLP: pretrained transcoder is for layer {pretrained.layer}, not {layer}.")
-            transcoder = pretrained.config
-        self.config = SparseMLPConfig(layer=layer, transcoder=transcoder, refit_steps=refit_steps,
-                                      refit_lr=refit_lr, eval_rows=eval_rows, refit_from=refit_from,
-                                      pretrained=None if pretrained is None else _digest(pretrained))
-        self.layer, self.transcoder, self.refit_steps, self.refit_lr = layer, given, refit_steps, refit_lr
+    param_constraints = {
+        "layer": _check_layer,
+        "transcoder": _check_transcoder,
+        "refit_steps": partial(check_number, integer=True, minimum=1, fix="Use e.g. refit_steps=100."),
+        "refit_lr": partial(check_number, none_ok=True, fix="Use None (half the training lr)."),
+        "eval_rows": partial(check_number, integer=True, minimum=1, none_ok=True,
+                             fix="Use e.g. eval_rows=512 or None (all)."),
+        "refit_from": partial(check_choice, choices=("clean", "init"),
+                              fix="Use refit_from='clean' unless you can afford a full training per draw."),
+        "pretrained": _check_pretrained,
+    }
+
+    def __init__(self, layer: int = 0, *, transcoder: TranscoderConfig | Mapping[str, Any] | None = None,
+                 refit_steps: int = 100, refit_lr: float | None = None, eval_rows: int | None = 512,
+                 refit_from: str = "clean", pretrained: Transcoder | None = None, name: str = "sparse_mlp") -> None:
+        self.layer, self.transcoder, self.refit_steps, self.refit_lr = layer, transcoder, refit_steps, refit_lr
         self.eval_rows, self.refit_from, self.pretrained, self.name = eval_rows, refit_from, pretrained, name
-        self.transcoder_kwargs = dict(transcoder_kwargs)
-        self.transcoder_: Transcoder | None = None
-        self.clean_: TranscoderMetrics | None = None
-        self.baseline_match_: dict[float, float] = {}
-        self.live_: torch.Tensor | None = None
 
-    @property
-    def clean(self) -> TranscoderMetrics | None:
-        """The clean transcoder's metrics on w0 (``clean_``; the name before the ``_`` convention)."""
-        return self.clean_
+    def validate_params(self) -> None:
+        """:attr:`param_constraints`, then the transcoder's own fields (``TranscoderConfig``) into
+        ``transcoder_config_``: ``pretrained``'s config when one is given (it must be for ``layer``),
+        else ``transcoder`` (quiet unless it says ``progress=True``)."""
+        super().validate_params()
+        if self.pretrained is not None:
+            if self.pretrained.layer not in (None, self.layer):
+                raise bad_value("SparseMLP", "pretrained", self.pretrained, f"a transcoder for layer={self.layer}, "
+                                f"not layer {self.pretrained.layer}", "Give the layer the transcoder was trained on.")
+            self.transcoder_config_ = self.pretrained.config
+        elif isinstance(self.transcoder, TranscoderConfig):
+            self.transcoder_config_ = self.transcoder
+        else:
+            self.transcoder_config_ = TranscoderConfig(**{"progress": False, **(self.transcoder or {})})
 
-    def get_params(self) -> dict[str, Any]:
-        return {**super().get_params(), **self.transcoder_kwargs}
+    def _refit_config(self, order_seed: int) -> TranscoderConfig:
+        """The refits' training config: the clean one with ``refit_steps``, the given data order, quiet;
+        warm starts (``refit_from="clean"``) use ``refit_lr`` (default half the lr) and no warm-up."""
+        t = self.transcoder_config_
+        if self.refit_from == "init":
+            return dataclasses.replace(t, steps=self.refit_steps, lr=t.lr if self.refit_lr is None else self.refit_lr,
+                                       data_seed=order_seed, progress=False)
+        return dataclasses.replace(
+            t, steps=self.refit_steps, lr=self.refit_lr if self.refit_lr is not None else t.lr / 2,
+            warmup=0.0, data_seed=order_seed, progress=False)
 
     # ------------------------------------------------------------------ protocol
     def setup(self, model: Any, task: Any) -> None:
-        c = self.config
+        self.validate_params()
+        c = self
         if self.pretrained is not None:
             self.transcoder_ = self.pretrained
         else:
-            self.transcoder_ = train_transcoder(model, task, c.layer, c.transcoder)
+            self.transcoder_ = train_transcoder(model, task, c.layer, self.transcoder_config_)
         metrics = evaluate_transcoders(model, task, {"clean": self.transcoder_}, eval_rows=c.eval_rows)
         self.clean_ = metrics["clean"]
         self.live_ = self._live(model, task, self.transcoder_)
         order = self.transcoder_.config.order_seed
-        other = train_transcoder(model, task, c.layer, c.refit_config(order + BASELINE_ORDER_OFFSET),
+        other = train_transcoder(model, task, c.layer, self._refit_config(order + BASELINE_ORDER_OFFSET),
                                  init=self._refit_init())
         self.baseline_match_ = self._match(other)
         log.info("SparseMLP %s: clean FVU %.4f, loss recovered %.4f; same-init different-order match "
                  "%s", self.name, self.clean_.fvu, self.clean_.loss_recovered, self.baseline_match_)
 
     def __call__(self, model: Any, task: Any) -> dict[str, float]:
-        if self.transcoder_ is None:
-            raise RuntimeError(f"SparseMLP {self.name!r}: call setup(model, task) on the clean weights first.")
-        c = self.config
-        refit = train_transcoder(model, task, c.layer, c.refit_config(self.transcoder_.config.order_seed),
+        check_is_fitted(self, "transcoder_", "live_")
+        c = self
+        refit = train_transcoder(model, task, c.layer, self._refit_config(self.transcoder_.config.order_seed),
                                  init=self._refit_init())
         m = evaluate_transcoders(model, task, {"cross": self.transcoder_, "refit": refit}, eval_rows=c.eval_rows)
         out: dict[str, float] = {}
@@ -230,12 +190,12 @@ class SparseMLP(Params):
 
     # ------------------------------------------------------------------ helpers
     def _refit_init(self) -> Transcoder | None:
-        return self.transcoder_ if self.config.refit_from == "clean" else None
+        return self.transcoder_ if self.refit_from == "clean" else None
 
     def _live(self, model: Any, task: Any, tc: Transcoder) -> torch.Tensor:
         from analyses.transcoders._train import mlp_activations
 
-        x, _ = mlp_activations(model, task.tensors("test", rows=self.config.eval_rows), self.config.layer,
+        x, _ = mlp_activations(model, task.tensors("test", rows=self.eval_rows), self.layer,
                                tc.config.positions)
         with torch.no_grad():
             return (tc.encode(x) > 0).any(0)
