@@ -44,12 +44,18 @@ loss at the trained weights "keeps half" of it as easily as one that recovers 98
 second ever recovers ≥ 90% (``survival(threshold=0.9)``; its ``held_at_baseline`` says whether the
 trained weights themselves meet the criterion).
 
-Example::
+Example (``study``: a small study's results; a sweep's are ``Results.load("runs/demo")``)::
 
-    >>> res = Results.load("runs/demo")                       # doctest: +SKIP
-    >>> res.summary().head()                                   # doctest: +SKIP
-    >>> res.survival(fraction=0.5)                             # doctest: +SKIP
-    >>> res.survival(threshold={"recovered": 0.9})             # doctest: +SKIP
+    >>> s = study.summary()
+    >>> row = s[(s["analysis"] == "scrub_correct") & (s["metric"] == "recovered")].iloc[2]
+    >>> row["level"], int(row["n_chains"]), bool(row["ci_low"] <= row["mean"] <= row["ci_high"])
+    ('LossIncrease(0.1)', 2, True)
+    >>> lost = study.survival(fraction=0.5).set_index(["degradation", "analysis", "metric"])["lost_level"]
+    >>> lost["TemperedPosterior", "scrub_correct", "recovered"]
+    'LossIncrease(0.1)'
+    >>> absolute = study.survival(threshold={"recovered": 0.9})
+    >>> absolute["held_at_baseline"].tolist()   # the wrong hypothesis never recovers 90%
+    [True, False, True, False]
 """
 
 from __future__ import annotations

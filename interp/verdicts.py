@@ -37,11 +37,18 @@ collaterals are used: analyses in ``analyses`` declare one only where the task m
 carry a trained behaviour outside the claim (a ``collateral_mask`` column), so a disturbance of
 untrained predictions is never read as collateral.
 
-Example::
+Example (``study``: a small study's results, :class:`~interp.results.Results`)::
 
-    >>> from interp.verdicts import clean_window, verdict_lines          # doctest: +SKIP
-    >>> print("\\n".join(verdict_lines(results, {"recovered": 0.9})))     # doctest: +SKIP
-    >>> clean_window(results).query("better_than_w0")                    # doctest: +SKIP
+    >>> from interp.verdicts import answer_table, clean_window, verdict_lines
+    >>> lines = verdict_lines(study, {"recovered": 0.9})
+    >>> lines[1]
+    'scrub_wrong_heads: never holds (recovered = 0.29 < 0.9 at the trained weights)'
+    >>> answer_table(study, {"recovered": 0.9})[["analysis", "degradation", "answer"]].head(2)
+            analysis        degradation answer
+    0  scrub_correct  TemperedPosterior   lost
+    1  scrub_correct        WeightNoise   lost
+    >>> bool(clean_window(study)["better_than_w0"].any())   # no level is cleaner than w0
+    False
 """
 
 from __future__ import annotations

@@ -1,0 +1,61 @@
+"""The fixtures of the docstring examples (``--doctest-modules`` over ``interp``, ``hooks`` and
+``analyses``, set in pyproject.toml).
+
+An example that needs something real finds it in its namespace, built once per session and only
+for the examples that name it:
+
+- ``study``: the results of a small study (:class:`interp.results.Results`) shaped like a real
+  sweep's: a tempered posterior calibrated to two target loss increases (2 chains × 2 draws) and
+  weight noise at two σ, five analyses (causal scrubbing, a head ablation, a probe, residual norms),
+  built by ``benchmarks/bench_results.py`` from a fixed seed in about a second;
+- ``model``, ``task``: the shipped induction organism (``interp.organisms.load("induction")``, a
+  2-layer attention-only TransformerBridge and its task).
+
+Example (in a docstring)::
+
+    >>> sorted(study.table["degradation"].unique())
+    ['TemperedPosterior', 'WeightNoise']
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _pytest.doctest import DoctestItem
+
+ROOT = Path(__file__).resolve().parent
+
+
+@functools.cache
+def _study() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_results", ROOT / "benchmarks" / "bench_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_results(posterior_levels=(0.01, 0.1), noise_levels=(0.05, 0.2), chains=2, draws=2,
+                               noise_draws=2)
+
+
+@functools.cache
+def _organism() -> tuple[Any, Any]:
+    from interp import organisms
+
+    return organisms.load("induction")
+
+
+_FIXTURES = {"study": lambda: _study(), "model": lambda: _organism()[0], "task": lambda: _organism()[1]}
+
+
+@pytest.fixture(autouse=True)
+def _doctest_fixtures(request: pytest.FixtureRequest, doctest_namespace: dict[str, Any]) -> None:
+    """Put the fixtures a docstring example names into its namespace (nothing for other tests)."""
+    if not isinstance(request.node, DoctestItem):
+        return
+    source = "\n".join(example.source for example in request.node.dtest.examples)
+    for name, build in _FIXTURES.items():
+        if re.search(rf"\b{name}\b", source):
+            doctest_namespace[name] = build()
