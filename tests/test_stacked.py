@@ -103,3 +103,36 @@ def test_docstring_example_runs():
 
     result = doctest.testmod(mod)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_memory_budget_bounds_the_stacked_chains_and_the_draws_stay_the_same():
+    """A budget too small for two stacked chains runs them one after another (recorded in the run's
+    ``stacking``) with exactly the sequential draws; a budget for two of three chains runs batches of
+    two, equal to the sequential draws up to float rounding."""
+    model, task = organisms.load("induction")
+    kw = dict(nbeta=1000.0, localization=100.0, lr=3e-6, chains=3, n_draws=2, burnin=2, thin=2, eval_rows=16,
+              progress=False)
+    seq = TemperedPosterior(vectorize=False, **kw).draws(model, task)
+    b = {(d.chain, d.draw): d.loss for d in seq}
+    tiny = TemperedPosterior(memory_budget=1, **kw).draws(model, task)
+    a = {(d.chain, d.draw): d.loss for d in tiny}
+    assert tiny.stacking.chains_per_batch == 1 and tiny.stacking.batches == 3
+    assert "one after another" in tiny.stacking.reason and tiny.stacking.per_chain_bytes > 0
+    assert a == b
+    st = tiny.stacking
+    two = TemperedPosterior(memory_budget=st.base_bytes + int(2.5 * st.per_chain_bytes), **kw).draws(model, task)
+    c = {(d.chain, d.draw): d.loss for d in two}
+    assert (two.stacking.chains_per_batch, two.stacking.batches) == (2, 2)
+    assert c.keys() == b.keys() and all(c[k] == pytest.approx(b[k], rel=1e-4) for k in b)
+    assert len({round(v, 6) for v in c.values()}) == 6  # the chains really differ
+    with pytest.raises(ValueError, match="memory_budget"):
+        TemperedPosterior(memory_budget=-5)
+
+
+def test_measured_peak_counts_what_is_alive_at_once():
+    """Two float32 1000 x 1000 tensors alive together: 8,000,000 bytes at the peak, on the CPU."""
+    from interp.degradations._memory import free_memory_bytes, measure_peak_bytes
+
+    assert measure_peak_bytes(lambda: torch.ones(1000, 1000) + 1, torch.device("cpu")) == 8_000_000
+    assert measure_peak_bytes(lambda: [torch.ones(1000) for _ in range(3)], torch.device("cpu")) == 12_000
+    assert free_memory_bytes(torch.device("cpu")) > 0

@@ -26,10 +26,10 @@ Example::
     >>> from interp.degradations.oracles import MonomialPotential
     >>> model = MonomialPotential([2, 2, 4])                 # λ = 1/2 + 1/2 + 1/4
     >>> est = estimate_llc(model, model.loss, nbeta=100.0, localization=0.0, lr=1e-3,
-    ...                    chains=4, draws=500, burnin=200, progress=False)
+    ...                    chains=4, n_draws=500, burnin=200, progress=False)
     >>> 0.6 < est.mean < 1.9
     True
-    >>> sampler = TemperedPosterior(nbeta=100.0, localization=0.0, lr=1e-3, chains=2, draws=3,
+    >>> sampler = TemperedPosterior(nbeta=100.0, localization=0.0, lr=1e-3, chains=2, n_draws=3,
     ...                             burnin=10, progress=False)
     >>> sorted((d.chain, d.draw) for d in sampler.draws(model, model.loss))
     [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
@@ -51,6 +51,7 @@ from interp.degradations._core import (
 )
 from interp.degradations._select import clean_name, select_parameters, transformerlens_names
 from interp.degradations.baselines import ActivationNoise, Checkpoints, WeightNoise
+from interp.degradations._batched import ChainStacking
 from interp.degradations._chain import ChainDiagnostics
 from interp.degradations.calibration import (
     CalibrationConfig,
@@ -73,6 +74,7 @@ __all__ = [
     "CalibrationRecord",
     "CalibrationRound",
     "ChainDiagnostics",
+    "ChainStacking",
     "ComponentLLC",
     "ComponentLLCs",
     "Checkpoints",

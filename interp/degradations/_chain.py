@@ -28,7 +28,6 @@ import logging
 import math
 import weakref
 import statistics
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +37,7 @@ import torch
 from interp.degradations._core import Draw, SampledLoss, WeightSnapshot, check_objective
 from interp.degradations._select import select_parameters
 from interp.degradations._step import NoiseBuffer, StepNorms, flat_norm, make_step
-from interp.degradations.stacked import StackedForward, unsupported_reason
+from interp.degradations._batched import BatchedChains
 
 logger = logging.getLogger("interp.degradations")
 
@@ -107,7 +106,7 @@ class ChainDiagnostics:
         return sum(self.eval_losses) / len(self.eval_losses) - self.init_eval_loss
 
 
-class _Engine:
+class _Engine(BatchedChains):
     """The sampling machinery for one ``draws()`` call (one model, target and level)."""
 
     def __init__(self, cfg: Any, model: torch.nn.Module, target: Any) -> None:
@@ -255,29 +254,6 @@ class _Engine:
             )
         return self.cfg.lr_safety / a
 
-    def stacked(self) -> StackedForward | None:
-        """The hand-batched forward for native bridges with a task target (``None`` if not usable)."""
-        if not hasattr(self, "_stacked"):
-            reason = unsupported_reason(self.model)
-            if reason is None and (self.obj.kind != "task" or "attention_mask" in self.obj.data):
-                reason = "the target is not a plain next-token task"
-            self._stacked = StackedForward(self.model, self.params) if reason is None else None
-            if reason is not None:
-                logger.debug("stacked chains unavailable: %s", reason)
-        return self._stacked
-
-    def use_vmap(self, chains: int) -> bool:
-        if self.cfg.vectorize is not None:
-            return bool(self.cfg.vectorize) and chains > 1
-        if chains < 2:
-            return False
-        if hasattr(self.model, "original_model") or hasattr(self.model, "hook_dict"):
-            return self.stacked() is not None
-        all_params = list(self.model.parameters())
-        if len({p.untyped_storage().data_ptr() for p in all_params}) < len(all_params):
-            return False
-        return self.d <= 20_000
-
     # ------------------------------------------------------------------------------ the chains
     def run(self, nbeta: float, lr: float, chains: int, burnin: int, draws: int, thin: int,
             level: Any, records: list[ChainDiagnostics], yield_draws: bool = True,
@@ -298,10 +274,15 @@ class _Engine:
             common = dict(nbeta=nbeta, lr=lr, localization=self.cfg.localization, burnin=burnin,
                           init_loss=init_loss, init_eval_loss=init_eval, n_params=self.d,
                           objective=self.obj.name, units=self.obj.units, init_loss_se=self.init_loss_se)
-            if self.use_vmap(chains) and self._vmap_agrees():
-                recs = [ChainDiagnostics(chain=c, **common) for c in ids]
-                records.extend(recs)
-                yield from self._run_vmap(recs, steps, burnin, thin, level, yield_draws, bar)
+            size = self.choose_stacking(chains).chains_per_batch
+            if size > 1:  # batches of stacked chains, within the memory budget
+                for i in range(0, chains, size):
+                    recs = [ChainDiagnostics(chain=c, **common) for c in ids[i:i + size]]
+                    records.extend(recs)
+                    try:
+                        yield from self._run_vmap(recs, steps, burnin, thin, level, yield_draws, bar)
+                    finally:
+                        self.snapshot.restore()
             else:
                 for c in ids:
                     rec = ChainDiagnostics(chain=c, **common)
@@ -314,105 +295,6 @@ class _Engine:
             if bar is not None:
                 bar.close()
             self.snapshot.restore()
-
-    def _vmap_grad(self, chains: int):
-        """``(ws, batch) -> (grads, losses)`` for ``chains`` stacked weight sets ``ws[name]: [C, ...]``.
-
-        The forward is vmapped over the chains (``functional_call`` with one entry per parameter slot
-        and ``tie_weights=False``, so tied or fused weights get one slot each); the backward is plain autograd on the sum of the
-        per-chain losses, whose gradient with respect to chain c's weights is chain c's own gradient
-        (the chains do not interact). That is ≈2× cheaper than ``vmap(grad(...))`` on small modules.
-        """
-        stacked = self.stacked()
-        if stacked is not None:
-            return self._stacked_grad(stacked)
-        from torch.func import functional_call, vmap
-
-        holder = _LossModule(self.model, self.obj)
-
-        def f(ws: dict[str, torch.Tensor], batch: Any) -> torch.Tensor:
-            return functional_call(holder, {"model." + n: w for n, w in ws.items()}, (batch,),
-                                   tie_weights=False, strict=False)
-
-        vf = vmap(f, in_dims=(0, None))
-
-        def grad_and_loss(ws: dict[str, torch.Tensor], batch: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-            leaves = {n: w.detach().requires_grad_(True) for n, w in ws.items()}
-            with torch.enable_grad():
-                L = vf(leaves, batch)
-                gs = torch.autograd.grad(L.sum(), list(leaves.values()), allow_unused=True)
-            return ({n: torch.zeros_like(w) if g is None else g for (n, w), g in zip(leaves.items(), gs)},
-                    L.detach())
-
-        return grad_and_loss
-
-    def _stacked_grad(self, stacked: StackedForward):
-        """Like :meth:`_vmap_grad`, through :class:`StackedForward` (one forward for all chains)."""
-        names, task = self.names, self.obj.target
-
-        def grad_and_loss(ws: dict[str, torch.Tensor], batch: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-            leaves = [ws[n].detach().requires_grad_(True) for n in names]
-            with torch.enable_grad():
-                L = task.loss_from_logits(stacked(leaves, batch["input_ids"].to(leaves[0].device)), batch)
-                gs = torch.autograd.grad(L.sum(), leaves, allow_unused=True)
-            return ({n: torch.zeros_like(w) if g is None else g for n, w, g in zip(names, leaves, gs)},
-                    L.detach())
-
-        return grad_and_loss
-
-    def _vmap_agrees(self) -> bool:
-        """Check once, before any chain runs, that the vectorised path computes what the sequential
-        one does: at two distinct points near w0 (w0 + δ_c, δ_c ~ 10⁻³·std(w)·N(0, I) inside the
-        masks, so the gradient is not the zero of a minimum and the chains differ), each chain's
-        loss and gradient must equal a plain forward and autograd at that chain's weights. A loss
-        that reads parameters around ``functional_call`` (tensors captured outside the module, a
-        module rebuilt inside forward, state kept between calls) fails here, and the chains run
-        one after another with a warning: it never changes the numbers, only the speed."""
-        if getattr(self, "_vmap_ok", None) is not None:
-            return self._vmap_ok
-        batch = next(self.obj.stream(self.cfg.seed))
-        gen = torch.Generator().manual_seed(self.cfg.seed + 31)
-        points = []
-        for _c in range(2):
-            ws = []
-            for w, m in zip(self.w0, self.masks):
-                scale = float(w.float().std()) if w.numel() > 1 else float(w.abs().max())
-                d = 1e-3 * (scale if scale > 0 and math.isfinite(scale) else 1.0) * torch.randn(
-                    w.shape, generator=gen).to(w)
-                ws.append(w + (d if m is None else d * m))
-            points.append(ws)
-        reason = "the vectorised loss or gradient differs from a plain forward and autograd near w0"
-        try:
-            g, val = self._vmap_grad(2)(dict(zip(self.names, [torch.stack(ws) for ws in zip(*points)])), batch)
-            ok = True
-            for c, ws in enumerate(points):
-                with torch.no_grad():
-                    for p, w in zip(self.params, ws):
-                        p.copy_(w)
-                loss = self.obj.loss(self.model, batch)
-                ref = torch.autograd.grad(loss, self.params, allow_unused=True)
-                ref = [torch.zeros_like(p) if r is None else r for r, p in zip(ref, self.params)]
-                ok = ok and bool(torch.isfinite(loss)) and torch.allclose(
-                    val[c].detach(), loss.detach(), rtol=1e-4, atol=1e-10)
-                for n, r in zip(self.names, ref):
-                    tol = 1e-6 + 1e-4 * float(r.abs().max()) if r.numel() else 1e-6
-                    ok = ok and torch.allclose(g[n][c], r, rtol=1e-3, atol=tol)
-                if not ok:
-                    reason += f" (chain {c}: vectorised loss {float(val[c]):.6g}, plain {float(loss.detach()):.6g})"
-                    break
-        except Exception as e:  # noqa: BLE001 - any failure means: use the sequential path
-            ok, reason = False, f"{type(e).__name__}: {e}"
-        finally:
-            self.snapshot.restore()
-        if not ok:
-            msg = (f"vectorised chains disabled for {type(self.model).__name__}: {reason}; running the chains "
-                   "one after another (same numbers, slower). A loss that reads parameters captured outside "
-                   "the model, or rebuilds them in forward, cannot be vectorised; pass vectorize=False to "
-                   "skip this check.")
-            logger.warning(msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=4)
-        self._vmap_ok = ok
-        return ok
 
     def _threshold(self) -> float:
         return self.cfg.divergence * (self.d / 2 + 1)
@@ -482,82 +364,3 @@ class _Engine:
                 if bad:
                     rec.failed, rec.reason = True, f"non-finite weights in {bad[:3]} at step {t}"
                     return
-
-    def _run_vmap(self, recs: list[ChainDiagnostics], steps: int, burnin: int, thin: int,
-                  level: Any, yield_draws: bool, bar: Any) -> Iterator[Draw]:
-        C = len(recs)
-        rule = self.step_rule(recs[0].nbeta, recs[0].lr)
-        obj, model, names = self.obj, self.model, self.names
-        gv = self._vmap_grad(C)
-        W = [w.unsqueeze(0).repeat(C, *([1] * w.dim())) for w in self.w0]
-        W0 = [w.unsqueeze(0).expand_as(x) for w, x in zip(self.w0, W)]
-        masks = [None if m is None else m.unsqueeze(0) for m in self.masks]
-        gens = [self._gen(r.chain) for r in recs]
-        noise_buf = NoiseBuffer(self.params, C)
-        diff = [torch.empty_like(w) for w in W]
-        stream = obj.stream(self.cfg.seed)
-        alive = [True] * C
-        keep: torch.Tensor | None = None  # per-chain 0/1 update mask once a chain has failed
-        n_draw = 0
-        for t in range(steps):
-            g, L = gv(dict(zip(names, W)), next(stream))
-            Ls = L.detach().tolist()
-            for c, r in enumerate(recs):
-                if not alive[c]:
-                    continue
-                reason = self._check(r, Ls[c])
-                r.losses.append(Ls[c])
-                if reason is not None:
-                    r.failed, r.reason, alive[c] = True, reason, False
-                    keep = torch.tensor(alive, dtype=W[0].dtype, device=W[0].device)
-                    logger.warning("chain %d failed (B=%.4g, ε=%.3g): %s", r.chain, rule.nbeta, rule.lr, reason)
-            if not any(alive):
-                return
-            grads = [g[n] for n in names]
-            is_draw = t >= burnin and (t - burnin) % thin == 0
-            noise = noise_buf.draw(gens)
-            if not is_draw:  # the whole step, one pass per parameter
-                rule.update_(W, grads, W0, noise, diff, masks, keep)
-                if bar is not None:
-                    bar.update(C)
-                continue
-            norms = StepNorms(C)
-            rule.update_(W, grads, W0, noise, diff, masks, keep, norms=norms, apply=False)
-            dist, gnorm, nnorm = norms.per_chain()
-            for c, r in enumerate(recs):
-                if alive[c]:
-                    r.distances.append(dist[c])
-                    r.grad_noise.append(rule.grad_to_noise(gnorm[c], nnorm[c]))
-            if yield_draws or obj.fixed is not None:
-                for c, r in enumerate(recs):
-                    if not alive[c]:
-                        continue
-                    with torch.no_grad():
-                        for p, w in zip(self.params, W):
-                            p.copy_(w[c])
-                    if obj.fixed is not None:
-                        r.eval_losses.append(obj.eval_loss(model))
-                    if yield_draws:
-                        yield Draw(level=level, chain=r.chain, draw=n_draw,
-                                   loss=r.eval_losses[-1] if r.eval_losses else Ls[c], nbeta=rule.nbeta,
-                                   lr=rule.lr, step=t, objective=obj.name, units=obj.units)
-                self.snapshot.restore()
-            n_draw += 1
-            if t == steps - 1:
-                break
-            rule.commit_(W, grads, noise)
-            if bar is not None:
-                bar.update(C)
-
-
-class _LossModule(torch.nn.Module):
-    """``forward(batch) = objective.loss(model, batch)``, so ``functional_call`` can swap the model's
-    parameters for a callable target too."""
-
-    def __init__(self, model: torch.nn.Module, obj: SampledLoss) -> None:
-        super().__init__()
-        self.model = model
-        object.__setattr__(self, "_obj", obj)
-
-    def forward(self, batch: Any) -> torch.Tensor:
-        return self._obj.loss(self.model, batch)

@@ -70,6 +70,7 @@ from typing import Any
 import torch
 
 from interp.checks import bad_value, check_choice, check_flag, check_fraction, check_number
+from interp.degradations._batched import ChainStacking
 from interp.degradations._chain import ChainDiagnostics, _Engine
 from interp.degradations._core import (
     Degradation,
@@ -151,6 +152,13 @@ class TemperedPosterior(Degradation):
             hand-batched forward for all chains), small plain modules without overlapping
             parameters through ``torch.func.vmap``; other models run chains one after another. The
             result is the same up to float rounding (checked on the model at w0 before use).
+        memory_budget: bytes that stacked chains may use (weights, gradients, noise and activations of
+            every chain in a batch). ``None`` (default): half the free memory of the weights' device
+            when sampling starts (CPU: available RAM; GPU: ``torch.cuda.mem_get_info``). The sampler
+            measures what one more stacked chain costs on the model at hand and stacks as many
+            chains per batch as fit, batch after batch; when two do not fit, chains run one after
+            another (the memory of one model). The run's ``stacking`` records the choice; the
+            draws are the same either way up to float rounding.
         calibration: :class:`CalibrationConfig` for :class:`LossIncrease` levels.
         progress: show a ``tqdm`` progress bar.
         strict: a :class:`LossIncrease` level that did not converge, or whose chains missed the
@@ -193,6 +201,7 @@ class TemperedPosterior(Degradation):
     divergence: float = 100.0
     max_loss_increase: float | None = None
     vectorize: bool | None = None
+    memory_budget: int | None = field(default=None, compare=False)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     progress: bool = True
     strict: bool = False
@@ -210,7 +219,8 @@ class TemperedPosterior(Degradation):
                  max_loss_increase: float | None = None, vectorize: bool | None = None,
                  calibration: CalibrationConfig | None = None, progress: bool = True,
                  objective: Any = None, strict: bool = False, sampler: str = "sgld",
-                 rmsprop_alpha: float = 0.999, rmsprop_eps: float = 0.1) -> None:
+                 rmsprop_alpha: float = 0.999, rmsprop_eps: float = 0.1,
+                 memory_budget: int | None = None) -> None:
         values = dict(locals())
         values.pop("self")
         if values["calibration"] is None:
@@ -243,6 +253,9 @@ class TemperedPosterior(Degradation):
         check_number(c, "divergence", self.divergence, fix="Use e.g. divergence=100.0.")
         check_number(c, "max_loss_increase", self.max_loss_increase, none_ok=True,
                      fix="Use a loss increase in the objective's units, or None.")
+        check_number(c, "memory_budget", self.memory_budget, integer=True, none_ok=True,
+                     fix="Give bytes as a positive integer, e.g. memory_budget=4 * 2**30, or None (half the "
+                     "free memory).")
         if self.vectorize not in (None, True, False):
             raise bad_value(c, "vectorize", self.vectorize, "True, False or None (automatic)", "")
         check_flag(c, "progress", self.progress)
@@ -416,7 +429,8 @@ def _nbeta_hint(evaluated: Sequence[Mapping[str, float]], target: float) -> floa
 class _RunState:
     """What a :class:`SamplingRun`'s generator records (read through the run's attributes)."""
 
-    __slots__ = ("cfg", "_yield_draws", "chains", "calibration", "nbeta", "lr", "init_loss", "init_loss_se")
+    __slots__ = ("cfg", "_yield_draws", "chains", "calibration", "nbeta", "lr", "init_loss", "init_loss_se",
+                 "stacking")
 
     def __init__(self, cfg: TemperedPosterior, yield_draws: bool) -> None:
         self.cfg, self._yield_draws = cfg, yield_draws
@@ -426,6 +440,7 @@ class _RunState:
         self.lr: float | None = None
         self.init_loss: float | None = None
         self.init_loss_se: float | None = None
+        self.stacking: ChainStacking | None = None
 
 
 class SamplingRun(Iterator[Draw]):
@@ -434,7 +449,8 @@ class SamplingRun(Iterator[Draw]):
     Attributes (filled as it runs): ``chains`` (list of :class:`ChainDiagnostics`), ``calibration``
     (:class:`CalibrationRecord` or ``None``; after all chains of :meth:`TemperedPosterior.draws`, with
     the measured loss increase and ``failed``), ``nbeta`` and ``lr`` actually used, ``init_loss`` and
-    its standard error ``init_loss_se``.
+    its standard error ``init_loss_se``, and ``stacking`` (:class:`ChainStacking`: how many chains ran
+    stacked per batch within the memory budget, and the measured cost per chain).
     Closing it (``close()``, ``break`` in a ``for`` loop followed by garbage collection, leaving a
     ``with`` block, an exception) restores the original weights.
     """
@@ -467,6 +483,7 @@ class SamplingRun(Iterator[Draw]):
             self.init_loss = eng.init_losses()[0]
             self.init_loss_se = eng.init_loss_se
             ids = tuple(range(cfg.chains)) if chain_ids is None else chain_ids
+            self.stacking = eng.choose_stacking(len(ids))
             yield from eng.run(nbeta, lr, len(ids), cfg.burnin, cfg.n_draws, cfg.thin, level,
                                self.chains, yield_draws=self._yield_draws,
                                progress=cfg.progress and chain_ids is None, chain_ids=ids)
