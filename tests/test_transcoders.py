@@ -21,7 +21,8 @@ from analyses.transcoders import (
     splice,
     train_transcoder,
 )
-from analyses.transcoders._train import _loss, mlp_activations
+from analyses.transcoders._activations import mlp_activations
+from analyses.transcoders._train import _loss
 from interp.analysis import Analysis
 
 # The clean transcoder of the modadd organism used throughout (measured on the shared 2-core box).

@@ -63,7 +63,8 @@ from analyses.transcoders._metrics import (
     splice,
 )
 from analyses.transcoders._model import SPARSE_DECODE_MIN_LATENTS, Transcoder, TranscoderConfig, load_transcoder
-from analyses.transcoders._train import ActivationBuffer, mlp_activations, token_mask, train_transcoder
+from analyses.transcoders._activations import ActivationBuffer, mlp_activations, token_mask
+from analyses.transcoders._train import train_transcoder
 
 __all__ = [
     "Transcoder",

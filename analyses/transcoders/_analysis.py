@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from analyses._base import Params
+from analyses.transcoders._activations import mlp_activations
 from analyses.transcoders._metrics import TranscoderMetrics, evaluate_transcoders, match_features
 from analyses.transcoders._model import Transcoder, TranscoderConfig
 from analyses.transcoders._train import train_transcoder
@@ -193,8 +194,6 @@ class SparseMLP(Params):
         return self.transcoder_ if self.refit_from == "clean" else None
 
     def _live(self, model: Any, task: Any, tc: Transcoder) -> torch.Tensor:
-        from analyses.transcoders._train import mlp_activations
-
         x, _ = mlp_activations(model, task.tensors("test", rows=self.eval_rows), self.layer,
                                tc.config.positions)
         with torch.no_grad():

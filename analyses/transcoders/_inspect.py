@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 import hooks
+from analyses.transcoders._activations import token_mask
 from analyses.transcoders._model import Transcoder
 from interp.checks import check_number
 from interp.fourier import fourier_basis
@@ -115,8 +116,6 @@ def inspect_features(
     model's tokenizer, else the id).
     """
     import pandas as pd
-
-    from analyses.transcoders._train import token_mask
 
     decode = _decoder(model, decode)
     device = device_of(model)

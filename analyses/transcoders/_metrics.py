@@ -13,7 +13,7 @@ from torch import Tensor
 
 import hooks
 from analyses.transcoders._model import Transcoder
-from analyses.transcoders._train import mlp_activations
+from analyses.transcoders._activations import mlp_activations
 from interp.checks import check_fraction, check_number
 
 __all__ = [
@@ -181,77 +181,80 @@ def evaluate_transcoders(
     mean_out = hooks.capture(model, ids_train, [out_point])[out_point].float().mean(0)
     lin = _fit_linear(model, train, layer, positions)
 
-    names = list(transcoders)
     acc: dict[str, dict[str, Any]] = {n: {"err": 0.0, "l0": 0.0, "fires": 0, "loss": 0.0, "kl": 0.0, "hit": 0}
-                                      for n in names}
+                                      for n in transcoders}
     base = {"loss_clean": 0.0, "loss_zero": 0.0, "loss_mean": 0.0, "kl_zero": 0.0, "kl_mean": 0.0,
-            "hit_clean": 0, "hit_zero": 0, "hit_mean": 0,
-            "var": 0.0, "lin_err": 0.0, "ysum": 0.0, "yy": 0.0, "tokens": 0, "scored": 0}
+            "hit_clean": 0, "hit_zero": 0, "hit_mean": 0, "scored": 0}
     ys, xs = [], []
     for start in range(0, len(data["input_ids"]), batch_size):
         batch = {k: v[start : start + batch_size] for k, v in data.items()}
         x, y = mlp_activations(model, batch, layer, positions)
         xs.append(x)
         ys.append(y)
-        lp_clean, tgt = _logp_scored(model, task, batch)
-        n_sc = len(tgt)
-        base["scored"] += n_sc
-        base["loss_clean"] += -lp_clean.gather(-1, tgt[:, None]).sum().item()
-
-        base["hit_clean"] += (lp_clean.argmax(-1) == tgt).sum().item()
-
-        def run(hook_list: Sequence[Any]) -> tuple[float, float, int]:
-            with hooks.apply(model, hook_list):
-                lp, _ = _logp_scored(model, task, batch)
-            loss = -lp.gather(-1, tgt[:, None]).sum().item()
-            kl = (lp_clean.exp() * (lp_clean - lp)).sum().item()
-            return loss, kl, int((lp.argmax(-1) == tgt).sum().item())
-
-        lz, kz, hz = run([hooks.zero_ablate(out_point)])
-        lm, km, hm = run([hooks.mean_ablate(out_point, mean_out)])
-        base["loss_zero"] += lz
-        base["kl_zero"] += kz
-        base["hit_zero"] += hz
-        base["loss_mean"] += lm
-        base["kl_mean"] += km
-        base["hit_mean"] += hm
-        for n in names:
-            tc = transcoders[n]
-            y_hat = tc(x)
-            a = acc[n]
-            a["err"] += (y - y_hat).pow(2).sum().item()
-            active = tc.encode(x) > 0
-            a["l0"] += active.sum().item()
-            a["fires"] = a["fires"] + active.sum(0)
-            ls, ks, hs = run(splice(tc, layer))
-            a["loss"] += ls
-            a["kl"] += ks
-            a["hit"] += hs
+        _score_batch(model, task, batch, x, y, transcoders, mean_out, acc, base)
     x, y = torch.cat(xs), torch.cat(ys)
     var = (y - y.mean(0)).pow(2).sum().item()
-    lin_err = (y - lin(x)).pow(2).sum().item()
-    n_tok, n_sc = len(y), max(base["scored"], 1)
-    l_clean, l_zero, l_mean = base["loss_clean"] / n_sc, base["loss_zero"] / n_sc, base["loss_mean"] / n_sc
+    lin_fvu = (y - lin(x)).pow(2).sum().item() / max(var, 1e-30)
     w_in = mlp_in_weight(model, layer)
-    out: dict[str, TranscoderMetrics] = {}
-    for n in names:
-        a, tc = acc[n], transcoders[n]
-        freq = a["fires"].float() / max(n_tok, 1)
-        live = freq > 0
-        copy_cos, copy_frac = neuron_copy(tc, w_in, live)
-        l_sp = a["loss"] / n_sc
-        out[n] = TranscoderMetrics(
-            fvu=a["err"] / max(var, 1e-30), l0=a["l0"] / max(n_tok, 1),
-            dead_fraction=float((~live).float().mean()), dense_fraction=float((freq > dense_threshold).float().mean()),
-            linear_fvu=lin_err / max(var, 1e-30),
-            loss_clean=l_clean, loss_spliced=l_sp, loss_zero=l_zero, loss_mean=l_mean,
-            kl_spliced=a["kl"] / n_sc, kl_zero=base["kl_zero"] / n_sc, kl_mean=base["kl_mean"] / n_sc,
-            loss_recovered=_recovered(l_zero, l_sp, l_clean), loss_recovered_mean=_recovered(l_mean, l_sp, l_clean),
-            neuron_copy_max_cos=copy_cos, neuron_copy_fraction=copy_frac, tokens=n_tok,
-            accuracy_clean=base["hit_clean"] / n_sc, accuracy_spliced=a["hit"] / n_sc,
-            accuracy_zero=base["hit_zero"] / n_sc, accuracy_mean=base["hit_mean"] / n_sc,
-        )
-    return out
+    return {n: _summarize(transcoders[n], acc[n], base, var, lin_fvu, len(y), w_in, dense_threshold)
+            for n in transcoders}
+
+
+def _score_batch(model: Any, task: Any, batch: dict[str, Tensor], x: Tensor, y: Tensor,
+                 transcoders: Mapping[str, Transcoder], mean_out: Tensor, acc: dict[str, dict[str, Any]],
+                 base: dict[str, Any]) -> None:
+    """Add one batch's sums to ``base`` (clean, zero- and mean-ablated MLP) and ``acc`` (each
+    transcoder's reconstruction error, active latents and spliced loss / KL / hits)."""
+    out_point = hooks.mlp_out(next(iter(transcoders.values())).layer)
+    lp_clean, tgt = _logp_scored(model, task, batch)
+    base["scored"] += len(tgt)
+    base["loss_clean"] += -lp_clean.gather(-1, tgt[:, None]).sum().item()
+    base["hit_clean"] += (lp_clean.argmax(-1) == tgt).sum().item()
+
+    def run(hook_list: Sequence[Any]) -> tuple[float, float, int]:
+        with hooks.apply(model, hook_list):
+            lp, _ = _logp_scored(model, task, batch)
+        loss = -lp.gather(-1, tgt[:, None]).sum().item()
+        kl = (lp_clean.exp() * (lp_clean - lp)).sum().item()
+        return loss, kl, int((lp.argmax(-1) == tgt).sum().item())
+
+    for kind, hook in (("zero", hooks.zero_ablate(out_point)), ("mean", hooks.mean_ablate(out_point, mean_out))):
+        loss, kl, hit = run([hook])
+        base[f"loss_{kind}"] += loss
+        base[f"kl_{kind}"] += kl
+        base[f"hit_{kind}"] += hit
+    for n, tc in transcoders.items():
+        a = acc[n]
+        a["err"] += (y - tc(x)).pow(2).sum().item()
+        active = tc.encode(x) > 0
+        a["l0"] += active.sum().item()
+        a["fires"] = a["fires"] + active.sum(0)
+        loss, kl, hit = run(splice(tc, tc.layer))
+        a["loss"] += loss
+        a["kl"] += kl
+        a["hit"] += hit
+
+
+def _summarize(tc: Transcoder, a: dict[str, Any], base: dict[str, Any], var: float, lin_fvu: float,
+               n_tok: int, w_in: Tensor, dense_threshold: float) -> TranscoderMetrics:
+    """One transcoder's :class:`TranscoderMetrics` from the summed scores of every batch."""
+    n_sc = max(base["scored"], 1)
+    l_clean, l_zero, l_mean = base["loss_clean"] / n_sc, base["loss_zero"] / n_sc, base["loss_mean"] / n_sc
+    freq = a["fires"].float() / max(n_tok, 1)
+    live = freq > 0
+    copy_cos, copy_frac = neuron_copy(tc, w_in, live)
+    l_sp = a["loss"] / n_sc
+    return TranscoderMetrics(
+        fvu=a["err"] / max(var, 1e-30), l0=a["l0"] / max(n_tok, 1),
+        dead_fraction=float((~live).float().mean()), dense_fraction=float((freq > dense_threshold).float().mean()),
+        linear_fvu=lin_fvu,
+        loss_clean=l_clean, loss_spliced=l_sp, loss_zero=l_zero, loss_mean=l_mean,
+        kl_spliced=a["kl"] / n_sc, kl_zero=base["kl_zero"] / n_sc, kl_mean=base["kl_mean"] / n_sc,
+        loss_recovered=_recovered(l_zero, l_sp, l_clean), loss_recovered_mean=_recovered(l_mean, l_sp, l_clean),
+        neuron_copy_max_cos=copy_cos, neuron_copy_fraction=copy_frac, tokens=n_tok,
+        accuracy_clean=base["hit_clean"] / n_sc, accuracy_spliced=a["hit"] / n_sc,
+        accuracy_zero=base["hit_zero"] / n_sc, accuracy_mean=base["hit_mean"] / n_sc,
+    )
 
 
 def _recovered(ablated: float, spliced: float, clean: float) -> float:

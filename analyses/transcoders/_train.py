@@ -1,114 +1,34 @@
-"""Streaming MLP activations through a shuffling buffer, and training a transcoder on them."""
+"""Training a transcoder on streamed MLP activations (:func:`train_transcoder`).
+
+Adam on the normalised MSE ‖y − ŷ‖² / E‖y − ȳ‖² plus, for TopK, the AuxK loss of Gao et al. 2024
+(arXiv:2406.04093) or, for ReLU, an L1 penalty; decoder rows renormalised after every step.
+Deterministic given the init seed and the data-order seed.
+
+Example::
+
+    >>> import interp
+    >>> from analyses.transcoders import TranscoderConfig, train_transcoder
+    >>> model, task = interp.organisms.load("modadd")                                    # doctest: +SKIP
+    >>> tc = train_transcoder(model, task, 0, TranscoderConfig(n_latents=64, k=8, steps=50))  # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Bool, Float
 from torch import Tensor
 
 import hooks
+from analyses.transcoders._activations import ActivationBuffer
 from analyses.transcoders._model import Transcoder, TranscoderConfig
 
-__all__ = ["ActivationBuffer", "train_transcoder", "token_mask", "mlp_activations"]
+__all__ = ["train_transcoder"]
 
 log = logging.getLogger(__name__)
-
-
-def token_mask(data: dict[str, Tensor], positions: Any) -> Bool[Tensor, "rows pos"]:
-    """Which tokens of a batch are used: the selected ``positions`` (``"all"`` or a tuple), and only
-    real tokens where the task has an ``attention_mask``."""
-    ids = data["input_ids"]
-    if positions == "all":
-        mask = torch.ones(ids.shape, dtype=torch.bool)
-    else:
-        n = ids.shape[1]
-        bad = [p for p in positions if not -n <= p < n]
-        if bad:
-            raise ValueError(f"positions={positions!r}: {bad} outside sequences of length {n}.")
-        mask = torch.zeros(ids.shape, dtype=torch.bool)
-        mask[:, list(positions)] = True
-    if "attention_mask" in data:
-        mask &= data["attention_mask"].bool()
-    return mask
-
-
-@torch.no_grad()
-def mlp_activations(
-    model: Any, data: dict[str, Tensor], layer: int, positions: Any = "all"
-) -> tuple[Float[Tensor, "tokens d_in"], Float[Tensor, "tokens d_out"]]:
-    """(MLP input, MLP output) of block ``layer`` on a batch of task rows, flattened to the used tokens.
-
-    Input is ``blocks.{l}.mlp.hook_in`` (after LayerNorm, γ/β applied), output ``blocks.{l}.hook_mlp_out``.
-    """
-    from interp.models import device_of
-
-    device = device_of(model)
-    points = [hooks.mlp_in(layer), hooks.mlp_out(layer)]
-    kwargs = {"attention_mask": data["attention_mask"].to(device)} if "attention_mask" in data else {}
-    acts = hooks.capture(model, data["input_ids"].long().to(device), points, **kwargs)
-    mask = token_mask(data, positions).to(acts[points[0]].device)
-    return acts[points[0]][mask].float(), acts[points[1]][mask].float()
-
-
-class ActivationBuffer:
-    """An endless, deterministic stream of ``(x, y)`` token batches from a task's train split.
-
-    Rows are read in a shuffled order (``Task.batches`` with seed ``seed + epoch``), pushed through
-    the model ``rows_per_forward`` at a time, and their tokens' activations collected until the buffer
-    holds ``buffer_tokens``; the buffer is then shuffled (its own generator, seeded by ``seed``) and
-    its first half is served in batches of ``batch_size`` before it is refilled. Tokens of one
-    sequence are thus spread over many steps.
-    """
-
-    def __init__(self, model: Any, task: Any, layer: int, *, batch_size: int, buffer_tokens: int,
-                 rows_per_forward: int, positions: Any = "all", seed: int = 0, split: str = "train"):
-        self.model, self.task, self.layer = model, task, layer
-        self.batch_size, self.buffer_tokens = batch_size, buffer_tokens
-        self.rows_per_forward, self.positions, self.seed, self.split = rows_per_forward, positions, seed, split
-        self.gen = torch.Generator().manual_seed(seed)
-        self.epoch = 0
-        self._rows = self._row_batches()
-        self.x: Tensor | None = None
-        self.y: Tensor | None = None
-
-    def _row_batches(self) -> Iterator[dict[str, Tensor]]:
-        while True:
-            for batch in self.task.batches(self.split, self.rows_per_forward, seed=self.seed + 1009 * self.epoch):
-                yield batch
-            self.epoch += 1
-
-    def _fill(self) -> None:
-        xs = [] if self.x is None else [self.x]
-        ys = [] if self.y is None else [self.y]
-        have = sum(len(x) for x in xs)
-        while have < self.buffer_tokens:
-            x, y = mlp_activations(self.model, next(self._rows), self.layer, self.positions)
-            if len(x) == 0:
-                raise ValueError(f"positions={self.positions!r} selects no tokens of the task's rows.")
-            xs.append(x)
-            ys.append(y)
-            have += len(x)
-        x, y = torch.cat(xs), torch.cat(ys)
-        perm = torch.randperm(len(x), generator=self.gen).to(x.device)
-        self.x, self.y = x[perm], y[perm]
-
-    def __iter__(self) -> Iterator[tuple[Float[Tensor, "batch d_in"], Float[Tensor, "batch d_out"]]]:
-        return self
-
-    def __next__(self) -> tuple[Float[Tensor, "batch d_in"], Float[Tensor, "batch d_out"]]:
-        if self.x is None or len(self.x) < max(self.buffer_tokens // 2, self.batch_size):
-            self._fill()
-        assert self.x is not None and self.y is not None
-        b = self.batch_size
-        x, y = self.x[:b], self.y[:b]
-        self.x, self.y = self.x[b:], self.y[b:]
-        return x, y
 
 
 def _lr_factor(step: int, steps: int, warmup: float, decay: float) -> float:
@@ -185,8 +105,6 @@ def train_transcoder(
         the trained :class:`Transcoder` (eval mode), with ``history`` holding per-step ``fvu``,
         ``aux`` and the running ``dead_fraction``.
     """
-    from tqdm.auto import tqdm
-
     from interp.models import device_of
 
     config = config or TranscoderConfig()
@@ -197,6 +115,19 @@ def train_transcoder(
                            buffer_tokens=config.buffer_tokens, rows_per_forward=config.rows_per_forward,
                            positions=config.positions, seed=config.order_seed)
     x0, y0 = next(buf)
+    tc = _start(config, layer, x0, y0, buf, init).to(device)
+    hist = _optimize(tc, buf, x0, y0)
+    tc.eval()
+    tc.history = hist
+    log.info("transcoder L%d: %d steps, final batch FVU %.4f, dead %.3f", layer, tc.config.steps,
+             hist["fvu"][-1], hist["dead_fraction"][-1])
+    return tc
+
+
+def _start(config: TranscoderConfig, layer: int, x0: Tensor, y0: Tensor, buf: ActivationBuffer,
+           init: Transcoder | None) -> Transcoder:
+    """The transcoder training starts from: a copy of ``init`` (checked to fit), or a fresh one whose
+    scales are set from the first batches of the buffer."""
     d_in, d_out = x0.shape[-1], y0.shape[-1]
     if init is not None:
         if config.n_latents not in (None, init.n_latents) or config.activation != init.config.activation \
@@ -208,18 +139,27 @@ def train_transcoder(
                 f"d_in={d_in}, d_out={d_out}; use the same shape (or n_latents=None) or init=None.")
         config = dataclasses.replace(config, n_latents=init.n_latents)
     tc = Transcoder(d_in, d_out, config, layer=layer, input_point=hooks.mlp_in(layer),
-                    output_point=hooks.mlp_out(layer)).to(device)
-    config = tc.config
+                    output_point=hooks.mlp_out(layer)).to(x0.device)
     if init is not None:
         tc.load_state_dict(init.state_dict())
     else:
         # the first batches of the buffer set the initial scales
-        tc.initialize(torch.cat([x0, buf.x[: 8 * config.batch_size]]), torch.cat([y0, buf.y[: 8 * config.batch_size]]))
+        n = 8 * tc.config.batch_size
+        tc.initialize(torch.cat([x0, buf.x[:n]]), torch.cat([y0, buf.y[:n]]))
+    return tc
+
+
+def _optimize(tc: Transcoder, buf: ActivationBuffer, x0: Tensor, y0: Tensor) -> dict[str, list[float]]:
+    """Run ``tc.config.steps`` Adam steps on the buffer's batches (the first is ``(x0, y0)``); the
+    per-step history ``{"fvu", "aux", "dead_fraction"}``."""
+    from tqdm.auto import tqdm
+
+    config, layer, device = tc.config, tc.layer, x0.device
     with torch.no_grad():
         ys = torch.cat([y0, buf.y])
         var_y = (ys - ys.mean(0)).pow(2).sum(-1).mean().clamp(min=1e-12)
         sigma_y = var_y.sqrt()
-    aux_k = d_out // 2 if config.aux_k is None else config.aux_k
+    aux_k = tc.d_out // 2 if config.aux_k is None else config.aux_k
     opt = torch.optim.Adam(tc.parameters(), lr=config.lr, betas=(0.9, 0.999))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: _lr_factor(s, config.steps, config.warmup, config.decay))
@@ -249,8 +189,4 @@ def train_transcoder(
         hist["dead_fraction"].append(float(dead.float().mean()))
         if step % 50 == 0 or step == config.steps - 1:
             bar.set_postfix(fvu=f"{fvu.item():.3f}", dead=f"{hist['dead_fraction'][-1]:.2f}")
-    tc.eval()
-    tc.history = hist
-    log.info("transcoder L%d: %d steps, final batch FVU %.4f, dead %.3f", layer, config.steps,
-             hist["fvu"][-1], hist["dead_fraction"][-1])
-    return tc
+    return hist
