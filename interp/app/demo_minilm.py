@@ -21,14 +21,18 @@ nouns), with no downloads:
 3. write ``report.html`` (:func:`interp.report.write_report`): each metric against the degradation,
    the survival table, calibration and chain diagnostics.
 
-Cost, and the defaults it sets (measured on a shared 2-core CPU, batch 16 rows, one chain):
-sampling all 22.7M weights costs about 6.6 s per SGLD step (25 s measured on a busier machine; the
+Cost, and the defaults it sets (shared 2-core CPU, 16 rows per SGLD step; BENCHMARKS.md): sampling
+all 22.7M weights cost 1.7 s per step at load average ≈ 5 (6.6 s and 25 s on busier days; the
 word-embedding matrix alone is 11.7M weights), so a three-level calibrated sweep of the full model
-(calibration pilots, burn-in and draws: about 1,000 steps) is 2–7 hours of CPU. Restricted to blocks
-2 and 3 (:data:`RESTRICT`, 3.5M weights) a step costs 0.1–0.8 s (with the load from other work) and
-the whole demo ran in 197 s (quick mode: 49 s), within the 5-minute budget. The probe site (layer 4 = the output of block 3) and everything after it see the
+(calibration pilots, burn-in and draws: about 1,000 steps) is 30 minutes to 2 hours of CPU.
+Restricted to blocks 2 and 3 (:data:`RESTRICT`, 3.5M weights) a step costs 0.1–0.2 s on a lightly
+loaded machine, and the analyses at every draw weigh as much as the sampling: the probes, norms
+and divergence read 128 sentences, and the causal check embeds them once per intervention. The
+step size's top curvature is computed once for the three levels, on :data:`SAMPLER_EVAL_ROWS`
+corpus sentences. The probe site (layer 4 = the output of block 3) and everything after it see the
 degradation; earlier layers do not, by construction. For a full-model run pass ``restrict=None``
-and budget accordingly (a GPU makes it minutes).
+and budget accordingly (a GPU makes it minutes); :func:`plan_minilm_demo` (``interp demo minilm
+--plan``) measures a few steps and prints the expected wall time and memory before any work.
 
 Before any work it checks that what it imports is installed (:func:`check_imports`) and names the
 extra to install: ``pip install 'interp[minilm]'``.
