@@ -24,7 +24,7 @@ Example::
     True
 
 **Resuming and** ``version``: a sweep's ``out`` directory records each analysis's name and
-configuration (a shipped analysis's ``config``; a user object's ``get_params()`` where it has one),
+parameters (its ``get_params()`` where it has one, as every shipped analysis does),
 and a rerun resumes only when they are the same. What a user's code computes cannot be seen from
 outside, so an analysis (class or function) may carry an optional ``version`` attribute: bump it
 whenever its output changes meaning (another scale, another definition), and a resume of an older

@@ -83,11 +83,11 @@ def test_resume_with_other_analysis(tiny, tmp_path):
     _sweep(model, task, [Declared()], tmp_path / "declared")
     with pytest.raises(ValueError, match=r"analysis 'declared' differs: params\.rows 8 vs 16"):
         _sweep(model, task, [Declared(rows=16)], tmp_path / "declared")
-    # a shipped analysis: its configuration (every parameter) is part of the identity
+    # a shipped analysis: its parameters (get_params(), as for any analysis) are part of the identity
     from analyses import ResidualNorms
 
     _sweep(model, task, [ResidualNorms(eval_rows=8)], tmp_path / "shipped")
-    with pytest.raises(ValueError, match=r"analysis 'norms' differs: eval_rows 8 vs 4"):
+    with pytest.raises(ValueError, match=r"analysis 'norms' differs: params\.eval_rows 8 vs 4"):
         _sweep(model, task, [ResidualNorms(eval_rows=4)], tmp_path / "shipped")
 
 

@@ -54,6 +54,8 @@ def describe_value(v: Any) -> Any:
         t = v.detach().cpu().contiguous() if isinstance(v, torch.Tensor) else torch.as_tensor(v).contiguous()
         raw = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
         return {"shape": list(t.shape), "dtype": str(t.dtype), "sha256": hashlib.sha256(raw).hexdigest()}
+    if isinstance(v, torch.nn.Module):  # e.g. a pretrained transcoder: its type and weights
+        return {"type": type(v).__name__, "state": describe_value(dict(v.state_dict()))}
     if inspect.isroutine(v) or isinstance(v, type):
         return f"{getattr(v, '__module__', '?')}.{getattr(v, '__qualname__', getattr(v, '__name__', '?'))}"
     if dataclasses.is_dataclass(v) or dataclasses.is_dataclass(getattr(v, "config", None)):
