@@ -26,11 +26,11 @@ Example::
 
     >>> import interp
     >>> from analyses.ablation import HeadAblation, ablate_heads
-    >>> model, task = interp.organisms.load("induction")                     # doctest: +SKIP
-    >>> ablate_heads(model, task, heads=((1, 0), (1, 1)))["loss_carried"] > 1.0   # doctest: +SKIP
+    >>> model, task = interp.organisms.load("induction")
+    >>> ablate_heads(model, task, heads=((1, 0), (1, 1)))["loss_carried"] > 1.0
     True
-    >>> a = HeadAblation(heads=((1, 0), (1, 1))); a.setup(model, task)        # doctest: +SKIP
-    >>> a(model, task)["loss_carried"] > 1.0                                  # doctest: +SKIP
+    >>> a = HeadAblation(heads=((1, 0), (1, 1))); a.setup(model, task)
+    >>> a(model, task)["loss_carried"] > 1.0
     True
 
 One-shot function and sweep analysis come in pairs across ``analyses``: :func:`ablate_heads` /

@@ -11,8 +11,8 @@ use of the names below.
 Example::
 
     >>> import interp
-    >>> model, task = interp.organisms.load("induction")      # doctest: +SKIP
-    >>> task.evaluate(model)["accuracy"] > 0.9                  # doctest: +SKIP
+    >>> model, task = interp.organisms.load("induction")
+    >>> task.evaluate(model)["accuracy"] > 0.9
     True
 """
 

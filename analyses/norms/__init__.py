@@ -58,14 +58,14 @@ Example::
 
     >>> import interp
     >>> from analyses.norms import ResidualNorms
-    >>> model, task = interp.organisms.load("induction")          # doctest: +SKIP
-    >>> norms = ResidualNorms(); norms.setup(model, task)           # doctest: +SKIP
-    >>> out = norms(model, task)                                    # doctest: +SKIP
-    >>> out["skip_positions"], out["post_ln"], out["folded"]        # doctest: +SKIP
+    >>> model, task = interp.organisms.load("induction")
+    >>> norms = ResidualNorms(); norms.setup(model, task)
+    >>> out = norms(model, task)
+    >>> out["skip_positions"], out["post_ln"], out["folded"]
     (1.0, 0.0, 0.0)
     >>> from analyses.norms import profile_norms                   # one shot, per-token values
-    >>> prof = profile_norms(model, task, eval_rows=64)              # doctest: +SKIP
-    >>> prof.per_position("L2").shape                               # doctest: +SKIP
+    >>> prof = profile_norms(model, task, eval_rows=64)
+    >>> prof.per_position("L2").shape
     torch.Size([33])
 """
 

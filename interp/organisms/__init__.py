@@ -28,7 +28,7 @@ Example::
     >>> from interp import organisms
     >>> organisms.names()
     ['induction', 'induction_full', 'induction_ngram', 'minilm', 'modadd']
-    >>> model, task = organisms.load("induction")              # doctest: +SKIP
+    >>> model, task = organisms.load("induction")
 """
 
 from __future__ import annotations
