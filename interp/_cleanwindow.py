@@ -10,10 +10,14 @@ when its upper bound is below it. A better level is *attributable* to the hypoth
 collateral fell more than the same collateral under the other analyses that measure it. The public
 home of these functions is :mod:`interp.verdicts`.
 
-Example::
+Example (``study``: a small study's results, :class:`~interp.results.Results`)::
 
-    >>> from interp.verdicts import clean_window                         # doctest: +SKIP
-    >>> clean_window(results).query("better_than_w0 and attributable")   # doctest: +SKIP
+    >>> from interp.verdicts import clean_window
+    >>> cw = clean_window(study)
+    >>> cw[["analysis", "effect", "collateral"]].drop_duplicates().values.tolist()
+    [['prev_token_head', 'loss_carried', 'kl_unclaimed']]
+    >>> len(cw.query("better_than_w0 and attributable"))   # no cleaner level in this study
+    0
 """
 
 from __future__ import annotations
