@@ -102,7 +102,6 @@ def test_torch_threads_do_not_leak_between_test_modules(tmp_path):
 #: functions of more than 80 lines (``def`` to last line, docstring included) and modules of more than
 #: 500 lines that are allowed, each with its reason; everything else over a limit fails the test below
 SIZE_EXCEPTIONS: dict[str, str] = {
-    "interp/objectives.py": "being split (issue 26, objectives owner)",
     "interp/results.py": "being split (issue 26, results owner)",
     "interp/degradations/_core.py": "being split (issue 26: reworked by the Degradation protocol change)",
     "interp/degradations/sgld.py": "being split (issue 26: reworked by the Degradation protocol change)",
