@@ -1,4 +1,5 @@
-r"""The report's figures: the dissolution panels, units on every axis, figures as inline PNGs.
+r"""The report's figures: the dissolution panels, units on every axis, figures as inline PNGs; and
+``Results.plot``'s grid of every metric against the level axis (:func:`metrics_figure`).
 
 :func:`dissolution_figure` draws one panel per analysis × degradation (each on its own readable
 range): the chosen effect against ΔL or the divergence with its 95% band over chains, the criterion
@@ -19,7 +20,7 @@ import base64
 import io
 from typing import Any
 
-__all__ = ["dissolution_figure", "figure_png", "label_units", "metric_label", "plain"]
+__all__ = ["dissolution_figure", "figure_png", "label_units", "metric_label", "metrics_figure", "plain"]
 
 
 def figure_png(fig: Any) -> str:
@@ -97,5 +98,42 @@ def label_units(fig: Any) -> Any:
         if ax.get_visible() and not ax.get_ylabel():
             metric = ax.get_title().rsplit(": ", 1)[-1].replace(r"\$", "$")
             ax.set_ylabel(plain(metric_label(metric)), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def metrics_figure(results: Any, metrics: Any, kinds: Any, ax_width: float, axis: str | None) -> Any:
+    """``Results.plot``: each metric of ``results`` against ΔL (or the divergence from w0, ``axis``),
+    mean over chains with its 95% band, one panel per (analysis, metric), one line per degradation."""
+    import math
+
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ImportError("Results.plot needs matplotlib: pip install 'interp[plot]'.") from err
+    from interp._levels import axis_title, resolve_axis
+
+    axis = resolve_axis(results.table, axis)
+    s = results.summary()
+    if kinds is not None:
+        s = s[s["kind"].isin(set(kinds))]
+    pairs = s[["analysis", "metric"]].drop_duplicates().itertuples(index=False)
+    pairs = [p for p in pairs if metrics is None or p.metric in set(metrics)]
+    if not pairs:
+        raise ValueError(f"No metric to plot; available: {sorted(s['metric'].unique())}.")
+    ncol = min(3, len(pairs))
+    nrow = math.ceil(len(pairs) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(ax_width * ncol, 3.2 * nrow), squeeze=False)
+    for ax, (analysis, metric) in zip(axes.flat, pairs):
+        sub = s[(s["analysis"] == analysis) & (s["metric"] == metric)]
+        for deg, g in sub.groupby("degradation"):
+            g = g.assign(**{axis: g[axis].where(g["level_index"] >= 0, 0.0)}).sort_values(axis)
+            line = ax.plot(g[axis], g["mean"], marker="o", ms=3, label=plain(deg))[0]
+            ax.fill_between(g[axis], g["ci_low"], g["ci_high"], alpha=0.2, color=line.get_color())
+        ax.set_title(plain(f"{analysis}: {metric}"), fontsize=9)
+        ax.set_xlabel(plain(axis_title(results.meta, axis)))
+    for ax in list(axes.flat)[len(pairs):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -340,36 +340,9 @@ class Results:
 
         Needs matplotlib (``pip install 'interp[plot]'``). Returns the figure.
         """
-        try:
-            import matplotlib.pyplot as plt
-        except ImportError as err:
-            raise ImportError("Results.plot needs matplotlib: pip install 'interp[plot]'.") from err
-        from interp._levels import axis_title, resolve_axis
+        from interp._figures import metrics_figure
 
-        axis = resolve_axis(self.table, axis)
-        s = self.summary()
-        if kinds is not None:
-            s = s[s["kind"].isin(set(kinds))]
-        pairs = s[["analysis", "metric"]].drop_duplicates().itertuples(index=False)
-        pairs = [p for p in pairs if metrics is None or p.metric in set(metrics)]
-        if not pairs:
-            raise ValueError(f"No metric to plot; available: {sorted(s['metric'].unique())}.")
-        ncol = min(3, len(pairs))
-        nrow = math.ceil(len(pairs) / ncol)
-        fig, axes = plt.subplots(nrow, ncol, figsize=(ax_width * ncol, 3.2 * nrow), squeeze=False)
-        for ax, (analysis, metric) in zip(axes.flat, pairs):
-            sub = s[(s["analysis"] == analysis) & (s["metric"] == metric)]
-            for deg, g in sub.groupby("degradation"):
-                g = g.assign(**{axis: g[axis].where(g["level_index"] >= 0, 0.0)}).sort_values(axis)
-                line = ax.plot(g[axis], g["mean"], marker="o", ms=3, label=_plain(deg))[0]
-                ax.fill_between(g[axis], g["ci_low"], g["ci_high"], alpha=0.2, color=line.get_color())
-            ax.set_title(_plain(f"{analysis}: {metric}"), fontsize=9)
-            ax.set_xlabel(_plain(axis_title(self.meta, axis)))
-        for ax in list(axes.flat)[len(pairs):]:
-            ax.set_visible(False)
-        axes.flat[0].legend(fontsize=8)
-        fig.tight_layout()
-        return fig
+        return metrics_figure(self, metrics, kinds, ax_width, axis)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
@@ -489,11 +462,6 @@ def is_bounded(metric: str) -> bool:
         return False
     name = re.sub(r"_\d+$", "", name)
     return any(name == b or name.endswith("_" + b) for b in BOUNDED_METRICS) or name.startswith(("acc_", "accuracy_"))
-
-
-def _plain(text: Any) -> str:
-    """``text`` for a matplotlib label: ``$`` escaped, so a name is never parsed as mathtext."""
-    return str(text).replace("$", r"\$")
 
 
 def _fingerprint(table: pd.DataFrame, draws: pd.DataFrame, meta: Mapping[str, Any]) -> bytes:
