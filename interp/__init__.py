@@ -36,7 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from interp.crossing import Dissolution, DissolutionComparison, compare_dissolutions
     from interp.dissolve import dissolution
     from interp.models import load_model
-    from interp.objectives import Behavioural, CorpusLoss, DivergenceMeter, Objective
+    from interp.divergence import DivergenceMeter
+    from interp.objectives import Behavioural, CorpusLoss, Objective
     from interp.results import Results
     from interp.sweep import LocalExecutor, ModelRecipe, RayExecutor, SweepJobsFailed, run_sweep
     from interp.sweep.plan import SweepPlan, plan

@@ -55,7 +55,8 @@ def _pairs(n=6):
 # ------------------------------------------------------------------------- models without an LM head
 def test_model_without_lm_head(minilm, tok):
     from interp.models import has_lm_head
-    from interp.objectives import Behavioural, CorpusLoss, DivergenceMeter
+    from interp.divergence import DivergenceMeter
+    from interp.objectives import Behavioural, CorpusLoss
 
     model, _ = minilm
     assert not has_lm_head(model)
@@ -182,7 +183,8 @@ def test_objective_bad_rows_or_normalise(small_lm, tok):
 
 
 def test_objective_split_missing(small_lm):
-    from interp.objectives import Behavioural, CorpusLoss, DivergenceMeter
+    from interp.divergence import DivergenceMeter
+    from interp.objectives import Behavioural, CorpusLoss
 
     task = Task.from_texts(WORDS, small_lm, pack=False, max_length=8, test_fraction=0.4)
     with pytest.raises(ValueError, match=r"Behavioural\(split='validation'\): task 'texts' has no split "

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from interp.objectives import DivergenceMeter
+from interp.divergence import DivergenceMeter
 
 
 @pytest.fixture(scope="module")

@@ -287,7 +287,7 @@ def test_corrupt_store_json_names_the_file_and_how_to_resume(tmp_path, name):
 def test_divergence_from_w0_is_recorded_at_every_draw():
     """The divergence column: 0 at the baseline, at every draw the meter built at w0 on the sweep's
     evaluation rows (checked against an analysis measuring the same), growing with the noise."""
-    from interp.objectives import DivergenceMeter
+    from interp.divergence import DivergenceMeter
 
     class SameMeter:
         name, effects, collaterals = "meter", (), ()

@@ -7,7 +7,7 @@ is left untouched (``torch.random.fork_rng``).
 
 Axes: each draw's loss L(w) is measured on one fixed evaluation batch (``eval_rows`` test rows), so
 every row sits on ΔL = L(w) − L(w0) (nats/token), comparable across degradations; on the same rows
-its behavioural divergence from w0 (``interp.objectives.DivergenceMeter``): the mean KL(p_w0 ‖ p_w)
+its behavioural divergence from w0 (``interp.divergence.DivergenceMeter``): the mean KL(p_w0 ‖ p_w)
 per scored token (nats/token) for a model with an LM head, else the mean squared change of the final
 hidden state over its mean squared norm at w0 (a task without a loss, e.g. MiniLM, where ΔL is NaN
 and the divergence is the axis). 0 at the baseline.
@@ -245,17 +245,17 @@ def measure_loss(model: torch.nn.Module, task: Any, batch: dict[str, torch.Tenso
 def divergence_spec(task: Any) -> dict[str, str]:
     """The kind and units of the sweep's divergence column: KL(p_w0 ‖ p_w) per scored token for a
     task with a loss (an LM head), else the normalised MSE of the final hidden state (MiniLM)."""
-    from interp.objectives import DIVERGENCE_UNITS
+    from interp.divergence import DIVERGENCE_UNITS
 
     kind = "kl" if getattr(task, "has_loss", True) else "mse"
     return {"kind": kind, "units": DIVERGENCE_UNITS[kind]}
 
 
 def divergence_meter(model: torch.nn.Module, task: Any, eval_rows: int) -> Any:
-    """A :class:`~interp.objectives.DivergenceMeter` built at w0 on the sweep's fixed evaluation rows
+    """A :class:`~interp.divergence.DivergenceMeter` built at w0 on the sweep's fixed evaluation rows
     (the first ``eval_rows`` test rows); ``None``, with a warning, for a model it cannot measure (the
     column is then NaN, never a made-up number)."""
-    from interp.objectives import DivergenceMeter
+    from interp.divergence import DivergenceMeter
 
     try:
         return DivergenceMeter.for_task(model, task, eval_rows=eval_rows, kind=divergence_spec(task)["kind"])
