@@ -70,7 +70,7 @@ def child(levels: int, chains: int, draws: int) -> dict:
     tracer = Tracer()
 
     def sweep(n_draws: int, out: str) -> object:
-        sampler = TemperedPosterior(localization=100.0, lr=1e-4, chains=chains, draws=n_draws, burnin=0,
+        sampler = TemperedPosterior(localization=100.0, lr=1e-4, chains=chains, n_draws=n_draws, burnin=0,
                                     batch_size=8, eval_rows=8, init_batches=1, progress=False)
         analyses = [HeadAblation(((0, 0), (0, 1)), eval_rows=8), ResidualNorms(eval_rows=8, batch_size=8), LossProbe(),
                     tracer]

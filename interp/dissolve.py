@@ -24,7 +24,7 @@ interpolated log-log between the already calibrated neighbours, so it usually co
 Example::
 
     >>> import interp                                                    # doctest: +SKIP
-    >>> d = interp.dissolution(model, task, scrub, interp.TemperedPosterior(chains=8, draws=1),
+    >>> d = interp.dissolution(model, task, scrub, interp.TemperedPosterior(chains=8, n_draws=1),
     ...                        metric="recovered", threshold=0.9, out="runs/dissolve")  # doctest: +SKIP
     >>> print(d.verdict("correct induction hypothesis"))                 # doctest: +SKIP
     correct induction hypothesis: holds (recovered ≥ 0.9) up to ΔL 0.73 [0.54, 1.1] under

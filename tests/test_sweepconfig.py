@@ -36,7 +36,7 @@ def test_valid_file_builds_the_parts(tmp_path):
     cfg = load_sweep_config(write(tmp_path, VALID))
     assert cfg["seed"] == 3 and cfg["levels"] == [0.05, 0.2]
     assert type(cfg["degradation"]).__name__ == "WeightNoise" and cfg["degradation"].relative
-    assert cfg["analyses"][0].config.heads == ((1, 0), (1, 1))
+    assert cfg["analyses"][0].heads == [[1, 0], [1, 1]]
     assert cfg["out"] == tmp_path / "run"
 
 

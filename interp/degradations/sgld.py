@@ -308,7 +308,7 @@ class TemperedPosterior(Degradation):
             return
         if isinstance(level, bool) or not isinstance(level, numbers.Real) or not math.isfinite(level) or level <= 0:
             raise ValueError(f"TemperedPosterior level={level!r}: a level is an inverse temperature nβ, a finite "
-                             "number > 0 (or NBeta(B), or LossIncrease(nats) for a target loss increase; None "
+                             "number > 0 (or NBeta(B), or LossIncrease(delta) for a target loss increase; None "
                              "only with nbeta=... set). Use e.g. levels=[100, 1000].")
 
     def replicates(self) -> int:

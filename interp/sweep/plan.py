@@ -38,7 +38,7 @@ Example::
     >>> import interp
     >>> model, task = interp.organisms.load("induction")                     # doctest: +SKIP
     >>> p = interp.plan(model, task, [interp.organisms.induction.HeadScores()],  # doctest: +SKIP
-    ...                 interp.TemperedPosterior(chains=2, draws=3), [interp.LossIncrease(0.1)])
+    ...                 interp.TemperedPosterior(chains=2, n_draws=3), [interp.LossIncrease(0.1)])
     >>> print(p)                                                              # doctest: +SKIP
     >>> p.seconds, p.peak_memory                                              # doctest: +SKIP
 """
