@@ -389,9 +389,9 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             row["note"] = f"growth {nm.get('growth', float('nan')):.2f}"
             del prof
         mid = cfg.n_layers // 2
-        transcoder = analyses.SparseMLP(layer=mid, n_latents=a.tc_latents, k=a.tc_k, steps=a.tc_steps,
-                                        batch_size=256, buffer_tokens=a.tc_tokens, rows_per_forward=32,
-                                        refit_steps=5, eval_rows=rows)
+        transcoder = analyses.SparseMLP(layer=mid, transcoder=dict(
+            n_latents=a.tc_latents, k=a.tc_k, steps=a.tc_steps, batch_size=256, buffer_tokens=a.tc_tokens,
+            rows_per_forward=32), refit_steps=5, eval_rows=rows)
         with meter.part("transcoder", f"block {mid}, {a.tc_latents} latents, top-{a.tc_k}") as row:
             transcoder.setup(model, task)
             tm = transcoder(model, task)
