@@ -64,7 +64,7 @@ import hashlib
 import json
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -233,10 +233,11 @@ class Results:
 
         return levels_table(self.table, self.draws, self.meta, self.failed_chains())
 
-    def _memoised(self, name: str, compute: Any) -> pd.DataFrame:
-        """A copy of ``compute()``, computed once for these contents of ``table``, ``draws`` and ``meta``
-        (:func:`_fingerprint`): verdicts and the report read the summary dozens of times, and a table
-        changed in place is noticed, never answered from a stale copy."""
+    def _memoised(self, name: Hashable, compute: Any) -> Any:
+        """A (shallow) copy of ``compute()`` (a frame or a list), computed once per ``name`` for these
+        contents of ``table``, ``draws`` and ``meta`` (:func:`_fingerprint`): verdicts and the report
+        read the summary dozens of times, and a table changed in place is noticed, never answered
+        from a stale copy."""
         key = _fingerprint(self.table, self.draws, self.meta)
         memo = self.__dict__.get("_memo")
         if memo is None or memo[0] != key:

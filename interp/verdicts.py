@@ -219,6 +219,14 @@ def dissolutions(results: Any, thresholds: Mapping[str, float] | None = None, *,
 
     thresholds = check_thresholds(results, thresholds)
     axis = resolve_axis(results.table, axis)
+    if hasattr(results, "_memoised"):  # the report asks three times: once per contents of the results
+        key = ("dissolutions", tuple((thresholds or {}).items()), float(relative), axis)
+        return results._memoised(key, lambda: _dissolutions(results, thresholds, relative, axis))
+    return _dissolutions(results, thresholds, relative, axis)
+
+
+def _dissolutions(results: Any, thresholds: dict[str, float] | None, relative: float,
+                  axis: str) -> list[Verdict]:
     t = results.table
     base_rows = t[t["baseline"]]
     draws = t[~t["baseline"]]
