@@ -37,8 +37,10 @@ Example::
 
     >>> import interp
     >>> model, task = interp.organisms.load("induction")                     # doctest: +SKIP
-    >>> p = interp.plan(model, task, [interp.organisms.induction.HeadScores()],  # doctest: +SKIP
-    ...                 interp.TemperedPosterior(chains=2, n_draws=3), [interp.LossIncrease(0.1)])
+    >>> def head_norm(model, task):                                          # an analysis
+    ...     return {"norm": float(model.blocks[0].attn.W_O.detach().norm())}
+    >>> p = interp.plan(model, task, [head_norm], interp.TemperedPosterior(chains=2, n_draws=3),
+    ...                 [interp.LossIncrease(0.1)])                            # doctest: +SKIP
     >>> print(p)                                                              # doctest: +SKIP
     >>> p.seconds, p.peak_memory                                              # doctest: +SKIP
 """
