@@ -21,6 +21,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from analyses.probing._fit import _chol_solve, _folds
+from interp.checks import check_number
 
 __all__ = ["BatchedLogisticProbe", "fit_logistic_batched", "LogisticProbe", "fit_logistic"]
 
@@ -77,10 +78,9 @@ def fit_logistic_batched(
     """
     if x.dim() != 3 or x.shape[1] != len(y):
         raise ValueError(f"x must be [site, n, d] with n = len(y) = {len(y)}; got {tuple(x.shape)}.")
-    if C <= 0:
-        raise ValueError(f"C={C!r}: must be positive (inverse regularisation strength, as in scikit-learn).")
-    if tol <= 0 or max_iter < 1:
-        raise ValueError(f"tol={tol!r}, max_iter={max_iter!r}: need tol > 0 and max_iter ≥ 1.")
+    check_number("fit_logistic_batched", "C", C, fix="C is the inverse regularisation strength, as in scikit-learn.")
+    check_number("fit_logistic_batched", "tol", tol)
+    check_number("fit_logistic_batched", "max_iter", max_iter, integer=True, minimum=1)
     c = max(int(n_classes or int(y.max()) + 1), 2)
     s_n, n, d = x.shape
     targets = y.float()[:, None] if c == 2 else torch.nn.functional.one_hot(y, c).float()  # [n, k]

@@ -59,6 +59,7 @@ import torch
 from jaxtyping import Float, Int
 
 from analyses.scrubbing._rules import UNCONDITIONAL, Agree, QueryOffset
+from interp.checks import check_choice, check_number
 
 __all__ = ["Node", "Embed", "PosEmbed", "Head", "MLP", "Hypothesis", "VacuousRuleWarning"]
 
@@ -72,8 +73,7 @@ class VacuousRuleWarning(UserWarning):
 
 # ------------------------------------------------------------------------------------------ nodes
 def _check_layer(what: str, name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{what}: {name}={value!r} must be a non-negative int.")
+    check_number(what, name, value, integer=True, zero_ok=True)
     return value
 
 
@@ -328,11 +328,8 @@ class Hypothesis:
     def __post_init__(self) -> None:
         kids = _children(f"Hypothesis({self.name!r})", "children", self.children)
         object.__setattr__(self, "children", kids or ())
-        if self.unclaimed not in _UNCLAIMED:
-            raise ValueError(
-                f"Hypothesis.unclaimed={self.unclaimed!r}: must be one of {_UNCLAIMED} "
-                "('resample': one random input per node, Chan et al.; 'mean': the data mean)."
-            )
+        check_choice("Hypothesis", "unclaimed", self.unclaimed, _UNCLAIMED,
+                     fix="'resample': one random input per node, Chan et al.; 'mean': the data mean.")
         seen: dict[tuple, Node] = {}
         for c in self.children:
             for s in c.summands():

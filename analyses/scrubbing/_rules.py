@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+from interp.checks import check_choice
 
 __all__ = ["Agree", "AgreeFn", "EXACT", "UNCONDITIONAL", "QueryOffset"]
 
@@ -66,7 +67,7 @@ class Agree:
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
-            raise ValueError(f"Agree.kind={self.kind!r}: must be one of {_KINDS}.")
+            check_choice("Agree", "kind", self.kind, _KINDS)
         if (self.kind == "function") != callable(self.fn):
             raise ValueError(
                 f"Agree {self.name!r}: kind={self.kind!r} needs "

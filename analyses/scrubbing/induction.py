@@ -40,6 +40,7 @@ from collections.abc import Sequence
 
 from analyses.scrubbing._hypothesis import Embed, Head, Hypothesis
 from analyses.scrubbing._rules import Agree
+from interp.checks import bad_value
 
 __all__ = ["hypotheses", "build", "compiled_hypotheses"]
 
@@ -60,7 +61,7 @@ def build(name: str, induction_heads: Sequence[tuple[int, int]], q: str, k: str,
             return [Embed(_TOK)]
         if src == "layer0":
             return [Head(layer, head, _PREV) for layer, head in layer0]
-        raise ValueError(f"source {src!r}: must be 'embed' or 'layer0'.")
+        raise bad_value("induction hypothesis", "source", src, "'embed' or 'layer0'")
 
     heads = [Head(layer, head, q=claim(q), k=claim(k), v=claim(v)) for layer, head in induction_heads]
     return Hypothesis(heads, name=name)
