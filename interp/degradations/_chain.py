@@ -3,9 +3,10 @@
 :class:`_Engine` holds what one sampling call needs (the objective made uniform, the sampled
 parameters and their masks, a bit-identical snapshot of w0, L(w0), the top curvature for the step
 size) and runs chains with the step rule of :mod:`interp.degradations._step`: one after another on
-the live parameters, or all at once on stacked weights (``torch.func.vmap`` over
-``functional_call`` for small plain modules; :class:`~interp.degradations.stacked.StackedForward`
-for native bridges). Chain ``c`` draws its noise from ``seed·1000003 + c`` and every chain reads the
+the live parameters, or in batches of stacked weights as many as fit in the memory budget (the
+batched half, :mod:`interp.degradations._batched`: ``torch.func.vmap`` over ``functional_call`` for
+small plain modules; :class:`~interp.degradations.stacked.StackedForward` for the bridges it
+covers). Chain ``c`` draws its noise from ``seed·1000003 + c`` and every chain reads the
 same minibatch order, so chain ``c`` alone (``TemperedPosterior.run_chain``) equals chain ``c`` of
 a sequential run. :class:`ChainDiagnostics` records everything about one chain; a chain that
 diverges stops with a reason and is never averaged (Lau et al. 2023 for λ̂ = B·(E[L] − L(w0))).
