@@ -377,7 +377,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         layers = tuple(sorted({0, cfg.n_layers // 4, cfg.n_layers // 2, 3 * cfg.n_layers // 4, cfg.n_layers}))
         with meter.part("probes", f"ridge, layers {layers}") as row:
             rep = analyses.probe(model, task, label="io_first", positions=("end_pos",), layers=layers,
-                                 rows=a.probe_rows, control_type=None)
+                                 eval_rows=a.probe_rows, control_type=None)
             acc = [float(x) for x in rep.accuracy]
             row["note"] = "IO-first accuracy " + " ".join(f"{x:.2f}" for x in acc)
         out["probes"] = dict(zip(map(str, layers), acc))
