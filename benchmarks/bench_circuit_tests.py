@@ -89,7 +89,7 @@ def draws(chains: int) -> None:
                              .rename(columns={"pass_rate": metric.removesuffix("_pass")}))
             table = pd.concat(rates, axis=1)
             table = table.loc[:, ~table.columns.duplicated()]
-            print(f"-- {a.name} {a.config.nodes}: pass rate per level (level_index -1 = w0)")
+            print(f"-- {a.name} {a.nodes}: pass rate per level (level_index -1 = w0)")
             print(table.round(3).to_string())
             inc = estimate_node_inclusion(res, analysis=a.name)
             print(inc[["level_index", "node", "n_draws", "inclusion", "cp_low", "cp_high", "necessity"]]

@@ -208,7 +208,7 @@ def build_analyses(quick: bool) -> list[Any]:
     out: list[Any] = [CausalScrubbing(h, name=f"scrub_{k}", eval_rows=rows, seeds=1, bootstrap=200)
                       for k, h in hypotheses().items()]
     for offset, tag in ((1, "prev"), (2, "prev2")):
-        probe = dict(label=planted.token_back(offset), layers=(1,), control_type=None, rows=2 * rows)
+        probe = dict(label=planted.token_back(offset), layers=(1,), control_type=None, eval_rows=2 * rows)
         out += [FrozenProbe(name=f"frozen_{tag}", **probe), RefitProbe(name=f"refit_{tag}", **probe)]
     return out + [WriteNorms(eval_rows=rows), FeatureGroups(eval_rows=rows)]
 
