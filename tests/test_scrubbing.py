@@ -52,10 +52,10 @@ def full_tree(agree=EXACT, drop=None):
     return Hypothesis([*stream0(), *heads], name="full")
 
 
-def scrub_logits(model, task, hyp, rows=32, seed=0):
+def scrub_logits(model, task, hyp, eval_rows=32, seed=0):
     ids = task.tensors("test", columns=("input_ids",))["input_ids"].long()
     sc = Scrubber(model, ids, {}, seed=seed)
-    refs = torch.arange(rows)
+    refs = torch.arange(eval_rows)
     with torch.no_grad():
         return sc.run(hyp, refs), model(ids[refs]), sc, ids
 
@@ -154,11 +154,11 @@ def test_positions_relative_to_the_query(organism):
     every key a causal query reads (the whole claim); the key at the query alone is not."""
     model, task = organism
     hyp = lambda **kw: Hypothesis([Head(1, 0, k=[Embed(**kw)], v=[Embed(**kw)])])  # noqa: E731
-    whole, _, _, ids = scrub_logits(model, task, hyp(), rows=16)
+    whole, _, _, ids = scrub_logits(model, task, hyp(), eval_rows=16)
     n = ids.shape[1]
-    every, _, _, _ = scrub_logits(model, task, hyp(positions=[QueryOffset(o) for o in range(1 - n, 1)]), rows=16)
+    every, _, _, _ = scrub_logits(model, task, hyp(positions=[QueryOffset(o) for o in range(1 - n, 1)]), eval_rows=16)
     assert torch.allclose(every, whole, atol=1e-4)
-    own, _, _, _ = scrub_logits(model, task, hyp(positions=[QueryOffset(0)]), rows=16)
+    own, _, _, _ = scrub_logits(model, task, hyp(positions=[QueryOffset(0)]), eval_rows=16)
     assert (own - whole).abs().max() > 1e-2
     assert str(QueryOffset(-1)) == "q-1" and Head(0, 1, positions=QueryOffset(-1)).describe() == "Head(0,1)[exact]@pos[q-1]"
     with pytest.raises(ValueError, match=r"Hypothesis\('hypothesis'\).children: Embed has query-relative positions"):
