@@ -40,8 +40,8 @@ Head scores (attention ``A[q, k]`` from ``blocks.{l}.attn.hook_pattern``):
 :func:`head_types` classifies each head from these scores with the thresholds of
 :data:`HEAD_TYPE_THRESHOLDS`; the shipped weights' types are :data:`HEAD_TYPES`: induction heads
 L1H0-L1H3, previous-token head L0H1, n-gram heads L0H0, L0H2, L0H3. Their weight-restricted λ̂
-(``benchmarks/head_llc.py``, nβ = 300, γ = 100) is ordered as Wang et al. found: induction 4-10, n-gram
-21-31 at the end of training, and lower on average at every checkpoint measured (the types coincide
+(``benchmarks/head_llc.py``, nβ = 300, γ = 100) is ordered as Wang et al. found: induction 4-11, n-gram
+21-30 at the end of training, and lower on average at every checkpoint measured (the types coincide
 with the layers here, so a layer effect is not excluded).
 
 Training (:func:`train`): the loop of :func:`interp.organisms.induction.fit` (AdamW, lr 3e-3, weight
