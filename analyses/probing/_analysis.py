@@ -21,7 +21,7 @@ from analyses.probing._config import DEFAULT_LAMS, ProbeConfig
 from analyses.probing._data import ProbeData, probe_data
 from analyses.probing._fit import RidgeProbe, fit_ridge
 from analyses.probing._labels import LabelSpec
-from interp.checks import check_is_fitted
+from interp.checks import check_choice, check_is_fitted
 
 __all__ = ["FrozenProbe", "RefitProbe"]
 
@@ -73,8 +73,8 @@ class _ProbeAnalysis(Params):
         if self.site is None:
             test = probe_data(model, task, self.probe_config_, "test")
             return sites[int(ridge.accuracy(test.x, test.y).argmax())]
-        if self.site not in sites:
-            raise ValueError(f"site={self.site!r}: not one of the probed sites {sites}.")
+        check_choice(type(self).__name__, "site", self.site, sites,
+                     fix="Name a probed site, 'L{layer}@{position}', or None for the best on clean weights.")
         return self.site
 
 
