@@ -35,7 +35,7 @@ import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -44,9 +44,6 @@ from interp.degradations._memory import MEMORY_FRACTION, free_memory_bytes, meas
 from interp.degradations._step import NoiseBuffer, StepNorms
 from interp.degradations.stacked import StackedForward, unsupported_reason
 from interp.models import ModelCall
-
-if TYPE_CHECKING:
-    from interp.degradations._chain import ChainDiagnostics
 
 logger = logging.getLogger("interp.degradations")
 
@@ -253,7 +250,7 @@ class BatchedChains:
         self._vmap_ok = ok
         return ok
 
-    def _run_vmap(self, recs: list[ChainDiagnostics], steps: int, burnin: int, thin: int,
+    def _run_vmap(self, recs: list[Any], steps: int, burnin: int, thin: int,
                   level: Any, yield_draws: bool, bar: Any) -> Iterator[Draw]:
         C = len(recs)
         rule = self.step_rule(recs[0].nbeta, recs[0].lr)
