@@ -1,5 +1,6 @@
 """A fifth degradation defined in this file alone runs through ``run_sweep``, ``interp.dissolution``,
-the Ray executor and a sweep file: the ``Degradation`` protocol is the whole contract.
+the Ray executor (``tests/test_executors.py``, ``user-degradation``: on that module's Ray cluster) and
+a sweep file: the ``Degradation`` protocol is the whole contract.
 
 ``WeightMask`` is DropConnect at inference (Wan et al. 2013): each weight of the selected tensors is
 kept with probability 1 − p and scaled by 1/(1 − p), so E[w] = w0 and the level is the drop
@@ -10,10 +11,8 @@ the sweep file only ask its protocol members.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 
-import pandas as pd
 import pytest
 import torch
 
@@ -158,46 +157,6 @@ def test_dissolution_searches_the_declared_linear_axis(tiny, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir())[0].startswith("drop=")
     with pytest.raises(ValueError, match=r"axis='sigma': WeightMask searches along \('drop',\)"):
         interp.dissolution(model, task, Agreement(), WeightMask(), metric="agreement", threshold=0.9, axis="sigma")
-
-
-class Distance:
-    """Relative distance of the 2-d weights from w0 (a plain analysis that pickles by value)."""
-
-    name, effects, collaterals = "distance", ("distance",), ()
-
-    def setup(self, model, task):
-        self.w0 = [q.detach().clone() for q in model.parameters() if q.dim() == 2]
-
-    def __call__(self, model, task):
-        with torch.no_grad():
-            now = [q for q in model.parameters() if q.dim() == 2]
-            num = sum(float(((q - w) ** 2).sum()) for q, w in zip(now, self.w0))
-            return {"distance": math.sqrt(num / sum(float((w**2).sum()) for w in self.w0))}
-
-
-@pytest.mark.slow
-def test_ray_executor_runs_it_as_locally(organism):
-    """One Ray job per level (the default ``chain_jobs``), the same table as the local executor."""
-    ray = pytest.importorskip("ray")
-    from ray import cloudpickle
-
-    from interp.sweep import ModelRecipe, RayExecutor
-
-    model, task = organism
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
-    deg = WeightMask(draws_per_level=2, seed=3)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        local = interp.run_sweep(model, task, [Distance()], deg, [0.05, 0.2], eval_rows=16, progress=False)
-        on_ray = interp.run_sweep(ModelRecipe(organism="induction"), task, [Distance()], deg, [0.05, 0.2],
-                                  eval_rows=16, progress=False,
-                                  executor=RayExecutor(num_cpus=2, cpus_per_job=1))
-    finally:
-        torch.set_num_threads(threads)
-        ray.shutdown()
-    pd.testing.assert_frame_equal(local.table, on_ray.table, check_exact=True)
-    assert on_ray.meta["config"] == local.meta["config"] and set(on_ray.table["degradation"]) == {"WeightMask"}
 
 
 def test_a_sweep_file_names_it_by_its_registered_name(tmp_path):

@@ -17,6 +17,7 @@ import interp
 from interp.degradations import CalibrationConfig, LossIncrease, NBeta, TemperedPosterior, WeightNoise
 from interp.sweep import LocalExecutor, ModelRecipe, RayExecutor, SweepJobsFailed, resolve_executor
 from interp.results import Results
+from test_degradation_protocol import WeightMask  # a degradation defined in a test file alone
 
 ray = pytest.importorskip("ray")
 
@@ -78,7 +79,8 @@ def cluster():
     torch thread, so float reductions agree bit for bit."""
     from ray import cloudpickle
 
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    for module in (__name__, WeightMask.__module__):  # workers cannot import tests/
+        cloudpickle.register_pickle_by_value(sys.modules[module])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
@@ -100,7 +102,9 @@ def same(a: Results, b: Results) -> None:
     (sampler(), [NBeta(300.0)]),  # chains vectorised locally: one job per level
     # RMSProp-SGLD per chain: each job's preconditioner starts afresh, as in the local chain
     (sampler(vectorize=False, sampler="rmsprop"), [LossIncrease(0.05)]),
-], ids=["weight-noise", "sampler-per-chain", "sampler-vectorised", "rmsprop-per-chain"])
+    # a user's degradation: its default chain_jobs, one job per level
+    (WeightMask(draws_per_level=2, seed=3), [0.05, 0.2]),
+], ids=["weight-noise", "sampler-per-chain", "sampler-vectorised", "rmsprop-per-chain", "user-degradation"])
 def test_ray_table_identical_to_local(cluster, organism, degradation, levels):
     model, task = organism
     local = interp.run_sweep(model, task, analyses(), degradation, levels, eval_rows=32, progress=False)
