@@ -290,7 +290,6 @@ def _extrapolate_localization(model: torch.nn.Module, target: Any, level: Any, e
         f = 0.5 ** j
         kw = dict(sampler_kwargs, localization=base.localization * f, nbeta=plan.nbeta,
                   burnin=round(base.burnin / f), n_draws=round(base.n_draws / f), seed=base.seed + 104_729 * j)
-        kw.pop("n_draws", None)
         ests.append(estimate_llc(model, target, NBeta(plan.nbeta), extrapolate=extrapolate, **kw))
     c = extrapolation_weights([e.localization for e in ests], [e.stderr ** 2 for e in ests])
     mean = sum(ci * e.mean for ci, e in zip(c, ests))
