@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check (the day a GPU is lent), under 5 minutes on one H100-class GPU:
-#   1. the cuda-marked tests (tests/test_cuda.py): capture, stacked and sequential chains with the CPU's
+#   1. the cuda-marked tests (tests/interp/degradations/test_cuda.py): capture, stacked and sequential chains with the CPU's
 #      draws, calibration and the behavioural objective on CUDA, the DLN oracle's λ̂ CUDA vs CPU;
 #   2. the sampler on the GPU: SGLD chain-steps per second of interp's TemperedPosterior on a
 #      GPT-2-small-sized Hugging Face bridge (12 layers, d_model 768, 124M weights, random init,
@@ -20,7 +20,7 @@ if [ "$DEVICE" = cuda ]; then
   python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'gpu_check: no CUDA device here; nothing to check')"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   echo "== 1. cuda tests"
-  timeout 200 python -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider
+  timeout 200 python -m pytest -q -m cuda tests/interp/degradations/test_cuda.py -p no:cacheprovider
 fi
 echo "== 2. sampler on $DEVICE, GPT-2-small-sized bridge, batch $SHAPE"
 timeout 150 python - "$SHAPE" "$DEVICE" "${GPU_CHECK_SMALL:-0}" <<'EOF'

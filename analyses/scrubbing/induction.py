@@ -25,7 +25,7 @@ resampled. The wrong hypotheses keep the structure and break one claim:
 (:mod:`interp.organisms.compiled`, one induction head L1H0, previous-token head L0H0, decoy L0H1), plus
 ``wrong_position`` (K from the previous-token head, claimed to carry the token two back). There the
 circuit is known by construction: the true hypothesis recovers 100% (KL 0) and every false one
-0.15–0.24 (``tests/test_scrubbing_compiled.py``).
+0.15–0.24 (``tests/analyses/test_scrubbing_compiled.py``).
 
 Example::
 

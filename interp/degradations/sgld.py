@@ -17,7 +17,7 @@ with ``L`` the per-token mean loss of the target. One step, with ε = ``lr`` and
 LLC estimate after burn-in: λ̂ = B·(E[L_batch(w_t)] − L(w0)); specific heat B²·Var(L_fixed) on a
 fixed evaluation batch as a second estimator (agreement is an equilibrium diagnostic).
 
-Choosing γ and ε for an LLC estimate (measured on deep linear networks, ``tests/test_sampler.py``):
+Choosing γ and ε for an LLC estimate (measured on deep linear networks, ``tests/interp/degradations/test_sampler.py``):
 near a singular w0 the loss is locally homogeneous, so E[B·L] depends on (B, γ) through κ = γ/√B and
 approaches λ only like λ − (m − 1)/log(1/κ²) (m the multiplicity); valleys of the zero set are held
 only by γ and relax in ≈ 1/(εγ) steps. B = 10³, γ = 10 (κ = 0.32) is 8–17% low.

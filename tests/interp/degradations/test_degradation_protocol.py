@@ -1,5 +1,5 @@
 """A fifth degradation defined in this file alone runs through ``run_sweep``, ``interp.dissolution``,
-the Ray executor (``tests/test_executors.py``, ``user-degradation``: on that module's Ray cluster) and
+the Ray executor (``tests/interp/sweep/test_executors.py``, ``user-degradation``: on that module's Ray cluster) and
 a sweep file: the ``Degradation`` protocol is the whole contract.
 
 ``WeightMask`` is DropConnect at inference (Wan et al. 2013): each weight of the selected tensors is

@@ -9,7 +9,7 @@ import pytest
 
 from interp.results import Results
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _check_report():

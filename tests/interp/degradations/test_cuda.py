@@ -14,7 +14,7 @@ chains): the divergence check B·(L − L0) > threshold decides on it before the
 On CUDA the noise is drawn from the chains' CPU generators, so a chain on the GPU draws the same
 numbers as on the CPU: draws agree up to float rounding (float32 here: 1e-3 on the loss), and the
 deep linear network's λ̂ (Aoyagi's oracle, float32 weights and update) on the GPU equals the CPU's to
-2% and Aoyagi's value to 15% (short chains). Run them with ``pytest -m cuda tests/test_cuda.py``
+2% and Aoyagi's value to 15% (short chains). Run them with ``pytest -m cuda tests/interp/degradations/test_cuda.py``
 (``benchmarks/gpu_check.sh``); without a GPU they are skipped.
 """
 

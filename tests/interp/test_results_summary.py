@@ -12,7 +12,7 @@ import pytest
 from interp.results import Results, is_bounded
 from interp.stats import bootstrap_interval, t_quantile_975
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _bench():

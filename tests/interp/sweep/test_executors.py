@@ -17,7 +17,11 @@ import interp
 from interp.degradations import CalibrationConfig, LossIncrease, NBeta, TemperedPosterior, WeightNoise
 from interp.sweep import LocalExecutor, ModelRecipe, RayExecutor, SweepJobsFailed, resolve_executor
 from interp.results import Results
-from test_degradation_protocol import WeightMask  # a degradation defined in a test file alone
+
+# a degradation defined in a test file alone (tests/interp/degradations/); pytest imports test modules
+# by their file name, so this is the same module object as the one it collects
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "degradations"))
+from test_degradation_protocol import WeightMask  # noqa: E402
 
 ray = pytest.importorskip("ray")
 

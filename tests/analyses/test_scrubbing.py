@@ -352,7 +352,7 @@ def test_small_task_too_few_rows(organism):
 
 def test_run_sweep_with_causal_scrubbing(organism):
     """The analysis runs inside a sweep (cheap WeightNoise levels; the TemperedPosterior survival curve
-    is tested in tests/test_results_survival.py) and the weights come back unchanged."""
+    is tested in tests/interp/test_results_survival.py) and the weights come back unchanged."""
     model, task = organism
     before = {k: v.clone() for k, v in model.state_dict().items()}
     hyps = hypotheses()
