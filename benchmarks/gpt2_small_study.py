@@ -173,7 +173,7 @@ def vocabulary() -> list[str]:
 
 
 def tokenizer():
-    from interp.textdata import build_word_tokenizer
+    from interp.tokenizing import build_word_tokenizer
 
     return build_word_tokenizer([" ".join(vocabulary())])
 

@@ -4,7 +4,7 @@ next tokens and split the rows into a train/test ``DatasetDict``.
 The machinery behind :meth:`Task.from_texts <interp.tasks.Task.from_texts>`,
 :meth:`Task.from_dataset <interp.tasks.Task.from_dataset>` and
 :meth:`Task.from_pairs <interp.tasks.Task.from_pairs>` (the conventions, packing, padding and pairs,
-are described in :mod:`interp.textdata`). It returns plain datasets, so it sits below
+are described in :mod:`interp.tasks`). It returns plain datasets, so it sits below
 :mod:`interp.tasks`, which wraps them in a ``Task``.
 
 Splits: at random (``seed``), or by group (``group=COLUMN``): every row whose ``COLUMN`` value is one of

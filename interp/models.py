@@ -54,7 +54,7 @@ import torch
 from interp.tokenizing import _NO_TOKENIZER_FIX, build_word_tokenizer, check_tokenizer, model_vocab
 
 __all__ = ["load_model", "device_of", "hub_reachable", "default_device", "resolve_device", "resolve_dtype", "place",
-           "check_tokenizer", "model_vocab", "has_lm_head", "check_lm_head"]
+           "has_lm_head", "check_lm_head"]
 
 # the seed under which load_model initialises whatever the checkpoint lacks (e.g. a missing LM head)
 LOAD_SEED = 0

@@ -6,15 +6,37 @@ A :class:`Task` holds a ``datasets.DatasetDict`` with ``train`` and ``test`` spl
 Other columns are labels and metadata (probe labels, induction periods, the values an interpretation
 assigns). Padded rows carry an ``attention_mask`` (1 = real token; padding on the right).
 
-Build a task from text with the model's tokenizer (:mod:`interp.textdata`): :meth:`Task.from_texts`
+Build a task from text with the model's tokenizer: :meth:`Task.from_texts`
 (packed or padded rows), :meth:`Task.from_dataset` (a Hugging Face dataset, streaming too) and
 :meth:`Task.from_pairs` (prompt/answer pairs; with wrong answers, :meth:`Task.evaluate` also reports
 the mean logit difference). Given the model, they decide from it whether the task has a loss (a model
 without a next-token head, such as MiniLM, gives ``has_loss=False``) and tokenise padded texts and
 prompts as ``model.to_tokens`` does, BOS included; given a tokenizer only, as the tokenizer does.
-Rows are split at random, or by group (``group=COLUMN``: hold out whole words, templates or names).
 Loss-based methods (:meth:`Task.loss`, :meth:`Task.evaluate`, :meth:`Task.logit_diff`) refuse a model
 without a next-token head instead of reading its hidden states as logits.
+
+Tasks from text (the rows are built in :mod:`interp._textrows`, the tokenizer helpers live in
+:mod:`interp.tokenizing`):
+
+- **Packed** (``pack=True``): the texts are joined, separated by the tokenizer's end-of-text token,
+  and cut into rows of exactly ``max_length`` tokens (the last partial row is dropped); every token
+  but each row's first is scored. Per-text columns cannot follow texts into packed rows.
+- **Padded** (``pack=False``): one row per text, padded to the longest; the text's tokens after the
+  first are scored. Extra per-text columns (probe labels, ``Agree`` columns) are kept.
+- **Pairs** (IOI-style, Wang et al. 2022): each row is ``prompt + answer``; only the answer tokens
+  are scored, so the loss is the answer's cross-entropy. With ``wrong_answers`` (single tokens) the
+  rows also carry ``answer_id``, ``wrong_id`` and ``answer_pos``, and ``Task.evaluate`` reports the
+  mean logit difference logit(answer) − logit(wrong) at the position predicting the answer.
+
+Rows are split at random (``seed``) into ``test_fraction`` test rows and the rest train, or by group
+(``group=COLUMN``: every row of a held-out value, a word, a template or a name, is a test row).
+
+Tokens: given the model, padded texts and prompts are tokenised as ``model.to_tokens(text)`` tokenises
+them, with the BOS it prepends (so ``answer_pos`` is ``model.to_tokens(prompt).shape[1]``); given a
+tokenizer alone, as ``tokenizer(text)`` does. Packed texts are separated by the end-of-text token,
+unless the tokenizer closes each text itself (BERT's ``[SEP]``): a BERT stream reads
+``… [SEP] [CLS] …``, never ``[UNK]``. Given the model, the task has a loss only if the model has a
+next-token head (:func:`interp.models.has_lm_head`).
 
 The loss is the per-token mean cross-entropy over scored targets,
 

@@ -5,7 +5,7 @@ and build an offline word-level tokenizer.
 more tokens than the embedding has rows) and warns when it holds under 90% of them (probably another
 model's); :func:`model_vocab` reads the embedding's row count (``cfg.d_vocab`` can lag behind);
 :func:`build_word_tokenizer` makes a whitespace word-level tokenizer for synthetic corpora and tests.
-The loaders (:mod:`interp.models`) and the text-task builders (:mod:`interp.textdata`) both use them,
+The loaders (:mod:`interp.models`) and the text-task builders (:mod:`interp._textrows`) both use them,
 so they sit below both.
 
 Example::

@@ -324,20 +324,6 @@ def test_no_import_cycles_in_interp():
         "\n".join(" <-> ".join(c) for c in cycles)
 
 
-def test_names_moved_to_break_cycles_keep_their_old_paths():
-    """The cycle models/tasks/textdata was broken by moving names
-    down a layer; the old import paths still give the same objects."""
-    from interp import models, textdata, tokenizing
-
-    assert models.check_tokenizer is tokenizing.check_tokenizer
-    assert models.model_vocab is tokenizing.model_vocab
-    assert textdata.build_word_tokenizer is tokenizing.build_word_tokenizer
-    tok = tokenizing.build_word_tokenizer(["a b c d e"])
-    via_alias = textdata.texts_task(["a b c d e"] * 4, tok, max_length=3, name="t", seed=1)
-    via_task = type(via_alias).from_texts(["a b c d e"] * 4, tok, max_length=3, name="t", seed=1)
-    assert via_alias.name == via_task.name == "t" and via_alias.description == via_task.description
-    assert via_alias.dataset["train"]["input_ids"] == via_task.dataset["train"]["input_ids"]
-
 # ---- importing each module alone, in a fresh interpreter (one fork per module) ----------------------
 
 _ISOLATED = r"""

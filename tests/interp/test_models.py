@@ -9,7 +9,7 @@ import torch
 import transformers
 
 import interp
-from interp.textdata import build_word_tokenizer
+from interp.tokenizing import build_word_tokenizer
 
 WORDS = [f"w{i}" for i in range(48)]          # + <unk>, <eos>: 50 tokens
 

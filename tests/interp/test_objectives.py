@@ -364,7 +364,7 @@ def trained_gpt2(tmp_path_factory):
 
     import interp
     from interp.tasks import Task
-    from interp.textdata import build_word_tokenizer
+    from interp.tokenizing import build_word_tokenizer
 
     torch.manual_seed(0)
     prompts, _, _ = _ioi_prompts(1, 0)

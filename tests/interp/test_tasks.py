@@ -79,7 +79,7 @@ def test_validation_errors_name_the_problem():
 
 
 # ------------------------------------------------------------------------- tasks from text
-from interp.textdata import build_word_tokenizer  # noqa: E402
+from interp.tokenizing import build_word_tokenizer  # noqa: E402
 
 CORPUS = ["the cat sat on the mat", "a dog ran in the park", "the bird sang", "we saw the cat run"]
 
