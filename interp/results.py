@@ -414,9 +414,13 @@ class Results:
             if not isinstance(noise, Results):
                 raise ValueError(f"verdicts(noise={type(noise).__name__}): give the weight-noise sweep's Results "
                                  "(e.g. Results.load('runs/noise')), or None.")
-            if not any(str(d).lower() == "weightnoise" for d in noise.table["degradation"].unique()):
-                raise ValueError(f"verdicts(noise=...): those results hold {sorted(map(str, noise.table['degradation'].unique()))}, "
-                                 "not WeightNoise; give the weight-noise sweep's results.")
+            from interp.degradations import equal_loss_role, registered_degradations
+
+            held = noise.table["degradation"].unique()
+            if not any(equal_loss_role(d) == "baseline" for d in held):
+                named = [n for n, c in registered_degradations().items() if getattr(c, "equal_loss_role", None) == "baseline"]
+                raise ValueError(f"verdicts(noise=...): those results hold {sorted(map(str, held))}, not {' or '.join(named)} "
+                                 "(the baseline at equal ΔL); give the weight-noise sweep's results.")
         res = self if noise is None else Results.concat([self, noise])
         return verdict_lines(res, thresholds or self.meta.get("thresholds"), relative=relative, names=names,
                              axis=axis)

@@ -279,11 +279,17 @@ def _clause(d: Any) -> str:
 
 
 def _is_posterior(degradation: Any) -> bool:
-    return "posterior" in str(degradation).lower()
+    """Whether the table's ``degradation`` names the one judged at equal ΔL (its ``equal_loss_role``)."""
+    from interp.degradations import equal_loss_role
+
+    return equal_loss_role(degradation) == "posterior"
 
 
 def _is_weight_noise(degradation: Any) -> bool:
-    return str(degradation).lower().replace("_", "") == "weightnoise"
+    """Whether the table's ``degradation`` names the baseline at equal ΔL (its ``equal_loss_role``)."""
+    from interp.degradations import equal_loss_role
+
+    return equal_loss_role(degradation) == "baseline"
 
 
 def compare_with_noise(posterior: Verdict, noise: Verdict) -> tuple[str, str]:

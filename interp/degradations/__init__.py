@@ -45,10 +45,12 @@ from interp.degradations._core import (
     NBeta,
     SearchAxis,
     WeightSnapshot,
+    equal_loss_role,
     register_degradation,
     registered_degradations,
     unregister_degradation,
 )
+from interp.degradations.cost import PlanCosts, Work
 from interp.degradations._select import clean_name, select_parameters, transformerlens_names
 from interp.degradations.baselines import ActivationNoise, Checkpoints, WeightNoise
 from interp.degradations._batched import ChainStacking
@@ -85,13 +87,16 @@ __all__ = [
     "LevelPlan",
     "LossIncrease",
     "NBeta",
+    "PlanCosts",
     "SamplingRun",
     "SearchAxis",
     "TemperedPosterior",
     "WeightNoise",
     "WeightSnapshot",
+    "Work",
     "assess_calibration",
     "clean_name",
+    "equal_loss_role",
     "estimate_component_llcs",
     "estimate_llc",
     "head_pattern",

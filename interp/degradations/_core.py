@@ -6,7 +6,9 @@ column of ``Results.levels()`` a plain-number level fills), how a level is check
 (``check_level``), how ``interp.dissolution`` searches along it (:class:`SearchAxis`: start,
 limits, which way is "more degraded", log or linear midpoints; ``search_level`` turns a value on
 the axis into a level), and how an executor splits a level into jobs (``chain_jobs``). The sweep,
-the dissolution search, ``Results.levels`` and sweep files ask these members and never name a
+the dissolution search, ``Results.levels``, the progress bar and ``interp.plan``
+(``work``, ``plan_costs``: :mod:`interp.degradations.cost`), ``Results.verdicts``
+(``equal_loss_role``) and sweep files ask these members and never name a
 degradation class, so adding one is one class: subclass :class:`Degradation` (its defaults fill the
 optional members) and decorate it with :func:`register_degradation` to make sweep files know it.
 
@@ -55,6 +57,7 @@ __all__ = [
     "register_degradation",
     "registered_degradations",
     "unregister_degradation",
+    "equal_loss_role",
     "LossIncrease",
     "NBeta",
     "Level",
@@ -225,10 +228,17 @@ class Degradation(Protocol):
     run it with; default: the value itself) and ``chain_jobs(model, target)`` (how an executor
     splits a level: ``[None]``, one job per level, the default; or chain indices, each a job run
     with the degradation's ``plan(model, target, level)``, ``run_chain(model, target, level,
-    plan, chain)`` and ``assess(calibration, chains)``).
+    plan, chain)`` and ``assess(calibration, chains)``), ``work(levels)`` (what the sweep's progress
+    bar counts; default: one unit per expected draw), ``plan_costs(model, target, levels,
+    probe_steps, costs)`` (its share of ``interp.plan``; default: one draw timed) and
+    ``equal_loss_role`` (its part in the comparison at equal ΔL of ``Results.verdicts``; default:
+    none).
     """
 
     level_axis: ClassVar[LevelAxis]
+    #: ``"posterior"`` (its dissolution is judged against the baseline's at equal ΔL), ``"baseline"``
+    #: (the weight-noise baseline of that comparison) or ``None``: read by ``Results.verdicts``
+    equal_loss_role: ClassVar[str | None] = None
 
     def draws(self, model: torch.nn.Module, target: Any, level: Level = None) -> Iterator[Draw]: ...
 
@@ -257,10 +267,30 @@ class Degradation(Protocol):
         """The jobs one level splits into on an executor: ``[None]`` (the whole level one job)."""
         return [None]
 
+    def work(self, levels: Sequence[Level]) -> Any:
+        """What a sweep's progress bar counts over ``levels``: an ``interp.degradations.cost.Work``,
+        by default one unit per draw (``expected_draws`` of each level)."""
+        from interp.degradations.cost import Work
+
+        return Work([self.expected_draws(level) for level in levels])
+
+    def plan_costs(self, model: torch.nn.Module, target: Any, levels: Sequence[Level], probe_steps: int,
+                   costs: dict[str, float]) -> Any:
+        """This degradation's share of ``interp.plan``: an ``interp.degradations.cost.PlanCosts``,
+        measured on ``model`` at w0 (restored bit-identically), its unit costs put in ``costs``; by
+        default one draw of the first level timed (``probe_steps`` is the sampler's)."""
+        from interp.degradations.cost import time_draws
+
+        return time_draws(self, model, target, levels, costs)
+
 
 #: sweep-file name -> degradation class (:func:`register_degradation`)
 _REGISTRY: dict[str, type] = {}
-_MEMBERS = ("draws", "check_level", "replicates", "check", "expected_draws", "search_level", "chain_jobs")
+_MEMBERS = ("draws", "check_level", "replicates", "check", "expected_draws", "search_level", "chain_jobs",
+            "work", "plan_costs")
+#: the roles in the comparison at equal ΔL (``Results.verdicts``): the degradation whose dissolution
+#: is judged, and the baseline it is judged against
+ROLES = ("posterior", "baseline")
 
 
 def register_degradation(cls: type) -> type:
@@ -272,6 +302,10 @@ def register_degradation(cls: type) -> type:
     missing = [m for m in _MEMBERS if not callable(getattr(cls, m, None))]
     if not isinstance(getattr(cls, "level_axis", None), LevelAxis):
         missing.insert(0, "level_axis (a LevelAxis)")
+    role = getattr(cls, "equal_loss_role", None)
+    if role is not None and role not in ROLES:
+        raise ValueError(f"register_degradation({cls.__name__}): equal_loss_role={role!r}; one of {ROLES} "
+                         "or None (the default: not part of the comparison at equal ΔL).")
     if missing:
         raise ValueError(f"register_degradation({cls.__name__}): lacks {missing} of the Degradation protocol; "
                          "subclass interp.degradations.Degradation for the defaults and define the rest.")
@@ -292,6 +326,29 @@ def unregister_degradation(name: str) -> None:
 
 #: the entry-point group through which an installed package registers its degradations
 ENTRY_POINT_GROUP = "interp.degradations"
+
+
+def equal_loss_role(name: Any) -> str | None:
+    """The ``equal_loss_role`` of the registered degradation a table's ``degradation`` column names
+    (its class name; case and underscores ignored): ``"posterior"``, ``"baseline"`` or ``None``."""
+    global _ENTRY_POINTS_READ
+
+    def find() -> type | None:
+        key = str(name).lower().replace("_", "")
+        return next((c for n, c in _REGISTRY.items() if n.lower().replace("_", "") == key), None)
+
+    import interp.degradations  # noqa: F401 - the shipped degradations register themselves
+
+    cls = find()
+    if cls is None and not _ENTRY_POINTS_READ:  # installed packages' ones, read once (~10 ms)
+        registered_degradations()
+        _ENTRY_POINTS_READ = True
+        cls = find()
+    return getattr(cls, "equal_loss_role", None)
+
+
+#: whether :func:`equal_loss_role` has read the entry points once
+_ENTRY_POINTS_READ = False
 
 
 def registered_degradations() -> dict[str, type]:

@@ -125,6 +125,8 @@ class WeightNoise(_GaussianNoise):
     (first ``eval_rows`` train rows of a Task, or the callable), NaN without a target.
     """
 
+    equal_loss_role = "baseline"  # Results.verdicts judges the tempered posterior against it at equal ΔL
+
     sigma: float = 0.01
     relative: bool = False
     draws_per_level: int = 8

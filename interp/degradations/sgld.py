@@ -86,6 +86,8 @@ from interp.degradations._core import (
 from interp.degradations._select import Restrict
 from interp.degradations._select import check_restrict, select_parameters, selected_size
 from interp.degradations._step import SAMPLERS
+from interp.degradations.cost import PlanCosts
+from interp.degradations.sgld_cost import SamplerWork, posterior_costs
 from interp.degradations.calibration import (
     CalibrationConfig,
     CalibrationFailed,
@@ -296,6 +298,7 @@ class TemperedPosterior(Degradation):
     # ------------------------------------------------------------- the Degradation protocol's level axis
     #: a plain-number level is nβ; interp.dissolution searches a target loss increase Δ (calibrated,
     #: the default) or nβ itself (on the temperature 1/nβ, which grows with degradation)
+    equal_loss_role = "posterior"  # Results.verdicts judges its dissolution against weight noise's
     level_axis = LevelAxis("nbeta", "inverse temperature nβ on the per-token mean loss", search=(
         SearchAxis("loss_increase", 0.1, (0.003, 3.0)),
         SearchAxis("nbeta", 1000.0, (1.0, 1e6), increasing=False),
@@ -332,6 +335,16 @@ class TemperedPosterior(Degradation):
             return LossIncrease(value), self
         kwargs = {n: getattr(self, n) for n in self.field_names()}
         return LossIncrease(value), type(self)(**{**kwargs, "nbeta": hint})
+
+    def work(self, levels: Sequence[Any]) -> SamplerWork:
+        """The progress bar counts SGLD steps: calibration pilots, burn-in and thinning included."""
+        return SamplerWork(self, levels)
+
+    def plan_costs(self, model: torch.nn.Module, target: Any, levels: Sequence[Any], probe_steps: int,
+                   costs: dict[str, float]) -> PlanCosts:
+        """The engine built, ``probe_steps`` SGLD steps timed, the calibration rounds predicted
+        (:func:`interp.degradations.sgld_cost.posterior_costs`)."""
+        return posterior_costs(self, model, target, levels, probe_steps, costs)
 
     def chain_jobs(self, model: torch.nn.Module, target: Any) -> list[int | None]:
         """One job per chain, each run with :meth:`plan`, :meth:`run_chain` and :meth:`assess`;

@@ -118,7 +118,7 @@ def check_protocol(degradation: Any) -> None:
     if isinstance(degradation, Degradation) and isinstance(degradation.level_axis, LevelAxis):
         return
     members = ("level_axis", "draws", "check_level", "replicates", "check", "expected_draws", "search_level",
-               "chain_jobs")
+               "chain_jobs", "work", "plan_costs", "equal_loss_role")
     missing = [m for m in members if not hasattr(degradation, m)]
     if not isinstance(getattr(degradation, "level_axis", None), LevelAxis):
         missing = sorted(set(missing) | {"level_axis"})

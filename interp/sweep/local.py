@@ -7,8 +7,9 @@ analysis is run and stored
 every path (an exception, Ctrl-C), so its own ``finally`` restores w0 and removes its hooks at once,
 also when the caller keeps the exception (and with it this frame) alive, as IPython does.
 
-The progress bar (``tqdm.auto``) spans the whole sweep, so its ETA is the sweep's: for the tempered
-posterior it counts SGLD steps (calibration pilots, burn-in and thinning included), else draws.
+The progress bar (``tqdm.auto``) spans the whole sweep, so its ETA is the sweep's: it counts the
+units the degradation's ``work(levels)`` declares (draws by default; SGLD steps, calibration pilots,
+burn-in and thinning included, for the tempered posterior).
 
 Example::
 
@@ -108,56 +109,34 @@ class LocalExecutor:
 
 
 class _Work:
-    """What the sweep's progress bar counts, so that its ETA is the whole sweep's: SGLD steps for the
-    tempered posterior (each level's calibration pilots and every chain's burn-in and thinning
-    included: a draw advances the bar by the steps since its chain's previous draw), draws for the
-    other degradations. A calibrated level is counted with :data:`GUESS_ROUNDS` pilot rounds until
-    its calibration has run; then with the rounds it took."""
-
-    #: pilot rounds a calibrated level is assumed to take until it has been calibrated
-    GUESS_ROUNDS = 2
+    """The sweep's progress bar over the units the degradation's ``work(levels)`` counts (one per
+    draw by default; SGLD steps, calibration pilots included, for the sampler), so that its ETA is
+    the whole sweep's: the total is corrected as levels report what they did."""
 
     def __init__(self, degradation: Any, levels: list[Any]) -> None:
-        from interp.degradations import LossIncrease, TemperedPosterior
-
-        self.sampler = isinstance(degradation, TemperedPosterior)
-        self.unit = "step" if self.sampler else "draw"
-        self.pilot = 0
-        if self.sampler:
-            d, cal = degradation, degradation.calibration
-            self.burnin, self.thin = d.burnin, d.thin
-            steps = d.burnin + (d.n_draws - 1) * d.thin + 1
-            p_burnin = d.burnin if cal.pilot_burnin is None else cal.pilot_burnin
-            p_draws = d.n_draws if cal.pilot_draws is None else cal.pilot_draws
-            p_thin = d.thin if cal.pilot_thin is None else cal.pilot_thin
-            self.pilot = cal.pilot_chains * (p_burnin + (p_draws - 1) * p_thin + 1)
-            rounds = [min(self.GUESS_ROUNDS, cal.max_rounds) if isinstance(lv, LossIncrease) else 0 for lv in levels]
-            self.expected: list[int | None] = [r * self.pilot + d.chains * steps for r in rounds]
-            self.guessed = rounds
-        else:
-            self.expected = [kernel.expected_draws(degradation, level) for level in levels]
-            self.guessed = [0] * len(levels)
-        self.total = sum(self.expected) if all(n is not None for n in self.expected) else None
+        self.units = degradation.work(levels)
+        expected = getattr(self.units, "expected", None)
+        if not isinstance(expected, list) or len(expected) != len(levels):
+            raise ValueError(f"{type(degradation).__name__}.work(levels) returned {self.units!r}: it must return an "
+                             f"interp.degradations.Work with one expected count per level ({len(levels)}); "
+                             "subclass Work, or drop work() for the default of one unit per draw.")
+        self.unit = self.units.unit
+        self.expected = expected  # the units' own list: started() may correct a level's entry
+        self.total = self.units.total
         self.done = [0] * len(levels)
 
     def calibrated(self, bar: Any, li: int, draws: Any) -> None:
-        """A level's first draw: its calibration (if any) is over; count the rounds it took."""
-        record = getattr(draws, "calibration", None)
-        if not self.sampler or record is None:
-            return
-        rounds = len(getattr(record, "rounds", ()))
-        extra = (rounds - self.guessed[li]) * self.pilot
-        self.expected[li] += extra
-        if bar.total is not None:
-            bar.total += extra
-        self.done[li] += rounds * self.pilot
-        bar.update(rounds * self.pilot)
+        """A level's first draw: what it did before (a calibration) is over; count it."""
+        before = self.expected[li]
+        ran = self.units.started(li, draws)
+        if before is not None and self.expected[li] is not None and bar.total is not None:
+            bar.total += self.expected[li] - before
+        self.done[li] += ran
+        bar.update(ran)
 
     def advance(self, li: int, draw: Any) -> int:
         """How far one draw moves the bar."""
-        n = 1
-        if self.sampler:
-            n = self.burnin + 1 if int(draw.draw) == 0 else self.thin
+        n = self.units.advance(li, draw)
         self.done[li] += n
         return n
 

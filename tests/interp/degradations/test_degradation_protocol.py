@@ -1,4 +1,5 @@
-"""A fifth degradation defined in this file alone runs through ``run_sweep``, ``interp.dissolution``,
+"""A fifth degradation defined in this file alone runs through ``run_sweep`` (its progress bar),
+``interp.plan``, ``interp.dissolution``,
 the Ray executor (``tests/interp/sweep/test_executors.py``, ``user-degradation``: on that module's Ray cluster) and
 a sweep file: the ``Degradation`` protocol is the whole contract.
 
@@ -111,22 +112,29 @@ def test_the_protocol_is_checked_where_a_degradation_is_registered_and_used(tiny
     class Half:  # draws() alone is not a degradation any more
         def draws(self, model, target, level=None):
             yield from ()
-    with pytest.raises(ValueError, match=r"lacks \['chain_jobs', 'check', 'check_level', 'expected_draws', "
-                                         r"'level_axis', 'replicates', 'search_level'\] of the .*Degradation"):
+    with pytest.raises(ValueError, match=r"lacks \['chain_jobs', 'check', 'check_level', 'equal_loss_role', "
+                                         r"'expected_draws', 'level_axis', 'plan_costs', 'replicates', "
+                                         r"'search_level', 'work'\] of the .*Degradation"):
         interp.run_sweep(model, task, [Agreement()], Half(), [0.1], progress=False)
     with pytest.raises(ValueError, match=r"register_degradation\(Half\): lacks \['level_axis \(a LevelAxis\)'"):
         register_degradation(Half)
+    odd = type("OddRole", (WeightMask,), {"equal_loss_role": "noise"})
+    with pytest.raises(ValueError, match=r"register_degradation\(OddRole\): equal_loss_role='noise'; one of "
+                                         r"\('posterior', 'baseline'\) or None"):
+        register_degradation(odd)
     clash = type("WeightMask", (WeightMask,), {"__module__": "elsewhere"})
     with pytest.raises(ValueError, match=r"the name 'WeightMask' is taken by .*test_degradation_protocol"):
         register_degradation(clash)
 
 
-def test_run_sweep_drops_the_stated_fraction_and_restores_w0(tiny):
+def test_run_sweep_drops_the_stated_fraction_and_restores_w0(tiny, capsys):
     model, task = tiny
     before = weights_digest(model)
     res = interp.run_sweep(model, task, [Agreement()], WeightMask(draws_per_level=3), [0.1, 0.4],
-                           eval_rows=8, progress=False)
+                           eval_rows=8, progress=True)
     assert weights_digest(model) == before  # bit-identical after the sweep
+    err = capsys.readouterr().err  # one bar over the sweep's 2 × 3 draws (the default work(): its draws)
+    assert "WeightMask level 2/2 (0.4)" in err and "6/6" in err and "draw" in err
     assert res.meta["config"]["level_axis"] == {"name": "drop", "units": "probability that a weight is dropped"}
     s = res.summary().set_index(["level_index", "metric"])
     n = sum(q.numel() for q in model.parameters() if q.dim() == 2)
@@ -139,6 +147,19 @@ def test_run_sweep_drops_the_stated_fraction_and_restores_w0(tiny):
     assert s.loc[(0, "agreement"), "mean"] > s.loc[(1, "agreement"), "mean"]
     # a drop probability is none of the numbers Results.levels() has a column for
     assert res.levels()[["nbeta", "sigma", "step"]].isna().all().all()
+
+
+def test_plan_times_one_draw_and_counts_every_draw(tiny):
+    """``interp.plan`` on it: the default ``plan_costs`` times one draw (weights back at w0) and
+    predicts the sweep's 2 × 3 draws, each analysed once."""
+    model, task = tiny
+    before = weights_digest(model)
+    p = interp.plan(model, task, [Agreement()], WeightMask(draws_per_level=3), [0.1, 0.4], eval_rows=8)
+    assert weights_digest(model) == before
+    assert p.degradation == "WeightMask" and p.counts == {"levels": 2, "draws": 6}
+    assert p.costs["draw"] > 0 and p.parts["degradation draws"] == pytest.approx(6 * p.costs["draw"])
+    assert p.parts["analyses at each draw"] == pytest.approx(6 * p.costs["analyse"])
+    assert p.seconds == pytest.approx(sum(p.parts.values())) and p.seconds_max == p.seconds
 
 
 def test_dissolution_searches_the_declared_linear_axis(tiny, tmp_path):

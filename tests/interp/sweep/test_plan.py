@@ -18,7 +18,8 @@ import torch
 
 import interp
 from interp.degradations import LossIncrease, NBeta, TemperedPosterior, WeightNoise
-from interp.sweep.plan import SweepPlan, _expected_rounds, plan
+from interp.degradations.sgld_cost import _expected_rounds
+from interp.sweep.plan import SweepPlan, plan
 
 #: the ratio actual/predicted allowed either way (module docstring)
 FACTOR = 2.25
