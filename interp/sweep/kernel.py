@@ -337,12 +337,6 @@ def analyse(analyses: Sequence[Analysis], model: torch.nn.Module, task: Any, key
     return rows
 
 
-def expected_draws(degradation: Any, level: Any) -> int | None:
-    """How many draws a level yields when no chain fails (for the sweep's progress bar), or None
-    when the degradation does not say."""
-    return degradation.expected_draws(level)
-
-
 class _CalibrationTap(logging.Filter):
     """Shows the sampler's calibration rounds on the sweep's progress bar (from the records the
     calibration logs), and lets through only the records the logger would have let through."""
