@@ -110,9 +110,15 @@ def _build(cls: type, params: dict[str, Any], where: str) -> Any:
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
         _unknown(where, set(params), {p for p in signature if p not in ("self", "args")})
     try:
-        return cls(**params)
+        built = cls(**params)
     except TypeError as err:  # an unknown keyword passed on to a config class
         raise ValueError(f"{where}: {err}") from err
+    if callable(getattr(built, "validate_params", None)):  # analyses check their parameters at setup:
+        try:                                                # a sweep file checks them before any work
+            built.validate_params()
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from err
+    return built
 
 
 def _bad(where: str, key: str, value: Any, allowed: str, fix: str = "") -> ValueError:
