@@ -317,6 +317,7 @@ class _Payload:
         return (exec, ("open(__import__('os').environ['PWNED'], 'w').write('ran')",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # torch's note on the hostile pickle
 def test_pickled_code_in_checkpoint(tmp_path, monkeypatch):
     flag = tmp_path / "pwned"
     monkeypatch.setenv("PWNED", str(flag))
