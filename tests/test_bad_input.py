@@ -583,7 +583,7 @@ def _sweep(tiny, **kw):
 
 @pytest.mark.parametrize("degradation, message", [
     (None, r"run_sweep\(degradation=None\): not a degradation: it lacks \['chain_jobs', .*'level_axis', .*\] of the "
-           r"interp.degradations.Degradation protocol. Pass one of .*TemperedPosterior\(...\), WeightNoise\(...\)"),
+           r"interp.degradations.Degradation protocol. Pass one of .*TemperedPosterior\(...\),.* WeightNoise\(...\)"),
     ("WeightNoise", r"run_sweep\(degradation='WeightNoise'\): not a degradation: it lacks"),
     (WeightNoise, r"run_sweep\(degradation=WeightNoise\): pass an instance, e.g. WeightNoise\(\), not the class"),
 ])
