@@ -352,21 +352,27 @@ def evaluate(model: Any, task: Any, quick: bool, out: str | None = None, log: An
     return pd.DataFrame(rows), pd.DataFrame(rates)
 
 
+def load_organism(quick: bool) -> tuple[Any, Any]:
+    """The planted organism and its task at the suite's size (one thread, quiet analyses, wide tables):
+    what this script and ``validity_llc.py`` start from."""
+    import logging
+
+    from interp.organisms import planted
+
+    torch.set_num_threads(1)
+    pd.set_option("display.width", 250)
+    pd.set_option("display.max_columns", 20)
+    logging.getLogger("analyses").setLevel(logging.ERROR)
+    return planted.load(n_train=1024 if quick else 2048, n_test=512 if quick else 1024)
+
+
 def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 levels, 2 chains, nβ levels (≤ 3 min)")
     parser.add_argument("--out", default=None, help="directory to keep the sweeps in")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    pd.set_option("display.width", 250)
-    pd.set_option("display.max_columns", 20)
-    import logging
-
-    logging.getLogger("analyses").setLevel(logging.ERROR)
-    from interp.organisms import planted
-
     t0 = time.perf_counter()
-    model, task = planted.load(n_train=1024 if args.quick else 2048, n_test=512 if args.quick else 1024)
+    model, task = load_organism(args.quick)
     table, rates = evaluate(model, task, args.quick, args.out)
     print("\nPer case (w0 score real / spurious; dissolution point ΔL [interval] per degradation; verdict):")
     print(table.round(3).to_string(index=False))

@@ -192,16 +192,8 @@ def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     parser.add_argument("--runs", default=None, help="the --out DIR of a full validity.py run (read back)")
     parser.add_argument("--quick", action="store_true", help="the suite's quick settings, short λ̂ chains")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    pd.set_option("display.width", 250)
-    pd.set_option("display.max_columns", 20)
-    import logging
-
-    logging.getLogger("analyses").setLevel(logging.ERROR)
-    from interp.organisms import planted
-
     t0 = time.perf_counter()
-    model, task = planted.load(n_train=1024 if args.quick else 2048, n_test=512 if args.quick else 1024)
+    model, task = validity.load_organism(args.quick)
     if args.runs:
         sweeps = load_sweeps(args.runs)
         print(f"dissolution points from the sweeps in {args.runs}")
