@@ -101,13 +101,7 @@ def test_torch_threads_do_not_leak_between_test_modules(tmp_path):
 
 #: functions of more than 80 lines (``def`` to last line, docstring included) and modules of more than
 #: 500 lines that are allowed, each with its reason; everything else over a limit fails the test below
-SIZE_EXCEPTIONS: dict[str, str] = {
-    # not yet split (issue 26): the protocol grew work/plan_costs/equal_loss_role; next, the loss
-    # targets (is_task .. SampledLoss) go to a module of their own
-    "interp/degradations/_core.py": "Degradation protocol, registry, level types, Draw, snapshot, targets",
-    # not yet split (issue 26): next, the configuration checks of TemperedPosterior
-    "interp/degradations/sgld.py": "TemperedPosterior: its fields, their checks and the protocol members",
-}
+SIZE_EXCEPTIONS: dict[str, str] = {}
 MAX_FUNCTION_LINES, MAX_MODULE_LINES = 80, 500
 
 

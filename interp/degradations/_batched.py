@@ -39,7 +39,8 @@ from typing import Any
 
 import torch
 
-from interp.degradations._core import Draw, SampledLoss
+from interp.degradations._core import Draw
+from interp.degradations._targets import SampledLoss
 from interp.degradations._memory import MEMORY_FRACTION, free_memory_bytes, measure_peak_bytes
 from interp.degradations._step import NoiseBuffer, StepNorms
 from interp.degradations.stacked import StackedForward, unsupported_reason

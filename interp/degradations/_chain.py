@@ -35,7 +35,8 @@ from typing import Any
 
 import torch
 
-from interp.degradations._core import Draw, SampledLoss, WeightSnapshot, check_objective
+from interp.degradations._core import Draw, WeightSnapshot
+from interp.degradations._targets import SampledLoss, check_objective
 from interp.degradations._select import select_parameters
 from interp.degradations._step import NoiseBuffer, StepNorms, flat_norm, make_step
 from interp.degradations._batched import BatchedChains

@@ -20,12 +20,11 @@ from interp.degradations._core import (
     Degradation,
     Draw,
     LevelAxis,
-    SampledLoss,
     SearchAxis,
     WeightSnapshot,
-    is_task,
     register_degradation,
 )
+from interp.degradations._targets import SampledLoss, is_task
 from interp.degradations._select import Restrict, check_restrict, select_parameters
 
 logger = logging.getLogger("interp.degradations")

@@ -7,7 +7,8 @@ interpolation / bisection on log B. :func:`resolve_level` turns any level into a
 (B, step size ε, calibration record). After the level's chains, :func:`assess_calibration` records
 the measured ΔL and marks a level **failed** when the calibration did not converge or the chains
 missed the target by more than the stated ``acceptance``; :func:`indistinct_levels` finds levels of
-one sweep that cannot be told apart.
+one sweep that cannot be told apart; :func:`guess_nbeta` starts a calibration from its calibrated
+neighbours (log-log interpolation, ΔL ≈ λ/B beyond them).
 
 Example::
 
@@ -43,6 +44,7 @@ __all__ = [
     "resolve_level",
     "assess_calibration",
     "indistinct_levels",
+    "guess_nbeta",
     "record_from_dict",
 ]
 
@@ -371,3 +373,20 @@ def _calibrate(eng: Any, target: float) -> CalibrationRecord:
         lr = rounds[-1].lr
     return CalibrationRecord(target=target, nbeta=B, lr=lr, rounds=tuple(rounds), converged=converged,
                              objective=eng.obj.name, units=eng.obj.units)
+
+
+def guess_nbeta(evaluated: Sequence[Mapping[str, float]], target: float) -> float | None:
+    """nβ for a target Δ interpolated log-log between calibrated neighbours (``value``: their Δ,
+    ``nbeta``: their calibrated nβ; ΔL ≈ λ/nβ beyond them); ``None`` without one."""
+    import numpy as np
+
+    known = sorted((float(p["value"]), float(p["nbeta"])) for p in evaluated
+                   if float(p.get("value", 0.0)) > 0 and math.isfinite(float(p.get("nbeta", math.nan))))
+    if not known:
+        return None
+    x, b = np.log([k[0] for k in known]), np.log([k[1] for k in known])
+    t = math.log(target)
+    if len(known) == 1 or t <= x[0] or t >= x[-1]:
+        i = 0 if t <= x[0] else -1
+        return float(math.exp(b[i] - (t - x[i])))
+    return float(math.exp(np.interp(t, x, b)))

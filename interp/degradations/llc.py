@@ -250,7 +250,7 @@ def estimate_component_llcs(model: torch.nn.Module, target: Any, level: Any = No
             raise ValueError("estimate_component_llcs(data={}): give a target, or a non-empty {name: target}.")
         datas = dict(data)
     else:
-        from interp.degradations._core import objective_label
+        from interp.degradations._targets import objective_label
 
         datas = {objective_label(data)[0]: data}
     # resolve every restrict against the model first: a typo fails before any chain runs

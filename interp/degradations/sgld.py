@@ -1,6 +1,7 @@
 """The tempered-posterior sampler: :class:`TemperedPosterior` puts localized SGLD draws in the live model.
 
-Its parts, one job per module: the update rule (:mod:`interp.degradations._step`), the chain loop
+Its parts, one job per module: the checks of its configuration (:mod:`interp.degradations.sgld_checks`),
+the update rule (:mod:`interp.degradations._step`), the chain loop
 (:mod:`interp.degradations._chain`), calibration of loss-increase levels
 (:mod:`interp.degradations.calibration`) and the LLC estimator (:mod:`interp.degradations.llc`,
 :func:`~interp.degradations.estimate_llc`).
@@ -69,7 +70,7 @@ from typing import Any
 
 import torch
 
-from interp.checks import bad_value, check_choice, check_flag, check_fraction, check_number
+from interp.checks import bad_value
 from interp.degradations._batched import ChainStacking
 from interp.degradations._chain import ChainDiagnostics, _Engine
 from interp.degradations._core import (
@@ -79,14 +80,13 @@ from interp.degradations._core import (
     LossIncrease,
     NBeta,
     SearchAxis,
-    check_objective,
-    describe_objective,
     register_degradation,
 )
+from interp.degradations._targets import describe_objective
 from interp.degradations._select import Restrict
-from interp.degradations._select import check_restrict, select_parameters, selected_size
-from interp.degradations._step import SAMPLERS
+from interp.degradations._select import select_parameters, selected_size
 from interp.degradations.cost import PlanCosts
+from interp.degradations.sgld_checks import check_sampler
 from interp.degradations.sgld_cost import SamplerWork, posterior_costs
 from interp.degradations.calibration import (
     CalibrationConfig,
@@ -95,6 +95,7 @@ from interp.degradations.calibration import (
     CalibrationRound,
     LevelPlan,
     assess_calibration,
+    guess_nbeta,
     resolve_level,
 )
 
@@ -233,46 +234,7 @@ class TemperedPosterior(Degradation):
         self.__post_init__()
 
     def __post_init__(self) -> None:
-        c = "TemperedPosterior"
-        check_number(c, "nbeta", self.nbeta, none_ok=True, fix="Give B = nβ > 0, e.g. nbeta=1000.0, or "
-                     "pass a level to draws().")
-        check_number(c, "localization", self.localization, zero_ok=True,
-                     fix="Use γ >= 0 (0 = no localization; 100 is a common choice).")
-        check_number(c, "lr", self.lr, none_ok=True, fix="Use a step size > 0, e.g. lr=1e-4, or None "
-                     "to choose it from the curvature.")
-        for n, attr in (("chains", "chains"), ("n_draws", "n_draws"), ("thin", "thin"),
-                        ("batch_size", "batch_size")):
-            check_number(c, n, getattr(self, attr), integer=True, fix=f"Use a positive integer for {n}.")
-        check_number(c, "init_batches", self.init_batches, integer=True, none_ok=True,
-                     fix="Use None (the whole split, or 64 minibatches on a large one) or a positive integer.")
-        for n in ("burnin", "seed", "eval_rows"):
-            check_number(c, n, getattr(self, n), integer=True, zero_ok=True,
-                         fix=f"Use a non-negative integer for {n}.")
-        check_number(c, "lr_safety", self.lr_safety, fix="Use a value in (0, 2), e.g. 0.2.")
-        if self.lr_safety >= 2:
-            raise bad_value(c, "lr_safety", self.lr_safety, "< 2 (the chain diverges at ε·a >= 4)",
-                            "Use e.g. lr_safety=0.2.")
-        check_number(c, "divergence", self.divergence, fix="Use e.g. divergence=100.0.")
-        check_number(c, "max_loss_increase", self.max_loss_increase, none_ok=True,
-                     fix="Use a loss increase in the objective's units, or None.")
-        check_number(c, "memory_budget", self.memory_budget, integer=True, none_ok=True,
-                     fix="Give bytes as a positive integer, e.g. memory_budget=4 * 2**30, or None (half the "
-                     "free memory).")
-        if self.vectorize not in (None, True, False):
-            raise bad_value(c, "vectorize", self.vectorize, "True, False or None (automatic)", "")
-        check_flag(c, "progress", self.progress)
-        check_flag(c, "strict", self.strict, fix="strict=True raises on a failed LossIncrease level.")
-        if not isinstance(self.calibration, CalibrationConfig):
-            raise bad_value(c, "calibration", self.calibration, "a CalibrationConfig", "Use "
-                            "calibration=CalibrationConfig(tolerance=0.1, ...).")
-        if self.objective is not None:
-            check_objective(c, self.objective)
-        check_restrict(self.restrict, c)
-        check_choice(c, "sampler", self.sampler, SAMPLERS,
-                     fix="'sgld' (plain localized SGLD) or 'rmsprop' (RMSProp-preconditioned SGLD).")
-        check_fraction(c, "rmsprop_alpha", self.rmsprop_alpha, closed=False,
-                       fix="The running-mean decay of squared gradients, in (0, 1), e.g. 0.999.")
-        check_number(c, "rmsprop_eps", self.rmsprop_eps, fix="The preconditioner's floor η > 0, e.g. 0.1.")
+        check_sampler(self)
 
     def __repr__(self) -> str:
         parts = []
@@ -330,7 +292,7 @@ class TemperedPosterior(Degradation):
             return NBeta(value), self
         if axis != "loss_increase":
             raise ValueError(f"axis={axis!r}: TemperedPosterior searches along 'loss_increase' or 'nbeta'.")
-        hint = _nbeta_hint(evaluated, value)
+        hint = guess_nbeta(evaluated, value)
         if hint is None:
             return LossIncrease(value), self
         kwargs = {n: getattr(self, n) for n in self.field_names()}
@@ -419,23 +381,6 @@ class TemperedPosterior(Degradation):
             return bool(eng.use_vmap(self.chains) and eng._vmap_agrees())
         finally:
             eng.snapshot.restore()
-
-
-def _nbeta_hint(evaluated: Sequence[Mapping[str, float]], target: float) -> float | None:
-    """nβ for a target Δ interpolated log-log between calibrated neighbours (``value``: their Δ,
-    ``nbeta``: their calibrated nβ; ΔL ≈ λ/nβ beyond them); ``None`` without one."""
-    import numpy as np
-
-    known = sorted((float(p["value"]), float(p["nbeta"])) for p in evaluated
-                   if float(p.get("value", 0.0)) > 0 and math.isfinite(float(p.get("nbeta", math.nan))))
-    if not known:
-        return None
-    x, b = np.log([k[0] for k in known]), np.log([k[1] for k in known])
-    t = math.log(target)
-    if len(known) == 1 or t <= x[0] or t >= x[-1]:
-        i = 0 if t <= x[0] else -1
-        return float(math.exp(b[i] - (t - x[i])))
-    return float(math.exp(np.interp(t, x, b)))
 
 
 # -------------------------------------------------------------------------------------------- run
