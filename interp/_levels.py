@@ -3,7 +3,9 @@
 A level is recorded as the sweep was given it (``0.05``, ``"LossIncrease(0.3)"``, a checkpoint
 step) and described by the degradation's record in ``levels.json`` (the calibration's target and nβ,
 each chain's diagnostics). This module reads both into ``target_delta_loss``, ``nbeta``, ``sigma``,
-``step``, the measured ΔL, and a ``status`` (``"failed"`` with a ``reason`` when every chain failed,
+``step``, the level as a number on the degradation's own recorded level axis (``level_axis``,
+``level_units``, ``level_value``: a user's degradation's drop probability as much as σ), the
+measured ΔL, and a ``status`` (``"failed"`` with a ``reason`` when every chain failed,
 the calibration did not converge or failed, or the measured ΔL missed the calibration's target by more
 than its recorded tolerance).
 
@@ -59,15 +61,18 @@ def parse_level(level: Any) -> tuple[str | None, float]:
     return None, float("nan")
 
 
-def level_numbers(axis: str | None, level: Any, info: Mapping[str, Any], draw_nbeta: float,
+def level_numbers(axis: Mapping[str, Any], level: Any, info: Mapping[str, Any], draw_nbeta: float,
                   failed: pd.DataFrame, deg: Any, li: int, rows: pd.DataFrame) -> dict[str, Any]:
     """A level's numbers and status from its record (``levels.json`` entry), its draws and rows.
 
-    ``axis``: the name of the degradation's level axis (``config.json``'s ``level_axis``): a
-    plain-number level goes in the column of that name (``nbeta``, ``sigma`` or ``step``)."""
+    ``axis``: the degradation's level axis as ``config.json`` records it (``{"name": ..., "units":
+    ...}``; empty when not recorded). A plain-number level is ``level_value`` on it, and also goes
+    in the column of the axis's name where the table has one (``nbeta``, ``sigma`` or ``step``)."""
     nan = float("nan")
     kind, number = parse_level(level)
-    plain = {axis: number} if kind is None and axis else {}
+    name = axis.get("name") if isinstance(axis.get("name"), str) and axis.get("name") else None
+    units = axis.get("units") if isinstance(axis.get("units"), str) and axis.get("units") else None
+    plain = {name: number} if kind is None and name else {}
     cal = info.get("calibration") if isinstance(info.get("calibration"), Mapping) else {}
     target = float(cal["target"]) if "target" in cal else (number if kind == "LossIncrease" else nan)
     nbeta = draw_nbeta
@@ -102,8 +107,9 @@ def level_numbers(axis: str | None, level: Any, info: Mapping[str, Any], draw_nb
                 and target > 0 \
                 and abs(measured / target - 1) > tol:
             reasons.append(f"measured ΔL {measured:.3g} is off its target {target:g} by more than {tol:g}")
-    units = cal.get("units") if cal.get("units") else None
-    return {"level": level, "target_delta_loss": target, "target_units": units, "nbeta": nbeta, "sigma": sigma,
+    target_units = cal.get("units") if cal.get("units") else None
+    return {"level": level, "level_axis": name, "level_units": units, "level_value": number if kind is None else nan,
+            "target_delta_loss": target, "target_units": target_units, "nbeta": nbeta, "sigma": sigma,
             "step": step, "measured_delta_loss": measured, "measured_divergence": measured_divergence, "n_failed_chains": len(failed_chains),
             "status": "failed" if reasons else "ok", "reason": "; ".join(reasons) or None}
 
@@ -120,7 +126,7 @@ def levels_table(table: pd.DataFrame, draws: pd.DataFrame, meta: Mapping[str, An
         if deg is None:  # a single sweep's results: one degradation
             names = table["degradation"].unique()
             deg = names[0] if len(names) == 1 else None
-        axis = (config.get("level_axis") or {}).get("name")
+        axis = config.get("level_axis") if isinstance(config.get("level_axis"), Mapping) else {}
         recorded = config.get("levels") or []
         infos = {int(k): v for k, v in (part.get("levels") or {}).items()}
         in_table = drawn[drawn["degradation"] == deg] if deg is not None else drawn
@@ -132,7 +138,8 @@ def levels_table(table: pd.DataFrame, draws: pd.DataFrame, meta: Mapping[str, An
                                             failed, deg, li, g)
     frame = pd.DataFrame(
         [{"degradation": d, "level_index": li, **r} for (d, li), r in rows.items()],
-        columns=["degradation", "level_index", "level", "target_delta_loss", "target_units", "nbeta", "sigma",
+        columns=["degradation", "level_index", "level", "level_axis", "level_units", "level_value",
+                 "target_delta_loss", "target_units", "nbeta", "sigma",
                  "step", "measured_delta_loss", "measured_divergence", "n_failed_chains", "status", "reason"])
     return frame.sort_values(["degradation", "level_index"], ignore_index=True)
 

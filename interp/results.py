@@ -218,11 +218,16 @@ class Results:
     def levels(self) -> pd.DataFrame:
         """One row per (degradation, level): the level as recorded and as numbers, and its status.
 
-        Columns: ``degradation``, ``level_index``, ``level``, ``target_delta_loss`` (the target of a
+        Columns: ``degradation``, ``level_index``, ``level``, ``level_axis`` and ``level_units``
+        (the name and units of the degradation's :class:`~interp.degradations.LevelAxis`, as the
+        sweep recorded it), ``level_value`` (a plain-number level: the number on that axis, for any
+        degradation; NaN for a :class:`~interp.degradations.LossIncrease` or other level object),
+        ``target_delta_loss`` (the target of a
         :class:`~interp.degradations.LossIncrease` level, in ``target_units``: the units of the
         objective the posterior was calibrated on, where its calibration recorded them), ``nbeta``
         (mean inverse temperature of its draws, else the calibrated or requested one), ``sigma`` (a
-        noise level), ``step`` (a checkpoint), ``measured_delta_loss`` and ``measured_divergence``
+        noise level), ``step`` (a checkpoint; ``nbeta``, ``sigma`` and ``step`` also hold ``level_value``
+        where the axis has that name), ``measured_delta_loss`` and ``measured_divergence``
         (means over the draws of chains that did not fail),
         ``n_failed_chains``, ``status`` (``"ok"`` or ``"failed"``) and ``reason``.
         """

@@ -2,8 +2,8 @@
 axis and registry, level types and bit-identical weight snapshots (the loss targets a degradation
 measures on: :mod:`interp.degradations._targets`).
 
-A degradation owns its level axis: what a level is (:class:`LevelAxis`: its name and units, the
-column of ``Results.levels()`` a plain-number level fills), how a level is checked
+A degradation owns its level axis: what a level is (:class:`LevelAxis`: its name and units, which
+``Results.levels()`` reports with each plain-number level's value on it), how a level is checked
 (``check_level``), how ``interp.dissolution`` searches along it (:class:`SearchAxis`: start,
 limits, which way is "more degraded", log or linear midpoints; ``search_level`` turns a value on
 the axis into a level), and how an executor splits a level into jobs (``chain_jobs``). The sweep,
@@ -186,8 +186,9 @@ class LevelAxis:
 
     Attributes:
         name: what a plain-number level measures (``"sigma"``, ``"nbeta"``, ``"step"``, ...);
-            ``Results.levels()`` puts a plain-number level in the column of that name where it has
-            one (``nbeta``, ``sigma``, ``step``).
+            ``Results.levels()`` reports it (``level_axis``, ``level_units``) with each plain-number
+            level's ``level_value``, also put in the column of that name where it has one
+            (``nbeta``, ``sigma``, ``step``).
         units: the units of that number, in words.
         search: the axes ``interp.dissolution`` can search along, the default first; empty for a
             degradation whose levels are a fixed grid (checkpoints: read the grid with

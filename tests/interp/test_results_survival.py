@@ -327,6 +327,26 @@ def test_axis_picks_the_ordering_and_both_positions_are_reported():
     assert "up to divergence" not in res.verdicts({"recovered": 0.9})[0]
 
 
+def test_levels_put_each_level_on_its_recorded_axis():
+    """``Results.levels()`` reads the level axis the sweep recorded: a plain-number level is
+    ``level_value`` on it (and fills the column of the axis's name where there is one); a level
+    object (a loss increase) has no value on the axis; without a recorded axis nothing is named."""
+    res = synthetic({"a": (1.0, [0.9, 0.8])})
+    res.meta = {"config": {"level_axis": {"name": "sigma", "units": "standard deviation of the noise"}}}
+    lv = res.levels()
+    assert lv["level_axis"].tolist() == ["sigma"] * 2 and lv["level_value"].tolist() == [0.0, 1.0]
+    assert lv["sigma"].tolist() == [0.0, 1.0] and lv[["nbeta", "step"]].isna().all().all()
+    assert set(lv["level_units"]) == {"standard deviation of the noise"}
+    res.table["level"] = res.table["level"].astype(object)
+    res.table.loc[res.table["level_index"] == 1, "level"] = "LossIncrease(0.2)"
+    res.meta = {"config": {"level_axis": {"name": "nbeta", "units": "inverse temperature"}}}
+    lv = res.levels()
+    assert lv["nbeta"].iloc[0] == 0.0 and np.isnan(lv["level_value"].iloc[1])
+    assert lv["target_delta_loss"].iloc[1] == 0.2
+    res.meta = {}
+    assert res.levels()[["level_axis", "level_units"]].isna().all().all()
+
+
 def test_a_behavioural_target_is_not_checked_against_the_tasks_loss():
     """A LossIncrease calibrated on a behavioural objective (its target in normalised MSE, recorded
     with its units) is not failed for a task ΔL far from that target (the units differ); the same

@@ -145,8 +145,11 @@ def test_run_sweep_drops_the_stated_fraction_and_restores_w0(tiny, capsys):
         assert s.loc[(li, "dropped"), "n_draws"] == 3
     assert s.loc[(-1, "dropped"), "mean"] == 0.0
     assert s.loc[(0, "agreement"), "mean"] > s.loc[(1, "agreement"), "mean"]
-    # a drop probability is none of the numbers Results.levels() has a column for
-    assert res.levels()[["nbeta", "sigma", "step"]].isna().all().all()
+    # Results.levels() reads the recorded level axis: each level's number is its drop probability
+    lv = res.levels()
+    assert lv["level_axis"].tolist() == ["drop", "drop"] and lv["level_value"].tolist() == [0.1, 0.4]
+    assert set(lv["level_units"]) == {"probability that a weight is dropped"}
+    assert lv[["nbeta", "sigma", "step"]].isna().all().all()  # the shipped axes' columns stay empty
 
 
 def test_plan_times_one_draw_and_counts_every_draw(tiny):
@@ -205,6 +208,8 @@ eval_rows = 16
     res = Results.load(tmp_path / "run" / "results")
     assert set(res.table["degradation"]) == {"WeightMask"} and sorted(res.table["level"].dropna().unique()) == [0.05, 0.2]
     assert res.meta["config"]["degradation"] == {"type": "WeightMask", "draws_per_level": 2, "seed": 4}
+    lv = res.levels()  # read back from the saved config.json
+    assert lv["level_axis"].tolist() == ["drop", "drop"] and lv["level_value"].tolist() == [0.05, 0.2]
     path.write_text(path.read_text().replace('"WeightMask"', '"WeightMsk"'))
     with pytest.raises(ValueError, match=r"Unknown degradation type 'WeightMsk'; available: \[.*'WeightMask'.*"
                                          r"Did you mean 'WeightMask'"):
