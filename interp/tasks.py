@@ -257,9 +257,7 @@ class Task:
         logits = self._logits(model, batch)
         ids, mask = self._ids_and_mask(batch, logits.device)
         nll = self._scored_nll(logits, ids, mask)
-        out = torch.zeros(ids.shape, dtype=nll.dtype, device=nll.device)
-        out[:, 1:] = nll
-        return out
+        return torch.nn.functional.pad(nll, (1, 0))  # position 0 predicts nothing; out of place, so vmap-able
 
     def loss_from_logits(
         self, logits: Float[torch.Tensor, "*chain batch pos vocab"], batch: dict[str, torch.Tensor]

@@ -149,7 +149,6 @@ def test_invalid_level_types_raise_one_clear_error(value, cls):
 @SETTINGS
 @given(kwargs=st.fixed_dictionaries(SAMPLER_VALID),
        level=st.one_of(st.floats(10.0, 3e3), st.floats(10.0, 3e3).map(NBeta)))
-@pytest.mark.filterwarnings("ignore:vectorised chains disabled:RuntimeWarning")  # TinyLM's in-place ops cannot be vmapped
 def test_valid_sampler_config_runs_and_restores(kwargs, level):
     model, task = TinyLM(), tiny_task()
     before = state_bytes(model)

@@ -297,20 +297,51 @@ def test_weights_bit_identical_after_failure_anywhere(kind, where, fail_at, exc)
     _assert_untouched(model, before, flags, n_hooks)
 
 
-@pytest.mark.filterwarnings("ignore:vectorised chains disabled:RuntimeWarning")  # TinyLM's in-place ops: some cases fall back
+class FailingInVectorisedChains(FailingTask):
+    """A Task whose loss raises at its ``fail_at``-th call of the vectorised chain loop: calls are
+    counted from the second one made inside ``torch.func.vmap`` (the first is the sampler's one-time
+    check that the vectorised gradient equals the plain one, where a failure turns the run into
+    sequential chains), the plain per-chain evaluations at each draw included."""
+
+    def __init__(self, task, fail_at, exc):
+        super().__init__(task, fail_at, exc)
+        self.vmapped = 0
+
+    def loss(self, model, batch):
+        out = self.task.loss(model, batch)
+        self.vmapped += bool(torch._C._functorch.is_functorch_wrapped_tensor(out))
+        if self.vmapped >= 2:
+            self.calls += 1
+            if self.calls == self.fail_at:
+                raise self.exc(f"loss failure at call {self.calls} of the vectorised chains")
+        return out
+
+
+#: 3 chains of burnin 1 + 3 draws: 4 vectorised steps and 3 × 3 per-chain evaluations, 9 draws
+VECTORISED_CALLS, VECTORISED_DRAWS = 4 + 3 * 3, 3 * 3
+
+
 @FAST
 @given(where=st.sampled_from(["loss", "consumer"]), fail_at=st.integers(1, 14),
        exc=st.sampled_from([Injected, KeyboardInterrupt]))
 def test_vectorised_chains_restore_after_failure_anywhere(where, fail_at, exc):
+    """TinyLM's chains run stacked (``vmap`` over ``functional_call``; the run's ``stacking`` says
+    so) and fail at any call of the stacked loop's loss or at any draw its consumer takes."""
     model, task = TinyLM(), tiny_task()
     before, flags, n_hooks = state_bytes(model), model_flags(model), hook_count(model)
     sampler = TemperedPosterior(nbeta=100.0, localization=10.0, lr=1e-3, chains=3, n_draws=3, burnin=1,
                                 batch_size=8, eval_rows=8, init_batches=2, vectorize=True, progress=False)
-    target = FailingTask(task, fail_at, exc) if where == "loss" else task
+    target = FailingInVectorisedChains(task, fail_at, exc) if where == "loss" else task
+    run = sampler.draws(model, target)
+    raised = False
     try:
-        _consume(sampler.draws(model, target), fail_at if where == "consumer" else -1, exc)
+        _consume(run, fail_at if where == "consumer" else -1, exc)
     except (Injected, KeyboardInterrupt):
-        pass
+        raised = True
+    stacking = run.stacking
+    del run  # abandoned, as a consumer's failed loop leaves it: dropping it restores the weights
+    assert stacking is not None and stacking.chains_per_batch == 3, stacking  # all 3 chains stacked
+    assert raised == (fail_at <= (VECTORISED_CALLS if where == "loss" else VECTORISED_DRAWS))
     _assert_untouched(model, before, flags, n_hooks)
 
 
