@@ -4,7 +4,8 @@
 #      draws, calibration and the behavioural objective on CUDA, the DLN oracle's λ̂ CUDA vs CPU;
 #   2. the sampler on the GPU: SGLD chain-steps per second of interp's TemperedPosterior on a
 #      GPT-2-small-sized Hugging Face bridge (12 layers, d_model 768, 124M weights, random init,
-#      dropout 0; batch ROWSxTOKENS, stacked and sequential chains), and the achieved FLOP/s
+#      dropout 0; batch ROWSxTOKENS, stacked chains with and without a bfloat16 forward, sequential
+#      chains), and the achieved FLOP/s
 #      (≈ 6 × weights × tokens per chain-step) as a fraction of the GPU's own float32 matmul peak
 #      (TF32 off; measured here on 8192 x 8192 matrices);
 #   3. benchmarks/bench_hf_sampler.py at one shape (interp vs devinterp vs a plain loop), with
@@ -71,12 +72,12 @@ peak = matmul_peak(1024 if small else 8192)
 print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), "
       f"{n_weights / 1e6:.1f}M weights, float32 matmul peak {peak / 1e12:.2f} TFLOP/s")
 chains, steps = 4, 20
-for vectorize in (None, False):
+for vectorize, autocast in ((None, None), (None, "bfloat16"), (False, None)):
     walls = []
     for burnin in (4, 4 + steps):  # the difference is `steps` chain-steps per chain, setup cancelled
         sampler = TemperedPosterior(nbeta=100.0, localization=100.0, lr=1e-6, chains=chains, n_draws=1,
                                     burnin=burnin, batch_size=rows, eval_rows=0, init_batches=1, seed=0,
-                                    progress=False, vectorize=vectorize)
+                                    progress=False, vectorize=vectorize, autocast=autocast)
         sync()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -88,7 +89,8 @@ for vectorize in (None, False):
     rate = chains * steps / (walls[1] - walls[0])
     flops = 6 * n_weights * rows * tokens * rate
     mem = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if device.type == "cuda" else ""
-    print(f"{'stacked' if vectorize is None else 'sequential'}: {rate:.2f} chain-steps/s, "
+    name = ("stacked" if vectorize is None else "sequential") + (f", {autocast} forward" if autocast else "")
+    print(f"{name}: {rate:.2f} chain-steps/s, "
           f"{flops / 1e12:.3f} TFLOP/s = {flops / peak:.1%} of the matmul peak{mem}")
 EOF
 if [ "$DEVICE" = cuda ]; then

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,11 @@ from interp.models import ModelCall
 logger = logging.getLogger("interp.degradations")
 
 __all__ = ["BatchedChains", "ChainStacking"]
+
+#: model -> {what the check at w0 depends on: (agrees, M(2) in bytes, the warning if not)}
+#: (``BatchedChains._vmap_agrees``); dropped with the model
+_CHECKS: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[Any, ...], tuple[bool, int | None, str | None]]] = (
+    weakref.WeakKeyDictionary())
 
 
 @dataclass(frozen=True)
@@ -200,9 +206,24 @@ class BatchedChains:
         loss and gradient must equal a plain forward and autograd at that chain's weights. A loss
         that reads parameters around ``functional_call`` (tensors captured outside the module, a
         module rebuilt inside forward, state kept between calls) fails here, and the chains run
-        one after another with a warning: it never changes the numbers, only the speed."""
+        one after another with a warning: it never changes the numbers, only the speed.
+
+        The outcome (and the measured M(2)) is kept per model, keyed like the curvature by a digest
+        of every weight, the objective, the sampled parameters and masks, the seed, the batch size
+        and the device (``_Engine._w0_key``): the levels of a sweep, and repeated ``sample()`` calls,
+        check once (it costs about two SGLD steps of the model: ~10% of a 40-chain-step run)."""
         if getattr(self, "_vmap_ok", None) is not None:
             return self._vmap_ok
+        key = self._w0_key()
+        if key is not None:
+            key = ("stacked check", self.cfg.batch_size, str(self.w0[0].device), *key)
+            cached = _CHECKS.get(self.model, {}).get(key)
+            if cached is not None:  # this model, these weights, objective and batch: checked before
+                self._vmap_ok, self._peak2, msg = cached
+                if msg is not None:
+                    logger.warning(msg)
+                    warnings.warn(msg, RuntimeWarning, stacklevel=4)
+                return self._vmap_ok
         batch = next(self.obj.stream(self.cfg.seed))
         gen = torch.Generator().manual_seed(self.cfg.seed + 31)
         points = []
@@ -215,32 +236,34 @@ class BatchedChains:
                 ws.append(w + (d if m is None else d * m))
             points.append(ws)
         reason = "the vectorised loss or gradient differs from a plain forward and autograd near w0"
-        try:
-            stacked_points = dict(zip(self.names, [torch.stack(ws) for ws in zip(*points)]))
-            out: list[Any] = []
-            self._peak2 = measure_peak_bytes(lambda: out.append(self._vmap_grad(2)(stacked_points, batch)),
-                                             self.w0[0].device)
-            g, val = out.pop()
-            ok = True
-            for c, ws in enumerate(points):
-                with torch.no_grad():
-                    for p, w in zip(self.params, ws):
-                        p.copy_(w)
-                loss = self.obj.loss(self.model, batch)
-                ref = torch.autograd.grad(loss, self.params, allow_unused=True)
-                ref = [torch.zeros_like(p) if r is None else r for r, p in zip(ref, self.params)]
-                ok = ok and bool(torch.isfinite(loss)) and torch.allclose(
-                    val[c].detach(), loss.detach(), rtol=1e-4, atol=1e-10)
-                for n, r in zip(self.names, ref):
-                    tol = 1e-6 + 1e-4 * float(r.abs().max()) if r.numel() else 1e-6
-                    ok = ok and torch.allclose(g[n][c], r, rtol=1e-3, atol=tol)
-                if not ok:
-                    reason += f" (chain {c}: vectorised loss {float(val[c]):.6g}, plain {float(loss.detach()):.6g})"
-                    break
+        try:  # in the model's own dtype: low-precision rounding differs between the two paths
+            with self.obj.full_precision():
+                stacked_points = dict(zip(self.names, [torch.stack(ws) for ws in zip(*points)]))
+                out: list[Any] = []
+                self._peak2 = measure_peak_bytes(lambda: out.append(self._vmap_grad(2)(stacked_points, batch)),
+                                                 self.w0[0].device)
+                g, val = out.pop()
+                ok = True
+                for c, ws in enumerate(points):
+                    with torch.no_grad():
+                        for p, w in zip(self.params, ws):
+                            p.copy_(w)
+                    loss = self.obj.loss(self.model, batch)
+                    ref = torch.autograd.grad(loss, self.params, allow_unused=True)
+                    ref = [torch.zeros_like(p) if r is None else r for r, p in zip(ref, self.params)]
+                    ok = ok and bool(torch.isfinite(loss)) and torch.allclose(
+                        val[c].detach(), loss.detach(), rtol=1e-4, atol=1e-10)
+                    for n, r in zip(self.names, ref):
+                        tol = 1e-6 + 1e-4 * float(r.abs().max()) if r.numel() else 1e-6
+                        ok = ok and torch.allclose(g[n][c], r, rtol=1e-3, atol=tol)
+                    if not ok:
+                        reason += f" (chain {c}: vectorised loss {float(val[c]):.6g}, plain {float(loss.detach()):.6g})"
+                        break
         except Exception as e:  # noqa: BLE001 - any failure means: use the sequential path
             ok, reason = False, f"{type(e).__name__}: {e}"
         finally:
             self.snapshot.restore()
+        msg = None
         if not ok:
             msg = (f"vectorised chains disabled for {type(self.model).__name__}: {reason}; running the chains "
                    "one after another (same numbers, slower). A loss that reads parameters captured outside "
@@ -249,6 +272,8 @@ class BatchedChains:
             logger.warning(msg)
             warnings.warn(msg, RuntimeWarning, stacklevel=4)
         self._vmap_ok = ok
+        if key is not None:
+            _CHECKS.setdefault(self.model, {})[key] = (ok, self._peak2, msg)
         return ok
 
     def _run_vmap(self, recs: list[Any], steps: int, burnin: int, thin: int,
@@ -290,7 +315,8 @@ class BatchedChains:
                     bar.update(C)
                 continue
             norms = StepNorms(C)
-            rule.update_(W, grads, W0, noise, diff, masks, keep, norms=norms, apply=False)
+            read = yield_draws or obj.fixed is not None  # something reads the weights w_t of the draw
+            rule.update_(W, grads, W0, noise, diff, masks, keep, norms=norms, apply=not read)
             dist, gnorm, nnorm = norms.per_chain()
             for c, r in enumerate(recs):
                 if alive[c]:
@@ -313,6 +339,7 @@ class BatchedChains:
             n_draw += 1
             if t == steps - 1:
                 break
-            rule.commit_(W, grads, noise)
+            if read:  # the update update_ left for after the draw was read
+                rule.commit_(W, grads, noise)
             if bar is not None:
                 bar.update(C)

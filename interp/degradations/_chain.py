@@ -124,11 +124,12 @@ class _Engine(BatchedChains):
         self.d = int(sum(p.numel() if m is None else int(m.count_nonzero()) for p, m in zip(self.params, self.masks)))
         self.snapshot = WeightSnapshot(model)
         try:  # an objective's prepare(model) runs here, at w0, before anything else
-            self.obj = SampledLoss(source, cfg.batch_size, cfg.eval_rows, model=model)
+            self.obj = SampledLoss(source, cfg.batch_size, cfg.eval_rows, model=model, autocast=cfg.autocast)
         finally:
             self.snapshot.restore()
         self.w0 = [self.snapshot.saved(p) for p in self.params]
         self._curv: float | None = None
+        self._key: tuple[Any, ...] | None = None
         self._init: tuple[float, float | None] | None = None
         self.init_loss_se = math.nan
 
@@ -184,7 +185,7 @@ class _Engine(BatchedChains):
         2–3 it costs tens of SGLD steps), the cache keyed by a SHA-256 of every weight and of the
         batch, so other weights or data are measured afresh."""
         if self._curv is None:
-            key = self._curvature_key()
+            key = self._w0_key()
             cached = _CURVATURES.get(self.model, {}).get(key)
             if cached is not None:
                 self._curv = cached
@@ -221,20 +222,24 @@ class _Engine(BatchedChains):
                 _CURVATURES.setdefault(self.model, {})[key] = self._curv
         return self._curv
 
-    def _curvature_key(self) -> tuple[Any, ...] | None:
-        """What the curvature at w0 depends on (``None`` for a callable target, whose loss may read
-        anything): the target object and its name, the sampled parameters and masks, the batch, the
-        seed of the start vector, and a digest of every weight and buffer."""
+    def _w0_key(self) -> tuple[Any, ...] | None:
+        """What a quantity measured at w0 (the curvature, the stacked-gradient check) depends on
+        (``None`` for a callable target, whose loss may read anything): the target object and its
+        name, the sampled parameters and masks, the evaluation batch, the seed, and a SHA-256 of
+        every weight and buffer. Computed once per engine, on its first call, which must be at w0
+        (both callers run before any chain moves the weights)."""
         if not self.obj.has_rows:
             return None
-        h = hashlib.sha256()
-        for name, t in self.model.state_dict(keep_vars=False).items():
-            h.update(name.encode())
-            h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-        for t in [*(self.obj.fixed or {}).values(), *(m for m in self.masks if m is not None)]:
-            h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-        source = self.cfg.objective if self.cfg.objective is not None else self.obj.target
-        return (id(source), self.obj.name, tuple(self.names), self.cfg.seed, h.hexdigest())
+        if self._key is None:
+            h = hashlib.sha256()
+            for name, t in self.model.state_dict(keep_vars=False).items():
+                h.update(name.encode())
+                h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy())
+            for t in [*(self.obj.fixed or {}).values(), *(m for m in self.masks if m is not None)]:
+                h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy())
+            source = self.cfg.objective if self.cfg.objective is not None else self.obj.target
+            self._key = (id(source), self.obj.name, tuple(self.names), self.cfg.seed, h.hexdigest())
+        return self._key
 
     def step_rule(self, nbeta: float, lr: float) -> Any:
         """A fresh step rule (``cfg.sampler``) for one chain run at (B, ε)."""
@@ -337,9 +342,10 @@ class _Engine(BatchedChains):
             grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
             is_draw = t >= burnin and (t - burnin) % thin == 0
             noise = noise_buf.draw(gens)
-            if is_draw:  # read the draw at w_t, then move
+            if is_draw:  # read the draw at w_t (if anything reads it), then move
                 norms = StepNorms()
-                rule.update_(params, grads, w0, noise, diff, masks, norms=norms, apply=False)
+                read = yield_draws or self.obj.fixed is not None
+                rule.update_(params, grads, w0, noise, diff, masks, norms=norms, apply=not read)
                 (dist,), (gnorm,), (nnorm,) = norms.per_chain()
                 rec.distances.append(dist)
                 rec.grad_noise.append(rule.grad_to_noise(gnorm, nnorm))
@@ -356,7 +362,8 @@ class _Engine(BatchedChains):
                 n_draw += 1
                 if t == steps - 1:
                     break
-                rule.commit_(params, grads, noise)
+                if read:
+                    rule.commit_(params, grads, noise)
             else:  # the whole step, one pass per parameter
                 rule.update_(params, grads, w0, noise, diff, masks)
             if bar is not None:

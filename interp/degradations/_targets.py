@@ -7,7 +7,10 @@ of its train split, in nats/token), an object of the posterior-objective protoco
 gives all three one interface: an endless stream of minibatches (row subsets, reshuffled each epoch,
 deterministic in the seed), a differentiable loss L_batch(w) for the SGLD drift
 (Welling & Teh 2011: the minibatch gradient is an unbiased estimate of the full-data one when rows
-are drawn uniformly) and a fixed evaluation batch whose loss each draw records.
+are drawn uniformly) and a fixed evaluation batch whose loss each draw records. With ``autocast``
+(``"bfloat16"`` or ``"float16"``) every loss it computes runs its forward under ``torch.autocast``:
+matrix products in the low precision, the weights, gradients and update in their own dtype, the loss
+returned in float32 at least (Micikevicius et al. 2018, "Mixed precision training").
 :func:`objective_label` names a target and its units; :func:`describe_objective` gives the
 address-free description that enters a sampler's configuration; :func:`check_objective` rejects what
 is none of the three.
@@ -29,12 +32,14 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 
 __all__ = [
+    "AUTOCAST_DTYPES",
     "SampledLoss",
     "TASK_UNITS",
     "CALLABLE_UNITS",
@@ -119,6 +124,10 @@ def check_objective(owner: str, target: Any) -> None:
     )
 
 
+#: the low-precision forward dtypes a sampler accepts (``TemperedPosterior(autocast=...)``).
+AUTOCAST_DTYPES = ("bfloat16", "float16")
+
+
 def _functorch_wrapped(t: torch.Tensor) -> bool:
     """Whether ``t`` is a torch.func transform's wrapper (vmap, grad), whose autograd flags are not its own."""
     check = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
@@ -131,13 +140,15 @@ class SampledLoss:
     ``target``: a :class:`~interp.tasks.Task` (minibatches of its train split; ``kind="task"``), an
     object of the objective protocol (``prepare(model)`` is called here, at the weights the model
     has now, then minibatches are row subsets of ``tensors()``; ``kind="rows"``), or a callable
-    ``loss(model)`` (``kind="callable"``). ``name`` and ``units`` say what the loss is.
+    ``loss(model)`` (``kind="callable"``). ``name`` and ``units`` say what the loss is. ``autocast``:
+    one of :data:`AUTOCAST_DTYPES` to run every forward under ``torch.autocast`` (``None``: as is).
     """
 
     def __init__(self, target: Any, batch_size: int, eval_rows: int, split: str = "train",
-                 model: torch.nn.Module | None = None) -> None:
+                 model: torch.nn.Module | None = None, autocast: str | None = None) -> None:
         self.target = target
         self.batch_size = batch_size
+        self.autocast = None if autocast is None else getattr(torch, autocast)
         self.name, self.units = objective_label(target) if (is_task(target) or is_objective(target)
                                                             or callable(target)) else ("?", "?")
         if is_task(target):
@@ -173,12 +184,30 @@ class SampledLoss:
             {k: v[: min(eval_rows, self.n)] for k, v in self.data.items()} if eval_rows > 0 else None
         )
 
+    @contextlib.contextmanager
+    def full_precision(self) -> Iterator[None]:
+        """Every loss in the model's own dtype inside the block: for checks that compare two
+        computations of the same loss, whose low-precision rounding would differ."""
+        saved, self.autocast = self.autocast, None
+        try:
+            yield
+        finally:
+            self.autocast = saved
+
     @property
     def has_rows(self) -> bool:
         """Whether minibatches are row subsets (a Task or a protocol objective), not ``None``."""
         return self.kind != "callable"
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        if self.autocast is None:
+            return self._loss(model, batch)
+        device = next((p.device.type for p in model.parameters()), "cpu") if model is not None else "cpu"
+        with torch.autocast(device, dtype=self.autocast):
+            out = self._loss(model, batch)
+        return out.float() if out.dtype in (torch.bfloat16, torch.float16) else out
+
+    def _loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor] | None) -> torch.Tensor:
         if self.kind != "callable":
             out = self.target.loss(model, batch)
             if self.kind == "task":

@@ -186,6 +186,14 @@ class TemperedPosterior(Degradation):
             (exact 0.5, 0.513 with the step-size bias), and 0.305 ± 0.016 against 0.271 ± 0.013 on
             K = ½w⁴ (exact 0.25).
         rmsprop_eps: η, the floor added to √V (``sampler="rmsprop"`` only).
+        autocast: ``"bfloat16"`` or ``"float16"``: every forward of the sampled loss (steps,
+            L(w0), draws, curvature) runs under ``torch.autocast`` in that dtype, the weights,
+            gradients, noise and update stay in their own dtype (float32), the loss is returned in
+            float32. ``None`` (default): the model's dtype throughout. On a GPU with tensor cores
+            this is the fast setting; λ̂ of the deep linear network oracle is unchanged by bfloat16
+            within its standard error at B = 100 (``tests/interp/degradations/test_autocast.py``);
+            at a much larger B the rounding of L (relative ≈ 2⁻⁸ in bfloat16) enters B·(L − L0), so
+            compare λ̂ with and without before relying on it there.
     """
 
     nbeta: float | None = None
@@ -211,6 +219,7 @@ class TemperedPosterior(Degradation):
     sampler: str = "sgld"
     rmsprop_alpha: float = 0.999
     rmsprop_eps: float = 0.1
+    autocast: str | None = None
     objective: Any = field(default=None, repr=False, compare=False)
     #: address-free description of ``objective`` (``None``: the target passed to ``draws``).
     objective_id: str | None = field(default=None, init=False)
@@ -223,7 +232,7 @@ class TemperedPosterior(Degradation):
                  calibration: CalibrationConfig | None = None, progress: bool = True,
                  objective: Any = None, strict: bool = False, sampler: str = "sgld",
                  rmsprop_alpha: float = 0.999, rmsprop_eps: float = 0.1,
-                 memory_budget: int | None = None) -> None:
+                 memory_budget: int | None = None, autocast: str | None = None) -> None:
         values = dict(locals())
         values.pop("self")
         if values["calibration"] is None:

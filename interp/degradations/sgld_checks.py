@@ -22,7 +22,7 @@ from typing import Any
 from interp.checks import bad_value, check_choice, check_flag, check_fraction, check_number
 from interp.degradations._select import check_restrict
 from interp.degradations._step import SAMPLERS
-from interp.degradations._targets import check_objective
+from interp.degradations._targets import AUTOCAST_DTYPES, check_objective
 from interp.degradations.calibration import CalibrationConfig
 
 __all__ = ["check_sampler"]
@@ -71,3 +71,6 @@ def check_sampler(cfg: Any) -> None:
     check_fraction(c, "rmsprop_alpha", cfg.rmsprop_alpha, closed=False,
                    fix="The running-mean decay of squared gradients, in (0, 1), e.g. 0.999.")
     check_number(c, "rmsprop_eps", cfg.rmsprop_eps, fix="The preconditioner's floor η > 0, e.g. 0.1.")
+    if cfg.autocast is not None:
+        check_choice(c, "autocast", cfg.autocast, AUTOCAST_DTYPES,
+                     fix="None (the model's dtype), or a low-precision forward: 'bfloat16' or 'float16'.")

@@ -14,7 +14,8 @@ chains): the divergence check B·(L − L0) > threshold decides on it before the
 On CUDA the noise is drawn from the chains' CPU generators, so a chain on the GPU draws the same
 numbers as on the CPU: draws agree up to float rounding (float32 here: 1e-3 on the loss), and the
 deep linear network's λ̂ (Aoyagi's oracle, float32 weights and update) on the GPU equals the CPU's to
-2% and Aoyagi's value to 15% (short chains). Run them with ``pytest -m cuda tests/interp/degradations/test_cuda.py``
+2% and Aoyagi's value to 15% (short chains), and a bfloat16 forward leaves it unchanged within its
+standard error. Run them with ``pytest -m cuda tests/interp/degradations/test_cuda.py``
 (``benchmarks/gpu_check.sh``); without a GPU they are skipped.
 """
 
@@ -181,6 +182,27 @@ def test_dln_oracle_llc_on_cuda_equals_cpu():
     exact = aoyagi_llc([5, 3, 5], 0)
     assert abs(ests["cuda"].mean / ests["cpu"].mean - 1) < 0.02, (ests["cuda"].mean, ests["cpu"].mean)
     assert abs(ests["cuda"].mean / exact - 1) < 0.15, (ests["cuda"].mean, exact)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device on this machine")
+def test_dln_oracle_llc_on_cuda_unchanged_by_bfloat16():
+    """The same oracle at B = 100 on the GPU with and without a bfloat16 forward (float32 weights,
+    noise and update; the same seeds): λ̂ within one standard error of the float32 one (the rounding
+    of L is zero-mean and averages over the draws; tests/interp/degradations/test_autocast.py
+    derives it) and within 3 standard errors + 10% of Aoyagi's value."""
+    from interp.degradations import estimate_llc
+
+    ests = {}
+    for autocast in (None, "bfloat16"):
+        net = DeepLinearNetwork([5, 3, 5], 1).float().to("cuda")
+        ests[autocast] = estimate_llc(net, net.loss, nbeta=100.0, localization=1.0, chains=4, n_draws=300,
+                                      burnin=300, progress=False, autocast=autocast)
+        assert all(p.dtype == torch.float32 for p in net.parameters())
+    full, low = ests[None], ests["bfloat16"]
+    assert abs(low.mean - full.mean) <= full.stderr, (low.mean, full.mean, full.stderr)
+    exact = aoyagi_llc([5, 3, 5], 1)
+    assert abs(low.mean - exact) <= 3 * low.stderr + 0.1 * exact, (low.mean, low.stderr, exact)
 
 
 def test_cuda_tests_skip_cleanly_without_a_gpu(request):
