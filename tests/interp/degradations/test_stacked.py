@@ -136,3 +136,35 @@ def test_measured_peak_counts_what_is_alive_at_once():
     assert measure_peak_bytes(lambda: torch.ones(1000, 1000) + 1, torch.device("cpu")) == 8_000_000
     assert measure_peak_bytes(lambda: [torch.ones(1000) for _ in range(3)], torch.device("cpu")) == 12_000
     assert free_memory_bytes(torch.device("cpu")) > 0
+
+
+def test_the_check_at_w0_runs_once_per_model_and_weights(monkeypatch):
+    """The stacked-gradient check at w0 (with its memory measurement) runs once for a model, weights,
+    objective and batch size: a second ``sample()`` (another level) reuses it with the same stacking;
+    other weights are checked afresh."""
+    import interp.degradations._batched as batched
+
+    model, task = organisms.load("induction")
+    calls = []
+    measure = batched.measure_peak_bytes
+    monkeypatch.setattr(batched, "measure_peak_bytes", lambda fn, device: calls.append(1) or measure(fn, device))
+    params = list(model.parameters())
+    saved = [p.detach().clone() for p in params]
+    kw = dict(localization=100.0, lr=3e-6, chains=2, n_draws=2, burnin=0, thin=1, eval_rows=0, init_batches=1,
+              batch_size=8, progress=False)
+    try:
+        with torch.no_grad():  # weights no other test has sampled: a fresh entry in the cache
+            params[0].add_(1e-4 * torch.randn(params[0].shape, generator=torch.Generator().manual_seed(7)))
+        first = TemperedPosterior(nbeta=1000.0, **kw).sample(model, task)
+        second = TemperedPosterior(nbeta=300.0, **kw).sample(model, task)
+        a, b = first.stacking, second.stacking  # (the default budget follows the free memory)
+        assert len(calls) == 1 and a.chains_per_batch == b.chains_per_batch == 2
+        assert (a.base_bytes, a.per_chain_bytes) == (b.base_bytes, b.per_chain_bytes)
+        with torch.no_grad():
+            params[0].add_(1e-4)
+        TemperedPosterior(nbeta=1000.0, **kw).sample(model, task)
+        assert len(calls) == 2
+    finally:
+        with torch.no_grad():
+            for p, s in zip(params, saved):
+                p.copy_(s)
