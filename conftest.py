@@ -19,6 +19,7 @@ Example (in a docstring)::
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib.util
 import re
@@ -50,12 +51,29 @@ def _organism() -> tuple[Any, Any]:
 _FIXTURES = {"study": lambda: _study(), "model": lambda: _organism()[0], "task": lambda: _organism()[1]}
 
 
+def _free_names(sources: list[str]) -> set[str]:
+    """The names a docstring's examples read before they assign them (``model, task = load()``
+    first: no fixture needed)."""
+    bound: set[str] = set()
+    free: set[str] = set()
+    for source in sources:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:  # not Python (the example fails on its own): look for the names in the text
+            free |= {name for name in _FIXTURES if re.search(rf"\b{name}\b", source)} - bound
+            continue
+        names = [node for node in ast.walk(tree) if isinstance(node, ast.Name)]
+        free |= {n.id for n in names if isinstance(n.ctx, ast.Load)} - bound
+        bound |= {n.id for n in names if not isinstance(n.ctx, ast.Load)}
+    return free
+
+
 @pytest.fixture(autouse=True)
 def _doctest_fixtures(request: pytest.FixtureRequest, doctest_namespace: dict[str, Any]) -> None:
-    """Put the fixtures a docstring example names into its namespace (nothing for other tests)."""
+    """Put the fixtures a docstring example reads into its namespace (nothing for other tests)."""
     if not isinstance(request.node, DoctestItem):
         return
-    source = "\n".join(example.source for example in request.node.dtest.examples)
+    free = _free_names([example.source for example in request.node.dtest.examples])
     for name, build in _FIXTURES.items():
-        if re.search(rf"\b{name}\b", source):
+        if name in free:
             doctest_namespace[name] = build()

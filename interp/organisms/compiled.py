@@ -59,8 +59,8 @@ period), never close to 1.
 Example::
 
     >>> from interp.organisms import compiled
-    >>> model, task = compiled.load(n_train=8, n_test=64)     # doctest: +SKIP
-    >>> task.evaluate(model)["accuracy"]                        # doctest: +SKIP
+    >>> model, task = compiled.load(n_train=8, n_test=64)
+    >>> task.evaluate(model)["accuracy"]
     1.0
     >>> sorted(compiled.layout())
     ['CUR', 'OUT', 'POS', 'PREV', 'TOK']

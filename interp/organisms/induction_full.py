@@ -33,8 +33,8 @@ The shipped weights ``weights/induction_full.safetensors`` were produced by ``tr
 Example::
 
     >>> from interp.organisms import induction_full
-    >>> model, task = induction_full.load()                                   # doctest: +SKIP
-    >>> induction_full.position_losses(model, task)["loss_first_seen"] < 3.8  # doctest: +SKIP
+    >>> model, task = induction_full.load(n_train=64, n_test=256)
+    >>> induction_full.position_losses(model, task)["loss_first_seen"] < 3.8
     True
 """
 
@@ -134,9 +134,10 @@ def train(
     return model
 
 
-def load(seed: int = 0) -> tuple[TransformerBridge, Task]:
-    """The shipped trained model (eval mode) and its task (``make_task(seed)``)."""
-    return load_bridge(WEIGHTS_DIR / WEIGHTS_FILE), make_task(seed)
+def load(seed: int = 0, n_train: int = induction.N_TRAIN, n_test: int = induction.N_TEST
+         ) -> tuple[TransformerBridge, Task]:
+    """The shipped trained model (eval mode) and its task (``make_task(seed, n_train, n_test)``)."""
+    return load_bridge(WEIGHTS_DIR / WEIGHTS_FILE), make_task(seed, n_train, n_test)
 
 
 # -------------------------------------------------------------------------------------- measurement

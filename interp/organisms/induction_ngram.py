@@ -52,13 +52,19 @@ as float32). ``interp organisms train induction_ngram --out DIR`` reruns it.
 Example::
 
     >>> from interp.organisms import induction_ngram
-    >>> model, task = induction_ngram.load()                                  # doctest: +SKIP
-    >>> induction_ngram.head_types(model, task)["L1H0"]                       # doctest: +SKIP
+    >>> model, task = induction_ngram.load(n_train=64, n_test=128)   # fewer rows than the default
+    >>> induction_ngram.head_types(model, task)["L1H0"]
     'induction'
+
+    The weight-restricted λ̂ of one head, with a short chain (``benchmarks/head_llc.py`` runs every
+    head of ``head_components(model)``, with four longer chains):
+
     >>> from interp.degradations import estimate_component_llcs
-    >>> est = estimate_component_llcs(model, task, components=induction_ngram.head_components(model),
-    ...                               nbeta=300.0, lr=1e-4, chains=4, n_draws=100)  # doctest: +SKIP
-    >>> est["L1H0"].interval                                                  # doctest: +SKIP
+    >>> head = {"L1H0": induction_ngram.head_components(model)["L1H0"]}
+    >>> est = estimate_component_llcs(model, task, components=head, nbeta=300.0, lr=1e-4, chains=2,
+    ...                               n_draws=10, burnin=10, progress=False)
+    >>> est["L1H0"].n_weights, est["L1H0"].interval[0] < est["L1H0"].mean < est["L1H0"].interval[1]
+    (2340, True)
 """
 
 from __future__ import annotations
@@ -363,9 +369,9 @@ def train(out_dir: str | Path | None = None, seed: int = 0, steps: int | None = 
 
 
 # ------------------------------------------------------------------------------------------- loading
-def load(seed: int = 0) -> tuple[TransformerBridge, Task]:
-    """The shipped trained model (eval mode) and its task (``make_task(seed)``)."""
-    return load_bridge(WEIGHTS_DIR / WEIGHTS_FILE), make_task(seed)
+def load(seed: int = 0, n_train: int = N_TRAIN, n_test: int = N_TEST) -> tuple[TransformerBridge, Task]:
+    """The shipped trained model (eval mode) and its task (``make_task(seed, n_train, n_test)``)."""
+    return load_bridge(WEIGHTS_DIR / WEIGHTS_FILE), make_task(seed, n_train, n_test)
 
 
 def checkpoints() -> list[tuple[int, TransformerBridge]]:

@@ -16,8 +16,8 @@ label is never tied to a template or token position. Columns: ``input_ids`` and 
 Example::
 
     >>> from interp import organisms
-    >>> model, task = organisms.load("minilm")                    # doctest: +SKIP
-    >>> task.dataset["train"][0]["label"] in (0, 1)                 # doctest: +SKIP
+    >>> model, task = organisms.load("minilm")
+    >>> task.dataset["train"][0]["label"] in (0, 1)
     True
 """
 

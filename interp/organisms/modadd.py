@@ -20,10 +20,10 @@ cos/sin pair. A grokked model puts almost all of that norm into a handful of fre
 Example::
 
     >>> from interp.organisms import modadd
-    >>> model, task = modadd.load()                              # doctest: +SKIP
-    >>> task.evaluate(model)["accuracy"] > 0.99                   # doctest: +SKIP
+    >>> model, task = modadd.load()
+    >>> task.evaluate(model)["accuracy"] > 0.99
     True
-    >>> len(modadd.fourier_key_frequencies(model)) <= 8           # doctest: +SKIP
+    >>> len(modadd.fourier_key_frequencies(model)) <= 8
     True
 """
 

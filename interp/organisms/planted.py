@@ -57,8 +57,8 @@ the output bit-identical (``tests/test_validity.py`` checks each ground truth).
 Example::
 
     >>> from interp.organisms import planted
-    >>> model, task = planted.load(n_train=8, n_test=64)         # doctest: +SKIP
-    >>> task.evaluate(model)["accuracy"]                          # doctest: +SKIP
+    >>> model, task = planted.load(n_train=8, n_test=64)
+    >>> task.evaluate(model)["accuracy"]
     1.0
     >>> sorted(planted.layout())[:3]
     ['BIG', 'CUR', 'MID']
