@@ -9,11 +9,15 @@ sampled every 10 ms by a thread with ``psutil``; ``tracemalloc`` does not see to
    50,304: 162.3M weights), random init, dropout 0;
 2. **train**: a quick AdamW training on a synthetic corpus (:func:`make_corpus`): 80% indirect-object
    sentences (IOI, Wang et al. 2022, "Interpretability in the wild"), e.g. "When Mary and John went
-   to the store , John gave a drink to Mary", in four templates and both name orders (ABBA, BABA),
-   20% filler sentences with the same names, places and objects. A word-level tokenizer (ids 0 to a
-   few hundred; the rest of the 50k vocabulary is unused but present, so the weights are GPT-2
-   small's). The weights are cached under ``--cache`` (default: the temp directory), never in the
-   package; rerunning loads them. The recipe is this file.
+   to the store , John gave a drink to Mary", in four templates of 10-14 words and both name orders
+   (ABBA, BABA), 20% filler sentences with the same names, places and objects. The answer token's
+   loss is weighted ``--answer-weight`` times (the rest of each sentence once): without it the
+   sentence's other tokens dominate the loss and a few hundred steps do not teach IOI. A word-level
+   tokenizer (65 ids; the rest of the 50k vocabulary is unused but present, so the weights are GPT-2
+   small's; its rows are zero, which makes the full-vocabulary loss computable from the used rows:
+   see :func:`train`). A held-out IOI check every ``--check-every`` steps logs the learning curve. The
+   weights are cached under ``--cache`` (default: the temp directory), never in the package;
+   rerunning loads them. The recipe is this file.
 3. **load** the saved checkpoint with ``interp.load_model`` (Hugging Face → TransformerBridge);
 4. **evaluate** the IOI task (``Task.from_pairs``, answer = indirect object, wrong = subject): the
    logit difference logit(IO) − logit(S) at the answer position, and the answer's accuracy. Whether a
@@ -40,7 +44,9 @@ sampled every 10 ms by a thread with ``psutil``; ``tracemalloc`` does not see to
     its trained value under weight noise (``interp.dissolution``).
 
 At the end a table of wall time and peak memory per part is printed (and written as JSON with
-``--json``). The restriction choices are what a user on a laptop would make: the posterior's analyses
+``--json``). ``--parts`` runs chosen parts on the cached weights (e.g. ``--parts posterior_restricted``).
+OpenMP's waiting threads sleep (``OMP_WAIT_POLICY=PASSIVE`` unless set): spinning ones made parts up to
+10x slower when other processes shared the two cores. The restriction choices are what a user on a laptop would make: the posterior's analyses
 run on a few evaluation rows, calibration has at most two rounds, and the all-weights posterior runs
 a handful of steps (a GPU makes it minutes; see ``benchmarks/gpu_check.sh``).
 
@@ -57,6 +63,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import random
 import tempfile
 import threading
@@ -65,7 +72,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
+# OpenMP threads that spin while they wait cost up to 10x when other processes share the cores (measured
+# in BENCHMARKS.md); waiting threads that sleep cost nothing measurable on a quiet machine. Before torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 log = logging.getLogger("gpt2_small_study")
 
@@ -75,9 +86,9 @@ PLACES = ("store", "park", "school", "office", "garden", "station", "library", "
 OBJECTS = ("drink", "book", "ring", "bag", "letter", "gift", "key", "ball")
 TEMPLATES = (
     "When {a} and {b} went to the {p} , {s} gave a {o} to",
-    "After {a} and {b} went to the {p} , {s} handed a {o} to",
-    "While {a} and {b} were working at the {p} , {s} gave a {o} to",
-    "Then , {a} and {b} had a long day at the {p} . {s} gave a {o} to",
+    "{a} and {b} were at the {p} . {s} handed the {o} to",
+    "Then {a} and {b} met . {s} gave a {o} to",
+    "After {a} met {b} at the {p} , {s} gave it to",
 )
 FILLERS = (
     "{a} went to the {p} and bought a {o} .",
@@ -86,6 +97,11 @@ FILLERS = (
     "{a} and {b} walked to the {p} together .",
     "At the {p} , {a} found a {o} .",
 )
+
+
+#: the parts after training, loading, the tasks and the IOI evaluation (which always run), in order
+PARTS = ("capture", "head_ablation", "causal_scrubbing", "probes", "residual_norms", "transcoder",
+         "posterior_restricted", "posterior_all_weights", "weight_noise", "dissolution")
 
 
 # --------------------------------------------------------------------------- measurement
@@ -152,17 +168,19 @@ def filler(rng: random.Random) -> str:
     return rng.choice(FILLERS).format(a=a, b=b, p=rng.choice(PLACES), o=rng.choice(OBJECTS))
 
 
-def make_corpus(n: int, seed: int, ioi_fraction: float = 0.8) -> list[str]:
-    """``n`` training sentences: IOI prompts followed by their answer, and filler sentences."""
+def make_corpus(n: int, seed: int, ioi_fraction: float = 0.8) -> tuple[list[str], list[bool]]:
+    """``n`` training sentences: IOI prompts followed by their answer, and filler sentences; and which
+    ones are IOI."""
     rng = random.Random(seed)
-    out = []
+    out, is_ioi = [], []
     for _ in range(n):
-        if rng.random() < ioi_fraction:
+        is_ioi.append(rng.random() < ioi_fraction)
+        if is_ioi[-1]:
             row = ioi_prompt(rng)
             out.append(f"{row['prompt']} {row['answer']}")
         else:
             out.append(filler(rng))
-    return out
+    return out, is_ioi
 
 
 def vocabulary() -> list[str]:
@@ -179,12 +197,16 @@ def tokenizer():
 
 
 # --------------------------------------------------------------------------- model
-def hf_config(arch: str, quick: bool):
+def hf_config(arch: str, quick: bool, layers: int | None = None):
+    """The Hugging Face config of the architecture (``quick``: 2 layers, d_model 64; ``layers``: another
+    depth, for trying a recipe out)."""
     import transformers
 
     if arch == "gpt2":
         size = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=512) if quick else \
             dict(n_layer=12, n_embd=768, n_head=12, vocab_size=50257)
+        if layers:
+            size["n_layer"] = layers
         return transformers.GPT2Config(n_positions=64 if quick else 1024, resid_pdrop=0.0, embd_pdrop=0.0,
                                        attn_pdrop=0.0, bos_token_id=1, eos_token_id=1, **size)
     if arch == "pythia160m":
@@ -192,6 +214,8 @@ def hf_config(arch: str, quick: bool):
                     vocab_size=512) if quick else \
             dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072,
                  vocab_size=50304)
+        if layers:
+            size["num_hidden_layers"] = layers
         return transformers.GPTNeoXConfig(max_position_embeddings=64 if quick else 2048, rotary_pct=0.25,
                                           use_parallel_residual=True, tie_word_embeddings=False,
                                           attention_dropout=0.0, hidden_dropout=0.0, bos_token_id=1,
@@ -199,52 +223,120 @@ def hf_config(arch: str, quick: bool):
     raise ValueError(f"--arch {arch!r}: must be 'gpt2' or 'pythia160m'.")
 
 
-def hf_model(arch: str, quick: bool, seed: int) -> torch.nn.Module:
+def hf_model(arch: str, quick: bool, seed: int, layers: int | None = None) -> torch.nn.Module:
     import transformers
 
     torch.manual_seed(seed)
-    cfg = hf_config(arch, quick)
+    cfg = hf_config(arch, quick, layers)
     cls = transformers.GPT2LMHeadModel if arch == "gpt2" else transformers.GPTNeoXForCausalLM
     return cls(cfg)
 
 
-def train(hf: torch.nn.Module, texts: list[str], tok, a: argparse.Namespace) -> dict[str, float]:
-    """AdamW on next-token loss over whole sentences (BOS first, padding ignored), linear warm-up then
-    cosine decay, gradient clipping at 1."""
+def _batch(texts: list[str], tok, answers: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token ids (BOS first, right-padded with EOS), next-token labels (-100 on padding) and per-label
+    weights (1, and ``-1`` marking an IOI answer token: the caller gives it its weight)."""
     eos = tok.eos_token_id
     rows = [[eos] + tok(t)["input_ids"] for t in texts]
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), eos, dtype=torch.long)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    answer = torch.zeros((len(rows), width), dtype=torch.bool)
     for i, r in enumerate(rows):
         ids[i, :len(r)] = torch.tensor(r)
-        labels[i, 1:len(r)] = torch.tensor(r[1:])
-    opt = torch.optim.AdamW(hf.parameters(), lr=a.lr, betas=(0.9, 0.98), weight_decay=0.01)
+        labels[i, :len(r) - 1] = torch.tensor(r[1:])
+        answer[i, len(r) - 2] = answers[i]
+    return ids, labels, answer
+
+
+def train(hf: torch.nn.Module, texts: list[str], is_ioi: list[bool], tok, a: argparse.Namespace) -> dict[str, Any]:
+    """AdamW on the next-token loss, the IOI answer token weighted ``a.answer_weight`` times, linear
+    warm-up then cosine decay, gradient clipping at 1.
+
+    Only the ``n`` token ids the word-level tokenizer uses are trained (a few dozen of the 50k rows of the
+    embedding and unembedding); the other rows are set to zero, so their logits are exactly 0 and the
+    cross-entropy over the whole vocabulary of V tokens is the one over the ``n`` used logits plus one
+    constant logit log(V − n): logsumexp(z) = logsumexp(z_used, log(V − n)). The loss is exact, and a
+    step neither computes 50k logits per token nor updates 38.6M embedding weights it has no gradient for.
+    """
+    n = len(tok)
+    body = hf.base_model
+    e_in, e_out = hf.get_input_embeddings().weight, hf.get_output_embeddings().weight
+    tied = e_in is e_out
+    vocab = e_out.shape[0]
+    with torch.no_grad():
+        e_in[n:].zero_()
+        e_out[n:].zero_()
+    used_in = torch.nn.Parameter(e_in[:n].detach().clone())
+    used_out = used_in if tied else torch.nn.Parameter(e_out[:n].detach().clone())
+    e_in.requires_grad_(False)
+    e_out.requires_grad_(False)
+    params = [p for p in hf.parameters() if p.requires_grad]
+    embeddings = [used_in] + ([] if tied else [used_out])
+    rest = math.log(vocab - n)
+
+    def used_logits(ids: torch.Tensor) -> torch.Tensor:
+        hidden = body(inputs_embeds=used_in[ids]).last_hidden_state
+        z = hidden @ used_out.T
+        return torch.cat([z, z.new_full((*z.shape[:-1], 1), rest)], dim=-1)  # the V − n zero rows, as one
+
+    ids, labels, answer = _batch(texts, tok, is_ioi)
+    weights = torch.where(answer, a.answer_weight, 1.0) * (labels >= 0)
+    rng = random.Random(a.seed + 3)  # held-out IOI prompts, another stream than the corpus and the task
+    held = [ioi_prompt(rng) for _ in range(64)]
+    h_ids, _, h_ans = _batch([r["prompt"] + " x" for r in held], tok, [True] * len(held))
+    h_pos = h_ans.float().argmax(1)
+    h_io = torch.tensor([tok(f" {r['answer']}")["input_ids"][0] for r in held])
+    h_s = torch.tensor([tok(f" {r['wrong']}")["input_ids"][0] for r in held])
+
+    def ioi_check() -> tuple[float, float]:
+        with torch.no_grad():
+            z = used_logits(h_ids)[torch.arange(len(held)), h_pos]
+        diff = z[torch.arange(len(held)), h_io] - z[torch.arange(len(held)), h_s]
+        return float(diff.mean()), float((z.argmax(-1) == h_io).float().mean())
+
+    # the used embedding rows are vector-like (one row per token): a larger step than the matrices'
+    opt = torch.optim.AdamW([{"params": params}, {"params": embeddings, "lr": a.lr * a.embed_lr_scale}],
+                            lr=a.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    params = params + embeddings
     warm = max(1, a.train_steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / a.train_steps))))
     g = torch.Generator().manual_seed(a.seed)
     hf.train()
-    losses = []
+    losses, curve = [], []
     for step in range(a.train_steps):
         idx = torch.randint(0, len(ids), (a.train_batch,), generator=g)
-        loss = hf(ids[idx], labels=labels[idx]).loss
+        z = used_logits(ids[idx])
+        lab, w = labels[idx], weights[idx]
+        nll = torch.nn.functional.cross_entropy(z.flatten(0, 1), lab.flatten().clamp(min=0), reduction="none")
+        loss = (nll * w.flatten()).sum() / w.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         losses.append(loss.item())
-        if step % 10 == 0 or step == a.train_steps - 1:
-            log.info("train step %d/%d loss %.3f", step + 1, a.train_steps, losses[-1])
+        if (step + 1) % a.check_every == 0 or step == a.train_steps - 1:
+            hf.eval()
+            diff, acc = ioi_check()
+            hf.train()
+            curve.append({"step": step + 1, "loss": losses[-1], "logit_diff": diff, "accuracy": acc})
+            log.info("train step %d/%d loss %.3f; held-out IOI logit diff %.2f, accuracy %.2f",
+                     step + 1, a.train_steps, losses[-1], diff, acc)
     hf.eval()
     del opt
-    return {"first_loss": losses[0], "last_loss": sum(losses[-5:]) / len(losses[-5:])}
+    with torch.no_grad():
+        e_in[:n] = used_in
+        e_out[:n] = used_out
+    e_in.requires_grad_(True)
+    e_out.requires_grad_(True)
+    return {"first_loss": losses[0], "last_loss": sum(losses[-5:]) / len(losses[-5:]), "curve": curve}
 
 
 def checkpoint(a: argparse.Namespace, meter: Meter) -> tuple[Path, dict[str, Any]]:
     """The trained checkpoint's directory under the cache, trained (and saved) when missing."""
-    recipe = dict(arch=a.arch, quick=a.quick, steps=a.train_steps, batch=a.train_batch, lr=a.lr, seed=a.seed,
+    recipe = dict(arch=a.arch, quick=a.quick, layers=a.layers, steps=a.train_steps, batch=a.train_batch, lr=a.lr,
+                  answer_weight=a.answer_weight, embed_lr_scale=a.embed_lr_scale, seed=a.seed,
                   corpus=a.corpus, templates=TEMPLATES, fillers=FILLERS, names=NAMES)
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(a.cache) / f"{a.arch}{'-quick' if a.quick else ''}-{key}"
@@ -255,14 +347,17 @@ def checkpoint(a: argparse.Namespace, meter: Meter) -> tuple[Path, dict[str, Any
         return path, json.loads(info_file.read_text())
     tok = tokenizer()
     with meter.part("build", f"{a.arch} from its config, random init") as row:
-        hf = hf_model(a.arch, a.quick, a.seed)
+        hf = hf_model(a.arch, a.quick, a.seed, a.layers)
         n = sum(p.numel() for p in hf.parameters())
         row["note"] += f": {n / 1e6:.1f}M weights"
-    with meter.part("train", f"{a.train_steps} AdamW steps x {a.train_batch} sentences") as row:
+    with meter.part("train", f"{a.train_steps} AdamW steps x {a.train_batch} sentences, answer weight "
+                    f"{a.answer_weight:g}") as row:
         t = time.perf_counter()
-        info = train(hf, make_corpus(a.corpus, a.seed), tok, a)
+        info = train(hf, *make_corpus(a.corpus, a.seed), tok, a)
         info.update(weights=n, train_s=time.perf_counter() - t, recipe=recipe)
-        row["note"] += f", loss {info['first_loss']:.2f} -> {info['last_loss']:.2f}"
+        end = info["curve"][-1]
+        row["note"] += (f", loss {info['first_loss']:.2f} -> {info['last_loss']:.2f}, held-out IOI logit diff "
+                        f"{end['logit_diff']:.2f}, accuracy {end['accuracy']:.2f}")
     with meter.part("save", "save_pretrained + tokenizer"):
         path.mkdir(parents=True, exist_ok=True)
         hf.save_pretrained(path)
@@ -270,6 +365,21 @@ def checkpoint(a: argparse.Namespace, meter: Meter) -> tuple[Path, dict[str, Any
         info_file.write_text(json.dumps(info, indent=1))
     del hf
     return path, info
+
+
+def scan_heads(model, task, rows: int) -> tuple[list[tuple[int, int]], dict[str, Any]]:
+    """Mean-ablation scan: each layer's heads together, then each head of the two layers whose ablation
+    costs most answer loss; the top three heads by answer loss carried are the "circuit"."""
+    from analyses.ablation import ablate_heads
+
+    cfg = model.cfg
+    by_layer = {l: ablate_heads(model, task, [(l, h) for h in range(cfg.n_heads)], eval_rows=rows)["loss_carried"]
+                for l in range(cfg.n_layers)}
+    top_layers = sorted(by_layer, key=by_layer.get, reverse=True)[:2]
+    by_head = {(l, h): ablate_heads(model, task, [(l, h)], eval_rows=rows)["loss_carried"]
+               for l in top_layers for h in range(cfg.n_heads)}
+    top = sorted(by_head, key=by_head.get, reverse=True)[:3]
+    return top, {"by_layer": by_layer, "top_heads": top, "by_head": {f"L{l}H{h}": v for (l, h), v in by_head.items()}}
 
 
 def ioi_task(model, n: int, seed: int):
@@ -313,12 +423,12 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     import analyses
     import hooks
     import interp
-    from analyses.ablation import ablate_heads
     from analyses.scrubbing import Agree, CausalScrubbing, Head, Hypothesis
     from interp.degradations import CalibrationConfig, LossIncrease, NBeta, TemperedPosterior, WeightNoise
     from interp.objectives import Behavioural
 
     torch.set_num_threads(a.threads)
+    want = set(a.parts).__contains__
     # the word-level tokenizer uses a few dozen of the 50k ids on purpose (GPT-2 small's vocabulary size)
     warnings.filterwarnings("ignore", message=r".*tokenizer (of \S+ )?holds \d+ tokens")
     meter = Meter()
@@ -327,6 +437,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     try:
         path, info = checkpoint(a, meter)
         out["training"] = info
+        if a.train_only:
+            return out
         with meter.part("load_model", "HF checkpoint -> TransformerBridge"):
             model = interp.load_model(path, device="cpu")
         cfg = model.cfg
@@ -338,25 +450,27 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             row["note"] = (f"logit diff {ev['logit_diff']:.2f}, answer acc {ev['accuracy']:.3f}, "
                            f"loss {ev['loss']:.3f}")
         out["ioi"] = ev
-        with meter.part("capture", f"resid_post of {cfg.n_layers} layers, 64 rows"):
-            ids = task.tensors("test", rows=64)["input_ids"].long()
-            acts = hooks.capture(model, ids, [hooks.resid_post(l) for l in range(cfg.n_layers)])
-            assert acts[hooks.resid_post(cfg.n_layers - 1)].shape[-1] == cfg.d_model
-            del acts
+        if want("capture"):
+            with meter.part("capture", f"resid_post of {cfg.n_layers} layers, 64 rows"):
+                ids = task.tensors("test", rows=64)["input_ids"].long()
+                acts = hooks.capture(model, ids, [hooks.resid_post(l) for l in range(cfg.n_layers)])
+                assert acts[hooks.resid_post(cfg.n_layers - 1)].shape[-1] == cfg.d_model
+                del acts
 
         # ---------------------------------------------------------------- head ablation scan
         rows = a.eval_rows
-        with meter.part("head_ablation", "") as row:
-            by_layer = {l: ablate_heads(model, task, [(l, h) for h in range(cfg.n_heads)], eval_rows=rows)["loss_carried"]
-                        for l in range(cfg.n_layers)}
-            top_layers = sorted(by_layer, key=by_layer.get, reverse=True)[:2]
-            by_head = {(l, h): ablate_heads(model, task, [(l, h)], eval_rows=rows)["loss_carried"]
-                       for l in top_layers for h in range(cfg.n_heads)}
-            top = sorted(by_head, key=by_head.get, reverse=True)[:3]
-            row["note"] = (f"{cfg.n_layers + len(by_head)} ablations; top heads "
-                           + ", ".join(f"L{l}H{h} ({by_head[(l, h)]:+.3f})" for l, h in top))
-        out["ablation"] = {"by_layer": by_layer, "top_heads": top,
-                           "by_head": {f"L{l}H{h}": v for (l, h), v in by_head.items()}}
+        heads_file = path / f"study-heads-{a.eval_rows}-{a.ioi_rows}.json"
+        if want("head_ablation") or not heads_file.exists():
+            with meter.part("head_ablation", "") as row:
+                top, abl = scan_heads(model, task, rows)
+                row["note"] = (f"{cfg.n_layers + len(abl['by_head'])} ablations; top heads "
+                               + ", ".join(f"L{l}H{h} ({abl['by_head'][f'L{l}H{h}']:+.3f})" for l, h in top))
+            heads_file.write_text(json.dumps(abl))
+        else:  # the scan of an earlier run on the same weights and rows (--parts without head_ablation)
+            abl = json.loads(heads_file.read_text())
+            top = [tuple(x) for x in abl["top_heads"]]
+            log.info("top heads %s from %s", top, heads_file)
+        out["ablation"] = abl
         others = [(cfg.n_layers - 1, h) for h in range(cfg.n_heads) if (cfg.n_layers - 1, h) not in top][:3]
 
         # ---------------------------------------------------------------- causal scrubbing
@@ -365,38 +479,43 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         wrong = Hypothesis([Head(l, h, same) for l, h in others], name="other_heads")
         scrub = CausalScrubbing(hyp, name="scrub_top", eval_rows=rows, seeds=2, bootstrap=200)
         scrub_other = CausalScrubbing(wrong, name="scrub_other", eval_rows=rows, seeds=2, bootstrap=200)
-        with meter.part("causal_scrubbing", "") as row:
-            m = {}
-            for s in (scrub, scrub_other):
-                s.setup(model, task)
-                m[s.name] = s(model, task)
-            row["note"] = ", ".join(f"{k}: recovered {v['recovered']:.2f}, KL {v['kl']:.3f}" for k, v in m.items())
-        out["scrubbing"] = m
+        if want("causal_scrubbing"):
+            with meter.part("causal_scrubbing", "") as row:
+                m = {}
+                for s in (scrub, scrub_other):
+                    s.setup(model, task)
+                    m[s.name] = s(model, task)
+                row["note"] = ", ".join(f"{k}: recovered {v['recovered']:.2f}, KL {v['kl']:.3f}"
+                                        for k, v in m.items())
+            out["scrubbing"] = m
 
         # ---------------------------------------------------------------- probes, norms, transcoder
         layers = tuple(sorted({0, cfg.n_layers // 4, cfg.n_layers // 2, 3 * cfg.n_layers // 4, cfg.n_layers}))
-        with meter.part("probes", f"ridge, layers {layers}") as row:
-            rep = analyses.probe(model, task, label="io_first", positions=("end_pos",), layers=layers,
-                                 eval_rows=a.probe_rows, control_type=None)
-            acc = [float(x) for x in rep.accuracy]
-            row["note"] = "IO-first accuracy " + " ".join(f"{x:.2f}" for x in acc)
-        out["probes"] = dict(zip(map(str, layers), acc))
-        with meter.part("residual_norms", "") as row:
-            prof = analyses.profile_norms(model, task, eval_rows=rows)
-            norms = analyses.ResidualNorms(eval_rows=rows, quantiles=(), weights=False)
-            norms.setup(model, task)
-            nm = norms(model, task)
-            row["note"] = f"growth {nm.get('growth', float('nan')):.2f}"
-            del prof
+        if want("probes"):
+            with meter.part("probes", f"ridge, layers {layers}") as row:
+                rep = analyses.probe(model, task, label="io_first", positions=("end_pos",), layers=layers,
+                                     eval_rows=a.probe_rows, control_type=None)
+                acc = [float(x) for x in rep.accuracy]
+                row["note"] = "IO-first accuracy " + " ".join(f"{x:.2f}" for x in acc)
+            out["probes"] = dict(zip(map(str, layers), acc))
+        norms = analyses.ResidualNorms(eval_rows=rows, quantiles=(), weights=False)
+        if want("residual_norms"):
+            with meter.part("residual_norms", "") as row:
+                prof = analyses.profile_norms(model, task, eval_rows=rows)
+                norms.setup(model, task)
+                nm = norms(model, task)
+                row["note"] = f"growth {nm.get('growth', float('nan')):.2f}"
+                del prof
         mid = cfg.n_layers // 2
-        transcoder = analyses.SparseMLP(layer=mid, transcoder=dict(
-            n_latents=a.tc_latents, k=a.tc_k, steps=a.tc_steps, batch_size=256, buffer_tokens=a.tc_tokens,
-            rows_per_forward=32), refit_steps=5, eval_rows=rows)
-        with meter.part("transcoder", f"block {mid}, {a.tc_latents} latents, top-{a.tc_k}") as row:
-            transcoder.setup(model, task)
-            tm = transcoder(model, task)
-            row["note"] += f", FVU {tm['refit_fvu']:.3f}, spliced KL {tm['refit_kl']:.3f} nats/token"
-        out["transcoder"] = tm
+        if want("transcoder"):
+            transcoder = analyses.SparseMLP(layer=mid, transcoder=dict(
+                n_latents=a.tc_latents, k=a.tc_k, steps=a.tc_steps, batch_size=256, buffer_tokens=a.tc_tokens,
+                rows_per_forward=32), refit_steps=5, eval_rows=rows)
+            with meter.part("transcoder", f"block {mid}, {a.tc_latents} latents, top-{a.tc_k}") as row:
+                transcoder.setup(model, task)
+                tm = transcoder(model, task)
+                row["note"] += f", FVU {tm['refit_fvu']:.3f}, spliced KL {tm['refit_kl']:.3f} nats/token"
+            out["transcoder"] = tm
 
         suite = [ioi_logit_diff, analyses.HeadAblation(heads=top, eval_rows=rows, name="top_heads"), scrub, norms]
 
@@ -410,41 +529,45 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                                     calibration=CalibrationConfig(tolerance=0.5, max_rounds=2))
         levels = [LossIncrease(x) for x in a.kl_levels]
         n_sel = sum(sampler.check(model).values()) if hasattr(sampler, "check") else None
-        with meter.part("posterior_restricted",
-                        f"blocks {blocks[0]}-{blocks[-1]}, KL levels {a.kl_levels}, {a.chains} chains") as row:
-            res = interp.run_sweep(model, task, suite, sampler, levels, out=runs / "posterior", progress=False,
-                                   eval_rows=rows)
-            row["note"] += _sweep_note(res)
-        out["posterior_restricted"] = _sweep_numbers(res)
-        out["posterior_restricted"]["weights"] = n_sel
+        if want("posterior_restricted"):
+            with meter.part("posterior_restricted",
+                            f"blocks {blocks[0]}-{blocks[-1]}, KL levels {a.kl_levels}, {a.chains} chains") as row:
+                res = interp.run_sweep(model, task, suite, sampler, levels, out=runs / "posterior", progress=False,
+                                       eval_rows=rows)
+                row["note"] += _sweep_note(res)
+            out["posterior_restricted"] = _sweep_numbers(res)
+            out["posterior_restricted"]["weights"] = n_sel
 
         # ---------------------------------------------------------------- posterior, all weights
-        full = TemperedPosterior(objective=objective, localization=100.0, chains=1, n_draws=2,
-                                 burnin=a.full_steps - 1, thin=1, batch_size=a.sgld_batch, eval_rows=a.kl_rows,
-                                 lr=a.full_lr, seed=a.seed, progress=False)
-        with meter.part("posterior_all_weights", f"nβ {a.full_nbeta:g}, lr {a.full_lr:g}, "
-                        f"{a.full_steps + 1} steps, 1 chain") as row:
-            t = time.perf_counter()
-            res_full = interp.run_sweep(model, task, [ioi_logit_diff], full, [NBeta(a.full_nbeta)],
-                                        out=runs / "posterior_full", progress=False, eval_rows=rows)
-            row["note"] += _sweep_note(res_full)
-            out["posterior_all_weights"] = {**_sweep_numbers(res_full), "wall_s": time.perf_counter() - t}
+        if want("posterior_all_weights"):
+            full = TemperedPosterior(objective=objective, localization=100.0, chains=1, n_draws=2,
+                                     burnin=a.full_steps - 1, thin=1, batch_size=a.sgld_batch, eval_rows=a.kl_rows,
+                                     lr=a.full_lr, seed=a.seed, progress=False)
+            with meter.part("posterior_all_weights", f"nβ {a.full_nbeta:g}, lr {a.full_lr:g}, "
+                            f"{a.full_steps + 1} steps, 1 chain") as row:
+                t = time.perf_counter()
+                res_full = interp.run_sweep(model, task, [ioi_logit_diff], full, [NBeta(a.full_nbeta)],
+                                            out=runs / "posterior_full", progress=False, eval_rows=rows)
+                row["note"] += _sweep_note(res_full)
+                out["posterior_all_weights"] = {**_sweep_numbers(res_full), "wall_s": time.perf_counter() - t}
 
         # ---------------------------------------------------------------- weight noise, dissolution
-        noise = WeightNoise(relative=True, draws_per_level=2, seed=a.seed)
-        with meter.part("weight_noise", f"all weights, relative σ {a.sigmas}") as row:
-            res_noise = interp.run_sweep(model, task, suite, noise, list(a.sigmas), out=runs / "noise",
-                                         progress=False, eval_rows=rows)
-            row["note"] += _sweep_note(res_noise)
-        out["weight_noise"] = _sweep_numbers(res_noise)
-        with meter.part("dissolution", "IOI logit diff to half its value, weight noise") as row:
-            d = interp.dissolution(model, task, ioi_logit_diff, WeightNoise(relative=True, draws_per_level=3,
-                                                                              seed=a.seed),
-                                   metric="logit_diff", relative=0.5, axis="sigma", start=0.05,
-                                   max_levels=a.dissolve_levels, out=runs / "dissolve", progress=False,
-                                   eval_rows=rows)
-            row["note"] = d.verdict("IOI logit difference")
-        out["dissolution"] = row["note"]
+        if want("weight_noise"):
+            noise = WeightNoise(relative=True, draws_per_level=2, seed=a.seed)
+            with meter.part("weight_noise", f"all weights, relative σ {a.sigmas}") as row:
+                res_noise = interp.run_sweep(model, task, suite, noise, list(a.sigmas), out=runs / "noise",
+                                             progress=False, eval_rows=rows)
+                row["note"] += _sweep_note(res_noise)
+            out["weight_noise"] = _sweep_numbers(res_noise)
+        if want("dissolution"):
+            with meter.part("dissolution", "IOI logit diff to half its value, weight noise") as row:
+                d = interp.dissolution(model, task, ioi_logit_diff,
+                                       WeightNoise(relative=True, draws_per_level=3, seed=a.seed),
+                                       metric="logit_diff", relative=0.5, axis="sigma", start=0.05,
+                                       max_levels=a.dissolve_levels, out=runs / "dissolve", progress=False,
+                                       eval_rows=rows)
+                row["note"] = d.verdict("IOI logit difference")
+            out["dissolution"] = row["note"]
     finally:
         meter.close()
     out["table"] = meter.rows
@@ -483,11 +606,27 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=None)
     ap.add_argument("--train-batch", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--answer-weight", type=float, default=None,
+                    help="weight of the IOI answer token in the training loss (other tokens: 1)")
+    ap.add_argument("--embed-lr-scale", type=float, default=None,
+                    help="the used embedding rows' learning rate over --lr")
+    ap.add_argument("--check-every", type=int, default=20, help="training steps between held-out IOI checks")
+    ap.add_argument("--layers", type=int, default=None, help="another depth (to try a training recipe out)")
+    ap.add_argument("--train-only", action="store_true", help="stop after training (to try a recipe out)")
     ap.add_argument("--corpus", type=int, default=20000, help="training sentences")
+    ap.add_argument("--parts", default=",".join(PARTS),
+                    help="comma-separated parts to run after training, loading, the tasks and evaluation (default: "
+                         "all). The posterior, weight noise and dissolution read the top heads of an earlier "
+                         "head_ablation on the same weights from the cache, or run the scan")
     a = ap.parse_args()
+    a.parts = [p.strip() for p in a.parts.split(",") if p.strip()]
+    unknown = sorted(set(a.parts) - set(PARTS))
+    if unknown:
+        ap.error(f"--parts {','.join(unknown)}: unknown; choose from {','.join(PARTS)}")
     q = a.quick
     # the sizes of the run: the full ones fit 30 minutes on a 2-core CPU (BENCHMARKS.md)
-    defaults = dict(train_steps=60 if q else 80, train_batch=32, lr=3e-3 if q else 1e-3)
+    defaults = dict(train_steps=300, train_batch=32 if q else 16, lr=3e-3 if q else 3e-4, answer_weight=100.0,
+                    embed_lr_scale=1.0 if q else 30.0)
     for k, v in defaults.items():
         if getattr(a, k) is None:
             setattr(a, k, v)
