@@ -27,7 +27,13 @@ Memory per chain (``--memory``): each sampler runs in a fresh subprocess with 1 
 chains, and the resident memory the run adds at its peak is measured (RSS polled every 2 ms, minus the
 RSS before); the difference divided by the extra chains is what a chain costs.
 
-    python benchmarks/bench_hf_sampler.py [--steps 20] [--repeats 3] [--chains 4] [--shapes 8x32,16x64]
+``--steady``: every sampler is also timed at one step per chain (T_1, beside T_S at ``--steps`` S), which
+separates the per-step cost from what a call pays once (set-up, L(w0), checks): steady chain-steps/s =
+C·(S − 1)/(T_S − T_1), one-off = T_1 − (T_S − T_1)/(S − 1). The first (warm-up) call of each sampler
+is printed too: interp checks its stacked gradient against the bridge once per model and weights
+(cached), so that call carries the check.
+
+    python benchmarks/bench_hf_sampler.py [--steps 20] [--repeats 3] [--chains 4] [--shapes 8x32,16x64] [--steady]
 """
 
 from __future__ import annotations
@@ -210,32 +216,57 @@ NAMES = ["devinterp", "plain", "interp", "interp_sequential"]
 def bench_shape(path: Path, args: argparse.Namespace, shape: str, n_params: int, peak: float) -> None:
     batch, seq = parse_shape(shape)
     fns = samplers(path, args, args.chains, batch, seq)
+    # --steady: the same samplers at one step per chain (own models), so that per-step cost and
+    # one-off cost separate: steady chain-steps/s = C·(S − 1)/(T_S − T_1), one-off = T_1 − (T_S − T_1)/(S − 1)
+    ones = samplers(path, argparse.Namespace(**{**vars(args), "steps": 1}), args.chains, batch, seq) if args.steady else {}
     errors: dict[str, str] = {}
-    for n in NAMES:  # warm-up, and find out what runs
+    first: dict[str, float] = {}
+    for n in NAMES:  # warm-up (the first call, one-off costs included), and find out what runs
         try:
+            t = time.perf_counter()
             fns[n]()
+            first[n] = time.perf_counter() - t
+            if ones:
+                ones[n]()
         except Exception as err:  # noqa: BLE001 - reported below
             errors[n] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
     live = [n for n in NAMES if n not in errors]
     rates: dict[str, list[float]] = {n: [] for n in live}
+    steady: dict[str, list[float]] = {n: [] for n in live}
+    oneoff: dict[str, list[float]] = {n: [] for n in live}
     for _ in range(args.repeats):  # interleaved so all see the same machine load
         for n in live:
             t = time.perf_counter()
             fns[n]()
-            rates[n].append(args.chains * args.steps / (time.perf_counter() - t))
+            t_s = time.perf_counter() - t
+            rates[n].append(args.chains * args.steps / t_s)
+            if ones:
+                t = time.perf_counter()
+                ones[n]()
+                t_1 = time.perf_counter() - t
+                per_step = (t_s - t_1) / max(args.steps - 1, 1)  # one step of all chains
+                steady[n].append(args.chains / per_step if per_step > 0 else float("nan"))
+                oneoff[n].append(t_1 - per_step)
     flop = 6 * n_params * batch * seq  # per chain-step
     print(f"\nbatch {shape}: {args.chains} chains x {args.steps} steps, {flop / 1e9:.2f} GFLOP per chain-step")
     for n in live:
         r = median(rates[n])
         print(f"  {n:18s} {r:7.2f} chain-steps/s  {r * flop / 1e9:6.1f} GFLOP/s = {r * flop / peak:5.1%} of peak"
-              f"   runs {[round(x, 2) for x in rates[n]]}")
+              f"   runs {[round(x, 2) for x in rates[n]]}; first call {first[n]:.2f} s")
+        if ones:
+            r = median(steady[n])
+            print(f"  {'':18s} steady {r:7.2f} chain-steps/s = {r * flop / peak:5.1%} of peak, one-off per call "
+                  f"{median(oneoff[n]):.2f} s   runs {[round(x, 2) for x in steady[n]]}")
     for n, e in errors.items():
         print(f"  {n:18s} did not run: {e}")
     for n in ("interp", "interp_sequential"):
         for ref in ("devinterp", "plain"):
             if n in live and ref in live:
                 ratios = [a / b for a, b in zip(rates[n], rates[ref])]
-                print(f"  ratio {n}/{ref}: {median(ratios):.2f}x (median of interleaved repeats)")
+                line = f"  ratio {n}/{ref}: {median(ratios):.2f}x (median of interleaved repeats)"
+                if ones:
+                    line += f", steady {median([a / b for a, b in zip(steady[n], steady[ref])]):.2f}x"
+                print(line)
     if args.memory:
         memory(path, args, shape, live, n_params)
 
@@ -262,6 +293,8 @@ def main() -> None:
     ap.add_argument("--chains", type=int, default=4)
     ap.add_argument("--shapes", default="8x32,16x64", help="comma-separated ROWSxTOKENS batches")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steady", action="store_true",
+                    help="also time every sampler at one step per chain: steady-state rate and one-off cost per call")
     ap.add_argument("--memory", action="store_true", help="also measure the memory per chain (subprocesses)")
     ap.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--path", default=None, help=argparse.SUPPRESS)

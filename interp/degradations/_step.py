@@ -290,8 +290,10 @@ class StepNorms:
         for i, t in enumerate(ts):
             if self.chains is None:
                 self.sq[i] = self.sq[i] + torch.linalg.vector_norm(t).square()
-            else:
-                self.sq[i] = self.sq[i] + torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=1).square()
+            elif t.dim() == 1:  # one number per chain
+                self.sq[i] = self.sq[i] + t.square()
+            else:  # over the non-chain dims in place: no copy of a strided (e.g. transposed) gradient
+                self.sq[i] = self.sq[i] + torch.linalg.vector_norm(t, dim=tuple(range(1, t.dim()))).square()
 
     def per_chain(self) -> tuple[list[float], list[float], list[float]]:
         """(‖w − w0‖, ‖∇L‖, ‖ξ‖), one value per chain."""
