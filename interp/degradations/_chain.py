@@ -51,6 +51,9 @@ FULL_SPLIT_ROWS = 4096
 INIT_BATCHES = 64
 #: model -> {what the curvature at w0 depends on: ĥ} (``_Engine.curvature``); dropped with the model
 _CURVATURES: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[Any, ...], float]] = weakref.WeakKeyDictionary()
+#: model -> {what L(w0) depends on: (L(w0), fixed-batch loss at w0, SE of L(w0))} (``_Engine.init_losses``)
+_INIT_LOSSES: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[Any, ...], tuple[float, float | None, float]]] = (
+    weakref.WeakKeyDictionary())
 
 
 @dataclass
@@ -142,8 +145,25 @@ class _Engine(BatchedChains):
         has no sampling error (SE 0); on a larger split, :data:`INIT_BATCHES` random minibatches
         without replacement, SE = sd/√k·√(1 − k·b/n). An integer: the first ``init_batches``
         minibatches of the chains' stream, SE = sd/√k. A callable target: one call, SE 0.
+
+        Kept per model like the curvature (keyed by :meth:`_w0_key` and what else it depends on:
+        the training rows, ``init_batches``, ``batch_size``, ``autocast``): the levels of a sweep
+        compute it once.
         """
         if self._init is None:
+            key = self._w0_key()
+            if key is not None:
+                rows = hashlib.sha256()  # the training rows it averages over
+                for name, t in sorted(self.obj.data.items()):
+                    rows.update(name.encode())
+                    rows.update(t.detach().cpu().contiguous().view(torch.uint8).numpy())
+                key = ("init losses", self.cfg.init_batches, self.cfg.batch_size,
+                       getattr(self.cfg, "autocast", None), rows.hexdigest(), *key)
+                cached = _INIT_LOSSES.get(self.model, {}).get(key)
+                if cached is not None:
+                    mean, ev, self.init_loss_se = cached
+                    self._init = (mean, ev)
+                    return self._init
             vals, weights, se = self._init_batches()
             if not all(math.isfinite(v) for v in vals):
                 raise ValueError("The loss at the original weights is not finite; cannot sample.")
@@ -151,6 +171,8 @@ class _Engine(BatchedChains):
             mean = sum(w * v for w, v in zip(weights, vals)) / sum(weights) if weights else sum(vals) / len(vals)
             self._init = (mean, ev)
             self.init_loss_se = se
+            if key is not None:
+                _INIT_LOSSES.setdefault(self.model, {})[key] = (mean, ev, se)
         return self._init
 
     def _init_batches(self) -> tuple[list[float], list[int] | None, float]:

@@ -138,16 +138,19 @@ def test_measured_peak_counts_what_is_alive_at_once():
     assert free_memory_bytes(torch.device("cpu")) > 0
 
 
-def test_the_check_at_w0_runs_once_per_model_and_weights(monkeypatch):
-    """The stacked-gradient check at w0 (with its memory measurement) runs once for a model, weights,
-    objective and batch size: a second ``sample()`` (another level) reuses it with the same stacking;
-    other weights are checked afresh."""
+def test_the_check_and_the_loss_at_w0_run_once_per_model_and_weights(monkeypatch):
+    """The stacked-gradient check at w0 (with its memory measurement) and L(w0) run once for a model,
+    weights, objective and batch size: a second ``sample()`` (another level) reuses them with the same
+    stacking; other weights are checked and measured afresh."""
     import interp.degradations._batched as batched
+    from interp.degradations._chain import _Engine
 
     model, task = organisms.load("induction")
-    calls = []
+    calls, inits = [], []
     measure = batched.measure_peak_bytes
     monkeypatch.setattr(batched, "measure_peak_bytes", lambda fn, device: calls.append(1) or measure(fn, device))
+    init_batches = _Engine._init_batches
+    monkeypatch.setattr(_Engine, "_init_batches", lambda self: inits.append(1) or init_batches(self))
     params = list(model.parameters())
     saved = [p.detach().clone() for p in params]
     kw = dict(localization=100.0, lr=3e-6, chains=2, n_draws=2, burnin=0, thin=1, eval_rows=0, init_batches=1,
@@ -160,10 +163,11 @@ def test_the_check_at_w0_runs_once_per_model_and_weights(monkeypatch):
         a, b = first.stacking, second.stacking  # (the default budget follows the free memory)
         assert len(calls) == 1 and a.chains_per_batch == b.chains_per_batch == 2
         assert (a.base_bytes, a.per_chain_bytes) == (b.base_bytes, b.per_chain_bytes)
+        assert len(inits) == 1 and first.chains[0].init_loss == second.chains[0].init_loss
         with torch.no_grad():
             params[0].add_(1e-4)
-        TemperedPosterior(nbeta=1000.0, **kw).sample(model, task)
-        assert len(calls) == 2
+        third = TemperedPosterior(nbeta=1000.0, **kw).sample(model, task)
+        assert len(calls) == 2 and len(inits) == 2 and third.chains[0].init_loss != first.chains[0].init_loss
     finally:
         with torch.no_grad():
             for p, s in zip(params, saved):
