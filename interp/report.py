@@ -29,10 +29,12 @@ their JavaScript bundle embedded), so it opens offline and can be mailed around.
 HTML fragments stored next to the results (``views/*.html``), so ``interp report DIR`` can rebuild
 the report from saved results without the model.
 
-Example::
+Example (a few seconds of plotting, so skipped as a docstring example; ``tests/interp/test_report.py``
+writes reports of results like these)::
 
     >>> from interp.report import write_report
-    >>> write_report(results, "runs/demo/report.html")          # doctest: +SKIP
+    >>> write_report(study, "runs/demo/report.html")          # doctest: +SKIP
+    PosixPath('runs/demo/report.html')
 """
 
 from __future__ import annotations

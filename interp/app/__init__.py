@@ -13,6 +13,8 @@ Modules:
 Example::
 
     >>> from interp.app.cli import main
-    >>> main(["organisms", "list"])                                 # doctest: +SKIP
+    >>> main(["organisms", "list"])                                 # doctest: +ELLIPSIS
+    induction        2-layer, 2-head, d_model 32 attention-only transformer ...
+    modadd           1-layer transformer ...
     0
 """

@@ -16,11 +16,13 @@ On the bundled induction organism, with no downloads:
 
 Everything is persisted under ``out`` as it is produced; re-running resumes.
 
-Example::
+Example (``quick=True``: the same code path at one level per degradation, under a minute; drop it
+for the full grid. Skipped as a docstring example for its time; ``tests/interp/test_report.py`` runs
+this call)::
 
     >>> from interp.app.demo import run_demo
-    >>> summary = run_demo("interp-demo", progress=False)       # doctest: +SKIP
-    >>> summary["report"]                                        # doctest: +SKIP
+    >>> summary = run_demo("interp-demo", progress=False, quick=True)   # doctest: +SKIP
+    >>> summary["report"]                                                # doctest: +SKIP
     'interp-demo/report.html'
 """
 

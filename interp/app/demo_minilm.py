@@ -37,11 +37,13 @@ and budget accordingly (a GPU makes it minutes); :func:`plan_minilm_demo` (``int
 Before any work it checks that what it imports is installed (:func:`check_imports`) and names the
 extra to install: ``pip install 'interp[minilm]'``.
 
-Example::
+Example (``quick=True``: the same code path with one level per degradation, about a minute; drop it
+for the study. Skipped as a docstring example for its time; ``tests/interp/app/test_demo_minilm.py``
+runs this call)::
 
     >>> from interp.app.demo_minilm import run_minilm_demo
-    >>> summary = run_minilm_demo("minilm-demo", progress=False)     # doctest: +SKIP
-    >>> summary["report"]                                             # doctest: +SKIP
+    >>> summary = run_minilm_demo("minilm-demo", progress=False, quick=True)  # doctest: +SKIP
+    >>> summary["report"]                                                      # doctest: +SKIP
     'minilm-demo/report.html'
 """
 
