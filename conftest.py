@@ -9,7 +9,9 @@ for the examples that name it:
   weight noise at two σ, five analyses (causal scrubbing, a head ablation, a probe, residual norms),
   built by ``benchmarks/bench_results.py`` from a fixed seed in about a second;
 - ``model``, ``task``: the shipped induction organism (``interp.organisms.load("induction")``, a
-  2-layer attention-only TransformerBridge and its task).
+  2-layer attention-only TransformerBridge and its task);
+- ``gpt2_dir``: a directory written by ``save_pretrained``: a 2-layer GPT-2 with random weights and a
+  50-word tokenizer (what ``interp.load_model`` loads from a local path, standing in for a hub model).
 
 Example (in a docstring)::
 
@@ -48,7 +50,29 @@ def _organism() -> tuple[Any, Any]:
     return organisms.load("induction")
 
 
-_FIXTURES = {"study": lambda: _study(), "model": lambda: _organism()[0], "task": lambda: _organism()[1]}
+_GPT2_DIR: list[Path] = []
+
+
+def _gpt2_dir(request: pytest.FixtureRequest) -> Path:
+    """A 2-layer GPT-2 (random weights, d_model 32, a 50-word tokenizer) saved by ``save_pretrained``."""
+    if not _GPT2_DIR:
+        import torch
+        import transformers
+
+        from interp.tokenizing import build_word_tokenizer
+
+        path = request.getfixturevalue("tmp_path_factory").mktemp("gpt2")
+        torch.manual_seed(0)
+        config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=50, n_positions=32,
+                                         bos_token_id=1, eos_token_id=1)
+        transformers.GPT2LMHeadModel(config).save_pretrained(path)
+        build_word_tokenizer([" ".join(f"w{i}" for i in range(48))]).save_pretrained(path)
+        _GPT2_DIR.append(path)
+    return _GPT2_DIR[0]
+
+
+_FIXTURES = {"study": lambda request: _study(), "model": lambda request: _organism()[0],
+             "task": lambda request: _organism()[1], "gpt2_dir": _gpt2_dir}
 
 
 def _free_names(sources: list[str]) -> set[str]:
@@ -76,4 +100,4 @@ def _doctest_fixtures(request: pytest.FixtureRequest, doctest_namespace: dict[st
     free = _free_names([example.source for example in request.node.dtest.examples])
     for name, build in _FIXTURES.items():
         if name in free:
-            doctest_namespace[name] = build()
+            doctest_namespace[name] = build(request)

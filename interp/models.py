@@ -32,9 +32,9 @@ and a model missing from it raises an error that says so instead of hanging on n
 Example::
 
     >>> import interp
-    >>> model = interp.load_model("path/to/saved/gpt2")          # doctest: +SKIP
-    >>> model.cfg.n_layers                                         # doctest: +SKIP
-    12
+    >>> model = interp.load_model(gpt2_dir)     # a save_pretrained directory; or a hub name: "gpt2"
+    >>> model.cfg.n_layers, model.cfg.d_model
+    (2, 32)
 """
 
 from __future__ import annotations
