@@ -34,12 +34,16 @@ taken before, and a change is an error naming what changed them.
 Example::
 
     >>> import interp
-    >>> model, task = interp.organisms.load("induction")                 # doctest: +SKIP
+    >>> model, task = interp.organisms.load("induction", n_train=64, n_test=64)
     >>> def head_norm(model, task):                                       # a plain function is an analysis
-    ...     return {"norm": float(model.blocks[0].attn.W_O.norm())}
-    >>> res = interp.run_sweep(model, task, [head_norm],
-    ...                        interp.WeightNoise(relative=True), levels=[0.05, 0.1])  # doctest: +SKIP
-    >>> res.summary()                                                     # doctest: +SKIP
+    ...     return {"norm": float(model.blocks[0].attn.W_O.detach().norm())}
+    >>> res = interp.run_sweep(model, task, [head_norm], interp.WeightNoise(relative=True, draws_per_level=2),
+    ...                        levels=[0.05, 0.1], eval_rows=16, progress=False)
+    >>> res.summary()[["level", "metric", "n_draws", "status"]]
+          level metric  n_draws status
+    0  baseline   norm        1     ok
+    1      0.05   norm        2     ok
+    2       0.1   norm        2     ok
 """
 
 from __future__ import annotations

@@ -13,8 +13,16 @@ burn-in and thinning included, for the tempered posterior).
 
 Example::
 
+    >>> from interp import organisms
+    >>> from interp.degradations import WeightNoise
     >>> from interp.sweep import LocalExecutor, run_sweep
-    >>> res = run_sweep(model, task, [fn], WeightNoise(), [0.1], executor=LocalExecutor())  # doctest: +SKIP
+    >>> model, task = organisms.load("induction", n_train=16, n_test=16)
+    >>> def evaluate(model, task):                         # an analysis: held-out loss and accuracy
+    ...     return task.evaluate(model)
+    >>> res = run_sweep(model, task, [evaluate], WeightNoise(draws_per_level=2), [0.1],
+    ...                 executor=LocalExecutor(), eval_rows=16, progress=False)
+    >>> len(res.draws), sorted(res.table["metric"].unique())
+    (2, ['accuracy', 'loss'])
 """
 
 from __future__ import annotations

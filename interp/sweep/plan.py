@@ -23,13 +23,18 @@ redo the sum for other settings.
 Example::
 
     >>> import interp
-    >>> model, task = interp.organisms.load("induction")                     # doctest: +SKIP
+    >>> model, task = interp.organisms.load("induction", n_train=64, n_test=64)
     >>> def head_norm(model, task):                                          # an analysis
     ...     return {"norm": float(model.blocks[0].attn.W_O.detach().norm())}
-    >>> p = interp.plan(model, task, [head_norm], interp.TemperedPosterior(chains=2, n_draws=3),
-    ...                 [interp.LossIncrease(0.1)])                            # doctest: +SKIP
-    >>> print(p)                                                              # doctest: +SKIP
-    >>> p.seconds, p.peak_memory                                              # doctest: +SKIP
+    >>> p = interp.plan(model, task, [head_norm], interp.WeightNoise(relative=True, draws_per_level=4),
+    ...                 [0.05, 0.1], eval_rows=16, progress=False)
+    >>> print(p)                                                                # doctest: +ELLIPSIS
+    plan of a WeightNoise sweep: expected wall time ...
+    >>> p.seconds > 0 and p.peak_memory > 0
+    True
+
+    A :class:`~interp.TemperedPosterior` sweep's plan also measures the step size's curvature and the
+    calibration pilots (tens of seconds for this model), which it then counts in.
 """
 
 from __future__ import annotations

@@ -44,10 +44,16 @@ existing one; the CLI: ``interp sweep FILE.toml --executor ray --address ray://H
 
     >>> import interp
     >>> from interp.sweep import ModelRecipe, RayExecutor
-    >>> _, task = interp.organisms.load("induction")                                   # doctest: +SKIP
-    >>> res = interp.run_sweep(ModelRecipe(organism="induction"), task, analyses,
+    >>> _, task = interp.organisms.load("induction", n_train=64, n_test=64)
+    >>> def head_norm(model, task):
+    ...     return {"norm": float(model.blocks[0].attn.W_O.detach().norm())}
+    >>> res = interp.run_sweep(ModelRecipe(organism="induction"), task, [head_norm],
     ...                        interp.WeightNoise(relative=True), [0.05, 0.2],
     ...                        executor=RayExecutor(num_cpus=2), out="runs/wn")         # doctest: +SKIP
+
+(Skipped as a docstring example: starting Ray takes longer than the rest of them together;
+``tests/interp/sweep/test_executors.py`` runs this sweep on a local Ray cluster and checks that its
+table is the local executor's.)
 """
 
 from __future__ import annotations

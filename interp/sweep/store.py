@@ -26,7 +26,13 @@ Example::
     >>> from interp.sweep.store import COLUMNS, read_records
     >>> "delta_loss" in COLUMNS
     True
-    >>> records = list(read_records(Path("runs/wn/rows.jsonl")))     # doctest: +SKIP
+    >>> import interp
+    >>> model, task = interp.organisms.load("induction", n_train=64, n_test=64)
+    >>> out = getfixture("tmp_path") / "wn"                           # a fresh directory
+    >>> res = interp.run_sweep(model, task, [lambda model, task: {"n": 1.0}],
+    ...                        interp.WeightNoise(draws_per_level=1), [0.1], out=out, eval_rows=16, progress=False)
+    >>> [record["key"] for record in read_records(out / "rows.jsonl")]   # the baseline, then each draw
+    [[-1, -1, -1], [0, 0, 0]]
 """
 
 from __future__ import annotations
