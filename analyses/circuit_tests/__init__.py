@@ -83,11 +83,12 @@ Example::
     >>> CircuitTests(nodes=("embed", "L0H0", "L1H0")).effects
     ('faithfulness',)
     >>> from interp.organisms import compiled
-    >>> model, task = compiled.load(n_train=8, n_test=64)            # doctest: +SKIP
-    >>> graph_nodes(model)                                            # doctest: +SKIP
+    >>> model, task = compiled.load(n_train=8, n_test=64)
+    >>> graph_nodes(model)
     ('embed', 'L0H0', 'L0H1', 'L1H0', 'L1H1')
-    >>> out = evaluate_circuit(model, task, ("embed", "L0H0", "L1H0"))  # doctest: +SKIP
-    >>> out["idealised_pass"]                                         # doctest: +SKIP
+    >>> out = evaluate_circuit(model, task, ("embed", "L0H0", "L1H0"), eval_rows=16, n_random=10,
+    ...                        permutations=50)                   # fewer than the defaults: faster
+    >>> out["idealised_pass"]
     1.0
 """
 from analyses.circuit_tests._analysis import CircuitTests, evaluate_circuit, graph_nodes

@@ -21,13 +21,13 @@ Hand-written: no maintained implementation exists for TransformerLens 4.
 
 Example::
 
-    >>> import interp                                                          # doctest: +SKIP
+    >>> import interp
     >>> from analyses.scrubbing import CausalScrubbing
     >>> from analyses.scrubbing.induction import hypotheses
-    >>> model, task = interp.organisms.load("induction")                       # doctest: +SKIP
+    >>> model, task = interp.organisms.load("induction", n_train=256, n_test=256)
     >>> a = CausalScrubbing(hypotheses()["correct"], eval_rows=128, seeds=2)
-    >>> a.setup(model, task); m = a(model, task)                               # doctest: +SKIP
-    >>> m["recovered"] > 0.9, m["flag_cancellation"]                           # doctest: +SKIP
+    >>> a.setup(model, task); m = a(model, task)
+    >>> m["recovered"] > 0.9, m["flag_cancellation"]
     (True, 0.0)
 """
 
