@@ -24,7 +24,7 @@ SHA-256: a file planted in ``views/`` (or changed after it was written) is left 
 report. ``interp report DIR`` renders what is in ``DIR``: open reports of directories you trust
 to hold what you think they hold (it runs nothing from them, but it shows their numbers and text).
 
-The report is one HTML file with everything inline (plots as PNG data URIs, circuitsvis views with
+The report is one HTML file with everything inline (plots as SVG data URIs, circuitsvis views with
 their JavaScript bundle embedded), so it opens offline and can be mailed around. Attention views are
 HTML fragments stored next to the results (``views/*.html``), so ``interp report DIR`` can rebuild
 the report from saved results without the model.
@@ -49,7 +49,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from interp._figures import dissolution_figure, figure_png, label_units
+from interp._figures import dissolution_figure, figure_svg, label_units, metrics_figure
 from interp._views import attention_view, load_views, save_view, write_atomic  # their public home: here
 
 log = logging.getLogger(__name__)
@@ -259,9 +259,6 @@ def write_report(
             ``"divergence"`` (the behavioural divergence from w0), or ``None``: ΔL where the sweep
             measured a loss, else the divergence (a model without a loss, e.g. MiniLM).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     from interp._levels import resolve_axis
     from interp.verdicts import check_thresholds, clean_window, dissolutions
 
@@ -347,7 +344,7 @@ def _dissolution_sections(results: Any, thresholds: dict[str, float] | None, fou
                      f"{e(axis_title(results.meta, axis))}, one panel per degradation "
                      "(mean over chains, 95% band), the criterion (dashed) and the dissolution point with its "
                      "interval (diamond).</p>"
-                     f"<img alt='dissolution' src='{figure_png(dissolution_figure(results, found, chosen, axis))}'>")
+                     f"<img alt='dissolution' src='{figure_svg(dissolution_figure(results, found, chosen, axis))}'>")
     # ---- details
     parts.append("<h2>Dissolution points</h2>" + _table(_frame([{
         "degradation": d.degradation, "analysis": d.analysis, "metric": d.metric, "criterion": d.criterion_text(),
@@ -394,7 +391,7 @@ def _plot_sections(results: Any, plot_metrics: list[str] | None, axis: str) -> l
     claims = results.table["kind"].isin(["effect", "collateral"])
     if claims.any():
         parts.append(f"<h2>Effects and collateral against {heading}</h2>"
-                     f"<img alt='effects' src='{figure_png(label_units(results.plot(kinds=['effect', 'collateral'], axis=axis)))}'>")
+                     f"<img alt='effects' src='{_figure(results, None, ['effect', 'collateral'], axis)}'>")
     others = list(dict.fromkeys(results.table.loc[~claims, "metric"]))
     if others:
         shown_m = _first_panels(results.table[~claims], others) if plot_metrics is None else [
@@ -404,8 +401,14 @@ def _plot_sections(results: Any, plot_metrics: list[str] | None, axis: str) -> l
             "(<code>plot_metrics</code> chooses them).</p>")
         if shown_m:
             parts.append(f"<h2>Other metrics against {heading}</h2>" + note + "<img alt='metrics' "
-                         f"src='{figure_png(label_units(results.plot(metrics=shown_m, kinds=['other'], axis=axis)))}'>")
+                         f"src='{_figure(results, shown_m, ['other'], axis)}'>")
     return parts
+
+
+def _figure(results: Any, metrics: list[str] | None, kinds: list[str], axis: str) -> str:
+    """The report's :meth:`Results.plot` figure as an SVG data URI: a plain ``Figure`` (pyplot's
+    figures and backend untouched), units on every y axis."""
+    return figure_svg(label_units(metrics_figure(results, metrics, kinds, 4.0, axis, pyplot=False)))
 
 
 #: the most panels the "other metrics" figure gets by default: a study's 100 metrics would be a

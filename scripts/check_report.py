@@ -83,7 +83,7 @@ def check_report(report: Path, screenshot: Path | None = None) -> list[str]:
         problems.append("the page did not finish loading (no error record in the DOM)")
     elif errors.group(1).strip() != "[]":
         problems.append(f"script errors: {errors.group(1).strip()}")
-    if html.count("data:image/png;base64,") and "<img" not in dom:
+    if html.count("data:image/") and "<img" not in dom:
         problems.append("plot images missing from the rendered page")
     for view in re.findall(r'<div id="(circuits-vis-[^"]+)"', html):
         rendered = re.search(rf'<div id="{view}"[^>]*>(.*?)</div>', dom, re.S)
