@@ -21,7 +21,8 @@ interpolated log-log between the already calibrated neighbours, so it usually co
 ``converged``: every gap between evaluated neighbours inside the crossing's interval is within
 ``1 + tolerance`` (the interval itself may be wider: that is the chains' undecided zone).
 
-Example::
+Example (a search of several sweeps: skipped as a docstring example for its cost;
+``tests/interp/test_dissolution.py`` runs searches on the induction organism)::
 
     >>> import interp                                                    # doctest: +SKIP
     >>> d = interp.dissolution(model, task, scrub, interp.TemperedPosterior(chains=8, n_draws=1),

@@ -6,11 +6,13 @@ predictive check: the claim should survive the weights the posterior finds as pl
 node's *inclusion* at T is the fraction of draws at which it is necessary, k/n, with the Wilson and
 Clopper–Pearson 95% intervals of a binomial proportion.
 
-Example::
+Example (a sweep of the tests at every draw: skipped as a docstring example for its cost;
+``tests/analyses/test_circuit_tests.py`` runs these on a sweep)::
 
+    >>> import interp
     >>> from analyses.circuit_tests import CircuitTests, assess_claim, estimate_node_inclusion
     >>> res = interp.run_sweep(model, task, [CircuitTests(("embed", "L0H1", "L1H0", "L1H1"))],
-    ...                        WeightNoise(relative=True), [0.01, 0.1])          # doctest: +SKIP
+    ...                        interp.WeightNoise(relative=True), [0.01, 0.1])   # doctest: +SKIP
     >>> assess_claim(res)[["level", "pass_rate", "holds"]]                       # doctest: +SKIP
     >>> estimate_node_inclusion(res)[["level", "node", "inclusion"]]             # doctest: +SKIP
 """

@@ -51,7 +51,8 @@ The package, one job per module: ``_labels`` (label specifications), ``_config``
 (logistic fitters), ``_report`` (:func:`probe`, :class:`ProbeReport`, :func:`plot_probe`),
 ``_causal`` (erasure and steering checks), ``_analysis`` (:class:`FrozenProbe`, :class:`RefitProbe`).
 
-Example::
+Example (skipped as a docstring example: fitting the probes with their λ search and control task
+takes over ten seconds; ``tests/analyses/test_probing.py`` probes MiniLM the same way)::
 
     >>> import interp
     >>> from analyses.probing import ProbeConfig, probe, token_at

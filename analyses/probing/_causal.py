@@ -6,7 +6,9 @@ mean-projection, against random subspaces of the same rank, and the activation i
 difference-of-means direction (Turner et al. 2023) against random directions of equal norm, while
 a behaviour the property should drive is measured.
 
-Example::
+Example (``x``, ``y``: a fitted probe's activations and labels at layer 1, as
+:func:`~analyses.probing.probe_data` returns them; skipped as a docstring example for their cost,
+``tests/analyses/test_probing.py`` runs this check)::
 
     >>> from analyses.probing import causal_check, layer_point, loss_behaviour
     >>> check = causal_check(layer_point(model, 1), x, y, loss_behaviour(model, task))  # doctest: +SKIP

@@ -10,9 +10,12 @@ representation only measures attention leakage: a warning says in how many rows.
 
 Example::
 
+    >>> from interp import organisms
     >>> from analyses.probing import ProbeConfig, probe_data
-    >>> train = probe_data(model, task, ProbeConfig(label="label", positions=(-1,)), "train")  # doctest: +SKIP
-    >>> train.x.shape                                              # doctest: +SKIP
+    >>> model, task = organisms.load("minilm")
+    >>> train = probe_data(model, task, ProbeConfig(label="label", positions=("sep_pos",), eval_rows=64), "train")
+    >>> train.x.shape                       # (site, row, d_model): the embeddings and the 6 layers
+    torch.Size([7, 64, 384])
 """
 
 from __future__ import annotations

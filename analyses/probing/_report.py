@@ -4,10 +4,11 @@ See :mod:`analyses.probing` for what the report's columns mean (accuracy with a 
 Hewitt & Liang control task and selectivity, majority and position-only baselines, ridge vs
 difference-of-means direction).
 
-Example::
+Example (skipped as a docstring example for the probe's cost, see :mod:`analyses.probing`;
+``tests/analyses/test_probing.py`` plots a report)::
 
     >>> from analyses.probing import probe
-    >>> report = probe(model, task, label="label", positions=(-1,))   # doctest: +SKIP
+    >>> report = probe(model, task, label="label", positions=("sep_pos",))   # doctest: +SKIP
     >>> fig = report.plot()                                            # doctest: +SKIP
 """
 

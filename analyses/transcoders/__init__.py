@@ -38,7 +38,9 @@ matched by decoder cosine against a same-init, different-data-order baseline.
 Why by hand: SAELens pins ``transformer-lens<4`` (it does not run on TransformerLens 4's
 ``TransformerBridge``) and has removed transcoder training.
 
-Example::
+Example (skipped as a docstring example: training takes tens of seconds even at 50 steps on a
+shared CPU; ``tests/analyses/test_transcoders.py`` trains, evaluates and saves transcoders of this
+organism)::
 
     >>> import interp
     >>> from analyses.transcoders import TranscoderConfig, train_transcoder, evaluate_transcoder

@@ -86,7 +86,8 @@ class SparseMLP(Params):
     Effects: ``refit_loss_recovered`` (a sparse description of this MLP exists) and ``survival_07``
     (it uses the clean features); collateral: ``refit_kl`` (what splicing it disturbs).
 
-    Example::
+    Example (training: skipped as a docstring example; ``tests/analyses/test_transcoders.py`` sets
+    one up)::
 
         >>> import interp
         >>> from analyses.transcoders import SparseMLP

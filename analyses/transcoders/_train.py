@@ -4,7 +4,8 @@ Adam on the normalised MSE ‖y − ŷ‖² / E‖y − ȳ‖² plus, for TopK, 
 (arXiv:2406.04093) or, for ReLU, an L1 penalty; decoder rows renormalised after every step.
 Deterministic given the init seed and the data-order seed.
 
-Example::
+Example (training: skipped as a docstring example, see :mod:`analyses.transcoders`;
+``tests/analyses/test_transcoders.py`` runs it)::
 
     >>> import interp
     >>> from analyses.transcoders import TranscoderConfig, train_transcoder
