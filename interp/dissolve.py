@@ -24,7 +24,7 @@ interpolated log-log between the already calibrated neighbours, so it usually co
 Example (a search of several sweeps: skipped as a docstring example for its cost;
 ``tests/interp/test_dissolution.py`` runs searches on the induction organism)::
 
-    >>> import interp                                                    # doctest: +SKIP
+    >>> import interp
     >>> d = interp.dissolution(model, task, scrub, interp.TemperedPosterior(chains=8, n_draws=1),
     ...                        metric="recovered", threshold=0.9, out="runs/dissolve")  # doctest: +SKIP
     >>> print(d.verdict("correct induction hypothesis"))                 # doctest: +SKIP

@@ -44,7 +44,7 @@ organism)::
 
     >>> import interp
     >>> from analyses.transcoders import TranscoderConfig, train_transcoder, evaluate_transcoder
-    >>> model, task = interp.organisms.load("modadd")                               # doctest: +SKIP
+    >>> model, task = interp.organisms.load("modadd")
     >>> tc = train_transcoder(model, task, 0, TranscoderConfig(n_latents=512, k=32, steps=600))  # doctest: +SKIP
     >>> m = evaluate_transcoder(model, task, tc)                                     # doctest: +SKIP
     >>> m.loss_recovered > 0.9 and m.l0 <= 32                                        # doctest: +SKIP

@@ -91,7 +91,7 @@ class SparseMLP(Params):
 
         >>> import interp
         >>> from analyses.transcoders import SparseMLP
-        >>> model, task = interp.organisms.load("modadd")                       # doctest: +SKIP
+        >>> model, task = interp.organisms.load("modadd")
         >>> a = SparseMLP(layer=0, transcoder=TranscoderConfig(n_latents=512, k=32, steps=400))  # doctest: +SKIP
         >>> a.setup(model, task); a(model, task)["refit_loss_recovered"] > 0.9  # doctest: +SKIP
         True

@@ -9,7 +9,7 @@ Example (training: skipped as a docstring example, see :mod:`analyses.transcoder
 
     >>> import interp
     >>> from analyses.transcoders import TranscoderConfig, train_transcoder
-    >>> model, task = interp.organisms.load("modadd")                                    # doctest: +SKIP
+    >>> model, task = interp.organisms.load("modadd")
     >>> tc = train_transcoder(model, task, 0, TranscoderConfig(n_latents=64, k=8, steps=50))  # doctest: +SKIP
 """
 
