@@ -5,6 +5,8 @@ and the LLC analysis in a sweep."""
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -53,6 +55,9 @@ def test_head_slice_moves_only_that_head_on_the_native_bridge(organism):
 
 def test_head_slice_moves_only_that_head_on_a_gpt2_bridge(tmp_path):
     import transformers
+
+    # the GPT-2 builder of tests/interp/test_architectures.py (a test module, imported by file name)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from test_architectures import _hf_model, _tokenizer
 
     import interp
