@@ -157,6 +157,10 @@ def metrics_figure(results: Any, metrics: Any, kinds: Any, ax_width: float, axis
 
     from interp._levels import axis_title, resolve_axis
 
+    try:  # before any work: the missing extra is the error, not what reading the table would raise
+        import matplotlib  # noqa: F401
+    except ImportError as err:
+        raise ImportError("Results.plot needs matplotlib: pip install 'interp[plot]'.") from err
     axis = resolve_axis(results.table, axis)
     s = results.summary()
     if kinds is not None:
