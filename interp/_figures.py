@@ -52,22 +52,27 @@ def figure_svg(fig: Any) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def require_matplotlib(what: str) -> None:
+    """An ImportError naming the extra, before any work, when matplotlib is not installed."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as err:
+        raise ImportError(f"{what} needs matplotlib: pip install 'interp[plot]'.") from err
+
+
 def _new_figure(nrow: int, ncol: int, width: float, height: float, pyplot: bool) -> tuple[Any, Any]:
     """A figure of ``nrow × ncol`` panels of ``width × height`` inches each (margins included) and
     its axes (2-d array): through pyplot (a notebook shows it) or a plain ``Figure`` (the report)."""
     size = (width * ncol, height * nrow)
-    try:
-        if pyplot:
-            import matplotlib.pyplot as plt
+    require_matplotlib("A figure of Results.plot or the report")
+    if pyplot:
+        import matplotlib.pyplot as plt
 
-            fig = plt.figure(figsize=size)
-        else:
-            from matplotlib.figure import Figure
+        fig = plt.figure(figsize=size)
+    else:
+        from matplotlib.figure import Figure
 
-            fig = Figure(figsize=size)
-    except ImportError as err:
-        raise ImportError("Results.plot and the report's figures need matplotlib: pip install "
-                          "'interp[plot]'.") from err
+        fig = Figure(figsize=size)
     axes = fig.subplots(nrow, ncol, squeeze=False)
     _place_panels(fig, nrow, ncol)
     return fig, axes
@@ -157,10 +162,7 @@ def metrics_figure(results: Any, metrics: Any, kinds: Any, ax_width: float, axis
 
     from interp._levels import axis_title, resolve_axis
 
-    try:  # before any work: the missing extra is the error, not what reading the table would raise
-        import matplotlib  # noqa: F401
-    except ImportError as err:
-        raise ImportError("Results.plot needs matplotlib: pip install 'interp[plot]'.") from err
+    require_matplotlib("Results.plot")  # before any work: the missing extra is the error
     axis = resolve_axis(results.table, axis)
     s = results.summary()
     if kinds is not None:

@@ -56,6 +56,15 @@ _INIT_LOSSES: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[Any, ...], t
     weakref.WeakKeyDictionary())
 
 
+def _digest(named: Any) -> str:
+    """SHA-256 of ``(name, tensor)`` pairs in order: each name, then the tensor's bytes."""
+    h = hashlib.sha256()
+    for name, t in named:
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
 @dataclass
 class ChainDiagnostics:
     """Everything recorded about one chain (filled while it runs).
@@ -153,12 +162,9 @@ class _Engine(BatchedChains):
         if self._init is None:
             key = self._w0_key()
             if key is not None:
-                rows = hashlib.sha256()  # the training rows it averages over
-                for name, t in sorted(self.obj.data.items()):
-                    rows.update(name.encode())
-                    rows.update(t.detach().cpu().contiguous().view(torch.uint8).numpy())
+                rows = _digest(sorted(self.obj.data.items()))  # the training rows it averages over
                 key = ("init losses", self.cfg.init_batches, self.cfg.batch_size,
-                       getattr(self.cfg, "autocast", None), rows.hexdigest(), *key)
+                       getattr(self.cfg, "autocast", None), rows, *key)
                 cached = _INIT_LOSSES.get(self.model, {}).get(key)
                 if cached is not None:
                     mean, ev, self.init_loss_se = cached
@@ -253,14 +259,11 @@ class _Engine(BatchedChains):
         if not self.obj.has_rows:
             return None
         if self._key is None:
-            h = hashlib.sha256()
-            for name, t in self.model.state_dict(keep_vars=False).items():
-                h.update(name.encode())
-                h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy())
-            for t in [*(self.obj.fixed or {}).values(), *(m for m in self.masks if m is not None)]:
-                h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy())
+            weights = _digest(self.model.state_dict(keep_vars=False).items())
+            batch_and_masks = _digest([("", t) for t in (*(self.obj.fixed or {}).values(),
+                                                          *(m for m in self.masks if m is not None))])
             source = self.cfg.objective if self.cfg.objective is not None else self.obj.target
-            self._key = (id(source), self.obj.name, tuple(self.names), self.cfg.seed, h.hexdigest())
+            self._key = (id(source), self.obj.name, tuple(self.names), self.cfg.seed, weights, batch_and_masks)
         return self._key
 
     def step_rule(self, nbeta: float, lr: float) -> Any:
