@@ -3,7 +3,8 @@
 For a level given as :class:`~interp.degradations.LossIncrease` Δ, pilot chains measure the mean
 loss increase ΔL on the fixed evaluation batch; since E[L] − L(w0) ≈ λ/B near a minimum (Lau et al.
 2023, "The Local Learning Coefficient"), B moves by the guess B·ΔL/Δ until Δ is bracketed, then by
-interpolation / bisection on log B. :func:`resolve_level` turns any level into a :class:`LevelPlan`
+interpolation / bisection on log B; the pilot that lands within tolerance moves B once more onto the
+target. :func:`resolve_level` turns any level into a :class:`LevelPlan`
 (B, step size ε, calibration record). After the level's chains, :func:`assess_calibration` records
 the measured ΔL and marks a level **failed** when the calibration did not converge or the chains
 missed the target by more than the stated ``acceptance``; :func:`indistinct_levels` finds levels of
@@ -57,7 +58,10 @@ class CalibrationConfig:
     the sampler's own burnin/draws/thin, so pilots measure exactly what the final chains will, even
     when the loss is still relaxing) measure the mean loss increase on the fixed evaluation batch; ``B`` moves by the λ̂-based guess
     ``B·ΔL/Δ`` (since ΔL ≈ λ/B) until the target is bracketed, then by interpolation / bisection on
-    log B. It stops when |ΔL/Δ − 1| ≤ ``tolerance`` or after ``max_rounds``. A diverging pilot halves ε.
+    log B. It stops when |ΔL/Δ − 1| ≤ ``tolerance`` or after ``max_rounds``; a pilot within tolerance
+    is not taken as it is: B moves once more by the same rule onto the target (with a loose tolerance,
+    e.g. 0.5, a pilot at 1.45·Δ would otherwise send the chains to the edge of ``acceptance``; the
+    final chains' ΔL is what is checked). A diverging pilot halves ε.
 
     A level is **failed** (``CalibrationRecord.failed`` says why; ``TemperedPosterior(strict=True)``
     raises :class:`CalibrationFailed` instead) when the calibration did not converge, or when the
@@ -314,10 +318,13 @@ def _calibrate(eng: Any, target: float) -> CalibrationRecord:
     hi: tuple[float, float] | None = None  # ΔL < target: B too large
     best: tuple[float, float, float] | None = None  # (|log ratio|, B, lr)
     converged = False
+
+    def step_size(b: float) -> float:
+        return lr_scale * (eng.auto_lr(b) if cfg.lr is None else min(cfg.lr, 2 * cfg.lr_safety / (
+            eng.max_precondition * (b * eng.curvature() + cfg.localization))))
+
     for _ in range(cal.max_rounds):
-        lr = eng.auto_lr(B) if cfg.lr is None else min(cfg.lr, 2 * cfg.lr_safety / (
-            eng.max_precondition * (B * eng.curvature() + cfg.localization)))
-        lr *= lr_scale
+        lr = step_size(B)
         recs: list[Any] = []
         burnin = cfg.burnin if cal.pilot_burnin is None else cal.pilot_burnin
         draws = cfg.n_draws if cal.pilot_draws is None else cal.pilot_draws
@@ -339,9 +346,7 @@ def _calibrate(eng: Any, target: float) -> CalibrationRecord:
             err = abs(math.log(inc / target))
             if best is None or err < best[0]:
                 best = (err, B, lr)
-            if abs(inc / target - 1) <= cal.tolerance:
-                converged = True
-                break
+            converged = abs(inc / target - 1) <= cal.tolerance
         lb = math.log(B)
         if inc > target:
             lo = (lb, math.log(inc))
@@ -360,6 +365,8 @@ def _calibrate(eng: Any, target: float) -> CalibrationRecord:
                 nb = 0.5 * (lo[0] + hi[0])  # bisection on log B
         nb = min(max(nb, lb - math.log(30)), lb + math.log(30))
         B = math.exp(nb)
+        if converged:
+            break
     if best is None:
         raise RuntimeError(
             f"Calibration to a loss increase of {target} {eng.obj.units} failed: every pilot diverged or "
@@ -369,8 +376,8 @@ def _calibrate(eng: Any, target: float) -> CalibrationRecord:
         _, B, lr = best
         logger.warning("calibration to ΔL=%.4g did not converge in %d rounds; using the closest B=%.4g",
                        target, cal.max_rounds, B)
-    else:
-        lr = rounds[-1].lr
+    else:  # the pilot within tolerance, moved onto the target by the law above (the chains are checked)
+        lr = step_size(B)
     return CalibrationRecord(target=target, nbeta=B, lr=lr, rounds=tuple(rounds), converged=converged,
                              objective=eng.obj.name, units=eng.obj.units)
 
