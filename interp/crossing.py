@@ -274,13 +274,14 @@ def points_from_summary(summary: pd.DataFrame, levels: pd.DataFrame | None, tabl
     s = summary[(summary["degradation"] == degradation) & (summary["analysis"] == analysis)
                 & (summary["metric"] == metric)]
     rows = []
-    div = table[(table["degradation"] == degradation) & ~table["baseline"]] if "divergence" in table else None
+    by_level: dict[Any, float] = {}  # each level's mean divergence over its draws, one pass for all levels
+    if "divergence" in table:
+        at = table[(table["degradation"] == degradation) & ~table["baseline"]].drop_duplicates(
+            ["level_index", "chain", "draw"])
+        by_level = pd.to_numeric(at["divergence"], errors="coerce").groupby(at["level_index"]).mean().to_dict()
     for _, r in s.iterrows():
         base = r["level_index"] < 0
-        divergence = 0.0 if base else float("nan")
-        if div is not None and not base:
-            at = div[div["level_index"] == r["level_index"]].drop_duplicates(["chain", "draw"])
-            divergence = float(pd.to_numeric(at["divergence"], errors="coerce").mean()) if len(at) else divergence
+        divergence = 0.0 if base else float(by_level.get(r["level_index"], float("nan")))
         rows.append({
             "x": 0.0 if base else x(r), "level": r["level"], "target_delta_loss": r.get("target_delta_loss"),
             "nbeta": float("inf") if base else r.get("nbeta"), "sigma": 0.0 if base else r.get("sigma"),
