@@ -13,7 +13,7 @@ are drawn from a fixed seed, and decay with the level so that effects dissolve i
 
 Run::
 
-    python benchmarks/bench_results.py [--scale 1] [--skip-report]
+    python benchmarks/bench_results.py [--scale 1] [--skip-report | --report-only]
 
 prints the rows and the wall seconds of each call (one thread; run it alone on the machine: it times).
 ``--scale k`` multiplies the number of probe and norm layers (a wider table).
@@ -150,10 +150,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=int, default=1, help="multiply the probe and norm layers")
     parser.add_argument("--skip-report", action="store_true", help="time summary and verdicts only")
+    parser.add_argument("--report-only", action="store_true",
+                        help="time write_report() alone, as the process's first call (matplotlib's import included)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     build, res = _time(lambda: make_results(args.scale))
     print(f"rows {len(res.table)}  metrics {res.table['metric'].nunique()}  built in {build:.2f} s")
+    if args.report_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            seconds, _ = _time(lambda: write_report(res, Path(tmp) / "report.html"))
+        print(f"write_report() {seconds:8.2f} s")
+        return
     seconds, s = _time(_fresh(res).summary)
     print(f"summary()      {seconds:8.2f} s  ({len(s)} rows)")
     seconds, lines = _time(_fresh(res).verdicts)  # a fresh copy each time: nothing computed before
