@@ -7,10 +7,11 @@ sampled every 10 ms by a thread with ``psutil``; ``tracemalloc`` does not see to
    1024, vocabulary 50,257: 124.4M weights) with ``transformers.GPT2LMHeadModel``, or Pythia-160M's
    (``--arch pythia160m``: GPT-NeoX, parallel attention/MLP, rotary on 25% of each head, vocabulary
    50,304: 162.3M weights), random init, dropout 0;
-2. **train**: a quick AdamW training on a synthetic corpus (:func:`make_corpus`): 80% indirect-object
-   sentences (IOI, Wang et al. 2022, "Interpretability in the wild"), e.g. "When Mary and John went
-   to the store , John gave a drink to Mary", in four templates of 10-14 words and both name orders
-   (ABBA, BABA), 20% filler sentences with the same names, places and objects. The answer token's
+2. **train**: a quick AdamW training on a synthetic corpus (:func:`make_corpus`): 90% (``--quick``:
+   80%) indirect-object sentences (IOI, Wang et al. 2022, "Interpretability in the wild"), e.g. "When
+   Mary and John went to the store , John gave a drink to Mary", in four templates of 10-14 words and
+   both name orders (ABBA, BABA), the rest filler sentences with the same names, places and objects
+   (the posterior's KL is measured on such sentences). The answer token's
    loss is weighted ``--answer-weight`` times (the rest of each sentence once): without it the
    sentence's other tokens dominate the loss and a few hundred steps do not teach IOI. A word-level
    tokenizer (65 ids; the rest of the 50k vocabulary is unused but present, so the weights are GPT-2
@@ -35,20 +36,24 @@ sampled every 10 ms by a thread with ``psutil``; ``tracemalloc`` does not see to
     unexplained and the KL of the spliced model;
 11. **posterior, restricted**: the behavioural tempered posterior (localized SGLD on the KL from the
     trained model's next-token distribution over a corpus of filler sentences; Bushnaq et al. 2024)
-    of the last ``--restrict-blocks`` blocks only, calibrated to target KL increases, with head
-    ablation, scrubbing, norms and the IOI logit difference measured at every draw;
+    of the last two blocks only, calibrated to two target KL increases, the IOI logit difference
+    measured at every draw;
 12. **posterior, all weights**: the same objective on every weight, one chain, a few steps at a fixed
     nβ (what a CPU allows; the cost per step is the number to read);
-13. **weight noise**: Gaussian noise relative to each tensor's spread, all weights, three σ;
+13. **weight noise**: Gaussian noise relative to each tensor's spread, all weights, three σ, the IOI
+    logit difference at every draw;
 14. **dissolution**: an adaptive search for the σ at which the IOI logit difference falls to half of
     its trained value under weight noise (``interp.dissolution``).
 
 At the end a table of wall time and peak memory per part is printed (and written as JSON with
 ``--json``). ``--parts`` runs chosen parts on the cached weights (e.g. ``--parts posterior_restricted``).
 OpenMP's waiting threads sleep (``OMP_WAIT_POLICY=PASSIVE`` unless set): spinning ones made parts up to
-10x slower when other processes shared the two cores. The restriction choices are what a user on a laptop would make: the posterior's analyses
-run on a few evaluation rows, calibration has at most two rounds, and the all-weights posterior runs
-a handful of steps (a GPU makes it minutes; see ``benchmarks/gpu_check.sh``).
+10x slower when other processes shared the two cores. The restrictions are what a user on a laptop would
+make to fit 30 minutes on two cores, training included: analyses on a few evaluation rows, the head
+scan on one layer's heads, one scrubbing seed, a smaller transcoder, only the IOI logit difference at
+the degradations' draws (scrubbing alone costs about 25 s a call at 124M), calibration of at most two
+rounds, short chains, and a handful of steps on all weights (a GPU makes it minutes; see
+``benchmarks/gpu_check.sh``).
 
     flock /tmp/interp-heavy.lock python benchmarks/gpt2_small_study.py --json /tmp/gpt2_study.json
     python benchmarks/gpt2_small_study.py --arch pythia160m
@@ -223,13 +228,25 @@ def hf_config(arch: str, quick: bool, layers: int | None = None):
     raise ValueError(f"--arch {arch!r}: must be 'gpt2' or 'pythia160m'.")
 
 
-def hf_model(arch: str, quick: bool, seed: int, layers: int | None = None) -> torch.nn.Module:
+#: the output projections of the residual branches (attention and MLP) of each architecture
+RESIDUAL_OUT = {"gpt2": ("attn.c_proj.weight", "mlp.c_proj.weight"),
+                "pythia160m": ("attention.dense.weight", "mlp.dense_4h_to_h.weight")}
+
+
+def hf_model(arch: str, quick: bool, seed: int, layers: int | None = None, residual_init: float = 1.0) -> torch.nn.Module:
+    """The architecture with random init; the residual branches' output projections scaled by
+    ``residual_init`` (0: every block starts as the identity, as in zero-init residual training)."""
     import transformers
 
     torch.manual_seed(seed)
     cfg = hf_config(arch, quick, layers)
     cls = transformers.GPT2LMHeadModel if arch == "gpt2" else transformers.GPTNeoXForCausalLM
-    return cls(cfg)
+    hf = cls(cfg)
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if name.endswith(RESIDUAL_OUT[arch]):
+                p.mul_(residual_init)
+    return hf
 
 
 def _batch(texts: list[str], tok, answers: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -270,8 +287,10 @@ def train(hf: torch.nn.Module, texts: list[str], is_ioi: list[bool], tok, a: arg
     used_out = used_in if tied else torch.nn.Parameter(e_out[:n].detach().clone())
     e_in.requires_grad_(False)
     e_out.requires_grad_(False)
-    params = [p for p in hf.parameters() if p.requires_grad]
-    embeddings = [used_in] + ([] if tied else [used_out])
+    # the embeddings are vector-like (one row per token or position): a larger step than the matrices'
+    pos = [p for name, p in hf.named_parameters() if p.requires_grad and name.endswith("wpe.weight")]
+    params = [p for p in hf.parameters() if p.requires_grad and not any(p is q for q in pos)]
+    embeddings = [used_in] + ([] if tied else [used_out]) + pos
     rest = math.log(vocab - n)
 
     def used_logits(ids: torch.Tensor) -> torch.Tensor:
@@ -280,6 +299,8 @@ def train(hf: torch.nn.Module, texts: list[str], is_ioi: list[bool], tok, a: arg
         return torch.cat([z, z.new_full((*z.shape[:-1], 1), rest)], dim=-1)  # the V − n zero rows, as one
 
     ids, labels, answer = _batch(texts, tok, is_ioi)
+    # the last column is the longest rows' answer token (nothing to predict from it) or padding
+    ids, labels, answer = ids[:, :-1], labels[:, :-1], answer[:, :-1]
     weights = torch.where(answer, a.answer_weight, 1.0) * (labels >= 0)
     rng = random.Random(a.seed + 3)  # held-out IOI prompts, another stream than the corpus and the task
     held = [ioi_prompt(rng) for _ in range(64)]
@@ -294,9 +315,9 @@ def train(hf: torch.nn.Module, texts: list[str], is_ioi: list[bool], tok, a: arg
         diff = z[torch.arange(len(held)), h_io] - z[torch.arange(len(held)), h_s]
         return float(diff.mean()), float((z.argmax(-1) == h_io).float().mean())
 
-    # the used embedding rows are vector-like (one row per token): a larger step than the matrices'
+    # fused: one kernel over all tensors per step (0.11 s instead of 0.84 s for 86M weights on 2 cores)
     opt = torch.optim.AdamW([{"params": params}, {"params": embeddings, "lr": a.lr * a.embed_lr_scale}],
-                            lr=a.lr, betas=(0.9, 0.98), weight_decay=0.01)
+                            lr=a.lr, betas=(0.9, 0.98), weight_decay=0.01, fused=True)
     params = params + embeddings
     warm = max(1, a.train_steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -337,6 +358,7 @@ def checkpoint(a: argparse.Namespace, meter: Meter) -> tuple[Path, dict[str, Any
     """The trained checkpoint's directory under the cache, trained (and saved) when missing."""
     recipe = dict(arch=a.arch, quick=a.quick, layers=a.layers, steps=a.train_steps, batch=a.train_batch, lr=a.lr,
                   answer_weight=a.answer_weight, embed_lr_scale=a.embed_lr_scale, seed=a.seed,
+                  ioi_fraction=a.ioi_fraction, residual_init=a.residual_init, recipe=2,
                   corpus=a.corpus, templates=TEMPLATES, fillers=FILLERS, names=NAMES)
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(a.cache) / f"{a.arch}{'-quick' if a.quick else ''}-{key}"
@@ -347,13 +369,13 @@ def checkpoint(a: argparse.Namespace, meter: Meter) -> tuple[Path, dict[str, Any
         return path, json.loads(info_file.read_text())
     tok = tokenizer()
     with meter.part("build", f"{a.arch} from its config, random init") as row:
-        hf = hf_model(a.arch, a.quick, a.seed, a.layers)
+        hf = hf_model(a.arch, a.quick, a.seed, a.layers, a.residual_init)
         n = sum(p.numel() for p in hf.parameters())
         row["note"] += f": {n / 1e6:.1f}M weights"
     with meter.part("train", f"{a.train_steps} AdamW steps x {a.train_batch} sentences, answer weight "
                     f"{a.answer_weight:g}") as row:
         t = time.perf_counter()
-        info = train(hf, *make_corpus(a.corpus, a.seed), tok, a)
+        info = train(hf, *make_corpus(a.corpus, a.seed, a.ioi_fraction), tok, a)
         info.update(weights=n, train_s=time.perf_counter() - t, recipe=recipe)
         end = info["curve"][-1]
         row["note"] += (f", loss {info['first_loss']:.2f} -> {info['last_loss']:.2f}, held-out IOI logit diff "
@@ -367,15 +389,15 @@ def checkpoint(a: argparse.Namespace, meter: Meter) -> tuple[Path, dict[str, Any
     return path, info
 
 
-def scan_heads(model, task, rows: int) -> tuple[list[tuple[int, int]], dict[str, Any]]:
-    """Mean-ablation scan: each layer's heads together, then each head of the two layers whose ablation
-    costs most answer loss; the top three heads by answer loss carried are the "circuit"."""
+def scan_heads(model, task, rows: int, layers: int) -> tuple[list[tuple[int, int]], dict[str, Any]]:
+    """Mean-ablation scan: each layer's heads together, then each head of the ``layers`` layers whose
+    ablation costs most answer loss; the top three heads by answer loss carried are the "circuit"."""
     from analyses.ablation import ablate_heads
 
     cfg = model.cfg
     by_layer = {l: ablate_heads(model, task, [(l, h) for h in range(cfg.n_heads)], eval_rows=rows)["loss_carried"]
                 for l in range(cfg.n_layers)}
-    top_layers = sorted(by_layer, key=by_layer.get, reverse=True)[:2]
+    top_layers = sorted(by_layer, key=by_layer.get, reverse=True)[:layers]
     by_head = {(l, h): ablate_heads(model, task, [(l, h)], eval_rows=rows)["loss_carried"]
                for l in top_layers for h in range(cfg.n_heads)}
     top = sorted(by_head, key=by_head.get, reverse=True)[:3]
@@ -406,16 +428,17 @@ def corpus_task(model, n: int, seed: int):
                                   name="filler-corpus", description="filler sentences (no IOI)")
 
 
-def ioi_logit_diff(model, task) -> dict[str, float]:
-    """Mean logit(IO) − logit(S) and answer accuracy on the first 64 test rows (a plain-function
-    analysis: its effect is the logit difference)."""
-    with torch.no_grad():
-        batch = task.tensors("test", rows=64)
-        diff = task.logit_diff(model, batch)
-    return {"logit_diff": float(diff.mean()), "io_preferred": float((diff > 0).float().mean())}
+def logit_diff_analysis(rows: int):
+    """The plain-function analysis ``ioi_logit_diff``: mean logit(IO) − logit(S) and the share of rows
+    preferring IO, on the first ``rows`` test rows (its effect is the logit difference)."""
 
+    def ioi_logit_diff(model, task) -> dict[str, float]:
+        with torch.no_grad():
+            diff = task.logit_diff(model, task.tensors("test", rows=rows))
+        return {"logit_diff": float(diff.mean()), "io_preferred": float((diff > 0).float().mean())}
 
-ioi_logit_diff.effects = ("logit_diff",)
+    ioi_logit_diff.effects = ("logit_diff",)
+    return ioi_logit_diff
 
 
 # --------------------------------------------------------------------------- the study
@@ -459,10 +482,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 
         # ---------------------------------------------------------------- head ablation scan
         rows = a.eval_rows
-        heads_file = path / f"study-heads-{a.eval_rows}-{a.ioi_rows}.json"
+        heads_file = path / f"study-heads-{a.eval_rows}-{a.ioi_rows}-{a.scan_layers}.json"
         if want("head_ablation") or not heads_file.exists():
             with meter.part("head_ablation", "") as row:
-                top, abl = scan_heads(model, task, rows)
+                top, abl = scan_heads(model, task, rows, a.scan_layers)
                 row["note"] = (f"{cfg.n_layers + len(abl['by_head'])} ablations; top heads "
                                + ", ".join(f"L{l}H{h} ({abl['by_head'][f'L{l}H{h}']:+.3f})" for l, h in top))
             heads_file.write_text(json.dumps(abl))
@@ -477,8 +500,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         same = Agree.on(lambda c: c["template"].long() * 1000 + c["answer_id"].long(), "same template and IO")
         hyp = Hypothesis([Head(l, h, same) for l, h in top], name="top_heads")
         wrong = Hypothesis([Head(l, h, same) for l, h in others], name="other_heads")
-        scrub = CausalScrubbing(hyp, name="scrub_top", eval_rows=rows, seeds=2, bootstrap=200)
-        scrub_other = CausalScrubbing(wrong, name="scrub_other", eval_rows=rows, seeds=2, bootstrap=200)
+        scrub = CausalScrubbing(hyp, name="scrub_top", eval_rows=rows, seeds=a.scrub_seeds, bootstrap=200)
+        scrub_other = CausalScrubbing(wrong, name="scrub_other", eval_rows=rows, seeds=a.scrub_seeds, bootstrap=200)
         if want("causal_scrubbing"):
             with meter.part("causal_scrubbing", "") as row:
                 m = {}
@@ -517,7 +540,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                 row["note"] += f", FVU {tm['refit_fvu']:.3f}, spliced KL {tm['refit_kl']:.3f} nats/token"
             out["transcoder"] = tm
 
-        suite = [ioi_logit_diff, analyses.HeadAblation(heads=top, eval_rows=rows, name="top_heads"), scrub, norms]
+        # at the draws of the degradations only the IOI logit difference (every analysis above costs
+        # seconds to minutes a call at 124M weights; a user restricts the suite first)
+        ioi_logit_diff = logit_diff_analysis(a.logit_diff_rows)
+        suite = [ioi_logit_diff]
 
         # ---------------------------------------------------------------- posterior, restricted
         blocks = list(range(cfg.n_layers - a.restrict_blocks, cfg.n_layers))
@@ -546,14 +572,16 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             with meter.part("posterior_all_weights", f"nβ {a.full_nbeta:g}, lr {a.full_lr:g}, "
                             f"{a.full_steps + 1} steps, 1 chain") as row:
                 t = time.perf_counter()
-                res_full = interp.run_sweep(model, task, [ioi_logit_diff], full, [NBeta(a.full_nbeta)],
+                res_full = interp.run_sweep(model, task, suite, full, [NBeta(a.full_nbeta)],
                                             out=runs / "posterior_full", progress=False, eval_rows=rows)
                 row["note"] += _sweep_note(res_full)
                 out["posterior_all_weights"] = {**_sweep_numbers(res_full), "wall_s": time.perf_counter() - t}
 
         # ---------------------------------------------------------------- weight noise, dissolution
         if want("weight_noise"):
-            noise = WeightNoise(relative=True, draws_per_level=2, seed=a.seed)
+            # eval_rows: each draw's own loss on the sweep's rows (the default, 256 rows, measured the loss a
+            # second time, on 256 rows: 17 s a draw at 124M, 60% of the dissolution's time)
+            noise = WeightNoise(relative=True, draws_per_level=2, seed=a.seed, eval_rows=rows)
             with meter.part("weight_noise", f"all weights, relative σ {a.sigmas}") as row:
                 res_noise = interp.run_sweep(model, task, suite, noise, list(a.sigmas), out=runs / "noise",
                                              progress=False, eval_rows=rows)
@@ -562,7 +590,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         if want("dissolution"):
             with meter.part("dissolution", "IOI logit diff to half its value, weight noise") as row:
                 d = interp.dissolution(model, task, ioi_logit_diff,
-                                       WeightNoise(relative=True, draws_per_level=3, seed=a.seed),
+                                       WeightNoise(relative=True, draws_per_level=2, seed=a.seed, eval_rows=rows),
                                        metric="logit_diff", relative=0.5, axis="sigma", start=0.05,
                                        max_levels=a.dissolve_levels, out=runs / "dissolve", progress=False,
                                        eval_rows=rows)
@@ -609,7 +637,10 @@ def main() -> None:
     ap.add_argument("--answer-weight", type=float, default=None,
                     help="weight of the IOI answer token in the training loss (other tokens: 1)")
     ap.add_argument("--embed-lr-scale", type=float, default=None,
-                    help="the used embedding rows' learning rate over --lr")
+                    help="the used embedding rows' (and position embeddings') learning rate over --lr")
+    ap.add_argument("--residual-init", type=float, default=None,
+                    help="scale of the residual branches' output projections at init (1: Hugging Face's; 0: zero)")
+    ap.add_argument("--ioi-fraction", type=float, default=None, help="share of IOI sentences in the corpus")
     ap.add_argument("--check-every", type=int, default=20, help="training steps between held-out IOI checks")
     ap.add_argument("--layers", type=int, default=None, help="another depth (to try a training recipe out)")
     ap.add_argument("--train-only", action="store_true", help="stop after training (to try a recipe out)")
@@ -625,15 +656,17 @@ def main() -> None:
         ap.error(f"--parts {','.join(unknown)}: unknown; choose from {','.join(PARTS)}")
     q = a.quick
     # the sizes of the run: the full ones fit 30 minutes on a 2-core CPU (BENCHMARKS.md)
-    defaults = dict(train_steps=300, train_batch=32 if q else 16, lr=3e-3 if q else 3e-4, answer_weight=100.0,
-                    embed_lr_scale=1.0 if q else 30.0)
+    defaults = dict(train_steps=300 if q else 400, train_batch=32 if q else 16, lr=3e-3 if q else 3e-4,
+                    answer_weight=100.0, embed_lr_scale=1.0 if q else 30.0, ioi_fraction=0.8 if q else 0.9,
+                    residual_init=1.0)
     for k, v in defaults.items():
         if getattr(a, k) is None:
             setattr(a, k, v)
     sizes = dict(ioi_rows=300 if q else 600, corpus_rows=128, eval_rows=32 if q else 24, probe_rows=128 if q else 160,
-                 tc_latents=128 if q else 1536, tc_k=8 if q else 32, tc_steps=30 if q else 150,
-                 tc_tokens=2048 if q else 4096, restrict_blocks=1 if q else 2, kl_rows=32 if q else 24,
-                 chains=2, draws=2, burnin=6 if q else 12, thin=2 if q else 3, sgld_batch=8,
+                 tc_latents=128 if q else 768, tc_k=8 if q else 16, tc_steps=30 if q else 60,
+                 tc_tokens=2048, restrict_blocks=1 if q else 2, kl_rows=32 if q else 24,
+                 scan_layers=2 if q else 1, scrub_seeds=2 if q else 1, logit_diff_rows=64 if q else 32,
+                 chains=2, draws=2, burnin=6 if q else 8, thin=2, sgld_batch=8,
                  kl_levels=(0.05,) if q else (0.02, 0.1), full_nbeta=100.0, full_lr=1e-5, full_steps=3 if q else 4,
                  sigmas=(0.1,) if q else (0.01, 0.03, 0.1), dissolve_levels=2 if q else 4)
     for k, v in sizes.items():
