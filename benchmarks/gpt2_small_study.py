@@ -233,7 +233,8 @@ RESIDUAL_OUT = {"gpt2": ("attn.c_proj.weight", "mlp.c_proj.weight"),
                 "pythia160m": ("attention.dense.weight", "mlp.dense_4h_to_h.weight")}
 
 
-def hf_model(arch: str, quick: bool, seed: int, layers: int | None = None, residual_init: float = 1.0) -> torch.nn.Module:
+def hf_model(arch: str, quick: bool, seed: int, layers: int | None = None,
+             residual_init: float = 1.0) -> torch.nn.Module:
     """The architecture with random init; the residual branches' output projections scaled by
     ``residual_init`` (0: every block starts as the identity, as in zero-init residual training)."""
     import transformers
