@@ -1,7 +1,8 @@
 """Benchmark: SGLD chain-steps per second on a Hugging Face GPT-2 bridge: interp, devinterp 2.0.1 and a
 plain PyTorch loop, each as a fraction of this machine's own matrix-multiply peak.
 
-A GPT-2-architecture model (4 layers, d_model 256, 4 heads, vocab 512, random init, every dropout 0) is
+A GPT-2-architecture model (4 layers, d_model 256, 4 heads, vocab 512, random init, every dropout 0;
+``--size gpt2-small``: GPT-2 small's 12 layers, d_model 768, vocab 50,257, 124.4M weights) is
 saved with ``save_pretrained`` and loaded back twice: as the plain Hugging Face module
 (``GPT2LMHeadModel``, what devinterp samples: it deep-copies the model per chain, puts the copy in
 ``train()`` mode, so dropout must be 0 for it to sample the same loss, and breaks on TransformerBridges)
@@ -34,6 +35,7 @@ is printed too: interp checks its stacked gradient against the bridge once per m
 (cached), so that call carries the check.
 
     python benchmarks/bench_hf_sampler.py [--steps 20] [--repeats 3] [--chains 4] [--shapes 8x32,16x64] [--steady]
+    python benchmarks/bench_hf_sampler.py --size gpt2-small --steps 3 --repeats 1 --chains 2 --shapes 8x32 --steady
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ from pathlib import Path
 
 import torch
 
-D_MODEL, LAYERS, HEADS, VOCAB, CTX = 256, 4, 4, 512, 64
+#: ``--size``: (d_model, layers, heads, vocabulary, context) of the benchmark's model
+SIZES = {"small": (256, 4, 4, 512, 64), "medium": (512, 8, 8, 8192, 256), "gpt2-small": (768, 12, 12, 50257, 1024)}
+D_MODEL, LAYERS, HEADS, VOCAB, CTX = SIZES["small"]
 NBETA, LR, GAMMA = 1000.0, 1e-6, 100.0
 
 
@@ -278,7 +282,7 @@ def memory(path: Path, args: argparse.Namespace, shape: str, live: list[str], n_
         for c in (1, args.chains):
             out = subprocess.run(
                 [sys.executable, __file__, "--memory-of", n, "--path", str(path), "--chains", str(c),
-                 "--steps", "5", "--shapes", shape],
+                 "--steps", "5", "--shapes", shape, "--size", args.size],
                 capture_output=True, text=True, check=True)
             peaks.append(json.loads(out.stdout.strip().splitlines()[-1]))
         per_chain = (peaks[1]["extra_mib"] - peaks[0]["extra_mib"]) / max(args.chains - 1, 1)
@@ -296,9 +300,14 @@ def main() -> None:
     ap.add_argument("--steady", action="store_true",
                     help="also time every sampler at one step per chain: steady-state rate and one-off cost per call")
     ap.add_argument("--memory", action="store_true", help="also measure the memory per chain (subprocesses)")
+    ap.add_argument("--size", choices=sorted(SIZES), default="small",
+                    help="small: 3.31M weights (default); medium: 8 layers, d_model 512, vocab 8192; "
+                         "gpt2-small: GPT-2 small's 124.4M")
     ap.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--path", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global D_MODEL, LAYERS, HEADS, VOCAB, CTX
+    D_MODEL, LAYERS, HEADS, VOCAB, CTX = SIZES[args.size]
     torch.set_num_threads(1)
     logging.getLogger("interp").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")

@@ -33,7 +33,6 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -49,12 +48,14 @@ from interp.models import ModelCall
 
 logger = logging.getLogger("interp.degradations")
 
-__all__ = ["BatchedChains", "ChainStacking"]
+__all__ = ["BatchedChains", "ChainStacking", "STACK_CPU_MAX_WEIGHTS"]
 
-#: model -> {what the check at w0 depends on: (agrees, M(2) in bytes, the warning if not)}
-#: (``BatchedChains._vmap_agrees``); dropped with the model
-_CHECKS: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[Any, ...], tuple[bool, int | None, str | None]]] = (
-    weakref.WeakKeyDictionary())
+#: On the CPU, bridges' chains are stacked automatically only up to this many sampled weights: above
+#: it, stacked chains measured slower than chains in turn: 1.03–1.12× their speed at 29.6M weights,
+#: 0.62–0.66× at GPT-2 small's 124M, where the passes over the stacked weights and gradients (the
+#: 38.6M-weight embedding's above all) cost more than stacking saves (BENCHMARKS.md, "Sampler on
+#: Hugging Face bridges")
+STACK_CPU_MAX_WEIGHTS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -96,9 +97,10 @@ class BatchedChains:
 
     def _choose_stacking(self: Any, chains: int) -> ChainStacking:
         if not self.use_vmap(chains):
-            return ChainStacking(1, chains, None, None, None, "chains one after another (not vectorised: "
-                                 f"vectorize={self.cfg.vectorize!r}, {chains} chain(s), or a model outside the "
-                                 "stacked family)")
+            why = (f"on the CPU above {STACK_CPU_MAX_WEIGHTS:,} sampled weights ({self.d:,}), where stacking "
+                   "is slower" if self._too_large_to_stack() else
+                   f"vectorize={self.cfg.vectorize!r}, {chains} chain(s), or a model outside the stacked family")
+            return ChainStacking(1, chains, None, None, None, f"chains one after another (not vectorised: {why})")
         if not self._vmap_agrees():
             return ChainStacking(1, chains, None, None, None, "chains one after another (the vectorised "
                                  "gradient differs from the plain one)")
@@ -142,13 +144,17 @@ class BatchedChains:
                 logger.debug("stacked chains unavailable: %s", reason)
         return self._stacked
 
+    def _too_large_to_stack(self: Any) -> bool:
+        """Automatic stacking on the CPU above :data:`STACK_CPU_MAX_WEIGHTS` sampled weights."""
+        return self.cfg.vectorize is None and self.w0[0].device.type == "cpu" and self.d > STACK_CPU_MAX_WEIGHTS
+
     def use_vmap(self, chains: int) -> bool:
         if self.cfg.vectorize is not None:
             return bool(self.cfg.vectorize) and chains > 1
         if chains < 2:
             return False
         if hasattr(self.model, "original_model") or hasattr(self.model, "hook_dict"):
-            return self.stacked() is not None
+            return self.stacked() is not None and not self._too_large_to_stack()
         all_params = list(self.model.parameters())
         if len({p.untyped_storage().data_ptr() for p in all_params}) < len(all_params):
             return False
@@ -214,16 +220,16 @@ class BatchedChains:
         check once (it costs about two SGLD steps of the model: ~10% of a 40-chain-step run)."""
         if getattr(self, "_vmap_ok", None) is not None:
             return self._vmap_ok
-        key = self._w0_key()
-        if key is not None:
-            key = ("stacked check", self.cfg.batch_size, str(self.w0[0].device), *key)
-            cached = _CHECKS.get(self.model, {}).get(key)
-            if cached is not None:  # this model, these weights, objective and batch: checked before
-                self._vmap_ok, self._peak2, msg = cached
-                if msg is not None:
-                    logger.warning(msg)
-                    warnings.warn(msg, RuntimeWarning, stacklevel=4)
-                return self._vmap_ok
+        self._vmap_ok, self._peak2, msg = self.at_w0(
+            ("stacked check", self.cfg.batch_size, str(self.w0[0].device)), self._check_stacked)
+        if msg is not None:
+            logger.warning(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=4)
+        return self._vmap_ok
+
+    def _check_stacked(self) -> tuple[bool, int | None, str | None]:
+        """(agrees, M(2) in bytes, the warning if not), measured (:meth:`_vmap_agrees`)."""
+        peak2 = None
         batch = next(self.obj.stream(self.cfg.seed))
         gen = torch.Generator().manual_seed(self.cfg.seed + 31)
         points = []
@@ -240,8 +246,8 @@ class BatchedChains:
             with self.obj.full_precision():
                 stacked_points = dict(zip(self.names, [torch.stack(ws) for ws in zip(*points)]))
                 out: list[Any] = []
-                self._peak2 = measure_peak_bytes(lambda: out.append(self._vmap_grad(2)(stacked_points, batch)),
-                                                 self.w0[0].device)
+                peak2 = measure_peak_bytes(lambda: out.append(self._vmap_grad(2)(stacked_points, batch)),
+                                           self.w0[0].device)
                 g, val = out.pop()
                 ok = True
                 for c, ws in enumerate(points):
@@ -263,18 +269,12 @@ class BatchedChains:
             ok, reason = False, f"{type(e).__name__}: {e}"
         finally:
             self.snapshot.restore()
-        msg = None
-        if not ok:
-            msg = (f"vectorised chains disabled for {type(self.model).__name__}: {reason}; running the chains "
-                   "one after another (same numbers, slower). A loss that reads parameters captured outside "
-                   "the model, or rebuilds them in forward, cannot be vectorised; pass vectorize=False to "
-                   "skip this check.")
-            logger.warning(msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=4)
-        self._vmap_ok = ok
-        if key is not None:
-            _CHECKS.setdefault(self.model, {})[key] = (ok, self._peak2, msg)
-        return ok
+        msg = None if ok else (
+            f"vectorised chains disabled for {type(self.model).__name__}: {reason}; running the chains "
+            "one after another (same numbers, slower). A loss that reads parameters captured outside "
+            "the model, or rebuilds them in forward, cannot be vectorised; pass vectorize=False to "
+            "skip this check.")
+        return ok, peak2, msg
 
     def _run_vmap(self, recs: list[Any], steps: int, burnin: int, thin: int,
                   level: Any, yield_draws: bool, bar: Any) -> Iterator[Draw]:

@@ -49,11 +49,9 @@ __all__ = ["ChainDiagnostics", "FULL_SPLIT_ROWS", "INIT_BATCHES"]
 FULL_SPLIT_ROWS = 4096
 #: Minibatches (without replacement) that L(w0) averages on a larger split.
 INIT_BATCHES = 64
-#: model -> {what the curvature at w0 depends on: ĥ} (``_Engine.curvature``); dropped with the model
-_CURVATURES: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[Any, ...], float]] = weakref.WeakKeyDictionary()
-#: model -> {what L(w0) depends on: (L(w0), fixed-batch loss at w0, SE of L(w0))} (``_Engine.init_losses``)
-_INIT_LOSSES: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[Any, ...], tuple[float, float | None, float]]] = (
-    weakref.WeakKeyDictionary())
+#: model -> {(what, *what it depends on): a quantity measured at w0} (``_Engine.at_w0``: the curvature,
+#: L(w0), the stacked-gradient check); dropped with the model
+_AT_W0: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
 
 
 def _digest(named: Any) -> str:
@@ -160,26 +158,21 @@ class _Engine(BatchedChains):
         compute it once.
         """
         if self._init is None:
-            key = self._w0_key()
-            if key is not None:
-                rows = _digest(sorted(self.obj.data.items()))  # the training rows it averages over
-                key = ("init losses", self.cfg.init_batches, self.cfg.batch_size,
-                       getattr(self.cfg, "autocast", None), rows, *key)
-                cached = _INIT_LOSSES.get(self.model, {}).get(key)
-                if cached is not None:
-                    mean, ev, self.init_loss_se = cached
-                    self._init = (mean, ev)
-                    return self._init
-            vals, weights, se = self._init_batches()
-            if not all(math.isfinite(v) for v in vals):
-                raise ValueError("The loss at the original weights is not finite; cannot sample.")
-            ev = self.obj.eval_loss(self.model) if self.obj.fixed is not None else None
-            mean = sum(w * v for w, v in zip(weights, vals)) / sum(weights) if weights else sum(vals) / len(vals)
+            rows = _digest(sorted(self.obj.data.items())) if self.obj.has_rows else None  # what it averages
+            mean, ev, self.init_loss_se = self.at_w0(
+                ("init losses", self.cfg.init_batches, self.cfg.batch_size, getattr(self.cfg, "autocast", None),
+                 rows), self._measure_init_losses)
             self._init = (mean, ev)
-            self.init_loss_se = se
-            if key is not None:
-                _INIT_LOSSES.setdefault(self.model, {})[key] = (mean, ev, se)
         return self._init
+
+    def _measure_init_losses(self) -> tuple[float, float | None, float]:
+        """(L(w0), the fixed-batch loss at w0, the SE of L(w0)), measured."""
+        vals, weights, se = self._init_batches()
+        if not all(math.isfinite(v) for v in vals):
+            raise ValueError("The loss at the original weights is not finite; cannot sample.")
+        ev = self.obj.eval_loss(self.model) if self.obj.fixed is not None else None
+        mean = sum(w * v for w, v in zip(weights, vals)) / sum(weights) if weights else sum(vals) / len(vals)
+        return mean, ev, se
 
     def _init_batches(self) -> tuple[list[float], list[int] | None, float]:
         """The minibatch losses at w0 that L(w0) averages, their row weights (``None``: equal) and
@@ -213,42 +206,53 @@ class _Engine(BatchedChains):
         2–3 it costs tens of SGLD steps), the cache keyed by a SHA-256 of every weight and of the
         batch, so other weights or data are measured afresh."""
         if self._curv is None:
-            key = self._w0_key()
-            cached = _CURVATURES.get(self.model, {}).get(key)
-            if cached is not None:
-                self._curv = cached
-                return cached
-            gen = torch.Generator().manual_seed(self.cfg.seed + 17)
-            v = [torch.randn(p.shape, generator=gen).to(p) for p in self.params]
-            v = [x * m if m is not None else x for x, m in zip(v, self.masks)]
-            nrm = flat_norm(v)
-            v = [x / nrm for x in v]
-            batch = self.obj.fixed if self.obj.has_rows else None
-            if batch is not None and len(next(iter(batch.values()))) > 64:
-                batch = {k: t[:64] for k, t in batch.items()}
-            if batch is None and self.obj.has_rows:
-                batch = next(self.obj.stream(self.cfg.seed))
-            lam = 0.0
-            for _ in range(20):
-                loss = self.obj.loss(self.model, batch)
-                g = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
-                pairs = [(gi, vi) for gi, vi in zip(g, v) if gi is not None and gi.requires_grad]
-                if not pairs:
-                    break
-                hv = torch.autograd.grad([gi for gi, _ in pairs], self.params,
-                                         grad_outputs=[vi for _, vi in pairs], allow_unused=True)
-                hv = [torch.zeros_like(p) if h is None else h.detach() for h, p in zip(hv, self.params)]
-                hv = [h * m if m is not None else h for h, m in zip(hv, self.masks)]
-                lam = float(sum((h * x).sum() for h, x in zip(hv, v)))
-                nrm = flat_norm(hv)
-                if nrm == 0 or not math.isfinite(nrm):
-                    break
-                v = [h / nrm for h in hv]
-            self._curv = abs(lam) if math.isfinite(lam) else 0.0
-            logger.info("top curvature at w0: %.4g", self._curv)
-            if key is not None:
-                _CURVATURES.setdefault(self.model, {})[key] = self._curv
+            self._curv = self.at_w0(("curvature",), self._measure_curvature)
         return self._curv
+
+    def _measure_curvature(self) -> float:
+        """ĥ by power iteration on Hessian-vector products, measured."""
+        gen = torch.Generator().manual_seed(self.cfg.seed + 17)
+        v = [torch.randn(p.shape, generator=gen).to(p) for p in self.params]
+        v = [x * m if m is not None else x for x, m in zip(v, self.masks)]
+        nrm = flat_norm(v)
+        v = [x / nrm for x in v]
+        batch = self.obj.fixed if self.obj.has_rows else None
+        if batch is not None and len(next(iter(batch.values()))) > 64:
+            batch = {k: t[:64] for k, t in batch.items()}
+        if batch is None and self.obj.has_rows:
+            batch = next(self.obj.stream(self.cfg.seed))
+        lam = 0.0
+        for _ in range(20):
+            loss = self.obj.loss(self.model, batch)
+            g = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+            pairs = [(gi, vi) for gi, vi in zip(g, v) if gi is not None and gi.requires_grad]
+            if not pairs:
+                break
+            hv = torch.autograd.grad([gi for gi, _ in pairs], self.params,
+                                     grad_outputs=[vi for _, vi in pairs], allow_unused=True)
+            hv = [torch.zeros_like(p) if h is None else h.detach() for h, p in zip(hv, self.params)]
+            hv = [h * m if m is not None else h for h, m in zip(hv, self.masks)]
+            lam = float(sum((h * x).sum() for h, x in zip(hv, v)))
+            nrm = flat_norm(hv)
+            if nrm == 0 or not math.isfinite(nrm):
+                break
+            v = [h / nrm for h in hv]
+        curv = abs(lam) if math.isfinite(lam) else 0.0
+        logger.info("top curvature at w0: %.4g", curv)
+        return curv
+
+    def at_w0(self, what: tuple[Any, ...], measure: Any) -> Any:
+        """``measure()``, kept per model under ``what`` and :meth:`_w0_key` (what every quantity measured
+        at w0 depends on), so the levels of a sweep and repeated ``sample()`` calls measure it once;
+        measured afresh each time for a callable target (no key)."""
+        key = self._w0_key()
+        if key is None:
+            return measure()
+        store = _AT_W0.setdefault(self.model, {})
+        key = (*what, *key)
+        if key not in store:
+            store[key] = measure()
+        return store[key]
 
     def _w0_key(self) -> tuple[Any, ...] | None:
         """What a quantity measured at w0 (the curvature, the stacked-gradient check) depends on
