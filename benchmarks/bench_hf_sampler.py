@@ -14,10 +14,15 @@ steps, nβ, ε and γ, one thread, interleaved repeats:
   ``sample()``/LLC entry points call, minus the zarr writing) with ``make_evaluate_fn()``;
 - plain: the SGLD step written out in PyTorch on the Hugging Face module, chain after chain (the
   reference a sampler must at least match: no framework, no diagnostics);
-- interp, default: ``TemperedPosterior(...).sample`` on the bridge: all chains stacked in one
-  hand-batched forward (``interp.degradations.stacked.StackedForward``, checked against the bridge's
-  own gradient at w0 before use);
-- interp, ``vectorize=False``: chains one after another through the bridge itself.
+- interp, ``vectorize=True``: ``TemperedPosterior(...).sample`` on the bridge: all chains stacked in
+  one hand-batched forward (``interp.degradations.stacked.StackedForward``, checked against the
+  bridge's own gradient at w0 before use); the default on the CPU up to ``STACK_CPU_MAX_WEIGHTS``
+  sampled weights, so it is stacked here at every ``--size``;
+- interp, ``vectorize=False``: chains one after another through the bridge itself (the default on
+  the CPU above that size).
+
+``--profile``: after the timings, one call of each interp path under ``torch.profiler``, its 12
+most expensive operators (self CPU time): where stacked and chain-by-chain steps differ.
 
 Machine peak: the median time of ``torch.matmul`` on two 2048 x 2048 float32 matrices (one thread),
 2·n³ FLOP each. A chain-step costs ≈ 6 × weights × tokens FLOP (forward + backward, attention scores
@@ -36,6 +41,7 @@ is printed too: interp checks its stacked gradient against the bridge once per m
 
     python benchmarks/bench_hf_sampler.py [--steps 20] [--repeats 3] [--chains 4] [--shapes 8x32,16x64] [--steady]
     python benchmarks/bench_hf_sampler.py --size gpt2-small --steps 3 --repeats 1 --chains 2 --shapes 8x32 --steady
+    python benchmarks/bench_hf_sampler.py --size gpt2-small --steps 2 --repeats 1 --chains 2 --shapes 8x32 --profile
 """
 
 from __future__ import annotations
@@ -141,7 +147,7 @@ def samplers(path: Path, args: argparse.Namespace, chains: int, batch: int, seq:
 
         return run
 
-    return {"devinterp": devinterp, "plain": plain, "interp": ours(None), "interp_sequential": ours(False)}
+    return {"devinterp": devinterp, "plain": plain, "interp": ours(True), "interp_sequential": ours(False)}
 
 
 def matmul_peak(n: int = 2048, repeats: int = 7) -> float:
@@ -263,6 +269,14 @@ def bench_shape(path: Path, args: argparse.Namespace, shape: str, n_params: int,
                   f"{median(oneoff[n]):.2f} s   runs {[round(x, 2) for x in steady[n]]}")
     for n, e in errors.items():
         print(f"  {n:18s} did not run: {e}")
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        for n in ("interp", "interp_sequential"):
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                fns[n]()
+            print(f"\n  {n}: one call under torch.profiler\n"
+                  + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
     for n in ("interp", "interp_sequential"):
         for ref in ("devinterp", "plain"):
             if n in live and ref in live:
@@ -300,6 +314,7 @@ def main() -> None:
     ap.add_argument("--steady", action="store_true",
                     help="also time every sampler at one step per chain: steady-state rate and one-off cost per call")
     ap.add_argument("--memory", action="store_true", help="also measure the memory per chain (subprocesses)")
+    ap.add_argument("--profile", action="store_true", help="profile one call of each interp path")
     ap.add_argument("--size", choices=sorted(SIZES), default="small",
                     help="small: 3.31M weights (default); medium: 8 layers, d_model 512, vocab 8192; "
                          "gpt2-small: GPT-2 small's 124.4M")
